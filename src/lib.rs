@@ -1,4 +1,24 @@
-//! placeholder
+//! nps-stream: streaming Net Promoter Score from Kafka.
+//!
+//! Consumes protobuf `SurveyResponse` events, keeps rolling-window NPS per
+//! product × region in memory (several windows at once, with counts, margin
+//! of error and value-weighted NPS), publishes Prometheus metrics, emits a
+//! detractor alert per detractor, and dead-letters what it cannot accept.
+//!
+//! # Layout
+//! - [`pb`]: the types generated from `proto/nps/v1/*.proto` (prost), with
+//!   their protobuf-JSON mapping (pbjson).
+//! - [`schema`]: decoding (plain protobuf and Confluent Schema Registry
+//!   framing) and validation; every refusal is a named [`schema::Reason`].
+//! - [`engine`]: the pure NPS engine: bucketed rolling windows, NPS math,
+//!   dedup, cardinality guard, per-partition state and snapshots. No clock,
+//!   no I/O, no Kafka, no metrics.
+
+pub mod engine;
+pub mod schema;
+
+/// Generated protobuf types of package `nps.v1`.
+#[allow(clippy::all, missing_docs)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/nps.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/nps.v1.serde.rs"));

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    println!("nps-stream {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,254 @@
+//! The segment table: (product, region) names ↔ small ids, and the
+//! cardinality guard.
+//!
+//! Names become Prometheus label values, so their number must be bounded: at
+//! most `max_keys` real segments are admitted; a response for a new segment
+//! beyond that is folded into the reserved segment `__other__`/`__other__`
+//! and reported as an overflow. A segment leaves the table once no partition
+//! holds window state for it and it has not been seen for the longest
+//! window, which frees its place for another.
+
+use std::hash::{Hash, Hasher};
+
+/// Product and region of the segment responses are folded into once the
+/// table is full. Validation refuses it as input, so it is never spoofed.
+pub const OTHER: &str = "__other__";
+
+/// A segment's id in the table. Ids are reused after a segment leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub(crate) u32);
+
+impl KeyId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Name {
+    pub(crate) product: Box<str>,
+    pub(crate) region: Box<str>,
+}
+
+/// Borrowed lookup form of `Name`; hashes the same way.
+struct NameRef<'a>(&'a str, &'a str);
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        NameRef(&self.product, &self.region).hash(h)
+    }
+}
+
+impl Hash for NameRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write(self.0.as_bytes());
+        h.write_u8(0xff);
+        h.write(self.1.as_bytes());
+    }
+}
+
+impl hashbrown::Equivalent<Name> for NameRef<'_> {
+    fn equivalent(&self, key: &Name) -> bool {
+        *self.0 == *key.product && *self.1 == *key.region
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    name: Name,
+    /// Partitions holding window state for this segment.
+    holders: u32,
+    /// Processing time it was last seen.
+    last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct KeyTable {
+    ids: hashbrown::HashMap<Name, KeyId>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    max_keys: usize,
+    /// Admitted segments, `__other__` excluded.
+    real: usize,
+    other: Option<KeyId>,
+}
+
+/// How a response's segment was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) key: KeyId,
+    /// True when the table was full and the response went to `__other__`.
+    pub(crate) overflowed: bool,
+}
+
+impl KeyTable {
+    pub(crate) fn new(max_keys: usize) -> Self {
+        KeyTable {
+            ids: hashbrown::HashMap::new(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            max_keys,
+            real: 0,
+            other: None,
+        }
+    }
+
+    /// Finds or admits the segment, or folds it into `__other__` when full.
+    pub(crate) fn resolve(&mut self, product: &str, region: &str, now: i64) -> Resolved {
+        let (key, overflowed) = match self.lookup(product, region) {
+            // Only restored snapshots name `__other__`: never a real key.
+            _ if product == OTHER && region == OTHER => (self.other_key(), false),
+            Some(id) => (id, false),
+            None if self.real < self.max_keys => {
+                self.real += 1;
+                (self.insert(product, region), false)
+            }
+            None => (self.other_key(), true),
+        };
+        if let Some(e) = self.entries[key.index()].as_mut() {
+            e.last_seen_ms = e.last_seen_ms.max(now);
+        }
+        Resolved { key, overflowed }
+    }
+
+    fn other_key(&mut self) -> KeyId {
+        match self.other {
+            Some(id) => id,
+            None => {
+                let id = self.insert(OTHER, OTHER);
+                self.other = Some(id);
+                id
+            }
+        }
+    }
+
+    fn insert(&mut self, product: &str, region: &str) -> KeyId {
+        let name = Name {
+            product: product.into(),
+            region: region.into(),
+        };
+        let entry = Entry {
+            name: name.clone(),
+            holders: 0,
+            last_seen_ms: i64::MIN,
+        };
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = Some(entry);
+                KeyId(i)
+            }
+            None => {
+                self.entries.push(Some(entry));
+                // The table never outgrows max_keys + 1 entries, far below u32.
+                KeyId(u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX))
+            }
+        };
+        self.ids.insert(name, id);
+        id
+    }
+
+    pub(crate) fn name(&self, key: KeyId) -> Option<(&str, &str)> {
+        self.entries
+            .get(key.index())
+            .and_then(|e| e.as_ref())
+            .map(|e| (&*e.name.product, &*e.name.region))
+    }
+
+    pub(crate) fn lookup(&self, product: &str, region: &str) -> Option<KeyId> {
+        self.ids.get(&NameRef(product, region)).copied()
+    }
+
+    /// A partition now holds window state for `key`.
+    pub(crate) fn hold(&mut self, key: KeyId) {
+        if let Some(e) = self.entries.get_mut(key.index()).and_then(|e| e.as_mut()) {
+            e.holders += 1;
+        }
+    }
+
+    /// A partition let go of its window state for `key`.
+    pub(crate) fn release(&mut self, key: KeyId) {
+        if let Some(e) = self.entries.get_mut(key.index()).and_then(|e| e.as_mut()) {
+            e.holders = e.holders.saturating_sub(1);
+        }
+    }
+
+    /// Removes segments no partition holds and not seen since `cutoff`;
+    /// returns their names.
+    pub(crate) fn sweep(&mut self, cutoff: i64) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        for i in 0..self.entries.len() {
+            let idle =
+                matches!(&self.entries[i], Some(e) if e.holders == 0 && e.last_seen_ms <= cutoff);
+            if !idle {
+                continue;
+            }
+            if let Some(e) = self.entries[i].take() {
+                self.ids.remove(&e.name);
+                self.free.push(i as u32);
+                if self.other == Some(KeyId(i as u32)) {
+                    self.other = None;
+                } else {
+                    self.real -= 1;
+                }
+                gone.push((e.name.product.into(), e.name.region.into()));
+            }
+        }
+        gone
+    }
+
+    /// Admitted real segments (`__other__` excluded).
+    pub(crate) fn len(&self) -> usize {
+        self.real
+    }
+
+    /// One past the highest id in use: sizes per-key scratch arrays.
+    pub(crate) fn id_bound(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Heap bytes of the names and the index.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let names: usize = self
+            .entries
+            .iter()
+            .flatten()
+            .map(|e| 2 * (e.name.product.len() + e.name.region.len()))
+            .sum();
+        let index = self.ids.capacity() * (std::mem::size_of::<(Name, KeyId)>() + 1);
+        names + index + self.entries.capacity() * std::mem::size_of::<Option<Entry>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_keys_beyond_the_limit_fold_into_other() {
+        let mut t = KeyTable::new(2);
+        let a = t.resolve("a", "x", 0);
+        let b = t.resolve("b", "x", 0);
+        assert!(!a.overflowed && !b.overflowed);
+        let c = t.resolve("c", "x", 0);
+        assert!(c.overflowed);
+        assert_eq!(t.name(c.key), Some((OTHER, OTHER)));
+        // Known keys still resolve to themselves.
+        assert_eq!(t.resolve("a", "x", 1), a);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn swept_keys_free_their_place() {
+        let mut t = KeyTable::new(1);
+        let a = t.resolve("a", "x", 10).key;
+        t.hold(a);
+        assert!(t.sweep(100).is_empty(), "held keys stay");
+        t.release(a);
+        assert!(t.sweep(9).is_empty(), "recently seen keys stay");
+        assert_eq!(t.sweep(10), vec![("a".to_string(), "x".to_string())]);
+        let b = t.resolve("b", "y", 20);
+        assert!(!b.overflowed);
+        assert_eq!(t.lookup("a", "x"), None);
+        assert_eq!(t.lookup("b", "y"), Some(b.key));
+    }
+}

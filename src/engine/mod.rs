@@ -1,0 +1,352 @@
+//! The NPS engine: rolling-window NPS per segment (product × region), pure
+//! and deterministic.
+//!
+//! Owns the windows, the dedup horizon, the cardinality guard and the
+//! snapshots. It never reads a clock, never does I/O and knows nothing of
+//! Kafka or metrics: time comes in as `now` (Unix ms) on every call and
+//! results come out as values (`Outcome`, `SegmentStats`, `SweepReport`) for
+//! the async shell to turn into metrics, alerts and commits.
+//!
+//! State is kept per source partition and merged when read, so that one
+//! partition can be dropped or restored on its own when Kafka moves it.
+//! The engine's `now` never goes backwards: a clock that steps back is
+//! treated as standing still.
+
+mod dedup;
+mod keys;
+mod nps;
+pub mod snapshot;
+mod window;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use dedup::id_hash;
+pub use keys::{KeyId, OTHER};
+pub use nps::{Category, WindowStats};
+pub use snapshot::SnapshotError;
+pub use window::{LayoutError, WindowLayout, WindowSpec};
+
+use dedup::Dedup;
+use keys::KeyTable;
+use window::Segment;
+
+/// The engine's settings. Deserialized from the `[engine]` table of the
+/// config file; every field has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Window lengths, e.g. `["1h", "24h", "7d", "30d"]`.
+    pub windows: Vec<String>,
+    /// Buckets per window; the bucket width (and edge error) is W / buckets.
+    pub buckets_per_window: u32,
+    /// Most (product, region) segments kept; beyond it, `__other__`.
+    pub max_keys: usize,
+    /// How long (processing time) a response_id is remembered.
+    #[serde(with = "humantime_serde")]
+    pub dedup_horizon: Duration,
+    /// Most response_ids remembered per partition (0 disables dedup).
+    pub dedup_max_ids: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            windows: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
+            buckets_per_window: 48,
+            max_keys: 10_000,
+            dedup_horizon: Duration::from_secs(24 * 3600),
+            dedup_max_ids: 1_000_000,
+        }
+    }
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A response as the engine needs it: already validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation<'a> {
+    pub response_id: &'a str,
+    pub product: &'a str,
+    pub region: &'a str,
+    pub category: Category,
+    /// Event time, Unix ms.
+    pub responded_at_ms: i64,
+    /// customer_value, or 1 when absent.
+    pub weight: f64,
+}
+
+/// What recording one response did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted: in the windows, or only in all-time totals when `late`.
+    Counted {
+        /// The segment it was counted under (`__other__` on overflow).
+        key: KeyId,
+        category: Category,
+        /// Older than every window at arrival: in no window.
+        late: bool,
+        /// The table was full: counted under `__other__`.
+        overflowed: bool,
+    },
+    /// Its response_id was seen within the dedup horizon: nothing changed.
+    Duplicate,
+}
+
+/// One segment's windows, merged over all partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentStats<'a> {
+    pub key: KeyId,
+    pub product: &'a str,
+    pub region: &'a str,
+    /// One per window, in layout order.
+    pub windows: Vec<WindowStats>,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepReport {
+    /// Per-partition segment states that left every window.
+    pub segments_expired: usize,
+    /// Segments gone from the table: (product, region).
+    pub keys_removed: Vec<(String, String)>,
+}
+
+/// Sizes, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineGauges {
+    pub keys: usize,
+    pub segment_states: usize,
+    pub dedup_ids: usize,
+    pub dedup_evicted_early: u64,
+    pub partitions: usize,
+    /// Heap bytes estimated from the data structures' sizes.
+    pub heap_bytes: usize,
+}
+
+/// Settings that are not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("windows: {0}")]
+    Windows(#[from] LayoutError),
+    #[error("dedup_horizon is too long")]
+    DedupHorizon,
+}
+
+#[derive(Clone)]
+struct PartitionState {
+    segments: hashbrown::HashMap<KeyId, Segment>,
+    dedup: Dedup,
+}
+
+/// The engine. See the module doc.
+#[derive(Clone)]
+pub struct Engine {
+    layout: WindowLayout,
+    dedup_horizon_ms: i64,
+    dedup_max_ids: usize,
+    keys: KeyTable,
+    partitions: BTreeMap<i32, PartitionState>,
+    /// High-water mark of the `now` values seen.
+    now_ms: i64,
+}
+
+impl Engine {
+    pub fn new(config: &EngineConfig) -> Result<Self, ConfigError> {
+        let layout = WindowLayout::new(&config.windows, config.buckets_per_window)?;
+        let dedup_horizon_ms = i64::try_from(config.dedup_horizon.as_millis())
+            .map_err(|_| ConfigError::DedupHorizon)?;
+        Ok(Engine {
+            layout,
+            dedup_horizon_ms,
+            dedup_max_ids: config.dedup_max_ids,
+            keys: KeyTable::new(config.max_keys),
+            partitions: BTreeMap::new(),
+            now_ms: i64::MIN,
+        })
+    }
+
+    pub fn layout(&self) -> &WindowLayout {
+        &self.layout
+    }
+
+    /// Moves the engine's clock to `now` (never backwards); returns it.
+    fn tick(&mut self, now: i64) -> i64 {
+        self.now_ms = self.now_ms.max(now);
+        self.now_ms
+    }
+
+    /// The engine's clock: the latest `now` it has been given.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// Records one validated response read from `partition` at processing
+    /// time `now`. A response stamped in the future (within the allowed
+    /// skew, which validation enforces) is placed at `now`.
+    pub fn record(&mut self, partition: i32, obs: &Observation<'_>, now: i64) -> Outcome {
+        let now = self.tick(now);
+        let layout = &self.layout;
+        let keys = &mut self.keys;
+        let (horizon, max_ids) = (self.dedup_horizon_ms, self.dedup_max_ids);
+        let part = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                segments: hashbrown::HashMap::new(),
+                dedup: Dedup::new(horizon, max_ids),
+            });
+        if part.dedup.check_and_insert(id_hash(obs.response_id), now) {
+            return Outcome::Duplicate;
+        }
+        let t = obs.responded_at_ms.min(now);
+        let resolved = keys.resolve(obs.product, obs.region, now);
+        let late = !layout.in_any_window(t, now);
+        if !late {
+            let seg = part.segments.entry(resolved.key).or_insert_with(|| {
+                keys.hold(resolved.key);
+                Segment::new(layout)
+            });
+            seg.insert(layout, t, now, obs.category, obs.weight);
+        }
+        Outcome::Counted {
+            key: resolved.key,
+            category: obs.category,
+            late,
+            overflowed: resolved.overflowed,
+        }
+    }
+
+    /// (product, region) of a segment id from an `Outcome`.
+    pub fn segment_name(&self, key: KeyId) -> Option<(&str, &str)> {
+        self.keys.name(key)
+    }
+
+    /// Every segment with anything in any window at `now`, merged over
+    /// partitions. Segments are listed in id order.
+    pub fn segments(&self, now: i64) -> Vec<SegmentStats<'_>> {
+        let now = self.now_ms.max(now);
+        let nwin = self.layout.len();
+        let mut acc: Vec<Option<Vec<WindowStats>>> = vec![None; self.keys.id_bound()];
+        for part in self.partitions.values() {
+            for (key, seg) in &part.segments {
+                let Some(slot) = acc.get_mut(key.index()) else {
+                    continue;
+                };
+                let windows = slot.get_or_insert_with(|| vec![WindowStats::default(); nwin]);
+                for (w, out) in windows.iter_mut().enumerate() {
+                    seg.accumulate(&self.layout, w, now, out);
+                }
+            }
+        }
+        acc.into_iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let windows = w?;
+                if windows.iter().all(|s| s.responses() == 0) {
+                    return None;
+                }
+                let key = KeyId(i as u32);
+                let (product, region) = self.keys.name(key)?;
+                Some(SegmentStats {
+                    key,
+                    product,
+                    region,
+                    windows,
+                })
+            })
+            .collect()
+    }
+
+    /// One segment's windows at `now`, merged over partitions (all empty if
+    /// no partition holds it).
+    pub fn segment_stats(&self, key: KeyId, now: i64) -> Vec<WindowStats> {
+        let now = self.now_ms.max(now);
+        let mut windows = vec![WindowStats::default(); self.layout.len()];
+        for part in self.partitions.values() {
+            if let Some(seg) = part.segments.get(&key) {
+                for (w, out) in windows.iter_mut().enumerate() {
+                    seg.accumulate(&self.layout, w, now, out);
+                }
+            }
+        }
+        windows
+    }
+
+    /// Drops segment states that left every window, forgets expired
+    /// response_ids, and removes idle segments from the table.
+    pub fn sweep(&mut self, now: i64) -> SweepReport {
+        let now = self.tick(now);
+        let mut report = SweepReport::default();
+        for part in self.partitions.values_mut() {
+            part.dedup.expire(now);
+            let layout = &self.layout;
+            let keys = &mut self.keys;
+            part.segments.retain(|key, seg| {
+                let keep = !seg.is_expired(layout, now);
+                if !keep {
+                    keys.release(*key);
+                    report.segments_expired += 1;
+                }
+                keep
+            });
+        }
+        let longest = i64::try_from(self.layout.longest().as_millis()).unwrap_or(i64::MAX);
+        report.keys_removed = self.keys.sweep(now.saturating_sub(longest));
+        report
+    }
+
+    /// Partitions with state.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// Forgets a partition's state (its windows and dedup ids), e.g. when
+    /// Kafka revokes it. Returns whether there was any.
+    pub fn drop_partition(&mut self, partition: i32) -> bool {
+        match self.partitions.remove(&partition) {
+            Some(part) => {
+                for key in part.segments.keys() {
+                    self.keys.release(*key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sizes, for metrics and memory accounting.
+    pub fn gauges(&self) -> EngineGauges {
+        let mut g = EngineGauges {
+            keys: self.keys.len(),
+            partitions: self.partitions.len(),
+            ..Default::default()
+        };
+        let seg_bytes =
+            self.layout.segment_heap_bytes() + std::mem::size_of::<(KeyId, Segment)>() + 1;
+        let mut heap = self.keys.heap_bytes();
+        for part in self.partitions.values() {
+            g.segment_states += part.segments.len();
+            g.dedup_ids += part.dedup.len();
+            g.dedup_evicted_early += part.dedup.evicted_early;
+            heap += part.segments.len() * self.layout.segment_heap_bytes()
+                + part.segments.capacity() * (seg_bytes - self.layout.segment_heap_bytes());
+            heap += part.dedup.len() * 40;
+        }
+        g.heap_bytes = heap;
+        g
+    }
+}
+
+#[cfg(test)]
+mod tests;

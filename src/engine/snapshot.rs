@@ -1,0 +1,165 @@
+//! Snapshots: the engine's state written out and read back exactly.
+//!
+//! The bytes are a `SnapshotEnvelope` (proto/nps/v1/snapshot.proto): a
+//! format version, the encoded `EngineSnapshot`, and a CRC-32 of it. A
+//! snapshot that fails the checksum, has an unknown version, was written
+//! with another window layout, or contradicts itself is refused with a
+//! `SnapshotError` and nothing is loaded.
+
+use prost::Message;
+
+use super::{Engine, EngineConfig, PartitionState, Segment};
+use crate::pb;
+
+/// The format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot cannot be decoded: {0}")]
+    Undecodable(String),
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    Version(u32),
+    #[error("snapshot was written with other windows")]
+    Layout,
+    #[error("snapshot is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("engine config: {0}")]
+    Config(#[from] super::ConfigError),
+}
+
+/// Wraps a snapshot body in the versioned, checksummed envelope.
+pub fn encode(snapshot: &pb::EngineSnapshot) -> Vec<u8> {
+    let body = snapshot.encode_to_vec();
+    pb::SnapshotEnvelope {
+        format_version: FORMAT_VERSION,
+        crc32: crc32fast::hash(&body),
+        body,
+    }
+    .encode_to_vec()
+}
+
+/// Opens an envelope, checking version and checksum.
+pub fn decode(bytes: &[u8]) -> Result<pb::EngineSnapshot, SnapshotError> {
+    let env = pb::SnapshotEnvelope::decode(bytes)
+        .map_err(|e| SnapshotError::Undecodable(e.to_string()))?;
+    if env.format_version != FORMAT_VERSION {
+        return Err(SnapshotError::Version(env.format_version));
+    }
+    if crc32fast::hash(&env.body) != env.crc32 {
+        return Err(SnapshotError::Checksum);
+    }
+    pb::EngineSnapshot::decode(env.body.as_slice())
+        .map_err(|e| SnapshotError::Undecodable(e.to_string()))
+}
+
+impl Engine {
+    /// The whole engine's state.
+    pub fn snapshot(&self) -> pb::EngineSnapshot {
+        pb::EngineSnapshot {
+            windows: self.layout.to_proto(),
+            now_ms: self.now_ms,
+            partitions: self
+                .partitions
+                .keys()
+                .filter_map(|&p| self.partition_snapshot(p))
+                .collect(),
+        }
+    }
+
+    /// One partition's state (its segments and its dedup ids), or `None`
+    /// if the engine holds nothing for it.
+    pub fn partition_snapshot(&self, partition: i32) -> Option<pb::PartitionSnapshot> {
+        let part = self.partitions.get(&partition)?;
+        let mut segments: Vec<pb::SegmentSnapshot> = part
+            .segments
+            .iter()
+            .filter_map(|(key, seg)| {
+                let (product, region) = self.keys.name(*key)?;
+                Some(seg.to_proto(&self.layout, product, region))
+            })
+            .collect();
+        // Deterministic bytes for equal states.
+        segments.sort_by(|a, b| (&a.product, &a.region).cmp(&(&b.product, &b.region)));
+        Some(pb::PartitionSnapshot {
+            partition,
+            segments,
+            dedup: Some(part.dedup.to_proto()),
+        })
+    }
+
+    /// Builds an engine from a snapshot taken with the same windows.
+    pub fn restore(
+        config: &EngineConfig,
+        snapshot: &pb::EngineSnapshot,
+    ) -> Result<Engine, SnapshotError> {
+        let mut engine = Engine::new(config)?;
+        engine.check_layout(snapshot)?;
+        engine.now_ms = snapshot.now_ms;
+        for p in &snapshot.partitions {
+            engine.restore_partition(p)?;
+        }
+        Ok(engine)
+    }
+
+    /// Whether a snapshot's rings fit this engine's windows.
+    pub fn check_layout(&self, snapshot: &pb::EngineSnapshot) -> Result<(), SnapshotError> {
+        if self.layout.matches_proto(&snapshot.windows) {
+            Ok(())
+        } else {
+            Err(SnapshotError::Layout)
+        }
+    }
+
+    /// Loads one partition's snapshot, replacing whatever the engine held
+    /// for that partition. Segments beyond the cardinality limit fold into
+    /// `__other__`. All or nothing: on error the engine is unchanged.
+    pub fn restore_partition(&mut self, snap: &pb::PartitionSnapshot) -> Result<(), SnapshotError> {
+        // Build the partition aside so a corrupt snapshot changes nothing.
+        let mut part = PartitionState {
+            segments: hashbrown::HashMap::new(),
+            dedup: super::Dedup::new(self.dedup_horizon_ms, self.dedup_max_ids),
+        };
+        if let Some(d) = &snap.dedup {
+            part.dedup
+                .absorb(d)
+                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        }
+        let mut staged: Vec<(&pb::SegmentSnapshot, Segment)> =
+            Vec::with_capacity(snap.segments.len());
+        for s in &snap.segments {
+            let mut seg = Segment::new(&self.layout);
+            seg.absorb(&self.layout, s)
+                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            staged.push((s, seg));
+        }
+        self.drop_partition(snap.partition);
+        let now = self.now_ms.max(
+            staged
+                .iter()
+                .map(|(_, seg)| seg.latest_ms())
+                .max()
+                .unwrap_or(i64::MIN),
+        );
+        self.now_ms = now;
+        for (s, seg) in staged {
+            let key = self.keys.resolve(&s.product, &s.region, now).key;
+            match part.segments.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => {
+                    // Two snapshotted segments folded into `__other__`.
+                    e.get_mut()
+                        .absorb(&self.layout, s)
+                        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    self.keys.hold(key);
+                    e.insert(seg);
+                }
+            }
+        }
+        self.partitions.insert(snap.partition, part);
+        Ok(())
+    }
+}

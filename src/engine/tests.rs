@@ -1,0 +1,484 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+const T0: i64 = 1_763_800_000_000;
+
+fn engine() -> Engine {
+    Engine::new(&EngineConfig::default()).unwrap()
+}
+
+fn obs<'a>(
+    id: &'a str,
+    product: &'a str,
+    region: &'a str,
+    score: u32,
+    t: i64,
+    weight: f64,
+) -> Observation<'a> {
+    Observation {
+        response_id: id,
+        product,
+        region,
+        category: Category::of_score(score),
+        responded_at_ms: t,
+        weight,
+    }
+}
+
+fn by_name(e: &Engine, now: i64) -> BTreeMap<(String, String), Vec<WindowStats>> {
+    e.segments(now)
+        .into_iter()
+        .map(|s| ((s.product.to_string(), s.region.to_string()), s.windows))
+        .collect()
+}
+
+#[test]
+fn duplicate_changes_nothing_and_is_reported() {
+    let mut e = engine();
+    let first = e.record(0, &obs("r1", "p", "r", 10, T0, 1.0), T0);
+    assert!(matches!(first, Outcome::Counted { late: false, .. }));
+    let before = by_name(&e, T0 + HOUR);
+    assert_eq!(
+        e.record(0, &obs("r1", "p", "r", 0, T0, 1.0), T0 + HOUR),
+        Outcome::Duplicate
+    );
+    assert_eq!(by_name(&e, T0 + HOUR), before);
+}
+
+#[test]
+fn late_response_counts_in_no_window_but_is_counted() {
+    let mut e = engine();
+    let out = e.record(0, &obs("r1", "p", "r", 2, T0 - 31 * DAY, 1.0), T0);
+    let Outcome::Counted {
+        key,
+        category,
+        late,
+        overflowed,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(late && !overflowed);
+    assert_eq!(category, Category::Detractor);
+    assert_eq!(e.segment_name(key), Some(("p", "r")));
+    assert!(e.segments(T0).is_empty());
+}
+
+#[test]
+fn future_response_within_skew_counts_now() {
+    let mut e = engine();
+    e.record(0, &obs("r1", "p", "r", 9, T0 + 4 * MIN, 1.0), T0);
+    let s = by_name(&e, T0);
+    assert_eq!(s[&("p".into(), "r".into())][0].promoters, 1);
+}
+
+#[test]
+fn windows_slide_with_the_clock_without_new_traffic() {
+    let mut e = engine();
+    e.record(0, &obs("a", "p", "r", 9, T0, 1.0), T0);
+    e.record(0, &obs("b", "p", "r", 3, T0 - 2 * HOUR, 1.0), T0);
+    let counts = |now| -> Vec<u64> {
+        e.segment_stats(e.keys.lookup("p", "r").unwrap(), now)
+            .iter()
+            .map(WindowStats::responses)
+            .collect()
+    };
+    assert_eq!(counts(T0), vec![1, 2, 2, 2]);
+    assert_eq!(counts(T0 + 2 * HOUR), vec![0, 2, 2, 2]);
+    assert_eq!(counts(T0 + 23 * HOUR), vec![0, 1, 2, 2]);
+    assert_eq!(counts(T0 + 8 * DAY), vec![0, 0, 0, 2]);
+    assert_eq!(counts(T0 + 31 * DAY), vec![0, 0, 0, 0]);
+}
+
+#[test]
+fn cardinality_guard_folds_new_keys_into_other() {
+    let cfg = EngineConfig {
+        max_keys: 3,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&cfg).unwrap();
+    let mut overflowed = 0;
+    for i in 0..1000 {
+        let id = format!("r{i}");
+        let product = format!("bogus-{i}");
+        if let Outcome::Counted {
+            overflowed: true, ..
+        } = e.record(0, &obs(&id, &product, "x", 5, T0, 1.0), T0)
+        {
+            overflowed += 1;
+        }
+    }
+    assert_eq!(overflowed, 997);
+    let segs = by_name(&e, T0);
+    assert_eq!(segs.len(), 4);
+    assert_eq!(segs[&(OTHER.into(), OTHER.into())][0].detractors, 997);
+    assert_eq!(e.gauges().keys, 3);
+}
+
+#[test]
+fn expired_keys_leave_and_free_their_place() {
+    let cfg = EngineConfig {
+        max_keys: 1,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&cfg).unwrap();
+    e.record(0, &obs("a", "old", "x", 9, T0, 1.0), T0);
+    let later = T0 + 31 * DAY;
+    let report = e.sweep(later);
+    assert_eq!(report.segments_expired, 1);
+    assert_eq!(
+        report.keys_removed,
+        vec![("old".to_string(), "x".to_string())]
+    );
+    let out = e.record(0, &obs("b", "new", "x", 9, later, 1.0), later);
+    assert!(matches!(
+        out,
+        Outcome::Counted {
+            overflowed: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn partitions_merge_on_read_and_drop_alone() {
+    let mut e = engine();
+    e.record(0, &obs("a", "p", "r", 10, T0, 1.0), T0);
+    e.record(1, &obs("b", "p", "r", 0, T0, 1.0), T0);
+    e.record(1, &obs("c", "q", "r", 8, T0, 1.0), T0);
+    let s = by_name(&e, T0);
+    assert_eq!(s[&("p".into(), "r".into())][0].nps(), Some(0.0));
+    assert!(e.drop_partition(1));
+    let s = by_name(&e, T0);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[&("p".into(), "r".into())][0].nps(), Some(100.0));
+    // Dedup state went with the partition.
+    assert!(matches!(
+        e.record(1, &obs("b", "p", "r", 0, T0, 1.0), T0),
+        Outcome::Counted { .. }
+    ));
+}
+
+#[test]
+fn clock_stepping_back_is_treated_as_standing_still() {
+    let mut e = engine();
+    e.record(0, &obs("a", "p", "r", 10, T0, 1.0), T0);
+    e.record(
+        0,
+        &obs("b", "p", "r", 10, T0 - 2 * HOUR, 1.0),
+        T0 - 3 * HOUR,
+    );
+    assert_eq!(e.now_ms(), T0);
+    assert_eq!(
+        by_name(&e, T0 - 5 * HOUR)[&("p".into(), "r".into())][0].responses(),
+        1
+    );
+}
+
+#[test]
+fn snapshot_bytes_are_checked() {
+    let mut e = engine();
+    e.record(3, &obs("a", "p", "r", 10, T0, 2.5), T0);
+    let bytes = snapshot::encode(&e.snapshot());
+    let back =
+        Engine::restore(&EngineConfig::default(), &snapshot::decode(&bytes).unwrap()).unwrap();
+    assert_eq!(by_name(&back, T0), by_name(&e, T0));
+
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 10;
+    flipped[last] ^= 0x40;
+    assert!(snapshot::decode(&flipped).is_err());
+    assert!(matches!(
+        snapshot::decode(b"garbage"),
+        Err(SnapshotError::Undecodable(_))
+    ));
+
+    let other_windows = EngineConfig {
+        windows: vec!["1h".into(), "7d".into()],
+        ..EngineConfig::default()
+    };
+    assert_eq!(
+        Engine::restore(&other_windows, &snapshot::decode(&bytes).unwrap()).err(),
+        Some(SnapshotError::Layout)
+    );
+    let mut env =
+        <crate::pb::SnapshotEnvelope as prost::Message>::decode(bytes.as_slice()).unwrap();
+    env.format_version = 99;
+    let bytes99 = prost::Message::encode_to_vec(&env);
+    assert_eq!(
+        snapshot::decode(&bytes99).err(),
+        Some(SnapshotError::Version(99))
+    );
+}
+
+#[test]
+fn corrupt_partition_snapshot_leaves_the_engine_unchanged() {
+    let mut e = engine();
+    e.record(0, &obs("a", "p", "r", 10, T0, 1.0), T0);
+    let mut snap = e.partition_snapshot(0).unwrap();
+    snap.segments[0].rings[1].buckets[0].index = -5;
+    let before = by_name(&e, T0);
+    assert!(matches!(
+        e.restore_partition(&snap),
+        Err(SnapshotError::Corrupt(_))
+    ));
+    assert_eq!(by_name(&e, T0), before);
+}
+
+// ---- properties ---------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Ev {
+    partition: i32,
+    id: u8,
+    product: u8,
+    region: u8,
+    score: u32,
+    /// Event time relative to the clock at arrival (negative = past).
+    offset_ms: i64,
+    weight: Option<u16>,
+    /// How far the clock moves before this event.
+    step_ms: i64,
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    (
+        0..3i32,
+        0..60u8,
+        0..4u8,
+        0..3u8,
+        0..=10u32,
+        prop_oneof![
+            4 => -2 * HOUR..5 * MIN,
+            3 => -40 * DAY..0i64,
+        ],
+        proptest::option::of(0..5000u16),
+        prop_oneof![3 => 0..5 * MIN, 1 => 0..3 * DAY],
+    )
+        .prop_map(
+            |(partition, id, product, region, score, offset_ms, weight, step_ms)| Ev {
+                partition,
+                id,
+                product,
+                region,
+                score,
+                offset_ms,
+                weight,
+                step_ms,
+            },
+        )
+}
+
+fn windows() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        Just(vec!["1h", "24h", "7d", "30d"]),
+        Just(vec!["90m", "1d"]),
+        Just(vec!["10m", "7h", "3d"]),
+    ]
+    .prop_map(|v| v.into_iter().map(String::from).collect())
+}
+
+struct Placed {
+    partition: i32,
+    product: String,
+    region: String,
+    category: Category,
+    t: i64,
+    weight: f64,
+}
+
+/// Runs the events through the engine and, independently, keeps what a
+/// brute-force model says was counted.
+fn run(
+    e: &mut Engine,
+    events: &[Ev],
+    start: i64,
+    horizon: i64,
+) -> (i64, Vec<Placed>, Vec<Outcome>) {
+    let mut now = start;
+    let mut seen: HashMap<(i32, u8), i64> = HashMap::new();
+    let mut placed = Vec::new();
+    let mut outcomes = Vec::new();
+    for ev in events {
+        now += ev.step_ms;
+        let id = format!("resp-{}", ev.id);
+        let product = format!("p{}", ev.product);
+        let region = format!("r{}", ev.region);
+        let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
+        let o = obs(&id, &product, &region, ev.score, now + ev.offset_ms, weight);
+        let category = o.category;
+        let out = e.record(ev.partition, &o, now);
+        // Model: duplicate iff seen in this partition within the horizon.
+        let dup = matches!(seen.get(&(ev.partition, ev.id)), Some(&at) if at > now - horizon);
+        if !dup {
+            seen.insert((ev.partition, ev.id), now);
+        }
+        let t = (now + ev.offset_ms).min(now);
+        let late = !e.layout().in_any_window(t, now);
+        match out {
+            Outcome::Duplicate => assert!(dup, "engine saw a duplicate the model did not"),
+            Outcome::Counted { late: l, .. } => {
+                assert!(!dup, "model saw a duplicate the engine did not");
+                assert_eq!(l, late);
+                placed.push(Placed {
+                    partition: ev.partition,
+                    product,
+                    region,
+                    category,
+                    t,
+                    weight,
+                });
+            }
+        }
+        outcomes.push(out);
+        if ev.step_ms > DAY {
+            e.sweep(now);
+        }
+    }
+    (now, placed, outcomes)
+}
+
+fn brute_force(
+    layout: &WindowLayout,
+    placed: &[Placed],
+    now: i64,
+) -> BTreeMap<(String, String), Vec<WindowStats>> {
+    let mut out: BTreeMap<(String, String), Vec<WindowStats>> = BTreeMap::new();
+    for p in placed {
+        let windows = out
+            .entry((p.product.clone(), p.region.clone()))
+            .or_insert_with(|| vec![WindowStats::default(); layout.len()]);
+        for (w, spec) in layout.specs().iter().enumerate() {
+            let n = i64::from(spec.buckets);
+            if p.t.div_euclid(spec.bucket_ms) > now.div_euclid(spec.bucket_ms) - n {
+                windows[w].add(p.category, p.weight);
+            }
+        }
+    }
+    out.retain(|_, w| w.iter().any(|s| s.responses() > 0));
+    out
+}
+
+fn assert_same(
+    got: &BTreeMap<(String, String), Vec<WindowStats>>,
+    want: &BTreeMap<(String, String), Vec<WindowStats>>,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, g) in got {
+        for (w, (a, b)) in g.iter().zip(&want[k]).enumerate() {
+            assert_eq!(
+                (a.promoters, a.passives, a.detractors),
+                (b.promoters, b.passives, b.detractors),
+                "{k:?} window {w}"
+            );
+            let tol = 1e-5 * b.weight_total.max(1.0);
+            assert!(
+                (a.weight_total - b.weight_total).abs() <= tol,
+                "{k:?} w{w}: {a:?} vs {b:?}"
+            );
+            assert!(
+                (a.weight_net - b.weight_net).abs() <= tol,
+                "{k:?} w{w}: {a:?} vs {b:?}"
+            );
+        }
+    }
+}
+
+fn names(e: &Engine, outs: &[Outcome]) -> Vec<Option<(String, String, Category, bool)>> {
+    outs.iter()
+        .map(|o| match *o {
+            Outcome::Duplicate => None,
+            Outcome::Counted {
+                key,
+                category,
+                late,
+                ..
+            } => {
+                let (p, r) = e.segment_name(key).unwrap_or(("?", "?"));
+                Some((p.to_string(), r.to_string(), category, late))
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn window_counts_equal_brute_force(
+        windows in windows(),
+        events in proptest::collection::vec(ev(), 1..400),
+        read_after in 0..10 * DAY,
+    ) {
+        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let mut e = Engine::new(&cfg).unwrap();
+        let (now, placed, _) = run(&mut e, &events, T0, 24 * HOUR);
+        for read_at in [now, now + read_after] {
+            assert_same(&by_name(&e, read_at), &brute_force(e.layout(), &placed, read_at));
+        }
+        e.sweep(now + read_after);
+        assert_same(&by_name(&e, now + read_after), &brute_force(e.layout(), &placed, now + read_after));
+    }
+
+    #[test]
+    fn dropping_a_partition_removes_exactly_its_share(
+        events in proptest::collection::vec(ev(), 1..300),
+        drop in 0..3i32,
+    ) {
+        let mut e = engine();
+        let (now, placed, _) = run(&mut e, &events, T0, 24 * HOUR);
+        e.drop_partition(drop);
+        let rest: Vec<Placed> = placed.into_iter().filter(|p| p.partition != drop).collect();
+        assert_same(&by_name(&e, now), &brute_force(e.layout(), &rest, now));
+    }
+
+    #[test]
+    fn snapshot_restore_continue_equals_never_stopping(
+        windows in windows(),
+        events in proptest::collection::vec(ev(), 1..300),
+        split in 0usize..300,
+    ) {
+        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let split = split.min(events.len());
+        let mut straight = Engine::new(&cfg).unwrap();
+        let (end, _, all) = run(&mut straight, &events, T0, 24 * HOUR);
+
+        let mut first = Engine::new(&cfg).unwrap();
+        let (mid, _, head) = run(&mut first, &events[..split], T0, 24 * HOUR);
+        let bytes = snapshot::encode(&first.snapshot());
+        let mut resumed = Engine::restore(&cfg, &snapshot::decode(&bytes).unwrap()).unwrap();
+        let mut tail_outs = Vec::new();
+        let mut now = mid;
+        for ev in &events[split..] {
+            // Same calls as `run`, on the restored engine.
+            now += ev.step_ms;
+            let id = format!("resp-{}", ev.id);
+            let product = format!("p{}", ev.product);
+            let region = format!("r{}", ev.region);
+            let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
+            let o = obs(&id, &product, &region, ev.score, now + ev.offset_ms, weight);
+            tail_outs.push(resumed.record(ev.partition, &o, now));
+            if ev.step_ms > DAY {
+                resumed.sweep(now);
+            }
+        }
+        prop_assert_eq!(now, end);
+        let mut got = names(&first, &head);
+        got.extend(names(&resumed, &tail_outs));
+        // Names of the head's outcomes are read from `first`, whose table
+        // may have swept them since; compare only what both can name.
+        let want = names(&straight, &all);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(g.is_none(), w.is_none(), "outcome {} dup-ness", i);
+        }
+        prop_assert_eq!(by_name(&resumed, end), by_name(&straight, end));
+        prop_assert_eq!(by_name(&resumed, end + 3 * DAY), by_name(&straight, end + 3 * DAY));
+    }
+}

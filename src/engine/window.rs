@@ -1,0 +1,610 @@
+//! Rolling windows as rings of time buckets.
+//!
+//! Owns the window layout (which windows, how wide their buckets) and the
+//! per-segment rings. Memory per segment is fixed by the layout, whatever
+//! the event rate: one 20-byte bucket per slot, `buckets` slots per window.
+//!
+//! # Semantics
+//! A window of length W has buckets of width b = W / buckets (75 s for 1h
+//! with the default 48 buckets). Bucket number k holds the responses whose
+//! event time t (ms since the Unix epoch) has ⌊t / b⌋ = k. At time `now` the
+//! window holds the `buckets` newest bucket numbers up to ⌊now / b⌋, so it
+//! covers the interval ((⌊now / b⌋ − buckets + 1) · b, now]: never a response
+//! older than W, and at its old edge it may already have let go of up to one
+//! bucket width of responses (the edge error is at most b).
+//!
+//! A response placed in no window is *late*.
+//!
+//! # Precision
+//! Counts are exact (u32 per bucket, saturating). Weight sums of the newest
+//! bucket of each ring accumulate in f64 and are rounded to f32 once, when
+//! that bucket closes; responses arriving out of order into an older bucket
+//! add in f32. The relative error of a window's weight sum is thus about
+//! 1e-7 for in-order streams.
+
+use std::time::Duration;
+
+use super::nps::{Category, WindowStats};
+use crate::pb;
+
+/// One configured window, with the bucket width derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// As configured (e.g. `24h`); used as the `window` label.
+    pub name: String,
+    pub length_ms: i64,
+    pub bucket_ms: i64,
+    pub buckets: u32,
+}
+
+impl WindowSpec {
+    /// The interval, in ms, that the window really covers at its shortest:
+    /// length minus the edge error.
+    pub fn min_span_ms(&self) -> i64 {
+        self.bucket_ms * (i64::from(self.buckets) - 1)
+    }
+}
+
+/// A window list that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("no windows configured")]
+    Empty,
+    #[error("window `{0}` cannot be parsed as a duration (e.g. 1h, 24h, 7d, 30d)")]
+    Unparsable(String),
+    #[error("window `{name}` is shorter than {buckets} ms: it cannot hold {buckets} buckets")]
+    TooShort { name: String, buckets: u32 },
+    #[error("window `{0}` is listed twice")]
+    Duplicate(String),
+    #[error("buckets per window must be between 2 and 4096, got {0}")]
+    Buckets(u32),
+}
+
+/// The windows every segment keeps, and where each ring lives in a
+/// segment's bucket array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowLayout {
+    specs: Vec<WindowSpec>,
+    /// Index of each window's first slot in a segment's bucket array.
+    offsets: Vec<usize>,
+    total_slots: usize,
+}
+
+impl WindowLayout {
+    /// Builds the layout from window names (`1h`, `24h`, `7d`, …) and the
+    /// number of buckets per window. Windows keep the given order.
+    pub fn new<S: AsRef<str>>(windows: &[S], buckets: u32) -> Result<Self, LayoutError> {
+        if !(2..=4096).contains(&buckets) {
+            return Err(LayoutError::Buckets(buckets));
+        }
+        if windows.is_empty() {
+            return Err(LayoutError::Empty);
+        }
+        let mut specs: Vec<WindowSpec> = Vec::with_capacity(windows.len());
+        for w in windows {
+            let name = w.as_ref().trim().to_string();
+            let length = humantime::parse_duration(&name)
+                .map_err(|_| LayoutError::Unparsable(name.clone()))?;
+            let length_ms = i64::try_from(length.as_millis())
+                .map_err(|_| LayoutError::Unparsable(name.clone()))?;
+            let bucket_ms = length_ms / i64::from(buckets);
+            if bucket_ms == 0 {
+                return Err(LayoutError::TooShort { name, buckets });
+            }
+            if specs.iter().any(|s| s.length_ms == length_ms) {
+                return Err(LayoutError::Duplicate(name));
+            }
+            specs.push(WindowSpec {
+                name,
+                length_ms,
+                bucket_ms,
+                buckets,
+            });
+        }
+        Ok(Self::from_specs(specs))
+    }
+
+    fn from_specs(specs: Vec<WindowSpec>) -> Self {
+        let mut offsets = Vec::with_capacity(specs.len());
+        let mut total = 0usize;
+        for s in &specs {
+            offsets.push(total);
+            total += s.buckets as usize;
+        }
+        WindowLayout {
+            specs,
+            offsets,
+            total_slots: total,
+        }
+    }
+
+    pub fn specs(&self) -> &[WindowSpec] {
+        &self.specs
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// The longest window's length.
+    pub fn longest(&self) -> Duration {
+        let ms = self.specs.iter().map(|s| s.length_ms).max().unwrap_or(0);
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// Whether a response at event time `t` falls in at least one window at
+    /// `now` (`t` already clamped to `now`). A response that does not is late.
+    pub fn in_any_window(&self, t: i64, now: i64) -> bool {
+        self.specs.iter().any(|s| in_window(s, t, now))
+    }
+
+    /// Bytes one segment's rings take on the heap.
+    pub fn segment_heap_bytes(&self) -> usize {
+        self.total_slots * std::mem::size_of::<Bucket>()
+            + self.len() * std::mem::size_of::<[f64; 2]>()
+    }
+
+    pub(crate) fn to_proto(&self) -> Vec<pb::WindowSpec> {
+        self.specs
+            .iter()
+            .map(|s| pb::WindowSpec {
+                name: s.name.clone(),
+                length_ms: s.length_ms,
+                bucket_ms: s.bucket_ms,
+                buckets: s.buckets,
+            })
+            .collect()
+    }
+
+    /// Whether rings written under `other` can be read under this layout.
+    pub(crate) fn matches_proto(&self, other: &[pb::WindowSpec]) -> bool {
+        self.specs.len() == other.len()
+            && self.specs.iter().zip(other).all(|(a, b)| {
+                a.length_ms == b.length_ms && a.bucket_ms == b.bucket_ms && a.buckets == b.buckets
+            })
+    }
+}
+
+fn in_window(s: &WindowSpec, t: i64, now: i64) -> bool {
+    t.div_euclid(s.bucket_ms) > now.div_euclid(s.bucket_ms) - i64::from(s.buckets)
+}
+
+/// One time bucket of one ring: 20 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Bucket {
+    promoters: u32,
+    passives: u32,
+    detractors: u32,
+    /// Only for closed buckets; the open one accumulates in `Segment::open`.
+    weight_net: f32,
+    weight_total: f32,
+}
+
+impl Bucket {
+    fn is_empty(&self) -> bool {
+        self.promoters == 0 && self.passives == 0 && self.detractors == 0
+    }
+
+    fn count(&mut self, category: Category) {
+        let c = match category {
+            Category::Promoter => &mut self.promoters,
+            Category::Passive => &mut self.passives,
+            Category::Detractor => &mut self.detractors,
+        };
+        *c = c.saturating_add(1);
+    }
+}
+
+/// "No response yet": every ring's newest bucket number derived from it is
+/// far below any real one.
+const NO_EVENT: i64 = i64::MIN;
+
+/// The rings of one segment (product × region) in one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Segment {
+    /// Newest event time placed here; each ring's newest bucket number is
+    /// ⌊latest_ms / bucket_ms⌋, so no per-ring head is stored.
+    latest_ms: i64,
+    /// Per window: (Σ w·sign, Σ w) of the newest bucket, in f64.
+    open: Box<[[f64; 2]]>,
+    /// All rings, one after the other (see `WindowLayout::offsets`).
+    slots: Box<[Bucket]>,
+}
+
+/// A snapshot that does not fit the layout or contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("segment snapshot is inconsistent: {0}")]
+pub struct CorruptSegment(pub &'static str);
+
+impl Segment {
+    pub(crate) fn new(layout: &WindowLayout) -> Self {
+        Segment {
+            latest_ms: NO_EVENT,
+            open: vec![[0.0; 2]; layout.len()].into_boxed_slice(),
+            slots: vec![Bucket::default(); layout.total_slots].into_boxed_slice(),
+        }
+    }
+
+    /// Moves every ring's newest bucket forward to the one holding `t`,
+    /// closing the previous newest bucket and clearing the ones skipped.
+    fn advance_to(&mut self, layout: &WindowLayout, t: i64) {
+        if t <= self.latest_ms {
+            return;
+        }
+        for (w, spec) in layout.specs.iter().enumerate() {
+            let n = i64::from(spec.buckets);
+            let ring =
+                &mut self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
+            let old_head = self.latest_ms.div_euclid(spec.bucket_ms);
+            let new_head = t.div_euclid(spec.bucket_ms);
+            if new_head == old_head {
+                continue;
+            }
+            if self.latest_ms != NO_EVENT {
+                let closed = &mut ring[old_head.rem_euclid(n) as usize];
+                closed.weight_net = self.open[w][0] as f32;
+                closed.weight_total = self.open[w][1] as f32;
+            }
+            self.open[w] = [0.0; 2];
+            let skipped = new_head.saturating_sub(old_head);
+            if skipped >= n {
+                ring.fill(Bucket::default());
+            } else {
+                for k in old_head + 1..=new_head {
+                    ring[k.rem_euclid(n) as usize] = Bucket::default();
+                }
+            }
+        }
+        self.latest_ms = t;
+    }
+
+    /// Adds one response at event time `t` (clamped to `now` by the caller)
+    /// to every window that holds it at `now`. Returns whether any did.
+    pub(crate) fn insert(
+        &mut self,
+        layout: &WindowLayout,
+        t: i64,
+        now: i64,
+        category: Category,
+        weight: f64,
+    ) -> bool {
+        self.advance_to(layout, t);
+        let weight_net = weight * category.sign();
+        let mut placed = false;
+        for (w, spec) in layout.specs.iter().enumerate() {
+            if !in_window(spec, t, now) {
+                continue;
+            }
+            let idx = t.div_euclid(spec.bucket_ms);
+            let slot = &mut self.slots
+                [layout.offsets[w] + idx.rem_euclid(i64::from(spec.buckets)) as usize];
+            slot.count(category);
+            if idx == self.latest_ms.div_euclid(spec.bucket_ms) {
+                self.open[w][0] += weight_net;
+                self.open[w][1] += weight;
+            } else {
+                slot.weight_net += weight_net as f32;
+                slot.weight_total += weight as f32;
+            }
+            placed = true;
+        }
+        placed
+    }
+
+    /// Visits the live buckets of window `w` at `now`: (bucket number,
+    /// bucket, open weights if it is the newest).
+    fn live_buckets(
+        &self,
+        layout: &WindowLayout,
+        w: usize,
+        now: i64,
+        mut f: impl FnMut(i64, &Bucket, Option<[f64; 2]>),
+    ) {
+        let spec = &layout.specs[w];
+        let n = i64::from(spec.buckets);
+        let head = self.latest_ms.div_euclid(spec.bucket_ms);
+        let lo = (head - n + 1).max(now.div_euclid(spec.bucket_ms) - n + 1);
+        let ring = &self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
+        for idx in lo..=head {
+            let b = &ring[idx.rem_euclid(n) as usize];
+            f(idx, b, (idx == head).then_some(self.open[w]));
+        }
+    }
+
+    /// Adds what window `w` holds at `now` into `out`.
+    pub(crate) fn accumulate(
+        &self,
+        layout: &WindowLayout,
+        w: usize,
+        now: i64,
+        out: &mut WindowStats,
+    ) {
+        self.live_buckets(layout, w, now, |_, b, open| {
+            out.promoters += u64::from(b.promoters);
+            out.passives += u64::from(b.passives);
+            out.detractors += u64::from(b.detractors);
+            match open {
+                Some([net, total]) => {
+                    out.weight_net += net;
+                    out.weight_total += total;
+                }
+                None => {
+                    out.weight_net += f64::from(b.weight_net);
+                    out.weight_total += f64::from(b.weight_total);
+                }
+            }
+        });
+    }
+
+    /// True when no window holds anything at `now`: the segment can go.
+    pub(crate) fn is_expired(&self, layout: &WindowLayout, now: i64) -> bool {
+        self.latest_ms == NO_EVENT || !layout.in_any_window(self.latest_ms, now)
+    }
+
+    pub(crate) fn latest_ms(&self) -> i64 {
+        self.latest_ms
+    }
+
+    pub(crate) fn to_proto(
+        &self,
+        layout: &WindowLayout,
+        product: &str,
+        region: &str,
+    ) -> pb::SegmentSnapshot {
+        let rings = (0..layout.len())
+            .map(|w| {
+                let spec = &layout.specs[w];
+                let n = i64::from(spec.buckets);
+                let head = self.latest_ms.div_euclid(spec.bucket_ms);
+                let ring =
+                    &self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
+                let buckets = (head - n + 1..=head)
+                    .filter_map(|idx| {
+                        let b = &ring[idx.rem_euclid(n) as usize];
+                        (!b.is_empty()).then_some(pb::BucketSnapshot {
+                            index: idx,
+                            promoters: b.promoters,
+                            passives: b.passives,
+                            detractors: b.detractors,
+                            weight_net: b.weight_net,
+                            weight_total: b.weight_total,
+                        })
+                    })
+                    .collect();
+                pb::RingSnapshot {
+                    open_weight_net: self.open[w][0],
+                    open_weight_total: self.open[w][1],
+                    buckets,
+                }
+            })
+            .collect();
+        pb::SegmentSnapshot {
+            product: product.to_string(),
+            region: region.to_string(),
+            latest_ms: self.latest_ms,
+            rings,
+        }
+    }
+
+    /// Adds a snapshotted segment into this one. Into an empty segment this
+    /// restores it exactly; into a live one (two segments folded into
+    /// `__other__`) it merges them.
+    pub(crate) fn absorb(
+        &mut self,
+        layout: &WindowLayout,
+        s: &pb::SegmentSnapshot,
+    ) -> Result<(), CorruptSegment> {
+        if s.rings.len() != layout.len() {
+            return Err(CorruptSegment("ring count differs from the window layout"));
+        }
+        if s.latest_ms == NO_EVENT {
+            return if s.rings.iter().all(|r| r.buckets.is_empty()) {
+                Ok(())
+            } else {
+                Err(CorruptSegment("buckets in a segment with no event"))
+            };
+        }
+        // Check everything before changing anything.
+        for (w, ring) in s.rings.iter().enumerate() {
+            let spec = &layout.specs[w];
+            let head = s.latest_ms.div_euclid(spec.bucket_ms);
+            let mut prev = i64::MIN;
+            for b in &ring.buckets {
+                if b.index <= head - i64::from(spec.buckets) || b.index > head || b.index <= prev {
+                    return Err(CorruptSegment("bucket outside its ring or out of order"));
+                }
+                prev = b.index;
+            }
+            let weights = [ring.open_weight_net, ring.open_weight_total];
+            if weights.iter().any(|x| !x.is_finite())
+                || ring
+                    .buckets
+                    .iter()
+                    .any(|b| !b.weight_net.is_finite() || !b.weight_total.is_finite())
+            {
+                return Err(CorruptSegment("weight is not finite"));
+            }
+        }
+        self.advance_to(layout, s.latest_ms);
+        for (w, ring) in s.rings.iter().enumerate() {
+            let spec = &layout.specs[w];
+            let n = i64::from(spec.buckets);
+            let own_head = self.latest_ms.div_euclid(spec.bucket_ms);
+            let their_head = s.latest_ms.div_euclid(spec.bucket_ms);
+            let slots =
+                &mut self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
+            for b in &ring.buckets {
+                if b.index <= own_head - n {
+                    continue; // older than what this ring still holds
+                }
+                let slot = &mut slots[b.index.rem_euclid(n) as usize];
+                slot.promoters = slot.promoters.saturating_add(b.promoters);
+                slot.passives = slot.passives.saturating_add(b.passives);
+                slot.detractors = slot.detractors.saturating_add(b.detractors);
+                let (net, total) = if b.index == their_head {
+                    (ring.open_weight_net, ring.open_weight_total)
+                } else {
+                    (f64::from(b.weight_net), f64::from(b.weight_total))
+                };
+                if b.index == own_head {
+                    self.open[w][0] += net;
+                    self.open[w][1] += total;
+                } else {
+                    slot.weight_net += net as f32;
+                    slot.weight_total += total as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+
+    fn layout() -> WindowLayout {
+        WindowLayout::new(&["1h", "24h", "7d", "30d"], 48).unwrap()
+    }
+
+    fn stats(seg: &Segment, l: &WindowLayout, w: usize, now: i64) -> WindowStats {
+        let mut s = WindowStats::default();
+        seg.accumulate(l, w, now, &mut s);
+        s
+    }
+
+    #[test]
+    fn default_bucket_widths_are_w_over_48() {
+        let l = layout();
+        let widths: Vec<i64> = l.specs().iter().map(|s| s.bucket_ms).collect();
+        assert_eq!(widths, vec![75_000, 30 * MIN, 210 * MIN, 15 * HOUR]);
+        assert_eq!(l.longest(), Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn bad_window_lists_are_refused() {
+        assert_eq!(WindowLayout::new::<&str>(&[], 48), Err(LayoutError::Empty));
+        assert!(matches!(
+            WindowLayout::new(&["soon"], 48),
+            Err(LayoutError::Unparsable(_))
+        ));
+        assert!(matches!(
+            WindowLayout::new(&["24h", "1day"], 48),
+            Err(LayoutError::Duplicate(_))
+        ));
+        assert!(matches!(
+            WindowLayout::new(&["10ms"], 48),
+            Err(LayoutError::TooShort { .. })
+        ));
+        assert_eq!(WindowLayout::new(&["1h"], 1), Err(LayoutError::Buckets(1)));
+    }
+
+    #[test]
+    fn a_response_leaves_the_1h_window_but_stays_in_24h() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let t0 = 1_700_000_000_000;
+        assert!(seg.insert(&l, t0, t0, Category::Promoter, 1.0));
+        assert_eq!(stats(&seg, &l, 0, t0).promoters, 1);
+        // 59 minutes later: still in the hour.
+        assert_eq!(stats(&seg, &l, 0, t0 + 59 * MIN).promoters, 1);
+        // 61 minutes later: gone from 1h, still in 24h.
+        assert_eq!(stats(&seg, &l, 0, t0 + 61 * MIN).promoters, 0);
+        assert_eq!(stats(&seg, &l, 1, t0 + 61 * MIN).promoters, 1);
+        assert!(!seg.is_expired(&l, t0 + 61 * MIN));
+        assert!(seg.is_expired(&l, t0 + 31 * 24 * HOUR));
+    }
+
+    #[test]
+    fn edge_error_is_at_most_one_bucket_and_never_older_than_w() {
+        let l = WindowLayout::new(&["1h"], 48).unwrap();
+        let b = 75_000;
+        let start = b * 1_000_000; // first ms of a bucket
+        let end = start + b - 1; // last ms of the same bucket
+        let mut seg = Segment::new(&l);
+        seg.insert(&l, start, end, Category::Detractor, 1.0);
+        seg.insert(&l, end, end, Category::Promoter, 1.0);
+        // The bucket leaves the window when the clock enters bucket k + 48:
+        // at age exactly W for its first ms, at age W − b + 1 for its last.
+        let leaves = start + HOUR;
+        assert_eq!(stats(&seg, &l, 0, leaves - 1).responses(), 2);
+        assert_eq!(stats(&seg, &l, 0, leaves).responses(), 0);
+        assert_eq!(leaves - start, HOUR);
+        assert_eq!(leaves - end, HOUR - b + 1);
+    }
+
+    #[test]
+    fn too_old_for_every_window_is_not_placed() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let now = 1_700_000_000_000;
+        assert!(!seg.insert(&l, now - 31 * 24 * HOUR, now, Category::Passive, 1.0));
+        assert!(seg.is_expired(&l, now));
+        for w in 0..4 {
+            assert_eq!(stats(&seg, &l, w, now).responses(), 0);
+        }
+    }
+
+    #[test]
+    fn out_of_order_response_lands_in_its_own_bucket() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let now = 1_700_000_000_000;
+        seg.insert(&l, now, now, Category::Promoter, 2.0);
+        seg.insert(&l, now - 2 * HOUR, now, Category::Detractor, 4.0);
+        let h = stats(&seg, &l, 0, now);
+        assert_eq!((h.promoters, h.detractors), (1, 0));
+        let d = stats(&seg, &l, 1, now);
+        assert_eq!((d.promoters, d.detractors), (1, 1));
+        assert_eq!((d.weight_net, d.weight_total), (-2.0, 6.0));
+    }
+
+    #[test]
+    fn snapshot_restores_exactly_and_merges_additively() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let now = 1_700_000_000_000;
+        for i in 0..500i64 {
+            let c = Category::of_score((i % 11) as u32);
+            seg.insert(&l, now - i * 7 * MIN, now, c, 0.5 + i as f64);
+        }
+        let snap = seg.to_proto(&l, "p", "r");
+        let mut back = Segment::new(&l);
+        back.absorb(&l, &snap).unwrap();
+        assert_eq!(back, seg);
+
+        let mut twice = seg.clone();
+        twice.absorb(&l, &snap).unwrap();
+        for w in 0..4 {
+            let one = stats(&seg, &l, w, now);
+            let two = stats(&twice, &l, w, now);
+            assert_eq!(two.responses(), 2 * one.responses());
+            assert!(
+                (two.weight_total - 2.0 * one.weight_total).abs()
+                    < 1e-6 * one.weight_total.max(1.0)
+            );
+        }
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_refused_untouched() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let now = 1_700_000_000_000;
+        seg.insert(&l, now, now, Category::Promoter, 1.0);
+        let mut snap = seg.to_proto(&l, "p", "r");
+        snap.rings[0].buckets[0].index += 1000;
+        let mut target = Segment::new(&l);
+        assert!(target.absorb(&l, &snap).is_err());
+        assert_eq!(target, Segment::new(&l));
+        snap.rings.pop();
+        assert!(target.absorb(&l, &snap).is_err());
+    }
+}
