@@ -1,1 +1,210 @@
-fn main() {}
+//! Throughput of the pure core, on one core, with realistic data: ~120-byte
+//! payloads, 50 products × 20 regions, the 4 default windows, all six
+//! channels, event times as answers arrive (90% within 5 minutes, 10% up to
+//! 3 days late), a dedup set in steady state (full at its default bound).
+//!
+//! - `aggregate_windows_only`: `Engine::record` with dedup off.
+//! - `aggregate`: `Engine::record` on validated responses.
+//! - `decode_validate_aggregate`: protobuf bytes → decode → validate → record.
+//!
+//! Run: `cargo bench --bench engine`. Figures are per event; README quotes
+//! them with the machine they ran on.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
+use nps_stream::pb::{Channel, SurveyResponse};
+use nps_stream::schema::{Limits, decode_and_validate};
+use prost::Message;
+use std::hint::black_box;
+
+const T0: i64 = 1_763_812_800_000;
+const BATCH: usize = 100_000;
+
+/// A small deterministic PRNG (xorshift), so runs compare.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Event {
+    id: String,
+    product: String,
+    region: String,
+    score: u32,
+    t: i64,
+    weight: f64,
+}
+
+const CHANNELS: [Channel; 6] = [
+    Channel::Sms,
+    Channel::Email,
+    Channel::Chat,
+    Channel::Phone,
+    Channel::Web,
+    Channel::InApp,
+];
+
+fn events(rng: &mut Rng, first_id: u64, n: usize, now: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let score = [10, 9, 9, 8, 7, 10, 6, 3, 9, 0, 8][rng.below(11) as usize];
+            Event {
+                id: format!("{:016x}-{:08x}-resp", rng.next(), first_id + i as u64),
+                product: format!("producto-{:02}", rng.below(50)),
+                region: format!("region-{:02}", rng.below(20)),
+                score,
+                // As answers arrive: most within minutes of being given
+                // (SMS, chat, in-app, web, phone/CTI), one in ten later
+                // (email, up to 3 days).
+                t: now
+                    - if rng.below(10) < 9 {
+                        rng.below(300_000)
+                    } else {
+                        rng.below(3 * 86_400_000)
+                    } as i64,
+                weight: if rng.below(4) == 0 {
+                    1.0
+                } else {
+                    (rng.below(500_000) as f64) / 100.0
+                },
+            }
+        })
+        .collect()
+}
+
+fn payload(e: &Event, rng: &mut Rng) -> Vec<u8> {
+    SurveyResponse {
+        response_id: e.id.clone(),
+        customer_id: format!("cust-{:08}", rng.below(10_000_000)),
+        product: e.product.clone(),
+        region: e.region.clone(),
+        channel: CHANNELS[rng.below(6) as usize] as i32,
+        score: Some(e.score),
+        responded_at: Some(pbjson_types::Timestamp {
+            seconds: e.t / 1000,
+            nanos: ((e.t % 1000) * 1_000_000) as i32,
+        }),
+        comment: if e.score <= 6 {
+            "Tardaron en atender".into()
+        } else {
+            String::new()
+        },
+        customer_value: (e.weight != 1.0).then_some(e.weight),
+        survey_id: "nps-2025-q4".into(),
+        attributes: Default::default(),
+    }
+    .encode_to_vec()
+}
+
+/// An engine whose dedup set is full (1M ids, unless disabled) and all
+/// keys present.
+fn warm_engine(rng: &mut Rng, config: &EngineConfig) -> (Engine, u64) {
+    let mut engine = Engine::new(config).unwrap();
+    let warm = events(rng, 0, 1_100_000, T0);
+    for e in &warm {
+        engine.record(0, &obs(e), T0);
+    }
+    (engine, warm.len() as u64)
+}
+
+fn obs(e: &Event) -> Observation<'_> {
+    Observation {
+        response_id: &e.id,
+        product: &e.product,
+        region: &e.region,
+        category: Category::of_score(e.score),
+        responded_at_ms: e.t,
+        weight: e.weight,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(20);
+
+    // The windows alone: dedup off.
+    let no_dedup = EngineConfig {
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    };
+    let (mut engine, mut next_id) = warm_engine(&mut rng, &no_dedup);
+    g.bench_function("aggregate_windows_only", |b| {
+        b.iter_batched(
+            || events(&mut rng, 0, BATCH, T0),
+            |batch| {
+                for e in &batch {
+                    black_box(engine.record(0, &obs(e), T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    drop(engine);
+
+    let (mut engine, next) = warm_engine(&mut rng, &EngineConfig::default());
+    next_id = next_id.max(next);
+
+    g.bench_function("aggregate", |b| {
+        b.iter_batched(
+            || {
+                let batch = events(&mut rng, next_id, BATCH, T0);
+                next_id += BATCH as u64;
+                batch
+            },
+            |batch| {
+                for e in &batch {
+                    black_box(engine.record(0, &obs(e), T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let limits = Limits::default();
+    let avg_len = {
+        let sample = events(&mut rng, u64::MAX / 2, 1000, T0);
+        sample
+            .iter()
+            .map(|e| payload(e, &mut rng).len())
+            .sum::<usize>()
+            / sample.len()
+    };
+    eprintln!("average payload: {avg_len} bytes");
+    g.bench_function("decode_validate_aggregate", |b| {
+        b.iter_batched(
+            || {
+                let batch = events(&mut rng, next_id, BATCH, T0);
+                next_id += BATCH as u64;
+                batch
+                    .iter()
+                    .map(|e| payload(e, &mut rng))
+                    .collect::<Vec<_>>()
+            },
+            |batch| {
+                for bytes in &batch {
+                    if let Ok(v) = decode_and_validate(Some(bytes), [], T0, &limits) {
+                        black_box(engine.record(0, &v.observation(), T0));
+                    }
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

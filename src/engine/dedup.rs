@@ -1,17 +1,21 @@
 //! Duplicate detection by response_id within a horizon of processing time.
 //!
 //! Remembers the 64-bit xxh3 hash of each response_id with the processing
-//! time it was first seen, oldest first. A hash older than the horizon is
-//! forgotten; when more than `max_ids` are remembered the oldest is
-//! forgotten early (counted), so memory is bounded by `max_ids` whatever
-//! the rate: about 40 bytes per remembered id (8-byte hash in a hash set
-//! at ≤ 87.5% load, 16-byte queue entry).
+//! time it was first seen, in two generations of hash maps: new ids go into
+//! the current one; when it is a horizon old, or holds half of `max_ids`,
+//! it becomes the previous one and the old previous one is dropped whole.
+//! Dropping whole maps, never single entries, keeps the tables free of
+//! tombstones, so a lookup stays one or two cache misses however much ids
+//! churn. A remembered id counts as a duplicate only while its first sight
+//! is less than a horizon old, so the horizon is exact; ids dropped before
+//! their horizon because `max_ids` was reached are counted
+//! (`evicted_early`). Memory is bounded by `max_ids` whatever the rate:
+//! about 20–40 bytes per remembered id (16-byte entry, map load 44–87%).
 //!
 //! Two different ids share a hash with probability ~n²/2⁶⁵: for a million
 //! ids remembered, about 3 in 100 million; such a response would be counted
 //! as a duplicate.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::pb;
@@ -41,19 +45,28 @@ impl Hasher for Identity {
     }
 }
 
-type IdSet = hashbrown::HashSet<u64, BuildHasherDefault<Identity>>;
+type IdMap = hashbrown::HashMap<u64, i64, BuildHasherDefault<Identity>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("dedup snapshot is inconsistent: {0}")]
 pub struct CorruptDedup(pub &'static str);
 
+#[derive(Clone, Default)]
+struct Generation {
+    /// Processing time the generation was opened.
+    opened_ms: i64,
+    /// Newest first-sight time in it.
+    newest_ms: i64,
+    /// id hash → processing time first seen.
+    ids: IdMap,
+}
+
 #[derive(Clone)]
 pub(crate) struct Dedup {
     horizon_ms: i64,
     max_ids: usize,
-    seen: IdSet,
-    /// (hash, first seen at), oldest first: processing time only moves on.
-    order: VecDeque<(u64, i64)>,
+    current: Generation,
+    previous: Generation,
     /// Ids forgotten before their horizon because `max_ids` was reached.
     pub(crate) evicted_early: u64,
 }
@@ -63,10 +76,15 @@ impl Dedup {
         Dedup {
             horizon_ms,
             max_ids,
-            seen: IdSet::default(),
-            order: VecDeque::new(),
+            current: Generation::default(),
+            previous: Generation::default(),
             evicted_early: 0,
         }
+    }
+
+    /// Ids per generation: two generations hold at most `max_ids`.
+    fn generation_cap(&self) -> usize {
+        (self.max_ids / 2).max(1)
     }
 
     /// Records `hash` as seen at `now`; returns true if it was already seen
@@ -76,44 +94,81 @@ impl Dedup {
             return false;
         }
         self.expire(now);
-        if self.seen.contains(&hash) {
-            return true;
-        }
-        if self.order.len() >= self.max_ids {
-            if let Some((old, _)) = self.order.pop_front() {
-                self.seen.remove(&old);
-                self.evicted_early += 1;
+        let cutoff = now.saturating_sub(self.horizon_ms);
+        if let Some(&at) = self.current.ids.get(&hash) {
+            if at > cutoff {
+                return true;
+            }
+        } else if let Some(&at) = self.previous.ids.get(&hash) {
+            if at > cutoff {
+                return true;
             }
         }
-        self.seen.insert(hash);
-        self.order.push_back((hash, now));
+        if self.current.ids.len() >= self.generation_cap() {
+            self.rotate(now);
+        }
+        if self.current.ids.is_empty() {
+            self.current.opened_ms = now;
+        }
+        self.current.ids.insert(hash, now);
+        self.current.newest_ms = now;
         false
     }
 
-    /// Forgets what was first seen at or before `now − horizon`.
+    /// Current becomes previous; the old previous is dropped, counting what
+    /// in it was still within the horizon.
+    fn rotate(&mut self, now: i64) {
+        let cutoff = now.saturating_sub(self.horizon_ms);
+        if self.previous.newest_ms > cutoff {
+            self.evicted_early += self
+                .previous
+                .ids
+                .values()
+                .filter(|&&at| at > cutoff)
+                .count() as u64;
+        }
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    /// Drops generations whose ids are all past the horizon.
     pub(crate) fn expire(&mut self, now: i64) {
         let cutoff = now.saturating_sub(self.horizon_ms);
-        while let Some(&(h, at)) = self.order.front() {
-            if at > cutoff {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&h);
+        if !self.current.ids.is_empty() && self.current.opened_ms <= cutoff {
+            self.rotate(now);
+        }
+        if !self.previous.ids.is_empty() && self.previous.newest_ms <= cutoff {
+            self.previous = Generation::default();
         }
     }
 
+    /// Ids remembered (some may already be past the horizon).
     pub(crate) fn len(&self) -> usize {
-        self.order.len()
+        self.current.ids.len() + self.previous.ids.len()
+    }
+
+    /// Heap bytes of both generations.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        (self.current.ids.capacity() + self.previous.ids.capacity())
+            * (std::mem::size_of::<(u64, i64)>() + 1)
     }
 
     pub(crate) fn to_proto(&self) -> pb::DedupSnapshot {
+        let mut all: Vec<(u64, i64)> = self
+            .previous
+            .ids
+            .iter()
+            .chain(self.current.ids.iter())
+            .map(|(&h, &t)| (h, t))
+            .collect();
+        all.sort_unstable_by_key(|&(h, t)| (t, h));
         pb::DedupSnapshot {
-            id_hashes: self.order.iter().map(|&(h, _)| h).collect(),
-            seen_at_ms: self.order.iter().map(|&(_, t)| t).collect(),
+            id_hashes: all.iter().map(|&(h, _)| h).collect(),
+            seen_at_ms: all.iter().map(|&(_, t)| t).collect(),
         }
     }
 
-    /// Loads a snapshot into this (empty or not) set, oldest first.
+    /// Loads a snapshot (oldest first) into this set, as if its ids had
+    /// been checked in order.
     pub(crate) fn absorb(&mut self, s: &pb::DedupSnapshot) -> Result<(), CorruptDedup> {
         if s.id_hashes.len() != s.seen_at_ms.len() {
             return Err(CorruptDedup("hash and time arrays differ in length"));
@@ -121,25 +176,8 @@ impl Dedup {
         if s.seen_at_ms.windows(2).any(|w| w[0] > w[1]) {
             return Err(CorruptDedup("times are not in order"));
         }
-        let mut merged: Vec<(u64, i64)> = self.order.drain(..).collect();
-        merged.extend(
-            s.id_hashes
-                .iter()
-                .copied()
-                .zip(s.seen_at_ms.iter().copied()),
-        );
-        merged.sort_by_key(|&(_, t)| t);
-        self.seen.clear();
-        for (h, t) in merged {
-            if self.seen.insert(h) {
-                self.order.push_back((h, t));
-            }
-        }
-        while self.order.len() > self.max_ids {
-            if let Some((old, _)) = self.order.pop_front() {
-                self.seen.remove(&old);
-                self.evicted_early += 1;
-            }
+        for (&h, &t) in s.id_hashes.iter().zip(&s.seen_at_ms) {
+            self.check_and_insert(h, t);
         }
         Ok(())
     }
@@ -166,19 +204,36 @@ mod tests {
         // A duplicate does not extend the horizon.
         assert!(d.check_and_insert(id_hash("r1"), 20 * H));
         assert!(!d.check_and_insert(id_hash("r1"), 24 * H));
-        assert_eq!(d.len(), 1);
+        // Seen again after the horizon: remembered afresh.
+        assert!(d.check_and_insert(id_hash("r1"), 25 * H));
+        // Everything past the horizon is eventually dropped.
+        d.expire(100 * H);
+        assert_eq!(d.len(), 0);
     }
 
     #[test]
     fn memory_is_bounded_by_max_ids() {
-        let mut d = Dedup::new(24 * H, 3);
+        let mut d = Dedup::new(24 * H, 4);
         for i in 0..10 {
             d.check_and_insert(id_hash(&format!("r{i}")), i);
         }
-        assert_eq!(d.len(), 3);
-        assert_eq!(d.evicted_early, 7);
+        assert!(d.len() <= 4, "{}", d.len());
+        assert_eq!(d.evicted_early, 10 - d.len() as u64);
         assert!(d.check_and_insert(id_hash("r9"), 11));
         assert!(!d.check_and_insert(id_hash("r0"), 11));
+    }
+
+    #[test]
+    fn horizon_is_exact_across_generations() {
+        let mut d = Dedup::new(10 * H, 1000);
+        assert!(!d.check_and_insert(1, 0));
+        // The generation holding id 1 rotates to previous at 10h; the id
+        // still counts until it is a full horizon old.
+        assert!(!d.check_and_insert(2, 9 * H));
+        assert!(!d.check_and_insert(3, 10 * H));
+        assert!(d.check_and_insert(2, 18 * H + 59 * 60_000));
+        assert!(!d.check_and_insert(2, 19 * H));
+        assert_eq!(d.evicted_early, 0);
     }
 
     #[test]
@@ -197,7 +252,7 @@ mod tests {
         let snap = d.to_proto();
         let mut back = Dedup::new(24 * H, 100);
         back.absorb(&snap).unwrap();
-        assert_eq!(back.order, d.order);
+        assert_eq!(back.to_proto(), snap);
         assert!(back.check_and_insert(id_hash("r3"), 10_000));
 
         let mut bad = snap.clone();

@@ -8,7 +8,7 @@
 //! holds window state for it and it has not been seen for the longest
 //! window, which frees its place for another.
 
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 /// Product and region of the segment responses are folded into once the
 /// table is full. Validation refuses it as input, so it is never spoofed.
@@ -24,47 +24,34 @@ impl KeyId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Name {
-    pub(crate) product: Box<str>,
-    pub(crate) region: Box<str>,
-}
-
-/// Borrowed lookup form of `Name`; hashes the same way.
+/// Borrowed (product, region); hashes the same way whether looked up or
+/// stored.
+#[derive(Hash)]
 struct NameRef<'a>(&'a str, &'a str);
-
-impl Hash for Name {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        NameRef(&self.product, &self.region).hash(h)
-    }
-}
-
-impl Hash for NameRef<'_> {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write(self.0.as_bytes());
-        h.write_u8(0xff);
-        h.write(self.1.as_bytes());
-    }
-}
-
-impl hashbrown::Equivalent<Name> for NameRef<'_> {
-    fn equivalent(&self, key: &Name) -> bool {
-        *self.0 == *key.product && *self.1 == *key.region
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Entry {
-    name: Name,
+    /// product then region, in one allocation; `split` is where region
+    /// starts.
+    name: Box<str>,
+    split: u32,
     /// Partitions holding window state for this segment.
     holders: u32,
     /// Processing time it was last seen.
     last_seen_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+impl Entry {
+    fn parts(&self) -> (&str, &str) {
+        self.name.split_at(self.split as usize)
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct KeyTable {
-    ids: hashbrown::HashMap<Name, KeyId>,
+    /// Index from name hash to id; the names live in `entries` only.
+    ids: hashbrown::HashTable<KeyId>,
+    hasher: hashbrown::DefaultHashBuilder,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
     max_keys: usize,
@@ -84,7 +71,8 @@ pub(crate) struct Resolved {
 impl KeyTable {
     pub(crate) fn new(max_keys: usize) -> Self {
         KeyTable {
-            ids: hashbrown::HashMap::new(),
+            ids: hashbrown::HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
             entries: Vec::new(),
             free: Vec::new(),
             max_keys,
@@ -122,13 +110,15 @@ impl KeyTable {
         }
     }
 
+    fn hash(&self, product: &str, region: &str) -> u64 {
+        self.hasher.hash_one(NameRef(product, region))
+    }
+
     fn insert(&mut self, product: &str, region: &str) -> KeyId {
-        let name = Name {
-            product: product.into(),
-            region: region.into(),
-        };
         let entry = Entry {
-            name: name.clone(),
+            name: format!("{product}{region}").into_boxed_str(),
+            // Labels are bounded far below 4 GiB by validation.
+            split: u32::try_from(product.len()).unwrap_or(u32::MAX),
             holders: 0,
             last_seen_ms: i64::MIN,
         };
@@ -143,7 +133,12 @@ impl KeyTable {
                 KeyId(u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX))
             }
         };
-        self.ids.insert(name, id);
+        let hash = self.hash(product, region);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.ids.insert_unique(hash, id, |k| {
+            let (p, r) = entries[k.index()].as_ref().map_or(("", ""), Entry::parts);
+            hasher.hash_one(NameRef(p, r))
+        });
         id
     }
 
@@ -151,11 +146,14 @@ impl KeyTable {
         self.entries
             .get(key.index())
             .and_then(|e| e.as_ref())
-            .map(|e| (&*e.name.product, &*e.name.region))
+            .map(Entry::parts)
     }
 
     pub(crate) fn lookup(&self, product: &str, region: &str) -> Option<KeyId> {
-        self.ids.get(&NameRef(product, region)).copied()
+        let hash = self.hash(product, region);
+        self.ids
+            .find(hash, |k| self.name(*k) == Some((product, region)))
+            .copied()
     }
 
     /// A partition now holds window state for `key`.
@@ -183,14 +181,18 @@ impl KeyTable {
                 continue;
             }
             if let Some(e) = self.entries[i].take() {
-                self.ids.remove(&e.name);
+                let (p, r) = e.parts();
+                let hash = self.hash(p, r);
+                if let Ok(found) = self.ids.find_entry(hash, |k| k.0 == i as u32) {
+                    found.remove();
+                }
                 self.free.push(i as u32);
                 if self.other == Some(KeyId(i as u32)) {
                     self.other = None;
                 } else {
                     self.real -= 1;
                 }
-                gone.push((e.name.product.into(), e.name.region.into()));
+                gone.push((p.to_string(), r.to_string()));
             }
         }
         gone
@@ -208,14 +210,10 @@ impl KeyTable {
 
     /// Heap bytes of the names and the index.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let names: usize = self
-            .entries
-            .iter()
-            .flatten()
-            .map(|e| 2 * (e.name.product.len() + e.name.region.len()))
-            .sum();
-        let index = self.ids.capacity() * (std::mem::size_of::<(Name, KeyId)>() + 1);
-        names + index + self.entries.capacity() * std::mem::size_of::<Option<Entry>>()
+        let names: usize = self.entries.iter().flatten().map(|e| e.name.len()).sum();
+        names
+            + self.ids.capacity() * (std::mem::size_of::<KeyId>() + 1)
+            + self.entries.capacity() * std::mem::size_of::<Option<Entry>>()
     }
 }
 

@@ -77,7 +77,7 @@ impl Engine {
             .segments
             .iter()
             .filter_map(|(key, seg)| {
-                let (product, region) = self.keys.name(*key)?;
+                let (product, region) = self.keys.name(key)?;
                 Some(seg.to_proto(&self.layout, product, region))
             })
             .collect();
@@ -97,7 +97,7 @@ impl Engine {
     ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config)?;
         engine.check_layout(snapshot)?;
-        engine.now_ms = snapshot.now_ms;
+        engine.tick(snapshot.now_ms);
         for p in &snapshot.partitions {
             engine.restore_partition(p)?;
         }
@@ -118,10 +118,7 @@ impl Engine {
     /// `__other__`. All or nothing: on error the engine is unchanged.
     pub fn restore_partition(&mut self, snap: &pb::PartitionSnapshot) -> Result<(), SnapshotError> {
         // Build the partition aside so a corrupt snapshot changes nothing.
-        let mut part = PartitionState {
-            segments: hashbrown::HashMap::new(),
-            dedup: super::Dedup::new(self.dedup_horizon_ms, self.dedup_max_ids),
-        };
+        let mut part = PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids);
         if let Some(d) = &snap.dedup {
             part.dedup
                 .absorb(d)
@@ -136,27 +133,26 @@ impl Engine {
             staged.push((s, seg));
         }
         self.drop_partition(snap.partition);
-        let now = self.now_ms.max(
-            staged
-                .iter()
-                .map(|(_, seg)| seg.latest_ms())
-                .max()
-                .unwrap_or(i64::MIN),
-        );
-        self.now_ms = now;
+        let newest = staged
+            .iter()
+            .map(|(_, seg)| seg.latest_ms())
+            .max()
+            .unwrap_or(i64::MIN);
+        let now = self.tick(newest);
         for (s, seg) in staged {
             let key = self.keys.resolve(&s.product, &s.region, now).key;
-            match part.segments.entry(key) {
-                hashbrown::hash_map::Entry::Occupied(mut e) => {
-                    // Two snapshotted segments folded into `__other__`.
-                    e.get_mut()
-                        .absorb(&self.layout, s)
-                        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-                }
-                hashbrown::hash_map::Entry::Vacant(e) => {
-                    self.keys.hold(key);
-                    e.insert(seg);
-                }
+            let mut incoming = Some(seg);
+            let (slot, created) = part.segments.get_or_insert_with(key, || {
+                incoming
+                    .take()
+                    .unwrap_or_else(|| Segment::new(&self.layout))
+            });
+            if created {
+                self.keys.hold(key);
+            } else {
+                // Two snapshotted segments folded into `__other__`.
+                slot.absorb(&self.layout, s)
+                    .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             }
         }
         self.partitions.insert(snap.partition, part);

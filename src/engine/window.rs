@@ -65,6 +65,9 @@ pub enum LayoutError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowLayout {
     specs: Vec<WindowSpec>,
+    /// Per window: bucket width and ring length as multiply-shift divisors;
+    /// a hardware 64-bit division per window per event would dominate.
+    divisors: Vec<(Divisor, Divisor)>,
     /// Index of each window's first slot in a segment's bucket array.
     offsets: Vec<usize>,
     total_slots: usize,
@@ -111,8 +114,18 @@ impl WindowLayout {
             offsets.push(total);
             total += s.buckets as usize;
         }
+        let divisors = specs
+            .iter()
+            .map(|s| {
+                (
+                    Divisor::new(s.bucket_ms),
+                    Divisor::new(i64::from(s.buckets)),
+                )
+            })
+            .collect();
         WindowLayout {
             specs,
+            divisors,
             offsets,
             total_slots: total,
         }
@@ -139,7 +152,35 @@ impl WindowLayout {
     /// Whether a response at event time `t` falls in at least one window at
     /// `now` (`t` already clamped to `now`). A response that does not is late.
     pub fn in_any_window(&self, t: i64, now: i64) -> bool {
-        self.specs.iter().any(|s| in_window(s, t, now))
+        (0..self.len())
+            .any(|w| self.bucket(w, t) > self.bucket(w, now) - i64::from(self.specs[w].buckets))
+    }
+
+    /// Same as `in_any_window`, with `now`'s bucket numbers precomputed.
+    pub(crate) fn in_any_window_at(&self, t: i64, now: &NowIndex) -> bool {
+        (0..self.len()).any(|w| self.bucket(w, t) > now.oldest_excluded[w])
+    }
+
+    /// Bucket number of instant `t` in window `w`: ⌊t / bucket_ms⌋.
+    #[inline]
+    fn bucket(&self, w: usize, t: i64) -> i64 {
+        self.divisors[w].0.div_floor(t)
+    }
+
+    /// Slot of bucket number `idx` in window `w`'s ring.
+    #[inline]
+    fn slot(&self, w: usize, idx: i64) -> usize {
+        self.offsets[w] + self.divisors[w].1.rem_floor(idx) as usize
+    }
+
+    /// `now`'s bucket numbers, computed once per clock change.
+    pub(crate) fn now_index(&self, now: i64) -> NowIndex {
+        NowIndex {
+            now,
+            oldest_excluded: (0..self.len())
+                .map(|w| self.bucket(w, now) - i64::from(self.specs[w].buckets))
+                .collect(),
+        }
     }
 
     /// Bytes one segment's rings take on the heap.
@@ -169,8 +210,57 @@ impl WindowLayout {
     }
 }
 
-fn in_window(s: &WindowSpec, t: i64, now: i64) -> bool {
-    t.div_euclid(s.bucket_ms) > now.div_euclid(s.bucket_ms) - i64::from(s.buckets)
+/// For one `now`: per window, the newest bucket number that is already out
+/// of the window (⌊now / b⌋ − buckets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NowIndex {
+    pub(crate) now: i64,
+    oldest_excluded: Vec<i64>,
+}
+
+/// Floor division and remainder by a positive constant: multiply-shift for
+/// non-negative operands, the hardware division for the rare negative ones
+/// (instants before 1970, the "no event" marker).
+#[derive(Debug, Clone, Copy)]
+struct Divisor {
+    fast: strength_reduce::StrengthReducedU64,
+    d: i64,
+}
+
+impl PartialEq for Divisor {
+    fn eq(&self, other: &Self) -> bool {
+        self.d == other.d
+    }
+}
+impl Eq for Divisor {}
+
+impl Divisor {
+    fn new(d: i64) -> Self {
+        // Layout construction guarantees d >= 1.
+        let d = d.max(1);
+        Divisor {
+            fast: strength_reduce::StrengthReducedU64::new(d as u64),
+            d,
+        }
+    }
+
+    #[inline]
+    fn div_floor(&self, x: i64) -> i64 {
+        if x >= 0 {
+            (x as u64 / self.fast) as i64
+        } else {
+            x.div_euclid(self.d)
+        }
+    }
+
+    #[inline]
+    fn rem_floor(&self, x: i64) -> i64 {
+        if x >= 0 {
+            (x as u64 % self.fast) as i64
+        } else {
+            x.rem_euclid(self.d)
+        }
+    }
 }
 
 /// One time bucket of one ring: 20 bytes.
@@ -237,25 +327,23 @@ impl Segment {
         }
         for (w, spec) in layout.specs.iter().enumerate() {
             let n = i64::from(spec.buckets);
-            let ring =
-                &mut self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
-            let old_head = self.latest_ms.div_euclid(spec.bucket_ms);
-            let new_head = t.div_euclid(spec.bucket_ms);
+            let old_head = layout.bucket(w, self.latest_ms);
+            let new_head = layout.bucket(w, t);
             if new_head == old_head {
                 continue;
             }
             if self.latest_ms != NO_EVENT {
-                let closed = &mut ring[old_head.rem_euclid(n) as usize];
+                let closed = &mut self.slots[layout.slot(w, old_head)];
                 closed.weight_net = self.open[w][0] as f32;
                 closed.weight_total = self.open[w][1] as f32;
             }
             self.open[w] = [0.0; 2];
-            let skipped = new_head.saturating_sub(old_head);
-            if skipped >= n {
-                ring.fill(Bucket::default());
+            if new_head.saturating_sub(old_head) >= n {
+                let first = layout.offsets[w];
+                self.slots[first..first + spec.buckets as usize].fill(Bucket::default());
             } else {
                 for k in old_head + 1..=new_head {
-                    ring[k.rem_euclid(n) as usize] = Bucket::default();
+                    self.slots[layout.slot(w, k)] = Bucket::default();
                 }
             }
         }
@@ -268,22 +356,22 @@ impl Segment {
         &mut self,
         layout: &WindowLayout,
         t: i64,
-        now: i64,
+        now: &NowIndex,
         category: Category,
         weight: f64,
     ) -> bool {
         self.advance_to(layout, t);
         let weight_net = weight * category.sign();
         let mut placed = false;
-        for (w, spec) in layout.specs.iter().enumerate() {
-            if !in_window(spec, t, now) {
+        for w in 0..layout.len() {
+            let idx = layout.bucket(w, t);
+            if idx <= now.oldest_excluded[w] {
                 continue;
             }
-            let idx = t.div_euclid(spec.bucket_ms);
-            let slot = &mut self.slots
-                [layout.offsets[w] + idx.rem_euclid(i64::from(spec.buckets)) as usize];
+            let head = layout.bucket(w, self.latest_ms);
+            let slot = &mut self.slots[layout.slot(w, idx)];
             slot.count(category);
-            if idx == self.latest_ms.div_euclid(spec.bucket_ms) {
+            if idx == head {
                 self.open[w][0] += weight_net;
                 self.open[w][1] += weight;
             } else {
@@ -474,6 +562,17 @@ mod tests {
         WindowLayout::new(&["1h", "24h", "7d", "30d"], 48).unwrap()
     }
 
+    fn ins(
+        seg: &mut Segment,
+        l: &WindowLayout,
+        t: i64,
+        now: i64,
+        c: Category,
+        weight: f64,
+    ) -> bool {
+        seg.insert(l, t, &l.now_index(now), c, weight)
+    }
+
     fn stats(seg: &Segment, l: &WindowLayout, w: usize, now: i64) -> WindowStats {
         let mut s = WindowStats::default();
         seg.accumulate(l, w, now, &mut s);
@@ -511,7 +610,7 @@ mod tests {
         let l = layout();
         let mut seg = Segment::new(&l);
         let t0 = 1_700_000_000_000;
-        assert!(seg.insert(&l, t0, t0, Category::Promoter, 1.0));
+        assert!(ins(&mut seg, &l, t0, t0, Category::Promoter, 1.0));
         assert_eq!(stats(&seg, &l, 0, t0).promoters, 1);
         // 59 minutes later: still in the hour.
         assert_eq!(stats(&seg, &l, 0, t0 + 59 * MIN).promoters, 1);
@@ -529,8 +628,8 @@ mod tests {
         let start = b * 1_000_000; // first ms of a bucket
         let end = start + b - 1; // last ms of the same bucket
         let mut seg = Segment::new(&l);
-        seg.insert(&l, start, end, Category::Detractor, 1.0);
-        seg.insert(&l, end, end, Category::Promoter, 1.0);
+        ins(&mut seg, &l, start, end, Category::Detractor, 1.0);
+        ins(&mut seg, &l, end, end, Category::Promoter, 1.0);
         // The bucket leaves the window when the clock enters bucket k + 48:
         // at age exactly W for its first ms, at age W − b + 1 for its last.
         let leaves = start + HOUR;
@@ -545,7 +644,14 @@ mod tests {
         let l = layout();
         let mut seg = Segment::new(&l);
         let now = 1_700_000_000_000;
-        assert!(!seg.insert(&l, now - 31 * 24 * HOUR, now, Category::Passive, 1.0));
+        assert!(!ins(
+            &mut seg,
+            &l,
+            now - 31 * 24 * HOUR,
+            now,
+            Category::Passive,
+            1.0
+        ));
         assert!(seg.is_expired(&l, now));
         for w in 0..4 {
             assert_eq!(stats(&seg, &l, w, now).responses(), 0);
@@ -557,8 +663,8 @@ mod tests {
         let l = layout();
         let mut seg = Segment::new(&l);
         let now = 1_700_000_000_000;
-        seg.insert(&l, now, now, Category::Promoter, 2.0);
-        seg.insert(&l, now - 2 * HOUR, now, Category::Detractor, 4.0);
+        ins(&mut seg, &l, now, now, Category::Promoter, 2.0);
+        ins(&mut seg, &l, now - 2 * HOUR, now, Category::Detractor, 4.0);
         let h = stats(&seg, &l, 0, now);
         assert_eq!((h.promoters, h.detractors), (1, 0));
         let d = stats(&seg, &l, 1, now);
@@ -573,7 +679,7 @@ mod tests {
         let now = 1_700_000_000_000;
         for i in 0..500i64 {
             let c = Category::of_score((i % 11) as u32);
-            seg.insert(&l, now - i * 7 * MIN, now, c, 0.5 + i as f64);
+            ins(&mut seg, &l, now - i * 7 * MIN, now, c, 0.5 + i as f64);
         }
         let snap = seg.to_proto(&l, "p", "r");
         let mut back = Segment::new(&l);
@@ -598,7 +704,7 @@ mod tests {
         let l = layout();
         let mut seg = Segment::new(&l);
         let now = 1_700_000_000_000;
-        seg.insert(&l, now, now, Category::Promoter, 1.0);
+        ins(&mut seg, &l, now, now, Category::Promoter, 1.0);
         let mut snap = seg.to_proto(&l, "p", "r");
         snap.rings[0].buckets[0].index += 1000;
         let mut target = Segment::new(&l);

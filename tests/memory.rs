@@ -1,0 +1,117 @@
+//! Engine memory, measured with a counting allocator (real allocations, not
+//! estimates): bytes per (product, region) segment with the 4 default
+//! windows fully populated, and a flat footprint under a flood of bogus
+//! products thanks to the cardinality guard.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const T0: i64 = 1_763_812_800_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+/// Bucket widths of 1h, 24h, 7d, 30d with 48 buckets each.
+const WIDTHS: [i64; 4] = [75_000, 30 * MIN, 210 * MIN, 15 * HOUR];
+
+fn record(e: &mut Engine, id: &str, product: &str, region: &str, t: i64) {
+    e.record(
+        0,
+        &Observation {
+            response_id: id,
+            product,
+            region,
+            category: Category::Promoter,
+            responded_at_ms: t,
+            weight: 2.0,
+        },
+        T0,
+    );
+}
+
+// The two tests share the global counter: run them one after the other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn segment_with_every_bucket_filled_takes_under_4_kib() {
+    let _guard = SERIAL.lock();
+    let config = EngineConfig {
+        dedup_max_ids: 0, // dedup memory is per id, not per segment
+        ..EngineConfig::default()
+    };
+    let keys = 2_000;
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut e = Engine::new(&config).unwrap();
+    for k in 0..keys {
+        let product = format!("producto-{:03}", k / 20);
+        let region = format!("region-{:02}", k % 20);
+        for (w, width) in WIDTHS.iter().enumerate() {
+            for b in 0..48 {
+                let id = format!("{k}-{w}-{b}");
+                record(&mut e, &id, &product, &region, T0 - b * width);
+            }
+        }
+    }
+    let per_key = (LIVE.load(Ordering::Relaxed) - before) / keys;
+    assert_eq!(e.gauges().keys, keys);
+    // One response in every bucket of every window (a window also holds
+    // the shorter windows' responses).
+    let seg = &e.segments(T0)[0];
+    assert!(
+        seg.windows.iter().all(|w| w.responses() >= 48),
+        "{:?}",
+        seg.windows
+    );
+    println!("engine memory: {per_key} bytes per segment (4 windows x 48 buckets)");
+    assert!(per_key <= 4096, "{per_key} bytes per segment");
+    drop(e);
+}
+
+#[test]
+fn a_flood_of_bogus_products_keeps_memory_flat() {
+    let _guard = SERIAL.lock();
+    let config = EngineConfig {
+        max_keys: 1_000,
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&config).unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut sizes = Vec::new();
+    for i in 0..300_000u32 {
+        let product = format!("bogus-{i}");
+        record(&mut e, &i.to_string(), &product, "x", T0);
+        if i % 50_000 == 49_999 {
+            sizes.push(LIVE.load(Ordering::Relaxed) - before);
+        }
+    }
+    assert_eq!(e.gauges().keys, 1_000);
+    println!("engine memory after each 50k bogus products: {sizes:?}");
+    let first = sizes[0] as f64;
+    for s in &sizes {
+        assert!((*s as f64 - first).abs() <= 0.01 * first, "{sizes:?}");
+    }
+}
