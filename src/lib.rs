@@ -13,7 +13,10 @@
 //! - [`engine`]: the pure NPS engine: bucketed rolling windows, NPS math,
 //!   dedup, cardinality guard, per-partition state and snapshots. No clock,
 //!   no I/O, no Kafka, no metrics.
+//! - [`alerts`]: which detractors raise an alert, its priority, content,
+//!   deterministic id, Kafka key and encoding (protobuf or JSON).
 
+pub mod alerts;
 pub mod engine;
 pub mod schema;
 
