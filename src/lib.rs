@@ -15,10 +15,30 @@
 //!   no I/O, no Kafka, no metrics.
 //! - [`alerts`]: which detractors raise an alert, its priority, content,
 //!   deterministic id, Kafka key and encoding (protobuf or JSON).
+//! - [`config`]: flags, `NPS_*` environment and TOML file, validated before
+//!   anything connects.
+//! - [`metrics`]: metric names (the contract), descriptions, and the
+//!   rendering of the per-window gauges.
+//! - [`kafka`]: all rdkafka code: client settings, contexts (statistics,
+//!   errors, rebalances), health.
+//! - [`pipeline`]: the async shell: consume, engine, alerts, dead letters,
+//!   offsets stored only behind acknowledged work.
+//! - [`http`]: /metrics, /healthz, /readyz.
+//! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
+//!   [`send`]: JSON lines to protobuf records; [`shutdown`]: the signal.
 
 pub mod alerts;
+pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
 pub mod schema;
+pub mod send;
+pub mod service;
+pub mod shutdown;
 
 /// Generated protobuf types of package `nps.v1`.
 #[allow(clippy::all, missing_docs)]

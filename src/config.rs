@@ -1,0 +1,468 @@
+//! Configuration: command-line flags, `NPS_*` environment variables and a
+//! TOML file (`--config`), resolved in that order of precedence over the
+//! built-in defaults, and validated before anything connects.
+//!
+//! Every error names the flag (or file key) it is about, in one line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::alerts::{AlertFormat, AlertPolicy};
+use crate::engine::{Engine, EngineConfig};
+use crate::schema::Limits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nps-stream",
+    version,
+    about = "Streaming Net Promoter Score from Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume survey responses and serve NPS metrics, alerts and dead letters.
+    Run(RunArgs),
+    /// Run the real pipeline on an embedded Kafka with generated responses.
+    Demo(DemoArgs),
+    /// Produce JSON-lines SurveyResponses (protobuf JSON mapping) as protobuf.
+    Send(SendArgs),
+    /// Load and validate a configuration (flags, env, file), print it, exit.
+    CheckConfig(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+/// Flags of `run` (and `check-config`). All optional: unset falls back to
+/// the file, then to the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// TOML file with any of the settings below (flags and env win over it).
+    #[arg(long, env = "NPS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long, env = "NPS_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group id [default: nps-stream].
+    #[arg(long, env = "NPS_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Topic of SurveyResponse events [default: survey-responses].
+    #[arg(long, env = "NPS_INPUT_TOPIC")]
+    pub input_topic: Option<String>,
+    /// Topic detractor alerts go to [default: nps-detractor-alerts].
+    #[arg(long, env = "NPS_ALERTS_TOPIC")]
+    pub alerts_topic: Option<String>,
+    /// Topic refused events go to, unchanged [default: survey-responses-dlq].
+    #[arg(long, env = "NPS_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Where /metrics, /healthz and /readyz listen [default: 0.0.0.0:9898].
+    #[arg(long, env = "NPS_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Rolling windows [default: 1h,24h,7d,30d].
+    #[arg(long, env = "NPS_WINDOWS", value_delimiter = ',')]
+    pub windows: Option<Vec<String>>,
+    /// librdkafka property passed as is (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        env = "NPS_KAFKA_PROPERTIES",
+        value_delimiter = ';'
+    )]
+    pub kafka: Vec<String>,
+    /// Alert encoding: protobuf or json [default: protobuf].
+    #[arg(long, env = "NPS_ALERTS_FORMAT")]
+    pub alerts_format: Option<String>,
+    /// Where a group with no committed offset starts [default: earliest].
+    #[arg(long, env = "NPS_AUTO_OFFSET_RESET")]
+    pub auto_offset_reset: Option<OffsetReset>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "NPS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Most (product, region) segments kept [default: 10000].
+    #[arg(long, env = "NPS_MAX_KEYS")]
+    pub max_keys: Option<usize>,
+    /// Buckets per window [default: 48].
+    #[arg(long, env = "NPS_BUCKETS_PER_WINDOW")]
+    pub buckets_per_window: Option<u32>,
+    /// How long a response_id is remembered [default: 24h].
+    #[arg(long, env = "NPS_DEDUP_HORIZON")]
+    pub dedup_horizon: Option<String>,
+    /// Most response_ids remembered per partition [default: 1000000].
+    #[arg(long, env = "NPS_DEDUP_MAX_IDS")]
+    pub dedup_max_ids: Option<usize>,
+    /// How far in the future responded_at may be [default: 5m].
+    #[arg(long, env = "NPS_MAX_FUTURE_SKEW")]
+    pub max_future_skew: Option<String>,
+    /// Scores at or below this raise an alert [default: 6].
+    #[arg(long, env = "NPS_ALERT_THRESHOLD")]
+    pub alert_threshold: Option<u32>,
+    /// How long shutdown may take to flush and commit [default: 30s].
+    #[arg(long, env = "NPS_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where /metrics, /healthz and /readyz listen.
+    #[arg(long, env = "NPS_METRICS_ADDR", default_value = "127.0.0.1:9898")]
+    pub metrics_addr: String,
+    /// Responses generated per second.
+    #[arg(long, env = "NPS_DEMO_RATE", default_value_t = 200)]
+    pub rate: u32,
+    /// Seconds between the printed NPS tables.
+    #[arg(long, default_value_t = 5)]
+    pub table_every: u64,
+    /// Stop after this long (e.g. 30s); runs until Ctrl-C when absent.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "NPS_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "NPS_BROKERS")]
+    pub brokers: String,
+    /// Topic to produce to.
+    #[arg(long, env = "NPS_INPUT_TOPIC", default_value = "survey-responses")]
+    pub topic: String,
+    /// JSON-lines file; `-` or absent reads standard input.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// librdkafka property passed as is (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+}
+
+/// The settings file. Same names as the flags, with underscores; engine,
+/// limits and alert policy in their own tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    brokers: Option<String>,
+    group_id: Option<String>,
+    input_topic: Option<String>,
+    alerts_topic: Option<String>,
+    dlq_topic: Option<String>,
+    metrics_addr: Option<String>,
+    alerts_format: Option<AlertFormat>,
+    auto_offset_reset: Option<OffsetReset>,
+    log_format: Option<LogFormat>,
+    shutdown_timeout: Option<String>,
+    /// librdkafka properties, as with -X.
+    #[serde(default)]
+    kafka: BTreeMap<String, String>,
+    engine: Option<EngineConfig>,
+    limits: Option<Limits>,
+    alerts: Option<AlertPolicy>,
+}
+
+/// Everything `run` needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub alerts_topic: String,
+    pub dlq_topic: String,
+    pub metrics_addr: SocketAddr,
+    pub kafka: BTreeMap<String, String>,
+    pub alerts_format: AlertFormat,
+    pub auto_offset_reset: OffsetReset,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    pub engine: EngineConfig,
+    pub limits: Limits,
+    pub alerts: AlertPolicy,
+}
+
+fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .with_context(|| format!("{flag}: `{s}` is not a duration (e.g. 30s, 5m, 24h)"))
+}
+
+fn topic(flag: &str, name: String) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("{flag}: `{name}` is not a valid Kafka topic name");
+    }
+    Ok(name)
+}
+
+impl Settings {
+    /// Resolves flags/env over the file over the defaults. `brokers` may be
+    /// absent only when `allow_no_brokers` (the demo provides its own).
+    pub fn resolve(args: &RunArgs, allow_no_brokers: bool) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let brokers = args.brokers.clone().or(file.brokers).unwrap_or_default();
+        if brokers.trim().is_empty() && !allow_no_brokers {
+            bail!("--brokers: required (flag, NPS_BROKERS or `brokers` in --config)");
+        }
+        let metrics_addr = args
+            .metrics_addr
+            .clone()
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| "0.0.0.0:9898".into());
+        let metrics_addr: SocketAddr = metrics_addr.parse().with_context(|| {
+            format!("--metrics-addr: `{metrics_addr}` is not an address like 0.0.0.0:9898")
+        })?;
+
+        let mut kafka = file.kafka;
+        for kv in &args.kafka {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("-X: `{kv}` is not KEY=VALUE");
+            };
+            kafka.insert(k.trim().to_string(), v.to_string());
+        }
+        for reserved in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+            if kafka.contains_key(reserved) {
+                bail!("-X {reserved}: set by nps-stream itself (use the dedicated flag)");
+            }
+        }
+
+        let mut engine = file.engine.unwrap_or_default();
+        if let Some(w) = &args.windows {
+            engine.windows = w
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = args.max_keys {
+            engine.max_keys = v;
+        }
+        if let Some(v) = args.buckets_per_window {
+            engine.buckets_per_window = v;
+        }
+        if let Some(v) = &args.dedup_horizon {
+            engine.dedup_horizon = duration("--dedup-horizon", v)?;
+        }
+        if let Some(v) = args.dedup_max_ids {
+            engine.dedup_max_ids = v;
+        }
+        Engine::new(&engine).map_err(|e| anyhow::anyhow!("--windows / [engine]: {e}"))?;
+        if engine.max_keys == 0 {
+            bail!("--max-keys: must be at least 1");
+        }
+
+        let mut limits = file.limits.unwrap_or_default();
+        if let Some(v) = &args.max_future_skew {
+            limits.max_future_skew = duration("--max-future-skew", v)?;
+        }
+        let mut alerts = file.alerts.unwrap_or_default();
+        if let Some(v) = args.alert_threshold {
+            alerts.threshold = v;
+        }
+        if alerts.threshold > 10 {
+            bail!("--alert-threshold: must be a score from 0 to 10");
+        }
+        let alerts_format = match &args.alerts_format {
+            Some(s) => s
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--alerts-format: {e}"))?,
+            None => file.alerts_format.unwrap_or_default(),
+        };
+        let shutdown_timeout = match args.shutdown_timeout.clone().or(file.shutdown_timeout) {
+            Some(s) => duration("--shutdown-timeout", &s)?,
+            None => Duration::from_secs(30),
+        };
+
+        Ok(Settings {
+            brokers,
+            group_id: args
+                .group_id
+                .clone()
+                .or(file.group_id)
+                .unwrap_or_else(|| "nps-stream".into()),
+            input_topic: topic(
+                "--input-topic",
+                args.input_topic
+                    .clone()
+                    .or(file.input_topic)
+                    .unwrap_or_else(|| "survey-responses".into()),
+            )?,
+            alerts_topic: topic(
+                "--alerts-topic",
+                args.alerts_topic
+                    .clone()
+                    .or(file.alerts_topic)
+                    .unwrap_or_else(|| "nps-detractor-alerts".into()),
+            )?,
+            dlq_topic: topic(
+                "--dlq-topic",
+                args.dlq_topic
+                    .clone()
+                    .or(file.dlq_topic)
+                    .unwrap_or_else(|| "survey-responses-dlq".into()),
+            )?,
+            metrics_addr,
+            kafka,
+            alerts_format,
+            auto_offset_reset: args
+                .auto_offset_reset
+                .or(file.auto_offset_reset)
+                .unwrap_or(OffsetReset::Earliest),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_timeout,
+            engine,
+            limits,
+            alerts,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config: cannot read {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        anyhow::anyhow!("--config {}: {}", path.display(), msg.trim())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> RunArgs {
+        let mut full = vec!["nps-stream", "run"];
+        full.extend_from_slice(list);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Run(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let s = Settings::resolve(&args(&["--brokers", "127.0.0.1:9092"]), false).unwrap();
+        assert_eq!(s.group_id, "nps-stream");
+        assert_eq!(s.input_topic, "survey-responses");
+        assert_eq!(s.alerts_topic, "nps-detractor-alerts");
+        assert_eq!(s.dlq_topic, "survey-responses-dlq");
+        assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:9898");
+        assert_eq!(s.engine.windows, vec!["1h", "24h", "7d", "30d"]);
+        assert_eq!(s.alerts_format, AlertFormat::Protobuf);
+        assert_eq!(s.auto_offset_reset, OffsetReset::Earliest);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("nps-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+brokers = "file:9092"
+group_id = "from-file"
+alerts_format = "json"
+[kafka]
+"security.protocol" = "SASL_SSL"
+[engine]
+windows = ["15m", "1d"]
+max_keys = 50
+[alerts]
+threshold = 4
+"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::resolve(
+            &args(&[
+                "--config",
+                p,
+                "--group-id",
+                "flag",
+                "-X",
+                "sasl.mechanism=PLAIN",
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.brokers, "file:9092");
+        assert_eq!(s.group_id, "flag");
+        assert_eq!(s.alerts_format, AlertFormat::Json);
+        assert_eq!(s.engine.windows, vec!["15m", "1d"]);
+        assert_eq!(s.engine.max_keys, 50);
+        assert_eq!(s.alerts.threshold, 4);
+        assert_eq!(s.kafka["security.protocol"], "SASL_SSL");
+        assert_eq!(s.kafka["sasl.mechanism"], "PLAIN");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let err = |list: &[&str]| {
+            Settings::resolve(&args(list), false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[]).starts_with("--brokers"));
+        assert!(err(&["--brokers", "b", "--windows", "1h,soon"]).starts_with("--windows"));
+        assert!(
+            err(&["--brokers", "b", "--metrics-addr", "nowhere"]).starts_with("--metrics-addr")
+        );
+        assert!(err(&["--brokers", "b", "-X", "novalue"]).starts_with("-X"));
+        assert!(err(&["--brokers", "b", "-X", "group.id=x"]).starts_with("-X group.id"));
+        assert!(err(&["--brokers", "b", "--alerts-format", "xml"]).starts_with("--alerts-format"));
+        assert!(
+            err(&["--brokers", "b", "--input-topic", "bad topic"]).starts_with("--input-topic")
+        );
+        assert!(
+            err(&["--brokers", "b", "--dedup-horizon", "later"]).starts_with("--dedup-horizon")
+        );
+        assert!(err(&["--brokers", "b", "--config", "/nonexistent.toml"]).starts_with("--config"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("nps-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "brokers = \"b\"\nbrokerz = 1\n").unwrap();
+        let e = Settings::resolve(&args(&["--config", path.to_str().unwrap()]), false).unwrap_err();
+        assert!(e.to_string().contains("brokerz"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,264 @@
+//! All rdkafka code: client configuration, the consumer and producer
+//! contexts (statistics, errors, rebalances) and the shared health view.
+//!
+//! Owns nothing of the NPS logic; rebalances are handed to a
+//! `RebalanceHandler` that the pipeline implements.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+
+use crate::metrics as m;
+
+/// What the service knows about its Kafka connections, for /readyz, logs
+/// and metrics. Updated from librdkafka's callbacks.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Input partitions currently assigned.
+    pub assigned: AtomicUsize,
+    /// Brokers in state UP as last reported by each client; -1 = unknown.
+    consumer_brokers_up: AtomicI64,
+    producer_brokers_up: AtomicI64,
+    /// Set while the last statistics of a client saw no broker up.
+    outage_logged: AtomicBool,
+    /// Consumer lag per assigned input partition, from statistics.
+    lags: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        Arc::new(Health {
+            consumer_brokers_up: AtomicI64::new(-1),
+            producer_brokers_up: AtomicI64::new(-1),
+            ..Health::default()
+        })
+    }
+
+    /// Ready: partitions assigned and both clients see a broker up.
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed) > 0
+            && self.consumer_brokers_up.load(Ordering::Relaxed) > 0
+            && self.producer_brokers_up.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn lags(&self) -> Vec<(i32, i64)> {
+        match self.lags.lock() {
+            Ok(l) => l.iter().map(|(p, v)| (*p, *v)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn forget_lag(&self, partitions: &[i32]) {
+        if let Ok(mut l) = self.lags.lock() {
+            for p in partitions {
+                l.remove(p);
+            }
+        }
+    }
+
+    fn brokers_seen(&self, client: Role, up: i64) {
+        let slot = match client {
+            Role::Consumer => &self.consumer_brokers_up,
+            Role::Producer => &self.producer_brokers_up,
+        };
+        let before = slot.swap(up, Ordering::Relaxed);
+        metrics::gauge!(m::KAFKA_BROKERS_UP, "client" => client.as_str()).set(up as f64);
+        if up == 0 && before != 0 && !self.outage_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(client = client.as_str(), "kafka brokers unreachable");
+        } else if up > 0 && before == 0 && self.outage_logged.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                client = client.as_str(),
+                brokers_up = up,
+                "kafka brokers reachable again"
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Consumer,
+    Producer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Consumer => "consumer",
+            Role::Producer => "producer",
+        }
+    }
+}
+
+fn count_up(stats: &Statistics) -> i64 {
+    stats
+        .brokers
+        .values()
+        // Bootstrap entries (nodeid -1) are not real brokers.
+        .filter(|b| b.nodeid >= 0 && b.state == "UP")
+        .count() as i64
+}
+
+fn on_error(role: Role, error: &KafkaError, reason: &str) {
+    metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => role.as_str()).increment(1);
+    tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error");
+}
+
+/// The producers' context: health and errors.
+pub struct ProducerCtx {
+    pub health: Arc<Health>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn stats(&self, stats: Statistics) {
+        self.health.brokers_seen(Role::Producer, count_up(&stats));
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_error(Role::Producer, &error, reason);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log(level, fac, log_message);
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+/// What the pipeline does when Kafka moves partitions. Called on the
+/// consumer's polling thread, inside `recv`.
+pub trait RebalanceHandler: Send + Sync {
+    /// Before `partitions` are taken away: finish and commit their work.
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]);
+    /// After `partitions` were given to this instance.
+    fn assign(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]);
+}
+
+/// The consumer's context: health, lag, errors and rebalances.
+pub struct ConsumerCtx {
+    pub health: Arc<Health>,
+    pub input_topic: String,
+    pub handler: Arc<dyn RebalanceHandler>,
+}
+
+impl ConsumerCtx {
+    fn partitions(&self, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.input_topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        self.health.brokers_seen(Role::Consumer, count_up(&stats));
+        if let Some(topic) = stats.topics.get(&self.input_topic) {
+            if let Ok(mut lags) = self.health.lags.lock() {
+                for (p, part) in &topic.partitions {
+                    // Only partitions this instance consumes, with a known lag.
+                    if *p >= 0 && part.consumer_lag >= 0 && lags.contains_key(p) {
+                        lags.insert(*p, part.consumer_lag);
+                    }
+                }
+            }
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_error(Role::Consumer, &error, reason);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log(level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = self.partitions(tpl);
+                tracing::info!(partitions = ?parts, "partitions revoked");
+                self.handler.revoke(consumer, &parts);
+                self.health.forget_lag(&parts);
+                let left = self
+                    .health
+                    .assigned
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(parts.len());
+                // An eager rebalance revokes everything; cooperative only some.
+                let left = if consumer_protocol_is_eager(consumer) {
+                    0
+                } else {
+                    left
+                };
+                self.health.assigned.store(left, Ordering::Relaxed);
+                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts = self.partitions(tpl);
+            tracing::info!(partitions = ?parts, "partitions assigned");
+            if let Ok(mut lags) = self.health.lags.lock() {
+                for p in &parts {
+                    lags.entry(*p).or_insert(0);
+                }
+            }
+            let total = match rdkafka::consumer::Consumer::assignment(consumer) {
+                Ok(a) => self.partitions(&a).len(),
+                Err(_) => parts.len(),
+            };
+            self.health.assigned.store(total, Ordering::Relaxed);
+            metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
+            self.handler.assign(consumer, &parts);
+        }
+    }
+}
+
+fn consumer_protocol_is_eager(consumer: &BaseConsumer<ConsumerCtx>) -> bool {
+    matches!(
+        rdkafka::consumer::Consumer::rebalance_protocol(consumer),
+        rdkafka::consumer::RebalanceProtocol::Eager
+    )
+}
+
+/// The common client settings: brokers, the user's -X properties, and
+/// statistics every second (health, lag).
+pub fn base_config(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c.set("statistics.interval.ms", "1000");
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}

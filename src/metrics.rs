@@ -1,0 +1,307 @@
+//! Metric names (a contract: dashboards and alert rules are written against
+//! them), their descriptions, and the rendering of the window gauges.
+//!
+//! Counters, histograms and fixed gauges go through the `metrics` facade to
+//! metrics-exporter-prometheus. The per-segment window gauges and the
+//! per-partition lag are different: their series must disappear when a
+//! segment leaves every window or a partition is revoked, and the exporter
+//! can only forget series by idle timeout at render time (a cached handle to
+//! an evicted gauge keeps updating a series never exported again). So they
+//! are rendered here, from the engine's state at each refresh: a series is
+//! exported exactly while its segment holds responses in that window.
+
+use std::fmt::Write;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+use crate::engine::{Category, SegmentStats, WindowSpec};
+
+// Window gauges (rendered by `render_windows`).
+pub const NPS_SCORE: &str = "nps_score";
+pub const NPS_WINDOW_RESPONSES: &str = "nps_window_responses";
+pub const NPS_MARGIN_OF_ERROR: &str = "nps_score_margin_of_error";
+pub const NPS_WEIGHTED_SCORE: &str = "nps_weighted_score";
+pub const CONSUMER_LAG: &str = "nps_consumer_lag";
+
+// Through the exporter.
+pub const RESPONSES_TOTAL: &str = "nps_responses_total";
+pub const EVENTS_REJECTED_TOTAL: &str = "nps_events_rejected_total";
+pub const DETRACTOR_ALERTS_TOTAL: &str = "nps_detractor_alerts_total";
+pub const EVENTS_CONSUMED_TOTAL: &str = "nps_events_consumed_total";
+pub const DUPLICATES_TOTAL: &str = "nps_duplicates_total";
+pub const LATE_EVENTS_TOTAL: &str = "nps_late_events_total";
+pub const CARDINALITY_OVERFLOW_TOTAL: &str = "nps_cardinality_overflow_total";
+pub const END_TO_END_DELAY: &str = "nps_end_to_end_delay_seconds";
+pub const ENGINE_KEYS: &str = "nps_engine_keys";
+pub const ENGINE_SEGMENT_STATES: &str = "nps_engine_segment_states";
+pub const DEDUP_IDS: &str = "nps_dedup_ids";
+pub const DEDUP_EVICTED_EARLY: &str = "nps_dedup_evicted_early_total";
+pub const ASSIGNED_PARTITIONS: &str = "nps_assigned_partitions";
+pub const KAFKA_BROKERS_UP: &str = "nps_kafka_brokers_up";
+pub const KAFKA_ERRORS_TOTAL: &str = "nps_kafka_errors_total";
+pub const DELIVERY_RETRIES_TOTAL: &str = "nps_delivery_retries_total";
+pub const PENDING_DELIVERIES: &str = "nps_pending_deliveries";
+pub const COMMITS_TOTAL: &str = "nps_offset_commits_total";
+pub const READY: &str = "nps_ready";
+pub const BUILD_INFO: &str = "nps_build_info";
+
+/// Histogram buckets of the end-to-end delay, seconds: from a second to a
+/// month, as answers can arrive days after the survey.
+pub const DELAY_BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0,
+    2592000.0,
+];
+
+/// Describes every exporter-managed metric once.
+pub fn describe() {
+    describe_counter!(
+        RESPONSES_TOTAL,
+        "Responses counted (late ones included, duplicates excluded), by product, region, channel and category."
+    );
+    describe_counter!(
+        EVENTS_REJECTED_TOTAL,
+        "Events refused and dead-lettered, by reason."
+    );
+    describe_counter!(
+        DETRACTOR_ALERTS_TOTAL,
+        "Detractor alerts emitted, by product, region and priority."
+    );
+    describe_counter!(EVENTS_CONSUMED_TOTAL, "Records read from the input topic.");
+    describe_counter!(
+        DUPLICATES_TOTAL,
+        "Responses whose response_id was already seen within the dedup horizon."
+    );
+    describe_counter!(
+        LATE_EVENTS_TOTAL,
+        "Responses older than every window: counted in totals, in no window."
+    );
+    describe_counter!(
+        CARDINALITY_OVERFLOW_TOTAL,
+        "Responses counted under __other__ because the segment table was full."
+    );
+    describe_histogram!(
+        END_TO_END_DELAY,
+        Unit::Seconds,
+        "Processing time minus responded_at, per counted response."
+    );
+    describe_gauge!(ENGINE_KEYS, "(product, region) segments in the table.");
+    describe_gauge!(
+        ENGINE_SEGMENT_STATES,
+        "Per-partition segment states held in memory."
+    );
+    describe_gauge!(
+        DEDUP_IDS,
+        "response_ids remembered for duplicate detection."
+    );
+    describe_counter!(
+        DEDUP_EVICTED_EARLY,
+        "response_ids forgotten before their horizon (memory bound)."
+    );
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        "Input partitions assigned to this instance."
+    );
+    describe_gauge!(
+        KAFKA_BROKERS_UP,
+        "Brokers in state UP, by client (consumer, producer)."
+    );
+    describe_counter!(
+        KAFKA_ERRORS_TOTAL,
+        "Client-level Kafka errors reported by librdkafka, by client."
+    );
+    describe_counter!(
+        DELIVERY_RETRIES_TOTAL,
+        "Alerts and dead letters sent again after a failed delivery, by topic kind."
+    );
+    describe_gauge!(
+        PENDING_DELIVERIES,
+        "Alerts and dead letters sent but not yet acknowledged."
+    );
+    describe_counter!(COMMITS_TOTAL, "Offset commits, by result.");
+    describe_gauge!(
+        READY,
+        "1 when partitions are assigned and the brokers are reachable."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs."
+    );
+}
+
+/// Escapes a Prometheus label value.
+fn escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+fn labels(out: &mut String, s: &SegmentStats<'_>, window: &str) {
+    out.push_str("{product=\"");
+    escape(s.product, out);
+    out.push_str("\",region=\"");
+    escape(s.region, out);
+    out.push_str("\",window=\"");
+    escape(window, out);
+    out.push('"');
+}
+
+/// Renders the window gauges of every segment in Prometheus text format.
+/// A window with no responses publishes counts but no score; a segment
+/// with nothing in any window is not in `segments` and publishes nothing.
+pub fn render_windows(segments: &[SegmentStats<'_>], windows: &[WindowSpec]) -> String {
+    let mut out = String::with_capacity(segments.len() * windows.len() * 400);
+    header(
+        &mut out,
+        NPS_SCORE,
+        "Net Promoter Score (-100..100) per product, region and window.",
+    );
+    for s in segments {
+        for (spec, w) in windows.iter().zip(&s.windows) {
+            if let Some(v) = w.nps() {
+                out.push_str(NPS_SCORE);
+                labels(&mut out, s, &spec.name);
+                let _ = writeln!(out, "}} {v}");
+            }
+        }
+    }
+    header(
+        &mut out,
+        NPS_WINDOW_RESPONSES,
+        "Responses in the window per product, region, window and category (promoter, passive, detractor).",
+    );
+    for s in segments {
+        for (spec, w) in windows.iter().zip(&s.windows) {
+            if w.responses() == 0 {
+                continue;
+            }
+            for c in Category::ALL {
+                out.push_str(NPS_WINDOW_RESPONSES);
+                labels(&mut out, s, &spec.name);
+                let _ = writeln!(out, ",category=\"{}\"}} {}", c.as_str(), w.count(c));
+            }
+        }
+    }
+    header(
+        &mut out,
+        NPS_MARGIN_OF_ERROR,
+        "Half-width of the 95% confidence interval of nps_score, in NPS points.",
+    );
+    for s in segments {
+        for (spec, w) in windows.iter().zip(&s.windows) {
+            if let Some(v) = w.margin_of_error() {
+                out.push_str(NPS_MARGIN_OF_ERROR);
+                labels(&mut out, s, &spec.name);
+                let _ = writeln!(out, "}} {v}");
+            }
+        }
+    }
+    header(
+        &mut out,
+        NPS_WEIGHTED_SCORE,
+        "NPS weighted by customer_value (1 when absent), per product, region and window.",
+    );
+    for s in segments {
+        for (spec, w) in windows.iter().zip(&s.windows) {
+            if let Some(v) = w.weighted_nps() {
+                out.push_str(NPS_WEIGHTED_SCORE);
+                labels(&mut out, s, &spec.name);
+                let _ = writeln!(out, "}} {v}");
+            }
+        }
+    }
+    out
+}
+
+/// Renders the consumer lag of the assigned partitions.
+pub fn render_lag(topic: &str, lags: &[(i32, i64)]) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        CONSUMER_LAG,
+        "Messages between the consumer's position and the partition's end.",
+    );
+    for (p, lag) in lags {
+        out.push_str(CONSUMER_LAG);
+        out.push_str("{topic=\"");
+        escape(topic, &mut out);
+        let _ = writeln!(out, "\",partition=\"{p}\"}} {lag}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, EngineConfig, KeyId, Observation, WindowStats};
+
+    #[test]
+    fn window_series_exist_exactly_while_the_window_holds_responses() {
+        let mut e = Engine::new(&EngineConfig::default()).unwrap();
+        let t0 = 1_763_812_800_000;
+        e.record(
+            0,
+            &Observation {
+                response_id: "r",
+                product: "Tarjeta \"Oro\"",
+                region: "Norte",
+                category: Category::Detractor,
+                responded_at_ms: t0,
+                weight: 1.0,
+            },
+            t0,
+        );
+        let text = render_windows(&e.segments(t0), e.layout().specs());
+        assert!(
+            text.contains(
+                r#"nps_score{product="Tarjeta \"Oro\"",region="Norte",window="1h"} -100"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"nps_window_responses{product="Tarjeta \"Oro\"",region="Norte",window="30d",category="detractor"} 1"#
+        ));
+        // Two hours later the 1h series are gone, the 24h ones remain.
+        let later = t0 + 2 * 3_600_000;
+        let text = render_windows(&e.segments(later), e.layout().specs());
+        assert!(!text.contains(r#"window="1h""#), "{text}");
+        assert!(
+            text.contains(
+                r#"nps_score{product="Tarjeta \"Oro\"",region="Norte",window="24h"} -100"#
+            )
+        );
+        // After 31 days nothing but the headers.
+        let text = render_windows(&e.segments(t0 + 31 * 86_400_000), e.layout().specs());
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            0,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_window_publishes_no_score() {
+        let layout = crate::engine::WindowLayout::new(&["1h"], 48).unwrap();
+        let seg = SegmentStats {
+            key: KeyId(0),
+            product: "p",
+            region: "r",
+            windows: vec![WindowStats::default()],
+        };
+        let text = render_windows(&[seg], layout.specs());
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            0,
+            "{text}"
+        );
+    }
+}

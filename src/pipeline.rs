@@ -1,0 +1,677 @@
+//! The async shell: Kafka in, engine, alerts and dead letters out, offsets
+//! committed only behind what is done.
+//!
+//! Invariant (at-least-once): the offset of a record is stored for commit
+//! only after the record is in the engine and its alert or dead letter (if
+//! any) is acknowledged by the broker, and only in order: a record whose
+//! delivery is still pending holds back the offsets of every later record
+//! of its partition. A crash therefore loses nothing; it can only make the
+//! next owner redo work after the last commit (the alerts it re-sends carry
+//! the same alert_id).
+//!
+//! One task owns the loop. Each turn it serves, in order: shutdown first,
+//! then acknowledgements (to free offsets), then the refresh tick (window
+//! gauges, sweep), then one new record. Rebalances arrive inside `recv` on
+//! the same task; a revoke finishes the partition's pending deliveries
+//! (bounded by the shutdown timeout), commits and drops its state.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::alerts::{self, MESSAGE_TYPE};
+use crate::config::Settings;
+use crate::engine::{Engine, Outcome, WindowStats};
+use crate::kafka::{ConsumerCtx, Health, ProducerCtx, RebalanceHandler, base_config};
+use crate::metrics as m;
+use crate::schema::{self, Rejection};
+use crate::shutdown::Shutdown;
+
+/// Wall-clock source, injected so tests control time.
+pub trait Clock: Send + Sync {
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// Dead-letter headers, besides the record's own.
+pub const DLQ_REASON: &str = "nps.dlq.reason";
+pub const DLQ_ERROR: &str = "nps.dlq.error";
+pub const DLQ_TOPIC: &str = "nps.dlq.source.topic";
+pub const DLQ_PARTITION: &str = "nps.dlq.source.partition";
+pub const DLQ_OFFSET: &str = "nps.dlq.source.offset";
+pub const DLQ_FAILED_AT: &str = "nps.dlq.failed_at_ms";
+/// Alert headers.
+pub const CONTENT_TYPE: &str = "content-type";
+pub const MESSAGE_TYPE_HEADER: &str = "nps.message-type";
+pub const ALERT_ID_HEADER: &str = "nps.alert-id";
+
+/// Most deliveries awaiting acknowledgement before reading pauses.
+const MAX_PENDING: usize = 50_000;
+
+/// What the refresh tick publishes for the HTTP handler and the demo.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Prometheus text of the window gauges.
+    pub window_text: String,
+    /// Per segment and window, when `keep_table` was asked for.
+    pub table: Vec<(String, String, Vec<WindowStats>)>,
+    pub window_names: Vec<String>,
+    pub alerts_sent: u64,
+    pub consumed: u64,
+    pub rejected: u64,
+}
+
+/// A record read but whose offset cannot be stored yet.
+struct Pending {
+    offset: i64,
+    delivery: Option<DeliveryFuture>,
+}
+
+/// State shared between the loop and the rebalance callback (which runs on
+/// the same task, inside `recv`, never while the loop holds the lock).
+struct Core {
+    engine: Engine,
+    pending: BTreeMap<i32, VecDeque<Pending>>,
+    /// Next offset to commit, per partition (last done + 1).
+    done: BTreeMap<i32, i64>,
+    in_flight: usize,
+}
+
+enum Ack {
+    /// Delivered, or nothing to deliver.
+    Done,
+    /// Failed after librdkafka's own retries: send it again.
+    Failed(KafkaError, OwnedMessage),
+    NotYet,
+}
+
+fn poll_delivery(fut: &mut DeliveryFuture) -> Ack {
+    match fut.now_or_never() {
+        None => Ack::NotYet,
+        Some(Ok(Ok(_))) => Ack::Done,
+        Some(Ok(Err((e, msg)))) => Ack::Failed(e, msg),
+        // The producer went away: only at shutdown; the offset stays behind.
+        Some(Err(_)) => Ack::NotYet,
+    }
+}
+
+impl Core {
+    /// Pops every finished head of every partition queue; re-sends failed
+    /// deliveries (which then hold their place). Returns the partitions whose
+    /// done offset moved.
+    fn drain(&mut self, producer: &FutureProducer<ProducerCtx>) -> Vec<(i32, i64)> {
+        let mut moved = Vec::new();
+        for (p, queue) in self.pending.iter_mut() {
+            let mut last = None;
+            while let Some(front) = queue.front_mut() {
+                let ack = match front.delivery.as_mut() {
+                    None => Ack::Done,
+                    Some(f) => poll_delivery(f),
+                };
+                match ack {
+                    Ack::Done => {
+                        if front.delivery.is_some() {
+                            self.in_flight -= 1;
+                        }
+                        last = Some(front.offset);
+                        queue.pop_front();
+                    }
+                    Ack::Failed(e, msg) => {
+                        tracing::warn!(partition = p, offset = front.offset, error = %e, topic = msg.topic(), "delivery failed, sending again");
+                        metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "topic" => msg.topic().to_string()).increment(1);
+                        match resend(producer, &msg) {
+                            Ok(f) => front.delivery = Some(f),
+                            Err(e) => tracing::warn!(error = %e, "resend refused, will retry"),
+                        }
+                        break;
+                    }
+                    Ack::NotYet => break,
+                }
+            }
+            if let Some(off) = last {
+                self.done.insert(*p, off + 1);
+                moved.push((*p, off + 1));
+            }
+        }
+        moved
+    }
+}
+
+fn resend(
+    producer: &FutureProducer<ProducerCtx>,
+    msg: &OwnedMessage,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(msg.topic());
+    if let Some(k) = msg.key() {
+        record = record.key(k);
+    }
+    if let Some(p) = msg.payload() {
+        record = record.payload(p);
+    }
+    if let Some(h) = msg.headers() {
+        record = record.headers(h.clone());
+    }
+    producer.send_result(record).map_err(|(e, _)| e)
+}
+
+/// Sends a record, waiting while the producer's local queue is full.
+async fn send(
+    producer: &FutureProducer<ProducerCtx>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: OwnedHeaders,
+) -> DeliveryFuture {
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(headers.clone());
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        match producer.send_result(record) {
+            Ok(f) => return f,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => {
+                // Anything else is a local problem (e.g. message too large):
+                // wait and try again rather than drop or skip.
+                tracing::warn!(topic, error = %e, "produce refused, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Rebalance handling, called inside `recv`.
+struct Rebalancer {
+    core: Arc<Mutex<Core>>,
+    producer: FutureProducer<ProducerCtx>,
+    topic: String,
+    timeout: Duration,
+}
+
+impl Rebalancer {
+    /// Waits (bounded) for the partitions' pending deliveries, then commits
+    /// what is done. Offsets of what did not finish stay uncommitted: the
+    /// next owner redoes it.
+    fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
+        let deadline = Instant::now() + self.timeout;
+        let Ok(mut core) = self.core.lock() else {
+            return;
+        };
+        loop {
+            core.drain(&self.producer);
+            let busy = partitions
+                .iter()
+                .any(|p| core.pending.get(p).is_some_and(|q| !q.is_empty()));
+            if !busy || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        commit(consumer, &self.topic, &core.done, partitions);
+    }
+}
+
+fn commit<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    done: &BTreeMap<i32, i64>,
+    partitions: &[i32],
+) {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        if let Some(&off) = done.get(p) {
+            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(off));
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => {
+            metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1);
+            tracing::debug!(?partitions, "offsets committed");
+        }
+        Err(e) => {
+            metrics::counter!(m::COMMITS_TOTAL, "result" => "error").increment(1);
+            tracing::warn!(error = %e, ?partitions, "offset commit failed");
+        }
+    }
+}
+
+impl RebalanceHandler for Rebalancer {
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
+        self.finish(consumer, partitions);
+        if let Ok(mut core) = self.core.lock() {
+            for p in partitions {
+                core.engine.drop_partition(*p);
+                if let Some(q) = core.pending.remove(p) {
+                    let left = q.iter().filter(|x| x.delivery.is_some()).count();
+                    core.in_flight -= left;
+                }
+                core.done.remove(p);
+            }
+        }
+    }
+
+    fn assign(&self, _consumer: &BaseConsumer<ConsumerCtx>, _partitions: &[i32]) {}
+}
+
+/// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
+/// alerts and dead letters, commits, and returns.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    mut shutdown: Shutdown,
+    view: Arc<RwLock<View>>,
+    health: Arc<Health>,
+    keep_table: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::new(&settings.engine).context("engine")?;
+    let window_names: Vec<String> = engine
+        .layout()
+        .specs()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+
+    let producer: FutureProducer<ProducerCtx> = base_config(&settings.brokers, &settings.kafka)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(ProducerCtx {
+            health: health.clone(),
+        })
+        .context("creating the Kafka producer")?;
+
+    let core = Arc::new(Mutex::new(Core {
+        engine,
+        pending: BTreeMap::new(),
+        done: BTreeMap::new(),
+        in_flight: 0,
+    }));
+    let handler = Arc::new(Rebalancer {
+        core: core.clone(),
+        producer: producer.clone(),
+        topic: settings.input_topic.clone(),
+        timeout: settings.shutdown_timeout,
+    });
+    let consumer: StreamConsumer<ConsumerCtx> = base_config(&settings.brokers, &settings.kafka)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", settings.auto_offset_reset.as_str())
+        .create_with_context(ConsumerCtx {
+            health: health.clone(),
+            input_topic: settings.input_topic.clone(),
+            handler,
+        })
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&settings.input_topic])
+        .context("subscribing to the input topic")?;
+    tracing::info!(
+        topic = %settings.input_topic,
+        group = %settings.group_id,
+        alerts = %settings.alerts_topic,
+        dlq = %settings.dlq_topic,
+        windows = ?window_names,
+        "consuming"
+    );
+
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats = Counters::default();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            _ = ack_tick.tick() => {
+                acknowledge(&core, &producer, &consumer, &settings.input_topic);
+            }
+            _ = refresh.tick() => {
+                refresh_view(&core, &*clock, &view, &window_names, &stats, keep_table, &health);
+            }
+            msg = consumer.recv(), if pending_room(&core) => match msg {
+                Ok(msg) => handle(&msg, &settings, &*clock, &core, &producer, &mut stats).await,
+                Err(e) => {
+                    metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => "consumer").increment(1);
+                    tracing::warn!(error = %e, "consume error");
+                }
+            },
+        }
+    }
+
+    tracing::info!("shutting down: flushing alerts and dead letters");
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    loop {
+        let left = {
+            let Ok(mut c) = core.lock() else { break };
+            c.drain(&producer);
+            c.in_flight
+        };
+        if left == 0 || Instant::now() >= deadline {
+            if left > 0 {
+                tracing::warn!(
+                    pending = left,
+                    "shutdown timeout: unacknowledged deliveries stay uncommitted"
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if let Ok(c) = core.lock() {
+        let parts: Vec<i32> = c.done.keys().copied().collect();
+        commit(&consumer, &settings.input_topic, &c.done, &parts);
+    }
+    refresh_view(
+        &core,
+        &*clock,
+        &view,
+        &window_names,
+        &stats,
+        keep_table,
+        &health,
+    );
+    tracing::info!(
+        consumed = stats.consumed,
+        alerts = stats.alerts,
+        rejected = stats.rejected,
+        "stopped"
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counters {
+    consumed: u64,
+    alerts: u64,
+    rejected: u64,
+}
+
+fn pending_room(core: &Mutex<Core>) -> bool {
+    core.lock()
+        .map(|c| c.in_flight < MAX_PENDING)
+        .unwrap_or(false)
+}
+
+fn acknowledge(
+    core: &Mutex<Core>,
+    producer: &FutureProducer<ProducerCtx>,
+    consumer: &StreamConsumer<ConsumerCtx>,
+    topic: &str,
+) {
+    let Ok(mut c) = core.lock() else { return };
+    for (p, next) in c.drain(producer) {
+        if let Err(e) = consumer.store_offset(topic, p, next - 1) {
+            tracing::debug!(partition = p, error = %e, "offset not stored (partition no longer assigned)");
+        }
+    }
+    metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
+}
+
+fn refresh_view(
+    core: &Mutex<Core>,
+    clock: &dyn Clock,
+    view: &RwLock<View>,
+    window_names: &[String],
+    stats: &Counters,
+    keep_table: bool,
+    health: &Health,
+) {
+    let now = clock.now_ms();
+    let Ok(mut c) = core.lock() else { return };
+    let sweep = c.engine.sweep(now);
+    if !sweep.keys_removed.is_empty() {
+        tracing::debug!(
+            segments = sweep.keys_removed.len(),
+            "segments left every window"
+        );
+    }
+    let segments = c.engine.segments(now);
+    let text = m::render_windows(&segments, c.engine.layout().specs());
+    let table = if keep_table {
+        segments
+            .iter()
+            .map(|s| {
+                (
+                    s.product.to_string(),
+                    s.region.to_string(),
+                    s.windows.clone(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let g = c.engine.gauges();
+    drop(c);
+    metrics::gauge!(m::ENGINE_KEYS).set(g.keys as f64);
+    metrics::gauge!(m::ENGINE_SEGMENT_STATES).set(g.segment_states as f64);
+    metrics::gauge!(m::DEDUP_IDS).set(g.dedup_ids as f64);
+    metrics::counter!(m::DEDUP_EVICTED_EARLY).absolute(g.dedup_evicted_early);
+    metrics::gauge!(m::READY).set(if health.ready() { 1.0 } else { 0.0 });
+    if let Ok(mut v) = view.write() {
+        v.window_text = text;
+        v.table = table;
+        v.window_names = window_names.to_vec();
+        v.alerts_sent = stats.alerts;
+        v.consumed = stats.consumed;
+        v.rejected = stats.rejected;
+    }
+}
+
+/// Processes one record: engine, alert or dead letter, pending offset.
+async fn handle(
+    msg: &BorrowedMessage<'_>,
+    settings: &Settings,
+    clock: &dyn Clock,
+    core: &Mutex<Core>,
+    producer: &FutureProducer<ProducerCtx>,
+    stats: &mut Counters,
+) {
+    let now = clock.now_ms();
+    let partition = msg.partition();
+    let offset = msg.offset();
+    stats.consumed += 1;
+    metrics::counter!(m::EVENTS_CONSUMED_TOTAL).increment(1);
+    let headers = msg
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| (h.key, h.value));
+    let delivery = match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
+    {
+        Ok(response) => {
+            let alert = {
+                let Ok(mut c) = core.lock() else { return };
+                let outcome = c.engine.record(partition, &response.observation(), now);
+                match outcome {
+                    Outcome::Duplicate => {
+                        metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
+                        None
+                    }
+                    Outcome::Counted {
+                        key,
+                        category,
+                        late,
+                        overflowed,
+                    } => {
+                        let (product, region) = c
+                            .engine
+                            .segment_name(key)
+                            .map(|(p, r)| (p.to_string(), r.to_string()))
+                            .unwrap_or_default();
+                        metrics::counter!(m::RESPONSES_TOTAL,
+                            "product" => product.clone(), "region" => region.clone(),
+                            "channel" => channel_label(response.channel), "category" => category.as_str())
+                        .increment(1);
+                        if late {
+                            metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
+                        }
+                        if overflowed {
+                            metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
+                        }
+                        let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
+                        metrics::histogram!(m::END_TO_END_DELAY).record(delay);
+                        if settings.alerts.should_alert(&response) {
+                            let stats_now = c.engine.segment_stats(key, now);
+                            let specs = c.engine.layout().specs();
+                            let windows: Vec<_> = specs.iter().zip(stats_now).collect();
+                            let alert =
+                                alerts::build(&response, &windows, late, now, &settings.alerts);
+                            Some((alert, product, region))
+                        } else {
+                            None
+                        }
+                    }
+                }
+            };
+            match alert {
+                None => None,
+                Some((alert, product, region)) => {
+                    let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
+                    let priority = alerts::priority_label(alert.priority());
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: CONTENT_TYPE,
+                            value: Some(content_type),
+                        })
+                        .insert(Header {
+                            key: MESSAGE_TYPE_HEADER,
+                            value: Some(MESSAGE_TYPE),
+                        })
+                        .insert(Header {
+                            key: ALERT_ID_HEADER,
+                            value: Some(alert.alert_id.as_str()),
+                        });
+                    let fut = send(
+                        producer,
+                        &settings.alerts_topic,
+                        Some(alerts::key(&alert).as_bytes()),
+                        Some(&bytes),
+                        headers,
+                    )
+                    .await;
+                    metrics::counter!(m::DETRACTOR_ALERTS_TOTAL,
+                        "product" => product, "region" => region, "priority" => priority)
+                    .increment(1);
+                    stats.alerts += 1;
+                    Some(fut)
+                }
+            }
+        }
+        Err(rejection) => {
+            stats.rejected += 1;
+            Some(dead_letter(msg, &rejection, settings, producer, now).await)
+        }
+    };
+    if let Ok(mut c) = core.lock() {
+        if delivery.is_some() {
+            c.in_flight += 1;
+        }
+        c.pending
+            .entry(partition)
+            .or_default()
+            .push_back(Pending { offset, delivery });
+    }
+}
+
+async fn dead_letter(
+    msg: &BorrowedMessage<'_>,
+    rejection: &Rejection,
+    settings: &Settings,
+    producer: &FutureProducer<ProducerCtx>,
+    now: i64,
+) -> DeliveryFuture {
+    let reason = rejection.reason().as_str();
+    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+    tracing::debug!(partition = msg.partition(), offset = msg.offset(), reason, error = %rejection, "dead-lettering");
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = msg.headers() {
+        for header in h.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    let detail = rejection.to_string();
+    let (partition, offset, failed_at) = (
+        msg.partition().to_string(),
+        msg.offset().to_string(),
+        now.to_string(),
+    );
+    let headers = headers
+        .insert(Header {
+            key: DLQ_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: DLQ_ERROR,
+            value: Some(detail.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_TOPIC,
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: DLQ_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_OFFSET,
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_FAILED_AT,
+            value: Some(failed_at.as_str()),
+        });
+    send(
+        producer,
+        &settings.dlq_topic,
+        msg.key(),
+        msg.payload(),
+        headers,
+    )
+    .await
+}
+
+/// The `channel` label of `nps_responses_total`.
+pub fn channel_label(c: crate::pb::Channel) -> &'static str {
+    use crate::pb::Channel;
+    match c {
+        Channel::Sms => "sms",
+        Channel::Email => "email",
+        Channel::Chat => "chat",
+        Channel::Phone => "phone",
+        Channel::Web => "web",
+        Channel::InApp => "in_app",
+        Channel::Unspecified => "unspecified",
+    }
+}

@@ -1,0 +1,151 @@
+//! `nps-stream send`: JSON lines (one SurveyResponse per line, protobuf JSON
+//! mapping) in, protobuf records out, keyed by response_id so a resent
+//! response lands on the same partition. Bad lines are reported with their
+//! line number and skipped; the content is not validated (that is the
+//! service's job), so this also serves to test dead-lettering.
+
+use std::io::{BufRead, BufReader};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use prost::Message;
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::SendArgs;
+use crate::pb::SurveyResponse;
+
+/// What a `send` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SendReport {
+    pub sent: u64,
+    pub bad_lines: u64,
+    pub failed_deliveries: u64,
+}
+
+impl SendReport {
+    /// 0: everything sent; 1: some lines were skipped; 2: deliveries failed.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.failed_deliveries > 0 {
+            ExitCode::from(2)
+        } else if self.bad_lines > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[derive(Default)]
+struct Deliveries {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "delivery failed");
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Parses one line; `None` for a blank line.
+pub fn parse_line(line: &str) -> Option<Result<SurveyResponse, serde_json::Error>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(line))
+}
+
+pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
+    let mut config = crate::kafka::base_config(&args.brokers, &Default::default());
+    config.set("statistics.interval.ms", "0");
+    config.set("linger.ms", "20");
+    config.set("enable.idempotence", "true");
+    for kv in &args.kafka {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("-X: `{kv}` is not KEY=VALUE"))?;
+        config.set(k.trim(), v);
+    }
+    let producer: ThreadedProducer<Deliveries> = config
+        .create_with_context(Deliveries::default())
+        .context("creating the Kafka producer")?;
+
+    let input: Box<dyn BufRead> = match &args.file {
+        Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
+            std::fs::File::open(p)
+                .with_context(|| format!("--file: cannot open {}", p.display()))?,
+        )),
+        _ => Box::new(BufReader::new(std::io::stdin())),
+    };
+
+    let mut report = SendReport::default();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let msg = match parse_line(&line) {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                eprintln!("line {}: skipped: {e}", n + 1);
+                report.bad_lines += 1;
+                continue;
+            }
+        };
+        let payload = msg.encode_to_vec();
+        let mut record = BaseRecord::to(&args.topic)
+            .payload(&payload)
+            .key(msg.response_id.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).with_context(|| format!("producing line {}", n + 1)),
+            }
+        }
+        report.sent += 1;
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("waiting for the broker to acknowledge every record")?;
+    let ctx = producer.context();
+    report.failed_deliveries = ctx.failed.load(Ordering::Relaxed);
+    report.sent = ctx.ok.load(Ordering::Relaxed);
+    eprintln!(
+        "sent {} responses to {}; {} bad lines skipped; {} deliveries failed",
+        report.sent, args.topic, report.bad_lines, report.failed_deliveries
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_with_the_protobuf_json_mapping() {
+        let m = parse_line(r#"{"responseId":"r","score":0,"channel":"CHANNEL_WEB","respondedAt":"2025-01-01T00:00:00Z"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.score, Some(0));
+        assert!(parse_line("   ").is_none());
+        assert!(parse_line("{not json").unwrap().is_err());
+        assert!(parse_line(r#"{"score":"high"}"#).unwrap().is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Wiring of the `run` command: metrics recorder, HTTP server, signal
+//! handling and the pipeline, with a clean stop.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogFormat, Settings};
+use crate::kafka::Health;
+use crate::metrics as m;
+use crate::pipeline::{self, SystemClock, View};
+use crate::shutdown::{Shutdown, Trigger};
+
+/// Sets up `tracing` from RUST_LOG (default `info`) in text or JSON.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Installs the process-wide Prometheus recorder.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(m::END_TO_END_DELAY.to_string()),
+            &m::DELAY_BUCKETS,
+        )
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    m::describe();
+    metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// Runs the service until `shutdown` fires. `view` receives the refreshed
+/// state every second (the demo prints from it).
+pub async fn run(
+    settings: Settings,
+    trigger: Trigger,
+    shutdown: Shutdown,
+    view: Arc<RwLock<View>>,
+    keep_table: bool,
+) -> anyhow::Result<()> {
+    let prometheus = install_recorder()?;
+    let health = Health::new();
+    let server = crate::http::serve(
+        settings.metrics_addr,
+        prometheus.clone(),
+        view.clone(),
+        health.clone(),
+        settings.input_topic.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let upkeep = {
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.recv() => break,
+                    _ = tick.tick() => prometheus.run_upkeep(),
+                }
+            }
+        })
+    };
+    let result = pipeline::run(
+        settings,
+        Arc::new(SystemClock),
+        shutdown,
+        view,
+        health,
+        keep_table,
+    )
+    .await;
+    // Whatever ended the pipeline ends the rest too.
+    trigger.fire();
+    let _ = upkeep.await;
+    let _ = server.await;
+    result
+}

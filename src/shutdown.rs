@@ -1,0 +1,62 @@
+//! Shutdown signalling: one sender, any number of `Shutdown` receivers.
+//! Every task `select!`s on `recv()` next to its work; the signal is sent
+//! once (SIGTERM, SIGINT, or the demo's timer) and seen by all.
+
+use tokio::sync::watch;
+
+/// Tells every holder of a `Shutdown` to stop.
+#[derive(Clone)]
+pub struct Trigger(watch::Sender<bool>);
+
+/// A task's view of the shutdown signal.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A connected trigger and receiver.
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (Trigger(tx), Shutdown(rx))
+}
+
+impl Trigger {
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Resolves once shutdown is signalled (at once if it already was).
+    pub async fn recv(&mut self) {
+        // An error means the trigger is gone: nothing can stop us any more
+        // than it already has, so treat it as shutdown too.
+        let _ = self.0.wait_for(|&stop| stop).await;
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Fires `trigger` on SIGTERM or SIGINT (Ctrl-C).
+pub async fn on_signals(trigger: Trigger) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    trigger.fire();
+}
