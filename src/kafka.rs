@@ -256,7 +256,13 @@ pub fn base_config(brokers: &str, extra: &BTreeMap<String, String>) -> ClientCon
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c.set("statistics.interval.ms", "1000");
-    c.set_log_level(RDKafkaLogLevel::Warning);
+    // librdkafka's own debug contexts (-X debug=...) need debug-level logs.
+    let level = if extra.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    };
+    c.set_log_level(level);
     for (k, v) in extra {
         c.set(k, v);
     }

@@ -1,0 +1,594 @@
+//! End to end against librdkafka's in-process mock cluster, with the real
+//! binary as a subprocess: metrics, alerts, dead letters, offsets, restart,
+//! SIGTERM, and the demo.
+//!
+//! Expectations are computed here from the generated data with plain
+//! arithmetic, not with the crate's engine.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use nps_stream::pb::{Channel, DetractorAlert, SurveyResponse};
+use prost::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const INPUT: &str = "survey-responses";
+const ALERTS: &str = "nps-detractor-alerts";
+const DLQ: &str = "survey-responses-dlq";
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// Ages well inside or outside each window's edges.
+const AGES: [i64; 5] = [10 * MIN, 5 * HOUR, 3 * DAY, 20 * DAY, 40 * DAY];
+const WINDOWS: [(&str, i64); 4] = [
+    ("1h", HOUR),
+    ("24h", DAY),
+    ("7d", 7 * DAY),
+    ("30d", 30 * DAY),
+];
+const PRODUCTS: [&str; 3] = ["Cuenta Corriente", "Tarjeta Oro", "Seguro Auto"];
+const REGIONS: [&str; 2] = ["Norte", "Sur"];
+const CHANNELS: [Channel; 6] = [
+    Channel::Sms,
+    Channel::Email,
+    Channel::Chat,
+    Channel::Phone,
+    Channel::Web,
+    Channel::InApp,
+];
+
+/// The mock coordinator makes a member joining a group that had members
+/// wait `session.timeout.ms` − 1 s (44 s by default), even after they left:
+/// a shorter session keeps restarts quick.
+const QUICK_REJOIN: &[&str] = &["-X", "session.timeout.ms=6000"];
+
+fn ts(ms: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// `n` valid responses, deterministic; each with its age.
+fn dataset(n: usize, now: i64, prefix: &str) -> Vec<(SurveyResponse, i64)> {
+    (0..n)
+        .map(|i| {
+            let score = ((i * 7) % 11) as u32;
+            let age = AGES[(i / 6) % AGES.len()];
+            let msg = SurveyResponse {
+                response_id: format!("{prefix}-{i:05}"),
+                customer_id: if i % 5 == 0 {
+                    String::new()
+                } else {
+                    format!("cust-{}", i % 97)
+                },
+                product: PRODUCTS[i % 3].into(),
+                region: REGIONS[(i / 3) % 2].into(),
+                channel: CHANNELS[i % 6] as i32,
+                score: Some(score),
+                responded_at: Some(ts(now - age)),
+                comment: if score <= 6 {
+                    format!("queja {i}")
+                } else {
+                    String::new()
+                },
+                customer_value: if i % 4 == 0 {
+                    None
+                } else {
+                    Some((i % 13) as f64 * 10.5)
+                },
+                survey_id: "s-1".into(),
+                attributes: Default::default(),
+            };
+            (msg, age)
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Expect {
+    p: u64,
+    pa: u64,
+    d: u64,
+    wnet: f64,
+    wtot: f64,
+}
+
+/// Per (product, region, window), from the data alone.
+fn expected(data: &[(SurveyResponse, i64)]) -> BTreeMap<(String, String, &'static str), Expect> {
+    let mut out = BTreeMap::new();
+    for (m, age) in data {
+        for (w, len) in WINDOWS {
+            if *age >= len {
+                continue;
+            }
+            let e: &mut Expect = out
+                .entry((m.product.clone(), m.region.clone(), w))
+                .or_default();
+            let s = m.score.unwrap();
+            let weight = m.customer_value.unwrap_or(1.0);
+            e.wtot += weight;
+            if s >= 9 {
+                e.p += 1;
+                e.wnet += weight;
+            } else if s >= 7 {
+                e.pa += 1;
+            } else {
+                e.d += 1;
+                e.wnet -= weight;
+            }
+        }
+    }
+    out
+}
+
+/// Raw payloads that must be refused, with the reason each must get.
+fn bad_events(now: i64) -> Vec<(Option<Vec<u8>>, &'static str)> {
+    let good = |f: &dyn Fn(&mut SurveyResponse)| {
+        let mut m = dataset(1, now, "bad").remove(0).0;
+        f(&mut m);
+        Some(m.encode_to_vec())
+    };
+    vec![
+        (
+            Some(b"\xff\xfe not protobuf at all".to_vec()),
+            "undecodable",
+        ),
+        (good(&|m| m.score = None), "missing_score"),
+        (good(&|m| m.score = Some(11)), "score_out_of_range"),
+        (good(&|m| m.channel = 42), "unknown_channel"),
+        (
+            good(&|m| m.responded_at = Some(ts(now + HOUR))),
+            "future_timestamp",
+        ),
+        (good(&|m| m.product = "p".repeat(300)), "field_too_long"),
+        (
+            good(&|m| m.region = "Norte\n".into()),
+            "invalid_label_value",
+        ),
+        (good(&|m| m.responded_at = None), "missing_timestamp"),
+        (Some(vec![0, 0, 0]), "invalid_framing"),
+        (None, "empty_payload"),
+    ]
+}
+
+/// (payload, key, one header) of a record to produce.
+type Input = (
+    Option<Vec<u8>>,
+    Vec<u8>,
+    Option<(&'static str, &'static str)>,
+);
+
+fn produce(brokers: &str, records: &[Input]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (payload, key, header) in records {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(INPUT).key(key.as_slice());
+        if let Some(p) = payload {
+            r = r.payload(p.as_slice());
+        }
+        if let Some((k, v)) = header {
+            r = r.headers(OwnedHeaders::new().insert(Header {
+                key: k,
+                value: Some(*v),
+            }));
+        }
+        let mut r = r;
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    r = back;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(INPUT, 4, 1).unwrap();
+    c.create_topic(ALERTS, 2, 1).unwrap();
+    c.create_topic(DLQ, 1, 1).unwrap();
+    let b = c.bootstrap_servers();
+    (c, b)
+}
+
+/// Committed offsets of `group` and end offsets, per input partition.
+fn committed_and_end(brokers: &str, group: &str, partitions: i32) -> (Vec<Offset>, Vec<Offset>) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(INPUT, p);
+    }
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let mut c = Vec::new();
+    let mut e = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = probe
+            .fetch_watermarks(INPUT, p, Duration::from_secs(10))
+            .unwrap();
+        c.push(committed.find_partition(INPUT, p).unwrap().offset());
+        e.push(Offset::Offset(high));
+    }
+    (c, e)
+}
+
+/// Waits until the group has committed everything in the input topic.
+fn wait_committed(brokers: &str, group: &str, partitions: i32, timeout: Duration, svc: &Service) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (c, e) = committed_and_end(brokers, group, partitions);
+        if c == e {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all committed: {c:?} vs {e:?}\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn consumed(m: &Metrics) -> f64 {
+    m.get("nps_events_consumed_total", &[]).unwrap_or(0.0)
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * b.abs().max(1.0)
+}
+
+#[test]
+fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(600, now, "r");
+    let mut records: Vec<Input> = Vec::new();
+    for (m, _) in &data {
+        records.push((
+            Some(m.encode_to_vec()),
+            m.response_id.clone().into_bytes(),
+            None,
+        ));
+    }
+    // Five redeliveries with other scores: duplicates, no effect, no alert.
+    for (m, _) in data.iter().take(5) {
+        let mut dup = m.clone();
+        dup.score = Some(0);
+        records.push((
+            Some(dup.encode_to_vec()),
+            m.response_id.clone().into_bytes(),
+            None,
+        ));
+    }
+    // Three good responses in the Confluent framing: counted.
+    let framed = dataset(3, now, "framed");
+    for (m, _) in &framed {
+        let mut bytes = vec![0, 0, 0, 0, 42, 0];
+        bytes.extend_from_slice(&m.encode_to_vec());
+        records.push((Some(bytes), m.response_id.clone().into_bytes(), None));
+    }
+    let bad = bad_events(now);
+    for (i, (payload, _)) in bad.iter().enumerate() {
+        records.push((
+            payload.clone(),
+            format!("bad-{i}").into_bytes(),
+            Some(("trace-id", "t-1")),
+        ));
+    }
+    produce(&brokers, &records);
+    let total = records.len() as f64;
+
+    let mut svc = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e");
+    let m = svc.wait_for("every record consumed", Duration::from_secs(60), |m| {
+        consumed(m) == total
+    });
+    assert_eq!(svc.status("/readyz"), Some(200));
+    assert_eq!(svc.status("/healthz"), Some(200));
+    // Let a refresh (every second) publish the windows of the last record.
+    std::thread::sleep(Duration::from_millis(2500));
+    let m2 = svc.metrics().unwrap();
+    let _ = m;
+    let m = m2;
+
+    let mut all: Vec<(SurveyResponse, i64)> = data.clone();
+    all.extend(framed.iter().cloned());
+    for ((product, region, window), e) in expected(&all) {
+        let l = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = vec![
+                ("product", product.as_str()),
+                ("region", region.as_str()),
+                ("window", window),
+            ];
+            v.extend_from_slice(extra);
+            v
+        };
+        let got = |cat: &'static str| {
+            m.get("nps_window_responses", &l(&[("category", cat)]))
+                .unwrap_or(-1.0)
+        };
+        assert_eq!(
+            (got("promoter"), got("passive"), got("detractor")),
+            (e.p as f64, e.pa as f64, e.d as f64),
+            "{product}/{region}/{window}"
+        );
+        let n = (e.p + e.pa + e.d) as f64;
+        let nps = 100.0 * (e.p as f64 - e.d as f64) / n;
+        let (p, d) = (e.p as f64 / n, e.d as f64 / n);
+        let moe = 1.96 * ((p + d - (p - d) * (p - d)) / n).sqrt() * 100.0;
+        let wnps = 100.0 * e.wnet / e.wtot;
+        let score = m.get("nps_score", &l(&[])).unwrap();
+        assert!(
+            close(score, nps, 1e-9),
+            "{product}/{region}/{window}: nps {score} vs {nps}"
+        );
+        let got_moe = m.get("nps_score_margin_of_error", &l(&[])).unwrap();
+        assert!(
+            close(got_moe, moe, 1e-9),
+            "{product}/{region}/{window}: moe {got_moe} vs {moe}"
+        );
+        let got_w = m.get("nps_weighted_score", &l(&[])).unwrap();
+        assert!(
+            close(got_w, wnps, 1e-4),
+            "{product}/{region}/{window}: weighted {got_w} vs {wnps}"
+        );
+    }
+    // 3 × 2 segments × 4 windows, each with 3 category series.
+    assert_eq!(m.count("nps_window_responses"), 3 * 2 * 4 * 3);
+
+    for (_, reason) in &bad {
+        assert_eq!(
+            m.get("nps_events_rejected_total", &[("reason", reason)]),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+    assert_eq!(m.get("nps_duplicates_total", &[]), Some(5.0));
+    let late = all.iter().filter(|(_, age)| *age >= 30 * DAY).count() as f64;
+    assert_eq!(m.get("nps_late_events_total", &[]), Some(late));
+    assert_eq!(m.sum("nps_responses_total", &[]), all.len() as f64);
+    let sms_detractors = all
+        .iter()
+        .filter(|(r, _)| {
+            r.channel == Channel::Sms as i32
+                && r.score.unwrap() <= 6
+                && r.product == "Tarjeta Oro"
+                && r.region == "Sur"
+        })
+        .count() as f64;
+    assert_eq!(
+        m.get(
+            "nps_responses_total",
+            &[
+                ("product", "Tarjeta Oro"),
+                ("region", "Sur"),
+                ("channel", "sms"),
+                ("category", "detractor")
+            ]
+        )
+        .unwrap_or(0.0),
+        sms_detractors
+    );
+
+    // Exactly the detractors (late ones included) got one alert each.
+    let detractors: BTreeMap<String, &SurveyResponse> = all
+        .iter()
+        .filter(|(r, _)| r.score.unwrap() <= 6)
+        .map(|(r, _)| (r.response_id.clone(), r))
+        .collect();
+    let alerts = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(30));
+    assert_eq!(alerts.len(), detractors.len());
+    assert_eq!(
+        m.sum("nps_detractor_alerts_total", &[]),
+        detractors.len() as f64
+    );
+    let mut seen = BTreeSet::new();
+    for rec in &alerts {
+        assert_eq!(
+            rec.header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(
+            rec.header("nps.message-type").as_deref(),
+            Some("nps.v1.DetractorAlert")
+        );
+        let a = DetractorAlert::decode(rec.payload.as_deref().unwrap()).unwrap();
+        let r = detractors[&a.response_id];
+        assert!(
+            seen.insert(a.response_id.clone()),
+            "two alerts for {}",
+            a.response_id
+        );
+        assert_eq!(a.alert_id, nps_stream::alerts::alert_id(&r.response_id));
+        assert_eq!(
+            (a.product.as_str(), a.region.as_str()),
+            (r.product.as_str(), r.region.as_str())
+        );
+        assert_eq!((a.score, a.channel), (r.score.unwrap(), r.channel));
+        assert_eq!(a.comment, r.comment);
+        assert_eq!(a.customer_value, r.customer_value);
+        assert_eq!(a.responded_at, r.responded_at);
+        let want_key = if r.customer_id.is_empty() {
+            &r.response_id
+        } else {
+            &r.customer_id
+        };
+        assert_eq!(rec.key.as_deref(), Some(want_key.as_bytes()));
+        assert_eq!(a.segment_nps.len(), 4);
+        assert_eq!(a.segment_nps[0].window, "1h");
+        let expected_priority = if r.score.unwrap() <= 3 {
+            3
+        } else if r.customer_value.unwrap_or(0.0) >= 1000.0 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(a.priority, expected_priority, "{}", a.response_id);
+        let age = now - (r.responded_at.unwrap().seconds * 1000);
+        assert_eq!(a.late, age > 30 * DAY + MIN, "{}", a.response_id);
+    }
+
+    // Every refused record is in the DLQ, unchanged, with its reason.
+    let dead = read_topic(&brokers, DLQ, bad.len(), Duration::from_secs(30));
+    assert_eq!(dead.len(), bad.len());
+    let mut reasons: Vec<String> = Vec::new();
+    for rec in &dead {
+        let key = String::from_utf8(rec.key.clone().unwrap()).unwrap();
+        let i: usize = key.trim_start_matches("bad-").parse().unwrap();
+        assert_eq!(rec.payload, bad[i].0, "payload unchanged");
+        assert_eq!(rec.header("nps.dlq.reason").as_deref(), Some(bad[i].1));
+        assert_eq!(rec.header("nps.dlq.source.topic").as_deref(), Some(INPUT));
+        assert!(
+            rec.header("nps.dlq.source.offset")
+                .unwrap()
+                .parse::<i64>()
+                .is_ok()
+        );
+        assert!(rec.header("nps.dlq.error").is_some());
+        assert_eq!(
+            rec.header("trace-id").as_deref(),
+            Some("t-1"),
+            "original headers kept"
+        );
+        reasons.push(bad[i].1.to_string());
+    }
+    reasons.sort();
+    let mut want: Vec<String> = bad.iter().map(|(_, r)| r.to_string()).collect();
+    want.sort();
+    assert_eq!(reasons, want);
+
+    // Graceful stop commits; committed offsets are the end offsets.
+    let status = svc.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", svc.logs());
+    let (committed, ends) = committed_and_end(&brokers, "g-e2e", 4);
+    assert_eq!(committed, ends);
+
+    // A restart of the group reprocesses nothing that was committed.
+    let mut again = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e-restart");
+    again.wait_for("ready", Duration::from_secs(30), |m| {
+        m.get("nps_assigned_partitions", &[]) == Some(4.0)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(consumed(&again.metrics().unwrap()), 0.0, "{}", again.logs());
+    assert!(again.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn sigterm_during_a_steady_stream_loses_no_alert_and_no_dead_letter() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(4000, now, "s");
+    let bad = bad_events(now);
+    let mut records: Vec<Input> = Vec::new();
+    for (i, (m, _)) in data.iter().enumerate() {
+        records.push((
+            Some(m.encode_to_vec()),
+            m.response_id.clone().into_bytes(),
+            None,
+        ));
+        if i % 400 == 0 {
+            let (payload, _) = &bad[(i / 400) % bad.len()];
+            records.push((payload.clone(), format!("bad-{i}").into_bytes(), None));
+        }
+    }
+    let bad_count = data.len().div_ceil(400);
+
+    let mut svc = Service::run(&brokers, "g-term", QUICK_REJOIN, "term-1");
+    // Produce while the service runs, and stop it in the middle.
+    let producer_brokers = brokers.clone();
+    let half = records.len() / 2;
+    let (first, second) = records.split_at(half);
+    let first = first.to_vec();
+    let feeder = std::thread::spawn(move || produce(&producer_brokers, &first));
+    svc.wait_for("some progress", Duration::from_secs(60), |m| {
+        consumed(m) > 200.0
+    });
+    let status = svc.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", svc.logs());
+    feeder.join().unwrap();
+    produce(&brokers, second);
+
+    let mut svc = Service::run(&brokers, "g-term", QUICK_REJOIN, "term-2");
+    wait_committed(&brokers, "g-term", 4, Duration::from_secs(60), &svc);
+    let detractors: BTreeSet<String> = data
+        .iter()
+        .filter(|(r, _)| r.score.unwrap() <= 6)
+        .map(|(r, _)| r.response_id.clone())
+        .collect();
+    let alerts = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(30));
+    let alerted: BTreeSet<String> = alerts
+        .iter()
+        .map(|r| {
+            DetractorAlert::decode(r.payload.as_deref().unwrap())
+                .unwrap()
+                .response_id
+        })
+        .collect();
+    assert_eq!(
+        alerted, detractors,
+        "every detractor has at least one alert"
+    );
+    let dead = read_topic(&brokers, DLQ, bad_count, Duration::from_secs(30));
+    let dead_keys: BTreeSet<Vec<u8>> = dead.iter().filter_map(|r| r.key.clone()).collect();
+    assert_eq!(
+        dead_keys.len(),
+        bad_count,
+        "every bad record dead-lettered at least once"
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn demo_serves_nps_metrics_within_15_seconds() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = Service::start(
+        &["demo", "--metrics-addr", &addr, "--table-every", "2"],
+        port,
+        "demo",
+    );
+    let m = demo.wait_for("nps_score series", Duration::from_secs(15), |m| {
+        m.count("nps_score") > 0
+    });
+    assert!(m.count("nps_window_responses") > 0);
+    assert!(m.sum("nps_detractor_alerts_total", &[]) > 0.0);
+    let status = demo.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", demo.logs());
+}
+
+#[test]
+fn bad_flags_are_one_clear_line_before_connecting() {
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--brokers", "127.0.0.1:1", "--windows", "1h,soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: --windows"), "{err}");
+}
