@@ -16,6 +16,26 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
+# What the tests drive besides cargo: promtool (Debian package prometheus).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $sudo apt-get update -q
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+}
+
+step "prometheus / promtool"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  apt_install prometheus
+fi
+promtool --version 2>&1 | head -1
+
+# Tests that drive external tools fail, rather than skip, when one is missing.
+export NPS_REQUIRE_TOOLS=1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

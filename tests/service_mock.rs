@@ -358,6 +358,10 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
             "{product}/{region}/{window}: weighted {got_w} vs {wnps}"
         );
     }
+    if have_tool("promtool") {
+        let (_, raw) = http_get(&svc.metrics_addr, "/metrics").unwrap();
+        promtool_check_metrics(&raw).unwrap();
+    }
     // 3 × 2 segments × 4 windows, each with 3 category series.
     assert_eq!(m.count("nps_window_responses"), 3 * 2 * 4 * 3);
 

@@ -16,6 +16,47 @@ use rdkafka::{Offset, TopicPartitionList};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nps-stream");
 
+/// Whether an external tool the suite installs is on PATH. Under the
+/// README's test command (NPS_REQUIRE_TOOLS=1) a missing tool is a failure;
+/// under a bare `cargo test` the check is skipped with a note.
+pub fn have_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("NPS_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{name} is not installed; run the suite with `bash tests/run-all.sh`, which installs it");
+        }
+        eprintln!("note: {name} not installed, check skipped (bash tests/run-all.sh installs it)");
+    }
+    found
+}
+
+/// Runs `promtool check metrics` on an exposition; returns its complaints.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
