@@ -280,12 +280,32 @@ mod tests {
             )
         );
         // After 31 days nothing but the headers.
-        let text = render_windows(&e.segments(t0 + 31 * 86_400_000), e.layout().specs());
+        let gone = t0 + 31 * 86_400_000;
+        e.sweep(gone);
+        let text = render_windows(&e.segments(gone), e.layout().specs());
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
             0,
             "{text}"
         );
+        // A new response brings the segment's series back, from zero.
+        e.record(
+            1,
+            &Observation {
+                response_id: "r2",
+                product: "Tarjeta \"Oro\"",
+                region: "Norte",
+                category: Category::Promoter,
+                responded_at_ms: gone,
+                weight: 1.0,
+            },
+            gone,
+        );
+        let text = render_windows(&e.segments(gone), e.layout().specs());
+        let hour = r#"nps_score{product="Tarjeta \"Oro\"",region="Norte",window="1h"} 100"#;
+        assert!(text.contains(hour), "{text}");
+        let month = r#"nps_window_responses{product="Tarjeta \"Oro\"",region="Norte",window="30d",category="detractor"} 0"#;
+        assert!(text.contains(month), "{text}");
     }
 
     #[test]

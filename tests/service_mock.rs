@@ -596,3 +596,57 @@ fn bad_flags_are_one_clear_line_before_connecting() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: --windows"), "{err}");
 }
+
+#[test]
+fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(50, now, "json");
+    let mut text = String::new();
+    for (i, (m, _)) in data.iter().enumerate() {
+        text.push_str(&serde_json::to_string(m).unwrap());
+        text.push('\n');
+        if i == 10 {
+            text.push_str("{this is not json\n\n");
+        }
+        if i == 20 {
+            text.push_str("{\"score\": \"high\"}\n");
+        }
+    }
+    let file = std::env::temp_dir().join(format!("nps-send-{}.jsonl", rand_suffix()));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "send",
+            "--brokers",
+            &brokers,
+            "--topic",
+            INPUT,
+            "-f",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad lines make exit code 1: {err}"
+    );
+    assert!(err.contains("line 12: skipped"), "{err}");
+    assert!(err.contains("line 24: skipped"), "{err}");
+    let records = read_topic(&brokers, INPUT, data.len(), Duration::from_secs(30));
+    assert_eq!(records.len(), data.len());
+    let mut got: Vec<SurveyResponse> = records
+        .iter()
+        .map(|r| {
+            let m = SurveyResponse::decode(r.payload.as_deref().unwrap()).unwrap();
+            assert_eq!(r.key.as_deref(), Some(m.response_id.as_bytes()));
+            m
+        })
+        .collect();
+    got.sort_by(|a, b| a.response_id.cmp(&b.response_id));
+    let want: Vec<SurveyResponse> = data.into_iter().map(|(m, _)| m).collect();
+    assert_eq!(got, want);
+    std::fs::remove_file(file).ok();
+}

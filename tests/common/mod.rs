@@ -28,7 +28,9 @@ pub fn have_tool(name: &str) -> bool {
         .unwrap_or(false);
     if !found {
         if std::env::var("NPS_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{name} is not installed; run the suite with `bash tests/run-all.sh`, which installs it");
+            panic!(
+                "{name} is not installed; run the suite with `bash tests/run-all.sh`, which installs it"
+            );
         }
         eprintln!("note: {name} not installed, check skipped (bash tests/run-all.sh installs it)");
     }
@@ -44,7 +46,12 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
