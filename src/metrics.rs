@@ -21,6 +21,8 @@ pub const NPS_SCORE: &str = "nps_score";
 pub const NPS_WINDOW_RESPONSES: &str = "nps_window_responses";
 pub const NPS_MARGIN_OF_ERROR: &str = "nps_score_margin_of_error";
 pub const NPS_WEIGHTED_SCORE: &str = "nps_weighted_score";
+pub const NPS_WEIGHT_NET: &str = "nps_window_weight_net";
+pub const NPS_WEIGHT_TOTAL: &str = "nps_window_weight_total";
 pub const CONSUMER_LAG: &str = "nps_consumer_lag";
 
 // Through the exporter.
@@ -215,6 +217,37 @@ pub fn render_windows(segments: &[SegmentStats<'_>], windows: &[WindowSpec]) -> 
             if let Some(v) = w.weighted_nps() {
                 out.push_str(NPS_WEIGHTED_SCORE);
                 labels(&mut out, s, &spec.name);
+                let _ = writeln!(out, "}} {v}");
+            }
+        }
+    }
+    // The weighted score's parts, so that Prometheus can roll it up across
+    // instances, products or regions: Σ net / Σ total.
+    for (name, help, part) in [
+        (
+            NPS_WEIGHT_NET,
+            "Sum of weight x sign (+1 promoter, 0 passive, -1 detractor) in the window.",
+            0,
+        ),
+        (
+            NPS_WEIGHT_TOTAL,
+            "Sum of weights (customer_value, 1 when absent) in the window.",
+            1,
+        ),
+    ] {
+        header(&mut out, name, help);
+        for s in segments {
+            for (spec, w) in windows.iter().zip(&s.windows) {
+                if w.responses() == 0 {
+                    continue;
+                }
+                out.push_str(name);
+                labels(&mut out, s, &spec.name);
+                let v = if part == 0 {
+                    w.weight_net
+                } else {
+                    w.weight_total
+                };
                 let _ = writeln!(out, "}} {v}");
             }
         }
