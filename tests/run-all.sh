@@ -16,7 +16,9 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-# What the tests drive besides cargo: promtool (Debian package prometheus).
+# What the tests drive besides cargo: Prometheus and promtool (Debian
+# package prometheus), a Tansu broker (crates.io), and Python's
+# confluent-kafka (PyPI) as an independent client.
 apt_install() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -32,6 +34,26 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   apt_install prometheus
 fi
 promtool --version 2>&1 | head -1
+
+step "tansu (Kafka-compatible broker for the real-broker tests)"
+TANSU_VERSION=0.6.0
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "building tansu $TANSU_VERSION once (about 10-15 minutes; reused afterwards)"
+  cargo install tansu --locked --features dynostore --version "$TANSU_VERSION"
+fi
+tansu --version
+
+step "python client (confluent-kafka in .venv)"
+if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
+  apt_install python3-venv
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import confluent_kafka' 2>/dev/null; then
+  .venv/bin/pip install -q 'confluent-kafka>=2.6,<3'
+fi
+.venv/bin/python -c 'import confluent_kafka; print("confluent-kafka", confluent_kafka.version()[0])'
+export NPS_PYTHON="$PWD/.venv/bin/python"
 
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1

@@ -406,3 +406,247 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A Tansu broker (memory storage) on 127.0.0.1, killed when dropped.
+pub struct Tansu {
+    pub child: Option<Child>,
+    pub port: u16,
+    log_path: std::path::PathBuf,
+}
+
+impl Tansu {
+    pub fn start(port: u16) -> Tansu {
+        let log_path = std::env::temp_dir().join(format!("nps-tansu-{port}-{}.log", rand_suffix()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tansu");
+        let t = Tansu {
+            child: Some(child),
+            port,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen:\n{}", t.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new("tansu")
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                "--partitions",
+                &partitions.to_string(),
+                "--config",
+                "retention.ms=604800000",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu topic create {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills the broker process (SIGKILL): an outage.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Prometheus server scraping the given targets every second.
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[&str]) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("nps-prom-{}", rand_suffix()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/nps-rules.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{rules}'\n\
+             scrape_configs:\n  - job_name: nps-stream\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn prometheus");
+        let p = Prometheus { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&p.addr, "/-/ready").map(|(c, _)| c) != Some(200) {
+            assert!(Instant::now() < deadline, "prometheus not ready:\n{}", p.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query; (labels, value) per series.
+    pub fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let (code, body) = http_get(&self.addr, &path).expect("prometheus query");
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (labels, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The harness' Python (a venv with confluent-kafka), from NPS_PYTHON.
+pub fn python() -> Option<String> {
+    match std::env::var("NPS_PYTHON") {
+        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
+        _ => {
+            if std::env::var("NPS_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("NPS_PYTHON is not set to a Python with confluent-kafka; run bash tests/run-all.sh");
+            }
+            eprintln!("note: NPS_PYTHON not set, real-broker checks skipped (bash tests/run-all.sh sets it)");
+            None
+        }
+    }
+}
+
+const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/kafka_client.py");
+
+/// Reads a topic with the independent Python client.
+pub fn py_read(python: &str, brokers: &str, topic: &str, expect: usize, timeout_s: u64) -> Vec<serde_json::Value> {
+    let out = Command::new(python)
+        .args([
+            PY_CLIENT,
+            "read",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--expect",
+            &expect.to_string(),
+            "--timeout",
+            &timeout_s.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python read: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Produces raw records with the independent Python client: (key, value,
+/// headers).
+pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[(Option<String>, Option<Vec<u8>>, Vec<(String, String)>)]) {
+    use base64::Engine as _;
+    let file = std::env::temp_dir().join(format!("nps-py-produce-{}.jsonl", rand_suffix()));
+    let mut text = String::new();
+    for (key, value, headers) in records {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
+        let line = serde_json::json!({
+            "key": key,
+            "value_b64": value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            "headers": headers,
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(python)
+        .args([PY_CLIENT, "produce", "--brokers", brokers, "--topic", topic, "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "python produce: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn b64decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}

@@ -1,0 +1,415 @@
+//! End to end on real parts, all on 127.0.0.1 and started and stopped here:
+//! a Tansu broker (Apache-Kafka-compatible), a Prometheus server scraping
+//! nps-stream, and an independent Kafka client (Python confluent-kafka) to
+//! write raw payloads and read the alert and dead-letter topics.
+//!
+//! `bash tests/run-all.sh` installs all three; under a bare `cargo test`
+//! without them these tests say so and check nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nps_stream::pb::{Channel, SurveyResponse};
+use prost::Message;
+
+const INPUT: &str = "survey-responses";
+const ALERTS: &str = "nps-detractor-alerts";
+const DLQ: &str = "survey-responses-dlq";
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// (name, length, bucket width) of the default windows.
+const WINDOWS: [(&str, i64, i64); 4] = [
+    ("1h", HOUR, 75_000),
+    ("24h", DAY, 30 * MIN),
+    ("7d", 7 * DAY, 210 * MIN),
+    ("30d", 30 * DAY, 15 * HOUR),
+];
+/// How far the clock may move between generating the data and the last
+/// check: ages this close to a window's edge are not generated, so each
+/// response is unambiguously in or out of every window.
+const DRIFT: i64 = 15 * MIN;
+const CHANNELS: [Channel; 6] = [
+    Channel::Sms,
+    Channel::Email,
+    Channel::Chat,
+    Channel::Phone,
+    Channel::Web,
+    Channel::InApp,
+];
+
+/// What these tests need; None (checks skipped) outside the full suite.
+fn parts() -> Option<String> {
+    let python = python()?;
+    (have_tool("tansu") && have_tool("prometheus")).then_some(python)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn near_an_edge(age: i64) -> bool {
+    WINDOWS
+        .iter()
+        .any(|(_, len, bucket)| age > len - bucket - DRIFT && age < len + DRIFT)
+}
+
+fn ts(ms: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// `n` responses over `products` × `regions`, six channels, event times
+/// spread over the last 30 days (away from window edges).
+fn generate(n: usize, products: usize, regions: usize, seed: u64, now: i64) -> Vec<(SurveyResponse, i64)> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let age = loop {
+                let a = rng.below((30 * DAY - 16 * HOUR) as u64) as i64;
+                if !near_an_edge(a) {
+                    break a;
+                }
+            };
+            let score = rng.below(11) as u32;
+            let msg = SurveyResponse {
+                response_id: format!("{seed:x}-{i:07}"),
+                customer_id: format!("c-{}", rng.below(30_000)),
+                product: format!("producto-{:02}", rng.below(products as u64)),
+                region: format!("region-{}", rng.below(regions as u64)),
+                channel: CHANNELS[rng.below(6) as usize] as i32,
+                score: Some(score),
+                responded_at: Some(ts(now - age)),
+                comment: if score <= 6 { "No resolvieron mi problema".into() } else { String::new() },
+                customer_value: (rng.below(3) > 0).then(|| rng.below(100_000) as f64 / 100.0),
+                survey_id: "nps-q4".into(),
+                attributes: Default::default(),
+            };
+            (msg, age)
+        })
+        .collect()
+}
+
+/// Counts per (product, region, window, category), computed from the data.
+fn truth(data: &[(SurveyResponse, i64)]) -> BTreeMap<(String, String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (m, age) in data {
+        let s = m.score.unwrap_or(0);
+        let category = if s >= 9 {
+            "promoter"
+        } else if s >= 7 {
+            "passive"
+        } else {
+            "detractor"
+        };
+        for (w, len, _) in WINDOWS {
+            if *age < len {
+                for c in ["promoter", "passive", "detractor"] {
+                    let e = out
+                        .entry((m.product.clone(), m.region.clone(), w.to_string(), c.to_string()))
+                        .or_insert(0.0);
+                    if c == category {
+                        *e += 1.0;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write_jsonl(data: &[(SurveyResponse, i64)]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("nps-real-{}.jsonl", rand_suffix()));
+    let mut text = String::with_capacity(data.len() * 300);
+    for (m, _) in data {
+        text.push_str(&serde_json::to_string(m).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn send_file(brokers: &str, path: &std::path::Path) {
+    let out = std::process::Command::new(BIN)
+        .args(["send", "--brokers", brokers, "--topic", INPUT, "-f", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn consumed(m: &Metrics) -> f64 {
+    m.get("nps_events_consumed_total", &[]).unwrap_or(0.0)
+}
+
+/// Waits until a Prometheus query's single value equals `want`.
+fn wait_prom(prom: &Prometheus, promql: &str, want: f64, timeout: Duration, logs: &dyn Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = prom.query(promql);
+        if got.len() == 1 && got[0].1 == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus: {promql} = {got:?}, want {want}\n{}\nprometheus:\n{}",
+            logs(),
+            prom.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn series_map(
+    rows: Vec<(BTreeMap<String, String>, f64)>,
+    with_category: bool,
+) -> BTreeMap<(String, String, String, String), f64> {
+    rows.into_iter()
+        .map(|(l, v)| {
+            let c = if with_category { l["category"].clone() } else { String::new() };
+            ((l["product"].clone(), l["region"].clone(), l["window"].clone(), c), v)
+        })
+        .collect()
+}
+
+fn topics(t: &Tansu, input_partitions: u32) {
+    t.create_topic(INPUT, input_partitions);
+    t.create_topic(ALERTS, 3);
+    t.create_topic(DLQ, 1);
+}
+
+#[test]
+fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detractor() {
+    let Some(python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 4);
+    let brokers = tansu.brokers();
+    let now = now_ms();
+    let data = generate(100_000, 20, 8, 0x51ead, now);
+    let file = write_jsonl(&data);
+    send_file(&brokers, &file);
+    let _ = std::fs::remove_file(&file);
+
+    let mut svc = Service::run(&brokers, "g-steady", &["--alerts-format", "json"], "steady");
+    let prom = Prometheus::start(&[&svc.metrics_addr]);
+    svc.wait_for("100k consumed", Duration::from_secs(300), |m| consumed(m) == 100_000.0);
+    let logs = || svc.logs();
+    wait_prom(&prom, r#"sum(nps_window_responses{window="30d"})"#, 100_000.0, Duration::from_secs(60), &logs);
+
+    let want = truth(&data);
+    let got = series_map(prom.query("nps_window_responses"), true);
+    assert_eq!(got.len(), want.len(), "series count");
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "{k:?}");
+    }
+    // NPS per segment and window, and the recording rule's roll-up of it.
+    let scores = series_map(prom.query("nps_score"), false);
+    let rolled = series_map(prom.query("nps:score:segment"), false);
+    let mut checked = 0;
+    for ((p, r, w, c), promoters) in &want {
+        if c != "promoter" {
+            continue;
+        }
+        let d = want[&(p.clone(), r.clone(), w.clone(), "detractor".to_string())];
+        let pa = want[&(p.clone(), r.clone(), w.clone(), "passive".to_string())];
+        let n = promoters + d + pa;
+        let nps = 100.0 * (promoters - d) / n;
+        let key = (p.clone(), r.clone(), w.clone(), String::new());
+        let got = scores[&key];
+        assert!((got - nps).abs() < 1e-9, "{key:?}: {got} vs {nps}");
+        assert!((rolled[&key] - nps).abs() < 1e-9, "{key:?}: rule {} vs {nps}", rolled[&key]);
+        checked += 1;
+    }
+    assert_eq!(checked, 20 * 8 * 4);
+
+    // Exactly one alert per detractor, read by the independent client.
+    let detractors: BTreeSet<String> = data
+        .iter()
+        .filter(|(m, _)| m.score.unwrap() <= 6)
+        .map(|(m, _)| m.response_id.clone())
+        .collect();
+    let alerts = py_read(&python, &brokers, ALERTS, detractors.len(), 180);
+    let ids: Vec<String> = alerts
+        .iter()
+        .map(|a| {
+            assert_eq!(a["headers"]["content-type"], "application/json");
+            let body: serde_json::Value = serde_json::from_slice(&b64decode(a["value_b64"].as_str().unwrap())).unwrap();
+            body["responseId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), detractors.len(), "one alert per detractor, no more");
+    assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), detractors);
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn bad_input_is_dead_lettered_with_reasons_and_good_input_all_counted() {
+    let Some(python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 3);
+    let brokers = tansu.brokers();
+    let mut svc = Service::run(&brokers, "g-bad", &[], "bad");
+    let now = now_ms();
+    let good = generate(300, 3, 2, 0xbad, now);
+    let mut bad: Vec<(Option<Vec<u8>>, &str)> = Vec::new();
+    let base = good[0].0.clone();
+    let with = |f: &dyn Fn(&mut SurveyResponse)| {
+        let mut m = base.clone();
+        m.response_id = format!("bad-{}", rand_suffix());
+        f(&mut m);
+        Some(m.encode_to_vec())
+    };
+    bad.push((Some(b"\x07\x07 definitely not protobuf".to_vec()), "undecodable"));
+    bad.push((with(&|m| m.score = None), "missing_score"));
+    bad.push((with(&|m| m.score = Some(42)), "score_out_of_range"));
+    bad.push((with(&|m| m.channel = 17), "unknown_channel"));
+    bad.push((with(&|m| m.responded_at = Some(ts(now + 2 * HOUR))), "future_timestamp"));
+    bad.push((with(&|m| m.product = "x".repeat(500)), "field_too_long"));
+    bad.push((with(&|m| m.region = "a\u{1}b".into()), "invalid_label_value"));
+    bad.push((Some(vec![0, 0, 0]), "invalid_framing"));
+    let mut records = Vec::new();
+    for (i, (m, _)) in good.iter().enumerate() {
+        records.push((Some(m.response_id.clone()), Some(m.encode_to_vec()), vec![]));
+        if i % 37 == 0 {
+            let (payload, _) = &bad[(i / 37) % bad.len()];
+            records.push((Some(format!("bad-{i}")), payload.clone(), vec![("origin".to_string(), "test".to_string())]));
+        }
+    }
+    let bad_sent: Vec<(String, Option<Vec<u8>>, &str)> = good
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 37 == 0)
+        .map(|(i, _)| {
+            let (p, r) = &bad[(i / 37) % bad.len()];
+            (format!("bad-{i}"), p.clone(), *r)
+        })
+        .collect();
+    py_produce(&python, &brokers, INPUT, &records);
+    let pid = svc.child.id();
+    let total = records.len() as f64;
+    let m = svc.wait_for("all consumed", Duration::from_secs(120), |m| consumed(m) == total);
+    std::thread::sleep(Duration::from_millis(1500));
+    let m2 = svc.metrics().unwrap();
+    assert_eq!(m2.sum("nps_window_responses", &[("window", "30d")]), good.len() as f64);
+    assert_eq!(m.sum("nps_events_rejected_total", &[]), bad_sent.len() as f64);
+
+    let dead = py_read(&python, &brokers, DLQ, bad_sent.len(), 60);
+    assert_eq!(dead.len(), bad_sent.len());
+    let by_key: BTreeMap<String, &serde_json::Value> =
+        dead.iter().map(|d| (d["key"].as_str().unwrap().to_string(), d)).collect();
+    for (key, payload, reason) in &bad_sent {
+        let d = by_key.get(key).unwrap_or_else(|| panic!("{key} not dead-lettered"));
+        assert_eq!(d["headers"]["nps.dlq.reason"], *reason, "{key}");
+        assert_eq!(d["headers"]["nps.dlq.source.topic"], INPUT);
+        assert_eq!(d["headers"]["origin"], "test");
+        assert_eq!(d["value_b64"].as_str().map(b64decode), payload.clone(), "{key}: payload unchanged");
+    }
+    // The same process did it all.
+    assert!(svc.child.try_wait().unwrap().is_none(), "service exited");
+    assert_eq!(svc.child.id(), pid);
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
+    let Some(_python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 6);
+    let brokers = tansu.brokers();
+    let mut a = Service::run(&brokers, "g-two", &[], "two-a");
+    let mut b = Service::run(&brokers, "g-two", &[], "two-b");
+    // Both in the group and holding partitions before any data flows, so no
+    // partition changes hands mid-stream (moving state is the recovery
+    // issue's job).
+    let assigned = |m: &Metrics| m.get("nps_assigned_partitions", &[]).unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (ma, mb) = (a.metrics(), b.metrics());
+        if let (Some(ma), Some(mb)) = (ma, mb) {
+            if assigned(&ma) > 0.0 && assigned(&mb) > 0.0 && assigned(&ma) + assigned(&mb) == 6.0 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "group did not settle:\n{}\n{}", a.logs(), b.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let prom = Prometheus::start(&[&a.metrics_addr, &b.metrics_addr]);
+    let data = generate(20_000, 10, 4, 0x2222, now_ms());
+    let file = write_jsonl(&data);
+    send_file(&brokers, &file);
+    let _ = std::fs::remove_file(&file);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let total = a.metrics().map_or(0.0, |m| consumed(&m)) + b.metrics().map_or(0.0, |m| consumed(&m));
+        if total == 20_000.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumed {total}:\n{}\n{}", a.logs(), b.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let logs = || format!("{}\n{}", a.logs(), b.logs());
+    wait_prom(&prom, r#"sum(nps_window_responses{window="30d"})"#, 20_000.0, Duration::from_secs(60), &logs);
+    // Each instance holds only part of the truth ...
+    let per_instance = prom.query(r#"sum by (instance) (nps_window_responses{window="30d"})"#);
+    assert_eq!(per_instance.len(), 2);
+    assert!(per_instance.iter().all(|(_, v)| *v > 0.0 && *v < 20_000.0), "{per_instance:?}");
+    // ... and their sum is all of it, series by series.
+    let got = series_map(
+        prom.query("sum by (product, region, window, category) (nps_window_responses)"),
+        true,
+    );
+    assert_eq!(got, truth(&data));
+    assert!(a.terminate(Duration::from_secs(60)).success());
+    assert!(b.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
+    let Some(_python) = parts() else { return };
+    let port = free_port();
+    let mut tansu = Tansu::start(port);
+    topics(&tansu, 2);
+    let brokers = tansu.brokers();
+    let mut svc = Service::run(&brokers, "g-outage", &[], "outage");
+    let first = generate(2_000, 4, 2, 0x0a, now_ms());
+    let file = write_jsonl(&first);
+    send_file(&brokers, &file);
+    svc.wait_for("first batch", Duration::from_secs(120), |m| consumed(m) == 2_000.0);
+    assert_eq!(svc.status("/readyz"), Some(200));
+
+    tansu.kill();
+    // Still up, still serving metrics, and saying what is wrong.
+    svc.wait_for("outage in metrics", Duration::from_secs(60), |m| {
+        m.get("nps_kafka_brokers_up", &[("client", "consumer")]) == Some(0.0) && m.get("nps_ready", &[]) == Some(0.0)
+    });
+    assert_eq!(svc.status("/readyz"), Some(503));
+    assert!(svc.status("/healthz") == Some(200));
+    assert!(svc.logs().contains("kafka brokers unreachable"), "{}", svc.logs());
+    assert!(svc.child.try_wait().unwrap().is_none(), "service exited during the outage");
+
+    // A broker is back at the same address; memory storage starts empty.
+    let tansu = Tansu::start(port);
+    topics(&tansu, 2);
+    let second = generate(1_000, 4, 2, 0x0b, now_ms());
+    let file2 = write_jsonl(&second);
+    send_file(&brokers, &file2);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&file2);
+    svc.wait_for("second batch after the outage", Duration::from_secs(180), |m| consumed(m) >= 3_000.0);
+    svc.wait_for("ready again", Duration::from_secs(60), |m| m.get("nps_ready", &[]) == Some(1.0));
+    assert!(svc.logs().contains("kafka brokers reachable again"), "{}", svc.logs());
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
