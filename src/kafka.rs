@@ -250,12 +250,21 @@ fn consumer_protocol_is_eager(consumer: &BaseConsumer<ConsumerCtx>) -> bool {
     )
 }
 
-/// The common client settings: brokers, the user's -X properties, and
-/// statistics every second (health, lag).
-pub fn base_config(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+/// A client's settings: brokers, statistics every second (health, lag),
+/// nps-stream's `defaults` for this client, then the user's -X properties,
+/// which win over the defaults (the keys nps-stream must own are refused
+/// by the config check).
+pub fn client_config(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    extra: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c.set("statistics.interval.ms", "1000");
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     // librdkafka's own debug contexts (-X debug=...) need debug-level logs.
     let level = if extra.contains_key("debug") {
         RDKafkaLogLevel::Debug

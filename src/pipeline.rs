@@ -31,7 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::alerts::{self, MESSAGE_TYPE};
 use crate::config::Settings;
 use crate::engine::{Engine, Outcome, WindowStats};
-use crate::kafka::{ConsumerCtx, Health, ProducerCtx, RebalanceHandler, base_config};
+use crate::kafka::{ConsumerCtx, Health, ProducerCtx, RebalanceHandler, client_config};
 use crate::metrics as m;
 use crate::schema::{self, Rejection};
 use crate::shutdown::Shutdown;
@@ -299,13 +299,15 @@ pub async fn run(
         .map(|s| s.name.clone())
         .collect();
 
-    let producer: FutureProducer<ProducerCtx> = base_config(&settings.brokers, &settings.kafka)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(ProducerCtx {
-            health: health.clone(),
-        })
-        .context("creating the Kafka producer")?;
+    let producer: FutureProducer<ProducerCtx> = client_config(
+        &settings.brokers,
+        &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        &settings.kafka,
+    )
+    .create_with_context(ProducerCtx {
+        health: health.clone(),
+    })
+    .context("creating the Kafka producer")?;
 
     let core = Arc::new(Mutex::new(Core {
         engine,
@@ -319,18 +321,24 @@ pub async fn run(
         topic: settings.input_topic.clone(),
         timeout: settings.shutdown_timeout,
     });
-    let consumer: StreamConsumer<ConsumerCtx> = base_config(&settings.brokers, &settings.kafka)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", settings.auto_offset_reset.as_str())
-        .create_with_context(ConsumerCtx {
-            health: health.clone(),
-            input_topic: settings.input_topic.clone(),
-            handler,
-        })
-        .context("creating the Kafka consumer")?;
+    let consumer: StreamConsumer<ConsumerCtx> = client_config(
+        &settings.brokers,
+        &[
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
+        ],
+        &settings.kafka,
+    )
+    // Owned by nps-stream: offsets are stored only behind finished work.
+    .set("group.id", &settings.group_id)
+    .set("enable.auto.offset.store", "false")
+    .create_with_context(ConsumerCtx {
+        health: health.clone(),
+        input_topic: settings.input_topic.clone(),
+        handler,
+    })
+    .context("creating the Kafka consumer")?;
     consumer
         .subscribe(&[&settings.input_topic])
         .context("subscribing to the input topic")?;

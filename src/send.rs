@@ -71,16 +71,22 @@ pub fn parse_line(line: &str) -> Option<Result<SurveyResponse, serde_json::Error
 }
 
 pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
-    let mut config = crate::kafka::base_config(&args.brokers, &Default::default());
-    config.set("statistics.interval.ms", "0");
-    config.set("linger.ms", "20");
-    config.set("enable.idempotence", "true");
+    let mut extra = std::collections::BTreeMap::new();
     for kv in &args.kafka {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("-X: `{kv}` is not KEY=VALUE"))?;
-        config.set(k.trim(), v);
+        extra.insert(k.trim().to_string(), v.to_string());
     }
+    let config = crate::kafka::client_config(
+        &args.brokers,
+        &[
+            ("statistics.interval.ms", "0"),
+            ("linger.ms", "20"),
+            ("enable.idempotence", "true"),
+        ],
+        &extra,
+    );
     let producer: ThreadedProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
         .context("creating the Kafka producer")?;

@@ -75,7 +75,13 @@ fn ts(ms: i64) -> pbjson_types::Timestamp {
 
 /// `n` responses over `products` × `regions`, six channels, event times
 /// spread over the last 30 days (away from window edges).
-fn generate(n: usize, products: usize, regions: usize, seed: u64, now: i64) -> Vec<(SurveyResponse, i64)> {
+fn generate(
+    n: usize,
+    products: usize,
+    regions: usize,
+    seed: u64,
+    now: i64,
+) -> Vec<(SurveyResponse, i64)> {
     let mut rng = Rng(seed);
     (0..n)
         .map(|i| {
@@ -94,7 +100,11 @@ fn generate(n: usize, products: usize, regions: usize, seed: u64, now: i64) -> V
                 channel: CHANNELS[rng.below(6) as usize] as i32,
                 score: Some(score),
                 responded_at: Some(ts(now - age)),
-                comment: if score <= 6 { "No resolvieron mi problema".into() } else { String::new() },
+                comment: if score <= 6 {
+                    "No resolvieron mi problema".into()
+                } else {
+                    String::new()
+                },
                 customer_value: (rng.below(3) > 0).then(|| rng.below(100_000) as f64 / 100.0),
                 survey_id: "nps-q4".into(),
                 attributes: Default::default(),
@@ -120,7 +130,12 @@ fn truth(data: &[(SurveyResponse, i64)]) -> BTreeMap<(String, String, String, St
             if *age < len {
                 for c in ["promoter", "passive", "detractor"] {
                     let e = out
-                        .entry((m.product.clone(), m.region.clone(), w.to_string(), c.to_string()))
+                        .entry((
+                            m.product.clone(),
+                            m.region.clone(),
+                            w.to_string(),
+                            c.to_string(),
+                        ))
                         .or_insert(0.0);
                     if c == category {
                         *e += 1.0;
@@ -145,10 +160,22 @@ fn write_jsonl(data: &[(SurveyResponse, i64)]) -> std::path::PathBuf {
 
 fn send_file(brokers: &str, path: &std::path::Path) {
     let out = std::process::Command::new(BIN)
-        .args(["send", "--brokers", brokers, "--topic", INPUT, "-f", path.to_str().unwrap()])
+        .args([
+            "send",
+            "--brokers",
+            brokers,
+            "--topic",
+            INPUT,
+            "-f",
+            path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "send: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "send: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn consumed(m: &Metrics) -> f64 {
@@ -156,7 +183,13 @@ fn consumed(m: &Metrics) -> f64 {
 }
 
 /// Waits until a Prometheus query's single value equals `want`.
-fn wait_prom(prom: &Prometheus, promql: &str, want: f64, timeout: Duration, logs: &dyn Fn() -> String) {
+fn wait_prom(
+    prom: &Prometheus,
+    promql: &str,
+    want: f64,
+    timeout: Duration,
+    logs: &dyn Fn() -> String,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let got = prom.query(promql);
@@ -179,8 +212,20 @@ fn series_map(
 ) -> BTreeMap<(String, String, String, String), f64> {
     rows.into_iter()
         .map(|(l, v)| {
-            let c = if with_category { l["category"].clone() } else { String::new() };
-            ((l["product"].clone(), l["region"].clone(), l["window"].clone(), c), v)
+            let c = if with_category {
+                l["category"].clone()
+            } else {
+                String::new()
+            };
+            (
+                (
+                    l["product"].clone(),
+                    l["region"].clone(),
+                    l["window"].clone(),
+                    c,
+                ),
+                v,
+            )
         })
         .collect()
 }
@@ -205,9 +250,17 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
 
     let mut svc = Service::run(&brokers, "g-steady", &["--alerts-format", "json"], "steady");
     let prom = Prometheus::start(&[&svc.metrics_addr]);
-    svc.wait_for("100k consumed", Duration::from_secs(300), |m| consumed(m) == 100_000.0);
+    svc.wait_for("100k consumed", Duration::from_secs(300), |m| {
+        consumed(m) == 100_000.0
+    });
     let logs = || svc.logs();
-    wait_prom(&prom, r#"sum(nps_window_responses{window="30d"})"#, 100_000.0, Duration::from_secs(60), &logs);
+    wait_prom(
+        &prom,
+        r#"sum(nps_window_responses{window="30d"})"#,
+        100_000.0,
+        Duration::from_secs(60),
+        &logs,
+    );
 
     let want = truth(&data);
     let got = series_map(prom.query("nps_window_responses"), true);
@@ -230,7 +283,11 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
         let key = (p.clone(), r.clone(), w.clone(), String::new());
         let got = scores[&key];
         assert!((got - nps).abs() < 1e-9, "{key:?}: {got} vs {nps}");
-        assert!((rolled[&key] - nps).abs() < 1e-9, "{key:?}: rule {} vs {nps}", rolled[&key]);
+        assert!(
+            (rolled[&key] - nps).abs() < 1e-9,
+            "{key:?}: rule {} vs {nps}",
+            rolled[&key]
+        );
         checked += 1;
     }
     assert_eq!(checked, 20 * 8 * 4);
@@ -246,11 +303,16 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
         .iter()
         .map(|a| {
             assert_eq!(a["headers"]["content-type"], "application/json");
-            let body: serde_json::Value = serde_json::from_slice(&b64decode(a["value_b64"].as_str().unwrap())).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&b64decode(a["value_b64"].as_str().unwrap())).unwrap();
             body["responseId"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(ids.len(), detractors.len(), "one alert per detractor, no more");
+    assert_eq!(
+        ids.len(),
+        detractors.len(),
+        "one alert per detractor, no more"
+    );
     assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), detractors);
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }
@@ -272,20 +334,33 @@ fn bad_input_is_dead_lettered_with_reasons_and_good_input_all_counted() {
         f(&mut m);
         Some(m.encode_to_vec())
     };
-    bad.push((Some(b"\x07\x07 definitely not protobuf".to_vec()), "undecodable"));
+    bad.push((
+        Some(b"\x07\x07 definitely not protobuf".to_vec()),
+        "undecodable",
+    ));
     bad.push((with(&|m| m.score = None), "missing_score"));
     bad.push((with(&|m| m.score = Some(42)), "score_out_of_range"));
     bad.push((with(&|m| m.channel = 17), "unknown_channel"));
-    bad.push((with(&|m| m.responded_at = Some(ts(now + 2 * HOUR))), "future_timestamp"));
+    bad.push((
+        with(&|m| m.responded_at = Some(ts(now + 2 * HOUR))),
+        "future_timestamp",
+    ));
     bad.push((with(&|m| m.product = "x".repeat(500)), "field_too_long"));
-    bad.push((with(&|m| m.region = "a\u{1}b".into()), "invalid_label_value"));
+    bad.push((
+        with(&|m| m.region = "a\u{1}b".into()),
+        "invalid_label_value",
+    ));
     bad.push((Some(vec![0, 0, 0]), "invalid_framing"));
     let mut records = Vec::new();
     for (i, (m, _)) in good.iter().enumerate() {
         records.push((Some(m.response_id.clone()), Some(m.encode_to_vec()), vec![]));
         if i % 37 == 0 {
             let (payload, _) = &bad[(i / 37) % bad.len()];
-            records.push((Some(format!("bad-{i}")), payload.clone(), vec![("origin".to_string(), "test".to_string())]));
+            records.push((
+                Some(format!("bad-{i}")),
+                payload.clone(),
+                vec![("origin".to_string(), "test".to_string())],
+            ));
         }
     }
     let bad_sent: Vec<(String, Option<Vec<u8>>, &str)> = good
@@ -300,22 +375,38 @@ fn bad_input_is_dead_lettered_with_reasons_and_good_input_all_counted() {
     py_produce(&python, &brokers, INPUT, &records);
     let pid = svc.child.id();
     let total = records.len() as f64;
-    let m = svc.wait_for("all consumed", Duration::from_secs(120), |m| consumed(m) == total);
+    let m = svc.wait_for("all consumed", Duration::from_secs(120), |m| {
+        consumed(m) == total
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let m2 = svc.metrics().unwrap();
-    assert_eq!(m2.sum("nps_window_responses", &[("window", "30d")]), good.len() as f64);
-    assert_eq!(m.sum("nps_events_rejected_total", &[]), bad_sent.len() as f64);
+    assert_eq!(
+        m2.sum("nps_window_responses", &[("window", "30d")]),
+        good.len() as f64
+    );
+    assert_eq!(
+        m.sum("nps_events_rejected_total", &[]),
+        bad_sent.len() as f64
+    );
 
     let dead = py_read(&python, &brokers, DLQ, bad_sent.len(), 60);
     assert_eq!(dead.len(), bad_sent.len());
-    let by_key: BTreeMap<String, &serde_json::Value> =
-        dead.iter().map(|d| (d["key"].as_str().unwrap().to_string(), d)).collect();
+    let by_key: BTreeMap<String, &serde_json::Value> = dead
+        .iter()
+        .map(|d| (d["key"].as_str().unwrap().to_string(), d))
+        .collect();
     for (key, payload, reason) in &bad_sent {
-        let d = by_key.get(key).unwrap_or_else(|| panic!("{key} not dead-lettered"));
+        let d = by_key
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not dead-lettered"));
         assert_eq!(d["headers"]["nps.dlq.reason"], *reason, "{key}");
         assert_eq!(d["headers"]["nps.dlq.source.topic"], INPUT);
         assert_eq!(d["headers"]["origin"], "test");
-        assert_eq!(d["value_b64"].as_str().map(b64decode), payload.clone(), "{key}: payload unchanged");
+        assert_eq!(
+            d["value_b64"].as_str().map(b64decode),
+            payload.clone(),
+            "{key}: payload unchanged"
+        );
     }
     // The same process did it all.
     assert!(svc.child.try_wait().unwrap().is_none(), "service exited");
@@ -343,7 +434,12 @@ fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "group did not settle:\n{}\n{}", a.logs(), b.logs());
+        assert!(
+            Instant::now() < deadline,
+            "group did not settle:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let prom = Prometheus::start(&[&a.metrics_addr, &b.metrics_addr]);
@@ -353,19 +449,34 @@ fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
     let _ = std::fs::remove_file(&file);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let total = a.metrics().map_or(0.0, |m| consumed(&m)) + b.metrics().map_or(0.0, |m| consumed(&m));
+        let total =
+            a.metrics().map_or(0.0, |m| consumed(&m)) + b.metrics().map_or(0.0, |m| consumed(&m));
         if total == 20_000.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "consumed {total}:\n{}\n{}", a.logs(), b.logs());
+        assert!(
+            Instant::now() < deadline,
+            "consumed {total}:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let logs = || format!("{}\n{}", a.logs(), b.logs());
-    wait_prom(&prom, r#"sum(nps_window_responses{window="30d"})"#, 20_000.0, Duration::from_secs(60), &logs);
+    wait_prom(
+        &prom,
+        r#"sum(nps_window_responses{window="30d"})"#,
+        20_000.0,
+        Duration::from_secs(60),
+        &logs,
+    );
     // Each instance holds only part of the truth ...
     let per_instance = prom.query(r#"sum by (instance) (nps_window_responses{window="30d"})"#);
     assert_eq!(per_instance.len(), 2);
-    assert!(per_instance.iter().all(|(_, v)| *v > 0.0 && *v < 20_000.0), "{per_instance:?}");
+    assert!(
+        per_instance.iter().all(|(_, v)| *v > 0.0 && *v < 20_000.0),
+        "{per_instance:?}"
+    );
     // ... and their sum is all of it, series by series.
     let got = series_map(
         prom.query("sum by (product, region, window, category) (nps_window_responses)"),
@@ -387,18 +498,28 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     let first = generate(2_000, 4, 2, 0x0a, now_ms());
     let file = write_jsonl(&first);
     send_file(&brokers, &file);
-    svc.wait_for("first batch", Duration::from_secs(120), |m| consumed(m) == 2_000.0);
+    svc.wait_for("first batch", Duration::from_secs(120), |m| {
+        consumed(m) == 2_000.0
+    });
     assert_eq!(svc.status("/readyz"), Some(200));
 
     tansu.kill();
     // Still up, still serving metrics, and saying what is wrong.
     svc.wait_for("outage in metrics", Duration::from_secs(60), |m| {
-        m.get("nps_kafka_brokers_up", &[("client", "consumer")]) == Some(0.0) && m.get("nps_ready", &[]) == Some(0.0)
+        m.get("nps_kafka_brokers_up", &[("client", "consumer")]) == Some(0.0)
+            && m.get("nps_ready", &[]) == Some(0.0)
     });
     assert_eq!(svc.status("/readyz"), Some(503));
     assert!(svc.status("/healthz") == Some(200));
-    assert!(svc.logs().contains("kafka brokers unreachable"), "{}", svc.logs());
-    assert!(svc.child.try_wait().unwrap().is_none(), "service exited during the outage");
+    assert!(
+        svc.logs().contains("kafka brokers unreachable"),
+        "{}",
+        svc.logs()
+    );
+    assert!(
+        svc.child.try_wait().unwrap().is_none(),
+        "service exited during the outage"
+    );
 
     // A broker is back at the same address; memory storage starts empty.
     let tansu = Tansu::start(port);
@@ -408,8 +529,18 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     send_file(&brokers, &file2);
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&file2);
-    svc.wait_for("second batch after the outage", Duration::from_secs(180), |m| consumed(m) >= 3_000.0);
-    svc.wait_for("ready again", Duration::from_secs(60), |m| m.get("nps_ready", &[]) == Some(1.0));
-    assert!(svc.logs().contains("kafka brokers reachable again"), "{}", svc.logs());
+    svc.wait_for(
+        "second batch after the outage",
+        Duration::from_secs(180),
+        |m| consumed(m) >= 3_000.0,
+    );
+    svc.wait_for("ready again", Duration::from_secs(60), |m| {
+        m.get("nps_ready", &[]) == Some(1.0)
+    });
+    assert!(
+        svc.logs().contains("kafka brokers reachable again"),
+        "{}",
+        svc.logs()
+    );
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }

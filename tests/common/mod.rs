@@ -440,7 +440,11 @@ impl Tansu {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen:\n{}", t.logs());
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen:\n{}",
+                t.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         t
@@ -503,7 +507,10 @@ impl Prometheus {
     pub fn start(targets: &[&str]) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("nps-prom-{}", rand_suffix()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/nps-rules.yml");
+        let rules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/prometheus/nps-rules.yml"
+        );
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{rules}'\n\
@@ -515,8 +522,14 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -525,7 +538,11 @@ impl Prometheus {
         let p = Prometheus { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(&p.addr, "/-/ready").map(|(c, _)| c) != Some(200) {
-            assert!(Instant::now() < deadline, "prometheus not ready:\n{}", p.logs());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                p.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         p
@@ -585,9 +602,13 @@ pub fn python() -> Option<String> {
         Ok(p) if std::path::Path::new(&p).exists() => Some(p),
         _ => {
             if std::env::var("NPS_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("NPS_PYTHON is not set to a Python with confluent-kafka; run bash tests/run-all.sh");
+                panic!(
+                    "NPS_PYTHON is not set to a Python with confluent-kafka; run bash tests/run-all.sh"
+                );
             }
-            eprintln!("note: NPS_PYTHON not set, real-broker checks skipped (bash tests/run-all.sh sets it)");
+            eprintln!(
+                "note: NPS_PYTHON not set, real-broker checks skipped (bash tests/run-all.sh sets it)"
+            );
             None
         }
     }
@@ -596,7 +617,13 @@ pub fn python() -> Option<String> {
 const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/kafka_client.py");
 
 /// Reads a topic with the independent Python client.
-pub fn py_read(python: &str, brokers: &str, topic: &str, expect: usize, timeout_s: u64) -> Vec<serde_json::Value> {
+pub fn py_read(
+    python: &str,
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    timeout_s: u64,
+) -> Vec<serde_json::Value> {
     let out = Command::new(python)
         .args([
             PY_CLIENT,
@@ -612,7 +639,11 @@ pub fn py_read(python: &str, brokers: &str, topic: &str, expect: usize, timeout_
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "python read: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python read: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -622,13 +653,20 @@ pub fn py_read(python: &str, brokers: &str, topic: &str, expect: usize, timeout_
 
 /// Produces raw records with the independent Python client: (key, value,
 /// headers).
-pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[(Option<String>, Option<Vec<u8>>, Vec<(String, String)>)]) {
+pub fn py_produce(
+    python: &str,
+    brokers: &str,
+    topic: &str,
+    records: &[(Option<String>, Option<Vec<u8>>, Vec<(String, String)>)],
+) {
     use base64::Engine as _;
     let file = std::env::temp_dir().join(format!("nps-py-produce-{}.jsonl", rand_suffix()));
     let mut text = String::new();
     for (key, value, headers) in records {
-        let headers: serde_json::Map<String, serde_json::Value> =
-            headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+            .collect();
         let line = serde_json::json!({
             "key": key,
             "value_b64": value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
@@ -639,11 +677,24 @@ pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[(Option<S
     }
     std::fs::write(&file, text).unwrap();
     let out = Command::new(python)
-        .args([PY_CLIENT, "produce", "--brokers", brokers, "--topic", topic, "--file", file.to_str().unwrap()])
+        .args([
+            PY_CLIENT,
+            "produce",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--file",
+            file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "python produce: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn b64decode(s: &str) -> Vec<u8> {
