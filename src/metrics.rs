@@ -22,7 +22,7 @@ pub const NPS_WINDOW_RESPONSES: &str = "nps_window_responses";
 pub const NPS_MARGIN_OF_ERROR: &str = "nps_score_margin_of_error";
 pub const NPS_WEIGHTED_SCORE: &str = "nps_weighted_score";
 pub const NPS_WEIGHT_NET: &str = "nps_window_weight_net";
-pub const NPS_WEIGHT_TOTAL: &str = "nps_window_weight_total";
+pub const NPS_WEIGHT_TOTAL: &str = "nps_window_weight";
 pub const CONSUMER_LAG: &str = "nps_consumer_lag";
 
 // Through the exporter.

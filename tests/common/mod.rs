@@ -651,14 +651,11 @@ pub fn py_read(
         .collect()
 }
 
-/// Produces raw records with the independent Python client: (key, value,
-/// headers).
-pub fn py_produce(
-    python: &str,
-    brokers: &str,
-    topic: &str,
-    records: &[(Option<String>, Option<Vec<u8>>, Vec<(String, String)>)],
-) {
+/// (key, value, headers) of a raw record.
+pub type RawRecord = (Option<String>, Option<Vec<u8>>, Vec<(String, String)>);
+
+/// Produces raw records with the independent Python client.
+pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[RawRecord]) {
     use base64::Engine as _;
     let file = std::env::temp_dir().join(format!("nps-py-produce-{}.jsonl", rand_suffix()));
     let mut text = String::new();
