@@ -254,7 +254,12 @@ impl Settings {
             };
             kafka.insert(k.trim().to_string(), v.to_string());
         }
-        for reserved in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+        for reserved in [
+            "enable.auto.offset.store",
+            "enable.auto.commit",
+            "group.id",
+            "bootstrap.servers",
+        ] {
             if kafka.contains_key(reserved) {
                 bail!("-X {reserved}: set by nps-stream itself (use the dedicated flag)");
             }

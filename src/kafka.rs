@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 
 use crate::metrics as m;
@@ -29,6 +30,11 @@ pub struct Health {
     outage_logged: AtomicBool,
     /// Consumer lag per assigned input partition, from statistics.
     lags: Mutex<BTreeMap<i32, i64>>,
+    /// Per assigned partition: how many statistics in a row saw the
+    /// consumer's next fetch offset beyond the log end.
+    beyond_end: Mutex<BTreeMap<i32, u32>>,
+    /// When each kind of client error was last logged (throttling).
+    logged_errors: Mutex<BTreeMap<(&'static str, String), std::time::Instant>>,
 }
 
 impl Health {
@@ -58,6 +64,52 @@ impl Health {
         if let Ok(mut l) = self.lags.lock() {
             for p in partitions {
                 l.remove(p);
+            }
+        }
+        if let Ok(mut b) = self.beyond_end.lock() {
+            for p in partitions {
+                b.remove(p);
+            }
+        }
+    }
+
+    /// Partitions whose fetch position stayed beyond the log end for two
+    /// statistics in a row: the log was truncated or the topic recreated
+    /// (a broker that lost its data). Kafka would answer
+    /// OFFSET_OUT_OF_RANGE and librdkafka reset the position; some
+    /// Kafka-compatible brokers just return nothing, which would stall the
+    /// partition forever. Taking them clears the flags.
+    pub fn take_beyond_end(&self) -> Vec<i32> {
+        match self.beyond_end.lock() {
+            Ok(mut b) => {
+                let hits: Vec<i32> = b
+                    .iter()
+                    .filter(|(_, n)| **n >= 2)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in &hits {
+                    b.remove(p);
+                }
+                hits
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether an error of this kind should be logged now: at most once a
+    /// minute each, so an outage does not flood the logs (the metric counts
+    /// them all).
+    fn should_log(&self, role: Role, error: &KafkaError) -> bool {
+        let key = (role.as_str(), format!("{:?}", error.rdkafka_error_code()));
+        let Ok(mut seen) = self.logged_errors.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        match seen.get(&key) {
+            Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(60) => false,
+            _ => {
+                seen.insert(key, now);
+                true
             }
         }
     }
@@ -105,9 +157,13 @@ fn count_up(stats: &Statistics) -> i64 {
         .count() as i64
 }
 
-fn on_error(role: Role, error: &KafkaError, reason: &str) {
+fn on_error(health: &Health, role: Role, error: &KafkaError, reason: &str) {
     metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => role.as_str()).increment(1);
-    tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error");
+    if health.should_log(role, error) {
+        tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error (repeats of it are not logged for a minute)");
+    } else {
+        tracing::debug!(client = role.as_str(), error = %error, reason, "kafka client error");
+    }
 }
 
 /// The producers' context: health and errors.
@@ -120,7 +176,7 @@ impl ClientContext for ProducerCtx {
         self.health.brokers_seen(Role::Producer, count_up(&stats));
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        on_error(Role::Producer, &error, reason);
+        on_error(&self.health, Role::Producer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log(level, fac, log_message);
@@ -178,18 +234,28 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
         self.health.brokers_seen(Role::Consumer, count_up(&stats));
         if let Some(topic) = stats.topics.get(&self.input_topic) {
-            if let Ok(mut lags) = self.health.lags.lock() {
+            if let (Ok(mut lags), Ok(mut beyond)) =
+                (self.health.lags.lock(), self.health.beyond_end.lock())
+            {
                 for (p, part) in &topic.partitions {
-                    // Only partitions this instance consumes, with a known lag.
-                    if *p >= 0 && part.consumer_lag >= 0 && lags.contains_key(p) {
+                    // Only partitions this instance consumes.
+                    if *p < 0 || !lags.contains_key(p) {
+                        continue;
+                    }
+                    if part.consumer_lag >= 0 {
                         lags.insert(*p, part.consumer_lag);
+                    }
+                    if part.hi_offset >= 0 && part.next_offset > part.hi_offset {
+                        *beyond.entry(*p).or_insert(0) += 1;
+                    } else {
+                        beyond.remove(p);
                     }
                 }
             }
         }
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        on_error(Role::Consumer, &error, reason);
+        on_error(&self.health, Role::Consumer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log(level, fac, log_message);
@@ -197,6 +263,20 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1),
+            Err(e) => {
+                metrics::counter!(m::COMMITS_TOTAL, "result" => "error").increment(1);
+                tracing::debug!(error = %e, "offset commit failed");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
@@ -276,4 +356,61 @@ pub fn client_config(
         c.set(k, v);
     }
     c
+}
+
+/// The producer of alerts and dead letters, renewable: an idempotent
+/// producer whose broker lost its state (a broker restarted without its
+/// data) fails fatally and can never send again, so it is replaced by a
+/// fresh one. Dropping the old one fails what it still held back to the
+/// pipeline, which sends it again on the new one.
+pub struct RenewableProducer {
+    current: std::sync::RwLock<FutureProducer<ProducerCtx>>,
+    config: ClientConfig,
+    health: Arc<Health>,
+}
+
+impl RenewableProducer {
+    pub fn new(config: ClientConfig, health: Arc<Health>) -> KafkaResult<RenewableProducer> {
+        let producer = config.create_with_context(ProducerCtx {
+            health: health.clone(),
+        })?;
+        Ok(RenewableProducer {
+            current: std::sync::RwLock::new(producer),
+            config,
+            health,
+        })
+    }
+
+    /// The producer to use now (a cheap handle).
+    pub fn get(&self) -> FutureProducer<ProducerCtx> {
+        match self.current.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the producer if it is in a fatal state; returns whether it
+    /// did.
+    pub fn renew_if_fatal(&self) -> bool {
+        let Some((code, reason)) = self.get().client().fatal_error() else {
+            return false;
+        };
+        tracing::error!(error = ?code, reason, "producer failed fatally; replacing it and resending what it held");
+        metrics::counter!(m::PRODUCER_RENEWALS_TOTAL).increment(1);
+        let fresh = match self.config.create_with_context(ProducerCtx {
+            health: self.health.clone(),
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new producer; will retry");
+                return false;
+            }
+        };
+        let old = match self.current.write() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, fresh),
+            Err(_) => return false,
+        };
+        drop(old);
+        true
+    }
 }

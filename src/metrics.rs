@@ -44,6 +44,8 @@ pub const KAFKA_ERRORS_TOTAL: &str = "nps_kafka_errors_total";
 pub const DELIVERY_RETRIES_TOTAL: &str = "nps_delivery_retries_total";
 pub const PENDING_DELIVERIES: &str = "nps_pending_deliveries";
 pub const COMMITS_TOTAL: &str = "nps_offset_commits_total";
+pub const OFFSET_RESETS_TOTAL: &str = "nps_offset_resets_total";
+pub const PRODUCER_RENEWALS_TOTAL: &str = "nps_producer_renewals_total";
 pub const READY: &str = "nps_ready";
 pub const BUILD_INFO: &str = "nps_build_info";
 
@@ -113,13 +115,21 @@ pub fn describe() {
     );
     describe_counter!(
         DELIVERY_RETRIES_TOTAL,
-        "Alerts and dead letters sent again after a failed delivery, by topic kind."
+        "Alerts and dead letters sent again after a failed delivery."
     );
     describe_gauge!(
         PENDING_DELIVERIES,
         "Alerts and dead letters sent but not yet acknowledged."
     );
     describe_counter!(COMMITS_TOTAL, "Offset commits, by result.");
+    describe_counter!(
+        PRODUCER_RENEWALS_TOTAL,
+        "Producers replaced after a fatal error (e.g. a broker that lost the idempotence state)."
+    );
+    describe_counter!(
+        OFFSET_RESETS_TOTAL,
+        "Positions found beyond the end of their log (topic recreated or truncated) and reset."
+    );
     describe_gauge!(
         READY,
         "1 when partitions are assigned and the brokers are reachable."

@@ -24,14 +24,14 @@ use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::alerts::{self, MESSAGE_TYPE};
 use crate::config::Settings;
 use crate::engine::{Engine, Outcome, WindowStats};
-use crate::kafka::{ConsumerCtx, Health, ProducerCtx, RebalanceHandler, client_config};
+use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, client_config};
 use crate::metrics as m;
 use crate::schema::{self, Rejection};
 use crate::shutdown::Shutdown;
@@ -80,10 +80,17 @@ pub struct View {
     pub rejected: u64,
 }
 
-/// A record read but whose offset cannot be stored yet.
+/// A record read but whose offset cannot be committed yet.
 struct Pending {
     offset: i64,
-    delivery: Option<DeliveryFuture>,
+    /// What the record sent (an alert or a dead letter), until acknowledged.
+    delivery: Option<Delivery>,
+}
+
+enum Delivery {
+    InFlight(DeliveryFuture),
+    /// Failed and not yet accepted again by the producer.
+    Retry(OwnedMessage),
 }
 
 /// State shared between the loop and the rebalance callback (which runs on
@@ -93,39 +100,50 @@ struct Core {
     pending: BTreeMap<i32, VecDeque<Pending>>,
     /// Next offset to commit, per partition (last done + 1).
     done: BTreeMap<i32, i64>,
+    /// What was last committed, per partition.
+    committed: BTreeMap<i32, i64>,
     in_flight: usize,
 }
 
 enum Ack {
-    /// Delivered, or nothing to deliver.
+    /// Delivered.
     Done,
-    /// Failed after librdkafka's own retries: send it again.
-    Failed(KafkaError, OwnedMessage),
+    /// Failed after librdkafka's own retries, or waiting to be sent again.
+    Failed(OwnedMessage),
     NotYet,
 }
 
-fn poll_delivery(fut: &mut DeliveryFuture) -> Ack {
-    match fut.now_or_never() {
-        None => Ack::NotYet,
-        Some(Ok(Ok(_))) => Ack::Done,
-        Some(Ok(Err((e, msg)))) => Ack::Failed(e, msg),
-        // The producer went away: only at shutdown; the offset stays behind.
-        Some(Err(_)) => Ack::NotYet,
+fn poll_delivery(d: &mut Delivery) -> Ack {
+    match d {
+        Delivery::Retry(msg) => Ack::Failed(msg.clone()),
+        Delivery::InFlight(fut) => match fut.now_or_never() {
+            None => Ack::NotYet,
+            Some(Ok(Ok(_))) => Ack::Done,
+            Some(Ok(Err((e, msg)))) => {
+                tracing::debug!(error = %e, topic = msg.topic(), "delivery failed");
+                Ack::Failed(msg)
+            }
+            // The producer was dropped without failing it back: only at
+            // shutdown; the offset stays uncommitted.
+            Some(Err(_)) => Ack::NotYet,
+        },
     }
 }
 
 impl Core {
-    /// Pops every finished head of every partition queue; re-sends failed
-    /// deliveries (which then hold their place). Returns the partitions whose
-    /// done offset moved.
-    fn drain(&mut self, producer: &FutureProducer<ProducerCtx>) -> Vec<(i32, i64)> {
+    /// Pops every acknowledged head of every partition queue, and sends
+    /// failed deliveries again (they keep their place, holding back the
+    /// offsets behind them). Returns the partitions whose done offset moved.
+    fn drain(&mut self, producer: &RenewableProducer) -> Vec<(i32, i64)> {
         let mut moved = Vec::new();
+        let mut retried = 0u64;
         for (p, queue) in self.pending.iter_mut() {
             let mut last = None;
+            let mut failing = false;
             while let Some(front) = queue.front_mut() {
                 let ack = match front.delivery.as_mut() {
                     None => Ack::Done,
-                    Some(f) => poll_delivery(f),
+                    Some(d) => poll_delivery(d),
                 };
                 match ack {
                     Ack::Done => {
@@ -135,16 +153,33 @@ impl Core {
                         last = Some(front.offset);
                         queue.pop_front();
                     }
-                    Ack::Failed(e, msg) => {
-                        tracing::warn!(partition = p, offset = front.offset, error = %e, topic = msg.topic(), "delivery failed, sending again");
-                        metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "topic" => msg.topic().to_string()).increment(1);
-                        match resend(producer, &msg) {
-                            Ok(f) => front.delivery = Some(f),
-                            Err(e) => tracing::warn!(error = %e, "resend refused, will retry"),
-                        }
+                    Ack::Failed(msg) => {
+                        front.delivery = Some(send_again(producer, msg));
+                        retried += 1;
+                        failing = true;
                         break;
                     }
                     Ack::NotYet => break,
+                }
+            }
+            // Failures come in bursts (a broker gone, a producer renewed):
+            // send the rest again now rather than one per turn.
+            if failing {
+                for entry in queue.iter_mut().skip(1) {
+                    let Some(d) = entry.delivery.as_mut() else {
+                        continue;
+                    };
+                    match poll_delivery(d) {
+                        Ack::Failed(msg) => {
+                            entry.delivery = Some(send_again(producer, msg));
+                            retried += 1;
+                        }
+                        Ack::Done => {
+                            entry.delivery = None;
+                            self.in_flight -= 1;
+                        }
+                        Ack::NotYet => {}
+                    }
                 }
             }
             if let Some(off) = last {
@@ -152,14 +187,28 @@ impl Core {
                 moved.push((*p, off + 1));
             }
         }
+        if retried > 0 {
+            metrics::counter!(m::DELIVERY_RETRIES_TOTAL).increment(retried);
+            tracing::warn!(count = retried, "deliveries failed; sending them again");
+        }
         moved
     }
 }
 
-fn resend(
-    producer: &FutureProducer<ProducerCtx>,
-    msg: &OwnedMessage,
-) -> Result<DeliveryFuture, KafkaError> {
+/// Hands a failed record to the producer again (renewing it first if it
+/// failed fatally); keeps it for the next turn if the producer refuses.
+fn send_again(producer: &RenewableProducer, msg: OwnedMessage) -> Delivery {
+    producer.renew_if_fatal();
+    match resend(producer, &msg) {
+        Ok(f) => Delivery::InFlight(f),
+        Err(e) => {
+            tracing::debug!(error = %e, "resend refused, will retry");
+            Delivery::Retry(msg)
+        }
+    }
+}
+
+fn resend(producer: &RenewableProducer, msg: &OwnedMessage) -> Result<DeliveryFuture, KafkaError> {
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(msg.topic());
     if let Some(k) = msg.key() {
         record = record.key(k);
@@ -170,12 +219,12 @@ fn resend(
     if let Some(h) = msg.headers() {
         record = record.headers(h.clone());
     }
-    producer.send_result(record).map_err(|(e, _)| e)
+    producer.get().send_result(record).map_err(|(e, _)| e)
 }
 
 /// Sends a record, waiting while the producer's local queue is full.
 async fn send(
-    producer: &FutureProducer<ProducerCtx>,
+    producer: &RenewableProducer,
     topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
@@ -190,16 +239,18 @@ async fn send(
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        match producer.send_result(record) {
+        match producer.get().send_result(record) {
             Ok(f) => return f,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err((e, _)) => {
-                // Anything else is a local problem (e.g. message too large):
-                // wait and try again rather than drop or skip.
-                tracing::warn!(topic, error = %e, "produce refused, retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // A producer in a fatal state is replaced; anything else is
+                // a local problem: wait and try again, never drop or skip.
+                if !producer.renew_if_fatal() {
+                    tracing::warn!(topic, error = %e, "produce refused, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
@@ -208,7 +259,7 @@ async fn send(
 /// Rebalance handling, called inside `recv`.
 struct Rebalancer {
     core: Arc<Mutex<Core>>,
-    producer: FutureProducer<ProducerCtx>,
+    producer: Arc<RenewableProducer>,
     topic: String,
     timeout: Duration,
 }
@@ -232,34 +283,46 @@ impl Rebalancer {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        commit(consumer, &self.topic, &core.done, partitions);
+        commit(
+            consumer,
+            &self.topic,
+            &mut core,
+            partitions,
+            CommitMode::Sync,
+        );
     }
 }
 
+/// Commits the done offsets of `partitions` that moved since the last
+/// commit. Offsets are only ever committed from `done`: behind work whose
+/// every effect is acknowledged.
 fn commit<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
-    done: &BTreeMap<i32, i64>,
+    core: &mut Core,
     partitions: &[i32],
+    mode: CommitMode,
 ) {
     let mut tpl = TopicPartitionList::new();
+    let mut moved = Vec::new();
     for p in partitions {
-        if let Some(&off) = done.get(p) {
-            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(off));
+        if let Some(&off) = core.done.get(p) {
+            if core.committed.get(p) != Some(&off) {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(off));
+                moved.push((*p, off));
+            }
         }
     }
-    if tpl.count() == 0 {
+    if moved.is_empty() {
         return;
     }
-    match consumer.commit(&tpl, CommitMode::Sync) {
+    match consumer.commit(&tpl, mode) {
+        // Results are counted by the context's commit callback.
         Ok(()) => {
-            metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1);
-            tracing::debug!(?partitions, "offsets committed");
+            tracing::debug!(?moved, "offsets committed");
+            core.committed.extend(moved);
         }
-        Err(e) => {
-            metrics::counter!(m::COMMITS_TOTAL, "result" => "error").increment(1);
-            tracing::warn!(error = %e, ?partitions, "offset commit failed");
-        }
+        Err(e) => tracing::warn!(error = %e, ?partitions, "offset commit failed; will retry"),
     }
 }
 
@@ -274,6 +337,7 @@ impl RebalanceHandler for Rebalancer {
                     core.in_flight -= left;
                 }
                 core.done.remove(p);
+                core.committed.remove(p);
             }
         }
     }
@@ -299,20 +363,23 @@ pub async fn run(
         .map(|s| s.name.clone())
         .collect();
 
-    let producer: FutureProducer<ProducerCtx> = client_config(
-        &settings.brokers,
-        &[("enable.idempotence", "true"), ("linger.ms", "5")],
-        &settings.kafka,
-    )
-    .create_with_context(ProducerCtx {
-        health: health.clone(),
-    })
-    .context("creating the Kafka producer")?;
+    let producer = Arc::new(
+        RenewableProducer::new(
+            client_config(
+                &settings.brokers,
+                &[("enable.idempotence", "true"), ("linger.ms", "5")],
+                &settings.kafka,
+            ),
+            health.clone(),
+        )
+        .context("creating the Kafka producer")?,
+    );
 
     let core = Arc::new(Mutex::new(Core {
         engine,
         pending: BTreeMap::new(),
         done: BTreeMap::new(),
+        committed: BTreeMap::new(),
         in_flight: 0,
     }));
     let handler = Arc::new(Rebalancer {
@@ -323,15 +390,13 @@ pub async fn run(
     });
     let consumer: StreamConsumer<ConsumerCtx> = client_config(
         &settings.brokers,
-        &[
-            ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
-            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
-        ],
+        &[("auto.offset.reset", settings.auto_offset_reset.as_str())],
         &settings.kafka,
     )
-    // Owned by nps-stream: offsets are stored only behind finished work.
+    // Owned by nps-stream: offsets are committed by the pipeline itself,
+    // every second and on revoke and shutdown, only behind finished work.
     .set("group.id", &settings.group_id)
+    .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false")
     .create_with_context(ConsumerCtx {
         health: health.clone(),
@@ -362,17 +427,21 @@ pub async fn run(
             biased;
             _ = shutdown.recv() => break,
             _ = ack_tick.tick() => {
-                acknowledge(&core, &producer, &consumer, &settings.input_topic);
+                acknowledge(&core, &producer);
             }
             _ = refresh.tick() => {
+                rewind_beyond_end(&core, &consumer, &health, &settings);
+                if let Ok(mut c) = core.lock() {
+                    let parts: Vec<i32> = c.done.keys().copied().collect();
+                    commit(&consumer, &settings.input_topic, &mut c, &parts, CommitMode::Async);
+                }
                 refresh_view(&core, &*clock, &view, &window_names, &stats, keep_table, &health);
             }
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => handle(&msg, &settings, &*clock, &core, &producer, &mut stats).await,
-                Err(e) => {
-                    metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => "consumer").increment(1);
-                    tracing::warn!(error = %e, "consume error");
-                }
+                // Client-level errors (brokers down, ...) also reach the
+                // context's error callback, which logs and counts them.
+                Err(e) => tracing::debug!(error = %e, "consume error"),
             },
         }
     }
@@ -396,9 +465,15 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    if let Ok(c) = core.lock() {
+    if let Ok(mut c) = core.lock() {
         let parts: Vec<i32> = c.done.keys().copied().collect();
-        commit(&consumer, &settings.input_topic, &c.done, &parts);
+        commit(
+            &consumer,
+            &settings.input_topic,
+            &mut c,
+            &parts,
+            CommitMode::Sync,
+        );
     }
     refresh_view(
         &core,
@@ -418,6 +493,39 @@ pub async fn run(
     Ok(())
 }
 
+/// Starts again from the reset point on partitions whose position is
+/// beyond the end of their log (see `Health::take_beyond_end`), dropping
+/// what is pending for the old log: its offsets mean nothing any more.
+fn rewind_beyond_end(
+    core: &Mutex<Core>,
+    consumer: &StreamConsumer<ConsumerCtx>,
+    health: &Health,
+    settings: &Settings,
+) {
+    for p in health.take_beyond_end() {
+        let to = match settings.auto_offset_reset {
+            crate::config::OffsetReset::Earliest => Offset::Beginning,
+            crate::config::OffsetReset::Latest => Offset::End,
+        };
+        tracing::warn!(
+            partition = p,
+            reset = settings.auto_offset_reset.as_str(),
+            "position beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
+        );
+        metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+        if let Ok(mut c) = core.lock() {
+            if let Some(q) = c.pending.remove(&p) {
+                let in_flight = q.iter().filter(|x| x.delivery.is_some()).count();
+                c.in_flight -= in_flight;
+            }
+            c.done.remove(&p);
+        }
+        if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
+            tracing::warn!(partition = p, error = %e, "seek failed; will retry");
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     consumed: u64,
@@ -431,18 +539,9 @@ fn pending_room(core: &Mutex<Core>) -> bool {
         .unwrap_or(false)
 }
 
-fn acknowledge(
-    core: &Mutex<Core>,
-    producer: &FutureProducer<ProducerCtx>,
-    consumer: &StreamConsumer<ConsumerCtx>,
-    topic: &str,
-) {
+fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer) {
     let Ok(mut c) = core.lock() else { return };
-    for (p, next) in c.drain(producer) {
-        if let Err(e) = consumer.store_offset(topic, p, next - 1) {
-            tracing::debug!(partition = p, error = %e, "offset not stored (partition no longer assigned)");
-        }
-    }
+    c.drain(producer);
     metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
 }
 
@@ -503,7 +602,7 @@ async fn handle(
     settings: &Settings,
     clock: &dyn Clock,
     core: &Mutex<Core>,
-    producer: &FutureProducer<ProducerCtx>,
+    producer: &RenewableProducer,
     stats: &mut Counters,
 ) {
     let now = clock.now_ms();
@@ -606,10 +705,10 @@ async fn handle(
         if delivery.is_some() {
             c.in_flight += 1;
         }
-        c.pending
-            .entry(partition)
-            .or_default()
-            .push_back(Pending { offset, delivery });
+        c.pending.entry(partition).or_default().push_back(Pending {
+            offset,
+            delivery: delivery.map(Delivery::InFlight),
+        });
     }
 }
 
@@ -617,7 +716,7 @@ async fn dead_letter(
     msg: &BorrowedMessage<'_>,
     rejection: &Rejection,
     settings: &Settings,
-    producer: &FutureProducer<ProducerCtx>,
+    producer: &RenewableProducer,
     now: i64,
 ) -> DeliveryFuture {
     let reason = rejection.reason().as_str();

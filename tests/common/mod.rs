@@ -85,13 +85,25 @@ impl Service {
         let log_path =
             std::env::temp_dir().join(format!("nps-test-{name}-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(BIN)
+        // NPS_TEST_WRAP (e.g. "gdb -batch -ex run -ex bt --args") runs the
+        // binary under a debugger when chasing a crash.
+        let wrap = std::env::var("NPS_TEST_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.args(words).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("NPS_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn nps-stream");
