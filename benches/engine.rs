@@ -12,8 +12,8 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
-use nps_stream::pb::{Channel, SurveyResponse};
-use nps_stream::schema::{Limits, decode_and_validate};
+use nps_stream::pb::SurveyResponse;
+use nps_stream::schema::{CHANNELS, Limits, decode_and_validate, timestamp_from_ms};
 use prost::Message;
 use std::hint::black_box;
 
@@ -42,15 +42,6 @@ struct Event {
     t: i64,
     weight: f64,
 }
-
-const CHANNELS: [Channel; 6] = [
-    Channel::Sms,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Phone,
-    Channel::Web,
-    Channel::InApp,
-];
 
 fn events(rng: &mut Rng, first_id: u64, n: usize, now: i64) -> Vec<Event> {
     (0..n)
@@ -88,10 +79,7 @@ fn payload(e: &Event, rng: &mut Rng) -> Vec<u8> {
         region: e.region.clone(),
         channel: CHANNELS[rng.below(6) as usize] as i32,
         score: Some(e.score),
-        responded_at: Some(pbjson_types::Timestamp {
-            seconds: e.t / 1000,
-            nanos: ((e.t % 1000) * 1_000_000) as i32,
-        }),
+        responded_at: Some(timestamp_from_ms(e.t)),
         comment: if e.score <= 6 {
             "Tardaron en atender".into()
         } else {

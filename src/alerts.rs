@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::engine::{WindowSpec, WindowStats};
 use crate::pb::{AlertPriority, DetractorAlert, WindowNps};
-use crate::schema::ValidResponse;
+use crate::schema::{ValidResponse, timestamp_from_ms as timestamp};
 
 /// Content type header values, by format.
 pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
@@ -107,13 +107,6 @@ pub fn alert_id(response_id: &str) -> String {
         "{:032x}",
         xxhash_rust::xxh3::xxh3_128(response_id.as_bytes())
     )
-}
-
-fn timestamp(ms: i64) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
 }
 
 /// Builds the alert for a detractor. `windows` are the segment's windows as

@@ -17,8 +17,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{DemoArgs, RunArgs, Settings};
-use crate::pb::{Channel, SurveyResponse};
+use crate::pb::SurveyResponse;
 use crate::pipeline::{Clock, SystemClock, View};
+use crate::schema::{CHANNELS, timestamp_from_ms};
 use crate::shutdown::{self, Shutdown};
 
 const PRODUCTS: [(&str, u32); 5] = [
@@ -30,14 +31,6 @@ const PRODUCTS: [(&str, u32); 5] = [
     ("App Móvil", 2),
 ];
 const REGIONS: [&str; 4] = ["Norte", "Sur", "Centro", "Occidente"];
-const CHANNELS: [Channel; 6] = [
-    Channel::Sms,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Phone,
-    Channel::Web,
-    Channel::InApp,
-];
 const COMPLAINTS: [&str; 6] = [
     "Nadie me devolvió la llamada",
     "Me cobraron una comisión que no me explicaron",
@@ -102,10 +95,7 @@ fn answer(rng: &mut Rng, n: u64, t: i64) -> SurveyResponse {
         region: region.into(),
         channel: channel as i32,
         score: Some(score),
-        responded_at: Some(pbjson_types::Timestamp {
-            seconds: t.div_euclid(1000),
-            nanos: (t.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        responded_at: Some(timestamp_from_ms(t)),
         comment: if score <= 6 {
             COMPLAINTS[rng.below(COMPLAINTS.len() as u64) as usize].into()
         } else {

@@ -23,6 +23,24 @@ use serde::Deserialize;
 use crate::engine::{Category, OTHER, Observation};
 pub use crate::pb::{Channel, SurveyResponse};
 
+/// Every channel an answer can come through, in enum order.
+pub const CHANNELS: [Channel; 6] = [
+    Channel::Sms,
+    Channel::Email,
+    Channel::Chat,
+    Channel::Phone,
+    Channel::Web,
+    Channel::InApp,
+];
+
+/// A protobuf Timestamp from Unix milliseconds.
+pub fn timestamp_from_ms(ms: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 /// The record header newer Confluent serializers put the schema id in.
 pub const VALUE_SCHEMA_ID_HEADER: &str = "__value_schema_id";
 

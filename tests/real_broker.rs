@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use nps_stream::pb::{Channel, SurveyResponse};
+use nps_stream::pb::SurveyResponse;
+use nps_stream::schema::{CHANNELS, timestamp_from_ms as ts};
 use prost::Message;
 
 const INPUT: &str = "survey-responses";
@@ -32,14 +33,6 @@ const WINDOWS: [(&str, i64, i64); 4] = [
 /// check: ages this close to a window's edge are not generated, so each
 /// response is unambiguously in or out of every window.
 const DRIFT: i64 = 15 * MIN;
-const CHANNELS: [Channel; 6] = [
-    Channel::Sms,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Phone,
-    Channel::Web,
-    Channel::InApp,
-];
 
 /// What these tests need; None (checks skipped) outside the full suite.
 fn parts() -> Option<String> {
@@ -64,13 +57,6 @@ fn near_an_edge(age: i64) -> bool {
     WINDOWS
         .iter()
         .any(|(_, len, bucket)| age > len - bucket - DRIFT && age < len + DRIFT)
-}
-
-fn ts(ms: i64) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
 }
 
 /// `n` responses over `products` × `regions`, six channels, event times

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use nps_stream::pb::{Channel, DetractorAlert, SurveyResponse};
+use nps_stream::schema::{CHANNELS, timestamp_from_ms as ts};
 use prost::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,26 +38,11 @@ const WINDOWS: [(&str, i64); 4] = [
 ];
 const PRODUCTS: [&str; 3] = ["Cuenta Corriente", "Tarjeta Oro", "Seguro Auto"];
 const REGIONS: [&str; 2] = ["Norte", "Sur"];
-const CHANNELS: [Channel; 6] = [
-    Channel::Sms,
-    Channel::Email,
-    Channel::Chat,
-    Channel::Phone,
-    Channel::Web,
-    Channel::InApp,
-];
 
 /// The mock coordinator makes a member joining a group that had members
 /// wait `session.timeout.ms` − 1 s (44 s by default), even after they left:
 /// a shorter session keeps restarts quick.
 const QUICK_REJOIN: &[&str] = &["-X", "session.timeout.ms=6000"];
-
-fn ts(ms: i64) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
 
 /// `n` valid responses, deterministic; each with its age.
 fn dataset(n: usize, now: i64, prefix: &str) -> Vec<(SurveyResponse, i64)> {
