@@ -215,7 +215,9 @@ pub fn table(view: &View) -> String {
         ));
     }
     out.push('\n');
-    for (product, region, windows) in &view.table {
+    let mut rows: Vec<_> = view.table.iter().collect();
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    for (product, region, windows) in rows {
         out.push_str(&format!("{product:<20} {region:<10}"));
         for w in windows {
             out.push_str(&format!(
