@@ -1,11 +1,12 @@
 //! The async shell: Kafka in, engine, alerts and dead letters out, offsets
 //! committed only behind what is done.
 //!
-//! Invariant (at-least-once): the offset of a record is stored for commit
+//! Invariant (at-least-once): the offset of a record becomes committable
 //! only after the record is in the engine and its alert or dead letter (if
 //! any) is acknowledged by the broker, and only in order: a record whose
 //! delivery is still pending holds back the offsets of every later record
-//! of its partition. A crash therefore loses nothing; it can only make the
+//! of its partition. The pipeline commits those offsets itself (auto-commit
+//! is off): every second, and synchronously on revoke and shutdown. A crash therefore loses nothing; it can only make the
 //! next owner redo work after the last commit (the alerts it re-sends carry
 //! the same alert_id).
 //!
