@@ -109,20 +109,21 @@ struct Core {
 enum Ack {
     /// Delivered.
     Done,
-    /// Failed after librdkafka's own retries, or waiting to be sent again.
-    Failed(OwnedMessage),
+    /// Failed after librdkafka's own retries, or waiting to be sent again;
+    /// the flag says it failed for its size.
+    Failed(OwnedMessage, bool),
     NotYet,
 }
 
 fn poll_delivery(d: &mut Delivery) -> Ack {
     match d {
-        Delivery::Retry(msg) => Ack::Failed(msg.clone()),
+        Delivery::Retry(msg) => Ack::Failed(msg.clone(), false),
         Delivery::InFlight(fut) => match fut.now_or_never() {
             None => Ack::NotYet,
             Some(Ok(Ok(_))) => Ack::Done,
             Some(Ok(Err((e, msg)))) => {
                 tracing::debug!(error = %e, topic = msg.topic(), "delivery failed");
-                Ack::Failed(msg)
+                Ack::Failed(msg, too_large(&e))
             }
             // The producer was dropped without failing it back: only at
             // shutdown; the offset stays uncommitted.
@@ -154,8 +155,8 @@ impl Core {
                         last = Some(front.offset);
                         queue.pop_front();
                     }
-                    Ack::Failed(msg) => {
-                        front.delivery = Some(send_again(producer, msg));
+                    Ack::Failed(msg, too_big) => {
+                        front.delivery = Some(send_again(producer, msg, too_big));
                         retried += 1;
                         failing = true;
                         break;
@@ -171,8 +172,8 @@ impl Core {
                         continue;
                     };
                     match poll_delivery(d) {
-                        Ack::Failed(msg) => {
-                            entry.delivery = Some(send_again(producer, msg));
+                        Ack::Failed(msg, too_big) => {
+                            entry.delivery = Some(send_again(producer, msg, too_big));
                             retried += 1;
                         }
                         Ack::Done => {
@@ -198,8 +199,9 @@ impl Core {
 
 /// Hands a failed record to the producer again (renewing it first if it
 /// failed fatally); keeps it for the next turn if the producer refuses.
-fn send_again(producer: &RenewableProducer, msg: OwnedMessage) -> Delivery {
+fn send_again(producer: &RenewableProducer, msg: OwnedMessage, too_big: bool) -> Delivery {
     producer.renew_if_fatal();
+    let msg = if too_big { without_value(msg) } else { msg };
     match resend(producer, &msg) {
         Ok(f) => Delivery::InFlight(f),
         Err(e) => {
@@ -207,6 +209,31 @@ fn send_again(producer: &RenewableProducer, msg: OwnedMessage) -> Delivery {
             Delivery::Retry(msg)
         }
     }
+}
+
+/// The record without its value, marked as such (see `send_without_value`).
+fn without_value(msg: OwnedMessage) -> OwnedMessage {
+    tracing::warn!(
+        topic = msg.topic(),
+        "record too large for the broker: sending it without its value"
+    );
+    let headers = msg
+        .headers()
+        .cloned()
+        .unwrap_or_else(OwnedHeaders::new)
+        .insert(Header {
+            key: VALUE_DROPPED,
+            value: Some("too_large"),
+        });
+    OwnedMessage::new(
+        None,
+        msg.key().map(<[u8]>::to_vec),
+        msg.topic().to_string(),
+        msg.timestamp(),
+        msg.partition(),
+        msg.offset(),
+        Some(headers),
+    )
 }
 
 fn resend(producer: &RenewableProducer, msg: &OwnedMessage) -> Result<DeliveryFuture, KafkaError> {
@@ -245,6 +272,13 @@ async fn send(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            Err((e, _)) if too_large(&e) && payload.is_some() => {
+                tracing::warn!(
+                    topic,
+                    "record too large for the producer: sending it without its value"
+                );
+                return send_without_value(producer, topic, key, headers).await;
+            }
             Err((e, _)) => {
                 // A producer in a fatal state is replaced; anything else is
                 // a local problem: wait and try again, never drop or skip.
@@ -255,6 +289,34 @@ async fn send(
             }
         }
     }
+}
+
+/// Whether a produce failed because the record exceeds a size limit
+/// (`message.max.bytes`, or the topic's `max.message.bytes`).
+fn too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+    )
+}
+
+/// Header saying a record's value was dropped because it was too large.
+pub const VALUE_DROPPED: &str = "nps.value-dropped";
+
+/// A record whose value cannot be delivered (too large) still goes out,
+/// without it and with a header saying so: a poison record must never stall
+/// its partition.
+async fn send_without_value(
+    producer: &RenewableProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    headers: OwnedHeaders,
+) -> DeliveryFuture {
+    let headers = headers.insert(Header {
+        key: VALUE_DROPPED,
+        value: Some("too_large"),
+    });
+    Box::pin(send(producer, topic, key, None, headers)).await
 }
 
 /// Rebalance handling, called inside `recv`.

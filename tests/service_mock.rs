@@ -636,3 +636,47 @@ fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
     assert_eq!(got, want);
     std::fs::remove_file(file).ok();
 }
+
+#[test]
+fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let good = dataset(2, now, "big");
+    // Fits the input topic, but not once the dead-letter headers are added
+    // (librdkafka's message.max.bytes is 1,000,000).
+    let huge = vec![0xffu8; 999_800];
+    let records: Vec<Input> = vec![
+        (Some(good[0].0.encode_to_vec()), b"g0".to_vec(), None),
+        (Some(huge), b"huge".to_vec(), None),
+        (Some(good[1].0.encode_to_vec()), b"g1".to_vec(), None),
+    ];
+    produce(&brokers, &records);
+    let mut svc = Service::run(&brokers, "g-huge", &[], "huge");
+    let m = svc.wait_for("all three consumed", Duration::from_secs(60), |m| {
+        consumed(m) == 3.0
+    });
+    assert_eq!(
+        m.get("nps_events_rejected_total", &[("reason", "undecodable")]),
+        Some(1.0)
+    );
+    let dead = read_topic(&brokers, DLQ, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key.as_deref(), Some(&b"huge"[..]));
+    assert_eq!(dead[0].payload, None, "value dropped");
+    assert_eq!(
+        dead[0].header("nps.value-dropped").as_deref(),
+        Some("too_large")
+    );
+    assert_eq!(
+        dead[0].header("nps.dlq.reason").as_deref(),
+        Some("undecodable")
+    );
+    // Nothing stalled: the partition's offsets are committed past it.
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    let (committed, ends) = committed_and_end(&brokers, "g-huge", 4);
+    for (p, (c, e)) in committed.iter().zip(&ends).enumerate() {
+        if *e != Offset::Offset(0) {
+            assert_eq!(c, e, "partition {p}: {committed:?} vs {ends:?}");
+        }
+    }
+}
