@@ -680,3 +680,41 @@ fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
         }
     }
 }
+
+#[test]
+fn check_config_validates_without_connecting() {
+    let ok = std::process::Command::new(BIN)
+        .args([
+            "check-config",
+            "--brokers",
+            "127.0.0.1:1",
+            "--windows",
+            "15m,1d",
+            "-X",
+            "security.protocol=SSL",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("configuration OK") && out.contains("15m"),
+        "{out}"
+    );
+    let bad = std::process::Command::new(BIN)
+        .args([
+            "check-config",
+            "--brokers",
+            "127.0.0.1:1",
+            "--alert-threshold",
+            "11",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: --alert-threshold"));
+}
