@@ -356,9 +356,10 @@ impl Rebalancer {
     }
 }
 
-/// Commits the done offsets of `partitions` that moved since the last
-/// commit. Offsets are only ever committed from `done`: behind work whose
-/// every effect is acknowledged.
+/// Commits the done offsets of `partitions`: in async mode only those that
+/// moved since the last commit (an async commit that failed is caught by the
+/// next sync one), in sync mode all of them. Offsets are only ever committed
+/// from `done`: behind work whose every effect is acknowledged.
 fn commit<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
@@ -370,7 +371,8 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
     let mut moved = Vec::new();
     for p in partitions {
         if let Some(&off) = core.done.get(p) {
-            if core.committed.get(p) != Some(&off) {
+            let moved_since = core.committed.get(p) != Some(&off);
+            if moved_since || matches!(mode, CommitMode::Sync) {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(off));
                 moved.push((*p, off));
             }
