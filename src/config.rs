@@ -38,6 +38,19 @@ pub enum Command {
     Send(SendArgs),
     /// Load and validate a configuration (flags, env, file), print it, exit.
     CheckConfig(RunArgs),
+    /// Probe a running instance's HTTP endpoint (exit 0 on 2xx): for
+    /// container health checks.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The endpoint to GET.
+    #[arg(long, default_value = "http://127.0.0.1:9898/healthz")]
+    pub url: String,
+    /// Connect and read timeout.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -160,8 +173,21 @@ pub struct SendArgs {
     #[arg(long, env = "NPS_INPUT_TOPIC", default_value = "survey-responses")]
     pub topic: String,
     /// JSON-lines file; `-` or absent reads standard input.
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', conflicts_with = "generate")]
     pub file: Option<PathBuf>,
+    /// Produce generated answers instead of reading lines (the demo's data:
+    /// a month of history, then a live stream; 3% are malformed on purpose).
+    #[arg(long)]
+    pub generate: bool,
+    /// With --generate: live answers per second.
+    #[arg(long, default_value_t = 200, requires = "generate")]
+    pub rate: u32,
+    /// With --generate: answers spread over the past 30 days sent first.
+    #[arg(long, default_value_t = 20_000, requires = "generate")]
+    pub history: u64,
+    /// With --generate: stop after this many live answers (default: never).
+    #[arg(long, requires = "generate")]
+    pub count: Option<u64>,
     /// librdkafka property passed as is (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,

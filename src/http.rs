@@ -83,3 +83,51 @@ pub async fn serve(
         }
     }))
 }
+
+/// `nps-stream healthcheck`: GET `url` (http://HOST:PORT/PATH) and return
+/// its status code. For container health checks in images without curl;
+/// a probe, not a general HTTP client.
+pub fn probe(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
+    use anyhow::Context;
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--url: `{url}` is not an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("--url: cannot resolve `{authority}`"))?
+        .next()
+        .with_context(|| format!("--url: `{authority}` has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        let n = stream
+            .read(&mut head[len..])
+            .context("reading the answer")?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    // "HTTP/1.1 200 OK"
+    let status = std::str::from_utf8(&head[..len])
+        .ok()
+        .and_then(|s| s.split(' ').nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .with_context(|| format!("{url}: not an HTTP answer"))?;
+    Ok(status)
+}

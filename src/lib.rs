@@ -25,12 +25,14 @@
 //!   offsets stored only behind acknowledged work.
 //! - [`http`]: /metrics, /healthz, /readyz.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
-//!   [`send`]: JSON lines to protobuf records; [`shutdown`]: the signal.
+//!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;
+//!   [`shutdown`]: the signal.
 
 pub mod alerts;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod generator;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use clap::Parser;
 use nps_stream::config::{Cli, Command, Settings};
-use nps_stream::{demo, send, service, shutdown};
+use nps_stream::{demo, http, send, service, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +38,17 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => usage_error(&e),
+        },
+        Command::Healthcheck(args) => match http::probe(&args.url, args.timeout) {
+            Ok(code) if (200..300).contains(&code) => ExitCode::SUCCESS,
+            Ok(code) => {
+                eprintln!("{}: HTTP {code}", args.url);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
         },
         Command::Demo(args) => {
             service::init_tracing(args.log_format);

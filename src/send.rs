@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::SendArgs;
+use crate::generator::Generator;
 use crate::pb::SurveyResponse;
 
 /// What a `send` did.
@@ -91,41 +92,11 @@ pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
         .create_with_context(Deliveries::default())
         .context("creating the Kafka producer")?;
 
-    let input: Box<dyn BufRead> = match &args.file {
-        Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
-            std::fs::File::open(p)
-                .with_context(|| format!("--file: cannot open {}", p.display()))?,
-        )),
-        _ => Box::new(BufReader::new(std::io::stdin())),
-    };
-
     let mut report = SendReport::default();
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let msg = match parse_line(&line) {
-            None => continue,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                eprintln!("line {}: skipped: {e}", n + 1);
-                report.bad_lines += 1;
-                continue;
-            }
-        };
-        let payload = msg.encode_to_vec();
-        let mut record = BaseRecord::to(&args.topic)
-            .payload(&payload)
-            .key(msg.response_id.as_bytes());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).with_context(|| format!("producing line {}", n + 1)),
-            }
-        }
-        report.sent += 1;
+    if args.generate {
+        generate(&producer, args)?;
+    } else {
+        send_lines(&producer, args, &mut report)?;
     }
     producer
         .flush(Duration::from_secs(60))
@@ -138,6 +109,103 @@ pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
         report.sent, args.topic, report.bad_lines, report.failed_deliveries
     );
     Ok(report)
+}
+
+/// Produces one record, waiting while the local queue is full.
+fn produce(
+    producer: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::to(topic).payload(payload).key(key);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+fn send_lines(
+    producer: &ThreadedProducer<Deliveries>,
+    args: &SendArgs,
+    report: &mut SendReport,
+) -> anyhow::Result<()> {
+    let input: Box<dyn BufRead> = match &args.file {
+        Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
+            std::fs::File::open(p)
+                .with_context(|| format!("--file: cannot open {}", p.display()))?,
+        )),
+        _ => Box::new(BufReader::new(std::io::stdin())),
+    };
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let msg = match parse_line(&line) {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                eprintln!("line {}: skipped: {e}", n + 1);
+                report.bad_lines += 1;
+                continue;
+            }
+        };
+        produce(
+            producer,
+            &args.topic,
+            msg.response_id.as_bytes(),
+            &msg.encode_to_vec(),
+        )
+        .with_context(|| format!("producing line {}", n + 1))?;
+    }
+    Ok(())
+}
+
+/// `--generate`: the history first, as fast as the broker takes it, then
+/// live answers at `--rate` per second, paced in 50 ms steps.
+fn generate(producer: &ThreadedProducer<Deliveries>, args: &SendArgs) -> anyhow::Result<()> {
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let seed = now_ms() as u64;
+    let mut answers = Generator::new(seed);
+    let start = now_ms();
+    for _ in 0..args.history {
+        let (key, payload) = answers.history(start);
+        produce(producer, &args.topic, key.as_bytes(), &payload).context("producing")?;
+    }
+    eprintln!(
+        "sent {} answers of the past 30 days; now {} per second",
+        args.history, args.rate
+    );
+    let step = Duration::from_millis(50);
+    let per_step = f64::from(args.rate) * step.as_secs_f64();
+    let began = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut steps = 0u32;
+    loop {
+        steps += 1;
+        // Due by the end of this step; rounding never drifts.
+        let due = (per_step * f64::from(steps)) as u64;
+        let due = args.count.map_or(due, |c| due.min(c));
+        while sent < due {
+            let (key, payload) = answers.live(now_ms());
+            produce(producer, &args.topic, key.as_bytes(), &payload).context("producing")?;
+            sent += 1;
+        }
+        if args.count.is_some_and(|c| sent >= c) {
+            return Ok(());
+        }
+        if let Some(wait) = (step * steps).checked_sub(began.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 #[cfg(test)]

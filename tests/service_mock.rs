@@ -718,3 +718,91 @@ fn check_config_validates_without_connecting() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: --alert-threshold"));
 }
+
+#[test]
+fn send_generate_produces_history_then_a_paced_live_stream() {
+    let (_cluster, brokers) = cluster();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "send",
+            "--brokers",
+            &brokers,
+            "--topic",
+            INPUT,
+            "--generate",
+            "--history",
+            "400",
+            "--rate",
+            "500",
+            "--count",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let records = read_topic(&brokers, INPUT, 600, Duration::from_secs(30));
+    assert_eq!(records.len(), 600, "{err}");
+    let now = now_ms();
+    let limits = nps_stream::schema::Limits::default();
+    let mut valid = 0;
+    let mut live = 0;
+    let mut keys = BTreeSet::new();
+    for r in &records {
+        assert!(keys.insert(r.key.clone()), "keys are unique");
+        if let Ok(v) = nps_stream::schema::decode_and_validate(
+            r.payload.as_deref(),
+            std::iter::empty(),
+            now,
+            &limits,
+        ) {
+            valid += 1;
+            assert!(v.responded_at_ms > now - 31 * DAY);
+            // live answers are stamped at most a few hours back
+            if v.responded_at_ms > now - 7 * HOUR {
+                live += 1;
+            }
+        }
+    }
+    // 3% malformed on purpose, for the dead-letter topic.
+    assert!((540..600).contains(&valid), "{valid} valid of 600");
+    // all 200 live ones (less the malformed) and the few history answers
+    // that fall in the last hours
+    assert!((180..=260).contains(&live), "{live} recent of {valid}");
+}
+
+#[test]
+fn tls_and_sasl_properties_are_accepted_by_the_kafka_clients() {
+    // Nobody listens on the port: the clients must start and keep
+    // retrying, not refuse the configuration (librdkafka built without
+    // OpenSSL refuses security.protocol=SASL_SSL outright).
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let mut svc = Service::run(
+        &brokers,
+        "g-tls",
+        &[
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "-X",
+            "sasl.username=nps",
+            "-X",
+            "sasl.password=secret",
+            "-X",
+            "compression.type=zstd",
+        ],
+        "tls",
+    );
+    svc.wait_for("the clients report errors", Duration::from_secs(30), |m| {
+        m.sum("nps_kafka_errors_total", &[]) > 0.0
+    });
+    assert_eq!(svc.status("/healthz"), Some(200));
+    assert_eq!(svc.status("/readyz"), Some(503));
+    assert!(svc.child.try_wait().unwrap().is_none(), "still running");
+    let logs = svc.logs();
+    assert!(!logs.contains("not available at build time"), "{logs}");
+    assert!(logs.contains("sasl_ssl://"), "{logs}");
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}

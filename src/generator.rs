@@ -1,0 +1,188 @@
+//! Generated survey answers for the demo and for `send --generate`:
+//! several products and regions with different score distributions, every
+//! channel, detractors with comments, a few high-value customers, email
+//! answers arriving hours late, and three malformed events in a hundred for
+//! the dead-letter topic. Pure and deterministic: the caller gives the time.
+
+use prost::Message;
+
+use crate::pb::SurveyResponse;
+use crate::schema::{CHANNELS, timestamp_from_ms};
+
+const PRODUCTS: [(&str, u32); 5] = [
+    // (name, how good it is: shifts the score distribution)
+    ("Cuenta Corriente", 1),
+    ("Tarjeta Oro", 2),
+    ("Préstamo Personal", 0),
+    ("Seguro Auto", 1),
+    ("App Móvil", 2),
+];
+const REGIONS: [&str; 4] = ["Norte", "Sur", "Centro", "Occidente"];
+const COMPLAINTS: [&str; 6] = [
+    "Nadie me devolvió la llamada",
+    "Me cobraron una comisión que no me explicaron",
+    "La app se cae al transferir",
+    "Tardaron tres semanas en resolver mi reclamo",
+    "El ejecutivo no conocía el producto",
+    "Me hicieron repetir mi caso cuatro veces",
+];
+
+/// A small deterministic generator (xorshift64*), enough for demo data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Score distributions (0..=10 weights) by product quality: 0 struggling,
+/// 1 average, 2 loved.
+const SCORE_WEIGHTS: [[u64; 11]; 3] = [
+    [4, 2, 3, 4, 5, 8, 10, 12, 14, 18, 20],
+    [2, 1, 1, 2, 3, 5, 7, 12, 18, 24, 25],
+    [1, 0, 1, 1, 1, 2, 4, 9, 17, 28, 36],
+];
+
+fn score(rng: &mut Rng, quality: u32) -> u32 {
+    let weights = &SCORE_WEIGHTS[quality.min(2) as usize];
+    let mut pick = rng.below(weights.iter().sum());
+    for (s, w) in weights.iter().enumerate() {
+        if pick < *w {
+            return s as u32;
+        }
+        pick -= w;
+    }
+    10
+}
+
+/// One generated answer given at `t`; `n` makes ids unique.
+fn answer(rng: &mut Rng, n: u64, t: i64) -> SurveyResponse {
+    let (product, quality) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
+    let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
+    let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
+    // The south had a bad month: one quality step down.
+    let quality = if region == "Sur" {
+        quality.saturating_sub(1)
+    } else {
+        quality
+    };
+    let score = score(rng, quality);
+    let customer = rng.below(50_000);
+    SurveyResponse {
+        response_id: format!("demo-{n:010}"),
+        customer_id: format!("cli-{customer:05}"),
+        product: product.into(),
+        region: region.into(),
+        channel: channel as i32,
+        score: Some(score),
+        responded_at: Some(timestamp_from_ms(t)),
+        comment: if score <= 6 {
+            COMPLAINTS[rng.below(COMPLAINTS.len() as u64) as usize].into()
+        } else {
+            String::new()
+        },
+        // A few high-value customers weigh much more.
+        customer_value: Some(if rng.below(20) == 0 {
+            5_000.0 + rng.below(50_000) as f64
+        } else {
+            50.0 + rng.below(2_000) as f64
+        }),
+        survey_id: "nps-relacional-2026".into(),
+        attributes: Default::default(),
+    }
+}
+
+/// When an answer given around `now` arrives stamped: email answers come
+/// hours later than the others.
+fn live_time(rng: &mut Rng, now_ms: i64) -> i64 {
+    now_ms
+        - rng.below(120_000) as i64
+        - if rng.below(6) == 0 {
+            rng.below(6 * 3_600_000) as i64
+        } else {
+            0
+        }
+}
+
+/// The bytes to produce for answer `n` given at `t`: three in a hundred
+/// are malformed.
+fn payload(rng: &mut Rng, n: u64, t: i64) -> Vec<u8> {
+    let mut msg = answer(rng, n, t);
+    match rng.below(100) {
+        0 => msg.score = None,
+        1 => msg.channel = 42,
+        2 => return b"\x00\x00\x01".to_vec(),
+        _ => {}
+    }
+    msg.encode_to_vec()
+}
+
+/// A stream of generated answers: a month of history, then live ones.
+pub struct Generator {
+    rng: Rng,
+    n: u64,
+}
+
+impl Generator {
+    pub fn new(seed: u64) -> Generator {
+        Generator {
+            rng: Rng(seed | 1),
+            n: 0,
+        }
+    }
+
+    /// (key, payload) of an answer given at some point of the 30 days
+    /// before `now_ms`.
+    pub fn history(&mut self, now_ms: i64) -> (String, Vec<u8>) {
+        let t = now_ms - self.rng.below(30 * 86_400_000) as i64;
+        self.at(t)
+    }
+
+    /// (key, payload) of an answer given around `now_ms`.
+    pub fn live(&mut self, now_ms: i64) -> (String, Vec<u8>) {
+        let t = live_time(&mut self.rng, now_ms);
+        self.at(t)
+    }
+
+    fn at(&mut self, t: i64) -> (String, Vec<u8>) {
+        self.n += 1;
+        let n = self.n;
+        (format!("demo-{n:010}"), payload(&mut self.rng, n, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Limits, decode_and_validate};
+
+    #[test]
+    fn answers_are_mostly_valid_with_a_few_malformed() {
+        let mut g = Generator::new(7);
+        let now = 1_700_000_000_000;
+        let mut bad = 0;
+        let mut keys = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let (k, bytes) = if i % 2 == 0 {
+                g.history(now)
+            } else {
+                g.live(now)
+            };
+            assert!(keys.insert(k));
+            if decode_and_validate(Some(&bytes), std::iter::empty(), now, &Limits::default())
+                .is_err()
+            {
+                bad += 1;
+            }
+        }
+        // three in a hundred are malformed on purpose
+        assert!((150..=450).contains(&bad), "{bad} malformed of 10000");
+    }
+}
