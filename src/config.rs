@@ -252,7 +252,28 @@ fn topic(flag: &str, name: String) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Whether a librdkafka property holds a secret (passwords, keys, tokens):
+/// such values are never printed.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", ".pem", "key"]
+        .iter()
+        .any(|w| k.contains(w))
+        && !k.ends_with(".location")
+}
+
 impl Settings {
+    /// A copy safe to print: secret Kafka properties masked.
+    pub fn redacted(&self) -> Settings {
+        let mut s = self.clone();
+        for (k, v) in s.kafka.iter_mut() {
+            if is_secret_property(k) {
+                *v = "<redacted>".into();
+            }
+        }
+        s
+    }
+
     /// Resolves flags/env over the file over the defaults. `brokers` may be
     /// absent only when `allow_no_brokers` (the demo provides its own).
     pub fn resolve(args: &RunArgs, allow_no_brokers: bool) -> anyhow::Result<Settings> {

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig(args) => match Settings::resolve(&args, false) {
             Ok(s) => {
-                println!("{s:#?}");
+                println!("{:#?}", s.redacted());
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }

@@ -49,6 +49,40 @@ pub const PRODUCER_RENEWALS_TOTAL: &str = "nps_producer_renewals_total";
 pub const READY: &str = "nps_ready";
 pub const BUILD_INFO: &str = "nps_build_info";
 
+/// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
+/// `_count`): dashboards and rules may use these and nothing else.
+pub const NAMES: [&str; 29] = [
+    NPS_SCORE,
+    NPS_WINDOW_RESPONSES,
+    NPS_MARGIN_OF_ERROR,
+    NPS_WEIGHTED_SCORE,
+    NPS_WEIGHT_NET,
+    NPS_WEIGHT_TOTAL,
+    CONSUMER_LAG,
+    RESPONSES_TOTAL,
+    EVENTS_REJECTED_TOTAL,
+    DETRACTOR_ALERTS_TOTAL,
+    EVENTS_CONSUMED_TOTAL,
+    DUPLICATES_TOTAL,
+    LATE_EVENTS_TOTAL,
+    CARDINALITY_OVERFLOW_TOTAL,
+    END_TO_END_DELAY,
+    ENGINE_KEYS,
+    ENGINE_SEGMENT_STATES,
+    DEDUP_IDS,
+    DEDUP_EVICTED_EARLY,
+    ASSIGNED_PARTITIONS,
+    KAFKA_BROKERS_UP,
+    KAFKA_ERRORS_TOTAL,
+    DELIVERY_RETRIES_TOTAL,
+    PENDING_DELIVERIES,
+    COMMITS_TOTAL,
+    OFFSET_RESETS_TOTAL,
+    PRODUCER_RENEWALS_TOTAL,
+    READY,
+    BUILD_INFO,
+];
+
 /// Histogram buckets of the end-to-end delay, seconds: from a second to a
 /// month, as answers can arrive days after the survey.
 pub const DELAY_BUCKETS: [f64; 14] = [

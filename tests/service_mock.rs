@@ -692,6 +692,8 @@ fn check_config_validates_without_connecting() {
             "15m,1d",
             "-X",
             "security.protocol=SSL",
+            "-X",
+            "sasl.password=hunter2",
         ])
         .output()
         .unwrap();
@@ -705,6 +707,9 @@ fn check_config_validates_without_connecting() {
         out.contains("configuration OK") && out.contains("15m"),
         "{out}"
     );
+    // Secrets are never printed.
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.contains("\"sasl.password\": \"<redacted>\""), "{out}");
     let bad = std::process::Command::new(BIN)
         .args([
             "check-config",

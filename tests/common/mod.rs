@@ -297,6 +297,12 @@ impl Metrics {
     pub fn count(&self, name: &str) -> usize {
         self.samples.iter().filter(|(n, _, _)| n == name).count()
     }
+
+    /// The distinct series names.
+    #[allow(dead_code)]
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.samples.iter().map(|(n, _, _)| n.clone()).collect()
+    }
 }
 
 fn parse_labels(s: &str) -> BTreeMap<String, String> {
