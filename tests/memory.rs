@@ -115,3 +115,27 @@ fn a_flood_of_bogus_products_keeps_memory_flat() {
         assert!((*s as f64 - first).abs() <= 0.01 * first, "{sizes:?}");
     }
 }
+
+#[test]
+fn dedup_memory_per_remembered_id_is_bounded() {
+    let _guard = SERIAL.lock();
+    let max_ids = 200_000;
+    let config = EngineConfig {
+        dedup_max_ids: max_ids,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&config).unwrap();
+    // One segment, so what grows is the dedup set.
+    record(&mut e, "warm", "p", "r", T0);
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut peak = 0;
+    // Three times the bound: the set must stop growing at it.
+    for i in 0..3 * max_ids {
+        record(&mut e, &format!("id-{i}"), "p", "r", T0);
+        peak = peak.max(LIVE.load(Ordering::Relaxed) - before);
+    }
+    let per_id = peak / max_ids;
+    println!("dedup memory: peak {peak} bytes for {max_ids} ids, {per_id} bytes per id");
+    assert!(per_id <= 48, "{per_id} bytes per remembered id");
+    assert!(e.gauges().dedup_ids <= max_ids, "bounded");
+}
