@@ -43,7 +43,7 @@ async fn generate(
     clock: Arc<dyn Clock>,
     mut shutdown: Shutdown,
 ) {
-    let mut answers = Generator::new(0x5eed_1234_abcd_0001);
+    let mut answers = Generator::new(0x5eed_1234_abcd_0001, "demo");
     // First a month of history, so the windows tell different stories.
     let now = clock.now_ms();
     for _ in 0..HISTORY {

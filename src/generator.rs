@@ -28,7 +28,7 @@ const COMPLAINTS: [&str; 6] = [
 ];
 
 /// A small deterministic generator (xorshift64*), enough for demo data.
-pub struct Rng(pub u64);
+struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -62,8 +62,8 @@ fn score(rng: &mut Rng, quality: u32) -> u32 {
     10
 }
 
-/// One generated answer given at `t`; `n` makes ids unique.
-fn answer(rng: &mut Rng, n: u64, t: i64) -> SurveyResponse {
+/// One generated answer with this id, given at `t`.
+fn answer(rng: &mut Rng, response_id: String, t: i64) -> SurveyResponse {
     let (product, quality) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
     let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
     let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
@@ -76,7 +76,7 @@ fn answer(rng: &mut Rng, n: u64, t: i64) -> SurveyResponse {
     let score = score(rng, quality);
     let customer = rng.below(50_000);
     SurveyResponse {
-        response_id: format!("demo-{n:010}"),
+        response_id,
         customer_id: format!("cli-{customer:05}"),
         product: product.into(),
         region: region.into(),
@@ -111,10 +111,10 @@ fn live_time(rng: &mut Rng, now_ms: i64) -> i64 {
         }
 }
 
-/// The bytes to produce for answer `n` given at `t`: three in a hundred
+/// The bytes to produce for an answer given at `t`: three in a hundred
 /// are malformed.
-fn payload(rng: &mut Rng, n: u64, t: i64) -> Vec<u8> {
-    let mut msg = answer(rng, n, t);
+fn payload(rng: &mut Rng, response_id: String, t: i64) -> Vec<u8> {
+    let mut msg = answer(rng, response_id, t);
     match rng.below(100) {
         0 => msg.score = None,
         1 => msg.channel = 42,
@@ -127,13 +127,17 @@ fn payload(rng: &mut Rng, n: u64, t: i64) -> Vec<u8> {
 /// A stream of generated answers: a month of history, then live ones.
 pub struct Generator {
     rng: Rng,
+    id_prefix: String,
     n: u64,
 }
 
 impl Generator {
-    pub fn new(seed: u64) -> Generator {
+    /// Response ids are `{id_prefix}-{n:010}`: a producer that may run
+    /// again must use a new prefix, or its answers are duplicates.
+    pub fn new(seed: u64, id_prefix: impl Into<String>) -> Generator {
         Generator {
             rng: Rng(seed | 1),
+            id_prefix: id_prefix.into(),
             n: 0,
         }
     }
@@ -151,10 +155,12 @@ impl Generator {
         self.at(t)
     }
 
+    /// (key, payload): keyed by response_id, like `send` of a file.
     fn at(&mut self, t: i64) -> (String, Vec<u8>) {
         self.n += 1;
-        let n = self.n;
-        (format!("demo-{n:010}"), payload(&mut self.rng, n, t))
+        let id = format!("{}-{:010}", self.id_prefix, self.n);
+        let bytes = payload(&mut self.rng, id.clone(), t);
+        (id, bytes)
     }
 }
 
@@ -165,7 +171,7 @@ mod tests {
 
     #[test]
     fn answers_are_mostly_valid_with_a_few_malformed() {
-        let mut g = Generator::new(7);
+        let mut g = Generator::new(7, "t");
         let now = 1_700_000_000_000;
         let mut bad = 0;
         let mut keys = std::collections::HashSet::new();
@@ -184,5 +190,17 @@ mod tests {
         }
         // three in a hundred are malformed on purpose
         assert!((150..=450).contains(&bad), "{bad} malformed of 10000");
+    }
+
+    #[test]
+    fn ids_carry_the_prefix_and_are_the_key() {
+        let now = 1_700_000_000_000;
+        let (k, bytes) = Generator::new(7, "run-a").live(now);
+        assert_eq!(k, "run-a-0000000001");
+        // seed 7 gives a valid first answer; its id is the key
+        let msg = crate::pb::SurveyResponse::decode(bytes.as_slice()).unwrap();
+        assert_eq!(msg.response_id, k);
+        let (k2, _) = Generator::new(7, "run-b").live(now);
+        assert_ne!(k, k2, "another prefix, other ids");
     }
 }

@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::config::SendArgs;
 use crate::generator::Generator;
 use crate::pb::SurveyResponse;
+use crate::pipeline::{Clock, SystemClock};
 
 /// What a `send` did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -168,13 +169,11 @@ fn send_lines(
 /// `--generate`: the history first, as fast as the broker takes it, then
 /// live answers at `--rate` per second, paced in 50 ms steps.
 fn generate(producer: &ThreadedProducer<Deliveries>, args: &SendArgs) -> anyhow::Result<()> {
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    };
+    let now_ms = || SystemClock.now_ms();
+    // Ids unique to this run: a restarted producer must not send
+    // duplicates of its earlier answers.
     let seed = now_ms() as u64;
-    let mut answers = Generator::new(seed);
+    let mut answers = Generator::new(seed, format!("gen-{seed:x}"));
     let start = now_ms();
     for _ in 0..args.history {
         let (key, payload) = answers.history(start);

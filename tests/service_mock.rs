@@ -774,6 +774,25 @@ fn send_generate_produces_history_then_a_paced_live_stream() {
     // all 200 live ones (less the malformed) and the few history answers
     // that fall in the last hours
     assert!((180..=260).contains(&live), "{live} recent of {valid}");
+
+    // A second run (a restarted producer) sends new answers, not
+    // duplicates of the first run's.
+    let again = std::process::Command::new(BIN)
+        .args([
+            "send",
+            "--brokers",
+            &brokers,
+            "--topic",
+            INPUT,
+            "--generate",
+        ])
+        .args(["--history", "100", "--count", "0"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let records = read_topic(&brokers, INPUT, 700, Duration::from_secs(30));
+    let keys: BTreeSet<_> = records.iter().map(|r| r.key.clone()).collect();
+    assert_eq!((records.len(), keys.len()), (700, 700));
 }
 
 #[test]
