@@ -73,15 +73,7 @@ fn check_config(args: &[String], env: &BTreeMap<String, String>) -> String {
             cmd.env_remove(k);
         }
     }
-    cmd.envs(env);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "check-config {args:?} with {env:?} refused:\n{}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_ok(cmd.envs(env))
 }
 
 /// A field of check-config's printout, e.g. `metrics_addr: 0.0.0.0:9898,`.
@@ -142,16 +134,7 @@ fn instruction<'a>(ins: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 #[test]
 fn dockerfile_passes_hadolint() {
     if have_tool("hadolint") {
-        let out = Command::new("hadolint")
-            .arg(repo("deploy/docker/Dockerfile"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hadolint:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("hadolint").arg(repo("deploy/docker/Dockerfile")));
     }
 }
 
@@ -394,16 +377,10 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
             text = text.replace(r.as_str(), &p.display().to_string());
         }
         std::fs::write(dir.join("prometheus.yml"), text).unwrap();
-        let out = Command::new("promtool")
-            .args(["check", "config"])
-            .arg(dir.join("prometheus.yml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("promtool")
+                .args(["check", "config"])
+                .arg(dir.join("prometheus.yml")),
         );
         std::fs::remove_dir_all(dir).ok();
     }
@@ -476,17 +453,11 @@ fn kubernetes_manifests_pass_schema_validation() {
             "service.yaml",
             "poddisruptionbudget.yaml",
         ];
-        let out = Command::new("kubernetes-validate")
-            .arg("--strict")
-            .args(files.map(|f| repo("deploy/kubernetes").join(f)))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let text = run_ok(
+            Command::new("kubernetes-validate")
+                .arg("--strict")
+                .args(files.map(|f| repo("deploy/kubernetes").join(f))),
         );
-        assert!(out.status.success(), "{text}");
         assert_eq!(text.matches(" passed ").count(), files.len(), "{text}");
     }
 }
@@ -875,18 +846,8 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
         let file = std::env::temp_dir().join(format!("nps-dash-{}.yml", rand_suffix()));
         let doc = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
         std::fs::write(&file, doc.to_string()).unwrap();
-        let out = Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(&file)
-            .output()
-            .unwrap();
+        run_ok(Command::new("promtool").args(["check", "rules"]).arg(&file));
         std::fs::remove_file(&file).ok();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }
 

@@ -8,17 +8,7 @@ use std::process::Command;
 
 fn promtool(args: &[&str]) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus");
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(Command::new("promtool").args(args).current_dir(dir));
 }
 
 #[test]

@@ -145,23 +145,15 @@ fn write_jsonl(data: &[(SurveyResponse, i64)]) -> std::path::PathBuf {
 }
 
 fn send_file(brokers: &str, path: &std::path::Path) {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "send",
-            "--brokers",
-            brokers,
-            "--topic",
-            INPUT,
-            "-f",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "send: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(std::process::Command::new(BIN).args([
+        "send",
+        "--brokers",
+        brokers,
+        "--topic",
+        INPUT,
+        "-f",
+        path.to_str().unwrap(),
+    ]));
 }
 
 fn consumed(m: &Metrics) -> f64 {

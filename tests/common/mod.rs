@@ -37,6 +37,22 @@ pub fn have_tool(name: &str) -> bool {
     found
 }
 
+/// Runs `cmd` to completion; fails the test with the command and all it
+/// printed unless it exited 0. Returns its standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs `promtool check metrics` on an exposition; returns its complaints.
 pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
     let mut child = Command::new("promtool")
@@ -477,26 +493,17 @@ impl Tansu {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new("tansu")
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-                "--partitions",
-                &partitions.to_string(),
-                "--config",
-                "retention.ms=604800000",
-                name,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu topic create {name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("tansu").args([
+            "topic",
+            "create",
+            "--broker",
+            &format!("tcp://127.0.0.1:{}", self.port),
+            "--partitions",
+            &partitions.to_string(),
+            "--config",
+            "retention.ms=604800000",
+            name,
+        ]));
     }
 
     /// Kills the broker process (SIGKILL): an outage.
@@ -642,28 +649,19 @@ pub fn py_read(
     expect: usize,
     timeout_s: u64,
 ) -> Vec<serde_json::Value> {
-    let out = Command::new(python)
-        .args([
-            PY_CLIENT,
-            "read",
-            "--brokers",
-            brokers,
-            "--topic",
-            topic,
-            "--expect",
-            &expect.to_string(),
-            "--timeout",
-            &timeout_s.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python read: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    let stdout = run_ok(Command::new(python).args([
+        PY_CLIENT,
+        "read",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--expect",
+        &expect.to_string(),
+        "--timeout",
+        &timeout_s.to_string(),
+    ]));
+    stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -691,25 +689,17 @@ pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[RawRecord
         text.push('\n');
     }
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(python)
-        .args([
-            PY_CLIENT,
-            "produce",
-            "--brokers",
-            brokers,
-            "--topic",
-            topic,
-            "--file",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    run_ok(Command::new(python).args([
+        PY_CLIENT,
+        "produce",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--file",
+        file.to_str().unwrap(),
+    ]));
     let _ = std::fs::remove_file(&file);
-    assert!(
-        out.status.success(),
-        "python produce: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 pub fn b64decode(s: &str) -> Vec<u8> {
