@@ -143,6 +143,14 @@ pub struct RunArgs {
     /// How long shutdown may take to flush and commit [default: 30s].
     #[arg(long, env = "NPS_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
+    /// Topic the per-partition snapshots go to, created (compacted) if
+    /// missing [default: <group-id>-state].
+    #[arg(long, env = "NPS_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+    /// How often each partition's state is snapshotted (also on revoke and
+    /// shutdown) [default: 10s].
+    #[arg(long, env = "NPS_SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,6 +216,8 @@ struct FileConfig {
     auto_offset_reset: Option<OffsetReset>,
     log_format: Option<LogFormat>,
     shutdown_timeout: Option<String>,
+    state_topic: Option<String>,
+    snapshot_interval: Option<String>,
     /// librdkafka properties, as with -X.
     #[serde(default)]
     kafka: BTreeMap<String, String>,
@@ -230,6 +240,9 @@ pub struct Settings {
     pub auto_offset_reset: OffsetReset,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    /// Where per-partition snapshots go (recovery through Kafka).
+    pub state_topic: String,
+    pub snapshot_interval: Duration,
     pub engine: EngineConfig,
     pub limits: Limits,
     pub alerts: AlertPolicy,
@@ -359,13 +372,31 @@ impl Settings {
             None => Duration::from_secs(30),
         };
 
+        let snapshot_interval = match args.snapshot_interval.clone().or(file.snapshot_interval) {
+            Some(s) => duration("--snapshot-interval", &s)?,
+            None => Duration::from_secs(10),
+        };
+        if snapshot_interval < Duration::from_millis(100) {
+            bail!("--snapshot-interval: must be at least 100ms");
+        }
+        let group_id = args
+            .group_id
+            .clone()
+            .or(file.group_id)
+            .unwrap_or_else(|| "nps-stream".into());
+        let state_topic = topic(
+            "--state-topic",
+            args.state_topic
+                .clone()
+                .or(file.state_topic)
+                .unwrap_or_else(|| format!("{group_id}-state")),
+        )?;
+
         Ok(Settings {
             brokers,
-            group_id: args
-                .group_id
-                .clone()
-                .or(file.group_id)
-                .unwrap_or_else(|| "nps-stream".into()),
+            group_id,
+            state_topic,
+            snapshot_interval,
             input_topic: topic(
                 "--input-topic",
                 args.input_topic
@@ -436,6 +467,10 @@ mod tests {
         assert_eq!(s.engine.windows, vec!["1h", "24h", "7d", "30d"]);
         assert_eq!(s.alerts_format, AlertFormat::Protobuf);
         assert_eq!(s.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(s.state_topic, "nps-stream-state");
+        assert_eq!(s.snapshot_interval, Duration::from_secs(10));
+        let s = Settings::resolve(&args(&["--brokers", "b", "--group-id", "g1"]), false).unwrap();
+        assert_eq!(s.state_topic, "g1-state");
     }
 
     #[test]
@@ -505,6 +540,14 @@ threshold = 4
             err(&["--brokers", "b", "--dedup-horizon", "later"]).starts_with("--dedup-horizon")
         );
         assert!(err(&["--brokers", "b", "--config", "/nonexistent.toml"]).starts_with("--config"));
+        assert!(
+            err(&["--brokers", "b", "--snapshot-interval", "0s"])
+                .starts_with("--snapshot-interval")
+        );
+        assert!(
+            err(&["--brokers", "b", "--group-id", "a b"]).starts_with("--state-topic"),
+            "a group id that makes no topic name is caught"
+        );
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         (settings.input_topic.as_str(), 6),
         (settings.alerts_topic.as_str(), 3),
         (settings.dlq_topic.as_str(), 1),
+        (settings.state_topic.as_str(), 6),
     ] {
         cluster
             .create_topic(topic, partitions, 1)

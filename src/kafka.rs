@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
+use rdkafka::TopicPartitionList;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::metrics as m;
 
@@ -23,6 +25,8 @@ use crate::metrics as m;
 pub struct Health {
     /// Input partitions currently assigned.
     pub assigned: AtomicUsize,
+    /// Assigned partitions still rebuilding their state (replaying).
+    pub restoring: AtomicUsize,
     /// Brokers in state UP as last reported by each client; -1 = unknown.
     consumer_brokers_up: AtomicI64,
     producer_brokers_up: AtomicI64,
@@ -46,9 +50,11 @@ impl Health {
         })
     }
 
-    /// Ready: partitions assigned and both clients see a broker up.
+    /// Ready: partitions assigned, none restoring, and both clients see a
+    /// broker up.
     pub fn ready(&self) -> bool {
         self.assigned.load(Ordering::Relaxed) > 0
+            && self.restoring.load(Ordering::Relaxed) == 0
             && self.consumer_brokers_up.load(Ordering::Relaxed) > 0
             && self.producer_brokers_up.load(Ordering::Relaxed) > 0
     }
@@ -118,6 +124,7 @@ impl Health {
         let slot = match client {
             Role::Consumer => &self.consumer_brokers_up,
             Role::Producer => &self.producer_brokers_up,
+            Role::State => return,
         };
         let before = slot.swap(up, Ordering::Relaxed);
         metrics::gauge!(m::KAFKA_BROKERS_UP, "client" => client.as_str()).set(up as f64);
@@ -137,6 +144,8 @@ impl Health {
 pub enum Role {
     Consumer,
     Producer,
+    /// The state topic's clients.
+    State,
 }
 
 impl Role {
@@ -144,6 +153,7 @@ impl Role {
         match self {
             Role::Consumer => "consumer",
             Role::Producer => "producer",
+            Role::State => "state",
         }
     }
 }
@@ -157,7 +167,7 @@ fn count_up(stats: &Statistics) -> i64 {
         .count() as i64
 }
 
-fn on_error(health: &Health, role: Role, error: &KafkaError, reason: &str) {
+pub fn on_client_error(health: &Health, role: Role, error: &KafkaError, reason: &str) {
     metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => role.as_str()).increment(1);
     if health.should_log(role, error) {
         tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error (repeats of it are not logged for a minute)");
@@ -176,10 +186,10 @@ impl ClientContext for ProducerCtx {
         self.health.brokers_seen(Role::Producer, count_up(&stats));
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        on_error(&self.health, Role::Producer, &error, reason);
+        on_client_error(&self.health, Role::Producer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        log(level, fac, log_message);
+        log_client(level, fac, log_message);
     }
 }
 
@@ -188,7 +198,7 @@ impl rdkafka::producer::ProducerContext for ProducerCtx {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
-fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+pub fn log_client(level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -207,10 +217,18 @@ fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 /// What the pipeline does when Kafka moves partitions. Called on the
 /// consumer's polling thread, inside `recv`.
 pub trait RebalanceHandler: Send + Sync {
-    /// Before `partitions` are taken away: finish and commit their work.
-    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]);
-    /// After `partitions` were given to this instance.
-    fn assign(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]);
+    /// Before `partitions` are taken away: finish and commit their work
+    /// and snapshot their state, unless `lost` (another member may own
+    /// them already): then only drop it.
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool);
+    /// Before `partitions` are given to this instance: restore their state
+    /// and set in `tpl` the offset each starts from.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: &[i32],
+        tpl: &mut TopicPartitionList,
+    );
 }
 
 /// The consumer's context: health, lag, errors and rebalances.
@@ -221,7 +239,7 @@ pub struct ConsumerCtx {
 }
 
 impl ConsumerCtx {
-    fn partitions(&self, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
         tpl.elements()
             .iter()
             .filter(|e| e.topic() == self.input_topic)
@@ -255,10 +273,10 @@ impl ClientContext for ConsumerCtx {
         }
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        on_error(&self.health, Role::Consumer, &error, reason);
+        on_client_error(&self.health, Role::Consumer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        log(level, fac, log_message);
+        log_client(level, fac, log_message);
     }
 }
 
@@ -277,55 +295,85 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
+    // Replaces rdkafka's default so that the handler can set where each
+    // assigned partition starts (the offset its restored state reflects)
+    // before the assignment takes effect.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = !consumer_protocol_is_eager(consumer);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = self.partitions(tpl);
-                tracing::info!(partitions = ?parts, "partitions revoked");
-                self.handler.revoke(consumer, &parts);
-                self.health.forget_lag(&parts);
-                let left = self
-                    .health
-                    .assigned
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(parts.len());
-                // An eager rebalance revokes everything; cooperative only some.
-                let left = if consumer_protocol_is_eager(consumer) {
-                    0
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                self.handler.assign(consumer, &parts, tpl);
+                let done = if cooperative {
+                    consumer.incremental_assign(tpl)
                 } else {
-                    left
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                if let Ok(mut lags) = self.health.lags.lock() {
+                    for p in &parts {
+                        lags.entry(*p).or_insert(0);
+                    }
+                }
+                let total = match consumer.assignment() {
+                    Ok(a) => self.partitions(&a).len(),
+                    Err(_) => parts.len(),
+                };
+                self.health.assigned.store(total, Ordering::Relaxed);
+                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts = self.partitions(tpl);
+                let lost = consumer.assignment_lost();
+                tracing::info!(partitions = ?parts, lost, "partitions revoked");
+                self.handler.revoke(consumer, &parts, lost);
+                self.health.forget_lag(&parts);
+                let done = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "unassigning partitions failed");
+                }
+                // An eager rebalance revokes everything; cooperative only some.
+                let left = if cooperative {
+                    self.health
+                        .assigned
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(parts.len())
+                } else {
+                    0
                 };
                 self.health.assigned.store(left, Ordering::Relaxed);
                 metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
             }
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let parts = self.partitions(tpl);
-            tracing::info!(partitions = ?parts, "partitions assigned");
-            if let Ok(mut lags) = self.health.lags.lock() {
-                for p in &parts {
-                    lags.entry(*p).or_insert(0);
-                }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+                let parts = self.partitions(tpl);
+                self.handler.revoke(consumer, &parts, true);
+                let _ = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
             }
-            let total = match rdkafka::consumer::Consumer::assignment(consumer) {
-                Ok(a) => self.partitions(&a).len(),
-                Err(_) => parts.len(),
-            };
-            self.health.assigned.store(total, Ordering::Relaxed);
-            metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
-            self.handler.assign(consumer, &parts);
         }
     }
 }
 
 fn consumer_protocol_is_eager(consumer: &BaseConsumer<ConsumerCtx>) -> bool {
     matches!(
-        rdkafka::consumer::Consumer::rebalance_protocol(consumer),
+        consumer.rebalance_protocol(),
         rdkafka::consumer::RebalanceProtocol::Eager
     )
 }

@@ -41,6 +41,7 @@ pub mod schema;
 pub mod send;
 pub mod service;
 pub mod shutdown;
+pub mod state;
 
 /// Generated protobuf types of package `nps.v1`.
 #[allow(clippy::all, missing_docs)]

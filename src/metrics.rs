@@ -47,11 +47,18 @@ pub const COMMITS_TOTAL: &str = "nps_offset_commits_total";
 pub const OFFSET_RESETS_TOTAL: &str = "nps_offset_resets_total";
 pub const PRODUCER_RENEWALS_TOTAL: &str = "nps_producer_renewals_total";
 pub const READY: &str = "nps_ready";
+pub const STATE_RESTORING: &str = "nps_state_restoring_partitions";
+pub const STATE_RESTORES_TOTAL: &str = "nps_state_restores_total";
+pub const STATE_REPLAYED_TOTAL: &str = "nps_state_replayed_total";
+pub const STATE_LAST_RESTORE_SECONDS: &str = "nps_state_last_restore_seconds";
+pub const SNAPSHOTS_WRITTEN_TOTAL: &str = "nps_snapshots_written_total";
+pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
+pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const BUILD_INFO: &str = "nps_build_info";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 29] = [
+pub const NAMES: [&str; 36] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -80,6 +87,13 @@ pub const NAMES: [&str; 29] = [
     OFFSET_RESETS_TOTAL,
     PRODUCER_RENEWALS_TOTAL,
     READY,
+    STATE_RESTORING,
+    STATE_RESTORES_TOTAL,
+    STATE_REPLAYED_TOTAL,
+    STATE_LAST_RESTORE_SECONDS,
+    SNAPSHOTS_WRITTEN_TOTAL,
+    SNAPSHOT_BYTES_TOTAL,
+    SNAPSHOT_ERRORS_TOTAL,
     BUILD_INFO,
 ];
 
@@ -166,7 +180,37 @@ pub fn describe() {
     );
     describe_gauge!(
         READY,
-        "1 when partitions are assigned and the brokers are reachable."
+        "1 when partitions are assigned, none is restoring and the brokers are reachable."
+    );
+    describe_gauge!(
+        STATE_RESTORING,
+        "Assigned partitions still replaying input to rebuild their state (alerts suppressed)."
+    );
+    describe_counter!(
+        STATE_RESTORES_TOTAL,
+        "Partitions taken over, by where their state came from: snapshot, rebuild (no usable snapshot: replay from the earliest input) or empty (nothing committed yet)."
+    );
+    describe_counter!(
+        STATE_REPLAYED_TOTAL,
+        "Input records replayed into the windows during restores, without alerts or dead letters."
+    );
+    describe_gauge!(
+        STATE_LAST_RESTORE_SECONDS,
+        Unit::Seconds,
+        "How long the last partition restore took, from assignment to live."
+    );
+    describe_counter!(
+        SNAPSHOTS_WRITTEN_TOTAL,
+        "Partition snapshots written to the state topic, by result (ok, error)."
+    );
+    describe_counter!(
+        SNAPSHOT_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of partition snapshots acknowledged by the state topic."
+    );
+    describe_counter!(
+        SNAPSHOT_ERRORS_TOTAL,
+        "Snapshots found unusable at restore, by reason (checksum, version, layout, undecodable, corrupt, unreadable); the partition is rebuilt from the input."
     );
     describe_gauge!(
         BUILD_INFO,

@@ -17,6 +17,7 @@
 //! (bounded by the shutdown timeout), commits and drops its state.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, cli
 use crate::metrics as m;
 use crate::schema::{self, Rejection};
 use crate::shutdown::Shutdown;
+use crate::state::StateStore;
 
 /// Wall-clock source, injected so tests control time.
 pub trait Clock: Send + Sync {
@@ -104,6 +106,29 @@ struct Core {
     /// What was last committed, per partition.
     committed: BTreeMap<i32, i64>,
     in_flight: usize,
+    /// Per partition, the offset after the last record in the engine: what
+    /// a snapshot taken now reflects.
+    next: BTreeMap<i32, i64>,
+    /// Partitions replaying input to rebuild their state.
+    restoring: BTreeMap<i32, Restore>,
+    /// Offset of the last snapshot handed to the state topic per partition.
+    snapshotted: BTreeMap<i32, i64>,
+    /// Snapshots taken but not written yet: a snapshot is written only
+    /// once every alert and dead letter of the records it reflects is
+    /// acknowledged, so restoring it never skips an undelivered alert.
+    staged: BTreeMap<i32, (i64, Vec<u8>)>,
+    /// Snapshot writes awaiting acknowledgement: partition, offset, size.
+    writes: Vec<(i32, i64, usize, DeliveryFuture)>,
+}
+
+/// A partition being rebuilt: records before `until` (the committed
+/// offset) were fully processed by a previous owner, so they go into the
+/// windows again without alerts or dead letters.
+struct Restore {
+    until: i64,
+    started: Instant,
+    replayed: u64,
+    from: &'static str,
 }
 
 enum Ack {
@@ -195,6 +220,132 @@ impl Core {
         }
         moved
     }
+}
+
+impl Core {
+    /// Forgets everything about partitions no longer owned.
+    fn forget(&mut self, partitions: &[i32], health: &Health) {
+        for p in partitions {
+            self.engine.drop_partition(*p);
+            if let Some(q) = self.pending.remove(p) {
+                let left = q.iter().filter(|x| x.delivery.is_some()).count();
+                self.in_flight -= left;
+            }
+            self.done.remove(p);
+            self.committed.remove(p);
+            self.next.remove(p);
+            self.snapshotted.remove(p);
+            self.staged.remove(p);
+            if self.restoring.remove(p).is_some() {
+                health.restoring.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
+    }
+
+    /// Ends the restore of `partition`: it goes live.
+    fn restored(&mut self, partition: i32, health: &Health) {
+        let Some(r) = self.restoring.remove(&partition) else {
+            return;
+        };
+        health.restoring.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
+        restore_done(partition, r.from, r.replayed, r.started);
+    }
+
+    /// Takes a snapshot of every partition whose state moved since its
+    /// last one (`only`: of these partitions only), staged until its
+    /// records are acknowledged.
+    fn take_snapshots(&mut self, topic: &str, only: Option<&[i32]>) {
+        let parts: Vec<(i32, i64)> = self
+            .next
+            .iter()
+            .filter(|(p, _)| only.is_none_or(|o| o.contains(p)))
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        for (p, next) in parts {
+            let current = self
+                .staged
+                .get(&p)
+                .map(|(o, _)| *o)
+                .or(self.snapshotted.get(&p).copied());
+            if current == Some(next) {
+                continue;
+            }
+            let bytes = self.engine.partition_state_record(p, topic, next);
+            if bytes.len() > crate::state::MAX_SNAPSHOT_BYTES {
+                metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "too_large").increment(1);
+                tracing::warn!(
+                    partition = p,
+                    bytes = bytes.len(),
+                    "snapshot larger than the state topic's limit: not written (lower --dedup-max-ids)"
+                );
+                continue;
+            }
+            self.staged.insert(p, (next, bytes));
+        }
+    }
+
+    /// Writes the staged snapshots whose records are all acknowledged, and
+    /// counts the writes acknowledged since.
+    fn write_snapshots(&mut self, store: &StateStore) {
+        let ready: Vec<i32> = self
+            .staged
+            .iter()
+            .filter(|(p, (off, _))| {
+                self.done.get(p).is_some_and(|d| d >= off)
+                    || self.pending.get(p).is_none_or(VecDeque::is_empty)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ready {
+            let Some((off, bytes)) = self.staged.remove(&p) else {
+                continue;
+            };
+            match store.write(p, &bytes) {
+                Ok(f) => {
+                    self.snapshotted.insert(p, off);
+                    self.writes.push((p, off, bytes.len(), f));
+                }
+                Err(e) => {
+                    tracing::debug!(partition = p, error = %e, "snapshot not accepted; will retry");
+                    self.staged.insert(p, (off, bytes));
+                }
+            }
+        }
+        let snapshotted = &mut self.snapshotted;
+        self.writes
+            .retain_mut(|(p, off, size, f)| match f.now_or_never() {
+                None => true,
+                Some(Ok(Ok(_))) => {
+                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "ok").increment(1);
+                    metrics::counter!(m::SNAPSHOT_BYTES_TOTAL).increment(*size as u64);
+                    false
+                }
+                Some(_) => {
+                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "error").increment(1);
+                    tracing::warn!(partition = *p, "snapshot write failed; a new one follows");
+                    // Taken again at the next interval.
+                    if snapshotted.get(p) == Some(off) {
+                        snapshotted.remove(p);
+                    }
+                    false
+                }
+            });
+    }
+}
+
+fn restore_done(partition: i32, from: &str, replayed: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    metrics::counter!(m::STATE_RESTORES_TOTAL, "from" => from.to_string()).increment(1);
+    metrics::gauge!(m::STATE_LAST_RESTORE_SECONDS).set(secs);
+    tracing::info!(
+        partition,
+        from,
+        replayed,
+        seconds = secs,
+        "partition restored: live"
+    );
 }
 
 /// Hands a failed record to the producer again (renewing it first if it
@@ -323,6 +474,8 @@ async fn send_without_value(
 struct Rebalancer {
     core: Arc<Mutex<Core>>,
     producer: Arc<RenewableProducer>,
+    store: Arc<StateStore>,
+    health: Arc<Health>,
     topic: String,
     timeout: Duration,
 }
@@ -391,23 +544,163 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
-impl RebalanceHandler for Rebalancer {
-    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
-        self.finish(consumer, partitions);
-        if let Ok(mut core) = self.core.lock() {
-            for p in partitions {
-                core.engine.drop_partition(*p);
-                if let Some(q) = core.pending.remove(p) {
-                    let left = q.iter().filter(|x| x.delivery.is_some()).count();
-                    core.in_flight -= left;
-                }
-                core.done.remove(p);
-                core.committed.remove(p);
+impl Rebalancer {
+    /// Writes the final snapshots of `partitions` (those whose records are
+    /// all acknowledged) and waits for them, bounded.
+    fn final_snapshots(&self, partitions: &[i32]) {
+        let Ok(mut core) = self.core.lock() else {
+            return;
+        };
+        core.take_snapshots(&self.topic, Some(partitions));
+        core.write_snapshots(&self.store);
+        let unfinished: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| core.staged.contains_key(p))
+            .collect();
+        if !unfinished.is_empty() {
+            tracing::warn!(partitions = ?unfinished, "deliveries unacknowledged: no final snapshot; the next owner replays from the previous one");
+        }
+        let deadline = Instant::now() + self.timeout;
+        while core.writes.iter().any(|(p, ..)| partitions.contains(p)) {
+            let _ = self.store.flush(Duration::from_millis(100));
+            core.write_snapshots(&self.store);
+            if Instant::now() >= deadline {
+                tracing::warn!("final snapshots not acknowledged in time");
+                break;
             }
         }
     }
 
-    fn assign(&self, _consumer: &BaseConsumer<ConsumerCtx>, _partitions: &[i32]) {}
+    /// Restores one assigned partition; returns where it starts and, if its
+    /// state must be rebuilt by replaying input, up to which offset.
+    fn restore(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partition: i32,
+        committed: Option<i64>,
+    ) -> (Offset, Option<i64>, &'static str) {
+        let snapshot = match self.store.read_latest(partition, self.timeout) {
+            Ok(Some(bytes)) => {
+                let Ok(mut core) = self.core.lock() else {
+                    return (Offset::Invalid, None, "empty");
+                };
+                core.engine.drop_partition(partition);
+                match core
+                    .engine
+                    .restore_state_record(&bytes, partition, &self.topic)
+                {
+                    Ok(offset) => Some(offset),
+                    Err(e) => {
+                        metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => e.reason())
+                            .increment(1);
+                        tracing::error!(partition, error = %e, "snapshot unusable: rebuilding the partition from its earliest input");
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => "unreadable").increment(1);
+                tracing::error!(partition, error = %e, "state topic unreadable: rebuilding the partition from its earliest input");
+                None
+            }
+        };
+        let (start, from) = match (snapshot, committed) {
+            (Some(s), _) => (Offset::Offset(s), "snapshot"),
+            (None, Some(_)) => (Offset::Beginning, "rebuild"),
+            (None, None) => (Offset::Invalid, "empty"),
+        };
+        let Some(until) = committed else {
+            return (start, None, from);
+        };
+        // Replay only what the log still holds.
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+            .unwrap_or((0, i64::MAX));
+        let first = match start {
+            Offset::Offset(s) => s.max(low),
+            _ => low,
+        };
+        let until = until.min(high);
+        (start, (first < until).then_some(until), from)
+    }
+}
+
+impl RebalanceHandler for Rebalancer {
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool) {
+        if !lost {
+            self.finish(consumer, partitions);
+            self.final_snapshots(partitions);
+        }
+        if let Ok(mut core) = self.core.lock() {
+            core.forget(partitions, &self.health);
+        }
+    }
+
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: &[i32],
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut ask = TopicPartitionList::new();
+        for p in partitions {
+            let _ = ask.add_partition(&self.topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(ask, self.timeout)
+            .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))
+            .ok();
+        for &p in partitions {
+            let started = Instant::now();
+            let c = committed
+                .as_ref()
+                .and_then(|t| t.find_partition(&self.topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                });
+            let (start, replay_until, from) = self.restore(consumer, p, c);
+            if !matches!(start, Offset::Invalid) {
+                if let Err(e) = tpl.set_partition_offset(&self.topic, p, start) {
+                    tracing::error!(partition = p, error = %e, "cannot set the start offset");
+                }
+            }
+            let Ok(mut core) = self.core.lock() else {
+                continue;
+            };
+            if let Offset::Offset(s) = start {
+                if from == "snapshot" {
+                    core.next.insert(p, s);
+                    core.snapshotted.insert(p, s);
+                }
+            }
+            match replay_until {
+                Some(until) => {
+                    tracing::info!(
+                        partition = p,
+                        from,
+                        start = ?start,
+                        until,
+                        "partition restoring: replaying input up to the committed offset, without alerts"
+                    );
+                    core.restoring.insert(
+                        p,
+                        Restore {
+                            until,
+                            started,
+                            replayed: 0,
+                            from,
+                        },
+                    );
+                    self.health.restoring.fetch_add(1, Ordering::Relaxed);
+                }
+                None => restore_done(p, from, 0, started),
+            }
+            metrics::gauge!(m::STATE_RESTORING).set(core.restoring.len() as f64);
+        }
+    }
 }
 
 /// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
@@ -440,16 +733,47 @@ pub async fn run(
         .context("creating the Kafka producer")?,
     );
 
+    let store = loop {
+        // On a thread of its own (blocking requests), which a shutdown
+        // does not wait for.
+        let (tx, opening) = tokio::sync::oneshot::channel();
+        {
+            let (settings, health) = (settings.clone(), health.clone());
+            std::thread::spawn(move || tx.send(StateStore::open(&settings, health)));
+        }
+        let opened = tokio::select! {
+            _ = shutdown.recv() => return Ok(()),
+            r = opening => r.map_err(anyhow::Error::from).and_then(|r| r),
+        };
+        match opened {
+            Ok(store) => break Arc::new(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "state topic not available yet; retrying");
+                tokio::select! {
+                    _ = shutdown.recv() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+
     let core = Arc::new(Mutex::new(Core {
         engine,
         pending: BTreeMap::new(),
         done: BTreeMap::new(),
         committed: BTreeMap::new(),
         in_flight: 0,
+        next: BTreeMap::new(),
+        restoring: BTreeMap::new(),
+        snapshotted: BTreeMap::new(),
+        staged: BTreeMap::new(),
+        writes: Vec::new(),
     }));
     let handler = Arc::new(Rebalancer {
         core: core.clone(),
         producer: producer.clone(),
+        store: store.clone(),
+        health: health.clone(),
         topic: settings.input_topic.clone(),
         timeout: settings.shutdown_timeout,
     });
@@ -477,6 +801,7 @@ pub async fn run(
         group = %settings.group_id,
         alerts = %settings.alerts_topic,
         dlq = %settings.dlq_topic,
+        state = %settings.state_topic,
         windows = ?window_names,
         "consuming"
     );
@@ -485,6 +810,9 @@ pub async fn run(
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_tick = tokio::time::interval(settings.snapshot_interval);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    snapshot_tick.reset();
     let mut stats = Counters::default();
 
     loop {
@@ -492,10 +820,16 @@ pub async fn run(
             biased;
             _ = shutdown.recv() => break,
             _ = ack_tick.tick() => {
-                acknowledge(&core, &producer);
+                acknowledge(&core, &producer, &store);
+            }
+            _ = snapshot_tick.tick() => {
+                if let Ok(mut c) = core.lock() {
+                    c.take_snapshots(&settings.input_topic, None);
+                }
             }
             _ = refresh.tick() => {
                 rewind_beyond_end(&core, &consumer, &health, &settings);
+                caught_up(&core, &consumer, &health, &settings.input_topic);
                 if let Ok(mut c) = core.lock() {
                     let parts: Vec<i32> = c.done.keys().copied().collect();
                     commit(&consumer, &settings.input_topic, &mut c, &parts, CommitMode::Async);
@@ -503,7 +837,11 @@ pub async fn run(
                 refresh_view(&core, &*clock, &view, &window_names, &stats, keep_table, &health);
             }
             msg = consumer.recv(), if pending_room(&core) => match msg {
-                Ok(msg) => handle(&msg, &settings, &*clock, &core, &producer, &mut stats).await,
+                Ok(msg) => {
+                    if !replay(&msg, &settings, &*clock, &core, &health) {
+                        handle(&msg, &settings, &*clock, &core, &producer, &mut stats).await;
+                    }
+                }
                 // Client-level errors (brokers down, ...) also reach the
                 // context's error callback, which logs and counts them.
                 Err(e) => tracing::debug!(error = %e, "consume error"),
@@ -540,6 +878,7 @@ pub async fn run(
             CommitMode::Sync,
         );
     }
+    shutdown_snapshots(&core, &store, &settings);
     refresh_view(
         &core,
         &*clock,
@@ -584,6 +923,11 @@ fn rewind_beyond_end(
                 c.in_flight -= in_flight;
             }
             c.done.remove(&p);
+            // The old log's offsets mean nothing: no snapshot of them, no
+            // replay up to them.
+            c.next.remove(&p);
+            c.staged.remove(&p);
+            c.restored(p, health);
         }
         if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
             tracing::warn!(partition = p, error = %e, "seek failed; will retry");
@@ -604,9 +948,104 @@ fn pending_room(core: &Mutex<Core>) -> bool {
         .unwrap_or(false)
 }
 
-fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer) {
+/// Snapshots every partition whose records are all acknowledged and waits
+/// (bounded) for the writes: a restart restores them with no replay.
+fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Settings) {
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    let Ok(mut c) = core.lock() else { return };
+    c.take_snapshots(&settings.input_topic, None);
+    c.write_snapshots(store);
+    if !c.staged.is_empty() {
+        let parts: Vec<i32> = c.staged.keys().copied().collect();
+        tracing::warn!(partitions = ?parts, "deliveries unacknowledged: no shutdown snapshot for these; the next owner replays");
+    }
+    while !c.writes.is_empty() && Instant::now() < deadline {
+        let _ = store.flush(Duration::from_millis(100));
+        c.write_snapshots(store);
+    }
+    if !c.writes.is_empty() {
+        tracing::warn!("shutdown snapshots not acknowledged in time");
+    }
+}
+
+/// Ends the restores whose partition's position reached its replay end
+/// without a record at that offset (compacted, deleted or idle logs).
+fn caught_up(
+    core: &Mutex<Core>,
+    consumer: &StreamConsumer<ConsumerCtx>,
+    health: &Health,
+    topic: &str,
+) {
+    let Ok(mut c) = core.lock() else { return };
+    if c.restoring.is_empty() {
+        return;
+    }
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let reached: Vec<i32> = c
+        .restoring
+        .iter()
+        .filter(|(p, r)| {
+            positions
+                .find_partition(topic, **p)
+                .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= r.until))
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    for p in reached {
+        c.restored(p, health);
+    }
+}
+
+/// Replays a record of a restoring partition into the windows, without
+/// alerts or dead letters (a previous owner delivered them before it
+/// committed). Returns false if the record is live and must be handled.
+fn replay(
+    msg: &BorrowedMessage<'_>,
+    settings: &Settings,
+    clock: &dyn Clock,
+    core: &Mutex<Core>,
+    health: &Health,
+) -> bool {
+    let (partition, offset) = (msg.partition(), msg.offset());
+    let Ok(mut c) = core.lock() else { return true };
+    let Some(until) = c.restoring.get(&partition).map(|r| r.until) else {
+        return false;
+    };
+    if offset >= until {
+        c.restored(partition, health);
+        return false;
+    }
+    let now = clock.now_ms();
+    let headers = msg
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| (h.key, h.value));
+    if let Ok(response) = schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
+    {
+        c.engine.record(partition, &response.observation(), now);
+    }
+    metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
+    c.next.insert(partition, offset + 1);
+    c.pending.entry(partition).or_default().push_back(Pending {
+        offset,
+        delivery: None,
+    });
+    if let Some(r) = c.restoring.get_mut(&partition) {
+        r.replayed += 1;
+    }
+    if offset + 1 >= until {
+        c.restored(partition, health);
+    }
+    true
+}
+
+fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore) {
     let Ok(mut c) = core.lock() else { return };
     c.drain(producer);
+    c.write_snapshots(store);
     metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
 }
 
@@ -770,6 +1209,7 @@ async fn handle(
         if delivery.is_some() {
             c.in_flight += 1;
         }
+        c.next.insert(partition, offset + 1);
         c.pending.entry(partition).or_default().push_back(Pending {
             offset,
             delivery: delivery.map(Delivery::InFlight),

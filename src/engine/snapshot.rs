@@ -30,6 +30,20 @@ pub enum SnapshotError {
     Config(#[from] super::ConfigError),
 }
 
+impl SnapshotError {
+    /// A short name for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SnapshotError::Undecodable(_) => "undecodable",
+            SnapshotError::Checksum => "checksum",
+            SnapshotError::Version(_) => "version",
+            SnapshotError::Layout => "layout",
+            SnapshotError::Corrupt(_) => "corrupt",
+            SnapshotError::Config(_) => "config",
+        }
+    }
+}
+
 /// Wraps a snapshot body in the versioned, checksummed envelope.
 pub fn encode(snapshot: &pb::EngineSnapshot) -> Vec<u8> {
     let body = snapshot.encode_to_vec();
@@ -87,7 +101,64 @@ impl Engine {
             partition,
             segments,
             dedup: Some(part.dedup.to_proto()),
+            ..Default::default()
         })
+    }
+
+    /// A state record for recovery through Kafka: one partition's state
+    /// (empty if the engine holds nothing for it), the window layout, the
+    /// engine's clock, and the input position it reflects, in the envelope.
+    pub fn partition_state_record(
+        &self,
+        partition: i32,
+        source_topic: &str,
+        next_offset: i64,
+    ) -> Vec<u8> {
+        let mut part = self
+            .partition_snapshot(partition)
+            .unwrap_or(pb::PartitionSnapshot {
+                partition,
+                ..Default::default()
+            });
+        part.source_topic = source_topic.to_string();
+        part.next_offset = next_offset;
+        encode(&pb::EngineSnapshot {
+            windows: self.layout.to_proto(),
+            now_ms: self.now_ms,
+            partitions: vec![part],
+        })
+    }
+
+    /// Loads a state record written by `partition_state_record` for this
+    /// partition of this topic; returns the input offset it reflects. On
+    /// error (damaged, other version, other windows, another partition's)
+    /// the engine is unchanged.
+    pub fn restore_state_record(
+        &mut self,
+        bytes: &[u8],
+        partition: i32,
+        source_topic: &str,
+    ) -> Result<i64, SnapshotError> {
+        let snap = decode(bytes)?;
+        self.check_layout(&snap)?;
+        let [part] = snap.partitions.as_slice() else {
+            return Err(SnapshotError::Corrupt(format!(
+                "{} partitions in a state record",
+                snap.partitions.len()
+            )));
+        };
+        if part.partition != partition || part.source_topic != source_topic {
+            return Err(SnapshotError::Corrupt(format!(
+                "state of {}/{} found for {source_topic}/{partition}",
+                part.source_topic, part.partition
+            )));
+        }
+        if part.next_offset < 0 {
+            return Err(SnapshotError::Corrupt("negative offset".into()));
+        }
+        self.restore_partition(part)?;
+        self.tick(snap.now_ms);
+        Ok(part.next_offset)
     }
 
     /// Builds an engine from a snapshot taken with the same windows.

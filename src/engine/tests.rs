@@ -229,6 +229,45 @@ fn corrupt_partition_snapshot_leaves_the_engine_unchanged() {
     assert_eq!(by_name(&e, T0), before);
 }
 
+#[test]
+fn state_records_carry_one_partition_and_its_offset() {
+    let mut e = engine();
+    e.record(0, &obs("a", "p", "r", 10, T0, 1.0), T0);
+    e.record(1, &obs("b", "p", "r", 0, T0, 1.0), T0);
+    e.record(1, &obs("c", "q", "r", 8, T0, 1.0), T0);
+    let bytes = e.partition_state_record(1, "in", 42);
+
+    // A new owner holding partition 0 already gets exactly partition 1's share.
+    let mut other = engine();
+    other.record(0, &obs("a", "p", "r", 10, T0, 1.0), T0);
+    assert_eq!(other.restore_state_record(&bytes, 1, "in"), Ok(42));
+    assert_eq!(by_name(&other, T0), by_name(&e, T0));
+    assert_eq!(other.now_ms(), T0);
+    // Its dedup ids came along.
+    assert_eq!(
+        other.record(1, &obs("b", "p", "r", 0, T0, 1.0), T0),
+        Outcome::Duplicate
+    );
+
+    // Another partition's or topic's record is refused and changes nothing.
+    let mut fresh = engine();
+    for (p, t) in [(2, "in"), (1, "other")] {
+        assert!(matches!(
+            fresh.restore_state_record(&bytes, p, t),
+            Err(SnapshotError::Corrupt(_))
+        ));
+    }
+    assert!(fresh.segments(T0).is_empty());
+    // A partition with nothing in it still records its offset.
+    let empty = engine().partition_state_record(5, "in", 7);
+    assert_eq!(fresh.restore_state_record(&empty, 5, "in"), Ok(7));
+    let mut bad = bytes.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    assert!(fresh.restore_state_record(&bad, 1, "in").is_err());
+    assert!(fresh.segments(T0).is_empty());
+}
+
 // ---- properties ---------------------------------------------------------
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,310 @@
+//! Recovery through Kafka: the state topic, which holds each input
+//! partition's latest snapshot (as Kafka Streams keeps changelog topics;
+//! no database).
+//!
+//! Input partition `p` of topic `T` is snapshotted as one record keyed
+//! `T/p` on state partition `p` (modulo the state topic's partition count,
+//! if it has fewer). The latest snapshot of `p` is therefore the last record
+//! of its state partition with that key: a restore reads backwards from the
+//! end, normally exactly one record. The topic is created compacted if
+//! missing, so only the latest snapshot per key is kept.
+//!
+//! The record's value is `Engine::partition_state_record`: versioned
+//! protobuf with a checksum; decoding and checking it is the engine's job.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::kafka::{Role, client_config, log_client, on_client_error};
+
+/// Largest snapshot written; a partition whose state is larger is not
+/// snapshotted (it is rebuilt by replay instead), which is logged.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+/// The state topic's and the clients' record size limit: the largest
+/// snapshot plus room for the record's framing.
+const MAX_RECORD_BYTES: &str = "68157440";
+/// Most records looked at, backwards from the end, to find a partition's
+/// latest snapshot (more only when many input partitions share one state
+/// partition).
+const MAX_SCAN: usize = 10_000;
+
+/// The state topic's clients' context: errors counted and throttled like
+/// the others, librdkafka's logs through `tracing`.
+pub struct StateCtx {
+    health: std::sync::Arc<crate::kafka::Health>,
+}
+
+impl ClientContext for StateCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_client_error(&self.health, Role::State, &error, reason);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_client(level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for StateCtx {}
+
+impl rdkafka::producer::ProducerContext for StateCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// Writes and reads partition snapshots on the state topic.
+pub struct StateStore {
+    topic: String,
+    input_topic: String,
+    /// Partitions of the state topic.
+    partitions: i32,
+    producer: FutureProducer<StateCtx>,
+    reader: BaseConsumer<StateCtx>,
+}
+
+impl StateStore {
+    /// Connects, creating the state topic (compacted, one partition per
+    /// input partition) if it does not exist. Blocking (metadata and admin
+    /// requests), bounded to about a minute.
+    pub fn open(
+        settings: &Settings,
+        health: std::sync::Arc<crate::kafka::Health>,
+    ) -> anyhow::Result<StateStore> {
+        let ctx = || StateCtx {
+            health: health.clone(),
+        };
+        // No statistics: these clients are not what health reports on.
+        let base = |defaults: &[(&str, &str)]| {
+            let mut c = client_config(&settings.brokers, defaults, &settings.kafka);
+            c.set("statistics.interval.ms", "0");
+            c
+        };
+        let producer: FutureProducer<StateCtx> = base(&[
+            ("compression.type", "lz4"),
+            ("linger.ms", "20"),
+            ("message.max.bytes", MAX_RECORD_BYTES),
+        ])
+        .create_with_context(ctx())
+        .context("creating the state producer")?;
+        let reader: BaseConsumer<StateCtx> = base(&[
+            ("enable.partition.eof", "true"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.max.bytes", MAX_RECORD_BYTES),
+            ("max.partition.fetch.bytes", MAX_RECORD_BYTES),
+            ("receive.message.max.bytes", "100000000"),
+        ])
+        .create_with_context(ctx())
+        .context("creating the state reader")?;
+
+        let mut store = StateStore {
+            topic: settings.state_topic.clone(),
+            input_topic: settings.input_topic.clone(),
+            partitions: 0,
+            producer,
+            reader,
+        };
+        let input_partitions = store.partition_count(&settings.input_topic);
+        store.partitions = match store.partition_count(&store.topic) {
+            Some(n) => n,
+            None => {
+                let admin: AdminClient<StateCtx> = base(&[])
+                    .create_with_context(ctx())
+                    .context("creating the admin client")?;
+                create_topic(&admin, &store.topic, input_partitions.unwrap_or(1));
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    if let Some(n) = store.partition_count(&store.topic) {
+                        break n;
+                    }
+                    // A broker without CreateTopics may still create it on
+                    // a producer's metadata request (auto.create.topics).
+                    let _ = store
+                        .producer
+                        .client()
+                        .fetch_metadata(Some(&store.topic), Duration::from_secs(2));
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "state topic {}: cannot create it or see it; create it (compacted) by hand",
+                            store.topic
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
+        if let Some(n) = input_partitions {
+            if store.partitions < n {
+                tracing::warn!(
+                    state_topic = %store.topic,
+                    state_partitions = store.partitions,
+                    input_partitions = n,
+                    "state topic has fewer partitions than the input: restores read more"
+                );
+            }
+        }
+        tracing::info!(state_topic = %store.topic, partitions = store.partitions, "state topic ready");
+        Ok(store)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        // Blocking, once at start.
+        let md = self
+            .reader
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()?;
+        let t = md.topics().iter().find(|t| t.name() == topic)?;
+        if t.error().is_some() || t.partitions().is_empty() {
+            return None;
+        }
+        Some(t.partitions().len() as i32)
+    }
+
+    fn key(&self, partition: i32) -> String {
+        format!("{}/{}", self.input_topic, partition)
+    }
+
+    fn state_partition(&self, partition: i32) -> i32 {
+        partition.rem_euclid(self.partitions.max(1))
+    }
+
+    /// Hands a snapshot of `partition` to the producer.
+    pub fn write(&self, partition: i32, bytes: &[u8]) -> KafkaResult<DeliveryFuture> {
+        let key = self.key(partition);
+        let record = FutureRecord::to(&self.topic)
+            .partition(self.state_partition(partition))
+            .key(key.as_bytes())
+            .payload(bytes);
+        self.producer.send_result(record).map_err(|(e, _)| e)
+    }
+
+    /// Waits (bounded) for the snapshots handed over so far to be sent.
+    pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
+        self.producer.flush(timeout)
+    }
+
+    /// The latest snapshot of `partition`, or `None` if there is none.
+    /// Blocking, bounded by `timeout`.
+    pub fn read_latest(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        let sp = self.state_partition(partition);
+        let key = self.key(partition);
+        let (low, high) = self
+            .reader
+            .fetch_watermarks(&self.topic, sp, timeout)
+            .with_context(|| format!("watermarks of {}/{sp}", self.topic))?;
+        // Offsets below `end` not looked at yet.
+        let mut end = high;
+        let mut scanned = 0;
+        while end > low && scanned < MAX_SCAN {
+            let Some((offset, k, value)) = self.read_at(sp, end - 1, deadline)? else {
+                break;
+            };
+            if offset >= end {
+                // A gap (compacted away, or a control record): step over it.
+                end -= 1;
+                continue;
+            }
+            scanned += 1;
+            end = offset;
+            if k.as_deref() == Some(key.as_bytes()) {
+                self.reader.unassign().ok();
+                return Ok(value);
+            }
+        }
+        self.reader.unassign().ok();
+        Ok(None)
+    }
+
+    /// The first record at or after `offset` on state partition `sp`, or
+    /// `None` at the end of the partition.
+    #[allow(clippy::type_complexity)]
+    fn read_at(
+        &self,
+        sp: i32,
+        offset: i64,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, sp, Offset::Offset(offset))?;
+        self.reader.assign(&tpl)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("timed out reading {}/{sp}", self.topic);
+            }
+            match self.reader.poll(left.min(Duration::from_millis(200))) {
+                None => {}
+                Some(Ok(m)) if m.partition() == sp && m.offset() >= offset => {
+                    return Ok(Some((
+                        m.offset(),
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().map(<[u8]>::to_vec),
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) if p == sp => return Ok(None),
+                Some(Err(e)) => tracing::debug!(error = %e, "state topic read"),
+            }
+        }
+    }
+}
+
+/// Creates the state topic: compacted, records up to the snapshot limit,
+/// the broker's default replication. A broker that refuses the settings
+/// gets a plain topic; one that refuses creation is reported (the topic
+/// may still be auto-created, or made by hand).
+fn create_topic(admin: &AdminClient<StateCtx>, topic: &str, partitions: i32) {
+    let opts = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(5)))
+        .operation_timeout(Some(Duration::from_secs(5)));
+    let attempts = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", MAX_RECORD_BYTES),
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", MAX_RECORD_BYTES),
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+    ];
+    for new in &attempts {
+        match futures::executor::block_on(admin.create_topics([new], &opts)) {
+            Ok(results) => match results.first() {
+                Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+                    tracing::info!(topic, partitions, config = ?new.config, "state topic created");
+                    return;
+                }
+                Some(Err((_, code))) => {
+                    tracing::debug!(topic, error = ?code, config = ?new.config, "state topic creation refused")
+                }
+                None => {}
+            },
+            Err(e) => {
+                // The request itself failed (unsupported, timed out): the
+                // other settings would fare no better.
+                tracing::debug!(topic, error = %e, "state topic creation failed");
+                break;
+            }
+        }
+    }
+    tracing::warn!(
+        topic,
+        "could not create the state topic with CreateTopics; waiting for it to appear"
+    );
+}
