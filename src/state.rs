@@ -94,8 +94,14 @@ impl StateStore {
         ])
         .create_with_context(ctx())
         .context("creating the state producer")?;
+        // Assigns partitions by hand: the group id is required by
+        // librdkafka but never joined, and nothing is committed.
+        let reader_group = format!("{}-reader", settings.state_topic);
         let reader: BaseConsumer<StateCtx> = base(&[
+            ("group.id", reader_group.as_str()),
             ("enable.partition.eof", "true"),
+            // Reads are point reads: never let a fetch wait at the end.
+            ("fetch.wait.max.ms", "10"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
             ("fetch.max.bytes", MAX_RECORD_BYTES),

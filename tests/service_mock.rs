@@ -249,6 +249,85 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
+/// Whether the window gauges are exactly the truth computed from `all`:
+/// every segment and window, counts, NPS, margin and weighted NPS, and no
+/// other series.
+fn windows_match(m: &Metrics, all: &[(SurveyResponse, i64)]) -> Result<(), String> {
+    let want = expected(all);
+    for ((product, region, window), e) in &want {
+        let l = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = vec![
+                ("product", product.as_str()),
+                ("region", region.as_str()),
+                ("window", window),
+            ];
+            v.extend_from_slice(extra);
+            v
+        };
+        let got = |cat: &'static str| {
+            m.get("nps_window_responses", &l(&[("category", cat)]))
+                .unwrap_or(-1.0)
+        };
+        let counts = (got("promoter"), got("passive"), got("detractor"));
+        if counts != (e.p as f64, e.pa as f64, e.d as f64) {
+            return Err(format!(
+                "{product}/{region}/{window}: (P, passive, D) {counts:?} vs {:?}",
+                (e.p, e.pa, e.d)
+            ));
+        }
+        let n = (e.p + e.pa + e.d) as f64;
+        let nps = 100.0 * (e.p as f64 - e.d as f64) / n;
+        let (p, d) = (e.p as f64 / n, e.d as f64 / n);
+        let moe = 1.96 * ((p + d - (p - d) * (p - d)) / n).sqrt() * 100.0;
+        let wnps = 100.0 * e.wnet / e.wtot;
+        let score = m.get("nps_score", &l(&[])).unwrap_or(f64::NAN);
+        if !close(score, nps, 1e-9) {
+            return Err(format!("{product}/{region}/{window}: nps {score} vs {nps}"));
+        }
+        let got_moe = m
+            .get("nps_score_margin_of_error", &l(&[]))
+            .unwrap_or(f64::NAN);
+        if !close(got_moe, moe, 1e-9) {
+            return Err(format!(
+                "{product}/{region}/{window}: moe {got_moe} vs {moe}"
+            ));
+        }
+        let got_w = m.get("nps_weighted_score", &l(&[])).unwrap_or(f64::NAN);
+        if !close(got_w, wnps, 1e-4) {
+            return Err(format!(
+                "{product}/{region}/{window}: weighted {got_w} vs {wnps}"
+            ));
+        }
+    }
+    let series = m.count("nps_window_responses");
+    if series != want.len() * 3 {
+        return Err(format!(
+            "{series} nps_window_responses series, want {}",
+            want.len() * 3
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until the windows are exactly the truth of `all`.
+fn wait_windows(svc: &mut Service, all: &[(SurveyResponse, i64)], timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let m = svc.metrics();
+        let verdict = match &m {
+            Some(m) => windows_match(m, all),
+            None => Err("no scrape".into()),
+        };
+        match verdict {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("windows never matched the truth: {e}\n{}", svc.logs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
 #[test]
 fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let (_cluster, brokers) = cluster();
@@ -304,45 +383,8 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
 
     let mut all: Vec<(SurveyResponse, i64)> = data.clone();
     all.extend(framed.iter().cloned());
-    for ((product, region, window), e) in expected(&all) {
-        let l = |extra: &[(&'static str, &'static str)]| {
-            let mut v: Vec<(&str, &str)> = vec![
-                ("product", product.as_str()),
-                ("region", region.as_str()),
-                ("window", window),
-            ];
-            v.extend_from_slice(extra);
-            v
-        };
-        let got = |cat: &'static str| {
-            m.get("nps_window_responses", &l(&[("category", cat)]))
-                .unwrap_or(-1.0)
-        };
-        assert_eq!(
-            (got("promoter"), got("passive"), got("detractor")),
-            (e.p as f64, e.pa as f64, e.d as f64),
-            "{product}/{region}/{window}"
-        );
-        let n = (e.p + e.pa + e.d) as f64;
-        let nps = 100.0 * (e.p as f64 - e.d as f64) / n;
-        let (p, d) = (e.p as f64 / n, e.d as f64 / n);
-        let moe = 1.96 * ((p + d - (p - d) * (p - d)) / n).sqrt() * 100.0;
-        let wnps = 100.0 * e.wnet / e.wtot;
-        let score = m.get("nps_score", &l(&[])).unwrap();
-        assert!(
-            close(score, nps, 1e-9),
-            "{product}/{region}/{window}: nps {score} vs {nps}"
-        );
-        let got_moe = m.get("nps_score_margin_of_error", &l(&[])).unwrap();
-        assert!(
-            close(got_moe, moe, 1e-9),
-            "{product}/{region}/{window}: moe {got_moe} vs {moe}"
-        );
-        let got_w = m.get("nps_weighted_score", &l(&[])).unwrap();
-        assert!(
-            close(got_w, wnps, 1e-4),
-            "{product}/{region}/{window}: weighted {got_w} vs {wnps}"
-        );
+    if let Err(e) = windows_match(&m, &all) {
+        panic!("{e}");
     }
     if have_tool("promtool") {
         let (_, raw) = http_get(&svc.metrics_addr, "/metrics").unwrap();
@@ -828,5 +870,357 @@ fn tls_and_sasl_properties_are_accepted_by_the_kafka_clients() {
     let logs = svc.logs();
     assert!(!logs.contains("not available at build time"), "{logs}");
     assert!(logs.contains("sasl_ssl://"), "{logs}");
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+// ---- recovery: snapshots on the state topic, restore, replay -------------
+
+const STATE: &str = "g-rec-state";
+/// Snapshots every second, so a kill lands between snapshots and commits.
+const FAST_SNAPSHOTS: &[&str] = &["-X", "session.timeout.ms=6000", "--snapshot-interval", "1s"];
+
+fn good_records(data: &[(SurveyResponse, i64)]) -> Vec<Input> {
+    data.iter()
+        .map(|(m, _)| {
+            (
+                Some(m.encode_to_vec()),
+                m.response_id.clone().into_bytes(),
+                None,
+            )
+        })
+        .collect()
+}
+
+/// Alert ids per response_id, from every alert on the topic.
+fn alerts_by_response(brokers: &str, at_least: usize) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rec in read_topic(brokers, ALERTS, at_least, Duration::from_secs(30)) {
+        let a = DetractorAlert::decode(rec.payload.as_deref().unwrap()).unwrap();
+        out.entry(a.response_id).or_default().push(a.alert_id);
+    }
+    out
+}
+
+fn detractor_ids(data: &[(SurveyResponse, i64)]) -> BTreeSet<String> {
+    data.iter()
+        .filter(|(r, _)| r.score.unwrap() <= 6)
+        .map(|(r, _)| r.response_id.clone())
+        .collect()
+}
+
+fn restores(m: &Metrics, from: &str) -> f64 {
+    m.get("nps_state_restores_total", &[("from", from)])
+        .unwrap_or(0.0)
+}
+
+/// Runs a group over `data` to the end, stops it gracefully, and returns
+/// the alerts it sent (one per detractor).
+fn process_all_then_stop(brokers: &str, group: &str, data: &[(SurveyResponse, i64)]) {
+    produce(brokers, &good_records(data));
+    let mut svc = Service::run(brokers, group, FAST_SNAPSHOTS, &format!("{group}-1"));
+    wait_committed(brokers, group, 4, Duration::from_secs(60), &svc);
+    wait_windows(&mut svc, data, Duration::from_secs(10));
+    let status = svc.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", svc.logs());
+    assert!(svc.logs().contains("partitions revoked"), "{}", svc.logs());
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
+    let (cluster, brokers) = cluster();
+    cluster.create_topic(STATE, 4, 1).unwrap();
+    let now = now_ms();
+    let data = dataset(6000, now, "k");
+    let records = good_records(&data);
+
+    let state = ["--state-topic", STATE];
+    let args: Vec<&str> = FAST_SNAPSHOTS.iter().chain(&state).copied().collect();
+    let mut svc = Service::run(&brokers, "g-kill", &args, "kill-1");
+    // A steady stream: 100 records every 100 ms, for 6 s.
+    let b = brokers.clone();
+    let feeder = std::thread::spawn(move || {
+        for chunk in records.chunks(100) {
+            produce(&b, chunk);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    // Mid-stream: snapshots written, records still arriving.
+    svc.wait_for("snapshots and progress", Duration::from_secs(60), |m| {
+        m.get("nps_snapshots_written_total", &[("result", "ok")])
+            .unwrap_or(0.0)
+            >= 8.0
+            && consumed(m) > 2000.0
+    });
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+    let (committed_at_kill, ends_at_kill) = committed_and_end(&brokers, "g-kill", 4);
+    assert!(!feeder.is_finished(), "the kill must land mid-stream");
+    feeder.join().unwrap();
+    eprintln!("kill -9 at committed {committed_at_kill:?}, ends {ends_at_kill:?}");
+
+    let mut svc = Service::run(&brokers, "g-kill", &args, "kill-2");
+    wait_committed(&brokers, "g-kill", 4, Duration::from_secs(90), &svc);
+    eprintln!(
+        "restart replayed {:?} records",
+        svc.metrics().unwrap().get("nps_state_replayed_total", &[])
+    );
+    // Every window of every segment equals the truth of all the data.
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let m = svc.metrics().unwrap();
+    assert_eq!(restores(&m, "snapshot"), 4.0, "{}", svc.logs());
+    assert_eq!(svc.status("/readyz"), Some(200));
+
+    // Every detractor has an alert; a second one only for a response after
+    // the last commit before the kill, with the same alert_id.
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    let alerted: BTreeSet<String> = alerts.keys().cloned().collect();
+    assert_eq!(alerted, detractors);
+    let input: BTreeMap<String, (i32, i64)> =
+        read_topic(&brokers, INPUT, data.len(), Duration::from_secs(30))
+            .into_iter()
+            .map(|r| {
+                (
+                    String::from_utf8(r.key.unwrap()).unwrap(),
+                    (r.partition, r.offset),
+                )
+            })
+            .collect();
+    let mut duplicated = 0;
+    for (id, ids) in &alerts {
+        if ids.len() == 1 {
+            continue;
+        }
+        duplicated += 1;
+        assert!(
+            ids.iter().all(|a| a == &ids[0]),
+            "{id}: different alert ids {ids:?}"
+        );
+        let (p, off) = input[id];
+        let Offset::Offset(c) = committed_at_kill[p as usize] else {
+            continue; // nothing committed on that partition yet
+        };
+        assert!(
+            off >= c,
+            "{id} at {p}/{off} alerted twice though committed up to {c}"
+        );
+    }
+    eprintln!(
+        "kill -9: {duplicated} detractors alerted twice (after the last commit); committed at kill {committed_at_kill:?}"
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(3000, now, "g");
+    process_all_then_stop(&brokers, "g-grace", &data);
+    // The state topic was created by the service (the mock cluster has no
+    // CreateTopics: auto-created) and holds a snapshot per partition.
+    let snaps = read_topic(&brokers, "g-grace-state", 4, Duration::from_secs(10));
+    let keys: BTreeSet<String> = snaps
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        (0..4)
+            .map(|p| format!("{INPUT}/{p}"))
+            .collect::<BTreeSet<_>>()
+    );
+
+    let mut svc = Service::run(&brokers, "g-grace", FAST_SNAPSHOTS, "grace-2");
+    svc.wait_for("restored", Duration::from_secs(60), |m| {
+        restores(m, "snapshot") == 4.0
+    });
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let m = svc.metrics().unwrap();
+    assert_eq!(m.get("nps_state_replayed_total", &[]).unwrap_or(0.0), 0.0);
+    assert_eq!(consumed(&m), 0.0, "nothing read beyond the snapshot");
+    assert_eq!(restores(&m, "rebuild"), 0.0);
+    assert_eq!(svc.status("/readyz"), Some(200));
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    assert!(alerts.values().all(|v| v.len() == 1), "no alert sent again");
+    assert_eq!(alerts.len(), detractors.len());
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(3000, now, "c");
+    process_all_then_stop(&brokers, "g-corrupt", &data);
+    let state = "g-corrupt-state";
+    let snaps = read_topic(&brokers, state, 4, Duration::from_secs(10));
+    let latest = |p: i32| {
+        let key = format!("{INPUT}/{p}");
+        snaps
+            .iter()
+            .rfind(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .unwrap()
+            .clone()
+    };
+    // Partition 1: garbage; 2: a format from the future; 3: a flipped byte.
+    let mut env =
+        nps_stream::pb::SnapshotEnvelope::decode(latest(2).payload.as_deref().unwrap()).unwrap();
+    env.format_version = 99;
+    let mut flipped = latest(3).payload.unwrap();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x10;
+    let bad: [(i32, Vec<u8>); 3] = [
+        (1, b"not a snapshot at all".to_vec()),
+        (2, env.encode_to_vec()),
+        (3, flipped),
+    ];
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (p, bytes) in &bad {
+        let key = format!("{INPUT}/{p}");
+        let sp = latest(*p).partition;
+        producer
+            .send(
+                BaseRecord::to(state)
+                    .partition(sp)
+                    .key(key.as_bytes())
+                    .payload(bytes.as_slice()),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut svc = Service::run(&brokers, "g-corrupt", FAST_SNAPSHOTS, "corrupt-2");
+    svc.wait_for("restored", Duration::from_secs(60), |m| {
+        restores(m, "snapshot") + restores(m, "rebuild") == 4.0
+    });
+    wait_windows(&mut svc, &data, Duration::from_secs(30));
+    let m = svc.metrics().unwrap();
+    for reason in ["undecodable", "version", "checksum"] {
+        assert_eq!(
+            m.get("nps_snapshot_errors_total", &[("reason", reason)]),
+            Some(1.0),
+            "{reason}\n{}",
+            svc.logs()
+        );
+    }
+    assert_eq!(restores(&m, "rebuild"), 3.0);
+    assert_eq!(restores(&m, "snapshot"), 1.0);
+    // The three partitions were replayed from their start, without alerts.
+    let (_, ends) = committed_and_end(&brokers, "g-corrupt", 4);
+    let replayed: i64 = ends[1..]
+        .iter()
+        .map(|o| match o {
+            Offset::Offset(o) => *o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        m.get("nps_state_replayed_total", &[]),
+        Some(replayed as f64)
+    );
+    assert_eq!(m.sum("nps_detractor_alerts_total", &[]), 0.0);
+    assert!(svc.logs().contains("snapshot unusable"), "{}", svc.logs());
+    assert_eq!(svc.status("/readyz"), Some(200));
+    // Fresh snapshots replace the bad ones.
+    svc.wait_for("new snapshots", Duration::from_secs(30), |m| {
+        m.get("nps_snapshots_written_total", &[("result", "ok")])
+            .unwrap_or(0.0)
+            >= 3.0
+    });
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// The first offset of a detractor per input partition among `data`'s
+/// records, as they sit in the topic.
+fn first_detractor_offsets(brokers: &str, data: &[(SurveyResponse, i64)]) -> BTreeMap<i32, i64> {
+    let detractors = detractor_ids(data);
+    let mut first = BTreeMap::new();
+    let all = read_topic(brokers, INPUT, usize::MAX, Duration::from_secs(5));
+    for r in all {
+        let id = String::from_utf8(r.key.clone().unwrap()).unwrap();
+        if detractors.contains(&id) {
+            let e = first.entry(r.partition).or_insert(r.offset);
+            *e = (*e).min(r.offset);
+        }
+    }
+    first
+}
+
+#[test]
+fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_undelivered() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(4500, now, "f");
+    let (batch1, rest) = data.split_at(1500);
+    let (batch2, batch3) = rest.split_at(1500);
+
+    // 1. A running group; the broker goes away for 30 s right after a
+    //    batch arrives, with its alerts in flight.
+    produce(&brokers, &good_records(batch1));
+    let mut svc = Service::run(&brokers, "g-fault", FAST_SNAPSHOTS, "fault-1");
+    wait_committed(&brokers, "g-fault", 4, Duration::from_secs(60), &svc);
+    produce(&brokers, &good_records(batch2));
+    cluster.broker_down(1).unwrap();
+    let down = std::time::Instant::now();
+    let mut saw_unready = false;
+    while down.elapsed() < Duration::from_secs(30) {
+        assert!(
+            svc.child.try_wait().unwrap().is_none(),
+            "exited during the outage:\n{}",
+            svc.logs()
+        );
+        saw_unready |= svc.status("/readyz") == Some(503);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(saw_unready, "/readyz never said the brokers were gone");
+    assert!(svc.logs().contains("kafka brokers unreachable"));
+    cluster.broker_up(1).unwrap();
+    wait_committed(&brokers, "g-fault", 4, Duration::from_secs(90), &svc);
+    let upto2: Vec<_> = batch1.iter().chain(batch2).cloned().collect();
+    wait_windows(&mut svc, &upto2, Duration::from_secs(10));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+
+    // 2. Alert writes refused (non-retriable produce errors) while a new
+    //    instance takes over: it must not commit past the first detractor
+    //    whose alert is not delivered.
+    produce(&brokers, &good_records(batch3));
+    let first_detractor = first_detractor_offsets(&brokers, batch3);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1_000_000],
+    );
+    let mut svc = Service::run(&brokers, "g-fault", FAST_SNAPSHOTS, "fault-2");
+    svc.wait_for("deliveries retried", Duration::from_secs(60), |m| {
+        m.get("nps_delivery_retries_total", &[]).unwrap_or(0.0) > 0.0
+    });
+    std::thread::sleep(Duration::from_secs(4)); // several commit intervals
+    let (committed, _) = committed_and_end(&brokers, "g-fault", 4);
+    for (p, first) in &first_detractor {
+        if let Offset::Offset(c) = committed[*p as usize] {
+            assert!(
+                c <= *first,
+                "partition {p} committed {c} past the undelivered alert at {first}"
+            );
+        }
+    }
+    assert!(svc.child.try_wait().unwrap().is_none(), "{}", svc.logs());
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+
+    // 3. Once writes are accepted again, everything is delivered.
+    wait_committed(&brokers, "g-fault", 4, Duration::from_secs(90), &svc);
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    let alerted: BTreeSet<String> = alerts.keys().cloned().collect();
+    assert_eq!(alerted, detractors, "every detractor has an alert");
+    for (id, ids) in &alerts {
+        assert!(ids.iter().all(|a| a == &ids[0]), "{id}: {ids:?}");
+    }
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
