@@ -614,15 +614,16 @@ impl Rebalancer {
         let Some(until) = committed else {
             return (start, None, from);
         };
-        // Replay only what the log still holds.
-        let (low, high) = consumer
+        // Replay only what the log still holds. (Not capped by the high
+        // watermark: some brokers answer one below the true end; a log
+        // truncated below `until` is caught by `rewind_beyond_end`.)
+        let low = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-            .unwrap_or((0, i64::MAX));
+            .map_or(0, |(low, _)| low);
         let first = match start {
             Offset::Offset(s) => s.max(low),
             _ => low,
         };
-        let until = until.min(high);
         (start, (first < until).then_some(until), from)
     }
 }

@@ -5,8 +5,8 @@
 //! Input partition `p` of topic `T` is snapshotted as one record keyed
 //! `T/p` on state partition `p` (modulo the state topic's partition count,
 //! if it has fewer). The latest snapshot of `p` is therefore the last record
-//! of its state partition with that key: a restore reads backwards from the
-//! end, normally exactly one record. The topic is created compacted if
+//! of its state partition with that key: a restore reads the partition's
+//! tail, normally exactly one record. The topic is created compacted if
 //! missing, so only the latest snapshot per key is kept.
 //!
 //! The record's value is `Engine::partition_state_record`: versioned
@@ -33,10 +33,10 @@ pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 /// The state topic's and the clients' record size limit: the largest
 /// snapshot plus room for the record's framing.
 const MAX_RECORD_BYTES: &str = "68157440";
-/// Most records looked at, backwards from the end, to find a partition's
-/// latest snapshot (more only when many input partitions share one state
-/// partition).
-const MAX_SCAN: usize = 10_000;
+/// Longest tail of a state partition read to find a partition's latest
+/// snapshot (more than one record only when input partitions share a state
+/// partition, or a broker misreports the end).
+const MAX_SCAN: i64 = 4096;
 
 /// The state topic's clients' context: errors counted and throttled like
 /// the others, librdkafka's logs through `tracing`.
@@ -203,6 +203,12 @@ impl StateStore {
 
     /// The latest snapshot of `partition`, or `None` if there is none.
     /// Blocking, bounded by `timeout`.
+    ///
+    /// Reads the partition's tail forward to its end, keeping the last
+    /// record with the key; if the tail has none, a tail 16 times longer,
+    /// and so on. Forward, because some Kafka-compatible brokers answer a
+    /// high watermark below the true end (Tansu 0.6 gives the last batch's
+    /// base offset): the end is where the reads stop, not where they start.
     pub fn read_latest(
         &self,
         partition: i32,
@@ -215,41 +221,34 @@ impl StateStore {
             .reader
             .fetch_watermarks(&self.topic, sp, timeout)
             .with_context(|| format!("watermarks of {}/{sp}", self.topic))?;
-        // Offsets below `end` not looked at yet.
-        let mut end = high;
-        let mut scanned = 0;
-        while end > low && scanned < MAX_SCAN {
-            let Some((offset, k, value)) = self.read_at(sp, end - 1, deadline)? else {
-                break;
-            };
-            if offset >= end {
-                // A gap (compacted away, or a control record): step over it.
-                end -= 1;
-                continue;
+        let mut tail = 1i64;
+        let result = loop {
+            let from = high.saturating_sub(tail).max(low);
+            if let Some(value) = self.scan(sp, from, key.as_bytes(), deadline)? {
+                break Some(value);
             }
-            scanned += 1;
-            end = offset;
-            if k.as_deref() == Some(key.as_bytes()) {
-                self.reader.unassign().ok();
-                return Ok(value);
+            if from <= low || tail >= MAX_SCAN {
+                break None;
             }
-        }
+            tail *= 16;
+        };
         self.reader.unassign().ok();
-        Ok(None)
+        Ok(result)
     }
 
-    /// The first record at or after `offset` on state partition `sp`, or
-    /// `None` at the end of the partition.
-    #[allow(clippy::type_complexity)]
-    fn read_at(
+    /// The value of the last record keyed `key` from `from` to the end of
+    /// state partition `sp`.
+    fn scan(
         &self,
         sp: i32,
-        offset: i64,
+        from: i64,
+        key: &[u8],
         deadline: Instant,
-    ) -> anyhow::Result<Option<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, sp, Offset::Offset(offset))?;
+        tpl.add_partition_offset(&self.topic, sp, Offset::Offset(from))?;
         self.reader.assign(&tpl)?;
+        let mut last = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -257,15 +256,13 @@ impl StateStore {
             }
             match self.reader.poll(left.min(Duration::from_millis(200))) {
                 None => {}
-                Some(Ok(m)) if m.partition() == sp && m.offset() >= offset => {
-                    return Ok(Some((
-                        m.offset(),
-                        m.key().map(<[u8]>::to_vec),
-                        m.payload().map(<[u8]>::to_vec),
-                    )));
+                Some(Ok(m)) if m.partition() == sp => {
+                    if m.key() == Some(key) {
+                        last = Some(m.payload().map(<[u8]>::to_vec).unwrap_or_default());
+                    }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(KafkaError::PartitionEOF(p))) if p == sp => return Ok(None),
+                Some(Err(KafkaError::PartitionEOF(p))) if p == sp => return Ok(last),
                 Some(Err(e)) => tracing::debug!(error = %e, "state topic read"),
             }
         }

@@ -491,6 +491,139 @@ fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
     assert!(b.terminate(Duration::from_secs(60)).success());
 }
 
+/// Per (product, region, window, category): the sum over instances of
+/// `nps_window_responses`, as Prometheus's `sum by` would give it.
+fn summed_windows(instances: &[&Service]) -> BTreeMap<(String, String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for svc in instances {
+        let Some(m) = svc.metrics() else { continue };
+        for (name, l, v) in m.samples {
+            if name == "nps_window_responses" {
+                *out.entry((
+                    l["product"].clone(),
+                    l["region"].clone(),
+                    l["window"].clone(),
+                    l["category"].clone(),
+                ))
+                .or_insert(0.0) += v;
+            }
+        }
+    }
+    // The truth lists zero categories of a present segment; so do the
+    // instances (each exports all three), but a sum keeps them anyway.
+    out
+}
+
+/// A quiet point: every instance ready, all partitions assigned, and the
+/// sum over instances equal to the truth, series by series.
+fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str) {
+    let want = truth(data);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut settled = false;
+    loop {
+        let ready = instances.iter().all(|s| s.status("/readyz") == Some(200));
+        let assigned: f64 = instances
+            .iter()
+            .filter_map(|s| s.metrics())
+            .map(|m| m.get("nps_assigned_partitions", &[]).unwrap_or(0.0))
+            .sum();
+        let got = summed_windows(instances);
+        // Twice in a row, a second apart: nothing is still moving.
+        if ready && assigned == 12.0 && got == want {
+            if settled {
+                return;
+            }
+            settled = true;
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        settled = false;
+        if Instant::now() > deadline {
+            let diff: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .take(5)
+                .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+                .collect();
+            let logs: Vec<String> = instances.iter().map(|s| s.logs()).collect();
+            panic!(
+                "{what}: not quiet (ready {ready}, assigned {assigned}, {} series vs {}; first differences {diff:?})\n{}",
+                got.len(),
+                want.len(),
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
+    let Some(_python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 12);
+    let brokers = tansu.brokers();
+    let group = "g-three";
+    let args = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1s"];
+    let a = Service::run(&brokers, group, &args, "three-a");
+    let mut b = Service::run(&brokers, group, &args, "three-b");
+    let c = Service::run(&brokers, group, &args, "three-c");
+    let now = now_ms();
+    let data = generate(30_000, 8, 4, 0x3333, now);
+    let (part1, rest) = data.split_at(10_000);
+    let (part2, part3) = rest.split_at(10_000);
+    let send = |part: &[(SurveyResponse, i64)]| {
+        let file = write_jsonl(part);
+        send_file(&brokers, &file);
+        let _ = std::fs::remove_file(&file);
+    };
+
+    send(part1);
+    wait_quiet(&[&a, &b, &c], part1, "three instances");
+    let share = |s: &Service| {
+        s.metrics().map_or(0.0, |m| {
+            m.get("nps_assigned_partitions", &[]).unwrap_or(0.0)
+        })
+    };
+    assert!(
+        share(&a) > 0.0 && share(&b) > 0.0 && share(&c) > 0.0,
+        "each instance holds partitions"
+    );
+
+    // One dies without a word; its partitions move to the other two,
+    // with their windows (restored from its snapshots, then replayed).
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    wait_quiet(&[&a, &c], part1, "after the kill");
+    send(part2);
+    let upto2: Vec<_> = part1.iter().chain(part2).cloned().collect();
+    wait_quiet(&[&a, &c], &upto2, "two instances");
+
+    // A new one joins and takes partitions, with their windows.
+    let d = Service::run(&brokers, group, &args, "three-d");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while share(&d) == 0.0 {
+        assert!(Instant::now() < deadline, "d got nothing:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_quiet(&[&a, &c, &d], &upto2, "after the join");
+    send(part3);
+    wait_quiet(&[&a, &c, &d], &data, "three again");
+
+    let restored: f64 = [&a, &c, &d]
+        .iter()
+        .filter_map(|s| s.metrics())
+        .map(|m| {
+            m.get("nps_state_restores_total", &[("from", "snapshot")])
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(restored >= 12.0, "partitions moved with their snapshots");
+    for mut s in [a, c, d] {
+        assert!(s.terminate(Duration::from_secs(60)).success());
+    }
+}
+
 /// Passes about four runs in five. In the others the process dies of a
 /// SIGSEGV inside librdkafka 2.12.1 (the version rdkafka 0.39 bundles): a
 /// Fetch or Produce reply of the restarted, recreated broker carries a

@@ -1224,3 +1224,48 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     }
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_restart_replays_from_the_snapshot_to_the_commit_without_alerts() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(4000, now, "rp");
+    let (batch1, batch2) = data.split_at(2000);
+    // Snapshots only at shutdown and revoke: the periodic one never comes.
+    let rare = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
+    produce(&brokers, &good_records(batch1));
+    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-1");
+    wait_committed(&brokers, "g-replay", 4, Duration::from_secs(60), &svc);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+
+    // Batch 2 is processed and committed, then the process dies: its
+    // snapshot is the one from the shutdown, 500 records per partition old.
+    produce(&brokers, &good_records(batch2));
+    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-2");
+    wait_committed(&brokers, "g-replay", 4, Duration::from_secs(60), &svc);
+    let detractors = detractor_ids(&data);
+    let before = alerts_by_response(&brokers, detractors.len());
+    assert_eq!(before.len(), detractors.len());
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+
+    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-3");
+    svc.wait_for("replayed", Duration::from_secs(60), |m| {
+        restores(m, "snapshot") == 4.0
+    });
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let m = svc.metrics().unwrap();
+    assert_eq!(
+        m.get("nps_state_replayed_total", &[]),
+        Some(batch2.len() as f64),
+        "exactly the records between the snapshot and the commit"
+    );
+    assert_eq!(m.sum("nps_detractor_alerts_total", &[]), 0.0);
+    assert_eq!(svc.status("/readyz"), Some(200));
+    let after = alerts_by_response(&brokers, detractors.len());
+    assert!(
+        after.values().all(|ids| ids.len() == 1),
+        "no alert sent twice"
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
