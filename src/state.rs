@@ -256,10 +256,8 @@ impl StateStore {
             }
             match self.reader.poll(left.min(Duration::from_millis(200))) {
                 None => {}
-                Some(Ok(m)) if m.partition() == sp => {
-                    if m.key() == Some(key) {
-                        last = Some(m.payload().map(<[u8]>::to_vec).unwrap_or_default());
-                    }
+                Some(Ok(m)) if m.partition() == sp && m.key() == Some(key) => {
+                    last = Some(m.payload().map(<[u8]>::to_vec).unwrap_or_default());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(KafkaError::PartitionEOF(p))) if p == sp => return Ok(last),
