@@ -582,6 +582,7 @@ impl Rebalancer {
     ) -> (Offset, Option<i64>, &'static str) {
         let snapshot = match self.store.read_latest(partition, self.timeout) {
             Ok(Some(bytes)) => {
+                tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
                 let Ok(mut core) = self.core.lock() else {
                     return (Offset::Invalid, None, "empty");
                 };
