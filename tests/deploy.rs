@@ -329,6 +329,12 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
         let topic = field(&settings, t);
         assert!(init.contains(&format!("{topic}:")), "{topic} not created");
     }
+    let state = field(&settings, "state_topic");
+    assert!(
+        init.contains(&format!("--topic {state} "))
+            && init.contains("--config cleanup.policy=compact"),
+        "state topic {state} not created compacted: {init}"
+    );
 
     // The producer's command line is one `send` accepts.
     let producer = &services["producer"];

@@ -559,12 +559,32 @@ fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str
 
 #[test]
 fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
+    lose_one_and_gain_one("range,roundrobin");
+}
+
+/// The same with incremental rebalances: partitions that stay put are
+/// neither revoked nor restored when a member joins.
+#[test]
+fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
+    lose_one_and_gain_one("cooperative-sticky");
+}
+
+fn lose_one_and_gain_one(assignor: &str) {
     let Some(_python) = parts() else { return };
     let tansu = Tansu::start(free_port());
     topics(&tansu, 12);
     let brokers = tansu.brokers();
-    let group = "g-three";
-    let args = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1s"];
+    let group = format!("g-three-{}", assignor.replace(',', "-"));
+    let group = group.as_str();
+    let strategy = format!("partition.assignment.strategy={assignor}");
+    let args = [
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        strategy.as_str(),
+        "--snapshot-interval",
+        "1s",
+    ];
     let a = Service::run(&brokers, group, &args, "three-a");
     let mut b = Service::run(&brokers, group, &args, "three-b");
     let c = Service::run(&brokers, group, &args, "three-c");
@@ -599,6 +619,22 @@ fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
     let upto2: Vec<_> = part1.iter().chain(part2).cloned().collect();
     wait_quiet(&[&a, &c], &upto2, "two instances");
 
+    let restores_of = |list: &[&Service]| -> f64 {
+        list.iter()
+            .filter_map(|s| s.metrics())
+            .map(|m| {
+                ["snapshot", "rebuild", "empty"]
+                    .iter()
+                    .map(|f| {
+                        m.get("nps_state_restores_total", &[("from", f)])
+                            .unwrap_or(0.0)
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let before_join = restores_of(&[&a, &c]);
+
     // A new one joins and takes partitions, with their windows.
     let d = Service::run(&brokers, group, &args, "three-d");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -607,6 +643,18 @@ fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_quiet(&[&a, &c, &d], &upto2, "after the join");
+    let after_join = restores_of(&[&a, &c]);
+    if assignor == "cooperative-sticky" {
+        assert_eq!(
+            after_join, before_join,
+            "an incremental rebalance restores nothing the old members keep"
+        );
+    } else {
+        assert!(
+            after_join > before_join,
+            "an eager rebalance revokes and restores every partition"
+        );
+    }
     send(part3);
     wait_quiet(&[&a, &c, &d], &data, "three again");
 
