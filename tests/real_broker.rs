@@ -559,21 +559,29 @@ fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str
 
 #[test]
 fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
-    lose_one_and_gain_one("range,roundrobin");
-}
-
-/// The same with incremental rebalances: partitions that stay put are
-/// neither revoked nor restored when a member joins.
-#[test]
-fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
-    lose_one_and_gain_one("cooperative-sticky");
-}
-
-fn lose_one_and_gain_one(assignor: &str) {
     let Some(_python) = parts() else { return };
     let tansu = Tansu::start(free_port());
     topics(&tansu, 12);
-    let brokers = tansu.brokers();
+    lose_one_and_gain_one(&tansu.brokers(), "range,roundrobin");
+}
+
+/// The same with incremental rebalances: partitions that stay put are
+/// neither revoked nor restored when a member joins. On librdkafka's mock
+/// cluster: Tansu 0.6's group coordinator does not follow the incremental
+/// protocol (its groups never settle under cooperative-sticky, rebalancing
+/// every few seconds, and it lets a partition be handed to a second member
+/// while its owner keeps it; see README, Known issues).
+#[test]
+fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic(INPUT, 12, 1).unwrap();
+    cluster.create_topic(ALERTS, 1, 1).unwrap();
+    cluster.create_topic(DLQ, 1, 1).unwrap();
+    lose_one_and_gain_one(&cluster.bootstrap_servers(), "cooperative-sticky");
+}
+
+fn lose_one_and_gain_one(brokers: &str, assignor: &str) {
+    let brokers = brokers.to_string();
     let group = format!("g-three-{}", assignor.replace(',', "-"));
     let group = group.as_str();
     let strategy = format!("partition.assignment.strategy={assignor}");
@@ -585,9 +593,9 @@ fn lose_one_and_gain_one(assignor: &str) {
         "--snapshot-interval",
         "1s",
     ];
-    let a = Service::run(&brokers, group, &args, "three-a");
-    let mut b = Service::run(&brokers, group, &args, "three-b");
-    let c = Service::run(&brokers, group, &args, "three-c");
+    let a = Service::run(&brokers, group, &args, &format!("{group}-a"));
+    let mut b = Service::run(&brokers, group, &args, &format!("{group}-b"));
+    let c = Service::run(&brokers, group, &args, &format!("{group}-c"));
     let now = now_ms();
     let data = generate(30_000, 8, 4, 0x3333, now);
     let (part1, rest) = data.split_at(10_000);
@@ -612,6 +620,7 @@ fn lose_one_and_gain_one(assignor: &str) {
 
     // One dies without a word; its partitions move to the other two,
     // with their windows (restored from its snapshots, then replayed).
+    let moved = share(&b);
     b.child.kill().unwrap();
     b.child.wait().unwrap();
     wait_quiet(&[&a, &c], part1, "after the kill");
@@ -636,7 +645,7 @@ fn lose_one_and_gain_one(assignor: &str) {
     let before_join = restores_of(&[&a, &c]);
 
     // A new one joins and takes partitions, with their windows.
-    let d = Service::run(&brokers, group, &args, "three-d");
+    let d = Service::run(&brokers, group, &args, &format!("{group}-d"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while share(&d) == 0.0 {
         assert!(Instant::now() < deadline, "d got nothing:\n{}", d.logs());
@@ -666,7 +675,13 @@ fn lose_one_and_gain_one(assignor: &str) {
                 .unwrap_or(0.0)
         })
         .sum();
-    assert!(restored >= 12.0, "partitions moved with their snapshots");
+    // Every partition that changed owner (b's, then d's) was restored from
+    // its snapshot (under eager assignment, the others too).
+    let moved = moved + share(&d);
+    assert!(
+        restored >= moved,
+        "partitions moved with their snapshots: {restored} restores for {moved} moves"
+    );
     for mut s in [a, c, d] {
         assert!(s.terminate(Duration::from_secs(60)).success());
     }
