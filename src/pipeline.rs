@@ -16,7 +16,7 @@
 //! the same task; a revoke finishes the partition's pending deliveries
 //! (bounded by the shutdown timeout), commits and drops its state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::alerts::{self, MESSAGE_TYPE};
 use crate::config::Settings;
-use crate::engine::{Engine, Outcome, WindowStats};
+use crate::engine::{Category, Engine, KeyId, Outcome, WindowStats};
 use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, client_config};
 use crate::metrics as m;
 use crate::schema::{self, Rejection};
@@ -836,7 +836,7 @@ pub async fn run(
                     let parts: Vec<i32> = c.done.keys().copied().collect();
                     commit(&consumer, &settings.input_topic, &mut c, &parts, CommitMode::Async);
                 }
-                refresh_view(&core, &*clock, &view, &window_names, &stats, keep_table, &health);
+                refresh_view(&core, &*clock, &view, &window_names, &mut stats, keep_table, &health);
             }
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => {
@@ -886,7 +886,7 @@ pub async fn run(
         &*clock,
         &view,
         &window_names,
-        &stats,
+        &mut stats,
         keep_table,
         &health,
     );
@@ -942,6 +942,61 @@ struct Counters {
     consumed: u64,
     alerts: u64,
     rejected: u64,
+    labelled: LabelledCounters,
+}
+
+/// Handles of the labelled counters updated per record, by segment.
+/// `metrics::counter!` with labels looks the series up in the exporter's
+/// registry on every call (building, hashing and comparing its labels),
+/// which cost more than the engine itself; a handle is an atomic.
+/// Segment ids are reused once a segment leaves every window, so the
+/// handles are dropped whenever the sweep removes segments.
+#[derive(Default)]
+struct LabelledCounters {
+    responses: HashMap<(KeyId, crate::pb::Channel, Category), metrics::Counter>,
+    alerts: HashMap<(KeyId, &'static str), metrics::Counter>,
+}
+
+impl LabelledCounters {
+    fn names(engine: &Engine, key: KeyId) -> (String, String) {
+        engine
+            .segment_name(key)
+            .map(|(p, r)| (p.to_string(), r.to_string()))
+            .unwrap_or_default()
+    }
+
+    fn response(
+        &mut self,
+        engine: &Engine,
+        key: KeyId,
+        channel: crate::pb::Channel,
+        category: Category,
+    ) -> &metrics::Counter {
+        self.responses
+            .entry((key, channel, category))
+            .or_insert_with(|| {
+                let (product, region) = Self::names(engine, key);
+                metrics::counter!(m::RESPONSES_TOTAL,
+                    "product" => product, "region" => region,
+                    "channel" => channel_label(channel), "category" => category.as_str())
+            })
+    }
+
+    fn alert(&mut self, engine: &Engine, key: KeyId, priority: &'static str) -> metrics::Counter {
+        self.alerts
+            .entry((key, priority))
+            .or_insert_with(|| {
+                let (product, region) = Self::names(engine, key);
+                metrics::counter!(m::DETRACTOR_ALERTS_TOTAL,
+                    "product" => product, "region" => region, "priority" => priority)
+            })
+            .clone()
+    }
+
+    fn forget(&mut self) {
+        self.responses.clear();
+        self.alerts.clear();
+    }
 }
 
 fn pending_room(core: &Mutex<Core>) -> bool {
@@ -1056,7 +1111,7 @@ fn refresh_view(
     clock: &dyn Clock,
     view: &RwLock<View>,
     window_names: &[String],
-    stats: &Counters,
+    stats: &mut Counters,
     keep_table: bool,
     health: &Health,
 ) {
@@ -1064,6 +1119,7 @@ fn refresh_view(
     let Ok(mut c) = core.lock() else { return };
     let sweep = c.engine.sweep(now);
     if !sweep.keys_removed.is_empty() {
+        stats.labelled.forget();
         tracing::debug!(
             segments = sweep.keys_removed.len(),
             "segments left every window"
@@ -1138,15 +1194,10 @@ async fn handle(
                         late,
                         overflowed,
                     } => {
-                        let (product, region) = c
-                            .engine
-                            .segment_name(key)
-                            .map(|(p, r)| (p.to_string(), r.to_string()))
-                            .unwrap_or_default();
-                        metrics::counter!(m::RESPONSES_TOTAL,
-                            "product" => product.clone(), "region" => region.clone(),
-                            "channel" => channel_label(response.channel), "category" => category.as_str())
-                        .increment(1);
+                        stats
+                            .labelled
+                            .response(&c.engine, key, response.channel, category)
+                            .increment(1);
                         if late {
                             metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
                         }
@@ -1161,7 +1212,9 @@ async fn handle(
                             let windows: Vec<_> = specs.iter().zip(stats_now).collect();
                             let alert =
                                 alerts::build(&response, &windows, late, now, &settings.alerts);
-                            Some((alert, product, region))
+                            let priority = alerts::priority_label(alert.priority());
+                            let counter = stats.labelled.alert(&c.engine, key, priority);
+                            Some((alert, counter))
                         } else {
                             None
                         }
@@ -1170,9 +1223,8 @@ async fn handle(
             };
             match alert {
                 None => None,
-                Some((alert, product, region)) => {
+                Some((alert, counter)) => {
                     let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
-                    let priority = alerts::priority_label(alert.priority());
                     let headers = OwnedHeaders::new()
                         .insert(Header {
                             key: CONTENT_TYPE,
@@ -1194,9 +1246,7 @@ async fn handle(
                         headers,
                     )
                     .await;
-                    metrics::counter!(m::DETRACTOR_ALERTS_TOTAL,
-                        "product" => product, "region" => region, "priority" => priority)
-                    .increment(1);
+                    counter.increment(1);
                     stats.alerts += 1;
                     Some(fut)
                 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Process memory (RSS) of nps-stream on a local Tansu broker:
+#
+# 1. Per key: KEYS_ANSWERS answers (default 500,000) over 2,000 products ×
+#    regions, then as many over 8,000 others (10,000 keys in all), spread
+#    over the last 30 days so all 4 windows hold data. The first load
+#    brings the Kafka clients' buffers and the allocator to their peak; the
+#    RSS the second adds, divided by the keys it adds, is the cost of a
+#    key. Dedup is off here (--dedup-max-ids 0) so the figure is the
+#    windows' and the key table's; phase 3 runs with the default dedup.
+# 2. Cardinality guard: then 1,000,000 answers with distinct bogus product
+#    names; RSS before and after (the guard folds them into one overflow
+#    segment).
+# 3. Steady run: a second instance with default settings (dedup on)
+#    consumes `send --generate --rate RATE` (default 2,000/s) for DURATION
+#    seconds (default 600); RSS sampled every 30 s after a first minute;
+#    prints the samples and max/min.
+#
+#   bash benches/memory.sh
+#   DURATION=120 bash benches/memory.sh
+#
+# Needs tansu on PATH (bash tests/run-all.sh installs it), curl, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS_ANSWERS=${KEYS_ANSWERS:-500000}
+BOGUS=${BOGUS:-1000000}
+RATE=${RATE:-2000}
+DURATION=${DURATION:-600}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo build --release --quiet --bin nps-stream
+BIN=$PWD/target/release/nps-stream
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+kport=$(free_port)
+brokers=127.0.0.1:$kport
+tansu broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+for t in survey-responses:4 nps-detractor-alerts:4 survey-responses-dlq:1; do
+  tansu topic create --broker "tcp://$brokers" --partitions "${t#*:}" --config retention.ms=604800000 "${t%%:*}" >/dev/null
+done
+
+# The answers, as JSON lines (protobuf JSON mapping).
+python3 - "$work" "$KEYS_ANSWERS" "$BOGUS" <<'PY'
+import datetime, json, random, sys
+work, n_keys, n_bogus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(7)
+now = datetime.datetime.now(datetime.timezone.utc)
+channels = ["CHANNEL_SMS", "CHANNEL_EMAIL", "CHANNEL_CHAT", "CHANNEL_PHONE", "CHANNEL_WEB", "CHANNEL_IN_APP"]
+def line(i, prefix, product, region, age_s):
+    t = now - datetime.timedelta(seconds=age_s)
+    return json.dumps({"responseId": f"{prefix}-{i}", "customerId": f"c-{rng.randrange(100000)}",
+        "product": product, "region": region, "channel": rng.choice(channels),
+        "score": rng.randrange(11), "respondedAt": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+# Two loads over disjoint keys: 2,000 keys, then 8,000 more. The first
+# brings the client buffers and the allocator to their peak, so the second
+# measures what more keys cost.
+for name, first, count in (("keys1", 0, 2000), ("keys2", 2000, 8000)):
+    with open(f"{work}/{name}.jsonl", "w") as f:
+        for i in range(n_keys):
+            k = first + i % count
+            f.write(line(i, name, f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 29.5 * 86400)) + "\n")
+with open(f"{work}/bogus.jsonl", "w") as f:
+    for i in range(n_bogus):
+        f.write(line(i, "b", f"bogus-{i:07d}", "region-00", rng.uniform(60, 3600)) + "\n")
+PY
+
+metric() { # port, name: the sum of its samples
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 ~ "^"n"({|$)" { s += $2 } END { printf "%.0f\n", s }'
+}
+rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+wait_consumed() { # port, count
+  until [ "$(metric "$1" nps_events_consumed_total)" -ge "$2" ]; do sleep 0.2; done
+  sleep 2.5 # a refresh tick, and the allocator settles
+}
+
+# 1 and 2.
+mport=$(free_port)
+"$BIN" run --brokers "$brokers" --group-id mem --metrics-addr "127.0.0.1:$mport" \
+  --dedup-max-ids 0 >"$work/mem.log" 2>&1 &
+nps=$!
+pids+=("$nps")
+until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
+sleep 2
+empty=$(rss "$nps")
+"$BIN" send --brokers "$brokers" -f "$work/keys1.jsonl" 2>/dev/null
+wait_consumed "$mport" "$KEYS_ANSWERS"
+first=$(rss "$nps")
+keys1=$(metric "$mport" nps_engine_keys)
+states1=$(metric "$mport" nps_engine_segment_states)
+"$BIN" send --brokers "$brokers" -f "$work/keys2.jsonl" 2>/dev/null
+wait_consumed "$mport" $((2 * KEYS_ANSWERS))
+loaded=$(rss "$nps")
+keys=$(metric "$mport" nps_engine_keys)
+segment_states=$(metric "$mport" nps_engine_segment_states)
+"$BIN" send --brokers "$brokers" -f "$work/bogus.jsonl" 2>/dev/null
+wait_consumed "$mport" $((2 * KEYS_ANSWERS + BOGUS))
+flooded=$(rss "$nps")
+overflow=$(metric "$mport" nps_cardinality_overflow_total)
+keys_after=$(metric "$mport" nps_engine_keys)
+kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
+
+printf 'machine: %s, %s cores (%s); tansu 0.6 memory storage on the same machine\n' \
+  "$(uname -m)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+printf 'RSS with no data:            %8s MiB\n' "$(mib "$empty")"
+printf 'after %s answers over %s keys: %8s MiB\n' "$KEYS_ANSWERS" "$keys1" "$(mib "$first")"
+printf 'after %s more over %s more:  %8s MiB; %s keys × 4 windows, %s per-partition segment states\n' \
+  "$KEYS_ANSWERS" "$((keys - keys1))" "$(mib "$loaded")" "$keys" "$segment_states"
+printf '  marginal: %.0f bytes per key, %.0f per segment state; RSS / keys: %.0f bytes\n' \
+  "$(echo "($loaded - $first) / ($keys - $keys1)" | bc -l)" \
+  "$(echo "($loaded - $first) / ($segment_states - $states1)" | bc -l)" \
+  "$(echo "$loaded / $keys" | bc -l)"
+printf 'after %s bogus products: %8s MiB (%+.1f%%), %s keys, %s answers in the overflow segment\n' \
+  "$BOGUS" "$(mib "$flooded")" "$(echo "100 * ($flooded - $loaded) / $loaded" | bc -l)" "$keys_after" "$overflow"
+
+# 3.
+[ "$DURATION" -gt 0 ] || exit 0
+mport=$(free_port)
+"$BIN" run --brokers "$brokers" --group-id steady --metrics-addr "127.0.0.1:$mport" \
+  --auto-offset-reset latest >"$work/steady.log" 2>&1 &
+nps=$!
+pids+=("$nps")
+until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
+"$BIN" send --brokers "$brokers" --generate --history 0 --rate "$RATE" --count $((RATE * DURATION)) 2>/dev/null &
+pids+=($!)
+sleep 60
+samples=()
+for _ in $(seq $(((DURATION - 60) / 30))); do
+  samples+=("$(rss "$nps")")
+  sleep 30
+done
+samples+=("$(rss "$nps")")
+printf 'steady %s answers/s for %s s, RSS every 30 s after the first minute (MiB):' "$RATE" "$DURATION"
+for s in "${samples[@]}"; do printf ' %s' "$(mib "$s")"; done
+echo
+printf '%s\n' "${samples[@]}" | sort -g | awk '{ v[NR] = $1 } END { printf "max / min = %.3f (dedup ids at the end: see nps_dedup_ids)\n", v[NR] / v[1] }'
+printf 'dedup ids at the end: %s\n' "$(metric "$mport" nps_dedup_ids)"
