@@ -106,7 +106,8 @@ fn bench(c: &mut Criterion) {
     // The refresh tick with 10,000 segments.
     let mut engine = filled(&mut rng, 500, 400_000);
     let keys = engine.gauges().keys;
-    eprintln!("refresh: {keys} segments");
+    let text = render_windows(&engine.segments(T0), engine.layout().specs()).len();
+    eprintln!("refresh: {keys} segments, {text} bytes of exposition text");
     let mut g = c.benchmark_group("metrics");
     g.sample_size(20);
     g.throughput(Throughput::Elements(keys as u64));
