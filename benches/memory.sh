@@ -8,9 +8,10 @@
 #    RSS the second adds, divided by the keys it adds, is the cost of a
 #    key. Dedup is off here (--dedup-max-ids 0) so the figure is the
 #    windows' and the key table's; phase 3 runs with the default dedup.
-# 2. Cardinality guard: then 1,000,000 answers with distinct bogus product
-#    names; RSS before and after (the guard folds them into one overflow
-#    segment).
+# 2. Cardinality guard: then 1,000,000 answers over the existing keys (the
+#    baseline: what a million answers leave behind in client buffers and
+#    the allocator), then 1,000,000 with distinct bogus product names (the
+#    guard folds them into one overflow segment); RSS after each.
 # 3. Steady run: a second instance consumes `send --generate --rate RATE`
 #    (default 2,000/s) for DURATION seconds (default 600); RSS is sampled
 #    every 30 s after the first two minutes; prints the samples and
@@ -74,6 +75,11 @@ for name, first, count in (("keys1", 0, 2000), ("keys2", 2000, 8000)):
 with open(f"{work}/bogus.jsonl", "w") as f:
     for i in range(n_bogus):
         f.write(line(i, "b", f"bogus-{i:07d}", "region-00", rng.uniform(60, 3600)) + "\n")
+# The flood's baseline: as many answers, over keys that already exist.
+with open(f"{work}/control.jsonl", "w") as f:
+    for i in range(n_bogus):
+        k = i % 10000
+        f.write(line(i, "c", f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 3600)) + "\n")
 PY
 
 metric() { # port, name: the sum of its samples
@@ -106,8 +112,11 @@ wait_consumed "$mport" $((2 * KEYS_ANSWERS))
 loaded=$(rss "$nps")
 keys=$(metric "$mport" nps_engine_keys)
 segment_states=$(metric "$mport" nps_engine_segment_states)
-"$BIN" send --brokers "$brokers" -f "$work/bogus.jsonl" 2>/dev/null
+"$BIN" send --brokers "$brokers" -f "$work/control.jsonl" 2>/dev/null
 wait_consumed "$mport" $((2 * KEYS_ANSWERS + BOGUS))
+control=$(rss "$nps")
+"$BIN" send --brokers "$brokers" -f "$work/bogus.jsonl" 2>/dev/null
+wait_consumed "$mport" $((2 * KEYS_ANSWERS + 2 * BOGUS))
 flooded=$(rss "$nps")
 overflow=$(metric "$mport" nps_cardinality_overflow_total)
 keys_after=$(metric "$mport" nps_engine_keys)
@@ -123,8 +132,10 @@ printf '  marginal: %.0f bytes per key, %.0f per segment state; RSS / keys: %.0f
   "$(echo "($loaded - $first) / ($keys - $keys1)" | bc -l)" \
   "$(echo "($loaded - $first) / ($segment_states - $states1)" | bc -l)" \
   "$(echo "$loaded / $keys" | bc -l)"
+printf 'after %s more answers over the same keys (baseline): %8s MiB (%+.1f%%)\n' \
+  "$BOGUS" "$(mib "$control")" "$(echo "100 * ($control - $loaded) / $loaded" | bc -l)"
 printf 'after %s bogus products: %8s MiB (%+.1f%%), %s keys, %s answers in the overflow segment\n' \
-  "$BOGUS" "$(mib "$flooded")" "$(echo "100 * ($flooded - $loaded) / $loaded" | bc -l)" "$keys_after" "$overflow"
+  "$BOGUS" "$(mib "$flooded")" "$(echo "100 * ($flooded - $control) / $control" | bc -l)" "$keys_after" "$overflow"
 
 fi
 

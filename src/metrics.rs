@@ -249,7 +249,10 @@ fn labels(out: &mut String, s: &SegmentStats<'_>, window: &str) {
 /// A window with no responses publishes counts but no score; a segment
 /// with nothing in any window is not in `segments` and publishes nothing.
 pub fn render_windows(segments: &[SegmentStats<'_>], windows: &[WindowSpec]) -> String {
-    let mut out = String::with_capacity(segments.len() * windows.len() * 400);
+    // About 500 bytes per segment and window (8 series of ~60 bytes), so
+    // the text rarely grows while rendered; it is kept until the next
+    // refresh, so it is trimmed to its length at the end.
+    let mut out = String::with_capacity(segments.len() * windows.len() * 520);
     header(
         &mut out,
         NPS_SCORE,
@@ -340,6 +343,7 @@ pub fn render_windows(segments: &[SegmentStats<'_>], windows: &[WindowSpec]) -> 
             }
         }
     }
+    out.shrink_to_fit();
     out
 }
 
