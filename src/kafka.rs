@@ -168,6 +168,12 @@ fn count_up(stats: &Statistics) -> i64 {
 }
 
 pub fn on_client_error(health: &Health, role: Role, error: &KafkaError, reason: &str) {
+    // The state reader asks to be told when it reaches a partition's end
+    // (enable.partition.eof); librdkafka reports that as an error event.
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::debug!(client = role.as_str(), reason, "end of partition");
+        return;
+    }
     metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => role.as_str()).increment(1);
     if health.should_log(role, error) {
         tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error (repeats of it are not logged for a minute)");
@@ -199,6 +205,15 @@ impl rdkafka::producer::ProducerContext for ProducerCtx {
 }
 
 pub fn log_client(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    // -X properties go to every client nps-stream builds (consumer,
+    // producers, state reader), so librdkafka warns once per client that a
+    // consumer property means nothing to a producer and the reverse: that
+    // is expected, and kept at debug.
+    let level = if fac == "CONFWARN" && is_other_role_property(message) {
+        RDKafkaLogLevel::Debug
+    } else {
+        level
+    };
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -212,6 +227,14 @@ pub fn log_client(level: RDKafkaLogLevel, fac: &str, message: &str) {
         }
         RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
     }
+}
+
+/// librdkafka's warning that a property set on every client belongs to the
+/// other role ("... is a consumer property and will be ignored by this
+/// producer instance", and the reverse).
+fn is_other_role_property(message: &str) -> bool {
+    message.contains("is a consumer property and will be ignored by this producer instance")
+        || message.contains("is a producer property and will be ignored by this consumer instance")
 }
 
 /// What the pipeline does when Kafka moves partitions. Called on the
@@ -460,5 +483,21 @@ impl RenewableProducer {
         };
         drop(old);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn properties_of_the_other_role_are_told_apart_from_other_config_warnings() {
+        assert!(super::is_other_role_property(
+            "Configuration property session.timeout.ms is a consumer property and will be ignored by this producer instance"
+        ));
+        assert!(super::is_other_role_property(
+            "Configuration property linger.ms is a producer property and will be ignored by this consumer instance"
+        ));
+        assert!(!super::is_other_role_property(
+            "Configuration property queue.buffering.max.ms is deprecated"
+        ));
     }
 }
