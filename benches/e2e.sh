@@ -25,25 +25,16 @@
 #   BROKER=mock bash benches/e2e.sh latency
 #
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, bc, python3.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 N=${N:-2000000}
 ROUNDS=${ROUNDS:-3}
 PARTITIONS=${PARTITIONS:-4}
 RATE=${RATE:-10000}
 SECONDS_LIVE=${DURATION:-30}
 WHAT=${1:-all}
-export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release --quiet --bin nps-stream
 cargo bench --quiet --bench probe --no-run 2>/dev/null
-BIN=$PWD/target/release/nps-stream
 PROBE=$(ls -t target/release/deps/probe-* | grep -v '\.d$' | head -1)
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
 start_broker() {
   if [ "${BROKER:-tansu}" = mock ]; then
@@ -53,18 +44,7 @@ start_broker() {
     brokers=$(head -1 "$work/mock.out")
     return
   fi
-  kport=$(free_port)
-  brokers=127.0.0.1:$kport
-  tansu broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
-  for t in survey-responses:$PARTITIONS nps-detractor-alerts:$PARTITIONS survey-responses-dlq:1; do
-    tansu topic create --broker "tcp://$brokers" --partitions "${t#*:}" --config retention.ms=604800000 "${t%%:*}" >/dev/null
-  done
-}
-metric() { # name: the sum of its samples on nps-stream's /metrics
-  curl -s "http://127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" { s += $2 } END { printf "%.0f\n", s }'
+  start_tansu "$PARTITIONS" "$PARTITIONS"
 }
 run_nps() { # group, log, extra args...
   mport=$(free_port)
@@ -79,12 +59,10 @@ cpu_of() { # pid: user + system CPU seconds so far
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-machine() {
+describe() {
   local broker="tansu 0.6 memory storage"
   [ "${BROKER:-tansu}" = mock ] && broker="librdkafka's mock cluster"
-  printf 'machine: %s, %s cores (%s), %s GiB; broker: %s, on the same machine\n' \
-    "$(uname -m)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)" "$broker"
+  printf '%s; broker: %s, on the same machine\n' "$(machine)" "$broker"
 }
 
 throughput() {
@@ -98,7 +76,7 @@ throughput() {
     run_nps "bench-$r" "nps-$r.log" --snapshot-interval 10s
     first=""
     while :; do
-      c=$(metric nps_events_consumed_total)
+      c=$(metric "$mport" nps_events_consumed_total)
       t=$(date +%s.%N)
       if [ -z "$first" ] && [ "${c:-0}" -gt 0 ]; then first=$t; c0=$c; fi
       if [ "${c:-0}" -ge "$N" ]; then break; fi
@@ -114,7 +92,7 @@ throughput() {
   npsr=$(median <"$work/nps")
   bare_cpu=$(median <"$work/bare_cpu")
   nps_cpu=$(median <"$work/nps_cpu")
-  machine
+  describe
   printf 'throughput, %s answers on %s partitions, median of %s rounds:\n' "$N" "$PARTITIONS" "$ROUNDS"
   printf '  bare consumer   %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
     "$bare" "$bare_cpu" "$(echo "$bare_cpu * 1000000 / $N" | bc -l)"
@@ -128,7 +106,7 @@ latency() {
   start_broker
   count=$((RATE * SECONDS_LIVE))
   run_nps bench-latency latency.log ${NPS_ARGS:-}
-  until [ "$(metric nps_ready)" = "1" ]; do sleep 0.2; done
+  until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
   # Reads the alerts as they come, until 5 s pass without one.
   "$PROBE" latency "$brokers" nps-detractor-alerts survey-responses 5 >"$work/latency.out" &
   probe=$!
@@ -137,8 +115,8 @@ latency() {
   "$BIN" send --brokers "$brokers" --generate --history 0 --rate "$RATE" --count "$count" \
     -X linger.ms=0 2>/dev/null
   wait "$probe" || true
-  alerts=$(metric nps_detractor_alerts_total)
-  machine
+  alerts=$(metric "$mport" nps_detractor_alerts_total)
+  describe
   printf 'alert latency at %s answers/s for %s s (%s alerts):\n' "$RATE" "$SECONDS_LIVE" "$alerts"
   cat "$work/latency.out"
 }

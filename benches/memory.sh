@@ -26,31 +26,13 @@
 #   DURATION=120 bash benches/memory.sh
 #
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, python3.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 KEYS_ANSWERS=${KEYS_ANSWERS:-500000}
 BOGUS=${BOGUS:-1000000}
 RATE=${RATE:-2000}
 DURATION=${DURATION:-600}
-export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release --quiet --bin nps-stream
-BIN=$PWD/target/release/nps-stream
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-kport=$(free_port)
-brokers=127.0.0.1:$kport
-tansu broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
-for t in survey-responses:4 nps-detractor-alerts:4 survey-responses-dlq:1; do
-  tansu topic create --broker "tcp://$brokers" --partitions "${t#*:}" --config retention.ms=604800000 "${t%%:*}" >/dev/null
-done
+start_tansu 4 4
 
 # The answers, as JSON lines (protobuf JSON mapping).
 python3 - "$work" "$KEYS_ANSWERS" "$BOGUS" <<'PY'
@@ -82,9 +64,6 @@ with open(f"{work}/control.jsonl", "w") as f:
         f.write(line(i, "c", f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 3600)) + "\n")
 PY
 
-metric() { # port, name: the sum of its samples
-  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 ~ "^"n"({|$)" { s += $2 } END { printf "%.0f\n", s }'
-}
 rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 wait_consumed() { # port, count
@@ -122,8 +101,7 @@ overflow=$(metric "$mport" nps_cardinality_overflow_total)
 keys_after=$(metric "$mport" nps_engine_keys)
 kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
 
-printf 'machine: %s, %s cores (%s); tansu 0.6 memory storage on the same machine\n' \
-  "$(uname -m)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+printf '%s; tansu 0.6 memory storage on the same machine\n' "$(machine)"
 printf 'RSS with no data:            %8s MiB\n' "$(mib "$empty")"
 printf 'after %s answers over %s keys: %8s MiB\n' "$KEYS_ANSWERS" "$keys1" "$(mib "$first")"
 printf 'after %s more over %s more:  %8s MiB; %s keys × 4 windows, %s per-partition segment states\n' \
