@@ -19,21 +19,10 @@ use nps_stream::schema::{CHANNELS, Limits, decode_and_validate, timestamp_from_m
 use prost::Message;
 use std::hint::black_box;
 
-const T0: i64 = 1_763_812_800_000;
-const DAY: i64 = 86_400_000;
+mod support;
+use support::{Rng, T0};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+const DAY: i64 = 86_400_000;
 
 /// `n` answers over `products` × 20 regions, spread over the last 30 days,
 /// recorded on partition 0.

@@ -33,7 +33,7 @@ fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-fn consumer(brokers: &str, topic: &str, extra: &[String], fast: bool) -> StreamConsumer {
+fn consumer(brokers: &str, topics: &[&str], extra: &[String], fast: bool) -> StreamConsumer {
     let mut props = BTreeMap::new();
     for kv in extra {
         if let Some((k, v)) = kv.split_once('=') {
@@ -49,7 +49,7 @@ fn consumer(brokers: &str, topic: &str, extra: &[String], fast: bool) -> StreamC
         c.set("fetch.wait.max.ms", "5");
     }
     let consumer: StreamConsumer = c.create().expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer.subscribe(topics).expect("subscribe");
     consumer
 }
 
@@ -59,7 +59,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 async fn bare(brokers: &str, topic: &str, n: u64, extra: &[String]) {
-    let consumer = consumer(brokers, topic, extra, false);
+    let consumer = consumer(brokers, &[topic], extra, false);
     let mut bytes = 0usize;
     let mut first = None;
     for _ in 0..n {
@@ -84,8 +84,7 @@ async fn bare(brokers: &str, topic: &str, n: u64, extra: &[String]) {
 }
 
 async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64) {
-    let consumer = consumer(brokers, alerts, &[], true);
-    consumer.subscribe(&[alerts, input]).expect("subscribe");
+    let consumer = consumer(brokers, &[alerts, input], &[], true);
     // response_id → when its answer was produced (the input record's
     // CreateTime, set by the producer) or when its alert was read; a pair
     // is complete whichever arrives second.

@@ -628,12 +628,12 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str) {
     let upto2: Vec<_> = part1.iter().chain(part2).cloned().collect();
     wait_quiet(&[&a, &c], &upto2, "two instances");
 
-    let restores_of = |list: &[&Service]| -> f64 {
+    // Restores counted by these instances, from these sources.
+    let restores_of = |list: &[&Service], from: &[&str]| -> f64 {
         list.iter()
             .filter_map(|s| s.metrics())
             .map(|m| {
-                ["snapshot", "rebuild", "empty"]
-                    .iter()
+                from.iter()
                     .map(|f| {
                         m.get("nps_state_restores_total", &[("from", f)])
                             .unwrap_or(0.0)
@@ -642,7 +642,8 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str) {
             })
             .sum()
     };
-    let before_join = restores_of(&[&a, &c]);
+    let all = ["snapshot", "rebuild", "empty"];
+    let before_join = restores_of(&[&a, &c], &all);
 
     // A new one joins and takes partitions, with their windows.
     let d = Service::run(&brokers, group, &args, &format!("{group}-d"));
@@ -652,7 +653,7 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str) {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_quiet(&[&a, &c, &d], &upto2, "after the join");
-    let after_join = restores_of(&[&a, &c]);
+    let after_join = restores_of(&[&a, &c], &all);
     if assignor == "cooperative-sticky" {
         assert_eq!(
             after_join, before_join,
@@ -667,14 +668,7 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str) {
     send(part3);
     wait_quiet(&[&a, &c, &d], &data, "three again");
 
-    let restored: f64 = [&a, &c, &d]
-        .iter()
-        .filter_map(|s| s.metrics())
-        .map(|m| {
-            m.get("nps_state_restores_total", &[("from", "snapshot")])
-                .unwrap_or(0.0)
-        })
-        .sum();
+    let restored = restores_of(&[&a, &c, &d], &["snapshot"]);
     // Every partition that changed owner (b's, then d's) was restored from
     // its snapshot (under eager assignment, the others too).
     let moved = moved + share(&d);
