@@ -463,7 +463,8 @@ impl Tansu {
                 "--storage-engine",
                 "memory://tansu/",
             ])
-            .stdout(Stdio::null())
+            // Its tracing goes to stdout (RUST_LOG picks what).
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn tansu");
