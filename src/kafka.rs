@@ -59,6 +59,12 @@ impl Health {
             && self.producer_brokers_up.load(Ordering::Relaxed) > 0
     }
 
+    /// Brokers up as the consumer last saw them; -1 before its first
+    /// statistics.
+    pub fn consumer_brokers_up(&self) -> i64 {
+        self.consumer_brokers_up.load(Ordering::Relaxed)
+    }
+
     pub fn lags(&self) -> Vec<(i32, i64)> {
         match self.lags.lock() {
             Ok(l) => l.iter().map(|(p, v)| (*p, *v)).collect(),
@@ -296,6 +302,10 @@ impl ClientContext for ConsumerCtx {
         }
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        // Told at once, rather than at the next statistics.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.brokers_seen(Role::Consumer, 0);
+        }
         on_client_error(&self.health, Role::Consumer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {

@@ -243,6 +243,22 @@ impl Core {
         metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
     }
 
+    /// Forgets the offsets of `partition`'s log, which is gone (recreated,
+    /// truncated, or lost by the brokers), keeping its windows: what is
+    /// pending or done is never committed, no snapshot or replay refers
+    /// to them, and a restore in progress ends.
+    fn rewind(&mut self, partition: i32, health: &Health) {
+        if let Some(q) = self.pending.remove(&partition) {
+            let in_flight = q.iter().filter(|x| x.delivery.is_some()).count();
+            self.in_flight -= in_flight;
+        }
+        self.done.remove(&partition);
+        self.committed.remove(&partition);
+        self.next.remove(&partition);
+        self.staged.remove(&partition);
+        self.restored(partition, health);
+    }
+
     /// Ends the restore of `partition`: it goes live.
     fn restored(&mut self, partition: i32, health: &Health) {
         let Some(r) = self.restoring.remove(&partition) else {
@@ -781,7 +797,14 @@ pub async fn run(
     });
     let consumer: StreamConsumer<ConsumerCtx> = client_config(
         &settings.brokers,
-        &[("auto.offset.reset", settings.auto_offset_reset.as_str())],
+        &[
+            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
+            // librdkafka's default is 5 minutes: a group that formed while
+            // the input topic was missing (created after nps-stream
+            // started, or a broker back without its data) would wait that
+            // long to notice it. One small metadata request every 10 s.
+            ("topic.metadata.refresh.interval.ms", "10000"),
+        ],
         &settings.kafka,
     )
     // Owned by nps-stream: offsets are committed by the pipeline itself,
@@ -816,6 +839,7 @@ pub async fn run(
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_tick.reset();
     let mut stats = Counters::default();
+    let mut guard = OutageGuard::default();
 
     loop {
         tokio::select! {
@@ -830,9 +854,12 @@ pub async fn run(
                 }
             }
             _ = refresh.tick() => {
+                guard.check(&consumer, &core, &health, &settings);
                 rewind_beyond_end(&core, &consumer, &health, &settings);
                 caught_up(&core, &consumer, &health, &settings.input_topic);
-                if let Ok(mut c) = core.lock() {
+                // Not while cut off: the group may be gone when the
+                // brokers come back, and its offsets with it.
+                if !guard.paused && let Ok(mut c) = core.lock() {
                     let parts: Vec<i32> = c.done.keys().copied().collect();
                     commit(&consumer, &settings.input_topic, &mut c, &parts, CommitMode::Async);
                 }
@@ -899,6 +926,177 @@ pub async fn run(
     Ok(())
 }
 
+/// Stops fetching while no broker is reachable, and starts again only once
+/// a broker answers metadata for the input topic with its partitions.
+///
+/// A broker that comes back without its data (or with the topic
+/// recreated) no longer knows the topic id the consumer fetched with. Some
+/// brokers (Tansu 0.6) answer such a fetch with a zero topic id and a
+/// leader hint, which librdkafka 2.12 turns into a metadata update for a
+/// topic with neither name nor id, and crashes on (README, Known issues).
+/// Fresh metadata gives the consumer the topic's new id first; a topic
+/// that is not there yet is waited for, fetching nothing.
+#[derive(Default)]
+struct OutageGuard {
+    paused: bool,
+    /// The partitions paused: librdkafka keeps a partition paused through
+    /// a rebalance (a lost assignment given back), so these are resumed
+    /// whether or not they are still assigned.
+    paused_partitions: Vec<i32>,
+    told_missing: bool,
+}
+
+impl OutageGuard {
+    fn check(
+        &mut self,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        core: &Mutex<Core>,
+        health: &Health,
+        settings: &Settings,
+    ) {
+        let topic = settings.input_topic.as_str();
+        let up = health.consumer_brokers_up();
+        if !self.paused {
+            if up == 0 {
+                self.pause(consumer);
+            }
+            return;
+        }
+        if up <= 0 {
+            return;
+        }
+        // Blocking, at most two seconds, once a second, only while paused.
+        let found = tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(2))
+        })
+        .map(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        });
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                if !self.told_missing {
+                    self.told_missing = true;
+                    tracing::warn!(
+                        topic,
+                        "input topic not on the brokers; fetching stays paused until it is"
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata after the outage not available yet");
+                return;
+            }
+        }
+        // What is assigned now: a rebalance may have happened.
+        let assignment = match consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "assignment unknown; retrying");
+                return;
+            }
+        };
+        let lost = if assignment.count() == 0 {
+            Vec::new()
+        } else {
+            match tokio::task::block_in_place(|| {
+                consumer.committed_offsets(assignment.clone(), Duration::from_secs(5))
+            }) {
+                Ok(theirs) => forget_lost_offsets(core, health, topic, &theirs),
+                Err(e) => {
+                    tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
+                    return;
+                }
+            }
+        };
+        // An empty assignment: the group may have re-formed while the
+        // topic was missing; it rejoins when its next metadata refresh
+        // sees the topic (the consumer's topic.metadata.refresh.interval.ms).
+        let mut resume = assignment.clone();
+        for &p in &self.paused_partitions {
+            if resume.find_partition(topic, p).is_none() {
+                resume.add_partition(topic, p);
+            }
+        }
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::warn!(error = %e, "resuming fetches failed; retrying");
+            return;
+        }
+        self.paused = false;
+        self.paused_partitions.clear();
+        self.told_missing = false;
+        tracing::info!(topic, "fetching resumed");
+        for p in lost {
+            seek_to_reset_point(consumer, settings, p);
+        }
+    }
+
+    fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let paused = consumer.assignment().and_then(|a| {
+            consumer.pause(&a)?;
+            Ok(a.elements().iter().map(|e| e.partition()).collect())
+        });
+        match paused {
+            Ok(partitions) => {
+                self.paused = true;
+                self.paused_partitions = partitions;
+                tracing::info!("fetching paused until a broker answers for the input topic");
+            }
+            Err(e) => tracing::debug!(error = %e, "pausing fetches failed; retrying"),
+        }
+    }
+}
+
+/// After an outage: the partitions for which this instance had committed
+/// offsets that the brokers no longer hold (a broker back without its
+/// data). Their offsets belong to a log that is gone: what is pending or
+/// done for them is dropped (never committed onto the new log), and they
+/// are returned to start again from the reset point. Partitions with
+/// nothing committed yet only lose their uncommitted `done` offset, which
+/// the next record sets again.
+fn forget_lost_offsets(
+    core: &Mutex<Core>,
+    health: &Health,
+    topic: &str,
+    theirs: &TopicPartitionList,
+) -> Vec<i32> {
+    let Ok(mut c) = core.lock() else {
+        return Vec::new();
+    };
+    let mut lost = Vec::new();
+    for e in theirs.elements_for_topic(topic) {
+        if matches!(e.offset(), Offset::Offset(o) if o >= 0) {
+            continue;
+        }
+        let p = e.partition();
+        if c.committed.contains_key(&p) {
+            tracing::warn!(
+                partition = p,
+                "the brokers no longer hold this group's committed offset (a broker back without its data?): starting again from the reset point"
+            );
+            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+            c.rewind(p, health);
+            lost.push(p);
+        } else {
+            c.done.remove(&p);
+        }
+    }
+    lost
+}
+
+fn seek_to_reset_point(consumer: &StreamConsumer<ConsumerCtx>, settings: &Settings, p: i32) {
+    let to = match settings.auto_offset_reset {
+        crate::config::OffsetReset::Earliest => Offset::Beginning,
+        crate::config::OffsetReset::Latest => Offset::End,
+    };
+    if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
+        tracing::warn!(partition = p, error = %e, "seek failed; will retry");
+    }
+}
+
 /// Starts again from the reset point on partitions whose position is
 /// beyond the end of their log (see `Health::take_beyond_end`), dropping
 /// what is pending for the old log: its offsets mean nothing any more.
@@ -909,10 +1107,6 @@ fn rewind_beyond_end(
     settings: &Settings,
 ) {
     for p in health.take_beyond_end() {
-        let to = match settings.auto_offset_reset {
-            crate::config::OffsetReset::Earliest => Offset::Beginning,
-            crate::config::OffsetReset::Latest => Offset::End,
-        };
         tracing::warn!(
             partition = p,
             reset = settings.auto_offset_reset.as_str(),
@@ -920,20 +1114,9 @@ fn rewind_beyond_end(
         );
         metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
         if let Ok(mut c) = core.lock() {
-            if let Some(q) = c.pending.remove(&p) {
-                let in_flight = q.iter().filter(|x| x.delivery.is_some()).count();
-                c.in_flight -= in_flight;
-            }
-            c.done.remove(&p);
-            // The old log's offsets mean nothing: no snapshot of them, no
-            // replay up to them.
-            c.next.remove(&p);
-            c.staged.remove(&p);
-            c.restored(p, health);
+            c.rewind(p, health);
         }
-        if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
-            tracing::warn!(partition = p, error = %e, "seek failed; will retry");
-        }
+        seek_to_reset_point(consumer, settings, p);
     }
 }
 

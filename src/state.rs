@@ -166,7 +166,7 @@ impl StateStore {
     }
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
-        // Blocking, once at start.
+        // Blocking: at start, and before each restore.
         let md = self
             .reader
             .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -217,6 +217,12 @@ impl StateStore {
         let deadline = Instant::now() + timeout;
         let sp = self.state_partition(partition);
         let key = self.key(partition);
+        // Fresh metadata before assigning: after a broker lost its data the
+        // state topic may be gone or have a new id, and a fetch by a stale
+        // id can crash librdkafka 2.12 (see the pipeline's OutageGuard).
+        if self.partition_count(&self.topic).is_none() {
+            bail!("state topic {} not on the brokers", self.topic);
+        }
         let (low, high) = self
             .reader
             .fetch_watermarks(&self.topic, sp, timeout)
