@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -795,32 +795,7 @@ pub async fn run(
         topic: settings.input_topic.clone(),
         timeout: settings.shutdown_timeout,
     });
-    let consumer: StreamConsumer<ConsumerCtx> = client_config(
-        &settings.brokers,
-        &[
-            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
-            // librdkafka's default is 5 minutes: a group that formed while
-            // the input topic was missing (created after nps-stream
-            // started, or a broker back without its data) would wait that
-            // long to notice it. One small metadata request every 10 s.
-            ("topic.metadata.refresh.interval.ms", "10000"),
-        ],
-        &settings.kafka,
-    )
-    // Owned by nps-stream: offsets are committed by the pipeline itself,
-    // every second and on revoke and shutdown, only behind finished work.
-    .set("group.id", &settings.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .create_with_context(ConsumerCtx {
-        health: health.clone(),
-        input_topic: settings.input_topic.clone(),
-        handler,
-    })
-    .context("creating the Kafka consumer")?;
-    consumer
-        .subscribe(&[&settings.input_topic])
-        .context("subscribing to the input topic")?;
+    let mut consumer = subscribed_consumer(&settings, &health, &handler)?;
     tracing::info!(
         topic = %settings.input_topic,
         group = %settings.group_id,
@@ -854,7 +829,14 @@ pub async fn run(
                 }
             }
             _ = refresh.tick() => {
-                guard.check(&consumer, &core, &health, &settings);
+                if guard.check(&consumer, &core, &health, &settings) {
+                    // Closing it leaves the group, which makes the
+                    // coordinator start a new generation for the new member.
+                    match subscribed_consumer(&settings, &health, &handler) {
+                        Ok(fresh) => consumer = fresh,
+                        Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
+                    }
+                }
                 rewind_beyond_end(&core, &consumer, &health, &settings);
                 caught_up(&core, &consumer, &health, &settings.input_topic);
                 // Not while cut off: the group may be gone when the
@@ -926,6 +908,41 @@ pub async fn run(
     Ok(())
 }
 
+/// The input topic's consumer, subscribed.
+fn subscribed_consumer(
+    settings: &Settings,
+    health: &Arc<Health>,
+    handler: &Arc<Rebalancer>,
+) -> anyhow::Result<StreamConsumer<ConsumerCtx>> {
+    let consumer: StreamConsumer<ConsumerCtx> = client_config(
+        &settings.brokers,
+        &[
+            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
+            // librdkafka's default is 5 minutes: a group that formed while
+            // the input topic was missing (created after nps-stream
+            // started) would wait that long to notice it. One small
+            // metadata request every 10 s.
+            ("topic.metadata.refresh.interval.ms", "10000"),
+        ],
+        &settings.kafka,
+    )
+    // Owned by nps-stream: offsets are committed by the pipeline itself,
+    // every second and on revoke and shutdown, only behind finished work.
+    .set("group.id", &settings.group_id)
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .create_with_context(ConsumerCtx {
+        health: health.clone(),
+        input_topic: settings.input_topic.clone(),
+        handler: handler.clone(),
+    })
+    .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&settings.input_topic])
+        .context("subscribing to the input topic")?;
+    Ok(consumer)
+}
+
 /// Stops fetching while no broker is reachable, and starts again only once
 /// a broker answers metadata for the input topic with its partitions.
 ///
@@ -944,37 +961,52 @@ struct OutageGuard {
     /// whether or not they are still assigned.
     paused_partitions: Vec<i32>,
     told_missing: bool,
+    /// After an outage that took this member's partitions, until when to
+    /// watch for them to come back, and when the group was last rejoined.
+    watch_until: Option<Instant>,
+    rejoined: Option<Instant>,
+    rejoins: u32,
+}
+
+/// How long after an outage a member that lost its partitions keeps
+/// asking for them, and how often.
+const REJOIN_WATCH: Duration = Duration::from_secs(300);
+const REJOIN_EVERY: Duration = Duration::from_secs(10);
+
+fn topic_listed(consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> KafkaResult<bool> {
+    // Blocking, at most two seconds.
+    tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(2)))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
 }
 
 impl OutageGuard {
+    /// Returns true when the consumer should be replaced by a new one
+    /// (see `watch`).
     fn check(
         &mut self,
         consumer: &StreamConsumer<ConsumerCtx>,
         core: &Mutex<Core>,
         health: &Health,
         settings: &Settings,
-    ) {
+    ) -> bool {
         let topic = settings.input_topic.as_str();
         let up = health.consumer_brokers_up();
         if !self.paused {
             if up == 0 {
                 self.pause(consumer);
+                return false;
             }
-            return;
+            return self.watch(consumer, topic);
         }
         if up <= 0 {
-            return;
+            return false;
         }
-        // Blocking, at most two seconds, once a second, only while paused.
-        let found = tokio::task::block_in_place(|| {
-            consumer.fetch_metadata(Some(topic), Duration::from_secs(2))
-        })
-        .map(|md| {
-            md.topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        });
-        match found {
+        // Once a second, only while paused.
+        match topic_listed(consumer, topic) {
             Ok(true) => {}
             Ok(false) => {
                 if !self.told_missing {
@@ -984,11 +1016,11 @@ impl OutageGuard {
                         "input topic not on the brokers; fetching stays paused until it is"
                     );
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "metadata after the outage not available yet");
-                return;
+                return false;
             }
         }
         // What is assigned now: a rebalance may have happened.
@@ -996,7 +1028,7 @@ impl OutageGuard {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "assignment unknown; retrying");
-                return;
+                return false;
             }
         };
         let lost = if assignment.count() == 0 {
@@ -1008,13 +1040,12 @@ impl OutageGuard {
                 Ok(theirs) => forget_lost_offsets(core, health, topic, &theirs),
                 Err(e) => {
                     tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
-                    return;
+                    return false;
                 }
             }
         };
         // An empty assignment: the group may have re-formed while the
-        // topic was missing; it rejoins when its next metadata refresh
-        // sees the topic (the consumer's topic.metadata.refresh.interval.ms).
+        // topic was missing (see `watch`).
         let mut resume = assignment.clone();
         for &p in &self.paused_partitions {
             if resume.find_partition(topic, p).is_none() {
@@ -1023,14 +1054,69 @@ impl OutageGuard {
         }
         if let Err(e) = consumer.resume(&resume) {
             tracing::warn!(error = %e, "resuming fetches failed; retrying");
-            return;
+            return false;
         }
         self.paused = false;
+        if !self.paused_partitions.is_empty() {
+            self.watch_until = Some(Instant::now() + REJOIN_WATCH);
+        }
         self.paused_partitions.clear();
         self.told_missing = false;
         tracing::info!(topic, "fetching resumed");
         for p in lost {
             seek_to_reset_point(consumer, settings, p);
+        }
+        false
+    }
+
+    /// After an outage that took this member's partitions: while it has
+    /// none and the input topic is listed, rejoin the group every 10 s.
+    /// A group that re-formed on a broker back without its data, before
+    /// the topic was created again, gave it nothing; librdkafka does not
+    /// rejoin when the topic appears (to its group the subscription never
+    /// changed). The first time it subscribes again, which makes it rejoin
+    /// as the group's leader (Apache Kafka then starts a new generation);
+    /// after that it asks for a new consumer (returns true): Tansu 0.6
+    /// keeps the old assignment for a leader that rejoins unchanged, and
+    /// only a member leaving starts a new generation there.
+    fn watch(&mut self, consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> bool {
+        let Some(until) = self.watch_until else {
+            return false;
+        };
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        if assigned > 0 || Instant::now() >= until {
+            self.watch_until = None;
+            self.rejoined = None;
+            self.rejoins = 0;
+            return false;
+        }
+        if self.rejoined.is_some_and(|t| t.elapsed() < REJOIN_EVERY)
+            || !topic_listed(consumer, topic).unwrap_or(false)
+        {
+            return false;
+        }
+        // The first look is only a start: the group may still be forming.
+        self.rejoined = Some(Instant::now());
+        self.rejoins += 1;
+        match self.rejoins {
+            1 => false,
+            2 => {
+                tracing::info!(
+                    topic,
+                    "no partitions since the outage although the input topic is listed: rejoining the group"
+                );
+                if let Err(e) = consumer.subscribe(&[topic]) {
+                    tracing::warn!(error = %e, "subscribing again failed");
+                }
+                false
+            }
+            _ => {
+                tracing::info!(
+                    topic,
+                    "still no partitions: rejoining the group as a new member"
+                );
+                true
+            }
         }
     }
 

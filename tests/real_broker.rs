@@ -791,7 +791,19 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     );
 
     // A broker is back at the same address; memory storage starts empty.
+    // The topics are created again only once the group has re-formed on it
+    // without them (its member got nothing), as when an operator re-creates
+    // them after the broker is up: nps-stream must still get its partitions.
     let tansu = Tansu::start(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !svc.logs().contains("partitions assigned partitions=[]") {
+        assert!(
+            Instant::now() < deadline,
+            "the group did not re-form:\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     topics(&tansu, 2);
     let second = generate(1_000, 4, 2, 0x0b, now_ms());
     let file2 = write_jsonl(&second);
