@@ -757,14 +757,14 @@ pub async fn run(
         let (tx, opening) = tokio::sync::oneshot::channel();
         {
             let (settings, health) = (settings.clone(), health.clone());
-            std::thread::spawn(move || tx.send(StateStore::open(&settings, health)));
+            std::thread::spawn(move || tx.send(StateStore::open(&settings, health).map(Box::new)));
         }
         let opened = tokio::select! {
             _ = shutdown.recv() => return Ok(()),
             r = opening => r.map_err(anyhow::Error::from).and_then(|r| r),
         };
         match opened {
-            Ok(store) => break Arc::new(store),
+            Ok(store) => break Arc::<StateStore>::from(store),
             Err(e) => {
                 tracing::warn!(error = %e, "state topic not available yet; retrying");
                 tokio::select! {
@@ -829,7 +829,7 @@ pub async fn run(
                 }
             }
             _ = refresh.tick() => {
-                if guard.check(&consumer, &core, &health, &settings) {
+                if guard.check(&consumer, &core, &store, &health, &settings) {
                     // Closing it leaves the group, which makes the
                     // coordinator start a new generation for the new member.
                     match subscribed_consumer(&settings, &health, &handler) {
@@ -990,6 +990,7 @@ impl OutageGuard {
         &mut self,
         consumer: &StreamConsumer<ConsumerCtx>,
         core: &Mutex<Core>,
+        store: &StateStore,
         health: &Health,
         settings: &Settings,
     ) -> bool {
@@ -1044,6 +1045,8 @@ impl OutageGuard {
                 }
             }
         };
+        // Snapshots need it before the next restore or write.
+        tokio::task::block_in_place(|| store.ensure_topic());
         // An empty assignment: the group may have re-formed while the
         // topic was missing (see `watch`).
         let mut resume = assignment.clone();

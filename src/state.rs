@@ -68,6 +68,7 @@ pub struct StateStore {
     partitions: i32,
     producer: FutureProducer<StateCtx>,
     reader: BaseConsumer<StateCtx>,
+    admin: AdminClient<StateCtx>,
 }
 
 impl StateStore {
@@ -111,21 +112,22 @@ impl StateStore {
         .create_with_context(ctx())
         .context("creating the state reader")?;
 
+        let admin: AdminClient<StateCtx> = base(&[])
+            .create_with_context(ctx())
+            .context("creating the admin client")?;
         let mut store = StateStore {
             topic: settings.state_topic.clone(),
             input_topic: settings.input_topic.clone(),
             partitions: 0,
             producer,
             reader,
+            admin,
         };
         let input_partitions = store.partition_count(&settings.input_topic);
         store.partitions = match store.partition_count(&store.topic) {
             Some(n) => n,
             None => {
-                let admin: AdminClient<StateCtx> = base(&[])
-                    .create_with_context(ctx())
-                    .context("creating the admin client")?;
-                create_topic(&admin, &store.topic, input_partitions.unwrap_or(1));
+                create_topic(&store.admin, &store.topic, input_partitions.unwrap_or(1));
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
                     if let Some(n) = store.partition_count(&store.topic) {
@@ -163,6 +165,20 @@ impl StateStore {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Creates the state topic again, with as many partitions as before,
+    /// if the brokers no longer list it (a broker back without its data).
+    /// Blocking, bounded to about half a minute.
+    pub fn ensure_topic(&self) {
+        if self.partition_count(&self.topic).is_some() {
+            return;
+        }
+        tracing::warn!(
+            state_topic = %self.topic,
+            "state topic missing (a broker back without its data?): creating it again"
+        );
+        create_topic(&self.admin, &self.topic, self.partitions);
     }
 
     fn partition_count(&self, topic: &str) -> Option<i32> {

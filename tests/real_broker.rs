@@ -823,8 +823,10 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
         "kafka brokers reachable again",
         "fetching paused until a broker answers for the input topic",
         "fetching resumed",
+        "state topic missing (a broker back without its data?): creating it again",
     ] {
         assert!(logs.contains(line), "no {line:?} in:\n{logs}");
     }
+    assert!(!logs.contains("state topic unreadable"), "{logs}");
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }
