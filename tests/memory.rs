@@ -91,6 +91,50 @@ fn segment_with_every_bucket_filled_takes_under_4_kib() {
 }
 
 #[test]
+fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
+    let _guard = SERIAL.lock();
+    let config = EngineConfig {
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    };
+    let keys = 2_000i64;
+    // 64 answers per key spread over the last 30 days, over 4 partitions
+    // (answers are partitioned by response_id, so each partition holds
+    // about 16 of every key's): `benches/memory.sh`'s second load.
+    let per_key = 64;
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut e = Engine::new(&config).unwrap();
+    let mut x: u64 = 7;
+    for i in 0..keys * per_key {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k = i % keys;
+        let age = (x >> 33) as i64 % (29 * 24 * HOUR);
+        e.record(
+            (x >> 20) as i32 & 3,
+            &Observation {
+                response_id: &i.to_string(),
+                product: &format!("producto-{:03}", k / 20),
+                region: &format!("region-{:02}", k % 20),
+                category: Category::of_score((x >> 40) as u32 % 11),
+                responded_at_ms: T0 - age,
+                weight: 1.0,
+            },
+            T0,
+        );
+    }
+    let bytes = (LIVE.load(Ordering::Relaxed) - before) / keys as usize;
+    assert_eq!(e.gauges().segment_states, 4 * keys as usize);
+    println!(
+        "engine memory: {bytes} bytes per key with {per_key} answers over 30 days in 4 partitions"
+    );
+    // Dense rings would take 4 x 4,050 bytes.
+    assert!(bytes <= 4096, "{bytes} bytes per key");
+    drop(e);
+}
+
+#[test]
 fn a_flood_of_bogus_products_keeps_memory_flat() {
     let _guard = SERIAL.lock();
     let config = EngineConfig {

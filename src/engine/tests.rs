@@ -321,6 +321,12 @@ fn windows() -> impl Strategy<Value = Vec<String>> {
     .prop_map(|v| v.into_iter().map(String::from).collect())
 }
 
+/// Buckets per window: the default, one bitmap word with room to spare,
+/// and rings that span several words.
+fn buckets() -> impl Strategy<Value = u32> {
+    prop_oneof![3 => Just(48u32), 1 => Just(7), 1 => Just(64), 1 => Just(150)]
+}
+
 struct Placed {
     partition: i32,
     product: String,
@@ -453,10 +459,11 @@ proptest! {
     #[test]
     fn window_counts_equal_brute_force(
         windows in windows(),
+        buckets_per_window in buckets(),
         events in proptest::collection::vec(ev(), 1..400),
         read_after in 0..10 * DAY,
     ) {
-        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let mut e = Engine::new(&cfg).unwrap();
         let (now, placed, _) = run(&mut e, &events, T0, 24 * HOUR);
         for read_at in [now, now + read_after] {
@@ -481,10 +488,11 @@ proptest! {
     #[test]
     fn snapshot_restore_continue_equals_never_stopping(
         windows in windows(),
+        buckets_per_window in buckets(),
         events in proptest::collection::vec(ev(), 1..300),
         split in 0usize..300,
     ) {
-        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let split = split.min(events.len());
         let mut straight = Engine::new(&cfg).unwrap();
         let (end, _, all) = run(&mut straight, &events, T0, 24 * HOUR);

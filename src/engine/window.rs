@@ -1,8 +1,9 @@
 //! Rolling windows as rings of time buckets.
 //!
 //! Owns the window layout (which windows, how wide their buckets) and the
-//! per-segment rings. Memory per segment is fixed by the layout, whatever
-//! the event rate: one 20-byte bucket per slot, `buckets` slots per window.
+//! per-segment rings. Memory per segment is bounded by the layout, whatever
+//! the event rate: one 20-byte bucket per slot in use, at most `buckets`
+//! slots per window (see `Segment` for the sparse layout).
 //!
 //! # Semantics
 //! A window of length W has buckets of width b = W / buckets (75 s for 1h
@@ -68,8 +69,11 @@ pub struct WindowLayout {
     /// Per window: bucket width and ring length as multiply-shift divisors;
     /// a hardware 64-bit division per window per event would dominate.
     divisors: Vec<(Divisor, Divisor)>,
-    /// Index of each window's first slot in a segment's bucket array.
-    offsets: Vec<usize>,
+    /// Index of each ring's first word in a segment's slot bitmaps; a ring
+    /// takes ⌈buckets / 64⌉ words.
+    word_offsets: Vec<usize>,
+    total_words: usize,
+    /// Slots over all rings: a segment never holds more buckets.
     total_slots: usize,
 }
 
@@ -108,12 +112,13 @@ impl WindowLayout {
     }
 
     fn from_specs(specs: Vec<WindowSpec>) -> Self {
-        let mut offsets = Vec::with_capacity(specs.len());
-        let mut total = 0usize;
+        let mut word_offsets = Vec::with_capacity(specs.len());
+        let mut words = 0usize;
         for s in &specs {
-            offsets.push(total);
-            total += s.buckets as usize;
+            word_offsets.push(words);
+            words += (s.buckets as usize).div_ceil(64);
         }
+        let total = specs.iter().map(|s| s.buckets as usize).sum();
         let divisors = specs
             .iter()
             .map(|s| {
@@ -126,7 +131,8 @@ impl WindowLayout {
         WindowLayout {
             specs,
             divisors,
-            offsets,
+            word_offsets,
+            total_words: words,
             total_slots: total,
         }
     }
@@ -169,8 +175,20 @@ impl WindowLayout {
 
     /// Slot of bucket number `idx` in window `w`'s ring.
     #[inline]
-    fn slot(&self, w: usize, idx: i64) -> usize {
-        self.offsets[w] + self.divisors[w].1.rem_floor(idx) as usize
+    fn ring_slot(&self, w: usize, idx: i64) -> usize {
+        self.divisors[w].1.rem_floor(idx) as usize
+    }
+
+    /// Bit of `slot` of window `w`'s ring in a segment's bitmaps.
+    #[inline]
+    fn bit(&self, w: usize, slot: usize) -> usize {
+        self.word_offsets[w] * 64 + slot
+    }
+
+    /// Window `w`'s words in a segment's bitmaps.
+    fn ring_words(&self, w: usize) -> std::ops::Range<usize> {
+        let first = self.word_offsets[w];
+        first..first + (self.specs[w].buckets as usize).div_ceil(64)
     }
 
     /// `now`'s bucket numbers, computed once per clock change.
@@ -183,10 +201,10 @@ impl WindowLayout {
         }
     }
 
-    /// Bytes one segment's rings take on the heap.
-    pub fn segment_heap_bytes(&self) -> usize {
+    /// Heap bytes of a segment with every slot in use.
+    pub fn dense_segment_heap_bytes(&self) -> usize {
         self.total_slots * std::mem::size_of::<Bucket>()
-            + self.len() * std::mem::size_of::<[f64; 2]>()
+            + (self.total_words + 2 * self.len()) * std::mem::size_of::<u64>()
     }
 
     pub(crate) fn to_proto(&self) -> Vec<pb::WindowSpec> {
@@ -293,16 +311,26 @@ impl Bucket {
 /// far below any real one.
 const NO_EVENT: i64 = i64::MIN;
 
-/// The rings of one segment (product × region) in one partition.
+/// The rings of one segment (product × region) in one partition, sparse.
+///
+/// Answers are spread over partitions by response_id, so every partition
+/// holds a state for nearly every segment, and most of those hold a few
+/// answers in a few buckets. Only buckets that hold something exist: per
+/// ring a bitmap of the slots in use, and the buckets themselves packed in
+/// `buckets`, ring after ring, in slot order, so a slot's bucket is at the
+/// number of set bits before it. A segment with every slot in use takes
+/// the 20 bytes per slot of a dense array, plus the bitmaps.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Segment {
     /// Newest event time placed here; each ring's newest bucket number is
     /// ⌊latest_ms / bucket_ms⌋, so no per-ring head is stored.
     latest_ms: i64,
-    /// Per window: (Σ w·sign, Σ w) of the newest bucket, in f64.
-    open: Box<[[f64; 2]]>,
-    /// All rings, one after the other (see `WindowLayout::offsets`).
-    slots: Box<[Bucket]>,
+    /// The slot bitmaps (`WindowLayout::words` words, each ring starting at
+    /// a word), then per window the newest bucket's (Σ w·sign, Σ w) as f64
+    /// bits: one allocation instead of two.
+    head: Box<[u64]>,
+    /// The buckets in use, ring after ring, in slot order.
+    buckets: Vec<Bucket>,
 }
 
 /// A snapshot that does not fit the layout or contradicts itself.
@@ -314,8 +342,127 @@ impl Segment {
     pub(crate) fn new(layout: &WindowLayout) -> Self {
         Segment {
             latest_ms: NO_EVENT,
-            open: vec![[0.0; 2]; layout.len()].into_boxed_slice(),
-            slots: vec![Bucket::default(); layout.total_slots].into_boxed_slice(),
+            head: vec![0; layout.total_words + 2 * layout.len()].into_boxed_slice(),
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Heap bytes this segment holds.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.head.len() * std::mem::size_of::<u64>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+
+    /// Buckets in use, over all rings.
+    #[cfg(test)]
+    pub(crate) fn buckets_in_use(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn open(&self, layout: &WindowLayout, w: usize) -> [f64; 2] {
+        let i = layout.total_words + 2 * w;
+        [
+            f64::from_bits(self.head[i]),
+            f64::from_bits(self.head[i + 1]),
+        ]
+    }
+
+    fn set_open(&mut self, layout: &WindowLayout, w: usize, v: [f64; 2]) {
+        let i = layout.total_words + 2 * w;
+        self.head[i] = v[0].to_bits();
+        self.head[i + 1] = v[1].to_bits();
+    }
+
+    fn add_open(&mut self, layout: &WindowLayout, w: usize, net: f64, total: f64) {
+        let [a, b] = self.open(layout, w);
+        self.set_open(layout, w, [a + net, b + total]);
+    }
+
+    /// Number of buckets in use before bit `g` of the bitmaps.
+    #[inline]
+    fn rank(&self, g: usize) -> usize {
+        let (word, bit) = (g / 64, g % 64);
+        let before: u32 = self.head[..word].iter().map(|x| x.count_ones()).sum();
+        (before + (self.head[word] & ((1u64 << bit) - 1)).count_ones()) as usize
+    }
+
+    #[inline]
+    fn in_use(&self, g: usize) -> bool {
+        self.head[g / 64] >> (g % 64) & 1 == 1
+    }
+
+    /// The bucket in `slot` of window `w`'s ring, if in use.
+    fn bucket(&mut self, layout: &WindowLayout, w: usize, slot: usize) -> Option<&mut Bucket> {
+        let g = layout.bit(w, slot);
+        if self.in_use(g) {
+            let r = self.rank(g);
+            Some(&mut self.buckets[r])
+        } else {
+            None
+        }
+    }
+
+    /// The bucket in `slot` of window `w`'s ring, put in use (empty) if it
+    /// was not.
+    fn bucket_or_new(&mut self, layout: &WindowLayout, w: usize, slot: usize) -> &mut Bucket {
+        let g = layout.bit(w, slot);
+        let r = self.rank(g);
+        if !self.in_use(g) {
+            self.head[g / 64] |= 1 << (g % 64);
+            if self.buckets.len() == self.buckets.capacity() {
+                // Grow by an eighth, never past every slot in use: the
+                // doubling of `Vec` would leave up to half unused.
+                let len = self.buckets.len();
+                let more = (len / 8).max(4).min(layout.total_slots - len).max(1);
+                self.buckets.reserve_exact(more);
+            }
+            self.buckets.insert(r, Bucket::default());
+        }
+        &mut self.buckets[r]
+    }
+
+    /// Takes `slot` of window `w`'s ring out of use.
+    fn clear_slot(&mut self, layout: &WindowLayout, w: usize, slot: usize) {
+        let g = layout.bit(w, slot);
+        if self.in_use(g) {
+            let r = self.rank(g);
+            self.buckets.remove(r);
+            self.head[g / 64] &= !(1 << (g % 64));
+        }
+    }
+
+    /// Takes every slot of window `w`'s ring out of use.
+    fn clear_ring(&mut self, layout: &WindowLayout, w: usize) {
+        let words = layout.ring_words(w);
+        let first = self.rank(words.start * 64);
+        let used: u32 = self.head[words.clone()]
+            .iter()
+            .map(|x| x.count_ones())
+            .sum();
+        self.buckets.drain(first..first + used as usize);
+        self.head[words].fill(0);
+    }
+
+    /// Visits the buckets in use in window `w`'s ring with their bucket
+    /// numbers (the ring holds the numbers in (head − buckets, head]).
+    fn ring_buckets(&self, layout: &WindowLayout, w: usize, mut f: impl FnMut(i64, &Bucket)) {
+        if self.latest_ms == NO_EVENT {
+            return;
+        }
+        let spec = &layout.specs[w];
+        let n = i64::from(spec.buckets);
+        let head = self.latest_ms.div_euclid(spec.bucket_ms);
+        let head_slot = head.rem_euclid(n);
+        let words = layout.ring_words(w);
+        let mut r = self.rank(words.start * 64);
+        for (i, &word) in self.head[words].iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                let slot = (i * 64) as i64 + i64::from(x.trailing_zeros());
+                x &= x - 1;
+                f(head - (head_slot - slot).rem_euclid(n), &self.buckets[r]);
+                r += 1;
+            }
         }
     }
 
@@ -333,17 +480,18 @@ impl Segment {
                 continue;
             }
             if self.latest_ms != NO_EVENT {
-                let closed = &mut self.slots[layout.slot(w, old_head)];
-                closed.weight_net = self.open[w][0] as f32;
-                closed.weight_total = self.open[w][1] as f32;
+                let [net, total] = self.open(layout, w);
+                if let Some(closed) = self.bucket(layout, w, layout.ring_slot(w, old_head)) {
+                    closed.weight_net = net as f32;
+                    closed.weight_total = total as f32;
+                }
             }
-            self.open[w] = [0.0; 2];
+            self.set_open(layout, w, [0.0; 2]);
             if new_head.saturating_sub(old_head) >= n {
-                let first = layout.offsets[w];
-                self.slots[first..first + spec.buckets as usize].fill(Bucket::default());
+                self.clear_ring(layout, w);
             } else {
                 for k in old_head + 1..=new_head {
-                    self.slots[layout.slot(w, k)] = Bucket::default();
+                    self.clear_slot(layout, w, layout.ring_slot(w, k));
                 }
             }
         }
@@ -369,11 +517,10 @@ impl Segment {
                 continue;
             }
             let head = layout.bucket(w, self.latest_ms);
-            let slot = &mut self.slots[layout.slot(w, idx)];
+            let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, idx));
             slot.count(category);
             if idx == head {
-                self.open[w][0] += weight_net;
-                self.open[w][1] += weight;
+                self.add_open(layout, w, weight_net, weight);
             } else {
                 slot.weight_net += weight_net as f32;
                 slot.weight_total += weight as f32;
@@ -381,26 +528,6 @@ impl Segment {
             placed = true;
         }
         placed
-    }
-
-    /// Visits the live buckets of window `w` at `now`: (bucket number,
-    /// bucket, open weights if it is the newest).
-    fn live_buckets(
-        &self,
-        layout: &WindowLayout,
-        w: usize,
-        now: i64,
-        mut f: impl FnMut(i64, &Bucket, Option<[f64; 2]>),
-    ) {
-        let spec = &layout.specs[w];
-        let n = i64::from(spec.buckets);
-        let head = self.latest_ms.div_euclid(spec.bucket_ms);
-        let lo = (head - n + 1).max(now.div_euclid(spec.bucket_ms) - n + 1);
-        let ring = &self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
-        for idx in lo..=head {
-            let b = &ring[idx.rem_euclid(n) as usize];
-            f(idx, b, (idx == head).then_some(self.open[w]));
-        }
     }
 
     /// Adds what window `w` holds at `now` into `out`.
@@ -411,19 +538,27 @@ impl Segment {
         now: i64,
         out: &mut WindowStats,
     ) {
-        self.live_buckets(layout, w, now, |_, b, open| {
+        if self.latest_ms == NO_EVENT {
+            return;
+        }
+        let spec = &layout.specs[w];
+        let head = self.latest_ms.div_euclid(spec.bucket_ms);
+        // Buckets older than this have left the window at `now`.
+        let oldest = now.div_euclid(spec.bucket_ms) - i64::from(spec.buckets) + 1;
+        self.ring_buckets(layout, w, |idx, b| {
+            if idx < oldest {
+                return;
+            }
             out.promoters += u64::from(b.promoters);
             out.passives += u64::from(b.passives);
             out.detractors += u64::from(b.detractors);
-            match open {
-                Some([net, total]) => {
-                    out.weight_net += net;
-                    out.weight_total += total;
-                }
-                None => {
-                    out.weight_net += f64::from(b.weight_net);
-                    out.weight_total += f64::from(b.weight_total);
-                }
+            if idx == head {
+                let [net, total] = self.open(layout, w);
+                out.weight_net += net;
+                out.weight_total += total;
+            } else {
+                out.weight_net += f64::from(b.weight_net);
+                out.weight_total += f64::from(b.weight_total);
             }
         });
     }
@@ -445,27 +580,24 @@ impl Segment {
     ) -> pb::SegmentSnapshot {
         let rings = (0..layout.len())
             .map(|w| {
-                let spec = &layout.specs[w];
-                let n = i64::from(spec.buckets);
-                let head = self.latest_ms.div_euclid(spec.bucket_ms);
-                let ring =
-                    &self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
-                let buckets = (head - n + 1..=head)
-                    .filter_map(|idx| {
-                        let b = &ring[idx.rem_euclid(n) as usize];
-                        (!b.is_empty()).then_some(pb::BucketSnapshot {
+                let mut buckets = Vec::new();
+                self.ring_buckets(layout, w, |idx, b| {
+                    if !b.is_empty() {
+                        buckets.push(pb::BucketSnapshot {
                             index: idx,
                             promoters: b.promoters,
                             passives: b.passives,
                             detractors: b.detractors,
                             weight_net: b.weight_net,
                             weight_total: b.weight_total,
-                        })
-                    })
-                    .collect();
+                        });
+                    }
+                });
+                buckets.sort_unstable_by_key(|b| b.index);
+                let [open_weight_net, open_weight_total] = self.open(layout, w);
                 pb::RingSnapshot {
-                    open_weight_net: self.open[w][0],
-                    open_weight_total: self.open[w][1],
+                    open_weight_net,
+                    open_weight_total,
                     buckets,
                 }
             })
@@ -523,24 +655,21 @@ impl Segment {
             let n = i64::from(spec.buckets);
             let own_head = self.latest_ms.div_euclid(spec.bucket_ms);
             let their_head = s.latest_ms.div_euclid(spec.bucket_ms);
-            let slots =
-                &mut self.slots[layout.offsets[w]..layout.offsets[w] + spec.buckets as usize];
             for b in &ring.buckets {
-                if b.index <= own_head - n {
-                    continue; // older than what this ring still holds
+                if b.index <= own_head - n || (b.promoters | b.passives | b.detractors) == 0 {
+                    continue; // older than what this ring still holds, or nothing
                 }
-                let slot = &mut slots[b.index.rem_euclid(n) as usize];
-                slot.promoters = slot.promoters.saturating_add(b.promoters);
-                slot.passives = slot.passives.saturating_add(b.passives);
-                slot.detractors = slot.detractors.saturating_add(b.detractors);
                 let (net, total) = if b.index == their_head {
                     (ring.open_weight_net, ring.open_weight_total)
                 } else {
                     (f64::from(b.weight_net), f64::from(b.weight_total))
                 };
+                let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, b.index));
+                slot.promoters = slot.promoters.saturating_add(b.promoters);
+                slot.passives = slot.passives.saturating_add(b.passives);
+                slot.detractors = slot.detractors.saturating_add(b.detractors);
                 if b.index == own_head {
-                    self.open[w][0] += net;
-                    self.open[w][1] += total;
+                    self.add_open(layout, w, net, total);
                 } else {
                     slot.weight_net += net as f32;
                     slot.weight_total += total as f32;
@@ -637,6 +766,58 @@ mod tests {
         assert_eq!(stats(&seg, &l, 0, leaves).responses(), 0);
         assert_eq!(leaves - start, HOUR);
         assert_eq!(leaves - end, HOUR - b + 1);
+    }
+
+    #[test]
+    fn only_buckets_in_use_take_memory_and_leave_with_the_window() {
+        let l = layout();
+        let mut seg = Segment::new(&l);
+        let empty = seg.heap_bytes();
+        let now = 1_700_000_000_000;
+        // One answer: a bucket in each of the 4 rings.
+        ins(&mut seg, &l, now, now, Category::Promoter, 1.0);
+        assert_eq!(seg.buckets_in_use(), 4);
+        // A second in the same 75 s: the same buckets.
+        ins(&mut seg, &l, now + 1, now + 1, Category::Detractor, 1.0);
+        assert_eq!(seg.buckets_in_use(), 4);
+        // Three days old: only 7d and 30d hold it.
+        ins(
+            &mut seg,
+            &l,
+            now - 72 * HOUR,
+            now + 1,
+            Category::Passive,
+            1.0,
+        );
+        assert_eq!(seg.buckets_in_use(), 6);
+        // Two hours on, the 1h ring's bucket is gone, a new one is in use.
+        ins(
+            &mut seg,
+            &l,
+            now + 2 * HOUR,
+            now + 2 * HOUR,
+            Category::Promoter,
+            1.0,
+        );
+        assert_eq!(seg.buckets_in_use(), 6 + 2);
+        assert_eq!(stats(&seg, &l, 0, now + 2 * HOUR).responses(), 1);
+        assert_eq!(stats(&seg, &l, 3, now + 2 * HOUR).responses(), 4);
+        // 40 days on: every ring starts again from its one new bucket.
+        let later = now + 40 * 24 * HOUR;
+        ins(&mut seg, &l, later, later, Category::Detractor, 1.0);
+        assert_eq!(seg.buckets_in_use(), 4);
+        assert!(seg.heap_bytes() - empty <= 8 * std::mem::size_of::<Bucket>());
+        // Every slot in use: 20 bytes a slot, and no more slots than that.
+        let mut full = Segment::new(&l);
+        for (w, spec) in l.specs().iter().enumerate() {
+            for b in 0..48 {
+                let t = now - b * spec.bucket_ms;
+                ins(&mut full, &l, t, now, Category::Promoter, 1.0);
+            }
+            assert!(stats(&full, &l, w, now).responses() >= 48);
+        }
+        assert_eq!(full.buckets_in_use(), 4 * 48);
+        assert!(full.heap_bytes() <= l.dense_segment_heap_bytes());
     }
 
     #[test]
