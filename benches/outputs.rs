@@ -3,7 +3,9 @@
 //! - `alerts/build_encode_{protobuf,json}`: a detractor's alert built from
 //!   the validated response and its segment's 4 windows, then serialized.
 //! - `metrics/refresh_10k_keys`: the refresh tick with 10,000 segments × 4
-//!   windows: sweep, per-segment window stats, Prometheus text.
+//!   windows: sweep, per-segment window stats, into the series table.
+//! - `metrics/scrape_10k_keys`: rendering that table as Prometheus text,
+//!   in 64 KB chunks, as a scrape of /metrics does.
 //! - `snapshot/{encode,decode}_1000_keys`: one partition's state record
 //!   (1,000 segments with a month of answers, 100,000 answers, the dedup
 //!   set) written, and read back into a fresh engine.
@@ -13,8 +15,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nps_stream::alerts::{self, AlertFormat, AlertPolicy};
 use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
-use nps_stream::metrics::render_windows;
-use nps_stream::pb::SurveyResponse;
+use nps_stream::metrics::{RenderCursor, SegmentSeries};
+use nps_stream::pb::{AlertPriority, Channel, SurveyResponse};
 use nps_stream::schema::{CHANNELS, Limits, decode_and_validate, timestamp_from_ms};
 use prost::Message;
 use std::hint::black_box;
@@ -95,16 +97,48 @@ fn bench(c: &mut Criterion) {
     // The refresh tick with 10,000 segments.
     let mut engine = filled(&mut rng, 500, 400_000);
     let keys = engine.gauges().keys;
-    let text = render_windows(&engine.segments(T0), engine.layout().specs()).len();
+    let mut series = SegmentSeries::default();
+    series.grow(keys + 1);
+    for k in 0..keys as u32 {
+        // Every segment has counted responses in two channels and alerts.
+        let key = nps_stream::engine::KeyId::from_index(k as usize);
+        series.count_response(key, Channel::Sms, Category::Promoter);
+        series.count_response(key, Channel::Email, Category::Detractor);
+        series.count_alert(key, AlertPriority::High);
+    }
+    let segments = engine.segments(T0);
+    series.refresh(engine.layout().specs(), &segments, |k| {
+        engine.segment_name(k)
+    });
+    drop(segments);
+    let text = series.render().len();
     eprintln!("refresh: {keys} segments, {text} bytes of exposition text");
     let mut g = c.benchmark_group("metrics");
     g.sample_size(20);
     g.throughput(Throughput::Elements(keys as u64));
+    // On the consuming task, every second.
     g.bench_function("refresh_10k_keys", |b| {
         b.iter(|| {
             engine.sweep(T0);
             let segments = engine.segments(T0);
-            black_box(render_windows(&segments, engine.layout().specs()).len())
+            series.refresh(engine.layout().specs(), &segments, |k| {
+                engine.segment_name(k)
+            });
+        })
+    });
+    // On the HTTP task, per scrape, in 64 KB chunks.
+    g.bench_function("scrape_10k_keys", |b| {
+        b.iter(|| {
+            let mut cursor = RenderCursor::default();
+            let mut bytes = 0;
+            let mut out = String::with_capacity(80 * 1024);
+            while series.render_some(&mut cursor, 32, &mut out) {
+                if out.len() >= 64 * 1024 {
+                    bytes += out.len();
+                    out.clear();
+                }
+            }
+            black_box(bytes + out.len())
         })
     });
     g.finish();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -25,18 +26,47 @@ struct AppState {
     input_topic: String,
 }
 
+/// Bytes of text rendered per chunk of the /metrics body, each under a
+/// short read lock of the view.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// /metrics: the exporter's series, then the per-segment series rendered
+/// from the view chunk by chunk as the body is sent (10,000 segments make
+/// about 20 MB of text, never held whole), then the lag.
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let mut body = s.prometheus.render();
-    if let Ok(v) = s.view.read() {
-        body.push_str(&v.window_text);
-    }
-    body.push_str(&m::render_lag(&s.input_topic, &s.health.lags()));
+    let head = s.prometheus.render();
+    let lag = m::render_lag(&s.input_topic, &s.health.lags());
+    let view = s.view.clone();
+    let mut cursor = m::RenderCursor::default();
+    let mut done = false;
+    let series = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut out = String::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
+        match view.read() {
+            Ok(v) => {
+                while out.len() < CHUNK_BYTES {
+                    if !v.series.render_some(&mut cursor, 32, &mut out) {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            Err(_) => done = true,
+        }
+        (!out.is_empty()).then_some(out)
+    });
+    let chunks = std::iter::once(head)
+        .chain(series)
+        .chain(std::iter::once(lag))
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        body,
+        Body::from_stream(futures::stream::iter(chunks)),
     )
 }
 

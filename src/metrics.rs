@@ -2,21 +2,27 @@
 //! them), their descriptions, and the rendering of the window gauges.
 //!
 //! Counters, histograms and fixed gauges go through the `metrics` facade to
-//! metrics-exporter-prometheus. The per-segment window gauges and the
-//! per-partition lag are different: their series must disappear when a
-//! segment leaves every window or a partition is revoked, and the exporter
-//! can only forget series by idle timeout at render time (a cached handle to
-//! an evicted gauge keeps updating a series never exported again). So they
-//! are rendered here, from the engine's state at each refresh: a series is
-//! exported exactly while its segment holds responses in that window.
+//! metrics-exporter-prometheus. The per-segment series (window gauges and
+//! the per-segment counters) and the per-partition lag are different: their
+//! series must disappear when a segment leaves every window or the table, or
+//! a partition is revoked, and the exporter can only forget series by idle
+//! timeout at render time (a cached handle to an evicted gauge keeps updating
+//! a series never exported again); and at 10,000 segments its registry took
+//! more memory than the windows. So they are kept here as numbers
+//! ([`SegmentSeries`]) and rendered when scraped.
 
 use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-use crate::engine::{Category, SegmentStats, WindowSpec};
+use crate::engine::{Category, KeyId, SegmentStats, WindowSpec, WindowStats};
+use crate::pb::{AlertPriority, Channel};
 
-// Window gauges (rendered by `render_windows`).
+// Per-segment series (rendered by `SegmentSeries`).
+pub const RESPONSES_TOTAL: &str = "nps_responses_total";
+pub const DETRACTOR_ALERTS_TOTAL: &str = "nps_detractor_alerts_total";
 pub const NPS_SCORE: &str = "nps_score";
 pub const NPS_WINDOW_RESPONSES: &str = "nps_window_responses";
 pub const NPS_MARGIN_OF_ERROR: &str = "nps_score_margin_of_error";
@@ -26,9 +32,7 @@ pub const NPS_WEIGHT_TOTAL: &str = "nps_window_weight";
 pub const CONSUMER_LAG: &str = "nps_consumer_lag";
 
 // Through the exporter.
-pub const RESPONSES_TOTAL: &str = "nps_responses_total";
 pub const EVENTS_REJECTED_TOTAL: &str = "nps_events_rejected_total";
-pub const DETRACTOR_ALERTS_TOTAL: &str = "nps_detractor_alerts_total";
 pub const EVENTS_CONSUMED_TOTAL: &str = "nps_events_consumed_total";
 pub const DUPLICATES_TOTAL: &str = "nps_duplicates_total";
 pub const LATE_EVENTS_TOTAL: &str = "nps_late_events_total";
@@ -107,16 +111,8 @@ pub const DELAY_BUCKETS: [f64; 14] = [
 /// Describes every exporter-managed metric once.
 pub fn describe() {
     describe_counter!(
-        RESPONSES_TOTAL,
-        "Responses counted (late ones included, duplicates excluded), by product, region, channel and category."
-    );
-    describe_counter!(
         EVENTS_REJECTED_TOTAL,
         "Events refused and dead-lettered, by reason."
-    );
-    describe_counter!(
-        DETRACTOR_ALERTS_TOTAL,
-        "Detractor alerts emitted, by product, region and priority."
     );
     describe_counter!(EVENTS_CONSUMED_TOTAL, "Records read from the input topic.");
     describe_counter!(
@@ -230,121 +226,347 @@ fn escape(value: &str, out: &mut String) {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn labels(out: &mut String, s: &SegmentStats<'_>, window: &str) {
-    out.push_str("{product=\"");
-    escape(s.product, out);
-    out.push_str("\",region=\"");
-    escape(s.region, out);
-    out.push_str("\",window=\"");
-    escape(window, out);
-    out.push('"');
+/// Channel label values, by protobuf number.
+const CHANNEL_LABELS: [&str; 7] = [
+    "unspecified",
+    "sms",
+    "email",
+    "chat",
+    "phone",
+    "web",
+    "in_app",
+];
+/// Priority label values, by protobuf number.
+const PRIORITY_LABELS: [&str; 4] = ["unspecified", "normal", "high", "critical"];
+
+fn category_index(c: Category) -> usize {
+    match c {
+        Category::Promoter => 0,
+        Category::Passive => 1,
+        Category::Detractor => 2,
+    }
 }
 
-/// Renders the window gauges of every segment in Prometheus text format.
-/// A window with no responses publishes counts but no score; a segment
-/// with nothing in any window is not in `segments` and publishes nothing.
-pub fn render_windows(segments: &[SegmentStats<'_>], windows: &[WindowSpec]) -> String {
-    // About 500 bytes per segment and window (8 series of ~60 bytes), so
-    // the text rarely grows while rendered; it is kept until the next
-    // refresh, so it is trimmed to its length at the end.
-    let mut out = String::with_capacity(segments.len() * windows.len() * 520);
-    header(
-        &mut out,
+/// One segment's series.
+struct Row {
+    /// `product="…",region="…"`, escaped; set at refresh while the segment
+    /// is in the engine's table. A row without labels is not rendered.
+    labels: Option<Arc<str>>,
+    /// `nps_responses_total` by channel and category.
+    responses: [[AtomicU64; 3]; CHANNEL_LABELS.len()],
+    /// `nps_detractor_alerts_total` by priority.
+    alerts: [AtomicU64; PRIORITY_LABELS.len()],
+    /// Whether `SegmentSeries::stats` holds this segment's windows.
+    in_windows: bool,
+}
+
+impl Default for Row {
+    fn default() -> Self {
+        Row {
+            labels: None,
+            responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            alerts: std::array::from_fn(|_| AtomicU64::new(0)),
+            in_windows: false,
+        }
+    }
+}
+
+/// The per-segment series of an instance: the counters
+/// `nps_responses_total` and `nps_detractor_alerts_total`, and the window
+/// gauges. Kept as numbers, by segment id, and rendered as Prometheus text
+/// only when scraped, in chunks ([`SegmentSeries::render_some`]): holding
+/// the text (about 2 KB per segment) or handing the counters to the
+/// exporter (about 10 KB per segment in its registry) cost more than the
+/// windows themselves.
+///
+/// Counters are atomics, so that records count them under a shared lock;
+/// they start from zero when a segment enters the table and their series
+/// go when it leaves (a counter reset, as Prometheus understands it). The
+/// window statistics are those of the last refresh: a series is exported
+/// exactly while its segment holds responses in that window.
+#[derive(Default)]
+pub struct SegmentSeries {
+    windows: Vec<String>,
+    rows: Vec<Row>,
+    /// `rows.len() × windows.len()`, row after row.
+    stats: Vec<WindowStats>,
+}
+
+impl std::fmt::Debug for SegmentSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentSeries")
+            .field("windows", &self.windows)
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+/// Where a chunked rendering stands: which family, which row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderCursor {
+    family: usize,
+    row: usize,
+}
+
+/// Families rendered from a [`SegmentSeries`], in order.
+const FAMILIES: [(&str, &str, &str); 8] = [
+    (
+        RESPONSES_TOTAL,
+        "Responses counted (late ones included, duplicates excluded), by product, region, channel and category.",
+        "counter",
+    ),
+    (
+        DETRACTOR_ALERTS_TOTAL,
+        "Detractor alerts emitted, by product, region and priority.",
+        "counter",
+    ),
+    (
         NPS_SCORE,
         "Net Promoter Score (-100..100) per product, region and window.",
-    );
-    for s in segments {
-        for (spec, w) in windows.iter().zip(&s.windows) {
-            if let Some(v) = w.nps() {
-                out.push_str(NPS_SCORE);
-                labels(&mut out, s, &spec.name);
-                let _ = writeln!(out, "}} {v}");
-            }
-        }
-    }
-    header(
-        &mut out,
+        "gauge",
+    ),
+    (
         NPS_WINDOW_RESPONSES,
         "Responses in the window per product, region, window and category (promoter, passive, detractor).",
-    );
-    for s in segments {
-        for (spec, w) in windows.iter().zip(&s.windows) {
-            if w.responses() == 0 {
-                continue;
-            }
-            for c in Category::ALL {
-                out.push_str(NPS_WINDOW_RESPONSES);
-                labels(&mut out, s, &spec.name);
-                let _ = writeln!(out, ",category=\"{}\"}} {}", c.as_str(), w.count(c));
-            }
-        }
-    }
-    header(
-        &mut out,
+        "gauge",
+    ),
+    (
         NPS_MARGIN_OF_ERROR,
         "Half-width of the 95% confidence interval of nps_score, in NPS points.",
-    );
-    for s in segments {
-        for (spec, w) in windows.iter().zip(&s.windows) {
-            if let Some(v) = w.margin_of_error() {
-                out.push_str(NPS_MARGIN_OF_ERROR);
-                labels(&mut out, s, &spec.name);
-                let _ = writeln!(out, "}} {v}");
-            }
-        }
-    }
-    header(
-        &mut out,
+        "gauge",
+    ),
+    (
         NPS_WEIGHTED_SCORE,
         "NPS weighted by customer_value (1 when absent), per product, region and window.",
-    );
-    for s in segments {
-        for (spec, w) in windows.iter().zip(&s.windows) {
-            if let Some(v) = w.weighted_nps() {
-                out.push_str(NPS_WEIGHTED_SCORE);
-                labels(&mut out, s, &spec.name);
-                let _ = writeln!(out, "}} {v}");
-            }
-        }
-    }
+        "gauge",
+    ),
     // The weighted score's parts, so that Prometheus can roll it up across
     // instances, products or regions: Σ net / Σ total.
-    for (name, help, part) in [
-        (
-            NPS_WEIGHT_NET,
-            "Sum of weight x sign (+1 promoter, 0 passive, -1 detractor) in the window.",
-            0,
-        ),
-        (
-            NPS_WEIGHT_TOTAL,
-            "Sum of weights (customer_value, 1 when absent) in the window.",
-            1,
-        ),
-    ] {
-        header(&mut out, name, help);
-        for s in segments {
-            for (spec, w) in windows.iter().zip(&s.windows) {
-                if w.responses() == 0 {
-                    continue;
+    (
+        NPS_WEIGHT_NET,
+        "Sum of weight x sign (+1 promoter, 0 passive, -1 detractor) in the window.",
+        "gauge",
+    ),
+    (
+        NPS_WEIGHT_TOTAL,
+        "Sum of weights (customer_value, 1 when absent) in the window.",
+        "gauge",
+    ),
+];
+
+impl SegmentSeries {
+    /// Counts a response of segment `key`.
+    pub fn count_response(&self, key: KeyId, channel: Channel, category: Category) -> bool {
+        let Some(row) = self.rows.get(key.index()) else {
+            return false;
+        };
+        let ch = (channel as usize).min(CHANNEL_LABELS.len() - 1);
+        row.responses[ch][category_index(category)].fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts an alert of segment `key`.
+    pub fn count_alert(&self, key: KeyId, priority: AlertPriority) -> bool {
+        let Some(row) = self.rows.get(key.index()) else {
+            return false;
+        };
+        let p = (priority as usize).min(PRIORITY_LABELS.len() - 1);
+        row.alerts[p].fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Makes room for segment ids below `bound` (the engine's id bound), so
+    /// that `count_*` find their row.
+    pub fn grow(&mut self, bound: usize) {
+        if self.rows.len() < bound {
+            // By an eighth: a row is 224 bytes, and doubling would leave
+            // up to half of them unused.
+            let len = self.rows.len();
+            if self.rows.capacity() < bound {
+                self.rows.reserve_exact(bound - len + len / 8 + 16);
+            }
+            self.rows.resize_with(bound, Row::default);
+            self.stats
+                .resize(bound * self.windows.len(), WindowStats::default());
+        }
+    }
+
+    /// At each refresh, after the engine's sweep: forgets the segments no
+    /// longer in the table (`name` answers None; their counters go), names
+    /// the ones that are, and takes the window statistics of `segments`.
+    pub fn refresh<'a>(
+        &mut self,
+        windows: &[WindowSpec],
+        segments: &[SegmentStats<'_>],
+        name: impl Fn(KeyId) -> Option<(&'a str, &'a str)>,
+    ) {
+        if self.windows.len() != windows.len()
+            || self.windows.iter().zip(windows).any(|(a, b)| *a != b.name)
+        {
+            self.windows = windows.iter().map(|w| w.name.clone()).collect();
+            self.stats.clear();
+        }
+        let bound = segments
+            .iter()
+            .map(|s| s.key.index() + 1)
+            .max()
+            .unwrap_or(0);
+        self.grow(bound);
+        let nwin = self.windows.len();
+        self.stats
+            .resize(self.rows.len() * nwin, WindowStats::default());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            row.in_windows = false;
+            match name(KeyId(i as u32)) {
+                None => {
+                    if row.labels.is_some() || row.counted() {
+                        *row = Row::default();
+                    }
                 }
-                out.push_str(name);
-                labels(&mut out, s, &spec.name);
-                let v = if part == 0 {
-                    w.weight_net
-                } else {
-                    w.weight_total
-                };
-                let _ = writeln!(out, "}} {v}");
+                Some((product, region)) => {
+                    if row.labels.is_none() {
+                        let mut l = String::with_capacity(product.len() + region.len() + 20);
+                        l.push_str("product=\"");
+                        escape(product, &mut l);
+                        l.push_str("\",region=\"");
+                        escape(region, &mut l);
+                        l.push('"');
+                        row.labels = Some(l.into());
+                    }
+                }
+            }
+        }
+        for s in segments {
+            let i = s.key.index();
+            self.rows[i].in_windows = true;
+            for (out, w) in self.stats[i * nwin..(i + 1) * nwin]
+                .iter_mut()
+                .zip(&s.windows)
+            {
+                *out = *w;
             }
         }
     }
-    out.shrink_to_fit();
-    out
+
+    /// Appends the next rows (at most `max_rows`) of the current family to
+    /// `out`, with the family's header before its first row. Returns false
+    /// once every family is rendered. Rows are visited in id order, each
+    /// once per family, so a refresh between two calls never duplicates a
+    /// series.
+    pub fn render_some(
+        &self,
+        cursor: &mut RenderCursor,
+        max_rows: usize,
+        out: &mut String,
+    ) -> bool {
+        let Some(&(name, help, kind)) = FAMILIES.get(cursor.family) else {
+            return false;
+        };
+        if cursor.row == 0 {
+            header(out, name, help, kind);
+        }
+        let end = (cursor.row + max_rows).min(self.rows.len());
+        for i in cursor.row..end {
+            self.render_row(cursor.family, i, out);
+        }
+        if end >= self.rows.len() {
+            *cursor = RenderCursor {
+                family: cursor.family + 1,
+                row: 0,
+            };
+        } else {
+            cursor.row = end;
+        }
+        true
+    }
+
+    /// Everything at once (tests, benchmarks).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut cursor = RenderCursor::default();
+        while self.render_some(&mut cursor, usize::MAX, &mut out) {}
+        out
+    }
+
+    fn render_row(&self, family: usize, i: usize, out: &mut String) {
+        let row = &self.rows[i];
+        let Some(labels) = row.labels.as_deref() else {
+            return;
+        };
+        let name = FAMILIES[family].0;
+        match family {
+            0 => {
+                for (channel, counts) in CHANNEL_LABELS.iter().zip(&row.responses) {
+                    for (c, n) in Category::ALL.iter().zip(counts) {
+                        let n = n.load(Ordering::Relaxed);
+                        if n > 0 {
+                            let _ = writeln!(
+                                out,
+                                "{name}{{{labels},channel=\"{channel}\",category=\"{}\"}} {n}",
+                                c.as_str()
+                            );
+                        }
+                    }
+                }
+            }
+            1 => {
+                for (priority, n) in PRIORITY_LABELS.iter().zip(&row.alerts) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(out, "{name}{{{labels},priority=\"{priority}\"}} {n}");
+                    }
+                }
+            }
+            _ if row.in_windows => {
+                let nwin = self.windows.len();
+                for (window, w) in self
+                    .windows
+                    .iter()
+                    .zip(&self.stats[i * nwin..(i + 1) * nwin])
+                {
+                    let v = match family {
+                        2 => w.nps(),
+                        3 => {
+                            if w.responses() > 0 {
+                                for c in Category::ALL {
+                                    let _ = writeln!(
+                                        out,
+                                        "{name}{{{labels},window=\"{window}\",category=\"{}\"}} {}",
+                                        c.as_str(),
+                                        w.count(c)
+                                    );
+                                }
+                            }
+                            None
+                        }
+                        4 => w.margin_of_error(),
+                        5 => w.weighted_nps(),
+                        6 => (w.responses() > 0).then_some(w.weight_net),
+                        _ => (w.responses() > 0).then_some(w.weight_total),
+                    };
+                    if let Some(v) = v {
+                        let _ = writeln!(out, "{name}{{{labels},window=\"{window}\"}} {v}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Row {
+    fn counted(&self) -> bool {
+        self.responses
+            .iter()
+            .flatten()
+            .chain(&self.alerts)
+            .any(|n| n.load(Ordering::Relaxed) > 0)
+    }
 }
 
 /// Renders the consumer lag of the assigned partitions.
@@ -354,6 +576,7 @@ pub fn render_lag(topic: &str, lags: &[(i32, i64)]) -> String {
         &mut out,
         CONSUMER_LAG,
         "Messages between the consumer's position and the partition's end.",
+        "gauge",
     );
     for (p, lag) in lags {
         out.push_str(CONSUMER_LAG);
@@ -369,23 +592,37 @@ mod tests {
     use super::*;
     use crate::engine::{Engine, EngineConfig, KeyId, Observation, WindowStats};
 
+    fn render(e: &Engine, series: &mut SegmentSeries, now: i64) -> String {
+        let segments = e.segments(now);
+        series.refresh(e.layout().specs(), &segments, |k| e.segment_name(k));
+        series.render()
+    }
+
+    fn record(e: &mut Engine, id: &str, category: Category, t: i64) -> KeyId {
+        match e.record(
+            0,
+            &Observation {
+                response_id: id,
+                product: "Tarjeta \"Oro\"",
+                region: "Norte",
+                category,
+                responded_at_ms: t,
+                weight: 1.0,
+            },
+            t,
+        ) {
+            crate::engine::Outcome::Counted { key, .. } => key,
+            crate::engine::Outcome::Duplicate => panic!("duplicate"),
+        }
+    }
+
     #[test]
     fn window_series_exist_exactly_while_the_window_holds_responses() {
         let mut e = Engine::new(&EngineConfig::default()).unwrap();
+        let mut series = SegmentSeries::default();
         let t0 = 1_763_812_800_000;
-        e.record(
-            0,
-            &Observation {
-                response_id: "r",
-                product: "Tarjeta \"Oro\"",
-                region: "Norte",
-                category: Category::Detractor,
-                responded_at_ms: t0,
-                weight: 1.0,
-            },
-            t0,
-        );
-        let text = render_windows(&e.segments(t0), e.layout().specs());
+        record(&mut e, "r", Category::Detractor, t0);
+        let text = render(&e, &mut series, t0);
         assert!(
             text.contains(
                 r#"nps_score{product="Tarjeta \"Oro\"",region="Norte",window="1h"} -100"#
@@ -397,7 +634,7 @@ mod tests {
         ));
         // Two hours later the 1h series are gone, the 24h ones remain.
         let later = t0 + 2 * 3_600_000;
-        let text = render_windows(&e.segments(later), e.layout().specs());
+        let text = render(&e, &mut series, later);
         assert!(!text.contains(r#"window="1h""#), "{text}");
         assert!(
             text.contains(
@@ -407,30 +644,71 @@ mod tests {
         // After 31 days nothing but the headers.
         let gone = t0 + 31 * 86_400_000;
         e.sweep(gone);
-        let text = render_windows(&e.segments(gone), e.layout().specs());
+        let text = render(&e, &mut series, gone);
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
             0,
             "{text}"
         );
         // A new response brings the segment's series back, from zero.
-        e.record(
-            1,
-            &Observation {
-                response_id: "r2",
-                product: "Tarjeta \"Oro\"",
-                region: "Norte",
-                category: Category::Promoter,
-                responded_at_ms: gone,
-                weight: 1.0,
-            },
-            gone,
-        );
-        let text = render_windows(&e.segments(gone), e.layout().specs());
+        record(&mut e, "r2", Category::Promoter, gone);
+        let text = render(&e, &mut series, gone);
         let hour = r#"nps_score{product="Tarjeta \"Oro\"",region="Norte",window="1h"} 100"#;
         assert!(text.contains(hour), "{text}");
         let month = r#"nps_window_responses{product="Tarjeta \"Oro\"",region="Norte",window="30d",category="detractor"} 0"#;
         assert!(text.contains(month), "{text}");
+    }
+
+    #[test]
+    fn counters_count_by_channel_and_priority_and_go_with_their_segment() {
+        let mut e = Engine::new(&EngineConfig::default()).unwrap();
+        let mut series = SegmentSeries::default();
+        let t0 = 1_763_812_800_000;
+        let key = record(&mut e, "a", Category::Detractor, t0);
+        // A row appears once the series has room for the id.
+        assert!(!series.count_response(key, Channel::Sms, Category::Detractor));
+        series.grow(key.index() + 1);
+        for _ in 0..3 {
+            assert!(series.count_response(key, Channel::Sms, Category::Detractor));
+        }
+        assert!(series.count_response(key, Channel::InApp, Category::Promoter));
+        assert!(series.count_alert(key, AlertPriority::Critical));
+        let text = render(&e, &mut series, t0);
+        let labels = r#"product="Tarjeta \"Oro\"",region="Norte""#;
+        for line in [
+            format!(r#"nps_responses_total{{{labels},channel="sms",category="detractor"}} 3"#),
+            format!(r#"nps_responses_total{{{labels},channel="in_app",category="promoter"}} 1"#),
+            format!(r#"nps_detractor_alerts_total{{{labels},priority="critical"}} 1"#),
+        ] {
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        // Only counters that counted something are series.
+        assert_eq!(text.matches("nps_responses_total{").count(), 2, "{text}");
+        assert_eq!(
+            text.matches("# TYPE nps_responses_total counter").count(),
+            1
+        );
+        // Every family once, headers included, in one piece or in chunks.
+        let mut chunked = String::new();
+        let mut cursor = RenderCursor::default();
+        while series.render_some(&mut cursor, 1, &mut chunked) {}
+        assert_eq!(chunked, text);
+        // Once the segment leaves the table, its counters go with it.
+        let gone = t0 + 31 * 86_400_000;
+        e.sweep(gone);
+        let text = render(&e, &mut series, gone);
+        assert!(!text.contains("nps_responses_total{"), "{text}");
+        let again = record(&mut e, "b", Category::Promoter, gone);
+        series.grow(again.index() + 1);
+        series.count_response(again, Channel::Web, Category::Promoter);
+        let text = render(&e, &mut series, gone);
+        assert!(
+            text.contains(&format!(
+                r#"nps_responses_total{{{labels},channel="web",category="promoter"}} 1"#
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("channel=\"sms\""), "{text}");
     }
 
     #[test]
@@ -442,7 +720,9 @@ mod tests {
             region: "r",
             windows: vec![WindowStats::default()],
         };
-        let text = render_windows(&[seg], layout.specs());
+        let mut series = SegmentSeries::default();
+        series.refresh(layout.specs(), &[seg], |_| Some(("p", "r")));
+        let text = series.render();
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
             0,

@@ -16,7 +16,7 @@
 //! the same task; a revoke finishes the partition's pending deliveries
 //! (bounded by the shutdown timeout), commits and drops its state.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -73,8 +73,8 @@ const MAX_PENDING: usize = 50_000;
 /// What the refresh tick publishes for the HTTP handler and the demo.
 #[derive(Debug, Default)]
 pub struct View {
-    /// Prometheus text of the window gauges.
-    pub window_text: String,
+    /// The per-segment series, rendered when /metrics is scraped.
+    pub series: m::SegmentSeries,
     /// Per segment and window, when `keep_table` was asked for.
     pub table: Vec<(String, String, Vec<WindowStats>)>,
     pub window_names: Vec<String>,
@@ -850,7 +850,7 @@ pub async fn run(
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => {
                     if !replay(&msg, &settings, &*clock, &core, &health) {
-                        handle(&msg, &settings, &*clock, &core, &producer, &mut stats).await;
+                        handle(&msg, &settings, &*clock, &core, &producer, &view, &mut stats).await;
                     }
                 }
                 // Client-level errors (brokers down, ...) also reach the
@@ -1214,60 +1214,23 @@ struct Counters {
     consumed: u64,
     alerts: u64,
     rejected: u64,
-    labelled: LabelledCounters,
 }
 
-/// Handles of the labelled counters updated per record, by segment.
-/// `metrics::counter!` with labels looks the series up in the exporter's
-/// registry on every call (building, hashing and comparing its labels),
-/// which cost more than the engine itself; a handle is an atomic.
-/// Segment ids are reused once a segment leaves every window, so the
-/// handles are dropped whenever the sweep removes segments.
-#[derive(Default)]
-struct LabelledCounters {
-    responses: HashMap<(KeyId, crate::pb::Channel, Category), metrics::Counter>,
-    alerts: HashMap<(KeyId, &'static str), metrics::Counter>,
-}
-
-impl LabelledCounters {
-    fn names(engine: &Engine, key: KeyId) -> (String, String) {
-        engine
-            .segment_name(key)
-            .map(|(p, r)| (p.to_string(), r.to_string()))
-            .unwrap_or_default()
-    }
-
-    fn response(
-        &mut self,
-        engine: &Engine,
-        key: KeyId,
-        channel: crate::pb::Channel,
-        category: Category,
-    ) -> &metrics::Counter {
-        self.responses
-            .entry((key, channel, category))
-            .or_insert_with(|| {
-                let (product, region) = Self::names(engine, key);
-                metrics::counter!(m::RESPONSES_TOTAL,
-                    "product" => product, "region" => region,
-                    "channel" => channel_label(channel), "category" => category.as_str())
-            })
-    }
-
-    fn alert(&mut self, engine: &Engine, key: KeyId, priority: &'static str) -> metrics::Counter {
-        self.alerts
-            .entry((key, priority))
-            .or_insert_with(|| {
-                let (product, region) = Self::names(engine, key);
-                metrics::counter!(m::DETRACTOR_ALERTS_TOTAL,
-                    "product" => product, "region" => region, "priority" => priority)
-            })
-            .clone()
-    }
-
-    fn forget(&mut self) {
-        self.responses.clear();
-        self.alerts.clear();
+/// Counts a response in its segment's `nps_responses_total`: under the
+/// view's shared lock (the counters are atomics), or its exclusive one the
+/// first time a segment id is seen.
+fn count_response(
+    view: &RwLock<View>,
+    key: KeyId,
+    channel: crate::pb::Channel,
+    category: Category,
+) {
+    let counted = view
+        .read()
+        .is_ok_and(|v| v.series.count_response(key, channel, category));
+    if !counted && let Ok(mut v) = view.write() {
+        v.series.grow(key.index() + 1);
+        v.series.count_response(key, channel, category);
     }
 }
 
@@ -1391,14 +1354,19 @@ fn refresh_view(
     let Ok(mut c) = core.lock() else { return };
     let sweep = c.engine.sweep(now);
     if !sweep.keys_removed.is_empty() {
-        stats.labelled.forget();
         tracing::debug!(
             segments = sweep.keys_removed.len(),
             "segments left every window"
         );
     }
     let segments = c.engine.segments(now);
-    let text = m::render_windows(&segments, c.engine.layout().specs());
+    // With the engine still locked: segment ids freed by the sweep are not
+    // reused before their counters are forgotten.
+    if let Ok(mut v) = view.write() {
+        v.series.refresh(c.engine.layout().specs(), &segments, |k| {
+            c.engine.segment_name(k)
+        });
+    }
     let table = if keep_table {
         segments
             .iter()
@@ -1421,7 +1389,6 @@ fn refresh_view(
     metrics::counter!(m::DEDUP_EVICTED_EARLY).absolute(g.dedup_evicted_early);
     metrics::gauge!(m::READY).set(if health.ready() { 1.0 } else { 0.0 });
     if let Ok(mut v) = view.write() {
-        v.window_text = text;
         v.table = table;
         v.window_names = window_names.to_vec();
         v.alerts_sent = stats.alerts;
@@ -1437,6 +1404,7 @@ async fn handle(
     clock: &dyn Clock,
     core: &Mutex<Core>,
     producer: &RenewableProducer,
+    view: &RwLock<View>,
     stats: &mut Counters,
 ) {
     let now = clock.now_ms();
@@ -1466,10 +1434,7 @@ async fn handle(
                         late,
                         overflowed,
                     } => {
-                        stats
-                            .labelled
-                            .response(&c.engine, key, response.channel, category)
-                            .increment(1);
+                        count_response(view, key, response.channel, category);
                         if late {
                             metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
                         }
@@ -1484,9 +1449,7 @@ async fn handle(
                             let windows: Vec<_> = specs.iter().zip(stats_now).collect();
                             let alert =
                                 alerts::build(&response, &windows, late, now, &settings.alerts);
-                            let priority = alerts::priority_label(alert.priority());
-                            let counter = stats.labelled.alert(&c.engine, key, priority);
-                            Some((alert, counter))
+                            Some((alert, key))
                         } else {
                             None
                         }
@@ -1495,7 +1458,7 @@ async fn handle(
             };
             match alert {
                 None => None,
-                Some((alert, counter)) => {
+                Some((alert, key)) => {
                     let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
                     let headers = OwnedHeaders::new()
                         .insert(Header {
@@ -1518,7 +1481,9 @@ async fn handle(
                         headers,
                     )
                     .await;
-                    counter.increment(1);
+                    if let Ok(v) = view.read() {
+                        v.series.count_alert(key, alert.priority());
+                    }
                     stats.alerts += 1;
                     Some(fut)
                 }

@@ -22,6 +22,11 @@ impl KeyId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The id of index `i` (benchmarks and tests of the shell).
+    pub fn from_index(i: usize) -> Self {
+        KeyId(u32::try_from(i).unwrap_or(u32::MAX))
+    }
 }
 
 /// Borrowed (product, region); hashes the same way whether looked up or
