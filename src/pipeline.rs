@@ -688,10 +688,18 @@ impl RebalanceHandler for Rebalancer {
             let Ok(mut core) = self.core.lock() else {
                 continue;
             };
-            if let Offset::Offset(s) = start {
-                if from == "snapshot" {
-                    core.next.insert(p, s);
-                    core.snapshotted.insert(p, s);
+            if let Offset::Offset(s) = start
+                && from == "snapshot"
+            {
+                core.next.insert(p, s);
+                core.snapshotted.insert(p, s);
+                // A snapshot is written only once every alert and dead
+                // letter before it is delivered, but the commit that
+                // follows it can be lost (a broker gone in between): what
+                // it reflects is done, so it is committed, even if no
+                // record comes after it.
+                if c.is_none_or(|c| s > c) {
+                    core.done.insert(p, s);
                 }
             }
             match replay_until {
