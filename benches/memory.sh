@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Process memory (RSS) of nps-stream on a local Tansu broker:
 #
-# 1. Per key: KEYS_ANSWERS answers (default 500,000) over 2,000 products ×
-#    regions, then as many over 8,000 others (10,000 keys in all), spread
-#    over the last 30 days so all 4 windows hold data. The first load
-#    brings the Kafka clients' buffers and the allocator to their peak; the
-#    RSS the second adds, divided by the keys it adds, is the cost of a
-#    key. Dedup is off here (--dedup-max-ids 0) so the figure is the
-#    windows' and the key table's; phase 3 runs with the default dedup.
-# 2. Cardinality guard: then 1,000,000 answers over the existing keys (the
-#    baseline: what a million answers leave behind in client buffers and
-#    the allocator), then 1,000,000 with distinct bogus product names (the
-#    guard folds them into one overflow segment); RSS after each.
+# 1. Per key: STEP_ANSWERS answers (default 200,000) over 20 keys, which
+#    brings the Kafka clients' buffers and the allocator to their peak;
+#    then 5 steps of as many answers, each over 2,000 new products ×
+#    regions (10,000 keys in all), spread over the last 30 days so all 4
+#    windows hold data. RSS after each step; the bytes per key are the
+#    least-squares slope of RSS over keys across the steps, so client
+#    buffers and allocator peaks are outside the figure. Dedup is off here
+#    (--dedup-max-ids 0) so the figure is the windows', the key table's
+#    and the metric series'; phase 3 runs with the default dedup.
+# 2. Cardinality guard: then twice 1,000,000 answers over the existing keys
+#    in the last hour (the first fills those keys' newest buckets; the
+#    second is the baseline: what a million answers leave behind in client
+#    buffers and the allocator), then 1,000,000 with distinct bogus product
+#    names (the guard folds them into one overflow segment); RSS after
+#    each.
 # 3. Steady run: a second instance consumes `send --generate --rate RATE`
 #    (default 2,000/s) for DURATION seconds (default 600); RSS is sampled
 #    every 30 s after the first two minutes; prints the samples and
@@ -27,7 +31,7 @@
 #
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, python3.
 source "$(dirname "$0")/common.sh"
-KEYS_ANSWERS=${KEYS_ANSWERS:-500000}
+STEP_ANSWERS=${STEP_ANSWERS:-200000}
 BOGUS=${BOGUS:-1000000}
 RATE=${RATE:-2000}
 DURATION=${DURATION:-600}
@@ -35,9 +39,9 @@ DURATION=${DURATION:-600}
 start_tansu 4 4
 
 # The answers, as JSON lines (protobuf JSON mapping).
-python3 - "$work" "$KEYS_ANSWERS" "$BOGUS" <<'PY'
+python3 - "$work" "$STEP_ANSWERS" "$BOGUS" <<'PY'
 import datetime, json, random, sys
-work, n_keys, n_bogus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+work, n_step, n_bogus = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(7)
 now = datetime.datetime.now(datetime.timezone.utc)
 channels = ["CHANNEL_SMS", "CHANNEL_EMAIL", "CHANNEL_CHAT", "CHANNEL_PHONE", "CHANNEL_WEB", "CHANNEL_IN_APP"]
@@ -46,22 +50,24 @@ def line(i, prefix, product, region, age_s):
     return json.dumps({"responseId": f"{prefix}-{i}", "customerId": f"c-{rng.randrange(100000)}",
         "product": product, "region": region, "channel": rng.choice(channels),
         "score": rng.randrange(11), "respondedAt": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
-# Two loads over disjoint keys: 2,000 keys, then 8,000 more. The first
-# brings the client buffers and the allocator to their peak, so the second
-# measures what more keys cost.
-for name, first, count in (("keys1", 0, 2000), ("keys2", 2000, 8000)):
+# A warm-up over 20 keys, then 5 steps of 2,000 new keys each.
+loads = [("warm", 0, 20)] + [(f"step{j}", 20 + 2000 * (j - 1), 2000) for j in range(1, 6)]
+for name, first, count in loads:
     with open(f"{work}/{name}.jsonl", "w") as f:
-        for i in range(n_keys):
+        for i in range(n_step):
             k = first + i % count
             f.write(line(i, name, f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 29.5 * 86400)) + "\n")
 with open(f"{work}/bogus.jsonl", "w") as f:
     for i in range(n_bogus):
         f.write(line(i, "b", f"bogus-{i:07d}", "region-00", rng.uniform(60, 3600)) + "\n")
 # The flood's baseline: as many answers, over keys that already exist.
-with open(f"{work}/control.jsonl", "w") as f:
-    for i in range(n_bogus):
-        k = i % 10000
-        f.write(line(i, "c", f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 3600)) + "\n")
+# Twice: the first also fills the buckets of the last hour in every key's
+# rings, so the second is what a million answers cost once state is there.
+for name in ("control1", "control2"):
+    with open(f"{work}/{name}.jsonl", "w") as f:
+        for i in range(n_bogus):
+            k = i % 10000
+            f.write(line(i, name, f"producto-{k // 20:03d}", f"region-{k % 20:02d}", rng.uniform(60, 3600)) + "\n")
 PY
 
 rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
@@ -81,21 +87,25 @@ pids+=("$nps")
 until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
 sleep 2
 empty=$(rss "$nps")
-"$BIN" send --brokers "$brokers" -f "$work/keys1.jsonl" 2>/dev/null
-wait_consumed "$mport" "$KEYS_ANSWERS"
-first=$(rss "$nps")
-keys1=$(metric "$mport" nps_engine_keys)
-states1=$(metric "$mport" nps_engine_segment_states)
-"$BIN" send --brokers "$brokers" -f "$work/keys2.jsonl" 2>/dev/null
-wait_consumed "$mport" $((2 * KEYS_ANSWERS))
+sent=0
+points=()
+for load in warm step1 step2 step3 step4 step5; do
+  "$BIN" send --brokers "$brokers" -f "$work/$load.jsonl" 2>/dev/null
+  sent=$((sent + STEP_ANSWERS))
+  wait_consumed "$mport" "$sent"
+  points+=("$(metric "$mport" nps_engine_keys) $(rss "$nps") $(metric "$mport" nps_engine_segment_states)")
+done
 loaded=$(rss "$nps")
 keys=$(metric "$mport" nps_engine_keys)
 segment_states=$(metric "$mport" nps_engine_segment_states)
-"$BIN" send --brokers "$brokers" -f "$work/control.jsonl" 2>/dev/null
-wait_consumed "$mport" $((2 * KEYS_ANSWERS + BOGUS))
+"$BIN" send --brokers "$brokers" -f "$work/control1.jsonl" 2>/dev/null
+wait_consumed "$mport" $((sent + BOGUS))
+control1=$(rss "$nps")
+"$BIN" send --brokers "$brokers" -f "$work/control2.jsonl" 2>/dev/null
+wait_consumed "$mport" $((sent + 2 * BOGUS))
 control=$(rss "$nps")
 "$BIN" send --brokers "$brokers" -f "$work/bogus.jsonl" 2>/dev/null
-wait_consumed "$mport" $((2 * KEYS_ANSWERS + 2 * BOGUS))
+wait_consumed "$mport" $((sent + 3 * BOGUS))
 flooded=$(rss "$nps")
 overflow=$(metric "$mport" nps_cardinality_overflow_total)
 keys_after=$(metric "$mport" nps_engine_keys)
@@ -103,15 +113,23 @@ kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
 
 printf '%s; tansu 0.6 memory storage on the same machine\n' "$(machine)"
 printf 'RSS with no data:            %8s MiB\n' "$(mib "$empty")"
-printf 'after %s answers over %s keys: %8s MiB\n' "$KEYS_ANSWERS" "$keys1" "$(mib "$first")"
-printf 'after %s more over %s more:  %8s MiB; %s keys × 4 windows, %s per-partition segment states\n' \
-  "$KEYS_ANSWERS" "$((keys - keys1))" "$(mib "$loaded")" "$keys" "$segment_states"
-printf '  marginal: %.0f bytes per key, %.0f per segment state; RSS / keys: %.0f bytes\n' \
-  "$(echo "($loaded - $first) / ($keys - $keys1)" | bc -l)" \
-  "$(echo "($loaded - $first) / ($segment_states - $states1)" | bc -l)" \
-  "$(echo "$loaded / $keys" | bc -l)"
-printf 'after %s more answers over the same keys (baseline): %8s MiB (%+.1f%%)\n' \
-  "$BOGUS" "$(mib "$control")" "$(echo "100 * ($control - $loaded) / $loaded" | bc -l)"
+printf 'after %s answers per load, keys, RSS (MiB), per-partition segment states:\n' "$STEP_ANSWERS"
+for p in "${points[@]}"; do
+  read -r k r st <<<"$p"
+  printf '  %6s keys  %8s MiB  %6s states\n' "$k" "$(mib "$r")" "$st"
+done
+printf '%s\n' "${points[@]}" | awk -v keys="$keys" -v rss="$loaded" '
+  { x[NR] = $1; y[NR] = $2; sx += $1; sy += $2 }
+  END {
+    mx = sx / NR; my = sy / NR
+    for (i = 1; i <= NR; i++) { sxy += (x[i] - mx) * (y[i] - my); sxx += (x[i] - mx) ^ 2 }
+    printf "  per key: %.0f bytes (slope of RSS over keys); first to last step: %.0f; RSS / keys: %.0f\n",
+      sxy / sxx, (y[NR] - y[1]) / (x[NR] - x[1]), rss / keys
+  }'
+printf 'after %s more answers over the same keys, in the last hour: %8s MiB (%+.1f%%)\n' \
+  "$BOGUS" "$(mib "$control1")" "$(echo "100 * ($control1 - $loaded) / $loaded" | bc -l)"
+printf 'after %s more again (the baseline): %8s MiB (%+.1f%%)\n' \
+  "$BOGUS" "$(mib "$control")" "$(echo "100 * ($control - $control1) / $control1" | bc -l)"
 printf 'after %s bogus products: %8s MiB (%+.1f%%), %s keys, %s answers in the overflow segment\n' \
   "$BOGUS" "$(mib "$flooded")" "$(echo "100 * ($flooded - $control) / $control" | bc -l)" "$keys_after" "$overflow"
 
