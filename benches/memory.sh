@@ -74,7 +74,7 @@ rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 wait_consumed() { # port, count
   until [ "$(metric "$1" nps_events_consumed_total)" -ge "$2" ]; do sleep 0.2; done
-  sleep 2.5 # a refresh tick, and the allocator settles
+  sleep 10.5 # a snapshot round, after which free memory goes back to the OS
 }
 
 # 1 and 2.

@@ -16,7 +16,7 @@
 //! the same task; a revoke finishes the partition's pending deliveries
 //! (bounded by the shutdown timeout), commits and drops its state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -117,6 +117,12 @@ struct Core {
     /// once every alert and dead letter of the records it reflects is
     /// acknowledged, so restoring it never skips an undelivered alert.
     staged: BTreeMap<i32, (i64, Vec<u8>)>,
+    /// Partitions due for a periodic snapshot, taken one at a time (each
+    /// once the previous one is written): a single record's worth of
+    /// memory at a time, however many partitions this instance owns.
+    due: BTreeSet<i32>,
+    /// A periodic round of snapshots is under way.
+    round: bool,
     /// Snapshot writes awaiting acknowledgement: partition, offset, size.
     writes: Vec<(i32, i64, usize, DeliveryFuture)>,
 }
@@ -299,6 +305,15 @@ impl Core {
                 continue;
             }
             self.staged.insert(p, (next, bytes));
+        }
+    }
+
+    /// Takes the next due periodic snapshot once nothing is staged.
+    fn stage_due(&mut self, topic: &str) {
+        while self.staged.is_empty()
+            && let Some(p) = self.due.pop_first()
+        {
+            self.take_snapshots(topic, Some(&[p]));
         }
     }
 
@@ -793,6 +808,8 @@ pub async fn run(
         restoring: BTreeMap::new(),
         snapshotted: BTreeMap::new(),
         staged: BTreeMap::new(),
+        due: BTreeSet::new(),
+        round: false,
         writes: Vec::new(),
     }));
     let handler = Arc::new(Rebalancer {
@@ -829,11 +846,12 @@ pub async fn run(
             biased;
             _ = shutdown.recv() => break,
             _ = ack_tick.tick() => {
-                acknowledge(&core, &producer, &store);
+                acknowledge(&core, &producer, &store, &settings.input_topic);
             }
             _ = snapshot_tick.tick() => {
                 if let Ok(mut c) = core.lock() {
-                    c.take_snapshots(&settings.input_topic, None);
+                    c.due = c.next.keys().copied().collect();
+                    c.round = true;
                 }
             }
             _ = refresh.tick() => {
@@ -1342,11 +1360,39 @@ fn replay(
     true
 }
 
-fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore) {
-    let Ok(mut c) = core.lock() else { return };
-    c.drain(producer);
-    c.write_snapshots(store);
-    metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
+/// Hands the allocator's free pages back to the OS. glibc keeps what the
+/// Kafka clients' fetch queues and the snapshot records freed in its
+/// arenas, so without this the process's RSS stays at its peak, made of
+/// holes, long after the peak is over.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own arenas;
+    // it takes their locks and has no preconditions on the caller.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
+fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore, topic: &str) {
+    let round_over = {
+        let Ok(mut c) = core.lock() else { return };
+        c.drain(producer);
+        c.stage_due(topic);
+        c.write_snapshots(store);
+        metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
+        let over = c.round && c.due.is_empty() && c.staged.is_empty() && c.writes.is_empty();
+        if over {
+            c.round = false;
+        }
+        over
+    };
+    if round_over {
+        // The records of the round are in the broker and freed.
+        release_free_memory();
+    }
 }
 
 fn refresh_view(

@@ -108,25 +108,67 @@ impl Engine {
     /// A state record for recovery through Kafka: one partition's state
     /// (empty if the engine holds nothing for it), the window layout, the
     /// engine's clock, and the input position it reflects, in the envelope.
+    ///
+    /// Written straight into the record, one segment at a time: the bytes
+    /// are the only copy of the state made (no message tree of the whole
+    /// partition, no second buffer for the envelope). Protobuf fields may
+    /// come in any order, so each message's repeated payload goes first and
+    /// the lengths, known last, go into room kept at the front.
     pub fn partition_state_record(
         &self,
         partition: i32,
         source_topic: &str,
         next_offset: i64,
     ) -> Vec<u8> {
-        let mut part = self
-            .partition_snapshot(partition)
-            .unwrap_or(pb::PartitionSnapshot {
-                partition,
-                ..Default::default()
-            });
-        part.source_topic = source_topic.to_string();
-        part.next_offset = next_offset;
-        encode(&pb::EngineSnapshot {
-            windows: self.layout.to_proto(),
-            now_ms: self.now_ms,
-            partitions: vec![part],
-        })
+        use prost::encoding::{WireType, encode_key, encode_varint, message};
+        // Envelope key + body length + EngineSnapshot.partitions key + length.
+        const ROOM: usize = 2 * (1 + 10);
+        let mut buf = vec![0u8; ROOM];
+        // PartitionSnapshot: segments, partition, dedup, source topic, offset.
+        if let Some(part) = self.partitions.get(&partition) {
+            let mut segments: Vec<(&str, &str, &Segment)> = part
+                .segments
+                .iter()
+                .filter_map(|(key, seg)| {
+                    let (product, region) = self.keys.name(key)?;
+                    Some((product, region, seg))
+                })
+                .collect();
+            // Deterministic bytes for equal states.
+            segments.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            for (product, region, seg) in segments {
+                message::encode(2, &seg.to_proto(&self.layout, product, region), &mut buf);
+            }
+            message::encode(3, &part.dedup.to_proto(), &mut buf);
+        }
+        prost::encoding::int32::encode(1, &partition, &mut buf);
+        prost::encoding::string::encode(4, &source_topic.to_string(), &mut buf);
+        prost::encoding::int64::encode(5, &next_offset, &mut buf);
+        let part_len = buf.len() - ROOM;
+        // EngineSnapshot: partitions (above), windows, clock.
+        for w in self.layout.to_proto() {
+            message::encode(1, &w, &mut buf);
+        }
+        prost::encoding::int64::encode(2, &self.now_ms, &mut buf);
+        let body_end = buf.len();
+        // The two headers, right-aligned in the room.
+        let mut head = Vec::with_capacity(ROOM);
+        encode_key(3, WireType::LengthDelimited, &mut head);
+        encode_varint(part_len as u64, &mut head);
+        let body_len = head.len() + (body_end - ROOM);
+        let mut outer = Vec::with_capacity(ROOM);
+        encode_key(2, WireType::LengthDelimited, &mut outer);
+        encode_varint(body_len as u64, &mut outer);
+        let body_start = ROOM - head.len();
+        let start = body_start - outer.len();
+        buf[body_start..ROOM].copy_from_slice(&head);
+        buf[start..body_start].copy_from_slice(&outer);
+        let crc = crc32fast::hash(&buf[body_start..body_end]);
+        // Envelope: body (above), version, checksum.
+        prost::encoding::uint32::encode(1, &FORMAT_VERSION, &mut buf);
+        prost::encoding::fixed32::encode(3, &crc, &mut buf);
+        buf.drain(..start);
+        buf
     }
 
     /// Loads a state record written by `partition_state_record` for this

@@ -486,6 +486,30 @@ proptest! {
     }
 
     #[test]
+    fn state_records_hold_exactly_the_partition_snapshot(
+        windows in windows(),
+        events in proptest::collection::vec(ev(), 0..300),
+        offset in 0..i64::MAX,
+    ) {
+        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let mut e = Engine::new(&cfg).unwrap();
+        run(&mut e, &events, T0, 24 * HOUR);
+        for p in 0..4 {
+            let bytes = e.partition_state_record(p, "survey-responses", offset);
+            let mut part = e.partition_snapshot(p).unwrap_or_default();
+            part.partition = p;
+            part.source_topic = "survey-responses".into();
+            part.next_offset = offset;
+            let want = crate::pb::EngineSnapshot {
+                windows: e.snapshot().windows,
+                now_ms: e.now_ms(),
+                partitions: vec![part],
+            };
+            prop_assert_eq!(snapshot::decode(&bytes).unwrap(), want);
+        }
+    }
+
+    #[test]
     fn snapshot_restore_continue_equals_never_stopping(
         windows in windows(),
         buckets_per_window in buckets(),
