@@ -37,6 +37,7 @@ machine() { # one line: architecture, cores, CPU model, memory
 metric() { # port, name [, label filter]: the sum of the matching samples
   # (integral sums print as integers, others with 6 decimals). The value is
   # the last field: label values may hold spaces.
-  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" -v f="${3:-}" \
+  # Before the listener is up, the sum is 0 (not an error under set -e).
+  { curl -s "http://127.0.0.1:$1/metrics" || true; } | awk -v n="$2" -v f="${3:-}" \
     '$0 ~ "^"n"({| )" && index($0, f) { s += $NF } END { printf (s == int(s) ? "%.0f\n" : "%.6f\n"), s }'
 }

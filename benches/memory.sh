@@ -24,7 +24,9 @@
 #    default it grows for a day, up to --dedup-max-ids per partition, about
 #    22 bytes per id); everything else is at its default.
 #
-# SKIP_LOAD=1 runs only phase 3.
+# SKIP_LOAD=1 runs only phase 3. HEAPTRACK=1 runs phase 1 only, under
+# heaptrack (Debian package heaptrack), and prints where the peak heap is
+# held, with bytes per key (benches/heap_sites.py).
 #
 #   bash benches/memory.sh
 #   DURATION=120 bash benches/memory.sh
@@ -80,7 +82,9 @@ wait_consumed() { # port, count
 # 1 and 2.
 if [ -z "${SKIP_LOAD:-}" ]; then
 mport=$(free_port)
-"$BIN" run --brokers "$brokers" --group-id mem --metrics-addr "127.0.0.1:$mport" \
+wrap=()
+[ -z "${HEAPTRACK:-}" ] || wrap=(heaptrack -o "$work/heap")
+"${wrap[@]}" "$BIN" run --brokers "$brokers" --group-id mem --metrics-addr "127.0.0.1:$mport" \
   --dedup-max-ids 0 >"$work/mem.log" 2>&1 &
 nps=$!
 pids+=("$nps")
@@ -95,8 +99,17 @@ for load in warm step1 step2 step3 step4 step5; do
   wait_consumed "$mport" "$sent"
   points+=("$(metric "$mport" nps_engine_keys) $(rss "$nps") $(metric "$mport" nps_engine_segment_states)")
 done
-loaded=$(rss "$nps")
 keys=$(metric "$mport" nps_engine_keys)
+if [ -n "${HEAPTRACK:-}" ]; then
+  kill -TERM "$(pgrep -P "$nps" -x nps-stream)"
+  wait "$nps" 2>/dev/null || true
+  heaptrack_print -f "$work"/heap*.zst --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+    --print-leaks 0 --flamegraph-cost-type peak -F "$work/stacks.txt" | grep -E "^peak heap"
+  echo "$keys keys"
+  python3 benches/heap_sites.py "$work/stacks.txt" "$keys"
+  exit 0
+fi
+loaded=$(rss "$nps")
 segment_states=$(metric "$mport" nps_engine_segment_states)
 "$BIN" send --brokers "$brokers" -f "$work/control1.jsonl" 2>/dev/null
 wait_consumed "$mport" $((sent + BOGUS))
