@@ -20,18 +20,28 @@
 #    themselves as the same-run baseline. NPS_ARGS adds flags to
 #    nps-stream (e.g. "-X fetch.wait.max.ms=10").
 #
+# 3. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
+#    (default here 1,000,000) are loaded, then nps-stream consumes them
+#    `perf record --call-graph dwarf` (the release build keeps line
+#    tables for it); prints the shares of the process's samples by thread
+#    and the functions with the largest inclusive shares. Needs perf;
+#    PERF_DATA=file keeps the recording for `perf report -i file`.
+#
 #   bash benches/e2e.sh                    # both, on Tansu
 #   N=500000 ROUNDS=1 bash benches/e2e.sh throughput
 #   BROKER=mock bash benches/e2e.sh latency
+#   bash benches/e2e.sh profile            # needs perf
 #
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, bc, python3.
 source "$(dirname "$0")/common.sh"
-N=${N:-2000000}
+WHAT=${1:-all}
+default_n=2000000
+[ "$WHAT" = profile ] && default_n=1000000
+N=${N:-$default_n}
 ROUNDS=${ROUNDS:-3}
 PARTITIONS=${PARTITIONS:-4}
 RATE=${RATE:-10000}
 SECONDS_LIVE=${DURATION:-30}
-WHAT=${1:-all}
 
 cargo bench --quiet --bench probe --no-run 2>/dev/null
 PROBE=$(ls -t target/release/deps/probe-* | grep -v '\.d$' | head -1)
@@ -121,8 +131,36 @@ latency() {
   cat "$work/latency.out"
 }
 
+profile() {
+  command -v perf >/dev/null || { echo "profile needs perf (Debian: linux-perf)" >&2; exit 1; }
+  start_broker
+  "$BIN" send --brokers "$brokers" --generate --history "$N" --count 0 2>/dev/null
+  mport=$(free_port)
+  local data=${PERF_DATA:-$work/perf.data}
+  perf record -F 499 --call-graph dwarf,16384 -o "$data" -- \
+    "$BIN" run --brokers "$brokers" --group-id bench-profile --metrics-addr "127.0.0.1:$mport" \
+    --snapshot-interval 10s ${NPS_ARGS:-} >"$work/profile.log" 2>&1 &
+  local rec=$!
+  pids+=("$rec")
+  until [ "$(metric "$mport" nps_events_consumed_total)" -ge "$N" ]; do sleep 0.2; done
+  # perf stops recording and ends the service on SIGINT.
+  kill -INT "$rec"; wait "$rec" 2>/dev/null || true
+  describe
+  printf 'profile: nps-stream consuming %s answers, share of the process'"'"'s samples\n' "$N"
+  echo "by thread:"
+  perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | head -12
+  echo "by function, inclusive (with what it calls), the largest:"
+  # Runtime and thread-start frames that every sample passes through are left out.
+  perf report -i "$data" --children --sort symbol --stdio -g none --percent-limit 1 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed -E 's/ {2,}-  +- +$//; s/ +$//' |
+    grep -vE 'inlined\)|0xffff|call_once|catch_unwind|block_on|__rust_begin|spawn_unchecked|thread_start|start_thread|clone3|with_budget|enter_runtime|vtable.shim|syscall_64' |
+    head -"${TOP:-50}"
+}
+
 case "$WHAT" in
   throughput) throughput ;;
   latency) latency ;;
+  profile) profile ;;
   *) throughput; latency ;;
 esac
