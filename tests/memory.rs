@@ -4,26 +4,46 @@
 //! products thanks to the cardinality guard.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
 
 struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Net bytes allocated by this thread. Each test measures its own
+    /// thread, so the harness's threads (reporting, freeing another test's
+    /// output) do not move its figures.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    // No destructor, so this also works while the thread is being torn down.
+    let _ = LIVE.try_with(|c| c.set(c.get() + bytes));
+}
+
+/// Net bytes allocated by the calling thread so far.
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// Bytes the calling thread allocated, net, since `before` (0 if it freed more).
+fn since(before: isize) -> usize {
+    (live() - before).max(0) as usize
+}
 
 // SAFETY: forwards to the system allocator and only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        count(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -52,18 +72,14 @@ fn record(e: &mut Engine, id: &str, product: &str, region: &str, t: i64) {
     );
 }
 
-// The two tests share the global counter: run them one after the other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn segment_with_every_bucket_filled_takes_under_4_kib() {
-    let _guard = SERIAL.lock();
     let config = EngineConfig {
         dedup_max_ids: 0, // dedup memory is per id, not per segment
         ..EngineConfig::default()
     };
     let keys = 2_000;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut e = Engine::new(&config).unwrap();
     for k in 0..keys {
         let product = format!("producto-{:03}", k / 20);
@@ -75,7 +91,7 @@ fn segment_with_every_bucket_filled_takes_under_4_kib() {
             }
         }
     }
-    let per_key = (LIVE.load(Ordering::Relaxed) - before) / keys;
+    let per_key = since(before) / keys;
     assert_eq!(e.gauges().keys, keys);
     // One response in every bucket of every window (a window also holds
     // the shorter windows' responses).
@@ -92,7 +108,6 @@ fn segment_with_every_bucket_filled_takes_under_4_kib() {
 
 #[test]
 fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
-    let _guard = SERIAL.lock();
     let config = EngineConfig {
         dedup_max_ids: 0,
         ..EngineConfig::default()
@@ -102,7 +117,7 @@ fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
     // (answers are partitioned by response_id, so each partition holds
     // about 16 of every key's): `benches/memory.sh`'s second load.
     let per_key = 64;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut e = Engine::new(&config).unwrap();
     let mut x: u64 = 7;
     for i in 0..keys * per_key {
@@ -124,7 +139,7 @@ fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
             T0,
         );
     }
-    let bytes = (LIVE.load(Ordering::Relaxed) - before) / keys as usize;
+    let bytes = since(before) / keys as usize;
     assert_eq!(e.gauges().segment_states, 4 * keys as usize);
     println!(
         "engine memory: {bytes} bytes per key with {per_key} answers over 30 days in 4 partitions"
@@ -136,20 +151,19 @@ fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
 
 #[test]
 fn a_flood_of_bogus_products_keeps_memory_flat() {
-    let _guard = SERIAL.lock();
     let config = EngineConfig {
         max_keys: 1_000,
         dedup_max_ids: 0,
         ..EngineConfig::default()
     };
     let mut e = Engine::new(&config).unwrap();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut sizes = Vec::new();
     for i in 0..300_000u32 {
         let product = format!("bogus-{i}");
         record(&mut e, &i.to_string(), &product, "x", T0);
         if i % 50_000 == 49_999 {
-            sizes.push(LIVE.load(Ordering::Relaxed) - before);
+            sizes.push(since(before));
         }
     }
     assert_eq!(e.gauges().keys, 1_000);
@@ -162,7 +176,6 @@ fn a_flood_of_bogus_products_keeps_memory_flat() {
 
 #[test]
 fn dedup_memory_per_remembered_id_is_bounded() {
-    let _guard = SERIAL.lock();
     let max_ids = 200_000;
     let config = EngineConfig {
         dedup_max_ids: max_ids,
@@ -171,12 +184,12 @@ fn dedup_memory_per_remembered_id_is_bounded() {
     let mut e = Engine::new(&config).unwrap();
     // One segment, so what grows is the dedup set.
     record(&mut e, "warm", "p", "r", T0);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut peak = 0;
     // Three times the bound: the set must stop growing at it.
     for i in 0..3 * max_ids {
         record(&mut e, &format!("id-{i}"), "p", "r", T0);
-        peak = peak.max(LIVE.load(Ordering::Relaxed) - before);
+        peak = peak.max(since(before));
     }
     let per_id = peak / max_ids;
     println!("dedup memory: peak {peak} bytes for {max_ids} ids, {per_id} bytes per id");
