@@ -87,22 +87,35 @@ impl Engine {
     /// if the engine holds nothing for it.
     pub fn partition_snapshot(&self, partition: i32) -> Option<pb::PartitionSnapshot> {
         let part = self.partitions.get(&partition)?;
-        let mut segments: Vec<pb::SegmentSnapshot> = part
-            .segments
-            .iter()
-            .filter_map(|(key, seg)| {
-                let (product, region) = self.keys.name(key)?;
-                Some(seg.to_proto(&self.layout, product, region))
-            })
+        let segments = self
+            .named_segments(part)
+            .into_iter()
+            .map(|(product, region, seg)| seg.to_proto(&self.layout, product, region))
             .collect();
-        // Deterministic bytes for equal states.
-        segments.sort_by(|a, b| (&a.product, &a.region).cmp(&(&b.product, &b.region)));
         Some(pb::PartitionSnapshot {
             partition,
             segments,
             dedup: Some(part.dedup.to_proto()),
             ..Default::default()
         })
+    }
+
+    /// A partition's segments with their product and region, sorted by
+    /// them: equal states give equal snapshot bytes.
+    fn named_segments<'a>(
+        &'a self,
+        part: &'a PartitionState,
+    ) -> Vec<(&'a str, &'a str, &'a Segment)> {
+        let mut segments: Vec<(&str, &str, &Segment)> = part
+            .segments
+            .iter()
+            .filter_map(|(key, seg)| {
+                let (product, region) = self.keys.name(key)?;
+                Some((product, region, seg))
+            })
+            .collect();
+        segments.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        segments
     }
 
     /// A state record for recovery through Kafka: one partition's state
@@ -126,17 +139,7 @@ impl Engine {
         let mut buf = vec![0u8; ROOM];
         // PartitionSnapshot: segments, partition, dedup, source topic, offset.
         if let Some(part) = self.partitions.get(&partition) {
-            let mut segments: Vec<(&str, &str, &Segment)> = part
-                .segments
-                .iter()
-                .filter_map(|(key, seg)| {
-                    let (product, region) = self.keys.name(key)?;
-                    Some((product, region, seg))
-                })
-                .collect();
-            // Deterministic bytes for equal states.
-            segments.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            for (product, region, seg) in segments {
+            for (product, region, seg) in self.named_segments(part) {
                 message::encode(2, &seg.to_proto(&self.layout, product, region), &mut buf);
             }
             message::encode(3, &part.dedup.to_proto(), &mut buf);
