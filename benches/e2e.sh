@@ -56,11 +56,12 @@ start_broker() {
   fi
   start_tansu "$PARTITIONS" "$PARTITIONS"
 }
-run_nps() { # group, log, extra args...
+wrap=() # a command to run nps-stream under (the profile's perf)
+run_nps() { # group, log, extra args...: sets $mport and $nps
   mport=$(free_port)
   local group=$1 log=$2
   shift 2
-  "$BIN" run --brokers "$brokers" --group-id "$group" --metrics-addr "127.0.0.1:$mport" "$@" >"$work/$log" 2>&1 &
+  "${wrap[@]}" "$BIN" run --brokers "$brokers" --group-id "$group" --metrics-addr "127.0.0.1:$mport" "$@" >"$work/$log" 2>&1 &
   nps=$!
   pids+=("$nps")
 }
@@ -135,16 +136,13 @@ profile() {
   command -v perf >/dev/null || { echo "profile needs perf (Debian: linux-perf)" >&2; exit 1; }
   start_broker
   "$BIN" send --brokers "$brokers" --generate --history "$N" --count 0 2>/dev/null
-  mport=$(free_port)
   local data=${PERF_DATA:-$work/perf.data}
-  perf record -F 499 --call-graph dwarf,16384 -o "$data" -- \
-    "$BIN" run --brokers "$brokers" --group-id bench-profile --metrics-addr "127.0.0.1:$mport" \
-    --snapshot-interval 10s ${NPS_ARGS:-} >"$work/profile.log" 2>&1 &
-  local rec=$!
-  pids+=("$rec")
+  wrap=(perf record -F 499 --call-graph dwarf,16384 -o "$data" --)
+  run_nps bench-profile profile.log --snapshot-interval 10s ${NPS_ARGS:-}
+  wrap=()
   until [ "$(metric "$mport" nps_events_consumed_total)" -ge "$N" ]; do sleep 0.2; done
-  # perf stops recording and ends the service on SIGINT.
-  kill -INT "$rec"; wait "$rec" 2>/dev/null || true
+  # $nps is perf: it stops recording and ends the service on SIGINT.
+  kill -INT "$nps"; wait "$nps" 2>/dev/null || true
   describe
   printf 'profile: nps-stream consuming %s answers, share of the process'"'"'s samples\n' "$N"
   echo "by thread:"
