@@ -238,10 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn alert_id_is_deterministic_per_response() {
-        assert_eq!(alert_id("resp-42"), alert_id("resp-42"));
-        assert_ne!(alert_id("resp-42"), alert_id("resp-43"));
-        assert_eq!(alert_id("resp-42").len(), 32);
+    fn alert_id_is_xxh3_128_of_the_response_id_in_lowercase_hex() {
+        // Known answers from an independent implementation (Python's
+        // xxhash 3: '%032x' % xxhash.xxh3_128_intdigest(b"resp-42")), so
+        // a consumer in any language can recompute the id.
+        assert_eq!(alert_id("resp-42"), "7beb20c9f52949d6f496b352b7d0354a");
+        assert_eq!(alert_id("resp-43"), "84b93f5e88c351f0d5984d3eb8fae773");
+        assert_eq!(alert_id(""), "99aa06d3014798d86001c324468d497f");
     }
 
     #[test]

@@ -45,9 +45,21 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
-    /// The endpoint to GET.
-    #[arg(long, default_value = "http://127.0.0.1:9898/healthz")]
-    pub url: String,
+    /// The endpoint to GET [default: /healthz on the instance's metrics
+    /// address: --metrics-addr, else `metrics_addr` in --config, else
+    /// 0.0.0.0:9898; an unspecified address is probed on loopback].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The instance's metrics address, as given to `run`.
+    #[arg(long, env = "NPS_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// The instance's settings file, as given to `run` (only
+    /// `metrics_addr` is read).
+    #[arg(long, env = "NPS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Path probed when --url is absent.
+    #[arg(long, default_value = "/healthz")]
+    pub path: String,
     /// Connect and read timeout.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -201,6 +213,39 @@ pub struct SendArgs {
     pub kafka: Vec<String>,
 }
 
+impl HealthcheckArgs {
+    /// The URL to probe: --url, else `path` on the metrics address of
+    /// --metrics-addr, the file, or the default, with an unspecified IP
+    /// (0.0.0.0, ::) replaced by loopback.
+    pub fn resolved_url(&self) -> anyhow::Result<String> {
+        if let Some(u) = &self.url {
+            return Ok(u.clone());
+        }
+        let from_file = match &self.config {
+            Some(path) => load_file(path)?.metrics_addr,
+            None => None,
+        };
+        let addr = self
+            .metrics_addr
+            .clone()
+            .or(from_file)
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
+        let mut addr: SocketAddr = addr.parse().with_context(|| {
+            format!("--metrics-addr: `{addr}` is not an address like 0.0.0.0:9898")
+        })?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Ok(format!("http://{addr}{}", self.path))
+    }
+}
+
+/// Where /metrics, /healthz and /readyz listen unless told otherwise.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9898";
+
 /// The settings file. Same names as the flags, with underscores; engine,
 /// limits and alert policy in their own tables.
 #[derive(Debug, Default, Deserialize)]
@@ -302,7 +347,7 @@ impl Settings {
             .metrics_addr
             .clone()
             .or(file.metrics_addr)
-            .unwrap_or_else(|| "0.0.0.0:9898".into());
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
         let metrics_addr: SocketAddr = metrics_addr.parse().with_context(|| {
             format!("--metrics-addr: `{metrics_addr}` is not an address like 0.0.0.0:9898")
         })?;

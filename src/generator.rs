@@ -18,7 +18,9 @@ const PRODUCTS: [(&str, u32); 5] = [
     ("App Móvil", 2),
 ];
 const REGIONS: [&str; 4] = ["Norte", "Sur", "Centro", "Occidente"];
-const COMPLAINTS: [&str; 6] = [
+/// The detractors' comments (public so tests can check they never reach
+/// a log).
+pub const COMPLAINTS: [&str; 6] = [
     "Nadie me devolvió la llamada",
     "Me cobraron una comisión que no me explicaron",
     "La app se cae al transferir",

@@ -27,6 +27,9 @@ pub struct Health {
     pub assigned: AtomicUsize,
     /// Assigned partitions still rebuilding their state (replaying).
     pub restoring: AtomicUsize,
+    /// Set once the group has given this member an assignment, even an
+    /// empty one: from then on it is a member, ready to take partitions.
+    pub joined: AtomicBool,
     /// Brokers in state UP as last reported by each client; -1 = unknown.
     consumer_brokers_up: AtomicI64,
     producer_brokers_up: AtomicI64,
@@ -50,10 +53,14 @@ impl Health {
         })
     }
 
-    /// Ready: partitions assigned, none restoring, and both clients see a
-    /// broker up.
+    /// Ready: a member of the group (an idle member, with no partition
+    /// because the group has more members than the topic has partitions,
+    /// is healthy and ready to take some), nothing restoring, and both
+    /// clients see a broker up. Readiness must not depend on holding
+    /// partitions: with more replicas than partitions a rollout would
+    /// never complete and every idle pod would alert.
     pub fn ready(&self) -> bool {
-        self.assigned.load(Ordering::Relaxed) > 0
+        self.joined.load(Ordering::Relaxed)
             && self.restoring.load(Ordering::Relaxed) == 0
             && self.consumer_brokers_up.load(Ordering::Relaxed) > 0
             && self.producer_brokers_up.load(Ordering::Relaxed) > 0
@@ -343,6 +350,7 @@ impl ConsumerContext for ConsumerCtx {
                 let parts = self.partitions(tpl);
                 tracing::info!(partitions = ?parts, "partitions assigned");
                 self.handler.assign(consumer, &parts, tpl);
+                self.health.joined.store(true, Ordering::Relaxed);
                 let done = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -436,7 +444,33 @@ pub fn client_config(
     for (k, v) in extra {
         c.set(k, v);
     }
+    if let Some(location) = default_ca_location(extra, |k| std::env::var_os(k).is_some()) {
+        c.set("ssl.ca.location", location);
+    }
     c
+}
+
+/// Where TLS clients find the CAs that sign the brokers' certificates when
+/// the user names none. OpenSSL is linked in (vendored), and its built-in
+/// default is its build prefix (`/usr/local/ssl`), which no distribution
+/// fills: a broker with a certificate from a public CA would fail the
+/// handshake. `probe` makes librdkafka look in the usual system places
+/// (`/etc/ssl/certs/ca-certificates.crt` on Debian, `/etc/pki/...` on Red
+/// Hat, ...). Nothing is set when the user gave a CA (`ssl.ca.location`,
+/// `ssl.ca.pem`, a certificate store) or pointed OpenSSL at one with
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`, nor without TLS.
+fn default_ca_location(
+    extra: &BTreeMap<String, String>,
+    env_set: impl Fn(&str) -> bool,
+) -> Option<&'static str> {
+    let tls = extra
+        .get("security.protocol")
+        .is_some_and(|p| p.to_ascii_lowercase().contains("ssl"));
+    let named = ["ssl.ca.location", "ssl.ca.pem", "ssl.ca.certificate.stores"]
+        .iter()
+        .any(|k| extra.contains_key(*k));
+    let by_env = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|k| env_set(k));
+    (tls && !named && !by_env).then_some("probe")
 }
 
 /// The producer of alerts and dead letters, renewable: an idempotent
@@ -498,6 +532,36 @@ impl RenewableProducer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_without_a_named_ca_probes_the_system_store() {
+        let props = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none = |_: &str| false;
+        for protocol in ["SSL", "sasl_ssl"] {
+            let p = props(&[("security.protocol", protocol)]);
+            assert_eq!(default_ca_location(&p, none), Some("probe"), "{protocol}");
+        }
+        for plain in [vec![], vec![("security.protocol", "SASL_PLAINTEXT")]] {
+            assert_eq!(default_ca_location(&props(&plain), none), None);
+        }
+        for named in ["ssl.ca.location", "ssl.ca.pem", "ssl.ca.certificate.stores"] {
+            let p = props(&[("security.protocol", "SSL"), (named, "x")]);
+            assert_eq!(default_ca_location(&p, none), None, "{named}");
+        }
+        let p = props(&[("security.protocol", "SSL")]);
+        assert_eq!(default_ca_location(&p, |k| k == "SSL_CERT_FILE"), None);
+        assert_eq!(default_ca_location(&p, |k| k == "SSL_CERT_DIR"), None);
+        let c = client_config("b:9092", &[], &p);
+        let expect_probe = std::env::var_os("SSL_CERT_FILE").is_none()
+            && std::env::var_os("SSL_CERT_DIR").is_none();
+        assert_eq!(c.get("ssl.ca.location") == Some("probe"), expect_probe);
+    }
+
     #[test]
     fn properties_of_the_other_role_are_told_apart_from_other_config_warnings() {
         assert!(super::is_other_role_property(

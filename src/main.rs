@@ -39,10 +39,13 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(&e),
         },
-        Command::Healthcheck(args) => match http::probe(&args.url, args.timeout) {
-            Ok(code) if (200..300).contains(&code) => ExitCode::SUCCESS,
-            Ok(code) => {
-                eprintln!("{}: HTTP {code}", args.url);
+        Command::Healthcheck(args) => match args
+            .resolved_url()
+            .and_then(|url| Ok((http::probe(&url, args.timeout)?, url)))
+        {
+            Ok((code, _)) if (200..300).contains(&code) => ExitCode::SUCCESS,
+            Ok((code, url)) => {
+                eprintln!("{url}: HTTP {code}");
                 ExitCode::FAILURE
             }
             Err(e) => {

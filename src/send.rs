@@ -6,7 +6,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +28,26 @@ pub struct SendReport {
     pub sent: u64,
     pub bad_lines: u64,
     pub failed_deliveries: u64,
+    /// Stopped early by SIGTERM or SIGINT (what was read was still
+    /// flushed).
+    pub interrupted: bool,
+}
+
+/// How long a stop by signal waits for the broker to take what is queued:
+/// well inside Compose's and Kubernetes' grace periods.
+const FLUSH_ON_SIGNAL: Duration = Duration::from_secs(10);
+
+/// Set by the first SIGTERM or SIGINT: `send` stops reading, flushes and
+/// exits. A second one exits at once (status 1), without flushing.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
 }
 
 impl SendReport {
@@ -93,37 +114,61 @@ pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
         .create_with_context(Deliveries::default())
         .context("creating the Kafka producer")?;
 
+    let stop = stop_on_signals()?;
     let mut report = SendReport::default();
     if args.generate {
-        generate(&producer, args)?;
+        generate(&producer, args, &stop)?;
     } else {
-        send_lines(&producer, args, &mut report)?;
+        send_lines(&producer, args, &mut report, &stop)?;
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .context("waiting for the broker to acknowledge every record")?;
+    report.interrupted = stop.load(Ordering::Relaxed);
+    let bound = if report.interrupted {
+        eprintln!("stop requested: flushing what was read, then exiting");
+        FLUSH_ON_SIGNAL
+    } else {
+        Duration::from_secs(60)
+    };
+    let flushed = producer.flush(bound);
     let ctx = producer.context();
-    report.failed_deliveries = ctx.failed.load(Ordering::Relaxed);
     report.sent = ctx.ok.load(Ordering::Relaxed);
+    report.failed_deliveries = ctx.failed.load(Ordering::Relaxed);
+    if flushed.is_err() {
+        // Whatever is still queued is lost with the process: count it.
+        report.failed_deliveries += producer.in_flight_count().max(0) as u64;
+    }
     eprintln!(
-        "sent {} responses to {}; {} bad lines skipped; {} deliveries failed",
-        report.sent, args.topic, report.bad_lines, report.failed_deliveries
+        "sent {} responses to {}; {} bad lines skipped; {} deliveries failed{}",
+        report.sent,
+        args.topic,
+        report.bad_lines,
+        report.failed_deliveries,
+        if report.interrupted {
+            "; stopped by signal"
+        } else {
+            ""
+        }
     );
     Ok(report)
 }
 
-/// Produces one record, waiting while the local queue is full.
+/// Produces one record, waiting while the local queue is full (unless a
+/// stop is requested: the record is then not sent, and `Ok(false)` says
+/// so).
 fn produce(
     producer: &ThreadedProducer<Deliveries>,
     topic: &str,
     key: &[u8],
     payload: &[u8],
-) -> Result<(), KafkaError> {
+    stop: &AtomicBool,
+) -> Result<bool, KafkaError> {
     let mut record = BaseRecord::to(topic).payload(payload).key(key);
     loop {
         match producer.send(record) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
                 record = r;
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -136,6 +181,7 @@ fn send_lines(
     producer: &ThreadedProducer<Deliveries>,
     args: &SendArgs,
     report: &mut SendReport,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let input: Box<dyn BufRead> = match &args.file {
         Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
@@ -145,6 +191,9 @@ fn send_lines(
         _ => Box::new(BufReader::new(std::io::stdin())),
     };
     for (n, line) in input.lines().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
         let msg = match parse_line(&line) {
             None => continue,
@@ -160,6 +209,7 @@ fn send_lines(
             &args.topic,
             msg.response_id.as_bytes(),
             &msg.encode_to_vec(),
+            stop,
         )
         .with_context(|| format!("producing line {}", n + 1))?;
     }
@@ -168,7 +218,11 @@ fn send_lines(
 
 /// `--generate`: the history first, as fast as the broker takes it, then
 /// live answers at `--rate` per second, paced in 50 ms steps.
-fn generate(producer: &ThreadedProducer<Deliveries>, args: &SendArgs) -> anyhow::Result<()> {
+fn generate(
+    producer: &ThreadedProducer<Deliveries>,
+    args: &SendArgs,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let now_ms = || SystemClock.now_ms();
     // Ids unique to this run: a restarted producer must not send
     // duplicates of its earlier answers.
@@ -176,8 +230,11 @@ fn generate(producer: &ThreadedProducer<Deliveries>, args: &SendArgs) -> anyhow:
     let mut answers = Generator::new(seed, format!("gen-{seed:x}"));
     let start = now_ms();
     for _ in 0..args.history {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let (key, payload) = answers.history(start);
-        produce(producer, &args.topic, key.as_bytes(), &payload).context("producing")?;
+        produce(producer, &args.topic, key.as_bytes(), &payload, stop).context("producing")?;
     }
     eprintln!(
         "sent {} answers of the past 30 days; now {} per second",
@@ -195,10 +252,10 @@ fn generate(producer: &ThreadedProducer<Deliveries>, args: &SendArgs) -> anyhow:
         let due = args.count.map_or(due, |c| due.min(c));
         while sent < due {
             let (key, payload) = answers.live(now_ms());
-            produce(producer, &args.topic, key.as_bytes(), &payload).context("producing")?;
+            produce(producer, &args.topic, key.as_bytes(), &payload, stop).context("producing")?;
             sent += 1;
         }
-        if args.count.is_some_and(|c| sent >= c) {
+        if args.count.is_some_and(|c| sent >= c) || stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         if let Some(wait) = (step * steps).checked_sub(began.elapsed()) {

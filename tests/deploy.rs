@@ -154,23 +154,67 @@ fn dockerfile_uses_the_binarys_real_commands_port_and_version() {
         Ok(Sub::Run(_))
     ));
 
-    // HEALTHCHECK runs `nps-stream healthcheck` on the exposed port.
+    // HEALTHCHECK runs `nps-stream healthcheck` with no port of its own:
+    // it probes the metrics address the container configures, and by
+    // default the exposed port.
     let hc = instruction(&ins, "HEALTHCHECK")[0];
     let probe = json(&hc[hc.find("CMD ").unwrap() + 4..]);
     match Cli::try_parse_from(&probe).map(|c| c.command) {
         Ok(Sub::Healthcheck(a)) => {
-            assert!(a.url.ends_with(&format!(":{port}/healthz")), "{}", a.url)
+            assert_eq!(a.url, None, "HEALTHCHECK hard-codes its URL");
+            assert!(
+                !hc.contains(&port.to_string()),
+                "HEALTHCHECK hard-codes a port"
+            );
+            let defaulted = nps_stream::config::HealthcheckArgs {
+                metrics_addr: None,
+                config: None,
+                ..a
+            };
+            assert_eq!(
+                defaulted.resolved_url().unwrap(),
+                format!("http://127.0.0.1:{port}/healthz")
+            );
         }
         other => panic!("HEALTHCHECK {probe:?} is not a healthcheck: {other:?}"),
     }
 
-    // ENV names are ones `run` reads.
-    let run_env = env_names("run");
+    // The image sets no NPS_* variable: an ENV beats the TOML file, so a
+    // ConfigMap or Compose file edit of the same key would be ignored.
     for e in instruction(&ins, "ENV") {
         for pair in e.split_whitespace() {
             let name = pair.split('=').next().unwrap();
-            assert!(run_env.contains(name), "ENV {name} is not read by run");
+            assert!(
+                !name.starts_with("NPS_"),
+                "ENV {name} would override the settings file"
+            );
         }
+    }
+
+    // The user and group of USER both exist in the image.
+    let user = instruction(&ins, "USER")[0];
+    let (uid, gid) = user.split_once(':').expect("USER uid:gid");
+    let runs = instruction(&ins, "RUN").join("\n");
+    assert!(
+        runs.contains(&format!("groupadd --system --gid {gid} ")),
+        "no group {gid}"
+    );
+    assert!(
+        runs.contains(&format!("useradd --system --uid {uid} --gid {gid} ")),
+        "user {uid} not in group {gid}"
+    );
+
+    // Dependencies are not rebuilt on every source change: the build's
+    // registry and target directories are BuildKit cache mounts.
+    let build = instruction(&ins, "RUN")
+        .into_iter()
+        .find(|r| r.contains("cargo build"))
+        .expect("a cargo build");
+    for target in ["/usr/local/cargo/registry", "/src/target"] {
+        assert!(
+            build.contains(&format!("--mount=type=cache,target={target}")),
+            "{target} is not a cache mount: {build}"
+        );
     }
 
     // Labels carry the crate's version; the user is not root.
@@ -222,6 +266,35 @@ fn healthcheck_command_probes_a_running_instance() {
     }
     assert_eq!(probe("/healthz"), Some(0));
     assert_eq!(probe("/readyz"), Some(1), "503 is a failure");
+
+    // Without --url it finds the instance where `run` was told to listen:
+    // a flag, NPS_METRICS_ADDR, or the settings file named by NPS_CONFIG
+    // (an unspecified address is probed on loopback).
+    let via = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .arg("healthcheck")
+            .args(args)
+            .env_remove("NPS_METRICS_ADDR")
+            .env_remove("NPS_CONFIG")
+            .envs(env.iter().copied())
+            .status()
+            .unwrap()
+            .code()
+    };
+    let any = format!("0.0.0.0:{port}");
+    assert_eq!(via(&["--metrics-addr", &any], &[]), Some(0));
+    assert_eq!(via(&[], &[("NPS_METRICS_ADDR", &addr)]), Some(0));
+    let file = std::env::temp_dir().join(format!("nps-hc-{}.toml", rand_suffix()));
+    std::fs::write(&file, format!("metrics_addr = \"{any}\"\n")).unwrap();
+    assert_eq!(via(&[], &[("NPS_CONFIG", file.to_str().unwrap())]), Some(0));
+    std::fs::remove_file(&file).ok();
+    assert_eq!(
+        via(&["--metrics-addr", &addr, "--path", "/readyz"], &[]),
+        Some(1)
+    );
+    // Elsewhere (the default port, nothing there in this test) it fails.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    assert_eq!(via(&[], &[("NPS_METRICS_ADDR", &elsewhere)]), Some(1));
     assert!(svc.terminate(Duration::from_secs(30)).success());
     assert_eq!(probe("/healthz"), Some(1));
 }
@@ -295,7 +368,11 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
 
     // nps-stream: its command and environment pass check-config.
     let nps = &services["nps-stream"];
-    let nps_env = env_map(nps);
+    let mut nps_env = env_map(nps);
+    if let Some(file) = nps_env.get("NPS_CONFIG").cloned() {
+        let host = host_path(nps, &file).unwrap_or_else(|| panic!("NPS_CONFIG {file} not mounted"));
+        nps_env.insert("NPS_CONFIG".into(), host.display().to_string());
+    }
     let run_env = env_names("run");
     for k in nps_env.keys().filter(|k| k.starts_with("NPS_")) {
         assert!(run_env.contains(k), "nps-stream: {k} is not read by run");
@@ -311,11 +388,43 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
         .collect();
     let settings = check_config(&args, &nps_env);
     let metrics_port = port_of(&field(&settings, "metrics_addr"));
-    let published: Vec<u16> = strings(&nps["ports"])
+    let published = strings(&nps["ports"]);
+    let container_ports: Vec<u16> = published
         .iter()
         .map(|p| p.rsplit(':').next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(published, vec![metrics_port], "container port of /metrics");
+    assert_eq!(
+        container_ports,
+        vec![metrics_port],
+        "container port of /metrics"
+    );
+    // `--scale` runs several replicas: a fixed host port (or a range,
+    // which Compose hands out racily) would fail all but one.
+    for p in &published {
+        let parts: Vec<&str> = p.split(':').collect();
+        let host_port = if parts.len() > 1 {
+            parts[parts.len() - 2]
+        } else {
+            ""
+        };
+        assert!(
+            host_port.is_empty(),
+            "nps-stream publishes a fixed host port: {p}"
+        );
+    }
+    // The image's HEALTHCHECK finds the metrics address in the same file
+    // or environment as `run`.
+    if nps["healthcheck"].is_null() {
+        let hc = nps_stream::config::HealthcheckArgs {
+            url: None,
+            metrics_addr: nps_env.get("NPS_METRICS_ADDR").cloned(),
+            config: nps_env.get("NPS_CONFIG").map(PathBuf::from),
+            path: "/healthz".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let url = hc.resolved_url().unwrap();
+        assert!(url.ends_with(&format!(":{metrics_port}/healthz")), "{url}");
+    }
     let grace = humantime::parse_duration(s(&nps["stop_grace_period"])).unwrap();
     let shutdown = humantime::parse_duration(&field(&settings, "shutdown_timeout")).unwrap();
     assert!(grace > shutdown, "stop_grace_period must exceed shutdown");
@@ -324,6 +433,26 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
     // uses are the ones kafka-init creates.
     let kafka_env = env_map(&services["kafka"]);
     assert!(kafka_env["KAFKA_ADVERTISED_LISTENERS"].contains(&nps_env["NPS_BROKERS"]));
+    // The host reaches Kafka too (kcat, `nps-stream send`): a listener
+    // advertised as localhost on a published port, declared everywhere.
+    let advertised = &kafka_env["KAFKA_ADVERTISED_LISTENERS"];
+    let host_listener = advertised
+        .split(',')
+        .find(|l| l.contains("://localhost:"))
+        .unwrap_or_else(|| panic!("no listener for the host in {advertised}"));
+    let (name, port) = host_listener.split_once("://localhost:").unwrap();
+    assert!(
+        kafka_env["KAFKA_LISTENERS"].contains(&format!("{name}://:{port}")),
+        "{name} is advertised but not listened on"
+    );
+    assert!(
+        kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].contains(&format!("{name}:")),
+        "{name} has no security protocol"
+    );
+    assert!(
+        strings(&services["kafka"]["ports"]).contains(&format!("{port}:{port}")),
+        "{port} is not published"
+    );
     let init = strings(&services["kafka-init"]["command"]).join(" ");
     for t in ["input_topic", "alerts_topic", "dlq_topic"] {
         let topic = field(&settings, t);
@@ -351,6 +480,13 @@ fn compose_stack_refers_to_real_paths_flags_env_and_ports() {
         Ok(Sub::Send(a)) => assert!(a.generate),
         other => panic!("{argv:?}: {other:?}"),
     }
+    // It runs the nps-stream image, whose HEALTHCHECK probes /healthz,
+    // which `send` does not serve: the check is turned off, not left to
+    // mark the producer unhealthy forever.
+    assert_eq!(
+        producer["healthcheck"]["disable"], true,
+        "producer healthcheck"
+    );
 
     // Prometheus scrapes nps-stream's port by its service name and loads
     // the project's rules.
@@ -454,7 +590,6 @@ fn kubernetes_manifests_pass_schema_validation() {
         // Core kinds against the Kubernetes API schemas; the Prometheus
         // Operator's kinds are checked structurally below.
         let files = [
-            "configmap.yaml",
             "deployment.yaml",
             "service.yaml",
             "poddisruptionbudget.yaml",
@@ -479,6 +614,17 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         .cloned()
         .collect();
     assert_eq!(listed, files, "kustomization lists every manifest");
+    // The settings file becomes the ConfigMap through configMapGenerator,
+    // whose hashed name changes with the file, so edits roll the pods.
+    let generators = kustomization["configMapGenerator"]
+        .as_array()
+        .expect("configMapGenerator");
+    assert_eq!(generators.len(), 1);
+    let generator = &generators[0];
+    assert!(
+        !docs.values().any(|d| d["kind"] == "ConfigMap"),
+        "a plain ConfigMap does not roll the pods when edited"
+    );
 
     let deploy = kind(&docs, "Deployment");
     let pod = &deploy["spec"]["template"];
@@ -495,19 +641,47 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         .map(|e| (s(&e["name"]).to_string(), e))
         .collect();
     let mut args = strings(&container["args"]);
-    for a in &mut args {
-        while let Some(start) = a.find("$(") {
-            let end = start + a[start..].find(')').unwrap();
-            let var = a[start + 2..end].to_string();
-            assert!(env.contains_key(&var), "$({var}) is not in env");
-            a.replace_range(start..=end, "from-env");
-        }
+    // No secret on the command line (/proc/PID/cmdline is world-readable).
+    for a in &args {
+        assert!(
+            !a.contains("$(") && !a.contains("password"),
+            "secret or variable in args: {a}"
+        );
     }
-    let password = args
+    // $(VAR) in an env value expands only from variables defined before it.
+    let order: Vec<String> = container["env"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|a| a.starts_with("sasl.password="))
-        .expect("SASL password argument");
-    assert_eq!(password, "sasl.password=from-env");
+        .map(|e| s(&e["name"]).to_string())
+        .collect();
+    let mut expanded: BTreeMap<String, String> = BTreeMap::new();
+    for (i, name) in order.iter().enumerate() {
+        let Some(mut v) = env[name]["value"].as_str().map(str::to_string) else {
+            continue;
+        };
+        while let Some(start) = v.find("$(") {
+            let end = start + v[start..].find(')').unwrap();
+            let var = v[start + 2..end].to_string();
+            assert!(
+                order[..i].contains(&var),
+                "{name}: $({var}) is not defined before it"
+            );
+            v.replace_range(start..=end, "from-env");
+        }
+        expanded.insert(name.clone(), v);
+    }
+    let props = expanded
+        .get("NPS_KAFKA_PROPERTIES")
+        .expect("SASL credentials through NPS_KAFKA_PROPERTIES");
+    assert!(
+        props.split(';').any(|p| p == "sasl.password=from-env"),
+        "{props}"
+    );
+    assert!(
+        props.split(';').any(|p| p == "sasl.username=from-env"),
+        "{props}"
+    );
     assert!(
         env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"].is_string(),
         "password from a Secret"
@@ -529,24 +703,49 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         .iter()
         .find(|v| v["name"] == mount["name"])
         .unwrap();
-    let cm = kind(&docs, "ConfigMap");
-    assert_eq!(cm["metadata"]["name"], volume["configMap"]["name"]);
+    assert_eq!(generator["name"], volume["configMap"]["name"]);
     let file = config_path.file_name().unwrap().to_string_lossy();
-    let toml = s(&cm["data"][file.as_ref()]);
-    let tmp = std::env::temp_dir().join(format!("nps-k8s-{}.toml", rand_suffix()));
-    std::fs::write(&tmp, toml).unwrap();
-    args[config_at] = tmp.display().to_string();
+    assert_eq!(strings(&generator["files"]), vec![file.to_string()]);
+    let toml_path = repo("deploy/kubernetes").join(file.as_ref());
+    args[config_at] = toml_path.display().to_string();
     let mut nps_env = BTreeMap::new();
     for name in env.keys().filter(|k| k.starts_with("NPS_")) {
         assert!(env_names("run").contains(name), "{name} not read by run");
-        nps_env.insert(name.clone(), "from-env".to_string());
+        nps_env.insert(name.clone(), expanded[name].clone());
     }
     let settings = check_config(&args, &nps_env);
-    std::fs::remove_file(tmp).ok();
     assert!(
         settings.contains("\"sasl.password\": \"<redacted>\""),
         "secrets are not printed: {settings}"
     );
+    // The Secret's credentials join the file's SASL settings.
+    assert!(
+        settings.contains("\"sasl.mechanism\": \"SCRAM-SHA-512\""),
+        "{settings}"
+    );
+    assert!(
+        settings.contains("\"sasl.username\": \"from-env\""),
+        "{settings}"
+    );
+    // Incremental rebalances, so a pod joining or leaving does not make
+    // every pod restore (and turn NotReady) at once.
+    assert!(
+        settings.contains("\"partition.assignment.strategy\": \"cooperative-sticky\""),
+        "{settings}"
+    );
+    // No API access; replicas spread over nodes.
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    let spread = pod["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints");
+    assert!(
+        spread
+            .iter()
+            .any(|c| c["topologyKey"] == "kubernetes.io/hostname")
+    );
+    for c in spread {
+        labels_match(&c["labelSelector"]["matchLabels"], pod_labels);
+    }
 
     // Ports and probes: the metrics port, by name, with the real paths.
     let metrics_port = port_of(&field(&settings, "metrics_addr"));
@@ -612,6 +811,37 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         pr["spec"]["groups"], rules["groups"],
         "prometheusrule.yaml differs from nps-rules.yml: regenerate it (command at its top)"
     );
+}
+
+/// kube-prometheus-stack's Prometheus selects PodMonitors and rules by
+/// `release`: the overlay adds it to exactly those two, over the base.
+#[test]
+fn kube_prometheus_stack_overlay_labels_the_monitor_and_the_rules() {
+    let dir = repo("deploy/kubernetes/overlays/kube-prometheus-stack");
+    let k = yaml(&dir.join("kustomization.yaml"));
+    let bases = strings(&k["resources"]);
+    assert_eq!(bases.len(), 1);
+    assert!(dir.join(&bases[0]).join("kustomization.yaml").is_file());
+    let base = k8s_docs();
+    let mut kinds = BTreeSet::new();
+    for p in k["patches"].as_array().unwrap() {
+        let target = &p["target"];
+        let patched = kind(&base, s(&target["kind"]));
+        assert_eq!(patched["metadata"]["name"], target["name"]);
+        assert_eq!(
+            s(&patched["apiVersion"]).split('/').next(),
+            target["group"].as_str()
+        );
+        let ops: Value = serde_yaml_ng::from_str(s(&p["patch"])).unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/metadata/labels/release");
+        assert!(ops[0]["value"].is_string());
+        // `add` under /metadata/labels needs the map to exist in the base.
+        assert!(patched["metadata"]["labels"].is_object());
+        kinds.insert(s(&target["kind"]).to_string());
+    }
+    let want: BTreeSet<String> = ["PodMonitor", "PrometheusRule"].map(String::from).into();
+    assert_eq!(kinds, want);
 }
 
 // ------------------------------------------------------------------ Grafana
@@ -857,6 +1087,100 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
     }
 }
 
+/// The table panels' queries, by panel: Grafana's `merge` joins their rows
+/// on every column they share, `__name__` included.
+fn table_queries(d: &Value) -> Vec<(String, Vec<String>)> {
+    d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "table")
+        .map(|p| {
+            let exprs = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| s(&t["expr"]).to_string())
+                .collect();
+            (s(&p["title"]).to_string(), exprs)
+        })
+        .collect()
+}
+
+/// Every division's divisor is a parenthesised expression filtered by
+/// `> 0` (after any `on()`/`group_left()` modifiers), so an empty window
+/// shows no value rather than NaN or ±Inf. Returns the unguarded ones.
+fn unguarded_divisions(expr: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find(" / ") {
+        let mut after = rest[i + 3..].trim_start();
+        for modifier in ["on()", "group_left()", "ignoring()"] {
+            after = after.strip_prefix(modifier).unwrap_or(after).trim_start();
+        }
+        let guarded = after.starts_with('(') && {
+            let mut depth = 0;
+            let mut end = None;
+            for (j, c) in after.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(j);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            end.is_some_and(|j| after[..j].trim_end().ends_with("> 0"))
+        };
+        if !guarded {
+            bad.push(after.chars().take(60).collect());
+        }
+        rest = &rest[i + 3..];
+    }
+    bad
+}
+
+#[test]
+fn unguarded_divisions_are_found() {
+    assert_eq!(unguarded_divisions("a / (b > 0)"), Vec::<String>::new());
+    assert_eq!(
+        unguarded_divisions("sum(a) / on() group_left() (sum(b) > 0)"),
+        Vec::<String>::new()
+    );
+    assert_eq!(unguarded_divisions("a / b").len(), 1);
+    assert_eq!(unguarded_divisions("a / (b) > 0").len(), 1);
+    assert_eq!(unguarded_divisions("a / scalar(b)").len(), 1);
+}
+
+#[test]
+fn dashboard_tables_aggregate_away_the_metric_name_and_divisions_are_guarded() {
+    let d = dashboard();
+    let tables = table_queries(&d);
+    assert!(!tables.is_empty());
+    for (title, exprs) in &tables {
+        assert!(exprs.len() > 1, "{title}: a table of one query");
+        for e in exprs {
+            // A plain selector keeps `__name__`, which differs per query:
+            // merge would then give each segment one row per query.
+            assert!(
+                e.starts_with("sum by (product, region) (") && e.ends_with(')'),
+                "{title}: `{e}` must aggregate by (product, region) so merge joins its rows"
+            );
+        }
+    }
+    for (title, expr) in panel_queries(&d) {
+        let bad = unguarded_divisions(&expr);
+        assert!(
+            bad.is_empty(),
+            "{title}: divisor not guarded by `> 0`: {bad:?}"
+        );
+    }
+}
+
 /// Panels that show trouble (errors, retries, duplicates, late answers,
 /// overflow) may be empty on a healthy demo; every other one must show data.
 fn may_be_empty(expr: &str) -> bool {
@@ -937,6 +1261,24 @@ fn dashboard_panels_show_data_from_a_running_instance() {
     }
     assert!(missing.is_empty(), "panels without data: {missing:#?}");
 
+    // A table's queries come back labelled by product and region only
+    // (no `__name__`, no window), so Grafana's merge makes one row per
+    // segment rather than one per query.
+    for (title, exprs) in table_queries(&d) {
+        for e in &exprs {
+            let rows = prom.query(&substitute(e, ".*", ".*"));
+            assert!(!rows.is_empty(), "{title}: `{e}` has no rows");
+            for (labels, _) in rows {
+                let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+                assert_eq!(
+                    keys,
+                    ["product", "region"],
+                    "{title}: `{e}` would not merge"
+                );
+            }
+        }
+    }
+
     // Template variables list values.
     for (name, selector, label) in variable_queries(&d) {
         let q = format!("count by ({label}) ({})", substitute(&selector, ".*", ".*"));
@@ -955,4 +1297,116 @@ fn subcommands_used_by_deploy_exist() {
         );
     }
     assert!(Cli::try_parse_from(["nps-stream", "healthcheck"]).is_ok());
+}
+
+// ------------------------------------------------------- README's commands
+
+/// The ```sh blocks of README's "Deploying" section.
+fn readme_deploy_blocks() -> Vec<String> {
+    let text = read(&repo("README.md"));
+    let start = text.find("\n## Deploying").expect("Deploying section");
+    let end = start + 1 + text[start + 1..].find("\n## ").unwrap();
+    let mut blocks = Vec::new();
+    let mut rest = &text[start..end];
+    while let Some(i) = rest.find("```sh\n") {
+        let body = &rest[i + 6..];
+        let j = body.find("```").unwrap();
+        blocks.push(body[..j].to_string());
+        rest = &body[j + 3..];
+    }
+    blocks
+}
+
+/// Stand-ins for docker, kubectl and kustomize: each checks what it is
+/// given as the real one would need it (files and folders exist from
+/// where it runs, the build context is the repository, only a built
+/// image is pushed) and logs its call.
+const STUBS: &[(&str, &str)] = &[
+    (
+        "docker",
+        r#"echo "docker $*" >> "$STUB_DIR/log"
+case "$1" in
+  build)
+    shift; file=Dockerfile; tag=""; ctx=""
+    while [ $# -gt 0 ]; do
+      case "$1" in -f) file=$2; shift 2;; -t) tag=$2; shift 2;; *) ctx=$1; shift;; esac
+    done
+    [ -f "$ctx/Cargo.toml" ] || { echo "build context '$ctx' is not the repository (from $PWD)" >&2; exit 1; }
+    [ -f "$file" ] || { echo "no Dockerfile '$file' from $PWD" >&2; exit 1; }
+    echo "$tag" >> "$STUB_DIR/built";;
+  push)
+    grep -qxF "$2" "$STUB_DIR/built" 2>/dev/null || { echo "push of an image never built: $2" >&2; exit 1; };;
+  compose)
+    shift; file=docker-compose.yml
+    while [ $# -gt 0 ]; do case "$1" in -f) file=$2; shift 2;; *) shift;; esac; done
+    [ -f "$file" ] || { echo "no compose file '$file' from $PWD" >&2; exit 1; };;
+  *) echo "unexpected: docker $*" >&2; exit 1;;
+esac"#,
+    ),
+    (
+        "kubectl",
+        r#"echo "kubectl $*" >> "$STUB_DIR/log"
+case "$1 $2" in
+  "apply -k") [ -f "$3/kustomization.yaml" ] || { echo "no kustomization in '$3' from $PWD" >&2; exit 1; };;
+  "create secret") ;;
+  *) echo "unexpected: kubectl $*" >&2; exit 1;;
+esac"#,
+    ),
+    (
+        "kustomize",
+        r#"echo "kustomize $*" >> "$STUB_DIR/log"
+[ "$1 $2 $3" = "edit set image" ] || { echo "unexpected: kustomize $*" >&2; exit 1; }
+[ -f kustomization.yaml ] || { echo "kustomize edit outside a kustomization: $PWD" >&2; exit 1; }
+name=${4%%=*}
+grep -q "name: $name\$" kustomization.yaml || { echo "no image $name in kustomization.yaml" >&2; exit 1; }
+echo "${4#*=}" >> "$STUB_DIR/images""#,
+    ),
+];
+
+#[test]
+fn readme_deploy_commands_run_from_the_repository_root() {
+    let blocks = readme_deploy_blocks();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    let dir = std::env::temp_dir().join(format!("nps-readme-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in STUBS {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/usr/bin/env bash\nset -u\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    // Each block in a fresh shell from the root, as a reader pastes it.
+    for block in &blocks {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(repo(""))
+            .env("PATH", &path)
+            .env("STUB_DIR", &dir)
+            .env("KAFKA_PASSWORD", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README block failed:\n{block}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = read(&dir.join("log"));
+    for call in [
+        "docker build",
+        "docker push",
+        "kubectl create secret",
+        "kubectl apply -k deploy/kubernetes",
+        "kustomize edit set image",
+        "docker compose",
+    ] {
+        assert!(log.contains(call), "README never runs `{call}`:\n{log}");
+    }
+    // The image the manifests are pointed at is the one built and pushed.
+    let built = read(&dir.join("built"));
+    for image in read(&dir.join("images")).lines() {
+        assert!(built.lines().any(|b| b == image), "{image} was never built");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -80,7 +80,7 @@ fn generate(
             let score = rng.below(11) as u32;
             let msg = SurveyResponse {
                 response_id: format!("{seed:x}-{i:07}"),
-                customer_id: format!("c-{}", rng.below(30_000)),
+                customer_id: format!("cust-{}", rng.below(30_000)),
                 product: format!("producto-{:02}", rng.below(products as u64)),
                 region: format!("region-{}", rng.below(regions as u64)),
                 channel: CHANNELS[rng.below(6) as usize] as i32,
@@ -231,6 +231,13 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
     svc.wait_for("100k consumed", Duration::from_secs(300), |m| {
         consumed(m) == 100_000.0
     });
+    // README: the state topic, `<group>-state`, is created compacted, with
+    // records up to 65 MiB and a partition per input partition, as the
+    // broker itself describes it to another client.
+    let state = py_describe(&python, &brokers, "g-steady-state");
+    assert_eq!(state["partitions"], 4, "{state}");
+    assert_eq!(state["configs"]["cleanup.policy"], "compact", "{state}");
+    assert_eq!(state["configs"]["max.message.bytes"], "68157440", "{state}");
     let logs = || svc.logs();
     wait_prom(
         &prom,
@@ -292,6 +299,73 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
             "{key:?}: rule {} vs {nps}",
             rolled[&key]
         );
+        checked += 1;
+    }
+    assert_eq!(checked, pairs.len());
+
+    // Margin of error (95%) and value-weighted NPS per segment and window,
+    // as exported and as the recording rules compute them, against the
+    // same figures worked out here from the data: margin = 1.96 × 100 ×
+    // sqrt((p + d − (p − d)²) / n) with p, d the shares; weighted NPS =
+    // 100 × Σ value·sign / Σ value (value 1 when absent).
+    let mut weights: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
+    for (m, age) in &data {
+        let value = m.customer_value.unwrap_or(1.0);
+        let sign = match m.score.unwrap() {
+            9..=10 => 1.0,
+            7..=8 => 0.0,
+            _ => -1.0,
+        };
+        for (w, len, _) in WINDOWS {
+            if *age < len {
+                let key = (
+                    m.product.clone(),
+                    m.region.clone(),
+                    w.to_string(),
+                    String::new(),
+                );
+                let e = weights.entry(key).or_default();
+                e.0 += value * sign;
+                e.1 += value;
+            }
+        }
+    }
+    let margins = series_map(prom.query("nps_score_margin_of_error"), false);
+    let margins_rule = series_map(prom.query("nps:score_margin_of_error:segment"), false);
+    let weighted = series_map(prom.query("nps_weighted_score"), false);
+    let weighted_rule = series_map(prom.query("nps:weighted_score:segment"), false);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let mut checked = 0;
+    for (key, (net, total)) in &weights {
+        let (p, r, w, _) = key;
+        let count = |c: &str| want[&(p.clone(), r.clone(), w.clone(), c.to_string())];
+        let (pr, d) = (count("promoter"), count("detractor"));
+        let n = pr + d + count("passive");
+        let (ps, ds) = (pr / n, d / n);
+        let margin = 196.0 * ((ps + ds - (ps - ds).powi(2)) / n).sqrt();
+        assert!(
+            close(margins[key], margin),
+            "{key:?}: margin {} vs {margin}",
+            margins[key]
+        );
+        assert!(
+            close(margins_rule[key], margin),
+            "{key:?}: rule margin {} vs {margin}",
+            margins_rule[key]
+        );
+        if *total > 0.0 {
+            let wnps = 100.0 * net / total;
+            assert!(
+                close(weighted[key], wnps),
+                "{key:?}: weighted {} vs {wnps}",
+                weighted[key]
+            );
+            assert!(
+                close(weighted_rule[key], wnps),
+                "{key:?}: rule weighted {} vs {wnps}",
+                weighted_rule[key]
+            );
+        }
         checked += 1;
     }
     assert_eq!(checked, pairs.len());

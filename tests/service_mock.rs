@@ -67,8 +67,15 @@ fn dataset(n: usize, now: i64, prefix: &str) -> Vec<(SurveyResponse, i64)> {
                 } else {
                     String::new()
                 },
+                // Mostly small values; now and then a customer worth 2,500
+                // (a detractor among them gets a `high` alert) or 25,000
+                // (`critical` whatever the score).
                 customer_value: if i % 4 == 0 {
                     None
+                } else if i % 50 == 7 {
+                    Some(2_500.0)
+                } else if i % 50 == 13 {
+                    Some(25_000.0)
                 } else {
                     Some((i % 13) as f64 * 10.5)
                 },
@@ -393,6 +400,61 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     // 3 × 2 segments × 4 windows, each with 3 category series.
     assert_eq!(m.count("nps_window_responses"), 3 * 2 * 4 * 3);
 
+    // End-to-end delay (processing time − responded_at): one observation
+    // per counted response, each in the bucket of its age (the ages are
+    // fixed and far from the bucket bounds; the run adds seconds).
+    let count_younger = |secs: i64| all.iter().filter(|(_, age)| age / 1000 < secs).count() as f64;
+    assert_eq!(
+        m.get("nps_end_to_end_delay_seconds_count", &[]),
+        Some(all.len() as f64)
+    );
+    for (le, secs) in [
+        ("900", 900),
+        ("86400", 86_400),
+        ("604800", 604_800),
+        ("2592000", 2_592_000),
+    ] {
+        assert_eq!(
+            m.get("nps_end_to_end_delay_seconds_bucket", &[("le", le)]),
+            Some(count_younger(secs)),
+            "le={le}"
+        );
+    }
+    assert_eq!(
+        m.get("nps_end_to_end_delay_seconds_bucket", &[("le", "+Inf")]),
+        Some(all.len() as f64)
+    );
+    let ages: f64 = all.iter().map(|(_, age)| *age as f64 / 1000.0).sum();
+    let elapsed = (now_ms() - now) as f64 / 1000.0;
+    let sum = m.get("nps_end_to_end_delay_seconds_sum", &[]).unwrap();
+    assert!(
+        sum >= ages && sum <= ages + elapsed * all.len() as f64,
+        "delay sum {sum} outside [{ages}, {ages} + {elapsed} s each]"
+    );
+
+    // Consumer lag: one series per assigned partition, 0 once all is read
+    // (from librdkafka's statistics, every second).
+    let m = svc.wait_for("lag 0 on every partition", Duration::from_secs(10), |m| {
+        (0..4).all(|p| {
+            m.get(
+                "nps_consumer_lag",
+                &[("topic", INPUT), ("partition", &p.to_string())],
+            ) == Some(0.0)
+        })
+    });
+    assert_eq!(m.count("nps_consumer_lag"), 4);
+    // Offsets committed, none refused.
+    assert!(
+        m.get("nps_offset_commits_total", &[("result", "ok")])
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        m.get("nps_offset_commits_total", &[("result", "error")])
+            .unwrap_or(0.0),
+        0.0
+    );
+
     for (_, reason) in &bad {
         assert_eq!(
             m.get("nps_events_rejected_total", &[("reason", reason)]),
@@ -404,28 +466,50 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let late = all.iter().filter(|(_, age)| *age >= 30 * DAY).count() as f64;
     assert_eq!(m.get("nps_late_events_total", &[]), Some(late));
     assert_eq!(m.sum("nps_responses_total", &[]), all.len() as f64);
-    let sms_detractors = all
-        .iter()
-        .filter(|(r, _)| {
-            r.channel == Channel::Sms as i32
-                && r.score.unwrap() <= 6
-                && r.product == "Tarjeta Oro"
-                && r.region == "Sur"
-        })
-        .count() as f64;
-    assert_eq!(
-        m.get(
-            "nps_responses_total",
-            &[
-                ("product", "Tarjeta Oro"),
-                ("region", "Sur"),
-                ("channel", "sms"),
-                ("category", "detractor")
-            ]
-        )
-        .unwrap_or(0.0),
-        sms_detractors
+    // Every (product, region, channel, category) counter equals the count
+    // in the data, and no other series exists.
+    let mut by_channel: BTreeMap<(String, String, &str, &str), f64> = BTreeMap::new();
+    for (r, _) in &all {
+        let channel = match Channel::try_from(r.channel).unwrap() {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::Chat => "chat",
+            Channel::Phone => "phone",
+            Channel::Web => "web",
+            Channel::InApp => "in_app",
+            Channel::Unspecified => "unspecified",
+        };
+        let category = match r.score.unwrap() {
+            9..=10 => "promoter",
+            7..=8 => "passive",
+            _ => "detractor",
+        };
+        *by_channel
+            .entry((r.product.clone(), r.region.clone(), channel, category))
+            .or_default() += 1.0;
+    }
+    assert!(
+        by_channel
+            .iter()
+            .any(|((_, _, ch, cat), n)| *ch == "sms" && *cat == "detractor" && *n > 0.0),
+        "the data has SMS detractors"
     );
+    assert_eq!(m.count("nps_responses_total"), by_channel.len());
+    for ((product, region, channel, category), n) in &by_channel {
+        assert_eq!(
+            m.get(
+                "nps_responses_total",
+                &[
+                    ("product", product),
+                    ("region", region),
+                    ("channel", channel),
+                    ("category", category)
+                ]
+            ),
+            Some(*n),
+            "{product}/{region}/{channel}/{category}"
+        );
+    }
 
     // Exactly the detractors (late ones included) got one alert each.
     let detractors: BTreeMap<String, &SurveyResponse> = all
@@ -440,6 +524,8 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
         detractors.len() as f64
     );
     let mut seen = BTreeSet::new();
+    let mut by_priority: BTreeMap<i32, f64> = BTreeMap::new();
+    let mut critical_by_value = 0;
     for rec in &alerts {
         assert_eq!(
             rec.header("content-type").as_deref(),
@@ -456,7 +542,15 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
             "two alerts for {}",
             a.response_id
         );
-        assert_eq!(a.alert_id, nps_stream::alerts::alert_id(&r.response_id));
+        // As README documents it: xxh3-128 of the response_id, 32
+        // lowercase hex digits.
+        assert_eq!(
+            a.alert_id,
+            format!(
+                "{:032x}",
+                xxhash_rust::xxh3::xxh3_128(r.response_id.as_bytes())
+            )
+        );
         assert_eq!(
             (a.product.as_str(), a.region.as_str()),
             (r.product.as_str(), r.region.as_str())
@@ -473,16 +567,39 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
         assert_eq!(rec.key.as_deref(), Some(want_key.as_bytes()));
         assert_eq!(a.segment_nps.len(), 4);
         assert_eq!(a.segment_nps[0].window, "1h");
-        let expected_priority = if r.score.unwrap() <= 3 {
+        // README: critical for a score ≤ 3 or a customer_value ≥ 10,000;
+        // high for a customer_value ≥ 1,000; normal otherwise.
+        let value = r.customer_value.unwrap_or(0.0);
+        let expected_priority = if r.score.unwrap() <= 3 || value >= 10_000.0 {
             3
-        } else if r.customer_value.unwrap_or(0.0) >= 1000.0 {
+        } else if value >= 1_000.0 {
             2
         } else {
             1
         };
         assert_eq!(a.priority, expected_priority, "{}", a.response_id);
+        *by_priority.entry(expected_priority).or_insert(0.0) += 1.0;
+        if r.score.unwrap() > 3 && value >= 10_000.0 {
+            critical_by_value += 1;
+        }
         let age = now - (r.responded_at.unwrap().seconds * 1000);
         assert_eq!(a.late, age > 30 * DAY + MIN, "{}", a.response_id);
+    }
+
+    // Every priority fires, critical also for a valuable customer whose
+    // score alone would not make it so, and the counters agree.
+    assert!(
+        critical_by_value > 0,
+        "no value-critical detractor in the data"
+    );
+    for (priority, name) in [(1, "normal"), (2, "high"), (3, "critical")] {
+        let want = by_priority.get(&priority).copied().unwrap_or(0.0);
+        assert!(want > 0.0, "no {name} alert in the data");
+        assert_eq!(
+            m.sum("nps_detractor_alerts_total", &[("priority", name)]),
+            want,
+            "{name}"
+        );
     }
 
     // Every refused record is in the DLQ, unchanged, with its reason.
@@ -520,13 +637,31 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let (committed, ends) = committed_and_end(&brokers, "g-e2e", 4);
     assert_eq!(committed, ends);
 
-    // A restart of the group reprocesses nothing that was committed.
+    // A restart of the group reprocesses nothing that was committed: one
+    // new record is produced after it has its partitions, and once that
+    // one is consumed (so the service is live and reading), it is the
+    // only one.
     let mut again = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e-restart");
     again.wait_for("ready", Duration::from_secs(30), |m| {
         m.get("nps_assigned_partitions", &[]) == Some(4.0)
     });
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(consumed(&again.metrics().unwrap()), 0.0, "{}", again.logs());
+    let marker = dataset(1, now, "after-restart").remove(0).0;
+    produce(
+        &brokers,
+        &[(
+            Some(marker.encode_to_vec()),
+            marker.response_id.clone().into_bytes(),
+            None,
+        )],
+    );
+    again.wait_for("the new record", Duration::from_secs(30), |m| {
+        consumed(m) >= 1.0
+    });
+    // A commit interval and a refresh later, still only that one.
+    std::thread::sleep(Duration::from_secs(2));
+    let m = again.metrics().unwrap();
+    assert_eq!(consumed(&m), 1.0, "{}", again.logs());
+    assert_eq!(m.sum("nps_responses_total", &[]), 1.0);
     assert!(again.terminate(Duration::from_secs(30)).success());
 }
 
@@ -1195,16 +1330,38 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     cluster.broker_down(1).unwrap();
     let down = std::time::Instant::now();
     let mut saw_unready = false;
+    // Commit attempts (ok or error) from the moment the outage is seen:
+    // README promises none while cut off.
+    let attempts = |m: &Metrics| m.sum("nps_offset_commits_total", &[]);
+    let mut at_outage: Option<f64> = None;
+    let mut during = Vec::new();
     while down.elapsed() < Duration::from_secs(30) {
         assert!(
             svc.child.try_wait().unwrap().is_none(),
             "exited during the outage:\n{}",
             svc.logs()
         );
+        let m = svc.metrics().unwrap();
+        let cut_off = m.get("nps_kafka_brokers_up", &[("client", "consumer")]) == Some(0.0);
         saw_unready |= svc.status("/readyz") == Some(503);
+        if cut_off {
+            let n = attempts(&m);
+            at_outage.get_or_insert(n);
+            during.push(n);
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(saw_unready, "/readyz never said the brokers were gone");
+    let first = at_outage.expect("the consumer never saw the brokers gone");
+    assert!(
+        during.len() >= 10,
+        "cut off for only {} samples",
+        during.len()
+    );
+    assert!(
+        during.iter().all(|n| *n == first),
+        "commits attempted while cut off: {during:?}"
+    );
     assert!(svc.logs().contains("kafka brokers unreachable"));
     cluster.broker_up(1).unwrap();
     wait_committed(&brokers, "g-fault", 4, Duration::from_secs(90), &svc);
@@ -1225,16 +1382,34 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     svc.wait_for("deliveries retried", Duration::from_secs(60), |m| {
         m.get("nps_delivery_retries_total", &[]).unwrap_or(0.0) > 0.0
     });
-    std::thread::sleep(Duration::from_secs(4)); // several commit intervals
-    let (committed, _) = committed_and_end(&brokers, "g-fault", 4);
-    for (p, first) in &first_detractor {
-        if let Offset::Offset(c) = committed[*p as usize] {
-            assert!(
-                c <= *first,
-                "partition {p} committed {c} past the undelivered alert at {first}"
-            );
+    // Every record before a partition's first undelivered alert needs no
+    // delivery: the commit reaches exactly that alert's offset, and stays
+    // there over several commit intervals (never past it).
+    let (_, ends) = committed_and_end(&brokers, "g-fault", 4);
+    let expected: Vec<Offset> = (0..4)
+        .map(|p| match first_detractor.get(&p) {
+            Some(first) => Offset::Offset(*first),
+            None => ends[p as usize],
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (committed, _) = committed_and_end(&brokers, "g-fault", 4);
+        if committed == expected {
+            break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {committed:?}, want {expected:?} (each partition's first undelivered alert)"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
+    std::thread::sleep(Duration::from_secs(3)); // several commit intervals
+    let (committed, _) = committed_and_end(&brokers, "g-fault", 4);
+    assert_eq!(
+        committed, expected,
+        "a commit moved past an undelivered alert"
+    );
     assert!(svc.child.try_wait().unwrap().is_none(), "{}", svc.logs());
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
 
@@ -1294,4 +1469,726 @@ fn a_restart_replays_from_the_snapshot_to_the_commit_without_alerts() {
         "no alert sent twice"
     );
     assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// README: "precedence is flag, then environment, then file, then
+/// default", and the file's `[kafka]` table merges with `-X` and
+/// NPS_KAFKA_PROPERTIES key by key.
+#[test]
+fn flags_beat_environment_which_beats_the_file_which_beats_defaults() {
+    let file = std::env::temp_dir().join(format!("nps-prec-{}.toml", rand_suffix()));
+    std::fs::write(
+        &file,
+        r#"brokers = "file:9092"
+group_id = "from-file"
+input_topic = "file-input"
+alerts_topic = "file-alerts"
+[kafka]
+"client.id" = "file-client"
+"socket.timeout.ms" = "11111"
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| -> String {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("check-config")
+            .arg("--config")
+            .arg(&file)
+            .args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NPS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.envs(env.iter().copied()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let field = |out: &str, name: &str| -> String {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"));
+        line.split_once(':')
+            .unwrap()
+            .1
+            .trim()
+            .trim_end_matches(',')
+            .trim_matches('"')
+            .to_string()
+    };
+    // File over defaults.
+    let out = run(&[], &[]);
+    assert_eq!(field(&out, "group_id"), "from-file");
+    assert_eq!(field(&out, "brokers"), "file:9092");
+    assert_eq!(field(&out, "dlq_topic"), "survey-responses-dlq", "default");
+    // Environment over the file.
+    let out = run(
+        &[],
+        &[
+            ("NPS_GROUP_ID", "from-env"),
+            ("NPS_INPUT_TOPIC", "env-input"),
+            ("NPS_KAFKA_PROPERTIES", "client.id=env-client;linger.ms=7"),
+        ],
+    );
+    assert_eq!(field(&out, "group_id"), "from-env");
+    assert_eq!(field(&out, "input_topic"), "env-input");
+    assert_eq!(field(&out, "alerts_topic"), "file-alerts");
+    assert!(out.contains(r#""client.id": "env-client""#), "{out}");
+    assert!(out.contains(r#""linger.ms": "7""#), "{out}");
+    assert!(
+        out.contains(r#""socket.timeout.ms": "11111""#),
+        "file key kept: {out}"
+    );
+    // Flags over the environment.
+    let out = run(
+        &["--group-id", "from-flag"],
+        &[
+            ("NPS_GROUP_ID", "from-env"),
+            ("NPS_INPUT_TOPIC", "env-input"),
+        ],
+    );
+    assert_eq!(field(&out, "group_id"), "from-flag");
+    assert_eq!(field(&out, "input_topic"), "env-input");
+    std::fs::remove_file(&file).ok();
+}
+
+/// `--log-format json`: one JSON object per line, with level, message and
+/// structured fields.
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut svc = Service::start(
+        &[
+            "run",
+            "--brokers",
+            &dead,
+            "--metrics-addr",
+            &addr,
+            "--log-format",
+            "json",
+        ],
+        port,
+        "json-logs",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while svc.status("/healthz") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    let logs = svc.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{logs}");
+    let mut messages = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["timestamp"].is_string(), "{line}");
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("serving /metrics")),
+        "{messages:?}"
+    );
+}
+
+/// `send` exits 2 when deliveries fail (here: no broker, short timeout),
+/// 1 when lines were skipped, 0 when all went.
+#[test]
+fn send_exit_codes_tell_failed_deliveries_from_skipped_lines() {
+    let file = std::env::temp_dir().join(format!("nps-send-exit-{}.jsonl", rand_suffix()));
+    let good = r#"{"responseId":"x-1","product":"P","region":"R","channel":"CHANNEL_WEB","score":9,"respondedAt":"2025-01-01T00:00:00Z"}"#;
+    std::fs::write(&file, format!("{good}\nnot json\n")).unwrap();
+    let send = |brokers: &str| {
+        std::process::Command::new(BIN)
+            .args(["send", "--brokers", brokers, "-f"])
+            .arg(&file)
+            .args(["-X", "message.timeout.ms=2000"])
+            .output()
+            .unwrap()
+    };
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = send(&dead);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 deliveries failed"));
+    let (_cluster, brokers) = cluster();
+    let out = send(&brokers);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&file, format!("{good}\n")).unwrap();
+    assert_eq!(send(&brokers).status.code(), Some(0));
+    std::fs::remove_file(&file).ok();
+}
+
+/// SIGINT (Ctrl-C) stops the service like SIGTERM: it finishes, commits
+/// everything it did and exits 0.
+#[test]
+fn sigint_stops_like_sigterm_with_everything_committed() {
+    let (_cluster, brokers) = cluster();
+    let data = dataset(800, now_ms(), "int");
+    produce(&brokers, &good_records(&data));
+    let mut svc = Service::run(&brokers, "g-int", QUICK_REJOIN, "sigint");
+    svc.wait_for("all consumed", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+    });
+    let status = svc.signal("INT", Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", svc.logs());
+    assert!(
+        svc.logs().contains("signal=\"SIGINT\"") || svc.logs().contains("signal=SIGINT"),
+        "{}",
+        svc.logs()
+    );
+    let (committed, ends) = committed_and_end(&brokers, "g-int", 4);
+    assert_eq!(committed, ends);
+}
+
+/// `send --generate` under SIGTERM (as `docker compose stop` sends it):
+/// it stops producing, flushes what it queued, says how many went, exits
+/// 0, and exactly that many records are on the topic.
+#[test]
+fn send_flushes_and_exits_cleanly_on_sigterm() {
+    let (_cluster, brokers) = cluster();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "send",
+            "--brokers",
+            &brokers,
+            "--generate",
+            "--history",
+            "300",
+            "--rate",
+            "400",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "send did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("stopped by signal"), "{err}");
+    let sent: usize = err
+        .split("sent ")
+        .filter_map(|s| s.split(' ').next()?.parse().ok())
+        .last()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(sent > 300, "history and some live answers: {sent}");
+    let on_topic = read_topic(&brokers, INPUT, usize::MAX, Duration::from_secs(5));
+    assert_eq!(on_topic.len(), sent, "{err}");
+}
+
+#[test]
+fn customer_data_markers_catch_the_datasets_ids_and_comments() {
+    // The check every Service runs on its logs when dropped finds what
+    // the datasets put in: a leak could not pass unnoticed.
+    let m = dataset(10, now_ms(), "mk");
+    let leaked = format!("{:?}", m.iter().map(|(r, _)| r).collect::<Vec<_>>());
+    assert!(customer_data_in(&leaked).contains(&"cust-"));
+    assert!(customer_data_in(&leaked).contains(&"queja "));
+    let mut demo = nps_stream::generator::Generator::new(1, "x");
+    let answers: Vec<SurveyResponse> = (0..200)
+        .filter_map(|_| SurveyResponse::decode(demo.history(now_ms()).1.as_slice()).ok())
+        .collect();
+    let found = customer_data_in(&format!("{answers:?}"));
+    assert!(found.contains(&"cli-"), "{found:?}");
+    assert!(found.len() >= 3, "the demo's comments: {found:?}");
+    assert!(customer_data_in("partitions assigned partitions=[0, 1]").is_empty());
+}
+
+/// Commits `offset` for every input partition of `group`, as a group
+/// whose log was truncated or recreated would have.
+fn commit_offsets(brokers: &str, group: &str, offset: i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(INPUT, p, Offset::Offset(offset))
+            .unwrap();
+    }
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
+/// README: "A position found beyond the end of its log (a topic recreated
+/// or truncated) starts again from `--auto-offset-reset`". The group's
+/// commits point far past the end: with `earliest` every record is read,
+/// with `latest` none of those already there, only what comes next.
+#[test]
+fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(400, now, "oor");
+    produce(&brokers, &good_records(&data));
+
+    commit_offsets(&brokers, "g-oor-earliest", 1_000_000);
+    let mut svc = Service::run(
+        &brokers,
+        "g-oor-earliest",
+        &["--auto-offset-reset", "earliest"],
+        "oor-earliest",
+    );
+    wait_committed(&brokers, "g-oor-earliest", 4, Duration::from_secs(90), &svc);
+    wait_windows(&mut svc, &data, Duration::from_secs(15));
+    assert_eq!(consumed(&svc.metrics().unwrap()), data.len() as f64);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+
+    commit_offsets(&brokers, "g-oor-latest", 1_000_000);
+    let mut svc = Service::run(
+        &brokers,
+        "g-oor-latest",
+        &["--auto-offset-reset", "latest"],
+        "oor-latest",
+    );
+    svc.wait_for("partitions", Duration::from_secs(60), |m| {
+        m.get("nps_assigned_partitions", &[]) == Some(4.0)
+    });
+    // Until its positions are reset to the end, what it is sent next may
+    // be skipped as "already there": send until some is counted.
+    let later = dataset(40, now, "oor-later");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sent = Vec::new();
+    for chunk in later.chunks(4) {
+        produce(&brokers, &good_records(chunk));
+        sent.extend_from_slice(chunk);
+        std::thread::sleep(Duration::from_millis(500));
+        if consumed(&svc.metrics().unwrap()) > 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", svc.logs());
+    }
+    wait_committed(&brokers, "g-oor-latest", 4, Duration::from_secs(60), &svc);
+    let m = svc.metrics().unwrap();
+    let n = consumed(&m);
+    assert!(n > 0.0 && n <= sent.len() as f64, "{n} of {}", sent.len());
+    // None of the 400 records that were there before.
+    let old = m.sum("nps_responses_total", &[]);
+    assert!(old <= sent.len() as f64, "read old records: {old}");
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// The cardinality guard: with room for fewer segments than the data has,
+/// every response of a segment left out is counted under `__other__` and
+/// in `nps_cardinality_overflow_total`, exactly.
+#[test]
+fn segments_past_max_keys_are_counted_as_overflow_exactly() {
+    let (_cluster, brokers) = cluster();
+    let data = dataset(600, now_ms(), "ovf");
+    produce(&brokers, &good_records(&data));
+    let mut svc = Service::run(&brokers, "g-ovf", &["--max-keys", "3"], "overflow");
+    let m = svc.wait_for("all consumed", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+    });
+    let admitted: BTreeSet<(String, String)> = m
+        .series("nps_responses_total")
+        .into_iter()
+        .map(|l| (l["product"].clone(), l["region"].clone()))
+        .filter(|(p, _)| p != "__other__")
+        .collect();
+    let segments: BTreeSet<(String, String)> = data
+        .iter()
+        .map(|(r, _)| (r.product.clone(), r.region.clone()))
+        .collect();
+    assert_eq!(segments.len(), 6);
+    assert!(!admitted.is_empty() && admitted.len() < 6, "{admitted:?}");
+    assert!(admitted.is_subset(&segments));
+    let left_out = data
+        .iter()
+        .filter(|(r, _)| !admitted.contains(&(r.product.clone(), r.region.clone())))
+        .count() as f64;
+    assert!(left_out > 0.0);
+    assert_eq!(m.get("nps_cardinality_overflow_total", &[]), Some(left_out));
+    assert_eq!(
+        m.sum("nps_responses_total", &[("product", "__other__")]),
+        left_out
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// README: on SIGTERM the service waits for pending deliveries at most
+/// `--shutdown-timeout`, whatever the broker does. Here every write is
+/// refused, so alerts stay pending: it must still exit within the bound
+/// (plus the time to commit and leave), having committed nothing past the
+/// first undelivered alert.
+#[test]
+fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, brokers) = cluster();
+    let data = dataset(400, now_ms(), "bound");
+    produce(&brokers, &good_records(&data));
+    let first_detractor = first_detractor_offsets(&brokers, &data);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1_000_000],
+    );
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--shutdown-timeout", "3s"]);
+    let mut svc = Service::run(&brokers, "g-bound", &args, "bound");
+    svc.wait_for(
+        "deliveries refused and retried",
+        Duration::from_secs(60),
+        |m| {
+            consumed(m) == data.len() as f64
+                && m.get("nps_delivery_retries_total", &[]).unwrap_or(0.0) > 0.0
+        },
+    );
+    let asked = std::time::Instant::now();
+    let status = svc.terminate(Duration::from_secs(30));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(3 + 7),
+        "took {took:?} for a 3 s bound:\n{}",
+        svc.logs()
+    );
+    let _ = status;
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let (committed, _) = committed_and_end(&brokers, "g-bound", 4);
+    for (p, first) in &first_detractor {
+        match committed[*p as usize] {
+            Offset::Offset(c) => assert!(c <= *first, "partition {p}: {c} past {first}"),
+            Offset::Invalid => {}
+            other => panic!("partition {p}: {other:?}"),
+        }
+    }
+}
+
+/// README, Input: the schema id may come in a `__value_schema_id` header
+/// (the payload is then plain protobuf); a malformed one is refused as
+/// `invalid_framing`. Payloads are limited to 1 MiB by default: exactly
+/// 1 MiB is read, one byte more is refused as `payload_too_large`.
+#[test]
+fn schema_id_header_and_the_one_mib_payload_limit_end_to_end() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let good = dataset(3, now, "hdr");
+    // A valid response padded with an unknown field (number 99, bytes) to
+    // exactly `size` bytes: decoders skip unknown fields.
+    let padded = |r: &SurveyResponse, size: usize| -> Vec<u8> {
+        let mut bytes = r.encode_to_vec();
+        let tag = [0x9a, 0x06]; // field 99, wire type 2
+        let mut len = size - bytes.len() - tag.len() - 3;
+        loop {
+            let mut varint = Vec::new();
+            prost::encoding::encode_varint(len as u64, &mut varint);
+            let total = bytes.len() + tag.len() + varint.len() + len;
+            if total == size {
+                bytes.extend_from_slice(&tag);
+                bytes.extend_from_slice(&varint);
+                bytes.extend(std::iter::repeat_n(b'x', len));
+                return bytes;
+            }
+            len = (len as i64 + size as i64 - total as i64) as usize;
+        }
+    };
+    const MIB: usize = 1024 * 1024;
+    type Raw<'a> = (Vec<u8>, &'a str, Option<&'a [u8]>);
+    let records: Vec<Raw> = vec![
+        (
+            good[0].0.encode_to_vec(),
+            "with-header",
+            Some(&[0, 0, 0, 0, 7][..]),
+        ),
+        (good[1].0.encode_to_vec(), "bad-header", Some(&[0, 1][..])),
+        (padded(&good[2].0, MIB), "one-mib", None),
+        (padded(&good[2].0, MIB + 1), "one-mib-and-a-byte", None),
+    ];
+    assert_eq!(records[2].0.len(), MIB);
+    assert_eq!(records[3].0.len(), MIB + 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    for (payload, key, header) in &records {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(INPUT)
+            .key(key.as_bytes())
+            .payload(payload.as_slice())
+            .partition(0);
+        if let Some(h) = header {
+            r = r.headers(OwnedHeaders::new().insert(Header {
+                key: "__value_schema_id",
+                value: Some(*h),
+            }));
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let mut svc = Service::run(&brokers, "g-hdr", &[], "schema-header");
+    let m = svc.wait_for("all four consumed", Duration::from_secs(60), |m| {
+        consumed(m) == 4.0
+    });
+    assert_eq!(
+        m.sum("nps_responses_total", &[]),
+        2.0,
+        "header one and 1 MiB one"
+    );
+    assert_eq!(
+        m.get(
+            "nps_events_rejected_total",
+            &[("reason", "invalid_framing")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "nps_events_rejected_total",
+            &[("reason", "payload_too_large")]
+        ),
+        Some(1.0)
+    );
+    let dead = read_topic(&brokers, DLQ, 2, Duration::from_secs(30));
+    let reasons: BTreeMap<String, String> = dead
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.header("nps.dlq.reason").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons["bad-header"], "invalid_framing");
+    assert_eq!(reasons["one-mib-and-a-byte"], "payload_too_large");
+    assert_eq!(reasons.len(), 2);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// README: `/readyz` is 503 while partitions restore, and the restore is
+/// reported. A process killed after committing 120,000 records that its
+/// last snapshot does not hold replays them on restart: sampled all along,
+/// /readyz never says 200 before the last sample that still shows a
+/// partition restoring, and some samples do.
+#[test]
+fn readyz_is_503_while_partitions_restore_and_the_restore_is_reported() {
+    let (_cluster, brokers) = cluster();
+    let now = now_ms();
+    let data = dataset(121_000, now, "rz");
+    let (batch1, batch2) = data.split_at(1_000);
+    let rare = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
+    produce(&brokers, &good_records(batch1));
+    let mut svc = Service::run(&brokers, "g-readyz", &rare, "readyz-1");
+    wait_committed(&brokers, "g-readyz", 4, Duration::from_secs(60), &svc);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    produce(&brokers, &good_records(batch2));
+    let mut svc = Service::run(&brokers, "g-readyz", &rare, "readyz-2");
+    wait_committed(&brokers, "g-readyz", 4, Duration::from_secs(180), &svc);
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+
+    let svc = Service::run(&brokers, "g-readyz", &rare, "readyz-3");
+    let mut samples: Vec<(Option<u16>, f64)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = svc.status("/readyz");
+        let m = svc.metrics().unwrap_or_default();
+        let restoring = m.get("nps_state_restoring_partitions", &[]).unwrap_or(0.0);
+        samples.push((ready, restoring));
+        if ready == Some(200)
+            && m.get("nps_state_restores_total", &[("from", "snapshot")]) == Some(4.0)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A few more samples once ready: it stays ready, nothing restores.
+    for _ in 0..10 {
+        let ready = svc.status("/readyz");
+        let restoring = svc
+            .metrics()
+            .and_then(|m| m.get("nps_state_restoring_partitions", &[]))
+            .unwrap_or(0.0);
+        samples.push((ready, restoring));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restoring_seen = samples.iter().filter(|(_, r)| *r > 0.0).count();
+    assert!(
+        restoring_seen > 0,
+        "never caught a partition restoring: {samples:?}"
+    );
+    let first_ready = samples.iter().position(|(s, _)| *s == Some(200)).unwrap();
+    let last_restoring = samples.iter().rposition(|(_, r)| *r > 0.0).unwrap();
+    assert!(
+        last_restoring < first_ready,
+        "ready at sample {first_ready} while restoring at {last_restoring}: {samples:?}"
+    );
+    let m = svc.metrics().unwrap();
+    assert_eq!(
+        m.get("nps_state_replayed_total", &[]),
+        Some(batch2.len() as f64)
+    );
+    assert_eq!(m.get("nps_state_restoring_partitions", &[]), Some(0.0));
+    assert!(m.get("nps_state_last_restore_seconds", &[]).unwrap() > 0.0);
+    assert_eq!(
+        m.sum("nps_detractor_alerts_total", &[]),
+        0.0,
+        "no alerts on replay"
+    );
+    let mut svc = svc;
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// README: "A snapshot is written only once every alert and dead letter
+/// of the records it covers is acknowledged." The alerts topic has no
+/// leader for a while (its writes wait), the state topic is fine: no
+/// snapshot is written in that time, though one is due every second; once
+/// the alerts go out, snapshots follow.
+#[test]
+fn no_snapshot_is_written_before_its_alerts_are_acknowledged() {
+    let (cluster, brokers) = cluster();
+    let data = dataset(400, now_ms(), "snapack");
+    produce(&brokers, &good_records(&data));
+    cluster.partition_leader(ALERTS, 0, None).unwrap();
+    let mut svc = Service::run(&brokers, "g-snapack", FAST_SNAPSHOTS, "snapack");
+    let ok = |m: &Metrics| {
+        m.get("nps_snapshots_written_total", &[("result", "ok")])
+            .unwrap_or(0.0)
+    };
+    svc.wait_for("all read, alerts waiting", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+            && m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) > 0.0
+    });
+    // Every partition has a detractor early on, so every partition's
+    // snapshot waits. Several snapshot intervals go by.
+    let firsts = first_detractor_offsets(&brokers, &data);
+    assert_eq!(firsts.len(), 4);
+    let before = ok(&svc.metrics().unwrap());
+    std::thread::sleep(Duration::from_secs(4));
+    let m = svc.metrics().unwrap();
+    assert_eq!(
+        ok(&m),
+        before,
+        "a snapshot was written with its alerts pending"
+    );
+    assert!(m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) > 0.0);
+
+    cluster.partition_leader(ALERTS, 0, Some(1)).unwrap();
+    svc.wait_for(
+        "alerts delivered and snapshots written",
+        Duration::from_secs(60),
+        |m| m.get("nps_pending_deliveries", &[]) == Some(0.0) && ok(m) >= before + 4.0,
+    );
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    assert_eq!(alerts.len(), detractors.len());
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// README: "The producer is idempotent; if it fails fatally ... it is
+/// replaced and what it held is sent again." The broker answers a produce
+/// with an out-of-order sequence, which is fatal to an idempotent
+/// producer: the producer is renewed and every alert still arrives.
+#[test]
+fn a_fatal_producer_error_renews_the_producer_and_resends_its_alerts() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, brokers) = cluster();
+    let data = dataset(300, now_ms(), "fatal");
+    produce(&brokers, &good_records(&data));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let mut svc = Service::run(&brokers, "g-fatal", QUICK_REJOIN, "fatal");
+    let m = svc.wait_for("renewed and delivered", Duration::from_secs(90), |m| {
+        consumed(m) == data.len() as f64
+            && m.get("nps_producer_renewals_total", &[]).unwrap_or(0.0) >= 1.0
+            && m.get("nps_pending_deliveries", &[]) == Some(0.0)
+    });
+    assert!(m.get("nps_producer_renewals_total", &[]).unwrap() >= 1.0);
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    let alerted: BTreeSet<String> = alerts.keys().cloned().collect();
+    assert_eq!(alerted, detractors, "every detractor has an alert");
+    wait_committed(&brokers, "g-fatal", 4, Duration::from_secs(60), &svc);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// More members than input partitions: the idle one holds nothing, yet it
+/// is in the group, restores nothing and sees the brokers, so it is ready
+/// (a rollout with more replicas than partitions completes, and
+/// NpsStreamNotReady stays quiet), as is the one that works.
+#[test]
+fn an_idle_member_with_no_partition_is_ready() {
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(INPUT, 1, 1).unwrap();
+    c.create_topic(ALERTS, 1, 1).unwrap();
+    c.create_topic(DLQ, 1, 1).unwrap();
+    let brokers = c.bootstrap_servers();
+    let data = dataset(50, now_ms(), "idle");
+    produce(&brokers, &good_records(&data));
+    let mut a = Service::run(&brokers, "g-idle", QUICK_REJOIN, "idle-a");
+    a.wait_for("a has the partition", Duration::from_secs(60), |m| {
+        m.get("nps_assigned_partitions", &[]) == Some(1.0)
+    });
+    let mut b = Service::run(&brokers, "g-idle", QUICK_REJOIN, "idle-b");
+    // b joins (the group rebalances); one of the two ends up idle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (busy, idle) = loop {
+        let (ma, mb) = (a.metrics().unwrap(), b.metrics().unwrap());
+        let pa = ma.get("nps_assigned_partitions", &[]).unwrap_or(-1.0);
+        let pb = mb.get("nps_assigned_partitions", &[]).unwrap_or(-1.0);
+        let joined = b.logs().contains("partitions assigned");
+        if joined && pa + pb == 1.0 && pa >= 0.0 && pb >= 0.0 {
+            break if pa == 1.0 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stable assignment:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let m = idle.wait_for("the idle member ready", Duration::from_secs(30), |m| {
+        m.get("nps_ready", &[]) == Some(1.0)
+    });
+    assert_eq!(m.get("nps_assigned_partitions", &[]), Some(0.0));
+    assert_eq!(idle.status("/readyz"), Some(200), "{}", idle.logs());
+    busy.wait_for("the busy member ready", Duration::from_secs(30), |m| {
+        m.get("nps_ready", &[]) == Some(1.0)
+    });
+    assert_eq!(busy.status("/readyz"), Some(200));
+    assert!(idle.terminate(Duration::from_secs(30)).success());
+    assert!(busy.terminate(Duration::from_secs(30)).success());
 }

@@ -756,16 +756,23 @@ mod tests {
         let b = 75_000;
         let start = b * 1_000_000; // first ms of a bucket
         let end = start + b - 1; // last ms of the same bucket
-        let mut seg = Segment::new(&l);
-        ins(&mut seg, &l, start, end, Category::Detractor, 1.0);
-        ins(&mut seg, &l, end, end, Category::Promoter, 1.0);
         // The bucket leaves the window when the clock enters bucket k + 48:
-        // at age exactly W for its first ms, at age W − b + 1 for its last.
-        let leaves = start + HOUR;
-        assert_eq!(stats(&seg, &l, 0, leaves - 1).responses(), 2);
-        assert_eq!(stats(&seg, &l, 0, leaves).responses(), 0);
-        assert_eq!(leaves - start, HOUR);
-        assert_eq!(leaves - end, HOUR - b + 1);
+        // an answer from its first ms at age exactly W, one from its last
+        // ms at age W − b + 1 (one bucket early, never late).
+        let first = {
+            let mut seg = Segment::new(&l);
+            ins(&mut seg, &l, start, end, Category::Detractor, 1.0);
+            seg
+        };
+        assert_eq!(stats(&first, &l, 0, start + HOUR - 1).detractors, 1);
+        assert_eq!(stats(&first, &l, 0, start + HOUR).detractors, 0);
+        let last = {
+            let mut seg = Segment::new(&l);
+            ins(&mut seg, &l, end, end, Category::Promoter, 1.0);
+            seg
+        };
+        assert_eq!(stats(&last, &l, 0, end + HOUR - b).promoters, 1);
+        assert_eq!(stats(&last, &l, 0, end + HOUR - b + 1).promoters, 0);
     }
 
     #[test]

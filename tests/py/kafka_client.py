@@ -12,6 +12,9 @@ through this script.
       Reads every partition from the beginning until N records were read
       (then lingers 1 s for extra ones) or S seconds passed; prints one JSON
       line per record: partition, offset, key, value_b64, headers.
+  describe --brokers B --topic T
+      Prints one JSON object: the topic's partition count and its configs
+      as the broker reports them (DescribeConfigs).
 """
 import argparse
 import base64
@@ -21,6 +24,7 @@ import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 
 def produce(args):
@@ -96,6 +100,20 @@ def read(args):
     print(f"read {seen}", file=sys.stderr)
 
 
+def describe(args):
+    admin = AdminClient({"bootstrap.servers": args.brokers})
+    md = admin.list_topics(args.topic, timeout=10)
+    topic = md.topics.get(args.topic)
+    if topic is None or topic.error is not None:
+        raise KafkaException(f"topic {args.topic} not found")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    print(json.dumps({
+        "partitions": len(topic.partitions),
+        "configs": {k: v.value for k, v in configs.items()},
+    }))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -108,8 +126,11 @@ def main():
     pr.add_argument("--topic", required=True)
     pr.add_argument("--expect", type=int, required=True)
     pr.add_argument("--timeout", type=float, default=60)
+    pd = sub.add_parser("describe")
+    pd.add_argument("--brokers", required=True)
+    pd.add_argument("--topic", required=True)
     args = p.parse_args()
-    {"produce": produce, "read": read}[args.cmd](args)
+    {"produce": produce, "read": read, "describe": describe}[args.cmd](args)
 
 
 if __name__ == "__main__":
