@@ -321,6 +321,8 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
+    // Only commits librdkafka makes by itself report here (none: auto
+    // commit is off); the pipeline counts its own commits' answers.
     fn commit_callback(
         &self,
         result: rdkafka::error::KafkaResult<()>,

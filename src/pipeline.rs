@@ -509,6 +509,9 @@ struct Rebalancer {
     health: Arc<Health>,
     topic: String,
     timeout: Duration,
+    /// Where a partition starts whose committed offset its log does not
+    /// hold (`--auto-offset-reset`).
+    reset: crate::config::OffsetReset,
 }
 
 impl Rebalancer {
@@ -565,13 +568,82 @@ fn commit<C: rdkafka::consumer::ConsumerContext>(
     if moved.is_empty() {
         return;
     }
-    match consumer.commit(&tpl, mode) {
-        // Results are counted by the context's commit callback.
+    let result = consumer.commit(&tpl, mode);
+    if matches!(mode, CommitMode::Sync) {
+        // A synchronous commit's result is the broker's answer.
+        count_commit(&result);
+    }
+    match result {
         Ok(()) => {
             tracing::debug!(?moved, "offsets committed");
             core.committed.extend(moved);
         }
         Err(e) => tracing::warn!(error = %e, ?partitions, "offset commit failed; will retry"),
+    }
+}
+
+/// Counts a commit's outcome as the broker answered it.
+fn count_commit(result: &KafkaResult<()>) {
+    let label = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!(m::COMMITS_TOTAL, "result" => label).increment(1);
+}
+
+/// Offsets of the periodic commit, and the broker's answer.
+type CommitOutcome = (Vec<(i32, i64)>, KafkaResult<()>);
+
+/// Starts the periodic commit of what is done and not yet committed, on a
+/// thread of its own: librdkafka tells an application the outcome of its
+/// asynchronous commits only through an `offset_commit_cb`, which
+/// rust-rdkafka does not install, so the commit is synchronous (its answer
+/// counted and only then recorded as committed) but off the consuming
+/// task, which a slow broker must not hold up. The thread is detached: a
+/// stop never waits for it (the final commit is made anew). Returns
+/// whether one was started.
+fn start_commit(
+    consumer: &Arc<StreamConsumer<ConsumerCtx>>,
+    topic: &str,
+    core: &Core,
+    results: &tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
+) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    let mut moved = Vec::new();
+    for (p, off) in &core.done {
+        if core.committed.get(p) != Some(off) {
+            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
+            moved.push((*p, *off));
+        }
+    }
+    if moved.is_empty() {
+        return false;
+    }
+    let consumer = consumer.clone();
+    let results = results.clone();
+    let started = std::thread::Builder::new()
+        .name("nps-commit".into())
+        .spawn(move || {
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            let _ = results.send((moved, result));
+        });
+    match started {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the commit thread; will retry");
+            false
+        }
+    }
+}
+
+/// Records the periodic commit's outcome.
+fn commit_done(core: &Mutex<Core>, (moved, result): CommitOutcome) {
+    count_commit(&result);
+    match result {
+        Ok(()) => {
+            tracing::debug!(?moved, "offsets committed");
+            if let Ok(mut c) = core.lock() {
+                c.committed.extend(moved);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
     }
 }
 
@@ -646,12 +718,32 @@ impl Rebalancer {
         let Some(until) = committed else {
             return (start, None, from);
         };
-        // Replay only what the log still holds. (Not capped by the high
-        // watermark: some brokers answer one below the true end; a log
-        // truncated below `until` is caught by `rewind_beyond_end`.)
-        let low = consumer
+        let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-            .map_or(0, |(low, _)| low);
+            .unwrap_or((0, i64::MAX));
+        // A committed offset past the end of the log belongs to another log
+        // (the topic was recreated or truncated): what the log holds now was
+        // never processed, so it is not replayed without alerts (nor waited
+        // for up to an offset that may never come) but read live from the
+        // reset point, as README promises. One past the reported end is
+        // allowed: some brokers answer one below the true end.
+        if until > high.saturating_add(1) {
+            tracing::warn!(
+                partition,
+                committed = until,
+                log_end = high,
+                reset = self.reset.as_str(),
+                "committed offset beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
+            );
+            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+            let reset = match self.reset {
+                crate::config::OffsetReset::Earliest => Offset::Beginning,
+                crate::config::OffsetReset::Latest => Offset::End,
+            };
+            return (reset, None, from);
+        }
+        // Replay only what the log still holds. (Not capped by the high
+        // watermark: some brokers answer one below the true end.)
         let first = match start {
             Offset::Offset(s) => s.max(low),
             _ => low,
@@ -819,8 +911,11 @@ pub async fn run(
         health: health.clone(),
         topic: settings.input_topic.clone(),
         timeout: settings.shutdown_timeout,
+        reset: settings.auto_offset_reset,
     });
-    let mut consumer = subscribed_consumer(&settings, &health, &handler)?;
+    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
+    let (commit_results, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let mut committing = false;
     tracing::info!(
         topic = %settings.input_topic,
         group = %settings.group_id,
@@ -859,7 +954,7 @@ pub async fn run(
                     // Closing it leaves the group, which makes the
                     // coordinator start a new generation for the new member.
                     match subscribed_consumer(&settings, &health, &handler) {
-                        Ok(fresh) => consumer = fresh,
+                        Ok(fresh) => consumer = Arc::new(fresh),
                         Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
                     }
                 }
@@ -867,11 +962,14 @@ pub async fn run(
                 caught_up(&core, &consumer, &health, &settings.input_topic);
                 // Not while cut off: the group may be gone when the
                 // brokers come back, and its offsets with it.
-                if !guard.paused && let Ok(mut c) = core.lock() {
-                    let parts: Vec<i32> = c.done.keys().copied().collect();
-                    commit(&consumer, &settings.input_topic, &mut c, &parts, CommitMode::Async);
+                if !guard.paused && !committing && let Ok(c) = core.lock() {
+                    committing = start_commit(&consumer, &settings.input_topic, &c, &commit_results);
                 }
                 refresh_view(&core, &*clock, &view, &window_names, &mut stats, keep_table, &health);
+            }
+            Some(outcome) = commit_outcomes.recv() => {
+                committing = false;
+                commit_done(&core, outcome);
             }
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => {
@@ -908,7 +1006,7 @@ pub async fn run(
     if let Ok(mut c) = core.lock() {
         let parts: Vec<i32> = c.done.keys().copied().collect();
         commit(
-            &consumer,
+            &*consumer,
             &settings.input_topic,
             &mut c,
             &parts,

@@ -753,6 +753,25 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
         "each instance holds partitions"
     );
 
+    // Restores that did not come from a snapshot (`empty`: nothing to
+    // restore, `rebuild`: replayed from the earliest input), counted so
+    // far by the instances that stay: each partition's first assignment.
+    let not_from_snapshot = |list: &[&Service]| -> f64 {
+        list.iter()
+            .filter_map(|s| s.metrics())
+            .map(|m| {
+                ["empty", "rebuild"]
+                    .iter()
+                    .map(|f| {
+                        m.get("nps_state_restores_total", &[("from", f)])
+                            .unwrap_or(0.0)
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let first_assignments = not_from_snapshot(&[&a, &c]);
+
     // One goes away; its partitions move to the other two, with their
     // windows (restored from its snapshots, then replayed).
     let moved = share(&b);
@@ -810,11 +829,23 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
 
     let restored = restores_of(&[&a, &c, &d], &["snapshot"]);
     // Every partition that changed owner (b's, then d's) was restored from
-    // its snapshot (under eager assignment, the others too).
+    // its snapshot (under eager assignment, the others too): after the
+    // first assignment no restore came from anywhere else, so none of
+    // them was rebuilt from the input or started empty.
     let moved = moved + share(&d);
     assert!(
         restored >= moved,
         "partitions moved with their snapshots: {restored} restores for {moved} moves"
+    );
+    assert_eq!(
+        not_from_snapshot(&[&a, &c]),
+        first_assignments,
+        "a partition was restored other than from its snapshot"
+    );
+    assert_eq!(
+        not_from_snapshot(&[&d]),
+        0.0,
+        "the new member restored a partition other than from its snapshot"
     );
     for mut s in [a, c, d] {
         assert!(s.terminate(Duration::from_secs(60)).success());
@@ -829,7 +860,7 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
 /// forgot rather than committing the old log's offsets onto the new one.
 #[test]
 fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
-    let Some(_python) = parts() else { return };
+    let Some(python) = parts() else { return };
     let port = free_port();
     let mut tansu = Tansu::start(port);
     topics(&tansu, 2);
@@ -892,6 +923,42 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     svc.wait_for("ready again", Duration::from_secs(60), |m| {
         m.get("nps_ready", &[]) == Some(1.0)
     });
+    // Each record of each log read once: the first batch's log is gone
+    // with the old broker, the second is read from its start.
+    assert_eq!(consumed(&svc.metrics().unwrap()), 3_000.0);
+    // The partitions' state went with them (the state topic too): the
+    // windows now hold exactly the second batch, series by series.
+    let want = truth(&second);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while summed_windows(&[&svc]) != want {
+        assert!(
+            Instant::now() < deadline,
+            "windows after the outage are not the second batch:\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Every detractor of the second batch has its alert on the new
+    // broker's alerts topic, read by the independent client.
+    let detractors: BTreeSet<String> = second
+        .iter()
+        .filter(|(m, _)| m.score.unwrap() <= 6)
+        .map(|(m, _)| m.response_id.clone())
+        .collect();
+    let alerts = py_read(&python, &brokers, ALERTS, detractors.len(), 60);
+    let alerted: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| {
+            let bytes = b64decode(a["value_b64"].as_str().unwrap());
+            nps_stream::pb::DetractorAlert::decode(bytes.as_slice())
+                .unwrap()
+                .response_id
+        })
+        .collect();
+    assert_eq!(
+        alerted, detractors,
+        "one alert per detractor after the outage"
+    );
     let logs = svc.logs();
     for line in [
         "kafka brokers reachable again",

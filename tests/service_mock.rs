@@ -1352,14 +1352,17 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(saw_unready, "/readyz never said the brokers were gone");
-    let first = at_outage.expect("the consumer never saw the brokers gone");
+    at_outage.expect("the consumer never saw the brokers gone");
     assert!(
         during.len() >= 10,
         "cut off for only {} samples",
         during.len()
     );
+    // A commit already on its way when the brokers went may still come
+    // back (as an error) in the first seconds; after that, none is made.
+    let settled = &during[6..];
     assert!(
-        during.iter().all(|n| *n == first),
+        settled.iter().all(|n| *n == settled[0]),
         "commits attempted while cut off: {during:?}"
     );
     assert!(svc.logs().contains("kafka brokers unreachable"));
@@ -1749,8 +1752,11 @@ fn commit_offsets(brokers: &str, group: &str, offset: i64) {
 
 /// README: "A position found beyond the end of its log (a topic recreated
 /// or truncated) starts again from `--auto-offset-reset`". The group's
-/// commits point far past the end: with `earliest` every record is read,
-/// with `latest` none of those already there, only what comes next.
+/// commits point far past the end of a fresh log. With `earliest` every
+/// record is read live (counted and alerted: none of them was processed
+/// before), not replayed silently nor waited for up to the old offset;
+/// with `latest` none of those already there is read, only what comes
+/// next.
 #[test]
 fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
     let (_cluster, brokers) = cluster();
@@ -1767,7 +1773,21 @@ fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
     );
     wait_committed(&brokers, "g-oor-earliest", 4, Duration::from_secs(90), &svc);
     wait_windows(&mut svc, &data, Duration::from_secs(15));
-    assert_eq!(consumed(&svc.metrics().unwrap()), data.len() as f64);
+    let m = svc.wait_for("ready", Duration::from_secs(10), |m| {
+        m.get("nps_ready", &[]) == Some(1.0)
+    });
+    assert_eq!(consumed(&m), data.len() as f64, "read live");
+    assert_eq!(m.get("nps_state_replayed_total", &[]).unwrap_or(0.0), 0.0);
+    assert_eq!(m.get("nps_offset_resets_total", &[]), Some(4.0));
+    let detractors = detractor_ids(&data);
+    assert_eq!(
+        m.sum("nps_detractor_alerts_total", &[]),
+        detractors.len() as f64
+    );
+    let alerted: BTreeSet<String> = alerts_by_response(&brokers, detractors.len())
+        .into_keys()
+        .collect();
+    assert_eq!(alerted, detractors);
     assert!(svc.terminate(Duration::from_secs(30)).success());
 
     commit_offsets(&brokers, "g-oor-latest", 1_000_000);
@@ -1777,30 +1797,20 @@ fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
         &["--auto-offset-reset", "latest"],
         "oor-latest",
     );
-    svc.wait_for("partitions", Duration::from_secs(60), |m| {
+    svc.wait_for("partitions reset", Duration::from_secs(60), |m| {
         m.get("nps_assigned_partitions", &[]) == Some(4.0)
+            && m.get("nps_offset_resets_total", &[]) == Some(4.0)
+            && m.get("nps_ready", &[]) == Some(1.0)
     });
-    // Until its positions are reset to the end, what it is sent next may
-    // be skipped as "already there": send until some is counted.
+    // The end positions are resolved as fetching starts.
+    std::thread::sleep(Duration::from_secs(2));
     let later = dataset(40, now, "oor-later");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut sent = Vec::new();
-    for chunk in later.chunks(4) {
-        produce(&brokers, &good_records(chunk));
-        sent.extend_from_slice(chunk);
-        std::thread::sleep(Duration::from_millis(500));
-        if consumed(&svc.metrics().unwrap()) > 0.0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", svc.logs());
-    }
+    produce(&brokers, &good_records(&later));
     wait_committed(&brokers, "g-oor-latest", 4, Duration::from_secs(60), &svc);
-    let m = svc.metrics().unwrap();
-    let n = consumed(&m);
-    assert!(n > 0.0 && n <= sent.len() as f64, "{n} of {}", sent.len());
-    // None of the 400 records that were there before.
-    let old = m.sum("nps_responses_total", &[]);
-    assert!(old <= sent.len() as f64, "read old records: {old}");
+    let m = svc.wait_for("the later ones counted", Duration::from_secs(15), |m| {
+        m.sum("nps_responses_total", &[]) == later.len() as f64
+    });
+    assert_eq!(consumed(&m), later.len() as f64, "none of the 400 before");
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
@@ -1813,8 +1823,9 @@ fn segments_past_max_keys_are_counted_as_overflow_exactly() {
     let data = dataset(600, now_ms(), "ovf");
     produce(&brokers, &good_records(&data));
     let mut svc = Service::run(&brokers, "g-ovf", &["--max-keys", "3"], "overflow");
-    let m = svc.wait_for("all consumed", Duration::from_secs(60), |m| {
-        consumed(m) == data.len() as f64
+    // The per-segment counters are published with the next refresh.
+    let m = svc.wait_for("all consumed and published", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64 && m.sum("nps_responses_total", &[]) == data.len() as f64
     });
     let admitted: BTreeSet<(String, String)> = m
         .series("nps_responses_total")
@@ -1952,8 +1963,12 @@ fn schema_id_header_and_the_one_mib_payload_limit_end_to_end() {
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let mut svc = Service::run(&brokers, "g-hdr", &[], "schema-header");
-    let m = svc.wait_for("all four consumed", Duration::from_secs(60), |m| {
-        consumed(m) == 4.0
+    svc.wait_for("all four consumed", Duration::from_secs(60), |m| {
+        consumed(m) == 4.0 && m.sum("nps_events_rejected_total", &[]) == 2.0
+    });
+    // The two accepted ones (per-segment counters follow within a refresh).
+    let m = svc.wait_for("two counted", Duration::from_secs(10), |m| {
+        m.sum("nps_responses_total", &[]) >= 2.0
     });
     assert_eq!(
         m.sum("nps_responses_total", &[]),
@@ -2161,7 +2176,10 @@ fn an_idle_member_with_no_partition_is_ready() {
     // b joins (the group rebalances); one of the two ends up idle.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let (busy, idle) = loop {
-        let (ma, mb) = (a.metrics().unwrap(), b.metrics().unwrap());
+        let (ma, mb) = (
+            a.metrics().unwrap_or_default(),
+            b.metrics().unwrap_or_default(),
+        );
         let pa = ma.get("nps_assigned_partitions", &[]).unwrap_or(-1.0);
         let pb = mb.get("nps_assigned_partitions", &[]).unwrap_or(-1.0);
         let joined = b.logs().contains("partitions assigned");
