@@ -163,6 +163,12 @@ pub struct RunArgs {
     /// shutdown) [default: 10s].
     #[arg(long, env = "NPS_SNAPSHOT_INTERVAL")]
     pub snapshot_interval: Option<String>,
+    /// Largest snapshot record written to the state topic, in bytes; the
+    /// topic is created with room for it (a broker with a lower
+    /// `message.max.bytes`, e.g. 1 MB or 8 MB on managed services, needs a
+    /// lower value) [default: 67108864, 64 MiB].
+    #[arg(long, env = "NPS_SNAPSHOT_MAX_BYTES")]
+    pub snapshot_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -243,6 +249,9 @@ impl HealthcheckArgs {
     }
 }
 
+/// Largest snapshot record unless told otherwise: 64 MiB.
+pub const DEFAULT_SNAPSHOT_MAX_BYTES: usize = 64 << 20;
+
 /// Where /metrics, /healthz and /readyz listen unless told otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9898";
 
@@ -263,6 +272,7 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     state_topic: Option<String>,
     snapshot_interval: Option<String>,
+    snapshot_max_bytes: Option<usize>,
     /// librdkafka properties, as with -X.
     #[serde(default)]
     kafka: BTreeMap<String, String>,
@@ -288,6 +298,9 @@ pub struct Settings {
     /// Where per-partition snapshots go (recovery through Kafka).
     pub state_topic: String,
     pub snapshot_interval: Duration,
+    /// Largest snapshot record; larger ones are not written (counted as
+    /// `too_large`, the partition is rebuilt by replay instead).
+    pub snapshot_max_bytes: usize,
     pub engine: EngineConfig,
     pub limits: Limits,
     pub alerts: AlertPolicy,
@@ -421,6 +434,15 @@ impl Settings {
             Some(s) => duration("--snapshot-interval", &s)?,
             None => Duration::from_secs(10),
         };
+        let snapshot_max_bytes = args
+            .snapshot_max_bytes
+            .or(file.snapshot_max_bytes)
+            .unwrap_or(DEFAULT_SNAPSHOT_MAX_BYTES);
+        if !(1024..=DEFAULT_SNAPSHOT_MAX_BYTES).contains(&snapshot_max_bytes) {
+            bail!(
+                "--snapshot-max-bytes: must be from 1024 to {DEFAULT_SNAPSHOT_MAX_BYTES} (64 MiB)"
+            );
+        }
         if snapshot_interval < Duration::from_millis(100) {
             bail!("--snapshot-interval: must be at least 100ms");
         }
@@ -442,6 +464,7 @@ impl Settings {
             group_id,
             state_topic,
             snapshot_interval,
+            snapshot_max_bytes,
             input_topic: topic(
                 "--input-topic",
                 args.input_topic

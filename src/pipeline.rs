@@ -125,6 +125,8 @@ struct Core {
     round: bool,
     /// Snapshot writes awaiting acknowledgement: partition, offset, size.
     writes: Vec<(i32, i64, usize, DeliveryFuture)>,
+    /// Largest snapshot written (`--snapshot-max-bytes`).
+    snapshot_max_bytes: usize,
 }
 
 /// A partition being rebuilt: records before `until` (the committed
@@ -295,12 +297,12 @@ impl Core {
                 continue;
             }
             let bytes = self.engine.partition_state_record(p, topic, next);
-            if bytes.len() > crate::state::MAX_SNAPSHOT_BYTES {
+            if bytes.len() > self.snapshot_max_bytes {
                 metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "too_large").increment(1);
                 tracing::warn!(
                     partition = p,
                     bytes = bytes.len(),
-                    "snapshot larger than the state topic's limit: not written (lower --dedup-max-ids)"
+                    "snapshot larger than --snapshot-max-bytes: not written, the partition is rebuilt by replay when it moves (lower --dedup-max-ids or raise the limit)"
                 );
                 continue;
             }
@@ -903,6 +905,7 @@ pub async fn run(
         due: BTreeSet::new(),
         round: false,
         writes: Vec::new(),
+        snapshot_max_bytes: settings.snapshot_max_bytes,
     }));
     let handler = Arc::new(Rebalancer {
         core: core.clone(),

@@ -27,12 +27,15 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::config::Settings;
 use crate::kafka::{Role, client_config, log_client, on_client_error};
 
-/// Largest snapshot written; a partition whose state is larger is not
-/// snapshotted (it is rebuilt by replay instead), which is logged.
-pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
-/// The state topic's and the clients' record size limit: the largest
-/// snapshot plus room for the record's framing.
-const MAX_RECORD_BYTES: &str = "68157440";
+/// Room for a record's framing beyond the snapshot it carries: the state
+/// topic's and the clients' record size limit is the largest snapshot
+/// (`--snapshot-max-bytes`) plus this (64 MiB → 68157440).
+const RECORD_FRAMING_BYTES: usize = 1 << 20;
+
+/// The record size limit for snapshots of at most `snapshot_max_bytes`.
+pub fn record_limit(snapshot_max_bytes: usize) -> String {
+    (snapshot_max_bytes + RECORD_FRAMING_BYTES).to_string()
+}
 /// Longest tail of a state partition read to find a partition's latest
 /// snapshot (more than one record only when input partitions share a state
 /// partition, or a broker misreports the end).
@@ -69,6 +72,8 @@ pub struct StateStore {
     producer: FutureProducer<StateCtx>,
     reader: BaseConsumer<StateCtx>,
     admin: AdminClient<StateCtx>,
+    /// The topic's record size limit (`max.message.bytes`) when created.
+    record_limit: String,
 }
 
 impl StateStore {
@@ -88,10 +93,11 @@ impl StateStore {
             c.set("statistics.interval.ms", "0");
             c
         };
+        let limit = record_limit(settings.snapshot_max_bytes);
         let producer: FutureProducer<StateCtx> = base(&[
             ("compression.type", "lz4"),
             ("linger.ms", "20"),
-            ("message.max.bytes", MAX_RECORD_BYTES),
+            ("message.max.bytes", &limit),
         ])
         .create_with_context(ctx())
         .context("creating the state producer")?;
@@ -105,8 +111,8 @@ impl StateStore {
             ("fetch.wait.max.ms", "10"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
-            ("fetch.max.bytes", MAX_RECORD_BYTES),
-            ("max.partition.fetch.bytes", MAX_RECORD_BYTES),
+            ("fetch.max.bytes", &limit),
+            ("max.partition.fetch.bytes", &limit),
             ("receive.message.max.bytes", "100000000"),
         ])
         .create_with_context(ctx())
@@ -122,12 +128,18 @@ impl StateStore {
             producer,
             reader,
             admin,
+            record_limit: limit.clone(),
         };
         let input_partitions = store.partition_count(&settings.input_topic);
         store.partitions = match store.partition_count(&store.topic) {
             Some(n) => n,
             None => {
-                create_topic(&store.admin, &store.topic, input_partitions.unwrap_or(1));
+                create_topic(
+                    &store.admin,
+                    &store.topic,
+                    input_partitions.unwrap_or(1),
+                    &store.record_limit,
+                );
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
                     if let Some(n) = store.partition_count(&store.topic) {
@@ -178,7 +190,12 @@ impl StateStore {
             state_topic = %self.topic,
             "state topic missing (a broker back without its data?): creating it again"
         );
-        create_topic(&self.admin, &self.topic, self.partitions);
+        create_topic(
+            &self.admin,
+            &self.topic,
+            self.partitions,
+            &self.record_limit,
+        );
     }
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
@@ -293,17 +310,17 @@ impl StateStore {
 /// the broker's default replication. A broker that refuses the settings
 /// gets a plain topic; one that refuses creation is reported (the topic
 /// may still be auto-created, or made by hand).
-fn create_topic(admin: &AdminClient<StateCtx>, topic: &str, partitions: i32) {
+fn create_topic(admin: &AdminClient<StateCtx>, topic: &str, partitions: i32, record_limit: &str) {
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(5)))
         .operation_timeout(Some(Duration::from_secs(5)));
     let attempts = [
         NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact")
-            .set("max.message.bytes", MAX_RECORD_BYTES),
+            .set("max.message.bytes", record_limit),
         NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact")
-            .set("max.message.bytes", MAX_RECORD_BYTES),
+            .set("max.message.bytes", record_limit),
         NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
     ];
     for new in &attempts {

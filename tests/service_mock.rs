@@ -2210,3 +2210,64 @@ fn an_idle_member_with_no_partition_is_ready() {
     assert!(idle.terminate(Duration::from_secs(30)).success());
     assert!(busy.terminate(Duration::from_secs(30)).success());
 }
+
+/// README: a snapshot larger than the state topic's limit is not written
+/// (`nps_snapshots_written_total{result="too_large"}`), and the partition
+/// is rebuilt by replay when it moves. With `--snapshot-max-bytes 1024`
+/// every partition's state (100 answers, their dedup ids) is over it.
+#[test]
+fn a_snapshot_over_the_limit_is_counted_too_large_and_the_partition_rebuilt() {
+    let (_cluster, brokers) = cluster();
+    let data = dataset(400, now_ms(), "big-state");
+    produce(&brokers, &good_records(&data));
+    let small = [
+        "-X",
+        "session.timeout.ms=6000",
+        "--snapshot-interval",
+        "1s",
+        "--snapshot-max-bytes",
+        "1024",
+    ];
+    let mut svc = Service::run(&brokers, "g-toolarge", &small, "toolarge-1");
+    let m = svc.wait_for(
+        "snapshots refused as too large",
+        Duration::from_secs(60),
+        |m| {
+            consumed(m) == data.len() as f64
+                && m.get("nps_snapshots_written_total", &[("result", "too_large")])
+                    .unwrap_or(0.0)
+                    >= 4.0
+        },
+    );
+    assert_eq!(
+        m.get("nps_snapshots_written_total", &[("result", "ok")])
+            .unwrap_or(0.0),
+        0.0
+    );
+    wait_committed(&brokers, "g-toolarge", 4, Duration::from_secs(60), &svc);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    assert!(
+        svc.logs()
+            .contains("snapshot larger than --snapshot-max-bytes")
+    );
+
+    // No snapshot to restore: the next owner rebuilds every partition from
+    // its earliest input, without alerts, to the same windows.
+    let mut svc = Service::run(&brokers, "g-toolarge", QUICK_REJOIN, "toolarge-2");
+    let m = svc.wait_for("rebuilt", Duration::from_secs(60), |m| {
+        m.get("nps_state_restores_total", &[("from", "rebuild")]) == Some(4.0)
+            && m.get("nps_state_restoring_partitions", &[]) == Some(0.0)
+    });
+    assert_eq!(
+        m.get("nps_state_replayed_total", &[]),
+        Some(data.len() as f64)
+    );
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    assert_eq!(
+        svc.metrics()
+            .unwrap()
+            .sum("nps_detractor_alerts_total", &[]),
+        0.0
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
