@@ -2113,6 +2113,27 @@ fn no_snapshot_is_written_before_its_alerts_are_acknowledged() {
         "a snapshot was written with its alerts pending"
     );
     assert!(m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) > 0.0);
+    // Meanwhile the group's offsets stay behind the undelivered alerts,
+    // and nps_consumer_lag says by how much: the partition's end minus its
+    // committed offset, as the broker reports both.
+    let (committed, ends) = committed_and_end(&brokers, "g-snapack", 4);
+    let lag_of = |m: &Metrics, p: usize| {
+        m.get(
+            "nps_consumer_lag",
+            &[("topic", INPUT), ("partition", &p.to_string())],
+        )
+    };
+    let m = svc.wait_for("the lag of each partition", Duration::from_secs(10), |m| {
+        (0..4).all(|p| match (committed[p], ends[p]) {
+            (Offset::Offset(c), Offset::Offset(e)) => lag_of(m, p) == Some((e - c) as f64),
+            _ => true,
+        })
+    });
+    let behind: f64 = (0..4)
+        .filter(|p| matches!(committed[*p], Offset::Offset(_)))
+        .filter_map(|p| lag_of(&m, p))
+        .sum();
+    assert!(behind > 0.0, "no partition behind: {committed:?} {ends:?}");
 
     cluster.partition_leader(ALERTS, 0, Some(1)).unwrap();
     svc.wait_for(
