@@ -91,16 +91,6 @@ impl AlertPolicy {
     }
 }
 
-/// The label value of a priority in metrics.
-pub fn priority_label(p: AlertPriority) -> &'static str {
-    match p {
-        AlertPriority::Critical => "critical",
-        AlertPriority::High => "high",
-        AlertPriority::Normal => "normal",
-        AlertPriority::Unspecified => "unspecified",
-    }
-}
-
 /// Deterministic alert id: 32 hex digits of xxh3-128 over the response_id.
 pub fn alert_id(response_id: &str) -> String {
     format!(

@@ -19,10 +19,15 @@
 //!   anything connects.
 //! - [`metrics`]: metric names (the contract), descriptions, and the
 //!   rendering of the per-window gauges.
-//! - [`kafka`]: all rdkafka code: client settings, contexts (statistics,
-//!   errors, rebalances), health.
+//! - [`kafka`]: rdkafka client settings (with the TLS CA default), the
+//!   consumer and producer contexts (statistics, errors, rebalances), the
+//!   shared health view and the renewable producer. The shell's own calls
+//!   on the clients (`pipeline`, `state`, `send`) are outside it.
+//! - [`state`]: the state topic: created compacted, snapshots written per
+//!   partition, a partition's latest one read back on assignment.
 //! - [`pipeline`]: the async shell: consume, engine, alerts, dead letters,
-//!   offsets stored only behind acknowledged work.
+//!   offsets committed only behind acknowledged work, snapshots,
+//!   rebalances and restore, outage handling.
 //! - [`http`]: /metrics, /healthz, /readyz.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
 //!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;

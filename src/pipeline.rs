@@ -1077,7 +1077,7 @@ fn subscribed_consumer(
 /// recreated) no longer knows the topic id the consumer fetched with. Some
 /// brokers (Tansu 0.6) answer such a fetch with a zero topic id and a
 /// leader hint, which librdkafka 2.12 turns into a metadata update for a
-/// topic with neither name nor id, and crashes on (README, Known issues).
+/// topic with neither name nor id, and crashes on (docs/operations.md, Known issues).
 /// Fresh metadata gives the consumer the topic's new id first; a topic
 /// that is not there yet is waited for, fetching nothing.
 #[derive(Default)]
@@ -1716,18 +1716,4 @@ async fn dead_letter(
         headers,
     )
     .await
-}
-
-/// The `channel` label of `nps_responses_total`.
-pub fn channel_label(c: crate::pb::Channel) -> &'static str {
-    use crate::pb::Channel;
-    match c {
-        Channel::Sms => "sms",
-        Channel::Email => "email",
-        Channel::Chat => "chat",
-        Channel::Phone => "phone",
-        Channel::Web => "web",
-        Channel::InApp => "in_app",
-        Channel::Unspecified => "unspecified",
-    }
 }

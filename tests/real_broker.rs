@@ -640,7 +640,7 @@ fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str
 /// Tansu 0.6 cannot host the kill -9 variant: when a member's session
 /// expires during another member's heartbeat, its coordinator drops the
 /// member without starting a new generation, so the others are never told
-/// to rebalance and the dead member's partitions stay unassigned (README,
+/// to rebalance and the dead member's partitions stay unassigned (docs/operations.md,
 /// Known issues). That variant runs on the mock cluster, below.
 #[test]
 fn three_instances_lose_one_and_gain_one_and_the_sum_stays_the_truth() {
@@ -684,7 +684,7 @@ fn a_killed_member_s_partitions_move_with_their_windows() {
 /// neither revoked nor restored when a member joins. On librdkafka's mock
 /// cluster: Tansu 0.6's group coordinator does not follow the incremental
 /// protocol (it lets a partition be handed to a second member while its
-/// owner keeps it; see README, Known issues).
+/// owner keeps it; see docs/operations.md, Known issues).
 #[test]
 fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
     let cluster = mock_cluster_with_topics(12);
@@ -860,7 +860,7 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
 /// its group and its committed offsets are gone: nps-stream pauses
 /// fetching while cut off and resumes only once the input topic is back
 /// in metadata (a fetch by the old topic id crashes librdkafka 2.12.1 on
-/// Tansu's reply; README, Known issues), and drops the offsets the brokers
+/// Tansu's reply; docs/operations.md, Known issues), and drops the offsets the brokers
 /// forgot rather than committing the old log's offsets onto the new one.
 #[test]
 fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
