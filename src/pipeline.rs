@@ -434,15 +434,42 @@ fn resend(producer: &RenewableProducer, msg: &OwnedMessage) -> Result<DeliveryFu
     producer.get().send_result(record).map_err(|(e, _)| e)
 }
 
-/// Sends a record, waiting while the producer's local queue is full.
+/// Where records go out: the producer, and the shutdown signal that ends
+/// any wait for it.
+struct Outbox<'a> {
+    producer: &'a RenewableProducer,
+    stop: &'a Shutdown,
+}
+
+/// Sends a record, waiting while the producer's local queue is full or
+/// it refuses the record. Once shutdown is asked for it waits no more:
+/// the record is kept as a delivery to retry, which holds its offset back
+/// (uncommitted, so the next owner sends it), and the shutdown bound
+/// holds whatever the broker does.
 async fn send(
-    producer: &RenewableProducer,
+    out: &Outbox<'_>,
     topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     headers: OwnedHeaders,
-) -> DeliveryFuture {
+) -> Delivery {
+    let producer = out.producer;
     loop {
+        if out.stop.is_shutdown() {
+            tracing::debug!(
+                topic,
+                "shutdown: record kept unsent, its offset uncommitted"
+            );
+            return Delivery::Retry(OwnedMessage::new(
+                payload.map(<[u8]>::to_vec),
+                key.map(<[u8]>::to_vec),
+                topic.to_string(),
+                rdkafka::Timestamp::NotAvailable,
+                -1,
+                -1,
+                Some(headers),
+            ));
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(headers.clone());
         if let Some(k) = key {
@@ -452,7 +479,7 @@ async fn send(
             record = record.payload(p);
         }
         match producer.get().send_result(record) {
-            Ok(f) => return f,
+            Ok(f) => return Delivery::InFlight(f),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -461,7 +488,7 @@ async fn send(
                     topic,
                     "record too large for the producer: sending it without its value"
                 );
-                return send_without_value(producer, topic, key, headers).await;
+                return send_without_value(out, topic, key, headers).await;
             }
             Err((e, _)) => {
                 // A producer in a fatal state is replaced; anything else is
@@ -491,16 +518,16 @@ pub const VALUE_DROPPED: &str = "nps.value-dropped";
 /// without it and with a header saying so: a poison record must never stall
 /// its partition.
 async fn send_without_value(
-    producer: &RenewableProducer,
+    out: &Outbox<'_>,
     topic: &str,
     key: Option<&[u8]>,
     headers: OwnedHeaders,
-) -> DeliveryFuture {
+) -> Delivery {
     let headers = headers.insert(Header {
         key: VALUE_DROPPED,
         value: Some("too_large"),
     });
-    Box::pin(send(producer, topic, key, None, headers)).await
+    Box::pin(send(out, topic, key, None, headers)).await
 }
 
 /// Rebalance handling, called inside `recv`.
@@ -939,6 +966,12 @@ pub async fn run(
     let mut stats = Counters::default();
     let mut guard = OutageGuard::default();
 
+    // Seen by the producer's retry loops, which run inside a select arm.
+    let stop = shutdown.clone();
+    let outbox = Outbox {
+        producer: &producer,
+        stop: &stop,
+    };
     loop {
         tokio::select! {
             biased;
@@ -977,7 +1010,7 @@ pub async fn run(
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => {
                     if !replay(&msg, &settings, &*clock, &core, &health) {
-                        handle(&msg, &settings, &*clock, &core, &producer, &view, &mut stats).await;
+                        handle(&msg, &settings, &*clock, &core, &outbox, &view, &mut stats).await;
                     }
                 }
                 // Client-level errors (brokers down, ...) also reach the
@@ -1558,7 +1591,7 @@ async fn handle(
     settings: &Settings,
     clock: &dyn Clock,
     core: &Mutex<Core>,
-    producer: &RenewableProducer,
+    out: &Outbox<'_>,
     view: &RwLock<View>,
     stats: &mut Counters,
 ) {
@@ -1629,7 +1662,7 @@ async fn handle(
                             value: Some(alert.alert_id.as_str()),
                         });
                     let fut = send(
-                        producer,
+                        out,
                         &settings.alerts_topic,
                         Some(alerts::key(&alert).as_bytes()),
                         Some(&bytes),
@@ -1646,7 +1679,7 @@ async fn handle(
         }
         Err(rejection) => {
             stats.rejected += 1;
-            Some(dead_letter(msg, &rejection, settings, producer, now).await)
+            Some(dead_letter(msg, &rejection, settings, out, now).await)
         }
     };
     if let Ok(mut c) = core.lock() {
@@ -1654,10 +1687,10 @@ async fn handle(
             c.in_flight += 1;
         }
         c.next.insert(partition, offset + 1);
-        c.pending.entry(partition).or_default().push_back(Pending {
-            offset,
-            delivery: delivery.map(Delivery::InFlight),
-        });
+        c.pending
+            .entry(partition)
+            .or_default()
+            .push_back(Pending { offset, delivery });
     }
 }
 
@@ -1665,9 +1698,9 @@ async fn dead_letter(
     msg: &BorrowedMessage<'_>,
     rejection: &Rejection,
     settings: &Settings,
-    producer: &RenewableProducer,
+    out: &Outbox<'_>,
     now: i64,
-) -> DeliveryFuture {
+) -> Delivery {
     let reason = rejection.reason().as_str();
     metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
     tracing::debug!(partition = msg.partition(), offset = msg.offset(), reason, error = %rejection, "dead-lettering");
@@ -1708,12 +1741,5 @@ async fn dead_letter(
             key: DLQ_FAILED_AT,
             value: Some(failed_at.as_str()),
         });
-    send(
-        producer,
-        &settings.dlq_topic,
-        msg.key(),
-        msg.payload(),
-        headers,
-    )
-    .await
+    send(out, &settings.dlq_topic, msg.key(), msg.payload(), headers).await
 }

@@ -2292,3 +2292,47 @@ fn a_snapshot_over_the_limit_is_counted_too_large_and_the_partition_rebuilt() {
     );
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
+
+/// The shutdown bound holds even when the producer's own queue is full:
+/// the alerts topic has no leader, so alerts pile up in a queue of ten
+/// (`queue.buffering.max.messages=10`) and the next one cannot even be
+/// queued. SIGTERM must still end the process within the bound, with
+/// nothing committed past the first undelivered alert.
+#[test]
+fn shutdown_is_bounded_when_the_producer_queue_is_full() {
+    let (cluster, brokers) = cluster();
+    let data = dataset(400, now_ms(), "qfull");
+    produce(&brokers, &good_records(&data));
+    let first_detractor = first_detractor_offsets(&brokers, &data);
+    cluster.partition_leader(ALERTS, 0, None).unwrap();
+    cluster.partition_leader(ALERTS, 1, None).unwrap();
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend([
+        "--shutdown-timeout",
+        "3s",
+        "-X",
+        "queue.buffering.max.messages=10",
+    ]);
+    let mut svc = Service::run(&brokers, "g-qfull", &args, "qfull");
+    // Reading starts; within a few detractors the queue is full.
+    svc.wait_for("records read", Duration::from_secs(60), |m| {
+        consumed(m) > 0.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let asked = std::time::Instant::now();
+    let status = svc.terminate(Duration::from_secs(60));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(3 + 7),
+        "took {took:?} for a 3 s bound ({status}):\n{}",
+        svc.logs()
+    );
+    let (committed, _) = committed_and_end(&brokers, "g-qfull", 4);
+    for (p, first) in &first_detractor {
+        match committed[*p as usize] {
+            Offset::Offset(c) => assert!(c <= *first, "partition {p}: {c} past {first}"),
+            Offset::Invalid => {}
+            other => panic!("partition {p}: {other:?}"),
+        }
+    }
+}
