@@ -1429,31 +1429,44 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// Snapshots only at shutdown and revoke: the periodic one never comes.
+const RARE_SNAPSHOTS: &[&str] = &["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
+
+/// Leaves `group` with snapshots of `first` only and commits past
+/// `second` too: one instance processes `first` and stops gracefully (its
+/// shutdown snapshots), the next processes `second`, commits it, and is
+/// killed before any snapshot of it.
+fn snapshot_behind_the_commit(
+    brokers: &str,
+    group: &str,
+    first: &[(SurveyResponse, i64)],
+    second: &[(SurveyResponse, i64)],
+) {
+    produce(brokers, &good_records(first));
+    let mut svc = Service::run(brokers, group, RARE_SNAPSHOTS, &format!("{group}-1"));
+    wait_committed(brokers, group, 4, Duration::from_secs(60), &svc);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    produce(brokers, &good_records(second));
+    let mut svc = Service::run(brokers, group, RARE_SNAPSHOTS, &format!("{group}-2"));
+    wait_committed(brokers, group, 4, Duration::from_secs(180), &svc);
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+}
+
 #[test]
 fn a_restart_replays_from_the_snapshot_to_the_commit_without_alerts() {
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(4000, now, "rp");
     let (batch1, batch2) = data.split_at(2000);
-    // Snapshots only at shutdown and revoke: the periodic one never comes.
-    let rare = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
-    produce(&brokers, &good_records(batch1));
-    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-1");
-    wait_committed(&brokers, "g-replay", 4, Duration::from_secs(60), &svc);
-    assert!(svc.terminate(Duration::from_secs(30)).success());
-
-    // Batch 2 is processed and committed, then the process dies: its
-    // snapshot is the one from the shutdown, 500 records per partition old.
-    produce(&brokers, &good_records(batch2));
-    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-2");
-    wait_committed(&brokers, "g-replay", 4, Duration::from_secs(60), &svc);
+    // Its snapshot is the one from the shutdown, 500 records per partition
+    // older than its commit.
+    snapshot_behind_the_commit(&brokers, "g-replay", batch1, batch2);
     let detractors = detractor_ids(&data);
     let before = alerts_by_response(&brokers, detractors.len());
     assert_eq!(before.len(), detractors.len());
-    svc.child.kill().unwrap();
-    svc.child.wait().unwrap();
 
-    let mut svc = Service::run(&brokers, "g-replay", &rare, "replay-3");
+    let mut svc = Service::run(&brokers, "g-replay", RARE_SNAPSHOTS, "replay-3");
     svc.wait_for("replayed", Duration::from_secs(60), |m| {
         restores(m, "snapshot") == 4.0
     });
@@ -2016,18 +2029,9 @@ fn readyz_is_503_while_partitions_restore_and_the_restore_is_reported() {
     let now = now_ms();
     let data = dataset(121_000, now, "rz");
     let (batch1, batch2) = data.split_at(1_000);
-    let rare = ["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
-    produce(&brokers, &good_records(batch1));
-    let mut svc = Service::run(&brokers, "g-readyz", &rare, "readyz-1");
-    wait_committed(&brokers, "g-readyz", 4, Duration::from_secs(60), &svc);
-    assert!(svc.terminate(Duration::from_secs(30)).success());
-    produce(&brokers, &good_records(batch2));
-    let mut svc = Service::run(&brokers, "g-readyz", &rare, "readyz-2");
-    wait_committed(&brokers, "g-readyz", 4, Duration::from_secs(180), &svc);
-    svc.child.kill().unwrap();
-    svc.child.wait().unwrap();
+    snapshot_behind_the_commit(&brokers, "g-readyz", batch1, batch2);
 
-    let svc = Service::run(&brokers, "g-readyz", &rare, "readyz-3");
+    let svc = Service::run(&brokers, "g-readyz", RARE_SNAPSHOTS, "readyz-3");
     let mut samples: Vec<(Option<u16>, f64)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
