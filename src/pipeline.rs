@@ -530,6 +530,24 @@ async fn send_without_value(
     Box::pin(send(out, topic, key, None, headers)).await
 }
 
+/// The pipeline's shared state, locked. A poisoned lock means a panic left
+/// it half changed: going on could drop a record silently (a later commit
+/// would pass its offset) or snapshot state no commit matches. So the
+/// process exits at once (status 70, EX_SOFTWARE) without committing, and
+/// whoever takes its partitions resumes from the last commit and snapshot,
+/// which lose nothing.
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    match core.lock() {
+        Ok(c) => c,
+        Err(_) => {
+            tracing::error!(
+                "pipeline state poisoned by a panic: exiting without committing; the next owner resumes from the last commit"
+            );
+            std::process::exit(70);
+        }
+    }
+}
+
 /// Rebalance handling, called inside `recv`.
 struct Rebalancer {
     core: Arc<Mutex<Core>>,
@@ -549,9 +567,7 @@ impl Rebalancer {
     /// next owner redoes it.
     fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
         let deadline = Instant::now() + self.timeout;
-        let Ok(mut core) = self.core.lock() else {
-            return;
-        };
+        let mut core = lock(&self.core);
         loop {
             core.drain(&self.producer);
             let busy = partitions
@@ -668,9 +684,7 @@ fn commit_done(core: &Mutex<Core>, (moved, result): CommitOutcome) {
     match result {
         Ok(()) => {
             tracing::debug!(?moved, "offsets committed");
-            if let Ok(mut c) = core.lock() {
-                c.committed.extend(moved);
-            }
+            lock(core).committed.extend(moved);
         }
         Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
     }
@@ -680,9 +694,7 @@ impl Rebalancer {
     /// Writes the final snapshots of `partitions` (those whose records are
     /// all acknowledged) and waits for them, bounded.
     fn final_snapshots(&self, partitions: &[i32]) {
-        let Ok(mut core) = self.core.lock() else {
-            return;
-        };
+        let mut core = lock(&self.core);
         core.take_snapshots(&self.topic, Some(partitions));
         core.write_snapshots(&self.store);
         let unfinished: Vec<i32> = partitions
@@ -715,9 +727,7 @@ impl Rebalancer {
         let snapshot = match self.store.read_latest(partition, self.timeout) {
             Ok(Some(bytes)) => {
                 tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
-                let Ok(mut core) = self.core.lock() else {
-                    return (Offset::Invalid, None, "empty");
-                };
+                let mut core = lock(&self.core);
                 core.engine.drop_partition(partition);
                 match core
                     .engine
@@ -787,9 +797,7 @@ impl RebalanceHandler for Rebalancer {
             self.finish(consumer, partitions);
             self.final_snapshots(partitions);
         }
-        if let Ok(mut core) = self.core.lock() {
-            core.forget(partitions, &self.health);
-        }
+        lock(&self.core).forget(partitions, &self.health);
     }
 
     fn assign(
@@ -821,9 +829,7 @@ impl RebalanceHandler for Rebalancer {
                     tracing::error!(partition = p, error = %e, "cannot set the start offset");
                 }
             }
-            let Ok(mut core) = self.core.lock() else {
-                continue;
-            };
+            let mut core = lock(&self.core);
             if let Offset::Offset(s) = start
                 && from == "snapshot"
             {
@@ -980,10 +986,9 @@ pub async fn run(
                 acknowledge(&core, &producer, &store, &settings.input_topic);
             }
             _ = snapshot_tick.tick() => {
-                if let Ok(mut c) = core.lock() {
-                    c.due = c.next.keys().copied().collect();
-                    c.round = true;
-                }
+                let mut c = lock(&core);
+                c.due = c.next.keys().copied().collect();
+                c.round = true;
             }
             _ = refresh.tick() => {
                 if guard.check(&consumer, &core, &store, &health, &settings) {
@@ -998,8 +1003,8 @@ pub async fn run(
                 caught_up(&core, &consumer, &health, &settings.input_topic);
                 // Not while cut off: the group may be gone when the
                 // brokers come back, and its offsets with it.
-                if !guard.paused && !committing && let Ok(c) = core.lock() {
-                    committing = start_commit(&consumer, &settings.input_topic, &c, &commit_results);
+                if !guard.paused && !committing {
+                    committing = start_commit(&consumer, &settings.input_topic, &lock(&core), &commit_results);
                 }
                 refresh_view(&core, &*clock, &view, &window_names, &mut stats, keep_table, &health);
             }
@@ -1024,7 +1029,7 @@ pub async fn run(
     let deadline = Instant::now() + settings.shutdown_timeout;
     loop {
         let left = {
-            let Ok(mut c) = core.lock() else { break };
+            let mut c = lock(&core);
             c.drain(&producer);
             c.in_flight
         };
@@ -1039,7 +1044,8 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    if let Ok(mut c) = core.lock() {
+    {
+        let mut c = lock(&core);
         let parts: Vec<i32> = c.done.keys().copied().collect();
         commit(
             &*consumer,
@@ -1312,9 +1318,7 @@ fn forget_lost_offsets(
     topic: &str,
     theirs: &TopicPartitionList,
 ) -> Vec<i32> {
-    let Ok(mut c) = core.lock() else {
-        return Vec::new();
-    };
+    let mut c = lock(core);
     let mut lost = Vec::new();
     for e in theirs.elements_for_topic(topic) {
         if matches!(e.offset(), Offset::Offset(o) if o >= 0) {
@@ -1362,9 +1366,7 @@ fn rewind_beyond_end(
             "position beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
         );
         metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
-        if let Ok(mut c) = core.lock() {
-            c.rewind(p, health);
-        }
+        lock(core).rewind(p, health);
         seek_to_reset_point(consumer, settings, p);
     }
 }
@@ -1395,16 +1397,14 @@ fn count_response(
 }
 
 fn pending_room(core: &Mutex<Core>) -> bool {
-    core.lock()
-        .map(|c| c.in_flight < MAX_PENDING)
-        .unwrap_or(false)
+    lock(core).in_flight < MAX_PENDING
 }
 
 /// Snapshots every partition whose records are all acknowledged and waits
 /// (bounded) for the writes: a restart restores them with no replay.
 fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Settings) {
     let deadline = Instant::now() + settings.shutdown_timeout;
-    let Ok(mut c) = core.lock() else { return };
+    let mut c = lock(core);
     c.take_snapshots(&settings.input_topic, None);
     c.write_snapshots(store);
     if !c.staged.is_empty() {
@@ -1428,7 +1428,7 @@ fn caught_up(
     health: &Health,
     topic: &str,
 ) {
-    let Ok(mut c) = core.lock() else { return };
+    let mut c = lock(core);
     if c.restoring.is_empty() {
         return;
     }
@@ -1461,7 +1461,7 @@ fn replay(
     health: &Health,
 ) -> bool {
     let (partition, offset) = (msg.partition(), msg.offset());
-    let Ok(mut c) = core.lock() else { return true };
+    let mut c = lock(core);
     let Some(until) = c.restoring.get(&partition).map(|r| r.until) else {
         return false;
     };
@@ -1512,7 +1512,7 @@ fn release_free_memory() {}
 
 fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore, topic: &str) {
     let round_over = {
-        let Ok(mut c) = core.lock() else { return };
+        let mut c = lock(core);
         c.drain(producer);
         c.stage_due(topic);
         c.write_snapshots(store);
@@ -1539,7 +1539,7 @@ fn refresh_view(
     health: &Health,
 ) {
     let now = clock.now_ms();
-    let Ok(mut c) = core.lock() else { return };
+    let mut c = lock(core);
     let sweep = c.engine.sweep(now);
     if !sweep.keys_removed.is_empty() {
         tracing::debug!(
@@ -1609,7 +1609,7 @@ async fn handle(
     {
         Ok(response) => {
             let alert = {
-                let Ok(mut c) = core.lock() else { return };
+                let mut c = lock(core);
                 let outcome = c.engine.record(partition, &response.observation(), now);
                 match outcome {
                     Outcome::Duplicate => {
@@ -1682,7 +1682,8 @@ async fn handle(
             Some(dead_letter(msg, &rejection, settings, out, now).await)
         }
     };
-    if let Ok(mut c) = core.lock() {
+    {
+        let mut c = lock(core);
         if delivery.is_some() {
             c.in_flight += 1;
         }
