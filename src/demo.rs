@@ -15,9 +15,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{DemoArgs, RunArgs, Settings};
 use crate::generator::Generator;
-use crate::pipeline::{Clock, SystemClock, View};
+use crate::pipeline::View;
 use crate::shutdown::{self, Shutdown};
 
 /// Answers of the past month produced at start.

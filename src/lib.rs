@@ -25,15 +25,20 @@
 //!   on the clients (`pipeline`, `state`, `send`) are outside it.
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
-//! - [`pipeline`]: the async shell: consume, engine, alerts, dead letters,
-//!   offsets committed only behind acknowledged work, snapshots,
-//!   rebalances and restore, outage handling.
+//! - [`pipeline`]: the async shell: the consume loop (`mod.rs`) and one
+//!   file per job: `records` (one record through decode, engine, alert or
+//!   dead letter; replay), `produce` (sending, retrying, oversize records),
+//!   `ledger` (pending deliveries per partition, committable offsets),
+//!   `commit`, `snapshots` (when a snapshot may be written), `rebalance`
+//!   (revoke and restore), `outage` (brokers out of reach).
+//! - [`clock`]: the wall clock behind a trait, read by the shell only.
 //! - [`http`]: /metrics, /healthz, /readyz.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
 //!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;
 //!   [`shutdown`]: the signal.
 
 pub mod alerts;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -17,10 +17,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::SendArgs;
 use crate::generator::Generator;
 use crate::pb::SurveyResponse;
-use crate::pipeline::{Clock, SystemClock};
 
 /// What a `send` did.
 #[derive(Debug, Default, PartialEq, Eq)]

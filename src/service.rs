@@ -6,10 +6,11 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::clock::SystemClock;
 use crate::config::{LogFormat, Settings};
 use crate::kafka::Health;
 use crate::metrics as m;
-use crate::pipeline::{self, SystemClock, View};
+use crate::pipeline::{self, View};
 use crate::shutdown::{Shutdown, Trigger};
 
 /// Sets up `tracing` from RUST_LOG (default `info`) in text or JSON.

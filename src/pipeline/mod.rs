@@ -1,0 +1,519 @@
+//! The async shell: Kafka in, engine, alerts and dead letters out, offsets
+//! committed only behind what is done.
+//!
+//! Invariant (at-least-once): the offset of a record becomes committable
+//! only after the record is in the engine and its alert or dead letter (if
+//! any) is acknowledged by the broker, and only in order: a record whose
+//! delivery is still pending holds back the offsets of every later record
+//! of its partition. The pipeline commits those offsets itself (auto-commit
+//! is off): every second, and synchronously on revoke and shutdown. A crash therefore loses nothing; it can only make the
+//! next owner redo work after the last commit (the alerts it re-sends carry
+//! the same alert_id).
+//!
+//! One task owns the loop. Each turn it serves, in order: shutdown first,
+//! then acknowledgements (to free offsets), then the refresh tick (window
+//! gauges, sweep), then one new record. Rebalances arrive inside `recv` on
+//! the same task; a revoke finishes the partition's pending deliveries
+//! (bounded by the shutdown timeout), commits and drops its state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::alerts::{self, MESSAGE_TYPE};
+use crate::config::Settings;
+use crate::engine::{Category, Engine, KeyId, Outcome, WindowStats};
+use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, client_config};
+use crate::metrics as m;
+use crate::schema::{self, Rejection};
+use crate::shutdown::Shutdown;
+use crate::state::StateStore;
+
+mod commit;
+mod ledger;
+mod outage;
+mod produce;
+mod rebalance;
+mod records;
+mod snapshots;
+use commit::*;
+use outage::*;
+use produce::*;
+use rebalance::*;
+use records::*;
+
+pub use produce::VALUE_DROPPED;
+
+use crate::clock::Clock;
+
+/// Dead-letter headers, besides the record's own.
+pub const DLQ_REASON: &str = "nps.dlq.reason";
+pub const DLQ_ERROR: &str = "nps.dlq.error";
+pub const DLQ_TOPIC: &str = "nps.dlq.source.topic";
+pub const DLQ_PARTITION: &str = "nps.dlq.source.partition";
+pub const DLQ_OFFSET: &str = "nps.dlq.source.offset";
+pub const DLQ_FAILED_AT: &str = "nps.dlq.failed_at_ms";
+/// Alert headers.
+pub const CONTENT_TYPE: &str = "content-type";
+pub const MESSAGE_TYPE_HEADER: &str = "nps.message-type";
+pub const ALERT_ID_HEADER: &str = "nps.alert-id";
+
+/// Most deliveries awaiting acknowledgement before reading pauses.
+const MAX_PENDING: usize = 50_000;
+
+/// What the refresh tick publishes for the HTTP handler and the demo.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The per-segment series, rendered when /metrics is scraped.
+    pub series: m::SegmentSeries,
+    /// Per segment and window, when `keep_table` was asked for.
+    pub table: Vec<(String, String, Vec<WindowStats>)>,
+    pub window_names: Vec<String>,
+    pub alerts_sent: u64,
+    pub consumed: u64,
+    pub rejected: u64,
+}
+
+/// A record read but whose offset cannot be committed yet.
+struct Pending {
+    offset: i64,
+    /// What the record sent (an alert or a dead letter), until acknowledged.
+    delivery: Option<Delivery>,
+}
+
+enum Delivery {
+    InFlight(DeliveryFuture),
+    /// Failed and not yet accepted again by the producer.
+    Retry(OwnedMessage),
+}
+
+/// State shared between the loop and the rebalance callback (which runs on
+/// the same task, inside `recv`, never while the loop holds the lock).
+struct Core {
+    engine: Engine,
+    pending: BTreeMap<i32, VecDeque<Pending>>,
+    /// Next offset to commit, per partition (last done + 1).
+    done: BTreeMap<i32, i64>,
+    /// What was last committed, per partition.
+    committed: BTreeMap<i32, i64>,
+    in_flight: usize,
+    /// Per partition, the offset after the last record in the engine: what
+    /// a snapshot taken now reflects.
+    next: BTreeMap<i32, i64>,
+    /// Partitions replaying input to rebuild their state.
+    restoring: BTreeMap<i32, Restore>,
+    /// Offset of the last snapshot handed to the state topic per partition.
+    snapshotted: BTreeMap<i32, i64>,
+    /// Snapshots taken but not written yet: a snapshot is written only
+    /// once every alert and dead letter of the records it reflects is
+    /// acknowledged, so restoring it never skips an undelivered alert.
+    staged: BTreeMap<i32, (i64, Vec<u8>)>,
+    /// Partitions due for a periodic snapshot, taken one at a time (each
+    /// once the previous one is written): a single record's worth of
+    /// memory at a time, however many partitions this instance owns.
+    due: BTreeSet<i32>,
+    /// A periodic round of snapshots is under way.
+    round: bool,
+    /// Snapshot writes awaiting acknowledgement: partition, offset, size.
+    writes: Vec<(i32, i64, usize, DeliveryFuture)>,
+    /// Largest snapshot written (`--snapshot-max-bytes`).
+    snapshot_max_bytes: usize,
+}
+
+/// A partition being rebuilt: records before `until` (the committed
+/// offset) were fully processed by a previous owner, so they go into the
+/// windows again without alerts or dead letters.
+struct Restore {
+    until: i64,
+    started: Instant,
+    replayed: u64,
+    from: &'static str,
+}
+
+/// The pipeline's shared state, locked. A poisoned lock means a panic left
+/// it half changed: going on could drop a record silently (a later commit
+/// would pass its offset) or snapshot state no commit matches. So the
+/// process exits at once (status 70, EX_SOFTWARE) without committing, and
+/// whoever takes its partitions resumes from the last commit and snapshot,
+/// which lose nothing.
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    match core.lock() {
+        Ok(c) => c,
+        Err(_) => {
+            tracing::error!(
+                "pipeline state poisoned by a panic: exiting without committing; the next owner resumes from the last commit"
+            );
+            std::process::exit(70);
+        }
+    }
+}
+
+/// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
+/// alerts and dead letters, commits, and returns.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    mut shutdown: Shutdown,
+    view: Arc<RwLock<View>>,
+    health: Arc<Health>,
+    keep_table: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::new(&settings.engine).context("engine")?;
+    let window_names: Vec<String> = engine
+        .layout()
+        .specs()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+
+    let producer = Arc::new(
+        RenewableProducer::new(
+            client_config(
+                &settings.brokers,
+                &[("enable.idempotence", "true"), ("linger.ms", "5")],
+                &settings.kafka,
+            ),
+            health.clone(),
+        )
+        .context("creating the Kafka producer")?,
+    );
+
+    let store = loop {
+        // On a thread of its own (blocking requests), which a shutdown
+        // does not wait for.
+        let (tx, opening) = tokio::sync::oneshot::channel();
+        {
+            let (settings, health) = (settings.clone(), health.clone());
+            std::thread::spawn(move || tx.send(StateStore::open(&settings, health).map(Box::new)));
+        }
+        let opened = tokio::select! {
+            _ = shutdown.recv() => return Ok(()),
+            r = opening => r.map_err(anyhow::Error::from).and_then(|r| r),
+        };
+        match opened {
+            Ok(store) => break Arc::<StateStore>::from(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "state topic not available yet; retrying");
+                tokio::select! {
+                    _ = shutdown.recv() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+
+    let core = Arc::new(Mutex::new(Core {
+        engine,
+        pending: BTreeMap::new(),
+        done: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        in_flight: 0,
+        next: BTreeMap::new(),
+        restoring: BTreeMap::new(),
+        snapshotted: BTreeMap::new(),
+        staged: BTreeMap::new(),
+        due: BTreeSet::new(),
+        round: false,
+        writes: Vec::new(),
+        snapshot_max_bytes: settings.snapshot_max_bytes,
+    }));
+    let handler = Arc::new(Rebalancer {
+        core: core.clone(),
+        producer: producer.clone(),
+        store: store.clone(),
+        health: health.clone(),
+        topic: settings.input_topic.clone(),
+        timeout: settings.shutdown_timeout,
+        reset: settings.auto_offset_reset,
+    });
+    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
+    let (commit_results, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let mut committing = false;
+    tracing::info!(
+        topic = %settings.input_topic,
+        group = %settings.group_id,
+        alerts = %settings.alerts_topic,
+        dlq = %settings.dlq_topic,
+        state = %settings.state_topic,
+        windows = ?window_names,
+        "consuming"
+    );
+
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_tick = tokio::time::interval(settings.snapshot_interval);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    snapshot_tick.reset();
+    let mut stats = Counters::default();
+    let mut guard = OutageGuard::default();
+
+    // Seen by the producer's retry loops, which run inside a select arm.
+    let stop = shutdown.clone();
+    let outbox = Outbox {
+        producer: &producer,
+        stop: &stop,
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            _ = ack_tick.tick() => {
+                acknowledge(&core, &producer, &store, &settings.input_topic);
+            }
+            _ = snapshot_tick.tick() => {
+                let mut c = lock(&core);
+                c.due = c.next.keys().copied().collect();
+                c.round = true;
+            }
+            _ = refresh.tick() => {
+                if guard.check(&consumer, &core, &store, &health, &settings) {
+                    // Closing it leaves the group, which makes the
+                    // coordinator start a new generation for the new member.
+                    match subscribed_consumer(&settings, &health, &handler) {
+                        Ok(fresh) => consumer = Arc::new(fresh),
+                        Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
+                    }
+                }
+                rewind_beyond_end(&core, &consumer, &health, &settings);
+                caught_up(&core, &consumer, &health, &settings.input_topic);
+                // Not while cut off: the group may be gone when the
+                // brokers come back, and its offsets with it.
+                if !guard.paused && !committing {
+                    committing = start_commit(&consumer, &settings.input_topic, &lock(&core), &commit_results);
+                }
+                refresh_view(&core, &*clock, &view, &window_names, &mut stats, keep_table, &health);
+            }
+            Some(outcome) = commit_outcomes.recv() => {
+                committing = false;
+                commit_done(&core, outcome);
+            }
+            msg = consumer.recv(), if pending_room(&core) => match msg {
+                Ok(msg) => {
+                    if !replay(&msg, &settings, &*clock, &core, &health) {
+                        handle(&msg, &settings, &*clock, &core, &outbox, &view, &mut stats).await;
+                    }
+                }
+                // Client-level errors (brokers down, ...) also reach the
+                // context's error callback, which logs and counts them.
+                Err(e) => tracing::debug!(error = %e, "consume error"),
+            },
+        }
+    }
+
+    tracing::info!("shutting down: flushing alerts and dead letters");
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    loop {
+        let left = {
+            let mut c = lock(&core);
+            c.drain(&producer);
+            c.in_flight
+        };
+        if left == 0 || Instant::now() >= deadline {
+            if left > 0 {
+                tracing::warn!(
+                    pending = left,
+                    "shutdown timeout: unacknowledged deliveries stay uncommitted"
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    {
+        let mut c = lock(&core);
+        let parts: Vec<i32> = c.done.keys().copied().collect();
+        commit(
+            &*consumer,
+            &settings.input_topic,
+            &mut c,
+            &parts,
+            CommitMode::Sync,
+        );
+    }
+    shutdown_snapshots(&core, &store, &settings);
+    refresh_view(
+        &core,
+        &*clock,
+        &view,
+        &window_names,
+        &mut stats,
+        keep_table,
+        &health,
+    );
+    tracing::info!(
+        consumed = stats.consumed,
+        alerts = stats.alerts,
+        rejected = stats.rejected,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// The input topic's consumer, subscribed.
+fn subscribed_consumer(
+    settings: &Settings,
+    health: &Arc<Health>,
+    handler: &Arc<Rebalancer>,
+) -> anyhow::Result<StreamConsumer<ConsumerCtx>> {
+    let consumer: StreamConsumer<ConsumerCtx> = client_config(
+        &settings.brokers,
+        &[
+            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
+            // librdkafka's default is 5 minutes: a group that formed while
+            // the input topic was missing (created after nps-stream
+            // started) would wait that long to notice it. One small
+            // metadata request every 10 s.
+            ("topic.metadata.refresh.interval.ms", "10000"),
+        ],
+        &settings.kafka,
+    )
+    // Owned by nps-stream: offsets are committed by the pipeline itself,
+    // every second and on revoke and shutdown, only behind finished work.
+    .set("group.id", &settings.group_id)
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .create_with_context(ConsumerCtx {
+        health: health.clone(),
+        input_topic: settings.input_topic.clone(),
+        handler: handler.clone(),
+    })
+    .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&settings.input_topic])
+        .context("subscribing to the input topic")?;
+    Ok(consumer)
+}
+
+#[derive(Default)]
+struct Counters {
+    consumed: u64,
+    alerts: u64,
+    rejected: u64,
+}
+
+fn pending_room(core: &Mutex<Core>) -> bool {
+    lock(core).in_flight < MAX_PENDING
+}
+
+/// Snapshots every partition whose records are all acknowledged and waits
+/// (bounded) for the writes: a restart restores them with no replay.
+fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Settings) {
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    let mut c = lock(core);
+    c.take_snapshots(&settings.input_topic, None);
+    c.write_snapshots(store);
+    if !c.staged.is_empty() {
+        let parts: Vec<i32> = c.staged.keys().copied().collect();
+        tracing::warn!(partitions = ?parts, "deliveries unacknowledged: no shutdown snapshot for these; the next owner replays");
+    }
+    while !c.writes.is_empty() && Instant::now() < deadline {
+        let _ = store.flush(Duration::from_millis(100));
+        c.write_snapshots(store);
+    }
+    if !c.writes.is_empty() {
+        tracing::warn!("shutdown snapshots not acknowledged in time");
+    }
+}
+
+/// Hands the allocator's free pages back to the OS. glibc keeps what the
+/// Kafka clients' fetch queues and the snapshot records freed in its
+/// arenas, so without this the process's RSS stays at its peak, made of
+/// holes, long after the peak is over.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own arenas;
+    // it takes their locks and has no preconditions on the caller.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
+fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore, topic: &str) {
+    let round_over = {
+        let mut c = lock(core);
+        c.drain(producer);
+        c.stage_due(topic);
+        c.write_snapshots(store);
+        metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
+        let over = c.round && c.due.is_empty() && c.staged.is_empty() && c.writes.is_empty();
+        if over {
+            c.round = false;
+        }
+        over
+    };
+    if round_over {
+        // The records of the round are in the broker and freed.
+        release_free_memory();
+    }
+}
+
+fn refresh_view(
+    core: &Mutex<Core>,
+    clock: &dyn Clock,
+    view: &RwLock<View>,
+    window_names: &[String],
+    stats: &mut Counters,
+    keep_table: bool,
+    health: &Health,
+) {
+    let now = clock.now_ms();
+    let mut c = lock(core);
+    let sweep = c.engine.sweep(now);
+    if !sweep.keys_removed.is_empty() {
+        tracing::debug!(
+            segments = sweep.keys_removed.len(),
+            "segments left every window"
+        );
+    }
+    let segments = c.engine.segments(now);
+    // With the engine still locked: segment ids freed by the sweep are not
+    // reused before their counters are forgotten.
+    if let Ok(mut v) = view.write() {
+        v.series.refresh(c.engine.layout().specs(), &segments, |k| {
+            c.engine.segment_name(k)
+        });
+    }
+    let table = if keep_table {
+        segments
+            .iter()
+            .map(|s| {
+                (
+                    s.product.to_string(),
+                    s.region.to_string(),
+                    s.windows.clone(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let g = c.engine.gauges();
+    drop(c);
+    metrics::gauge!(m::ENGINE_KEYS).set(g.keys as f64);
+    metrics::gauge!(m::ENGINE_SEGMENT_STATES).set(g.segment_states as f64);
+    metrics::gauge!(m::DEDUP_IDS).set(g.dedup_ids as f64);
+    metrics::counter!(m::DEDUP_EVICTED_EARLY).absolute(g.dedup_evicted_early);
+    metrics::gauge!(m::READY).set(if health.ready() { 1.0 } else { 0.0 });
+    if let Ok(mut v) = view.write() {
+        v.table = table;
+        v.window_names = window_names.to_vec();
+        v.alerts_sent = stats.alerts;
+        v.consumed = stats.consumed;
+        v.rejected = stats.rejected;
+    }
+}

@@ -1,0 +1,274 @@
+//! Brokers out of reach: fetching paused while cut off, resumed once the
+//! input topic is back, offsets the brokers forgot dropped, and a member
+//! left without partitions after an outage made to rejoin.
+
+use super::*;
+
+/// Stops fetching while no broker is reachable, and starts again only once
+/// a broker answers metadata for the input topic with its partitions.
+///
+/// A broker that comes back without its data (or with the topic
+/// recreated) no longer knows the topic id the consumer fetched with. Some
+/// brokers (Tansu 0.6) answer such a fetch with a zero topic id and a
+/// leader hint, which librdkafka 2.12 turns into a metadata update for a
+/// topic with neither name nor id, and crashes on (docs/operations.md, Known issues).
+/// Fresh metadata gives the consumer the topic's new id first; a topic
+/// that is not there yet is waited for, fetching nothing.
+#[derive(Default)]
+pub(super) struct OutageGuard {
+    pub(super) paused: bool,
+    /// The partitions paused: librdkafka keeps a partition paused through
+    /// a rebalance (a lost assignment given back), so these are resumed
+    /// whether or not they are still assigned.
+    pub(super) paused_partitions: Vec<i32>,
+    pub(super) told_missing: bool,
+    /// After an outage that took this member's partitions, until when to
+    /// watch for them to come back, and when the group was last rejoined.
+    pub(super) watch_until: Option<Instant>,
+    pub(super) rejoined: Option<Instant>,
+    pub(super) rejoins: u32,
+}
+
+/// How long after an outage a member that lost its partitions keeps
+/// asking for them, and how often.
+pub(super) const REJOIN_WATCH: Duration = Duration::from_secs(300);
+pub(super) const REJOIN_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) fn topic_listed(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    topic: &str,
+) -> KafkaResult<bool> {
+    // Blocking, at most two seconds.
+    tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(2)))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+}
+
+impl OutageGuard {
+    /// Returns true when the consumer should be replaced by a new one
+    /// (see `watch`).
+    pub(super) fn check(
+        &mut self,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        core: &Mutex<Core>,
+        store: &StateStore,
+        health: &Health,
+        settings: &Settings,
+    ) -> bool {
+        let topic = settings.input_topic.as_str();
+        let up = health.consumer_brokers_up();
+        if !self.paused {
+            if up == 0 {
+                self.pause(consumer);
+                return false;
+            }
+            return self.watch(consumer, topic);
+        }
+        if up <= 0 {
+            return false;
+        }
+        // Once a second, only while paused.
+        match topic_listed(consumer, topic) {
+            Ok(true) => {}
+            Ok(false) => {
+                if !self.told_missing {
+                    self.told_missing = true;
+                    tracing::warn!(
+                        topic,
+                        "input topic not on the brokers; fetching stays paused until it is"
+                    );
+                }
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata after the outage not available yet");
+                return false;
+            }
+        }
+        // What is assigned now: a rebalance may have happened.
+        let assignment = match consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "assignment unknown; retrying");
+                return false;
+            }
+        };
+        let lost = if assignment.count() == 0 {
+            Vec::new()
+        } else {
+            match tokio::task::block_in_place(|| {
+                consumer.committed_offsets(assignment.clone(), Duration::from_secs(5))
+            }) {
+                Ok(theirs) => forget_lost_offsets(core, health, topic, &theirs),
+                Err(e) => {
+                    tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
+                    return false;
+                }
+            }
+        };
+        // Snapshots need it before the next restore or write.
+        tokio::task::block_in_place(|| store.ensure_topic());
+        // An empty assignment: the group may have re-formed while the
+        // topic was missing (see `watch`).
+        let mut resume = assignment.clone();
+        for &p in &self.paused_partitions {
+            if resume.find_partition(topic, p).is_none() {
+                resume.add_partition(topic, p);
+            }
+        }
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::warn!(error = %e, "resuming fetches failed; retrying");
+            return false;
+        }
+        self.paused = false;
+        if !self.paused_partitions.is_empty() {
+            self.watch_until = Some(Instant::now() + REJOIN_WATCH);
+        }
+        self.paused_partitions.clear();
+        self.told_missing = false;
+        tracing::info!(topic, "fetching resumed");
+        for p in lost {
+            seek_to_reset_point(consumer, settings, p);
+        }
+        false
+    }
+
+    /// After an outage that took this member's partitions: while it has
+    /// none and the input topic is listed, rejoin the group every 10 s.
+    /// A group that re-formed on a broker back without its data, before
+    /// the topic was created again, gave it nothing; librdkafka does not
+    /// rejoin when the topic appears (to its group the subscription never
+    /// changed). The first time it subscribes again, which makes it rejoin
+    /// as the group's leader (Apache Kafka then starts a new generation);
+    /// after that it asks for a new consumer (returns true): Tansu 0.6
+    /// keeps the old assignment for a leader that rejoins unchanged, and
+    /// only a member leaving starts a new generation there.
+    pub(super) fn watch(&mut self, consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> bool {
+        let Some(until) = self.watch_until else {
+            return false;
+        };
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        if assigned > 0 || Instant::now() >= until {
+            self.watch_until = None;
+            self.rejoined = None;
+            self.rejoins = 0;
+            return false;
+        }
+        if self.rejoined.is_some_and(|t| t.elapsed() < REJOIN_EVERY)
+            || !topic_listed(consumer, topic).unwrap_or(false)
+        {
+            return false;
+        }
+        // The first look is only a start: the group may still be forming.
+        self.rejoined = Some(Instant::now());
+        self.rejoins += 1;
+        match self.rejoins {
+            1 => false,
+            2 => {
+                tracing::info!(
+                    topic,
+                    "no partitions since the outage although the input topic is listed: rejoining the group"
+                );
+                if let Err(e) = consumer.subscribe(&[topic]) {
+                    tracing::warn!(error = %e, "subscribing again failed");
+                }
+                false
+            }
+            _ => {
+                tracing::info!(
+                    topic,
+                    "still no partitions: rejoining the group as a new member"
+                );
+                true
+            }
+        }
+    }
+
+    pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let paused = consumer.assignment().and_then(|a| {
+            consumer.pause(&a)?;
+            Ok(a.elements().iter().map(|e| e.partition()).collect())
+        });
+        match paused {
+            Ok(partitions) => {
+                self.paused = true;
+                self.paused_partitions = partitions;
+                tracing::info!("fetching paused until a broker answers for the input topic");
+            }
+            Err(e) => tracing::debug!(error = %e, "pausing fetches failed; retrying"),
+        }
+    }
+}
+
+/// After an outage: the partitions for which this instance had committed
+/// offsets that the brokers no longer hold (a broker back without its
+/// data). Their offsets belong to a log that is gone: what is pending or
+/// done for them is dropped (never committed onto the new log), and they
+/// are returned to start again from the reset point. Partitions with
+/// nothing committed yet only lose their uncommitted `done` offset, which
+/// the next record sets again.
+pub(super) fn forget_lost_offsets(
+    core: &Mutex<Core>,
+    health: &Health,
+    topic: &str,
+    theirs: &TopicPartitionList,
+) -> Vec<i32> {
+    let mut c = lock(core);
+    let mut lost = Vec::new();
+    for e in theirs.elements_for_topic(topic) {
+        if matches!(e.offset(), Offset::Offset(o) if o >= 0) {
+            continue;
+        }
+        let p = e.partition();
+        if c.committed.contains_key(&p) {
+            tracing::warn!(
+                partition = p,
+                "the brokers no longer hold this group's committed offset (a broker back without its data?): starting again from the reset point"
+            );
+            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+            c.rewind(p, health);
+            lost.push(p);
+        } else {
+            c.done.remove(&p);
+        }
+    }
+    lost
+}
+
+pub(super) fn seek_to_reset_point(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    settings: &Settings,
+    p: i32,
+) {
+    let to = match settings.auto_offset_reset {
+        crate::config::OffsetReset::Earliest => Offset::Beginning,
+        crate::config::OffsetReset::Latest => Offset::End,
+    };
+    if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
+        tracing::warn!(partition = p, error = %e, "seek failed; will retry");
+    }
+}
+
+/// Starts again from the reset point on partitions whose position is
+/// beyond the end of their log (see `Health::take_beyond_end`), dropping
+/// what is pending for the old log: its offsets mean nothing any more.
+pub(super) fn rewind_beyond_end(
+    core: &Mutex<Core>,
+    consumer: &StreamConsumer<ConsumerCtx>,
+    health: &Health,
+    settings: &Settings,
+) {
+    for p in health.take_beyond_end() {
+        tracing::warn!(
+            partition = p,
+            reset = settings.auto_offset_reset.as_str(),
+            "position beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
+        );
+        metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+        lock(core).rewind(p, health);
+        seek_to_reset_point(consumer, settings, p);
+    }
+}

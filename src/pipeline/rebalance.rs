@@ -1,0 +1,239 @@
+//! Rebalances, handled inside `recv`: a revoke finishes and commits the
+//! partitions' work and snapshots them; an assignment restores each
+//! partition (snapshot, replay up to the commit, or the reset point).
+
+use super::*;
+
+pub(super) fn restore_done(partition: i32, from: &str, replayed: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    metrics::counter!(m::STATE_RESTORES_TOTAL, "from" => from.to_string()).increment(1);
+    metrics::gauge!(m::STATE_LAST_RESTORE_SECONDS).set(secs);
+    tracing::info!(
+        partition,
+        from,
+        replayed,
+        seconds = secs,
+        "partition restored: live"
+    );
+}
+
+/// Rebalance handling, called inside `recv`.
+pub(super) struct Rebalancer {
+    pub(super) core: Arc<Mutex<Core>>,
+    pub(super) producer: Arc<RenewableProducer>,
+    pub(super) store: Arc<StateStore>,
+    pub(super) health: Arc<Health>,
+    pub(super) topic: String,
+    pub(super) timeout: Duration,
+    /// Where a partition starts whose committed offset its log does not
+    /// hold (`--auto-offset-reset`).
+    pub(super) reset: crate::config::OffsetReset,
+}
+
+impl Rebalancer {
+    /// Waits (bounded) for the partitions' pending deliveries, then commits
+    /// what is done. Offsets of what did not finish stay uncommitted: the
+    /// next owner redoes it.
+    pub(super) fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
+        let deadline = Instant::now() + self.timeout;
+        let mut core = lock(&self.core);
+        loop {
+            core.drain(&self.producer);
+            let busy = partitions
+                .iter()
+                .any(|p| core.pending.get(p).is_some_and(|q| !q.is_empty()));
+            if !busy || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        commit(
+            consumer,
+            &self.topic,
+            &mut core,
+            partitions,
+            CommitMode::Sync,
+        );
+    }
+}
+
+impl Rebalancer {
+    /// Writes the final snapshots of `partitions` (those whose records are
+    /// all acknowledged) and waits for them, bounded.
+    pub(super) fn final_snapshots(&self, partitions: &[i32]) {
+        let mut core = lock(&self.core);
+        core.take_snapshots(&self.topic, Some(partitions));
+        core.write_snapshots(&self.store);
+        let unfinished: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| core.staged.contains_key(p))
+            .collect();
+        if !unfinished.is_empty() {
+            tracing::warn!(partitions = ?unfinished, "deliveries unacknowledged: no final snapshot; the next owner replays from the previous one");
+        }
+        let deadline = Instant::now() + self.timeout;
+        while core.writes.iter().any(|(p, ..)| partitions.contains(p)) {
+            let _ = self.store.flush(Duration::from_millis(100));
+            core.write_snapshots(&self.store);
+            if Instant::now() >= deadline {
+                tracing::warn!("final snapshots not acknowledged in time");
+                break;
+            }
+        }
+    }
+
+    /// Restores one assigned partition; returns where it starts and, if its
+    /// state must be rebuilt by replaying input, up to which offset.
+    pub(super) fn restore(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partition: i32,
+        committed: Option<i64>,
+    ) -> (Offset, Option<i64>, &'static str) {
+        let snapshot = match self.store.read_latest(partition, self.timeout) {
+            Ok(Some(bytes)) => {
+                tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
+                let mut core = lock(&self.core);
+                core.engine.drop_partition(partition);
+                match core
+                    .engine
+                    .restore_state_record(&bytes, partition, &self.topic)
+                {
+                    Ok(offset) => Some(offset),
+                    Err(e) => {
+                        metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => e.reason())
+                            .increment(1);
+                        tracing::error!(partition, error = %e, "snapshot unusable: rebuilding the partition from its earliest input");
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => "unreadable").increment(1);
+                tracing::error!(partition, error = %e, "state topic unreadable: rebuilding the partition from its earliest input");
+                None
+            }
+        };
+        let (start, from) = match (snapshot, committed) {
+            (Some(s), _) => (Offset::Offset(s), "snapshot"),
+            (None, Some(_)) => (Offset::Beginning, "rebuild"),
+            (None, None) => (Offset::Invalid, "empty"),
+        };
+        let Some(until) = committed else {
+            return (start, None, from);
+        };
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+            .unwrap_or((0, i64::MAX));
+        // A committed offset past the end of the log belongs to another log
+        // (the topic was recreated or truncated): what the log holds now was
+        // never processed, so it is not replayed without alerts (nor waited
+        // for up to an offset that may never come) but read live from the
+        // reset point, as README promises. One past the reported end is
+        // allowed: some brokers answer one below the true end.
+        if until > high.saturating_add(1) {
+            tracing::warn!(
+                partition,
+                committed = until,
+                log_end = high,
+                reset = self.reset.as_str(),
+                "committed offset beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
+            );
+            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+            let reset = match self.reset {
+                crate::config::OffsetReset::Earliest => Offset::Beginning,
+                crate::config::OffsetReset::Latest => Offset::End,
+            };
+            return (reset, None, from);
+        }
+        // Replay only what the log still holds. (Not capped by the high
+        // watermark: some brokers answer one below the true end.)
+        let first = match start {
+            Offset::Offset(s) => s.max(low),
+            _ => low,
+        };
+        (start, (first < until).then_some(until), from)
+    }
+}
+
+impl RebalanceHandler for Rebalancer {
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool) {
+        if !lost {
+            self.finish(consumer, partitions);
+            self.final_snapshots(partitions);
+        }
+        lock(&self.core).forget(partitions, &self.health);
+    }
+
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: &[i32],
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut ask = TopicPartitionList::new();
+        for p in partitions {
+            let _ = ask.add_partition(&self.topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(ask, self.timeout)
+            .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))
+            .ok();
+        for &p in partitions {
+            let started = Instant::now();
+            let c = committed
+                .as_ref()
+                .and_then(|t| t.find_partition(&self.topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                });
+            let (start, replay_until, from) = self.restore(consumer, p, c);
+            if !matches!(start, Offset::Invalid) {
+                if let Err(e) = tpl.set_partition_offset(&self.topic, p, start) {
+                    tracing::error!(partition = p, error = %e, "cannot set the start offset");
+                }
+            }
+            let mut core = lock(&self.core);
+            if let Offset::Offset(s) = start
+                && from == "snapshot"
+            {
+                core.next.insert(p, s);
+                core.snapshotted.insert(p, s);
+                // A snapshot is written only once every alert and dead
+                // letter before it is delivered, but the commit that
+                // follows it can be lost (a broker gone in between): what
+                // it reflects is done, so it is committed, even if no
+                // record comes after it.
+                if c.is_none_or(|c| s > c) {
+                    core.done.insert(p, s);
+                }
+            }
+            match replay_until {
+                Some(until) => {
+                    tracing::info!(
+                        partition = p,
+                        from,
+                        start = ?start,
+                        until,
+                        "partition restoring: replaying input up to the committed offset, without alerts"
+                    );
+                    core.restoring.insert(
+                        p,
+                        Restore {
+                            until,
+                            started,
+                            replayed: 0,
+                            from,
+                        },
+                    );
+                    self.health.restoring.fetch_add(1, Ordering::Relaxed);
+                }
+                None => restore_done(p, from, 0, started),
+            }
+            metrics::gauge!(m::STATE_RESTORING).set(core.restoring.len() as f64);
+        }
+    }
+}

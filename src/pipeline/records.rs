@@ -1,0 +1,257 @@
+//! One record through the pipeline: decoded and validated, counted by the
+//! engine, its alert or dead letter sent; or replayed without either while
+//! its partition restores.
+
+use super::*;
+
+/// Counts a response in its segment's `nps_responses_total`: under the
+/// view's shared lock (the counters are atomics), or its exclusive one the
+/// first time a segment id is seen.
+pub(super) fn count_response(
+    view: &RwLock<View>,
+    key: KeyId,
+    channel: crate::pb::Channel,
+    category: Category,
+) {
+    let counted = view
+        .read()
+        .is_ok_and(|v| v.series.count_response(key, channel, category));
+    if !counted && let Ok(mut v) = view.write() {
+        v.series.grow(key.index() + 1);
+        v.series.count_response(key, channel, category);
+    }
+}
+
+/// Ends the restores whose partition's position reached its replay end
+/// without a record at that offset (compacted, deleted or idle logs).
+pub(super) fn caught_up(
+    core: &Mutex<Core>,
+    consumer: &StreamConsumer<ConsumerCtx>,
+    health: &Health,
+    topic: &str,
+) {
+    let mut c = lock(core);
+    if c.restoring.is_empty() {
+        return;
+    }
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let reached: Vec<i32> = c
+        .restoring
+        .iter()
+        .filter(|(p, r)| {
+            positions
+                .find_partition(topic, **p)
+                .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= r.until))
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    for p in reached {
+        c.restored(p, health);
+    }
+}
+
+/// Replays a record of a restoring partition into the windows, without
+/// alerts or dead letters (a previous owner delivered them before it
+/// committed). Returns false if the record is live and must be handled.
+pub(super) fn replay(
+    msg: &BorrowedMessage<'_>,
+    settings: &Settings,
+    clock: &dyn Clock,
+    core: &Mutex<Core>,
+    health: &Health,
+) -> bool {
+    let (partition, offset) = (msg.partition(), msg.offset());
+    let mut c = lock(core);
+    let Some(until) = c.restoring.get(&partition).map(|r| r.until) else {
+        return false;
+    };
+    if offset >= until {
+        c.restored(partition, health);
+        return false;
+    }
+    let now = clock.now_ms();
+    let headers = msg
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| (h.key, h.value));
+    if let Ok(response) = schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
+    {
+        c.engine.record(partition, &response.observation(), now);
+    }
+    metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
+    c.next.insert(partition, offset + 1);
+    c.pending.entry(partition).or_default().push_back(Pending {
+        offset,
+        delivery: None,
+    });
+    if let Some(r) = c.restoring.get_mut(&partition) {
+        r.replayed += 1;
+    }
+    if offset + 1 >= until {
+        c.restored(partition, health);
+    }
+    true
+}
+
+/// Processes one record: engine, alert or dead letter, pending offset.
+pub(super) async fn handle(
+    msg: &BorrowedMessage<'_>,
+    settings: &Settings,
+    clock: &dyn Clock,
+    core: &Mutex<Core>,
+    out: &Outbox<'_>,
+    view: &RwLock<View>,
+    stats: &mut Counters,
+) {
+    let now = clock.now_ms();
+    let partition = msg.partition();
+    let offset = msg.offset();
+    stats.consumed += 1;
+    metrics::counter!(m::EVENTS_CONSUMED_TOTAL).increment(1);
+    let headers = msg
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| (h.key, h.value));
+    let delivery = match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
+    {
+        Ok(response) => {
+            let alert = {
+                let mut c = lock(core);
+                let outcome = c.engine.record(partition, &response.observation(), now);
+                match outcome {
+                    Outcome::Duplicate => {
+                        metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
+                        None
+                    }
+                    Outcome::Counted {
+                        key,
+                        category,
+                        late,
+                        overflowed,
+                    } => {
+                        count_response(view, key, response.channel, category);
+                        if late {
+                            metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
+                        }
+                        if overflowed {
+                            metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
+                        }
+                        let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
+                        metrics::histogram!(m::END_TO_END_DELAY).record(delay);
+                        if settings.alerts.should_alert(&response) {
+                            let stats_now = c.engine.segment_stats(key, now);
+                            let specs = c.engine.layout().specs();
+                            let windows: Vec<_> = specs.iter().zip(stats_now).collect();
+                            let alert =
+                                alerts::build(&response, &windows, late, now, &settings.alerts);
+                            Some((alert, key))
+                        } else {
+                            None
+                        }
+                    }
+                }
+            };
+            match alert {
+                None => None,
+                Some((alert, key)) => {
+                    let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: CONTENT_TYPE,
+                            value: Some(content_type),
+                        })
+                        .insert(Header {
+                            key: MESSAGE_TYPE_HEADER,
+                            value: Some(MESSAGE_TYPE),
+                        })
+                        .insert(Header {
+                            key: ALERT_ID_HEADER,
+                            value: Some(alert.alert_id.as_str()),
+                        });
+                    let fut = send(
+                        out,
+                        &settings.alerts_topic,
+                        Some(alerts::key(&alert).as_bytes()),
+                        Some(&bytes),
+                        headers,
+                    )
+                    .await;
+                    if let Ok(v) = view.read() {
+                        v.series.count_alert(key, alert.priority());
+                    }
+                    stats.alerts += 1;
+                    Some(fut)
+                }
+            }
+        }
+        Err(rejection) => {
+            stats.rejected += 1;
+            Some(dead_letter(msg, &rejection, settings, out, now).await)
+        }
+    };
+    {
+        let mut c = lock(core);
+        if delivery.is_some() {
+            c.in_flight += 1;
+        }
+        c.next.insert(partition, offset + 1);
+        c.pending
+            .entry(partition)
+            .or_default()
+            .push_back(Pending { offset, delivery });
+    }
+}
+
+pub(super) async fn dead_letter(
+    msg: &BorrowedMessage<'_>,
+    rejection: &Rejection,
+    settings: &Settings,
+    out: &Outbox<'_>,
+    now: i64,
+) -> Delivery {
+    let reason = rejection.reason().as_str();
+    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+    tracing::debug!(partition = msg.partition(), offset = msg.offset(), reason, error = %rejection, "dead-lettering");
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = msg.headers() {
+        for header in h.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    let detail = rejection.to_string();
+    let (partition, offset, failed_at) = (
+        msg.partition().to_string(),
+        msg.offset().to_string(),
+        now.to_string(),
+    );
+    let headers = headers
+        .insert(Header {
+            key: DLQ_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: DLQ_ERROR,
+            value: Some(detail.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_TOPIC,
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: DLQ_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_OFFSET,
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: DLQ_FAILED_AT,
+            value: Some(failed_at.as_str()),
+        });
+    send(out, &settings.dlq_topic, msg.key(), msg.payload(), headers).await
+}

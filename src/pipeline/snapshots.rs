@@ -1,0 +1,143 @@
+//! Snapshot scheduling: a partition's snapshot is taken when its state
+//! moved, staged until every alert and dead letter it covers is
+//! acknowledged, then written to the state topic.
+
+use super::*;
+
+impl Core {
+    /// Forgets everything about partitions no longer owned.
+    pub(super) fn forget(&mut self, partitions: &[i32], health: &Health) {
+        for p in partitions {
+            self.engine.drop_partition(*p);
+            if let Some(q) = self.pending.remove(p) {
+                let left = q.iter().filter(|x| x.delivery.is_some()).count();
+                self.in_flight -= left;
+            }
+            self.done.remove(p);
+            self.committed.remove(p);
+            self.next.remove(p);
+            self.snapshotted.remove(p);
+            self.staged.remove(p);
+            if self.restoring.remove(p).is_some() {
+                health.restoring.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
+    }
+
+    /// Forgets the offsets of `partition`'s log, which is gone (recreated,
+    /// truncated, or lost by the brokers), keeping its windows: what is
+    /// pending or done is never committed, no snapshot or replay refers
+    /// to them, and a restore in progress ends.
+    pub(super) fn rewind(&mut self, partition: i32, health: &Health) {
+        if let Some(q) = self.pending.remove(&partition) {
+            let in_flight = q.iter().filter(|x| x.delivery.is_some()).count();
+            self.in_flight -= in_flight;
+        }
+        self.done.remove(&partition);
+        self.committed.remove(&partition);
+        self.next.remove(&partition);
+        self.staged.remove(&partition);
+        self.restored(partition, health);
+    }
+
+    /// Ends the restore of `partition`: it goes live.
+    pub(super) fn restored(&mut self, partition: i32, health: &Health) {
+        let Some(r) = self.restoring.remove(&partition) else {
+            return;
+        };
+        health.restoring.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
+        restore_done(partition, r.from, r.replayed, r.started);
+    }
+
+    /// Takes a snapshot of every partition whose state moved since its
+    /// last one (`only`: of these partitions only), staged until its
+    /// records are acknowledged.
+    pub(super) fn take_snapshots(&mut self, topic: &str, only: Option<&[i32]>) {
+        let parts: Vec<(i32, i64)> = self
+            .next
+            .iter()
+            .filter(|(p, _)| only.is_none_or(|o| o.contains(p)))
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        for (p, next) in parts {
+            let current = self
+                .staged
+                .get(&p)
+                .map(|(o, _)| *o)
+                .or(self.snapshotted.get(&p).copied());
+            if current == Some(next) {
+                continue;
+            }
+            let bytes = self.engine.partition_state_record(p, topic, next);
+            if bytes.len() > self.snapshot_max_bytes {
+                metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "too_large").increment(1);
+                tracing::warn!(
+                    partition = p,
+                    bytes = bytes.len(),
+                    "snapshot larger than --snapshot-max-bytes: not written, the partition is rebuilt by replay when it moves (lower --dedup-max-ids or raise the limit)"
+                );
+                continue;
+            }
+            self.staged.insert(p, (next, bytes));
+        }
+    }
+
+    /// Takes the next due periodic snapshot once nothing is staged.
+    pub(super) fn stage_due(&mut self, topic: &str) {
+        while self.staged.is_empty()
+            && let Some(p) = self.due.pop_first()
+        {
+            self.take_snapshots(topic, Some(&[p]));
+        }
+    }
+
+    /// Writes the staged snapshots whose records are all acknowledged, and
+    /// counts the writes acknowledged since.
+    pub(super) fn write_snapshots(&mut self, store: &StateStore) {
+        let ready: Vec<i32> = self
+            .staged
+            .iter()
+            .filter(|(p, (off, _))| {
+                self.done.get(p).is_some_and(|d| d >= off)
+                    || self.pending.get(p).is_none_or(VecDeque::is_empty)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ready {
+            let Some((off, bytes)) = self.staged.remove(&p) else {
+                continue;
+            };
+            match store.write(p, &bytes) {
+                Ok(f) => {
+                    self.snapshotted.insert(p, off);
+                    self.writes.push((p, off, bytes.len(), f));
+                }
+                Err(e) => {
+                    tracing::debug!(partition = p, error = %e, "snapshot not accepted; will retry");
+                    self.staged.insert(p, (off, bytes));
+                }
+            }
+        }
+        let snapshotted = &mut self.snapshotted;
+        self.writes
+            .retain_mut(|(p, off, size, f)| match f.now_or_never() {
+                None => true,
+                Some(Ok(Ok(_))) => {
+                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "ok").increment(1);
+                    metrics::counter!(m::SNAPSHOT_BYTES_TOTAL).increment(*size as u64);
+                    false
+                }
+                Some(_) => {
+                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "error").increment(1);
+                    tracing::warn!(partition = *p, "snapshot write failed; a new one follows");
+                    // Taken again at the next interval.
+                    if snapshotted.get(p) == Some(off) {
+                        snapshotted.remove(p);
+                    }
+                    false
+                }
+            });
+    }
+}
