@@ -335,7 +335,7 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
     let weighted = series_map(prom.query("nps_weighted_score"), false);
     let weighted_rule = series_map(prom.query("nps:weighted_score:segment"), false);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
-    // Weights are summed per bucket in f32 (src/engine/window.rs,
+    // Weights are summed per bucket in f32 (src/engine/window/mod.rs,
     // "Precision": about 1e-7 relative), so a weighted NPS is good to
     // about 1e-5 points; counts, and so margins, are exact.
     let close_weighted = |a: f64, b: f64| (a - b).abs() <= 1e-4;
