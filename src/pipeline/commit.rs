@@ -11,32 +11,22 @@ pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
     core: &mut Core,
-    partitions: &[i32],
-    mode: CommitMode,
+    partitions: Option<&[i32]>,
 ) {
     let mut tpl = TopicPartitionList::new();
-    let mut moved = Vec::new();
-    for p in partitions {
-        if let Some(&off) = core.done.get(p) {
-            let moved_since = core.committed.get(p) != Some(&off);
-            if moved_since || matches!(mode, CommitMode::Sync) {
-                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(off));
-                moved.push((*p, off));
-            }
-        }
+    let moved = core.ledger.committable(partitions, true);
+    for (p, off) in &moved {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
     }
     if moved.is_empty() {
         return;
     }
-    let result = consumer.commit(&tpl, mode);
-    if matches!(mode, CommitMode::Sync) {
-        // A synchronous commit's result is the broker's answer.
-        count_commit(&result);
-    }
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    count_commit(&result);
     match result {
         Ok(()) => {
             tracing::debug!(?moved, "offsets committed");
-            core.committed.extend(moved);
+            core.ledger.committed(moved);
         }
         Err(e) => tracing::warn!(error = %e, ?partitions, "offset commit failed; will retry"),
     }
@@ -66,12 +56,9 @@ pub(super) fn start_commit(
     results: &tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
 ) -> bool {
     let mut tpl = TopicPartitionList::new();
-    let mut moved = Vec::new();
-    for (p, off) in &core.done {
-        if core.committed.get(p) != Some(off) {
-            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
-            moved.push((*p, *off));
-        }
+    let moved = core.ledger.committable(None, false);
+    for (p, off) in &moved {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
     }
     if moved.is_empty() {
         return false;
@@ -99,7 +86,7 @@ pub(super) fn commit_done(core: &Mutex<Core>, (moved, result): CommitOutcome) {
     match result {
         Ok(()) => {
             tracing::debug!(?moved, "offsets committed");
-            lock(core).committed.extend(moved);
+            lock(core).ledger.committed(moved);
         }
         Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
     }

@@ -16,7 +16,7 @@
 //! the same task; a revoke finishes the partition's pending deliveries
 //! (bounded by the shutdown timeout), commits and drops its state.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ use crate::state::StateStore;
 
 mod commit;
 mod ledger;
+use ledger::{Ledger, Step};
 mod outage;
 mod produce;
 mod rebalance;
@@ -84,13 +85,6 @@ pub struct View {
     pub rejected: u64,
 }
 
-/// A record read but whose offset cannot be committed yet.
-struct Pending {
-    offset: i64,
-    /// What the record sent (an alert or a dead letter), until acknowledged.
-    delivery: Option<Delivery>,
-}
-
 enum Delivery {
     InFlight(DeliveryFuture),
     /// Failed and not yet accepted again by the producer.
@@ -101,12 +95,8 @@ enum Delivery {
 /// the same task, inside `recv`, never while the loop holds the lock).
 struct Core {
     engine: Engine,
-    pending: BTreeMap<i32, VecDeque<Pending>>,
-    /// Next offset to commit, per partition (last done + 1).
-    done: BTreeMap<i32, i64>,
-    /// What was last committed, per partition.
-    committed: BTreeMap<i32, i64>,
-    in_flight: usize,
+    /// Which offsets are committable, behind which deliveries.
+    ledger: Ledger<Delivery>,
     /// Per partition, the offset after the last record in the engine: what
     /// a snapshot taken now reflects.
     next: BTreeMap<i32, i64>,
@@ -214,10 +204,7 @@ pub async fn run(
 
     let core = Arc::new(Mutex::new(Core {
         engine,
-        pending: BTreeMap::new(),
-        done: BTreeMap::new(),
-        committed: BTreeMap::new(),
-        in_flight: 0,
+        ledger: Ledger::default(),
         next: BTreeMap::new(),
         restoring: BTreeMap::new(),
         snapshotted: BTreeMap::new(),
@@ -318,7 +305,7 @@ pub async fn run(
         let left = {
             let mut c = lock(&core);
             c.drain(&producer);
-            c.in_flight
+            c.ledger.in_flight()
         };
         if left == 0 || Instant::now() >= deadline {
             if left > 0 {
@@ -331,17 +318,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    {
-        let mut c = lock(&core);
-        let parts: Vec<i32> = c.done.keys().copied().collect();
-        commit(
-            &*consumer,
-            &settings.input_topic,
-            &mut c,
-            &parts,
-            CommitMode::Sync,
-        );
-    }
+    commit(&*consumer, &settings.input_topic, &mut lock(&core), None);
     shutdown_snapshots(&core, &store, &settings);
     refresh_view(
         &core,
@@ -404,7 +381,7 @@ struct Counters {
 }
 
 fn pending_room(core: &Mutex<Core>) -> bool {
-    lock(core).in_flight < MAX_PENDING
+    lock(core).ledger.in_flight() < MAX_PENDING
 }
 
 /// Snapshots every partition whose records are all acknowledged and waits
@@ -449,7 +426,7 @@ fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateSt
         c.drain(producer);
         c.stage_due(topic);
         c.write_snapshots(store);
-        metrics::gauge!(m::PENDING_DELIVERIES).set(c.in_flight as f64);
+        metrics::gauge!(m::PENDING_DELIVERIES).set(c.ledger.in_flight() as f64);
         let over = c.round && c.due.is_empty() && c.staged.is_empty() && c.writes.is_empty();
         if over {
             c.round = false;

@@ -223,7 +223,7 @@ pub(super) fn forget_lost_offsets(
             continue;
         }
         let p = e.partition();
-        if c.committed.contains_key(&p) {
+        if c.ledger.was_committed(p) {
             tracing::warn!(
                 partition = p,
                 "the brokers no longer hold this group's committed offset (a broker back without its data?): starting again from the reset point"
@@ -232,7 +232,7 @@ pub(super) fn forget_lost_offsets(
             c.rewind(p, health);
             lost.push(p);
         } else {
-            c.done.remove(&p);
+            c.ledger.forget_done(p);
         }
     }
     lost

@@ -185,3 +185,28 @@ pub(super) async fn send_without_value(
     });
     Box::pin(send(out, topic, key, None, headers)).await
 }
+
+impl Core {
+    /// Asks after every pending delivery (acknowledged, failed, waiting),
+    /// sends failed ones again in their place, and lets the ledger move
+    /// the committable offsets. Returns the partitions whose committable
+    /// offset moved.
+    pub(super) fn drain(&mut self, producer: &RenewableProducer) -> Vec<(i32, i64)> {
+        let drained = self.ledger.drain(|delivery| match poll_delivery(delivery) {
+            Ack::Done => Step::Done,
+            Ack::NotYet => Step::Waiting,
+            Ack::Failed(msg, too_big) => {
+                *delivery = send_again(producer, msg, too_big);
+                Step::Retried
+            }
+        });
+        if drained.retried > 0 {
+            metrics::counter!(m::DELIVERY_RETRIES_TOTAL).increment(drained.retried);
+            tracing::warn!(
+                count = drained.retried,
+                "deliveries failed; sending them again"
+            );
+        }
+        drained.moved
+    }
+}

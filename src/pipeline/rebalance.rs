@@ -39,21 +39,13 @@ impl Rebalancer {
         let mut core = lock(&self.core);
         loop {
             core.drain(&self.producer);
-            let busy = partitions
-                .iter()
-                .any(|p| core.pending.get(p).is_some_and(|q| !q.is_empty()));
+            let busy = partitions.iter().any(|p| !core.ledger.idle(*p));
             if !busy || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        commit(
-            consumer,
-            &self.topic,
-            &mut core,
-            partitions,
-            CommitMode::Sync,
-        );
+        commit(consumer, &self.topic, &mut core, Some(partitions));
     }
 }
 
@@ -208,7 +200,7 @@ impl RebalanceHandler for Rebalancer {
                 // it reflects is done, so it is committed, even if no
                 // record comes after it.
                 if c.is_none_or(|c| s > c) {
-                    core.done.insert(p, s);
+                    core.ledger.done_up_to(p, s);
                 }
             }
             match replay_until {

@@ -83,10 +83,7 @@ pub(super) fn replay(
     }
     metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
     c.next.insert(partition, offset + 1);
-    c.pending.entry(partition).or_default().push_back(Pending {
-        offset,
-        delivery: None,
-    });
+    c.ledger.read(partition, offset, None);
     if let Some(r) = c.restoring.get_mut(&partition) {
         r.replayed += 1;
     }
@@ -195,14 +192,8 @@ pub(super) async fn handle(
     };
     {
         let mut c = lock(core);
-        if delivery.is_some() {
-            c.in_flight += 1;
-        }
         c.next.insert(partition, offset + 1);
-        c.pending
-            .entry(partition)
-            .or_default()
-            .push_back(Pending { offset, delivery });
+        c.ledger.read(partition, offset, delivery);
     }
 }
 

@@ -9,12 +9,7 @@ impl Core {
     pub(super) fn forget(&mut self, partitions: &[i32], health: &Health) {
         for p in partitions {
             self.engine.drop_partition(*p);
-            if let Some(q) = self.pending.remove(p) {
-                let left = q.iter().filter(|x| x.delivery.is_some()).count();
-                self.in_flight -= left;
-            }
-            self.done.remove(p);
-            self.committed.remove(p);
+            self.ledger.forget(*p);
             self.next.remove(p);
             self.snapshotted.remove(p);
             self.staged.remove(p);
@@ -30,12 +25,7 @@ impl Core {
     /// pending or done is never committed, no snapshot or replay refers
     /// to them, and a restore in progress ends.
     pub(super) fn rewind(&mut self, partition: i32, health: &Health) {
-        if let Some(q) = self.pending.remove(&partition) {
-            let in_flight = q.iter().filter(|x| x.delivery.is_some()).count();
-            self.in_flight -= in_flight;
-        }
-        self.done.remove(&partition);
-        self.committed.remove(&partition);
+        self.ledger.forget(partition);
         self.next.remove(&partition);
         self.staged.remove(&partition);
         self.restored(partition, health);
@@ -99,10 +89,7 @@ impl Core {
         let ready: Vec<i32> = self
             .staged
             .iter()
-            .filter(|(p, (off, _))| {
-                self.done.get(p).is_some_and(|d| d >= off)
-                    || self.pending.get(p).is_none_or(VecDeque::is_empty)
-            })
+            .filter(|(p, (off, _))| self.ledger.snapshot_ready(**p, *off))
             .map(|(p, _)| *p)
             .collect();
         for p in ready {
