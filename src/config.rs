@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
@@ -223,22 +222,20 @@ impl HealthcheckArgs {
     /// The URL to probe: --url, else `path` on the metrics address of
     /// --metrics-addr, the file, or the default, with an unspecified IP
     /// (0.0.0.0, ::) replaced by loopback.
-    pub fn resolved_url(&self) -> anyhow::Result<String> {
+    pub fn resolved_url(&self) -> Result<String, ConfigError> {
         if let Some(u) = &self.url {
             return Ok(u.clone());
         }
-        let from_file = match &self.config {
-            Some(path) => load_file(path)?.metrics_addr,
-            None => None,
+        let mut addr = match (&self.metrics_addr, &self.config) {
+            (Some(a), _) => a.parse().map_err(|_| {
+                invalid(
+                    "--metrics-addr",
+                    format!("`{a}` is not an address like 0.0.0.0:9898"),
+                )
+            })?,
+            (None, Some(path)) => load_file(path)?.metrics_addr,
+            (None, None) => Settings::default().metrics_addr,
         };
-        let addr = self
-            .metrics_addr
-            .clone()
-            .or(from_file)
-            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
-        let mut addr: SocketAddr = addr.parse().with_context(|| {
-            format!("--metrics-addr: `{addr}` is not an address like 0.0.0.0:9898")
-        })?;
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {
                 SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -255,34 +252,15 @@ pub const DEFAULT_SNAPSHOT_MAX_BYTES: usize = 64 << 20;
 /// Where /metrics, /healthz and /readyz listen unless told otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9898";
 
-/// The settings file. Same names as the flags, with underscores; engine,
-/// limits and alert policy in their own tables.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    brokers: Option<String>,
-    group_id: Option<String>,
-    input_topic: Option<String>,
-    alerts_topic: Option<String>,
-    dlq_topic: Option<String>,
-    metrics_addr: Option<String>,
-    alerts_format: Option<AlertFormat>,
-    auto_offset_reset: Option<OffsetReset>,
-    log_format: Option<LogFormat>,
-    shutdown_timeout: Option<String>,
-    state_topic: Option<String>,
-    snapshot_interval: Option<String>,
-    snapshot_max_bytes: Option<usize>,
-    /// librdkafka properties, as with -X.
-    #[serde(default)]
-    kafka: BTreeMap<String, String>,
-    engine: Option<EngineConfig>,
-    limits: Option<Limits>,
-    alerts: Option<AlertPolicy>,
-}
-
-/// Everything `run` needs, resolved and validated.
-#[derive(Debug, Clone)]
+/// Everything `run` needs: the one settings type. Its `Default` holds
+/// every default; the TOML file (`--config`) is read straight into it
+/// (keys it lacks keep their default, unknown keys are refused); then the
+/// `NPS_*` environment and the flags, which clap has already merged (a
+/// flag over its variable), override what they name. The file uses the
+/// flags' names with underscores, and tables for the engine, limits,
+/// alert policy and librdkafka properties.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub brokers: String,
     pub group_id: String,
@@ -290,13 +268,17 @@ pub struct Settings {
     pub alerts_topic: String,
     pub dlq_topic: String,
     pub metrics_addr: SocketAddr,
+    /// librdkafka properties, as with -X.
     pub kafka: BTreeMap<String, String>,
     pub alerts_format: AlertFormat,
     pub auto_offset_reset: OffsetReset,
     pub log_format: LogFormat,
+    #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
-    /// Where per-partition snapshots go (recovery through Kafka).
+    /// Where per-partition snapshots go (recovery through Kafka); empty
+    /// until resolved means `<group_id>-state`.
     pub state_topic: String,
+    #[serde(deserialize_with = "de_duration")]
     pub snapshot_interval: Duration,
     /// Largest snapshot record; larger ones are not written (counted as
     /// `too_large`, the partition is rebuilt by replay instead).
@@ -306,22 +288,116 @@ pub struct Settings {
     pub alerts: AlertPolicy,
 }
 
-fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s)
-        .with_context(|| format!("{flag}: `{s}` is not a duration (e.g. 30s, 5m, 24h)"))
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            brokers: String::new(),
+            group_id: "nps-stream".into(),
+            input_topic: "survey-responses".into(),
+            alerts_topic: "nps-detractor-alerts".into(),
+            dlq_topic: "survey-responses-dlq".into(),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9898)),
+            kafka: BTreeMap::new(),
+            alerts_format: AlertFormat::default(),
+            auto_offset_reset: OffsetReset::Earliest,
+            log_format: LogFormat::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            state_topic: String::new(),
+            snapshot_interval: Duration::from_secs(10),
+            snapshot_max_bytes: DEFAULT_SNAPSHOT_MAX_BYTES,
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            alerts: AlertPolicy::default(),
+        }
+    }
 }
 
-fn topic(flag: &str, name: String) -> anyhow::Result<String> {
+/// Why a configuration was refused, naming the flag (or the file) it is
+/// about. Displayed as one line; `main` prints it and exits with 2.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A setting that has no default was given nowhere.
+    #[error("{flag}: required ({how})")]
+    Missing {
+        flag: &'static str,
+        how: &'static str,
+    },
+    /// A value that is not acceptable for `flag` (from the flag, its
+    /// environment variable or its file key).
+    #[error("{flag}: {reason}")]
+    Invalid { flag: String, reason: String },
+    /// A librdkafka property that nps-stream sets itself.
+    #[error("-X {key}: set by nps-stream itself (use the dedicated flag)")]
+    Reserved { key: &'static str },
+    /// The settings file cannot be read or parsed.
+    #[error("--config {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl ConfigError {
+    /// The flag (or `--config`) the error is about.
+    pub fn flag(&self) -> String {
+        match self {
+            ConfigError::Missing { flag, .. } => flag.to_string(),
+            ConfigError::Invalid { flag, .. } => flag.clone(),
+            ConfigError::Reserved { key } => format!("-X {key}"),
+            ConfigError::File { .. } => "--config".into(),
+        }
+    }
+}
+
+fn invalid(flag: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag: flag.into(),
+        reason: reason.into(),
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s)
+        .map_err(|_| invalid(flag, format!("`{s}` is not a duration (e.g. 30s, 5m, 24h)")))
+}
+
+fn check_topic(flag: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 249
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok {
-        bail!("{flag}: `{name}` is not a valid Kafka topic name");
+        return Err(invalid(
+            flag,
+            format!("`{name}` is not a valid Kafka topic name"),
+        ));
     }
-    Ok(name)
+    Ok(())
 }
+
+/// `KEY=VALUE` librdkafka properties (`-X`, `NPS_KAFKA_PROPERTIES`), for
+/// `run` and `send` alike.
+pub fn parse_properties(list: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for kv in list {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(invalid("-X", format!("`{kv}` is not KEY=VALUE")));
+        };
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// librdkafka properties nps-stream sets itself: refused from the user.
+const RESERVED_PROPERTIES: [&str; 4] = [
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "bootstrap.servers",
+];
 
 /// Whether a librdkafka property holds a secret (passwords, keys, tokens):
 /// such values are never printed.
@@ -345,170 +421,138 @@ impl Settings {
         s
     }
 
-    /// Resolves flags/env over the file over the defaults. `brokers` may be
-    /// absent only when `allow_no_brokers` (the demo provides its own).
-    pub fn resolve(args: &RunArgs, allow_no_brokers: bool) -> anyhow::Result<Settings> {
-        let file = match &args.config {
+    /// Defaults, then the file, then environment and flags, validated.
+    /// `brokers` may be absent only when `allow_no_brokers` (the demo
+    /// provides its own).
+    pub fn resolve(args: &RunArgs, allow_no_brokers: bool) -> Result<Settings, ConfigError> {
+        let mut s = match &args.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        let brokers = args.brokers.clone().or(file.brokers).unwrap_or_default();
-        if brokers.trim().is_empty() && !allow_no_brokers {
-            bail!("--brokers: required (flag, NPS_BROKERS or `brokers` in --config)");
-        }
-        let metrics_addr = args
-            .metrics_addr
-            .clone()
-            .or(file.metrics_addr)
-            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
-        let metrics_addr: SocketAddr = metrics_addr.parse().with_context(|| {
-            format!("--metrics-addr: `{metrics_addr}` is not an address like 0.0.0.0:9898")
-        })?;
+        s.apply(args)?;
+        s.validate(allow_no_brokers)?;
+        Ok(s)
+    }
 
-        let mut kafka = file.kafka;
-        for kv in &args.kafka {
-            let Some((k, v)) = kv.split_once('=') else {
-                bail!("-X: `{kv}` is not KEY=VALUE");
-            };
-            kafka.insert(k.trim().to_string(), v.to_string());
-        }
-        for reserved in [
-            "enable.auto.offset.store",
-            "enable.auto.commit",
-            "group.id",
-            "bootstrap.servers",
-        ] {
-            if kafka.contains_key(reserved) {
-                bail!("-X {reserved}: set by nps-stream itself (use the dedicated flag)");
+    /// Overrides what the flags (or their variables) name.
+    fn apply(&mut self, args: &RunArgs) -> Result<(), ConfigError> {
+        let set = |field: &mut String, value: &Option<String>| {
+            if let Some(v) = value {
+                field.clone_from(v);
             }
+        };
+        set(&mut self.brokers, &args.brokers);
+        set(&mut self.group_id, &args.group_id);
+        set(&mut self.input_topic, &args.input_topic);
+        set(&mut self.alerts_topic, &args.alerts_topic);
+        set(&mut self.dlq_topic, &args.dlq_topic);
+        set(&mut self.state_topic, &args.state_topic);
+        if let Some(a) = &args.metrics_addr {
+            self.metrics_addr = a.parse().map_err(|_| {
+                invalid(
+                    "--metrics-addr",
+                    format!("`{a}` is not an address like 0.0.0.0:9898"),
+                )
+            })?;
         }
-
-        let mut engine = file.engine.unwrap_or_default();
+        self.kafka.extend(parse_properties(&args.kafka)?);
+        if let Some(f) = &args.alerts_format {
+            self.alerts_format = f
+                .parse()
+                .map_err(|e: String| invalid("--alerts-format", e))?;
+        }
+        if let Some(v) = args.auto_offset_reset {
+            self.auto_offset_reset = v;
+        }
+        if let Some(v) = args.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = &args.shutdown_timeout {
+            self.shutdown_timeout = duration("--shutdown-timeout", v)?;
+        }
+        if let Some(v) = &args.snapshot_interval {
+            self.snapshot_interval = duration("--snapshot-interval", v)?;
+        }
+        if let Some(v) = args.snapshot_max_bytes {
+            self.snapshot_max_bytes = v;
+        }
         if let Some(w) = &args.windows {
-            engine.windows = w
+            self.engine.windows = w
                 .iter()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
         }
         if let Some(v) = args.max_keys {
-            engine.max_keys = v;
+            self.engine.max_keys = v;
         }
         if let Some(v) = args.buckets_per_window {
-            engine.buckets_per_window = v;
+            self.engine.buckets_per_window = v;
         }
         if let Some(v) = &args.dedup_horizon {
-            engine.dedup_horizon = duration("--dedup-horizon", v)?;
+            self.engine.dedup_horizon = duration("--dedup-horizon", v)?;
         }
         if let Some(v) = args.dedup_max_ids {
-            engine.dedup_max_ids = v;
+            self.engine.dedup_max_ids = v;
         }
-        Engine::new(&engine).map_err(|e| anyhow::anyhow!("--windows / [engine]: {e}"))?;
-        if engine.max_keys == 0 {
-            bail!("--max-keys: must be at least 1");
-        }
-
-        let mut limits = file.limits.unwrap_or_default();
         if let Some(v) = &args.max_future_skew {
-            limits.max_future_skew = duration("--max-future-skew", v)?;
+            self.limits.max_future_skew = duration("--max-future-skew", v)?;
         }
-        let mut alerts = file.alerts.unwrap_or_default();
         if let Some(v) = args.alert_threshold {
-            alerts.threshold = v;
+            self.alerts.threshold = v;
         }
-        if alerts.threshold > 10 {
-            bail!("--alert-threshold: must be a score from 0 to 10");
-        }
-        let alerts_format = match &args.alerts_format {
-            Some(s) => s
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--alerts-format: {e}"))?,
-            None => file.alerts_format.unwrap_or_default(),
-        };
-        let shutdown_timeout = match args.shutdown_timeout.clone().or(file.shutdown_timeout) {
-            Some(s) => duration("--shutdown-timeout", &s)?,
-            None => Duration::from_secs(30),
-        };
+        Ok(())
+    }
 
-        let snapshot_interval = match args.snapshot_interval.clone().or(file.snapshot_interval) {
-            Some(s) => duration("--snapshot-interval", &s)?,
-            None => Duration::from_secs(10),
-        };
-        let snapshot_max_bytes = args
-            .snapshot_max_bytes
-            .or(file.snapshot_max_bytes)
-            .unwrap_or(DEFAULT_SNAPSHOT_MAX_BYTES);
-        if !(1024..=DEFAULT_SNAPSHOT_MAX_BYTES).contains(&snapshot_max_bytes) {
-            bail!(
-                "--snapshot-max-bytes: must be from 1024 to {DEFAULT_SNAPSHOT_MAX_BYTES} (64 MiB)"
-            );
+    /// Checks what no type can: ranges, topic names, reserved properties;
+    /// and derives the state topic from the group when it is not given.
+    fn validate(&mut self, allow_no_brokers: bool) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() && !allow_no_brokers {
+            return Err(ConfigError::Missing {
+                flag: "--brokers",
+                how: "flag, NPS_BROKERS or `brokers` in --config",
+            });
         }
-        if snapshot_interval < Duration::from_millis(100) {
-            bail!("--snapshot-interval: must be at least 100ms");
+        if let Some(key) = RESERVED_PROPERTIES
+            .iter()
+            .find(|k| self.kafka.contains_key(**k))
+        {
+            return Err(ConfigError::Reserved { key });
         }
-        let group_id = args
-            .group_id
-            .clone()
-            .or(file.group_id)
-            .unwrap_or_else(|| "nps-stream".into());
-        let state_topic = topic(
-            "--state-topic",
-            args.state_topic
-                .clone()
-                .or(file.state_topic)
-                .unwrap_or_else(|| format!("{group_id}-state")),
-        )?;
-
-        Ok(Settings {
-            brokers,
-            group_id,
-            state_topic,
-            snapshot_interval,
-            snapshot_max_bytes,
-            input_topic: topic(
-                "--input-topic",
-                args.input_topic
-                    .clone()
-                    .or(file.input_topic)
-                    .unwrap_or_else(|| "survey-responses".into()),
-            )?,
-            alerts_topic: topic(
-                "--alerts-topic",
-                args.alerts_topic
-                    .clone()
-                    .or(file.alerts_topic)
-                    .unwrap_or_else(|| "nps-detractor-alerts".into()),
-            )?,
-            dlq_topic: topic(
-                "--dlq-topic",
-                args.dlq_topic
-                    .clone()
-                    .or(file.dlq_topic)
-                    .unwrap_or_else(|| "survey-responses-dlq".into()),
-            )?,
-            metrics_addr,
-            kafka,
-            alerts_format,
-            auto_offset_reset: args
-                .auto_offset_reset
-                .or(file.auto_offset_reset)
-                .unwrap_or(OffsetReset::Earliest),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            shutdown_timeout,
-            engine,
-            limits,
-            alerts,
-        })
+        Engine::new(&self.engine).map_err(|e| invalid("--windows / [engine]", e.to_string()))?;
+        if self.engine.max_keys == 0 {
+            return Err(invalid("--max-keys", "must be at least 1"));
+        }
+        if self.alerts.threshold > 10 {
+            return Err(invalid("--alert-threshold", "must be a score from 0 to 10"));
+        }
+        if !(1024..=DEFAULT_SNAPSHOT_MAX_BYTES).contains(&self.snapshot_max_bytes) {
+            return Err(invalid(
+                "--snapshot-max-bytes",
+                format!("must be from 1024 to {DEFAULT_SNAPSHOT_MAX_BYTES} (64 MiB)"),
+            ));
+        }
+        if self.snapshot_interval < Duration::from_millis(100) {
+            return Err(invalid("--snapshot-interval", "must be at least 100ms"));
+        }
+        if self.state_topic.is_empty() {
+            self.state_topic = format!("{}-state", self.group_id);
+        }
+        check_topic("--state-topic", &self.state_topic)?;
+        check_topic("--input-topic", &self.input_topic)?;
+        check_topic("--alerts-topic", &self.alerts_topic)?;
+        check_topic("--dlq-topic", &self.dlq_topic)?;
+        Ok(())
     }
 }
 
-fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--config: cannot read {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.message().to_string();
-        anyhow::anyhow!("--config {}: {}", path.display(), msg.trim())
-    })
+fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    let file = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file(format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| file(e.message().trim().to_string()))
 }
 
 #[cfg(test)]
@@ -588,34 +632,45 @@ threshold = 4
 
     #[test]
     fn errors_name_the_flag() {
-        let err = |list: &[&str]| {
-            Settings::resolve(&args(list), false)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(err(&[]).starts_with("--brokers"));
-        assert!(err(&["--brokers", "b", "--windows", "1h,soon"]).starts_with("--windows"));
-        assert!(
-            err(&["--brokers", "b", "--metrics-addr", "nowhere"]).starts_with("--metrics-addr")
+        let err = |list: &[&str]| Settings::resolve(&args(list), false).unwrap_err();
+        assert!(matches!(
+            err(&[]),
+            ConfigError::Missing {
+                flag: "--brokers",
+                ..
+            }
+        ));
+        for (list, flag) in [
+            (&["--windows", "1h,soon"][..], "--windows / [engine]"),
+            (&["--metrics-addr", "nowhere"], "--metrics-addr"),
+            (&["-X", "novalue"], "-X"),
+            (&["--alerts-format", "xml"], "--alerts-format"),
+            (&["--input-topic", "bad topic"], "--input-topic"),
+            (&["--dedup-horizon", "later"], "--dedup-horizon"),
+            (&["--snapshot-interval", "0s"], "--snapshot-interval"),
+            (&["--snapshot-max-bytes", "10"], "--snapshot-max-bytes"),
+            (&["--alert-threshold", "11"], "--alert-threshold"),
+            (&["--max-keys", "0"], "--max-keys"),
+            // A group id that makes no topic name is caught.
+            (&["--group-id", "a b"], "--state-topic"),
+        ] {
+            let mut full = vec!["--brokers", "b"];
+            full.extend_from_slice(list);
+            let e = err(&full);
+            assert!(
+                matches!(&e, ConfigError::Invalid { flag: f, .. } if f == flag),
+                "{list:?}: {e:?}"
+            );
+            assert!(e.to_string().starts_with(flag), "one line naming it: {e}");
+        }
+        assert_eq!(
+            err(&["--brokers", "b", "-X", "group.id=x"]),
+            ConfigError::Reserved { key: "group.id" }
         );
-        assert!(err(&["--brokers", "b", "-X", "novalue"]).starts_with("-X"));
-        assert!(err(&["--brokers", "b", "-X", "group.id=x"]).starts_with("-X group.id"));
-        assert!(err(&["--brokers", "b", "--alerts-format", "xml"]).starts_with("--alerts-format"));
-        assert!(
-            err(&["--brokers", "b", "--input-topic", "bad topic"]).starts_with("--input-topic")
-        );
-        assert!(
-            err(&["--brokers", "b", "--dedup-horizon", "later"]).starts_with("--dedup-horizon")
-        );
-        assert!(err(&["--brokers", "b", "--config", "/nonexistent.toml"]).starts_with("--config"));
-        assert!(
-            err(&["--brokers", "b", "--snapshot-interval", "0s"])
-                .starts_with("--snapshot-interval")
-        );
-        assert!(
-            err(&["--brokers", "b", "--group-id", "a b"]).starts_with("--state-topic"),
-            "a group id that makes no topic name is caught"
-        );
+        assert!(matches!(
+            err(&["--brokers", "b", "--config", "/nonexistent.toml"]),
+            ConfigError::File { .. }
+        ));
     }
 
     #[test]
@@ -625,7 +680,10 @@ threshold = 4
         let path = dir.join("c.toml");
         std::fs::write(&path, "brokers = \"b\"\nbrokerz = 1\n").unwrap();
         let e = Settings::resolve(&args(&["--config", path.to_str().unwrap()]), false).unwrap_err();
-        assert!(e.to_string().contains("brokerz"), "{e}");
+        assert!(
+            matches!(&e, ConfigError::File { reason, .. } if reason.contains("brokerz")),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         },
         Command::Healthcheck(args) => match args
             .resolved_url()
+            .map_err(anyhow::Error::from)
             .and_then(|url| Ok((http::probe(&url, args.timeout)?, url)))
         {
             Ok((code, _)) if (200..300).contains(&code) => ExitCode::SUCCESS,
@@ -70,8 +71,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage_error(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+/// A refused configuration: one line naming the flag, exit code 2.
+fn usage_error(e: &nps_stream::config::ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
     ExitCode::from(2)
 }
 

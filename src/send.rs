@@ -94,13 +94,7 @@ pub fn parse_line(line: &str) -> Option<Result<SurveyResponse, serde_json::Error
 }
 
 pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
-    let mut extra = std::collections::BTreeMap::new();
-    for kv in &args.kafka {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("-X: `{kv}` is not KEY=VALUE"))?;
-        extra.insert(k.trim().to_string(), v.to_string());
-    }
+    let extra = crate::config::parse_properties(&args.kafka)?;
     let config = crate::kafka::client_config(
         &args.brokers,
         &[
