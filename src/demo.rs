@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DemoArgs, RunArgs, Settings};
 use crate::generator::Generator;
-use crate::pipeline::View;
+use crate::metrics::View;
 use crate::shutdown::{self, Shutdown};
 
 /// Answers of the past month produced at start.

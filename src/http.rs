@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::kafka::Health;
 use crate::metrics as m;
-use crate::pipeline::View;
+use crate::metrics::View;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]

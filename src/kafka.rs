@@ -346,6 +346,35 @@ impl ConsumerContext for ConsumerCtx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        // The handler blocks (waits for deliveries, reads the state topic,
+        // asks the brokers for offsets), and this runs inside the async
+        // consumer's `recv`.
+        blocking(|| self.rebalance_now(consumer, err, tpl));
+    }
+}
+
+/// Runs blocking work that librdkafka's callbacks bring into an async
+/// task: on a worker of a multi-threaded runtime, tokio first hands the
+/// worker's other tasks to another thread (the HTTP server and the signal
+/// handler go on); elsewhere (the runtime's `block_on` thread, no runtime)
+/// it just runs. Never on a current-thread runtime, where blocking in place
+/// is refused.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl ConsumerCtx {
+    fn rebalance_now(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let cooperative = !consumer_protocol_is_eager(consumer);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {

@@ -10,7 +10,8 @@ use crate::clock::SystemClock;
 use crate::config::{LogFormat, Settings};
 use crate::kafka::Health;
 use crate::metrics as m;
-use crate::pipeline::{self, View};
+use crate::metrics::View;
+use crate::pipeline;
 use crate::shutdown::{Shutdown, Trigger};
 
 /// Sets up `tracing` from RUST_LOG (default `info`) in text or JSON.

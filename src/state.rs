@@ -12,6 +12,7 @@
 //! The record's value is `Engine::partition_state_record`: versioned
 //! protobuf with a checksum; decoding and checking it is the engine's job.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,7 +25,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::Settings;
 use crate::kafka::{Role, client_config, log_client, on_client_error};
 
 /// Room for a record's framing beyond the snapshot it carries: the state
@@ -76,12 +76,26 @@ pub struct StateStore {
     record_limit: String,
 }
 
+/// Where the state topic is and how to reach it: what the store needs,
+/// and nothing of the command line.
+#[derive(Debug, Clone)]
+pub struct StateConfig<'a> {
+    pub brokers: &'a str,
+    /// The user's librdkafka properties (`-X`).
+    pub properties: &'a BTreeMap<String, String>,
+    pub state_topic: &'a str,
+    /// The topic whose partitions' state this holds.
+    pub input_topic: &'a str,
+    /// Largest snapshot record (`--snapshot-max-bytes`).
+    pub snapshot_max_bytes: usize,
+}
+
 impl StateStore {
     /// Connects, creating the state topic (compacted, one partition per
     /// input partition) if it does not exist. Blocking (metadata and admin
     /// requests), bounded to about a minute.
     pub fn open(
-        settings: &Settings,
+        settings: &StateConfig<'_>,
         health: std::sync::Arc<crate::kafka::Health>,
     ) -> anyhow::Result<StateStore> {
         let ctx = || StateCtx {
@@ -89,7 +103,7 @@ impl StateStore {
         };
         // No statistics: these clients are not what health reports on.
         let base = |defaults: &[(&str, &str)]| {
-            let mut c = client_config(&settings.brokers, defaults, &settings.kafka);
+            let mut c = client_config(settings.brokers, defaults, settings.properties);
             c.set("statistics.interval.ms", "0");
             c
         };
@@ -122,15 +136,15 @@ impl StateStore {
             .create_with_context(ctx())
             .context("creating the admin client")?;
         let mut store = StateStore {
-            topic: settings.state_topic.clone(),
-            input_topic: settings.input_topic.clone(),
+            topic: settings.state_topic.to_string(),
+            input_topic: settings.input_topic.to_string(),
             partitions: 0,
             producer,
             reader,
             admin,
             record_limit: limit.clone(),
         };
-        let input_partitions = store.partition_count(&settings.input_topic);
+        let input_partitions = store.partition_count(settings.input_topic);
         store.partitions = match store.partition_count(&store.topic) {
             Some(n) => n,
             None => {

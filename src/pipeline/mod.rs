@@ -32,12 +32,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::alerts::{self, MESSAGE_TYPE};
 use crate::config::Settings;
-use crate::engine::{Category, Engine, KeyId, Outcome, WindowStats};
+use crate::engine::{Category, Engine, KeyId, Outcome};
 use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, client_config};
-use crate::metrics as m;
+use crate::metrics::{self as m, View};
 use crate::schema::{self, Rejection};
 use crate::shutdown::Shutdown;
-use crate::state::StateStore;
+use crate::state::{StateConfig, StateStore};
 
 mod commit;
 mod ledger;
@@ -71,19 +71,6 @@ pub const ALERT_ID_HEADER: &str = "nps.alert-id";
 
 /// Most deliveries awaiting acknowledgement before reading pauses.
 const MAX_PENDING: usize = 50_000;
-
-/// What the refresh tick publishes for the HTTP handler and the demo.
-#[derive(Debug, Default)]
-pub struct View {
-    /// The per-segment series, rendered when /metrics is scraped.
-    pub series: m::SegmentSeries,
-    /// Per segment and window, when `keep_table` was asked for.
-    pub table: Vec<(String, String, Vec<WindowStats>)>,
-    pub window_names: Vec<String>,
-    pub alerts_sent: u64,
-    pub consumed: u64,
-    pub rejected: u64,
-}
 
 enum Delivery {
     InFlight(DeliveryFuture),
@@ -184,7 +171,16 @@ pub async fn run(
         let (tx, opening) = tokio::sync::oneshot::channel();
         {
             let (settings, health) = (settings.clone(), health.clone());
-            std::thread::spawn(move || tx.send(StateStore::open(&settings, health).map(Box::new)));
+            std::thread::spawn(move || {
+                let config = StateConfig {
+                    brokers: &settings.brokers,
+                    properties: &settings.kafka,
+                    state_topic: &settings.state_topic,
+                    input_topic: &settings.input_topic,
+                    snapshot_max_bytes: settings.snapshot_max_bytes,
+                };
+                tx.send(StateStore::open(&config, health).map(Box::new))
+            });
         }
         let opened = tokio::select! {
             _ = shutdown.recv() => return Ok(()),
