@@ -63,6 +63,40 @@ impl rdkafka::producer::ProducerContext for StateCtx {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
+/// Why a partition's latest snapshot could not be read. `reason()` is the
+/// label of `nps_state_read_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum StateReadError {
+    #[error("state topic {topic} not on the brokers")]
+    TopicMissing { topic: String },
+    #[error("watermarks of {topic}/{partition}: {source}")]
+    Watermarks {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("cannot read {topic}/{partition}: {source}")]
+    Assign {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("timed out reading {topic}/{partition}")]
+    Timeout { topic: String, partition: i32 },
+}
+
+impl StateReadError {
+    /// A metric label: what kind of failure, no topic names.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateReadError::TopicMissing { .. } => "topic_missing",
+            StateReadError::Watermarks { .. } => "watermarks",
+            StateReadError::Assign { .. } => "assign",
+            StateReadError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
 /// Writes and reads partition snapshots on the state topic.
 pub struct StateStore {
     topic: String,
@@ -260,7 +294,7 @@ impl StateStore {
         &self,
         partition: i32,
         timeout: Duration,
-    ) -> anyhow::Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Vec<u8>>, StateReadError> {
         let deadline = Instant::now() + timeout;
         let sp = self.state_partition(partition);
         let key = self.key(partition);
@@ -268,12 +302,18 @@ impl StateStore {
         // state topic may be gone or have a new id, and a fetch by a stale
         // id can crash librdkafka 2.12 (see the pipeline's OutageGuard).
         if self.partition_count(&self.topic).is_none() {
-            bail!("state topic {} not on the brokers", self.topic);
+            return Err(StateReadError::TopicMissing {
+                topic: self.topic.clone(),
+            });
         }
         let (low, high) = self
             .reader
             .fetch_watermarks(&self.topic, sp, timeout)
-            .with_context(|| format!("watermarks of {}/{sp}", self.topic))?;
+            .map_err(|source| StateReadError::Watermarks {
+                topic: self.topic.clone(),
+                partition: sp,
+                source,
+            })?;
         let mut tail = 1i64;
         let result = loop {
             let from = high.saturating_sub(tail).max(low);
@@ -297,15 +337,24 @@ impl StateStore {
         from: i64,
         key: &[u8],
         deadline: Instant,
-    ) -> anyhow::Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Vec<u8>>, StateReadError> {
+        let assign = |source| StateReadError::Assign {
+            topic: self.topic.clone(),
+            partition: sp,
+            source,
+        };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, sp, Offset::Offset(from))?;
-        self.reader.assign(&tpl)?;
+        tpl.add_partition_offset(&self.topic, sp, Offset::Offset(from))
+            .map_err(assign)?;
+        self.reader.assign(&tpl).map_err(assign)?;
         let mut last = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("timed out reading {}/{sp}", self.topic);
+                return Err(StateReadError::Timeout {
+                    topic: self.topic.clone(),
+                    partition: sp,
+                });
             }
             match self.reader.poll(left.min(Duration::from_millis(200))) {
                 None => {}

@@ -58,11 +58,12 @@ pub const STATE_LAST_RESTORE_SECONDS: &str = "nps_state_last_restore_seconds";
 pub const SNAPSHOTS_WRITTEN_TOTAL: &str = "nps_snapshots_written_total";
 pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
 pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
+pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
 pub const BUILD_INFO: &str = "nps_build_info";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 36] = [
+pub const NAMES: [&str; 37] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -98,6 +99,7 @@ pub const NAMES: [&str; 36] = [
     SNAPSHOTS_WRITTEN_TOTAL,
     SNAPSHOT_BYTES_TOTAL,
     SNAPSHOT_ERRORS_TOTAL,
+    STATE_READ_ERRORS_TOTAL,
     BUILD_INFO,
 ];
 
@@ -207,6 +209,10 @@ pub fn describe() {
     describe_counter!(
         SNAPSHOT_ERRORS_TOTAL,
         "Snapshots found unusable at restore, by reason (checksum, version, layout, undecodable, corrupt, unreadable); the partition is rebuilt from the input."
+    );
+    describe_counter!(
+        STATE_READ_ERRORS_TOTAL,
+        "Reads of the state topic that failed at restore, by reason (topic_missing, watermarks, assign, timeout); each is also an unreadable snapshot."
     );
     describe_gauge!(
         BUILD_INFO,

@@ -104,7 +104,8 @@ impl Rebalancer {
             Ok(None) => None,
             Err(e) => {
                 metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => "unreadable").increment(1);
-                tracing::error!(partition, error = %e, "state topic unreadable: rebuilding the partition from its earliest input");
+                metrics::counter!(m::STATE_READ_ERRORS_TOTAL, "reason" => e.reason()).increment(1);
+                tracing::error!(partition, error = %e, reason = e.reason(), "state topic unreadable: rebuilding the partition from its earliest input");
                 None
             }
         };
