@@ -21,21 +21,7 @@ pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(
     if moved.is_empty() {
         return;
     }
-    let result = consumer.commit(&tpl, CommitMode::Sync);
-    count_commit(&result);
-    match result {
-        Ok(()) => {
-            tracing::debug!(?moved, "offsets committed");
-            core.ledger.committed(moved);
-        }
-        Err(e) => tracing::warn!(error = %e, ?partitions, "offset commit failed; will retry"),
-    }
-}
-
-/// Counts a commit's outcome as the broker answered it.
-pub(super) fn count_commit(result: &KafkaResult<()>) {
-    let label = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!(m::COMMITS_TOTAL, "result" => label).increment(1);
+    commit_done(core, (moved, consumer.commit(&tpl, CommitMode::Sync)));
 }
 
 /// Offsets of the periodic commit, and the broker's answer.
@@ -80,14 +66,14 @@ pub(super) fn start_commit(
     }
 }
 
-/// Records the periodic commit's outcome.
-pub(super) fn commit_done(core: &Mutex<Core>, (moved, result): CommitOutcome) {
-    count_commit(&result);
-    match result {
-        Ok(()) => {
-            tracing::debug!(?moved, "offsets committed");
-            lock(core).ledger.committed(moved);
-        }
-        Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+/// Records a commit's outcome as the broker answered it.
+pub(super) fn commit_done(core: &mut Core, (moved, result): CommitOutcome) {
+    events::CommitAnswered {
+        moved: &moved,
+        error: result.as_ref().err(),
+    }
+    .emit();
+    if result.is_ok() {
+        core.ledger.committed(moved);
     }
 }

@@ -40,7 +40,9 @@ use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 
 mod commit;
+mod events;
 mod ledger;
+use events::Event;
 use ledger::{Ledger, Step};
 mod outage;
 mod produce;
@@ -280,7 +282,7 @@ pub async fn run(
             }
             Some(outcome) = commit_outcomes.recv() => {
                 committing = false;
-                commit_done(&core, outcome);
+                commit_done(&mut lock(&core), outcome);
             }
             msg = consumer.recv(), if pending_room(&core) => match msg {
                 Ok(msg) => {

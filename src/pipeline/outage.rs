@@ -102,7 +102,13 @@ impl OutageGuard {
             match tokio::task::block_in_place(|| {
                 consumer.committed_offsets(assignment.clone(), Duration::from_secs(5))
             }) {
-                Ok(theirs) => forget_lost_offsets(core, health, topic, &theirs),
+                Ok(theirs) => forget_lost_offsets(
+                    core,
+                    health,
+                    topic,
+                    settings.auto_offset_reset.as_str(),
+                    &theirs,
+                ),
                 Err(e) => {
                     tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
                     return false;
@@ -214,6 +220,7 @@ pub(super) fn forget_lost_offsets(
     core: &Mutex<Core>,
     health: &Health,
     topic: &str,
+    reset: &'static str,
     theirs: &TopicPartitionList,
 ) -> Vec<i32> {
     let mut c = lock(core);
@@ -224,11 +231,12 @@ pub(super) fn forget_lost_offsets(
         }
         let p = e.partition();
         if c.ledger.was_committed(p) {
-            tracing::warn!(
-                partition = p,
-                "the brokers no longer hold this group's committed offset (a broker back without its data?): starting again from the reset point"
-            );
-            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+            events::OffsetReset {
+                partition: p,
+                reset,
+                cause: events::ResetCause::CommitForgotten,
+            }
+            .emit();
             c.rewind(p, health);
             lost.push(p);
         } else {
@@ -262,12 +270,12 @@ pub(super) fn rewind_beyond_end(
     settings: &Settings,
 ) {
     for p in health.take_beyond_end() {
-        tracing::warn!(
-            partition = p,
-            reset = settings.auto_offset_reset.as_str(),
-            "position beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
-        );
-        metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+        events::OffsetReset {
+            partition: p,
+            reset: settings.auto_offset_reset.as_str(),
+            cause: events::ResetCause::PositionBeyondEnd,
+        }
+        .emit();
         lock(core).rewind(p, health);
         seek_to_reset_point(consumer, settings, p);
     }

@@ -200,13 +200,10 @@ impl Core {
                 Step::Retried
             }
         });
-        if drained.retried > 0 {
-            metrics::counter!(m::DELIVERY_RETRIES_TOTAL).increment(drained.retried);
-            tracing::warn!(
-                count = drained.retried,
-                "deliveries failed; sending them again"
-            );
+        events::DeliveriesRetried {
+            count: drained.retried,
         }
+        .emit();
         drained.moved
     }
 }

@@ -4,19 +4,6 @@
 
 use super::*;
 
-pub(super) fn restore_done(partition: i32, from: &str, replayed: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
-    metrics::counter!(m::STATE_RESTORES_TOTAL, "from" => from.to_string()).increment(1);
-    metrics::gauge!(m::STATE_LAST_RESTORE_SECONDS).set(secs);
-    tracing::info!(
-        partition,
-        from,
-        replayed,
-        seconds = secs,
-        "partition restored: live"
-    );
-}
-
 /// Rebalance handling, called inside `recv`.
 pub(super) struct Rebalancer {
     pub(super) core: Arc<Mutex<Core>>,
@@ -93,19 +80,23 @@ impl Rebalancer {
                     .restore_state_record(&bytes, partition, &self.topic)
                 {
                     Ok(offset) => Some(offset),
-                    Err(e) => {
-                        metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => e.reason())
-                            .increment(1);
-                        tracing::error!(partition, error = %e, "snapshot unusable: rebuilding the partition from its earliest input");
+                    Err(error) => {
+                        events::SnapshotUnusable {
+                            partition,
+                            error: &error,
+                        }
+                        .emit();
                         None
                     }
                 }
             }
             Ok(None) => None,
-            Err(e) => {
-                metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => "unreadable").increment(1);
-                metrics::counter!(m::STATE_READ_ERRORS_TOTAL, "reason" => e.reason()).increment(1);
-                tracing::error!(partition, error = %e, reason = e.reason(), "state topic unreadable: rebuilding the partition from its earliest input");
+            Err(error) => {
+                events::StateUnreadable {
+                    partition,
+                    error: &error,
+                }
+                .emit();
                 None
             }
         };
@@ -127,14 +118,15 @@ impl Rebalancer {
         // reset point, as README promises. One past the reported end is
         // allowed: some brokers answer one below the true end.
         if until > high.saturating_add(1) {
-            tracing::warn!(
+            events::OffsetReset {
                 partition,
-                committed = until,
-                log_end = high,
-                reset = self.reset.as_str(),
-                "committed offset beyond the end of the log (topic recreated or truncated?): starting again from the reset point"
-            );
-            metrics::counter!(m::OFFSET_RESETS_TOTAL).increment(1);
+                reset: self.reset.as_str(),
+                cause: events::ResetCause::CommittedBeyondLog {
+                    committed: until,
+                    log_end: high,
+                },
+            }
+            .emit();
             let reset = match self.reset {
                 crate::config::OffsetReset::Earliest => Offset::Beginning,
                 crate::config::OffsetReset::Latest => Offset::End,
@@ -224,7 +216,13 @@ impl RebalanceHandler for Rebalancer {
                     );
                     self.health.restoring.fetch_add(1, Ordering::Relaxed);
                 }
-                None => restore_done(p, from, 0, started),
+                None => events::RestoreDone {
+                    partition: p,
+                    from,
+                    replayed: 0,
+                    started,
+                }
+                .emit(),
             }
             metrics::gauge!(m::STATE_RESTORING).set(core.restoring.len() as f64);
         }

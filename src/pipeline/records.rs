@@ -204,9 +204,13 @@ pub(super) async fn dead_letter(
     out: &Outbox<'_>,
     now: i64,
 ) -> Delivery {
+    events::Refused {
+        partition: msg.partition(),
+        offset: msg.offset(),
+        rejection,
+    }
+    .emit();
     let reason = rejection.reason().as_str();
-    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
-    tracing::debug!(partition = msg.partition(), offset = msg.offset(), reason, error = %rejection, "dead-lettering");
     let mut headers = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
         for header in h.iter() {

@@ -38,7 +38,13 @@ impl Core {
         };
         health.restoring.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
-        restore_done(partition, r.from, r.replayed, r.started);
+        events::RestoreDone {
+            partition,
+            from: r.from,
+            replayed: r.replayed,
+            started: r.started,
+        }
+        .emit();
     }
 
     /// Takes a snapshot of every partition whose state moved since its
@@ -62,12 +68,11 @@ impl Core {
             }
             let bytes = self.engine.partition_state_record(p, topic, next);
             if bytes.len() > self.snapshot_max_bytes {
-                metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "too_large").increment(1);
-                tracing::warn!(
-                    partition = p,
-                    bytes = bytes.len(),
-                    "snapshot larger than --snapshot-max-bytes: not written, the partition is rebuilt by replay when it moves (lower --dedup-max-ids or raise the limit)"
-                );
+                events::SnapshotTooLarge {
+                    partition: p,
+                    bytes: bytes.len(),
+                }
+                .emit();
                 continue;
             }
             self.staged.insert(p, (next, bytes));
@@ -112,13 +117,21 @@ impl Core {
             .retain_mut(|(p, off, size, f)| match f.now_or_never() {
                 None => true,
                 Some(Ok(Ok(_))) => {
-                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "ok").increment(1);
-                    metrics::counter!(m::SNAPSHOT_BYTES_TOTAL).increment(*size as u64);
+                    events::SnapshotWritten {
+                        partition: *p,
+                        bytes: *size,
+                        ok: true,
+                    }
+                    .emit();
                     false
                 }
                 Some(_) => {
-                    metrics::counter!(m::SNAPSHOTS_WRITTEN_TOTAL, "result" => "error").increment(1);
-                    tracing::warn!(partition = *p, "snapshot write failed; a new one follows");
+                    events::SnapshotWritten {
+                        partition: *p,
+                        bytes: *size,
+                        ok: false,
+                    }
+                    .emit();
                     // Taken again at the next interval.
                     if snapshotted.get(p) == Some(off) {
                         snapshotted.remove(p);
