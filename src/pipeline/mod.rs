@@ -221,9 +221,8 @@ pub async fn run(
         timeout: settings.shutdown_timeout,
         reset: settings.auto_offset_reset,
     });
-    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
-    let (commit_results, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
-    let mut committing = false;
+    let consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
+    let (commits, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(
         topic = %settings.input_topic,
         group = %settings.group_id,
@@ -233,107 +232,206 @@ pub async fn run(
         windows = ?window_names,
         "consuming"
     );
+    let mut pipeline = Pipeline {
+        settings,
+        clock,
+        view,
+        health,
+        keep_table,
+        window_names,
+        core,
+        producer,
+        store,
+        handler,
+        consumer,
+        commits,
+        committing: false,
+        stats: Counters::default(),
+        guard: OutageGuard::default(),
+    };
 
     let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut snapshot_tick = tokio::time::interval(settings.snapshot_interval);
+    let mut snapshot_tick = tokio::time::interval(pipeline.settings.snapshot_interval);
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_tick.reset();
-    let mut stats = Counters::default();
-    let mut guard = OutageGuard::default();
-
     // Seen by the producer's retry loops, which run inside a select arm.
     let stop = shutdown.clone();
-    let outbox = Outbox {
-        producer: &producer,
-        stop: &stop,
-    };
     loop {
+        // The consumer may be replaced (after an outage) between turns.
+        let consumer = pipeline.consumer.clone();
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
-            _ = ack_tick.tick() => {
-                acknowledge(&core, &producer, &store, &settings.input_topic);
-            }
-            _ = snapshot_tick.tick() => {
-                let mut c = lock(&core);
-                c.due = c.next.keys().copied().collect();
-                c.round = true;
-            }
-            _ = refresh.tick() => {
-                if guard.check(&consumer, &core, &store, &health, &settings) {
-                    // Closing it leaves the group, which makes the
-                    // coordinator start a new generation for the new member.
-                    match subscribed_consumer(&settings, &health, &handler) {
-                        Ok(fresh) => consumer = Arc::new(fresh),
-                        Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
-                    }
-                }
-                rewind_beyond_end(&core, &consumer, &health, &settings);
-                caught_up(&core, &consumer, &health, &settings.input_topic);
-                // Not while cut off: the group may be gone when the
-                // brokers come back, and its offsets with it.
-                if !guard.paused && !committing {
-                    committing = start_commit(&consumer, &settings.input_topic, &lock(&core), &commit_results);
-                }
-                refresh_view(&core, &*clock, &view, &window_names, &mut stats, keep_table, &health);
-            }
-            Some(outcome) = commit_outcomes.recv() => {
-                committing = false;
-                commit_done(&mut lock(&core), outcome);
-            }
-            msg = consumer.recv(), if pending_room(&core) => match msg {
-                Ok(msg) => {
-                    if !replay(&msg, &settings, &*clock, &core, &health) {
-                        handle(&msg, &settings, &*clock, &core, &outbox, &view, &mut stats).await;
-                    }
-                }
+            _ = ack_tick.tick() => pipeline.acknowledge(),
+            _ = snapshot_tick.tick() => pipeline.snapshots_due(),
+            _ = refresh.tick() => pipeline.refresh(),
+            Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
+            msg = consumer.recv(), if pending_room(&pipeline.core) => match msg {
+                Ok(msg) => pipeline.record(&msg, &stop).await,
                 // Client-level errors (brokers down, ...) also reach the
                 // context's error callback, which logs and counts them.
                 Err(e) => tracing::debug!(error = %e, "consume error"),
             },
         }
     }
-
-    tracing::info!("shutting down: flushing alerts and dead letters");
-    let deadline = Instant::now() + settings.shutdown_timeout;
-    loop {
-        let left = {
-            let mut c = lock(&core);
-            c.drain(&producer);
-            c.ledger.in_flight()
-        };
-        if left == 0 || Instant::now() >= deadline {
-            if left > 0 {
-                tracing::warn!(
-                    pending = left,
-                    "shutdown timeout: unacknowledged deliveries stay uncommitted"
-                );
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    commit(&*consumer, &settings.input_topic, &mut lock(&core), None);
-    shutdown_snapshots(&core, &store, &settings);
-    refresh_view(
-        &core,
-        &*clock,
-        &view,
-        &window_names,
-        &mut stats,
-        keep_table,
-        &health,
-    );
-    tracing::info!(
-        consumed = stats.consumed,
-        alerts = stats.alerts,
-        rejected = stats.rejected,
-        "stopped"
-    );
+    pipeline.stop().await;
     Ok(())
+}
+
+/// The async shell's state, owned by the one task that runs the loop: each
+/// arm of the loop is one method.
+struct Pipeline {
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    /// What /metrics and the demo read, refreshed every second.
+    view: Arc<RwLock<View>>,
+    health: Arc<Health>,
+    /// Whether the view keeps a table of every segment (the demo's).
+    keep_table: bool,
+    window_names: Vec<String>,
+    /// Engine, ledger, snapshots and restores; shared with the rebalance
+    /// callback, which runs on this task inside `recv`.
+    core: Arc<Mutex<Core>>,
+    producer: Arc<RenewableProducer>,
+    store: Arc<StateStore>,
+    /// Kept to subscribe a fresh consumer with.
+    handler: Arc<Rebalancer>,
+    consumer: Arc<StreamConsumer<ConsumerCtx>>,
+    /// Where the periodic commit's thread sends the broker's answer.
+    commits: tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
+    /// A periodic commit is on its way: no second one before its answer.
+    committing: bool,
+    stats: Counters,
+    guard: OutageGuard,
+}
+
+impl Pipeline {
+    /// Frees offsets behind acknowledged deliveries; writes snapshots whose
+    /// alerts are all delivered.
+    fn acknowledge(&self) {
+        acknowledge(
+            &self.core,
+            &self.producer,
+            &self.store,
+            &self.settings.input_topic,
+        );
+    }
+
+    /// Every partition becomes due for its periodic snapshot.
+    fn snapshots_due(&self) {
+        let mut c = lock(&self.core);
+        c.due = c.next.keys().copied().collect();
+        c.round = true;
+    }
+
+    /// The one-second tick: outage handling, resets, restores caught up,
+    /// the periodic commit, the view.
+    fn refresh(&mut self) {
+        let s = &self.settings;
+        if self
+            .guard
+            .check(&self.consumer, &self.core, &self.store, &self.health, s)
+        {
+            // Closing it leaves the group, which makes the coordinator
+            // start a new generation for the new member.
+            match subscribed_consumer(s, &self.health, &self.handler) {
+                Ok(fresh) => self.consumer = Arc::new(fresh),
+                Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
+            }
+        }
+        rewind_beyond_end(&self.core, &self.consumer, &self.health, s);
+        caught_up(&self.core, &self.consumer, &self.health, &s.input_topic);
+        // Not while cut off: the group may be gone when the brokers come
+        // back, and its offsets with it.
+        if !self.guard.paused && !self.committing {
+            self.committing = start_commit(
+                &self.consumer,
+                &s.input_topic,
+                &lock(&self.core),
+                &self.commits,
+            );
+        }
+        self.publish();
+    }
+
+    fn commit_answered(&mut self, outcome: CommitOutcome) {
+        self.committing = false;
+        commit_done(&mut lock(&self.core), outcome);
+    }
+
+    /// One record: replayed while its partition restores, else handled.
+    async fn record(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
+        let s = &self.settings;
+        if !replay(msg, s, &*self.clock, &self.core, &self.health) {
+            let out = Outbox {
+                producer: &self.producer,
+                stop,
+            };
+            handle(
+                msg,
+                s,
+                &*self.clock,
+                &self.core,
+                &out,
+                &self.view,
+                &mut self.stats,
+            )
+            .await;
+        }
+    }
+
+    fn publish(&mut self) {
+        refresh_view(
+            &self.core,
+            &*self.clock,
+            &self.view,
+            &self.window_names,
+            &mut self.stats,
+            self.keep_table,
+            &self.health,
+        );
+    }
+
+    /// After the loop: waits (bounded) for pending deliveries, commits what
+    /// is done, writes the final snapshots.
+    async fn stop(mut self) {
+        tracing::info!("shutting down: flushing alerts and dead letters");
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        loop {
+            let left = {
+                let mut c = lock(&self.core);
+                c.drain(&self.producer);
+                c.ledger.in_flight()
+            };
+            if left == 0 || Instant::now() >= deadline {
+                if left > 0 {
+                    tracing::warn!(
+                        pending = left,
+                        "shutdown timeout: unacknowledged deliveries stay uncommitted"
+                    );
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        commit(
+            &*self.consumer,
+            &self.settings.input_topic,
+            &mut lock(&self.core),
+            None,
+        );
+        shutdown_snapshots(&self.core, &self.store, &self.settings);
+        self.publish();
+        tracing::info!(
+            consumed = self.stats.consumed,
+            alerts = self.stats.alerts,
+            rejected = self.stats.rejected,
+            "stopped"
+        );
+    }
 }
 
 /// The input topic's consumer, subscribed.
