@@ -10,7 +10,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -114,8 +113,9 @@ pub fn table(view: &View) -> String {
     out
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let cluster = MockCluster::new(1).context("starting the embedded Kafka (mock cluster)")?;
+pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
+    let embedded = |what: String| move |source| crate::error::Error::Embedded { what, source };
+    let cluster = MockCluster::new(1).map_err(embedded("starting the mock cluster".into()))?;
     let bootstrap = cluster.bootstrap_servers();
     let run_args = RunArgs {
         brokers: Some(bootstrap.clone()),
@@ -132,7 +132,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ] {
         cluster
             .create_topic(topic, partitions, 1)
-            .with_context(|| format!("creating topic {topic}"))?;
+            .map_err(embedded(format!("creating topic {topic}")))?;
     }
     println!("nps-stream demo: embedded Kafka at {bootstrap}");
     println!("  metrics:  http://{}/metrics", settings.metrics_addr);
@@ -149,8 +149,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (trigger, stop) = shutdown::channel();
     tokio::spawn(shutdown::on_signals(trigger.clone()));
     if let Some(d) = &args.duration {
-        let d = humantime::parse_duration(d)
-            .with_context(|| format!("--duration: `{d}` is not a duration"))?;
+        let d = humantime::parse_duration(d).map_err(|_| crate::config::ConfigError::Invalid {
+            flag: "--duration".into(),
+            reason: format!("`{d}` is not a duration (e.g. 30s, 5m)"),
+        })?;
         let t = trigger.clone();
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
@@ -162,7 +164,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "10")
         .create()
-        .context("creating the demo producer")?;
+        .map_err(|source| crate::error::Error::Client {
+            what: "the demo producer",
+            source,
+        })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gen_task = tokio::spawn(generate(
         producer,

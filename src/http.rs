@@ -90,10 +90,10 @@ pub async fn serve(
     health: Arc<Health>,
     input_topic: String,
     mut shutdown: Shutdown,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> crate::error::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("--metrics-addr: cannot listen on {addr}: {e}"))?;
+        .map_err(|source| crate::error::Error::Listen { addr, source })?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -117,47 +117,51 @@ pub async fn serve(
 /// `nps-stream healthcheck`: GET `url` (http://HOST:PORT/PATH) and return
 /// its status code. For container health checks in images without curl;
 /// a probe, not a general HTTP client.
-pub fn probe(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
-    use anyhow::Context;
+pub fn probe(url: &str, timeout: std::time::Duration) -> crate::error::Result<u16> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
 
+    let fail = |reason: String| crate::error::Error::Probe {
+        url: url.to_string(),
+        reason,
+    };
     let rest = url
         .strip_prefix("http://")
-        .with_context(|| format!("--url: `{url}` is not an http:// URL"))?;
+        .ok_or_else(|| fail("not an http:// URL".into()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let addr = authority
         .to_socket_addrs()
-        .with_context(|| format!("--url: cannot resolve `{authority}`"))?
+        .map_err(|e| fail(format!("cannot resolve `{authority}`: {e}")))?
         .next()
-        .with_context(|| format!("--url: `{authority}` has no address"))?;
+        .ok_or_else(|| fail(format!("`{authority}` has no address")))?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+        .map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
+    let io = |e: std::io::Error| fail(e.to_string());
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
+    )
+    .map_err(io)?;
     let mut head = [0u8; 64];
     let mut len = 0;
     while len < 12 {
         let n = stream
             .read(&mut head[len..])
-            .context("reading the answer")?;
+            .map_err(|e| fail(format!("reading the answer: {e}")))?;
         if n == 0 {
             break;
         }
         len += n;
     }
     // "HTTP/1.1 200 OK"
-    let status = std::str::from_utf8(&head[..len])
+    std::str::from_utf8(&head[..len])
         .ok()
         .and_then(|s| s.split(' ').nth(1))
         .and_then(|c| c.parse::<u16>().ok())
-        .with_context(|| format!("{url}: not an HTTP answer"))?;
-    Ok(status)
+        .ok_or_else(|| fail("not an HTTP answer".into()))
 }

@@ -32,6 +32,7 @@
 //!   `commit`, `snapshots` (when a snapshot may be written), `rebalance`
 //!   (revoke and restore), `outage` (brokers out of reach).
 //! - [`clock`]: the wall clock behind a trait, read by the shell only.
+//! - [`error`]: why a command could not start or had to stop, typed.
 //! - [`http`]: /metrics, /healthz, /readyz.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
 //!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod error;
 pub mod generator;
 pub mod http;
 pub mod kafka;

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use clap::Parser;
 use nps_stream::config::{Cli, Command, Settings};
+use nps_stream::error::Error;
 use nps_stream::{demo, http, send, service, shutdown};
 
 fn main() -> ExitCode {
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
         },
         Command::Healthcheck(args) => match args
             .resolved_url()
-            .map_err(anyhow::Error::from)
+            .map_err(Error::from)
             .and_then(|url| Ok((http::probe(&url, args.timeout)?, url)))
         {
             Ok((code, _)) if (200..300).contains(&code) => ExitCode::SUCCESS,
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
             match send::run(&args) {
                 Ok(report) => report.exit_code(),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {e}");
                     ExitCode::from(2)
                 }
             }
@@ -77,7 +78,7 @@ fn usage_error(e: &nps_stream::config::ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+fn block_on(fut: impl std::future::Future<Output = Result<(), Error>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,8 +92,8 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting");
-            eprintln!("error: {e:#}");
+            tracing::error!(error = %e, "exiting");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use prost::Message;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
@@ -19,6 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::SendArgs;
+use crate::error::Error;
 use crate::generator::Generator;
 use crate::pb::SurveyResponse;
 
@@ -39,13 +39,13 @@ const FLUSH_ON_SIGNAL: Duration = Duration::from_secs(10);
 
 /// Set by the first SIGTERM or SIGINT: `send` stops reading, flushes and
 /// exits. A second one exits at once (status 1), without flushing.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+fn stop_on_signals() -> crate::error::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
-            .context("installing signal handlers")?;
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+            .map_err(Error::Signals)?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(Error::Signals)?;
     }
     Ok(stop)
 }
@@ -93,7 +93,7 @@ pub fn parse_line(line: &str) -> Option<Result<SurveyResponse, serde_json::Error
     Some(serde_json::from_str(line))
 }
 
-pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
+pub fn run(args: &SendArgs) -> crate::error::Result<SendReport> {
     let extra = crate::config::parse_properties(&args.kafka)?;
     let config = crate::kafka::client_config(
         &args.brokers,
@@ -106,7 +106,10 @@ pub fn run(args: &SendArgs) -> anyhow::Result<SendReport> {
     );
     let producer: ThreadedProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
-        .context("creating the Kafka producer")?;
+        .map_err(|source| Error::Client {
+            what: "the Kafka producer",
+            source,
+        })?;
 
     let stop = stop_on_signals()?;
     let mut report = SendReport::default();
@@ -176,11 +179,13 @@ fn send_lines(
     args: &SendArgs,
     report: &mut SendReport,
     stop: &AtomicBool,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let input: Box<dyn BufRead> = match &args.file {
         Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
-            std::fs::File::open(p)
-                .with_context(|| format!("--file: cannot open {}", p.display()))?,
+            std::fs::File::open(p).map_err(|source| Error::File {
+                path: p.display().to_string(),
+                source,
+            })?,
         )),
         _ => Box::new(BufReader::new(std::io::stdin())),
     };
@@ -188,7 +193,10 @@ fn send_lines(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let line = line.map_err(|source| Error::ReadLine {
+            line: n + 1,
+            source,
+        })?;
         let msg = match parse_line(&line) {
             None => continue,
             Some(Ok(m)) => m,
@@ -205,9 +213,19 @@ fn send_lines(
             &msg.encode_to_vec(),
             stop,
         )
-        .with_context(|| format!("producing line {}", n + 1))?;
+        .map_err(|source| Error::Produce {
+            what: format!("line {}", n + 1),
+            source,
+        })?;
     }
     Ok(())
+}
+
+fn generated(source: KafkaError) -> Error {
+    Error::Produce {
+        what: "a generated answer".into(),
+        source,
+    }
 }
 
 /// `--generate`: the history first, as fast as the broker takes it, then
@@ -216,7 +234,7 @@ fn generate(
     producer: &ThreadedProducer<Deliveries>,
     args: &SendArgs,
     stop: &AtomicBool,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let now_ms = || SystemClock.now_ms();
     // Ids unique to this run: a restarted producer must not send
     // duplicates of its earlier answers.
@@ -228,7 +246,7 @@ fn generate(
             return Ok(());
         }
         let (key, payload) = answers.history(start);
-        produce(producer, &args.topic, key.as_bytes(), &payload, stop).context("producing")?;
+        produce(producer, &args.topic, key.as_bytes(), &payload, stop).map_err(generated)?;
     }
     eprintln!(
         "sent {} answers of the past 30 days; now {} per second",
@@ -246,7 +264,7 @@ fn generate(
         let due = args.count.map_or(due, |c| due.min(c));
         while sent < due {
             let (key, payload) = answers.live(now_ms());
-            produce(producer, &args.topic, key.as_bytes(), &payload, stop).context("producing")?;
+            produce(producer, &args.topic, key.as_bytes(), &payload, stop).map_err(generated)?;
             sent += 1;
         }
         if args.count.is_some_and(|c| sent >= c) || stop.load(Ordering::Relaxed) {

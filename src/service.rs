@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::clock::SystemClock;
@@ -30,15 +29,17 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// Installs the process-wide Prometheus recorder.
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+pub fn install_recorder() -> crate::error::Result<PrometheusHandle> {
+    let recorder =
+        |e: metrics_exporter_prometheus::BuildError| crate::error::Error::Recorder(e.to_string());
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(m::END_TO_END_DELAY.to_string()),
             &m::DELAY_BUCKETS,
         )
-        .context("metrics buckets")?
+        .map_err(recorder)?
         .install_recorder()
-        .context("installing the metrics recorder")?;
+        .map_err(recorder)?;
     m::describe();
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
@@ -52,7 +53,7 @@ pub async fn run(
     shutdown: Shutdown,
     view: Arc<RwLock<View>>,
     keep_table: bool,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let prometheus = install_recorder()?;
     let health = Health::new();
     let server = crate::http::serve(

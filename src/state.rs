@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -131,7 +130,8 @@ impl StateStore {
     pub fn open(
         settings: &StateConfig<'_>,
         health: std::sync::Arc<crate::kafka::Health>,
-    ) -> anyhow::Result<StateStore> {
+    ) -> crate::error::Result<StateStore> {
+        let client = |what| move |source| crate::error::Error::Client { what, source };
         let ctx = || StateCtx {
             health: health.clone(),
         };
@@ -148,7 +148,7 @@ impl StateStore {
             ("message.max.bytes", &limit),
         ])
         .create_with_context(ctx())
-        .context("creating the state producer")?;
+        .map_err(client("the state producer"))?;
         // Assigns partitions by hand: the group id is required by
         // librdkafka but never joined, and nothing is committed.
         let reader_group = format!("{}-reader", settings.state_topic);
@@ -164,11 +164,11 @@ impl StateStore {
             ("receive.message.max.bytes", "100000000"),
         ])
         .create_with_context(ctx())
-        .context("creating the state reader")?;
+        .map_err(client("the state reader"))?;
 
         let admin: AdminClient<StateCtx> = base(&[])
             .create_with_context(ctx())
-            .context("creating the admin client")?;
+            .map_err(client("the admin client"))?;
         let mut store = StateStore {
             topic: settings.state_topic.to_string(),
             input_topic: settings.input_topic.to_string(),
@@ -200,10 +200,9 @@ impl StateStore {
                         .client()
                         .fetch_metadata(Some(&store.topic), Duration::from_secs(2));
                     if Instant::now() >= deadline {
-                        bail!(
-                            "state topic {}: cannot create it or see it; create it (compacted) by hand",
-                            store.topic
-                        );
+                        return Err(crate::error::Error::StateTopicUnavailable {
+                            topic: store.topic.clone(),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }

@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -146,8 +145,13 @@ pub async fn run(
     view: Arc<RwLock<View>>,
     health: Arc<Health>,
     keep_table: bool,
-) -> anyhow::Result<()> {
-    let engine = Engine::new(&settings.engine).context("engine")?;
+) -> crate::error::Result<()> {
+    // Validated with the settings: cannot fail here.
+    let engine =
+        Engine::new(&settings.engine).map_err(|e| crate::config::ConfigError::Invalid {
+            flag: "--windows / [engine]".into(),
+            reason: e.to_string(),
+        })?;
     let window_names: Vec<String> = engine
         .layout()
         .specs()
@@ -164,7 +168,10 @@ pub async fn run(
             ),
             health.clone(),
         )
-        .context("creating the Kafka producer")?,
+        .map_err(|source| crate::error::Error::Client {
+            what: "the Kafka producer",
+            source,
+        })?,
     );
 
     let store = loop {
@@ -186,7 +193,9 @@ pub async fn run(
         }
         let opened = tokio::select! {
             _ = shutdown.recv() => return Ok(()),
-            r = opening => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = opening => r.unwrap_or(Err(crate::error::Error::StateTopicUnavailable {
+                topic: settings.state_topic.clone(),
+            })),
         };
         match opened {
             Ok(store) => break Arc::<StateStore>::from(store),
@@ -439,7 +448,7 @@ fn subscribed_consumer(
     settings: &Settings,
     health: &Arc<Health>,
     handler: &Arc<Rebalancer>,
-) -> anyhow::Result<StreamConsumer<ConsumerCtx>> {
+) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
     let consumer: StreamConsumer<ConsumerCtx> = client_config(
         &settings.brokers,
         &[
@@ -462,10 +471,16 @@ fn subscribed_consumer(
         input_topic: settings.input_topic.clone(),
         handler: handler.clone(),
     })
-    .context("creating the Kafka consumer")?;
+    .map_err(|source| crate::error::Error::Client {
+        what: "the Kafka consumer",
+        source,
+    })?;
     consumer
         .subscribe(&[&settings.input_topic])
-        .context("subscribing to the input topic")?;
+        .map_err(|source| crate::error::Error::Subscribe {
+            topic: settings.input_topic.clone(),
+            source,
+        })?;
     Ok(consumer)
 }
 

@@ -1,0 +1,57 @@
+//! Why a command could not start or had to stop: one typed error for the
+//! library's entry points (`service::run`, `demo::run`, `send::run`, the
+//! state store, the HTTP surface), each variant naming what failed, so
+//! that callers can tell them apart. Only `main` turns them into text and
+//! an exit code. Refusals of records and of snapshots have their own
+//! types with `reason()` labels (`schema::Rejection`,
+//! `engine::SnapshotError`, `state::StateReadError`).
+
+use std::net::SocketAddr;
+
+use rdkafka::error::KafkaError;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Kafka client could not be created.
+    #[error("creating {what}: {source}")]
+    Client {
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("subscribing to {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    #[error("state topic {topic}: cannot create it or see it; create it (compacted) by hand")]
+    StateTopicUnavailable { topic: String },
+    #[error("--metrics-addr: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("installing the metrics recorder: {0}")]
+    Recorder(String),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// `healthcheck`'s probe.
+    #[error("{url}: {reason}")]
+    Probe { url: String, reason: String },
+    /// `send`: the input file.
+    #[error("--file: cannot open {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("reading line {line}: {source}")]
+    ReadLine { line: usize, source: std::io::Error },
+    /// `send`: a record the producer refused (not a failed delivery).
+    #[error("producing {what}: {source}")]
+    Produce { what: String, source: KafkaError },
+    /// The demo's embedded Kafka.
+    #[error("embedded Kafka: {what}: {source}")]
+    Embedded { what: String, source: KafkaError },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
