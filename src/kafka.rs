@@ -17,6 +17,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
+use crate::events::Event;
 use crate::metrics as m;
 
 /// What the service knows about its Kafka connections, for /readyz, logs
@@ -187,12 +188,13 @@ pub fn on_client_error(health: &Health, role: Role, error: &KafkaError, reason: 
         tracing::debug!(client = role.as_str(), reason, "end of partition");
         return;
     }
-    metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => role.as_str()).increment(1);
-    if health.should_log(role, error) {
-        tracing::warn!(client = role.as_str(), error = %error, reason, "kafka client error (repeats of it are not logged for a minute)");
-    } else {
-        tracing::debug!(client = role.as_str(), error = %error, reason, "kafka client error");
+    crate::events::ClientError {
+        client: role.as_str(),
+        error,
+        reason,
+        loud: health.should_log(role, error),
     }
+    .emit();
 }
 
 /// The producers' context: health and errors.
@@ -541,8 +543,11 @@ impl RenewableProducer {
         let Some((code, reason)) = self.get().client().fatal_error() else {
             return false;
         };
-        tracing::error!(error = ?code, reason, "producer failed fatally; replacing it and resending what it held");
-        metrics::counter!(m::PRODUCER_RENEWALS_TOTAL).increment(1);
+        crate::events::ProducerRenewed {
+            code,
+            reason: &reason,
+        }
+        .emit();
         let fresh = match self.config.create_with_context(ProducerCtx {
             health: self.health.clone(),
         }) {

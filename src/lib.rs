@@ -33,6 +33,8 @@
 //!   (revoke and restore), `outage` (brokers out of reach).
 //! - [`clock`]: the wall clock behind a trait, read by the shell only.
 //! - [`error`]: why a command could not start or had to stop, typed.
+//! - `events` (private): the shell's telemetry, one type per occurrence
+//!   whose `emit()` logs and counts together.
 //! - [`http`]: /metrics, /healthz, /readyz.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
 //!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;
@@ -44,6 +46,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+mod events;
 pub mod generator;
 pub mod http;
 pub mod kafka;

@@ -39,9 +39,8 @@ use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 
 mod commit;
-mod events;
 mod ledger;
-use events::Event;
+use crate::events::{self, Event};
 use ledger::{Ledger, Step};
 mod outage;
 mod produce;

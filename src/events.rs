@@ -1,5 +1,5 @@
-//! The shell's telemetry, one type per occurrence (Vector's internal
-//! events): `emit()` writes the log line and moves the metric together, so
+//! The shell's telemetry (the pipeline's and the Kafka clients'), one
+//! type per occurrence (Vector's internal events): `emit()` writes the log line and moves the metric together, so
 //! a call site is one line and the two can never drift apart. Log fields
 //! and metric labels carry partitions, offsets and reasons, never customer
 //! data.
@@ -12,12 +12,12 @@ use crate::schema::Rejection;
 use crate::state::StateReadError;
 
 /// Something the shell observed, to log and count.
-pub(super) trait Event {
+pub(crate) trait Event {
     fn emit(self);
 }
 
 /// Why a partition starts again from `--auto-offset-reset`.
-pub(super) enum ResetCause {
+pub(crate) enum ResetCause {
     /// The consumer's position is past the end of its log.
     PositionBeyondEnd,
     /// At assignment, the committed offset is past the end of the log.
@@ -28,10 +28,10 @@ pub(super) enum ResetCause {
 
 /// A partition goes back to the reset point: its log is not the one its
 /// offsets were about (recreated, truncated, or lost by the brokers).
-pub(super) struct OffsetReset {
-    pub(super) partition: i32,
-    pub(super) reset: &'static str,
-    pub(super) cause: ResetCause,
+pub(crate) struct OffsetReset {
+    pub(crate) partition: i32,
+    pub(crate) reset: &'static str,
+    pub(crate) cause: ResetCause,
 }
 
 impl Event for OffsetReset {
@@ -65,12 +65,12 @@ impl Event for OffsetReset {
 }
 
 /// A partition's restore ended: it is live.
-pub(super) struct RestoreDone<'a> {
-    pub(super) partition: i32,
+pub(crate) struct RestoreDone<'a> {
+    pub(crate) partition: i32,
     /// `snapshot`, `rebuild` or `empty`.
-    pub(super) from: &'a str,
-    pub(super) replayed: u64,
-    pub(super) started: Instant,
+    pub(crate) from: &'a str,
+    pub(crate) replayed: u64,
+    pub(crate) started: Instant,
 }
 
 impl Event for RestoreDone<'_> {
@@ -89,9 +89,9 @@ impl Event for RestoreDone<'_> {
 }
 
 /// The latest snapshot of a partition was read but cannot be used.
-pub(super) struct SnapshotUnusable<'a> {
-    pub(super) partition: i32,
-    pub(super) error: &'a SnapshotError,
+pub(crate) struct SnapshotUnusable<'a> {
+    pub(crate) partition: i32,
+    pub(crate) error: &'a SnapshotError,
 }
 
 impl Event for SnapshotUnusable<'_> {
@@ -106,9 +106,9 @@ impl Event for SnapshotUnusable<'_> {
 }
 
 /// The state topic could not be read for a partition's snapshot.
-pub(super) struct StateUnreadable<'a> {
-    pub(super) partition: i32,
-    pub(super) error: &'a StateReadError,
+pub(crate) struct StateUnreadable<'a> {
+    pub(crate) partition: i32,
+    pub(crate) error: &'a StateReadError,
 }
 
 impl Event for StateUnreadable<'_> {
@@ -125,9 +125,9 @@ impl Event for StateUnreadable<'_> {
 }
 
 /// A partition's snapshot is over `--snapshot-max-bytes`: not written.
-pub(super) struct SnapshotTooLarge {
-    pub(super) partition: i32,
-    pub(super) bytes: usize,
+pub(crate) struct SnapshotTooLarge {
+    pub(crate) partition: i32,
+    pub(crate) bytes: usize,
 }
 
 impl Event for SnapshotTooLarge {
@@ -142,10 +142,10 @@ impl Event for SnapshotTooLarge {
 }
 
 /// A snapshot write was acknowledged, or failed.
-pub(super) struct SnapshotWritten {
-    pub(super) partition: i32,
-    pub(super) bytes: usize,
-    pub(super) ok: bool,
+pub(crate) struct SnapshotWritten {
+    pub(crate) partition: i32,
+    pub(crate) bytes: usize,
+    pub(crate) ok: bool,
 }
 
 impl Event for SnapshotWritten {
@@ -169,8 +169,8 @@ impl Event for SnapshotWritten {
 }
 
 /// Deliveries that failed and were handed to the producer again.
-pub(super) struct DeliveriesRetried {
-    pub(super) count: u64,
+pub(crate) struct DeliveriesRetried {
+    pub(crate) count: u64,
 }
 
 impl Event for DeliveriesRetried {
@@ -184,10 +184,10 @@ impl Event for DeliveriesRetried {
 
 /// A record refused with a named reason, on its way to the dead-letter
 /// topic.
-pub(super) struct Refused<'a> {
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    pub(super) rejection: &'a Rejection,
+pub(crate) struct Refused<'a> {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) rejection: &'a Rejection,
 }
 
 impl Event for Refused<'_> {
@@ -205,9 +205,9 @@ impl Event for Refused<'_> {
 }
 
 /// The broker's answer to an offset commit.
-pub(super) struct CommitAnswered<'a> {
-    pub(super) moved: &'a [(i32, i64)],
-    pub(super) error: Option<&'a rdkafka::error::KafkaError>,
+pub(crate) struct CommitAnswered<'a> {
+    pub(crate) moved: &'a [(i32, i64)],
+    pub(crate) error: Option<&'a rdkafka::error::KafkaError>,
 }
 
 impl Event for CommitAnswered<'_> {
@@ -222,5 +222,43 @@ impl Event for CommitAnswered<'_> {
                 tracing::warn!(error = %e, "offset commit failed; will retry");
             }
         }
+    }
+}
+
+/// A Kafka client reported an error (logged at warn once a minute per
+/// kind, else at debug; always counted).
+pub(crate) struct ClientError<'a> {
+    pub(crate) client: &'static str,
+    pub(crate) error: &'a rdkafka::error::KafkaError,
+    pub(crate) reason: &'a str,
+    /// First of its kind this minute.
+    pub(crate) loud: bool,
+}
+
+impl Event for ClientError<'_> {
+    fn emit(self) {
+        metrics::counter!(m::KAFKA_ERRORS_TOTAL, "client" => self.client).increment(1);
+        if self.loud {
+            tracing::warn!(client = self.client, error = %self.error, reason = self.reason, "kafka client error (repeats of it are not logged for a minute)");
+        } else {
+            tracing::debug!(client = self.client, error = %self.error, reason = self.reason, "kafka client error");
+        }
+    }
+}
+
+/// The idempotent producer failed fatally and is being replaced.
+pub(crate) struct ProducerRenewed<'a> {
+    pub(crate) code: rdkafka::types::RDKafkaErrorCode,
+    pub(crate) reason: &'a str,
+}
+
+impl Event for ProducerRenewed<'_> {
+    fn emit(self) {
+        metrics::counter!(m::PRODUCER_RENEWALS_TOTAL).increment(1);
+        tracing::error!(
+            error = ?self.code,
+            reason = self.reason,
+            "producer failed fatally; replacing it and resending what it held"
+        );
     }
 }
