@@ -82,7 +82,22 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Binds `addr` (failing at once if it cannot) and serves until shutdown.
+/// Connections served at once; more are closed as soon as they are
+/// accepted. Generous for Prometheus, a few browsers and probes, and a
+/// bound on what idle or hostile clients can hold.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's headers (slowloris):
+/// past it the connection is closed, so idle or trickling connections do
+/// not pile up to the cap.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Largest request head read (request line and headers); a larger one is
+/// answered 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Binds `addr` (failing at once if it cannot) and serves until shutdown:
+/// each connection on a task of its own, at most `MAX_CONNECTIONS` at
+/// once, each given `HEADER_READ_TIMEOUT` to send its headers of at most
+/// `MAX_HEAD_BYTES`. Unknown paths answer 404, other methods than GET 405.
 pub async fn serve(
     addr: SocketAddr,
     prometheus: PrometheusHandle,
@@ -105,11 +120,40 @@ pub async fn serve(
             health,
             input_topic,
         });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.recv().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "metrics server stopped");
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.recv() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, for instance: wait a
+                        // little rather than spin.
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("connection refused: {MAX_CONNECTIONS} already open");
+                drop(stream);
+                continue;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                drop(slot);
+            });
         }
     }))
 }

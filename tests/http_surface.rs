@@ -1,0 +1,190 @@
+//! The HTTP surface on the metrics port under clients that misbehave,
+//! driven with raw sockets against a running instance (no broker: the
+//! surface does not need one): unknown paths and methods, oversized
+//! headers, many idle and trickling (slowloris) connections, and the
+//! connection cap.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nps_stream::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
+
+/// An instance with no reachable broker: alive, serving, not ready.
+fn instance(name: &str) -> Service {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut svc = Service::start(
+        &["run", "--brokers", &dead, "--metrics-addr", &addr],
+        port,
+        name,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.status("/healthz") != Some(200) {
+        assert!(Instant::now() < deadline, "{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = &mut svc;
+    svc
+}
+
+/// Sends `request` as is on a new connection; the status of the answer.
+fn raw(addr: &str, request: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(request).ok()?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        match s.read(&mut head[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    std::str::from_utf8(&head[..len])
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// GET `path`, timed.
+fn timed_get(addr: &str, path: &str) -> (Option<u16>, Duration) {
+    let t = Instant::now();
+    let status = http_get(addr, path).map(|(c, _)| c);
+    (status, t.elapsed())
+}
+
+#[test]
+fn unknown_paths_are_404_and_other_methods_405() {
+    let mut svc = instance("http-paths");
+    let a = svc.metrics_addr.clone();
+    assert_eq!(
+        raw(
+            &a,
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+        Some(404)
+    );
+    assert_eq!(
+        raw(
+            &a,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        Some(405)
+    );
+    assert_eq!(
+        raw(
+            &a,
+            b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+        Some(405)
+    );
+    assert_eq!(
+        raw(
+            &a,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+        Some(200)
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_request_head_over_the_limit_is_refused_with_431() {
+    let mut svc = instance("http-431");
+    let a = svc.metrics_addr.clone();
+    let big = "x".repeat(MAX_HEAD_BYTES * 2);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    assert_eq!(raw(&a, request.as_bytes()), Some(431));
+    // A head just under it is served.
+    let fits = "x".repeat(MAX_HEAD_BYTES / 2);
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fits: {fits}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(&a, request.as_bytes()), Some(200));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn idle_and_trickling_connections_do_not_delay_others_and_are_closed() {
+    let mut svc = instance("http-slowloris");
+    let a = svc.metrics_addr.clone();
+    // 200 connections that send nothing, 40 that trickle a header byte
+    // at a time.
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(&a).unwrap()).collect();
+    let mut slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(&a).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut closed_by_server = false;
+    while started.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(5) {
+        for s in &mut slow {
+            let _ = s.write_all(b"a");
+        }
+        // Others are served at once all along.
+        for path in ["/healthz", "/metrics", "/readyz"] {
+            let (status, took) = timed_get(&a, path);
+            assert!(status.is_some(), "{path}: no answer");
+            assert!(took < Duration::from_secs(2), "{path} took {took:?}");
+        }
+        // The server closes what has not sent its headers in time.
+        let mut probe = [0u8; 1];
+        let s = &slow[0];
+        s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        if let Ok(0) = (&*s).read(&mut probe) {
+            closed_by_server = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = started.elapsed();
+    assert!(
+        closed_by_server,
+        "a trickling connection still open after {took:?}"
+    );
+    assert!(
+        took >= HEADER_READ_TIMEOUT - Duration::from_millis(500),
+        "closed before its time: {took:?}"
+    );
+    drop(idle);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_others_served_once_they_expire() {
+    let mut svc = instance("http-cap");
+    let a = svc.metrics_addr.clone();
+    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(&a).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // One more is accepted by the kernel, then closed by the server.
+    let mut extra = TcpStream::connect(&a).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 16];
+    let n = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "served beyond the cap: {:?}", &buf[..n]);
+    // The held ones send nothing and expire; then service resumes.
+    let deadline = Instant::now() + HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    loop {
+        if svc.status("/healthz") == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
