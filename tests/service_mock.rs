@@ -2340,3 +2340,96 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
         }
     }
 }
+
+/// Bad input at the edges, through the service: a record with 3,000
+/// headers and one with a 1 MiB header value (too large to dead-letter
+/// with its headers). Both are refused with their reasons and
+/// dead-lettered, nothing stalls: the good record after them is counted
+/// and every offset committed.
+#[test]
+fn records_with_thousands_of_headers_or_a_huge_header_are_dead_lettered_without_stalling() {
+    let (_cluster, brokers) = cluster();
+    let good = dataset(1, now_ms(), "edge").remove(0).0;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let many = (0..3_000).fold(OwnedHeaders::new(), |h, i| {
+        h.insert(Header {
+            key: &format!("h-{i}"),
+            value: Some("v"),
+        })
+    });
+    let huge_value = vec![b'x'; 1 << 20];
+    let huge = OwnedHeaders::new().insert(Header {
+        key: "x-huge",
+        value: Some(huge_value.as_slice()),
+    });
+    let good_bytes = good.encode_to_vec();
+    let records: Vec<(&str, &[u8], OwnedHeaders)> = vec![
+        ("many-headers", b"\xff\xfe garbage", many),
+        ("huge-header", b"\xff\xfe garbage", huge),
+        ("good", good_bytes.as_slice(), OwnedHeaders::new()),
+    ];
+    for (key, payload, headers) in records {
+        producer
+            .send(
+                BaseRecord::to(INPUT)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers)
+                    .partition(0),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let mut svc = Service::run(&brokers, "g-edge", &[], "edge");
+    // Everything went to partition 0: it is committed to its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_and_end(&brokers, "g-edge", 1)
+        != (vec![Offset::Offset(3)], vec![Offset::Offset(3)])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled:\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let m = svc.wait_for("the good one counted", Duration::from_secs(15), |m| {
+        m.sum("nps_responses_total", &[]) == 1.0
+    });
+    assert_eq!(consumed(&m), 3.0);
+    assert_eq!(
+        m.get("nps_events_rejected_total", &[("reason", "undecodable")]),
+        Some(2.0)
+    );
+    let dead = read_topic(&brokers, DLQ, 2, Duration::from_secs(30));
+    let by_key: BTreeMap<Vec<u8>, &common::Record> =
+        dead.iter().map(|r| (r.key.clone().unwrap(), r)).collect();
+    assert_eq!(by_key.len(), 2);
+    for key in [&b"many-headers"[..], b"huge-header"] {
+        let r = by_key[key];
+        assert_eq!(r.header("nps.dlq.reason").as_deref(), Some("undecodable"));
+    }
+    // The huge one could not keep its headers nor its value; it says so.
+    let huge = by_key[&b"huge-header"[..]];
+    assert_eq!(huge.header("x-huge"), None);
+    assert_eq!(
+        huge.header("nps.value-dropped").as_deref(),
+        Some("too_large")
+    );
+    assert_eq!(
+        huge.header("nps.headers-dropped").as_deref(),
+        Some("too_large")
+    );
+    // The one with many headers kept them all.
+    assert_eq!(
+        by_key[&b"many-headers"[..]].header("h-2999").as_deref(),
+        Some("v")
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}

@@ -38,7 +38,14 @@ pub(super) fn send_again(
     too_big: bool,
 ) -> Delivery {
     producer.renew_if_fatal();
-    let msg = if too_big { without_value(msg) } else { msg };
+    // A record at its smallest that is still too large is kept as it is
+    // and retried: it can only be a broker whose limit is below a few
+    // hundred bytes.
+    let msg = if too_big {
+        shrink(&msg).unwrap_or(msg)
+    } else {
+        msg
+    };
     match resend(producer, &msg) {
         Ok(f) => Delivery::InFlight(f),
         Err(e) => {
@@ -48,29 +55,49 @@ pub(super) fn send_again(
     }
 }
 
-/// The record without its value, marked as such (see `send_without_value`).
-pub(super) fn without_value(msg: OwnedMessage) -> OwnedMessage {
+/// A record too large for the broker, made smaller so that it can still
+/// go out (a poison record must never stall its partition), one step at a
+/// time, each marked by a header: first without its value
+/// (`nps.value-dropped`), then without the record's own headers, keeping
+/// nps-stream's (`nps.headers-dropped`), then without its key
+/// (`nps.key-dropped`). `None` when there is nothing left to drop.
+pub(super) fn shrink(msg: &OwnedMessage) -> Option<OwnedMessage> {
+    let ours = |h: &rdkafka::message::Header<'_, &[u8]>| h.key.starts_with("nps.");
+    let headers = msg.headers().cloned().unwrap_or_else(OwnedHeaders::new);
+    let has_foreign = headers.iter().any(|h| !ours(&h));
+    let mark = |headers: OwnedHeaders, key: &str| {
+        headers.insert(Header {
+            key,
+            value: Some("too_large"),
+        })
+    };
+    let (payload, key, headers, what) = if msg.payload().is_some() {
+        (None, msg.key(), mark(headers, VALUE_DROPPED), "its value")
+    } else if has_foreign {
+        let kept = headers
+            .iter()
+            .filter(|h| ours(h))
+            .fold(OwnedHeaders::new(), |out, h| out.insert(h));
+        (None, msg.key(), mark(kept, HEADERS_DROPPED), "its headers")
+    } else if msg.key().is_some() {
+        (None, None, mark(headers, KEY_DROPPED), "its key")
+    } else {
+        return None;
+    };
     tracing::warn!(
         topic = msg.topic(),
-        "record too large for the broker: sending it without its value"
+        dropped = what,
+        "record too large for the broker: sending it without {what}"
     );
-    let headers = msg
-        .headers()
-        .cloned()
-        .unwrap_or_else(OwnedHeaders::new)
-        .insert(Header {
-            key: VALUE_DROPPED,
-            value: Some("too_large"),
-        });
-    OwnedMessage::new(
-        None,
-        msg.key().map(<[u8]>::to_vec),
+    Some(OwnedMessage::new(
+        payload,
+        key.map(<[u8]>::to_vec),
         msg.topic().to_string(),
         msg.timestamp(),
         msg.partition(),
         msg.offset(),
         Some(headers),
-    )
+    ))
 }
 
 pub(super) fn resend(
@@ -139,12 +166,23 @@ pub(super) async fn send(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err((e, _)) if too_large(&e) && payload.is_some() => {
-                tracing::warn!(
-                    topic,
-                    "record too large for the producer: sending it without its value"
+            Err((e, _)) if too_large(&e) => {
+                let whole = OwnedMessage::new(
+                    payload.map(<[u8]>::to_vec),
+                    key.map(<[u8]>::to_vec),
+                    topic.to_string(),
+                    rdkafka::Timestamp::NotAvailable,
+                    -1,
+                    -1,
+                    Some(headers.clone()),
                 );
-                return send_without_value(out, topic, key, headers).await;
+                if let Some(smaller) = shrink(&whole) {
+                    let headers = smaller.headers().cloned().unwrap_or_else(OwnedHeaders::new);
+                    return Box::pin(send(out, topic, smaller.key(), smaller.payload(), headers))
+                        .await;
+                }
+                tracing::warn!(topic, error = %e, "produce refused, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err((e, _)) => {
                 // A producer in a fatal state is replaced; anything else is
@@ -167,24 +205,11 @@ pub(super) fn too_large(e: &KafkaError) -> bool {
     )
 }
 
-/// Header saying a record's value was dropped because it was too large.
+/// Headers saying what of a record too large for the broker was dropped
+/// so that it could go out.
 pub const VALUE_DROPPED: &str = "nps.value-dropped";
-
-/// A record whose value cannot be delivered (too large) still goes out,
-/// without it and with a header saying so: a poison record must never stall
-/// its partition.
-pub(super) async fn send_without_value(
-    out: &Outbox<'_>,
-    topic: &str,
-    key: Option<&[u8]>,
-    headers: OwnedHeaders,
-) -> Delivery {
-    let headers = headers.insert(Header {
-        key: VALUE_DROPPED,
-        value: Some("too_large"),
-    });
-    Box::pin(send(out, topic, key, None, headers)).await
-}
+pub const HEADERS_DROPPED: &str = "nps.headers-dropped";
+pub const KEY_DROPPED: &str = "nps.key-dropped";
 
 impl Core {
     /// Asks after every pending delivery (acknowledged, failed, waiting),

@@ -360,3 +360,131 @@ proptest! {
         let _ = decode_and_validate(Some(&bytes[..cut]), NO_HEADERS, NOW, &Limits::default());
     }
 }
+
+// ------------------------------------------------------- input at the edges
+
+fn decode_bytes(payload: &[u8]) -> Result<ValidResponse, Rejection> {
+    decode_and_validate(Some(payload), NO_HEADERS, NOW, &Limits::default())
+}
+
+#[test]
+fn thousands_of_headers_are_read_once_and_the_schema_header_found_among_them() {
+    let names: Vec<String> = (0..5_000).map(|i| format!("h-{i}")).collect();
+    let value = [7u8; 16];
+    let mut headers: Vec<(&str, Option<&[u8]>)> = names
+        .iter()
+        .map(|n| (n.as_str(), Some(&value[..])))
+        .collect();
+    let bytes = good().encode_to_vec();
+    let started = std::time::Instant::now();
+    let plain = decode_and_validate(Some(&bytes), headers.clone(), NOW, &Limits::default());
+    assert!(plain.is_ok(), "{plain:?}");
+    // The schema-id header, last of 5,001.
+    headers.push((VALUE_SCHEMA_ID_HEADER, Some(&[0, 0, 0, 0, 9][..])));
+    let framed = decode_and_validate(Some(&bytes), headers, NOW, &Limits::default());
+    assert!(framed.is_ok(), "{framed:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_one_mib_schema_id_header_is_refused_as_invalid_framing() {
+    let mut h = vec![0u8, 0, 0, 0, 9];
+    h.extend(std::iter::repeat_n(0xAB, 1 << 20));
+    let bytes = good().encode_to_vec();
+    let err = decode_and_validate(
+        Some(&bytes),
+        [(VALUE_SCHEMA_ID_HEADER, Some(h.as_slice()))],
+        NOW,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), Reason::InvalidFraming);
+}
+
+#[test]
+fn deeply_nested_unknown_groups_are_undecodable_not_a_stack_overflow() {
+    // Field 99 as a start-group tag, 100,000 deep, inside a valid answer.
+    let mut bytes = good().encode_to_vec();
+    let depth = 100_000;
+    for _ in 0..depth {
+        bytes.extend_from_slice(&[0x9b, 0x06]); // (99 << 3) | 3, varint
+    }
+    for _ in 0..depth {
+        bytes.extend_from_slice(&[0x9c, 0x06]); // (99 << 3) | 4
+    }
+    assert_eq!(
+        decode_bytes(&bytes).unwrap_err().reason(),
+        Reason::Undecodable
+    );
+}
+
+#[test]
+fn deeply_nested_unknown_length_delimited_fields_are_skipped() {
+    // Unknown length-delimited fields are skipped whole, however deep
+    // their content pretends to go.
+    let mut inner: Vec<u8> = Vec::new();
+    for _ in 0..1_000 {
+        let mut outer = vec![0x9a, 0x06]; // field 99, wire type 2
+        prost::encoding::encode_varint(inner.len() as u64, &mut outer);
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    let mut bytes = good().encode_to_vec();
+    bytes.extend_from_slice(&inner);
+    assert!(decode_bytes(&bytes).is_ok());
+}
+
+#[test]
+fn attributes_at_the_limit_pass_and_one_more_is_refused() {
+    let limit = Limits::default().max_attributes;
+    let mut m = good();
+    m.attributes = (0..limit).map(|i| (format!("k{i}"), "v".into())).collect();
+    assert!(check(m.clone()).is_ok());
+    m.attributes.insert("one-more".into(), "v".into());
+    assert_eq!(reason(m), Reason::TooManyAttributes);
+}
+
+/// `good()` encoded with `bad` (invalid UTF-8) in place of string field
+/// `field`, appended last so that it wins.
+fn with_invalid_utf8(field: u32) -> Vec<u8> {
+    let mut bytes = good().encode_to_vec();
+    prost::encoding::encode_key(
+        field,
+        prost::encoding::WireType::LengthDelimited,
+        &mut bytes,
+    );
+    let bad = [b'o', 0xff, 0xfe, b'k'];
+    prost::encoding::encode_varint(bad.len() as u64, &mut bytes);
+    bytes.extend_from_slice(&bad);
+    bytes
+}
+
+#[test]
+fn invalid_utf8_in_every_string_field_is_undecodable() {
+    // response_id, customer_id, product, region, comment, survey_id.
+    for field in [1, 2, 3, 4, 8, 10] {
+        let err = decode_bytes(&with_invalid_utf8(field)).unwrap_err();
+        assert_eq!(err.reason(), Reason::Undecodable, "field {field}");
+    }
+    // An attribute key or value (map entry: key = 1, value = 2).
+    for entry_field in [1u32, 2] {
+        let mut entry = Vec::new();
+        prost::encoding::encode_key(
+            entry_field,
+            prost::encoding::WireType::LengthDelimited,
+            &mut entry,
+        );
+        prost::encoding::encode_varint(2, &mut entry);
+        entry.extend_from_slice(&[0xc3, 0x28]);
+        let mut bytes = good().encode_to_vec();
+        prost::encoding::encode_key(11, prost::encoding::WireType::LengthDelimited, &mut bytes);
+        prost::encoding::encode_varint(entry.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&entry);
+        let err = decode_bytes(&bytes).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            Reason::Undecodable,
+            "attribute part {entry_field}"
+        );
+    }
+}
