@@ -35,6 +35,11 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
 fi
 promtool --version 2>&1 | head -1
 
+step "openssl (certificates for the TLS trust-store test)"
+if ! command -v openssl >/dev/null; then
+  apt_install openssl
+fi
+
 step "tansu (Kafka-compatible broker for the real-broker tests)"
 TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
