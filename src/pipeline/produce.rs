@@ -143,15 +143,7 @@ pub(super) async fn send(
                 topic,
                 "shutdown: record kept unsent, its offset uncommitted"
             );
-            return Delivery::Retry(OwnedMessage::new(
-                payload.map(<[u8]>::to_vec),
-                key.map(<[u8]>::to_vec),
-                topic.to_string(),
-                rdkafka::Timestamp::NotAvailable,
-                -1,
-                -1,
-                Some(headers),
-            ));
+            return Delivery::Retry(owned(topic, key, payload, headers));
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(headers.clone());
@@ -167,16 +159,7 @@ pub(super) async fn send(
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err((e, _)) if too_large(&e) => {
-                let whole = OwnedMessage::new(
-                    payload.map(<[u8]>::to_vec),
-                    key.map(<[u8]>::to_vec),
-                    topic.to_string(),
-                    rdkafka::Timestamp::NotAvailable,
-                    -1,
-                    -1,
-                    Some(headers.clone()),
-                );
-                if let Some(smaller) = shrink(&whole) {
+                if let Some(smaller) = shrink(&owned(topic, key, payload, headers.clone())) {
                     let headers = smaller.headers().cloned().unwrap_or_else(OwnedHeaders::new);
                     return Box::pin(send(out, topic, smaller.key(), smaller.payload(), headers))
                         .await;
@@ -194,6 +177,24 @@ pub(super) async fn send(
             }
         }
     }
+}
+
+/// A record to send, owned: to keep for a retry, or to shrink.
+fn owned(
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: OwnedHeaders,
+) -> OwnedMessage {
+    OwnedMessage::new(
+        payload.map(<[u8]>::to_vec),
+        key.map(<[u8]>::to_vec),
+        topic.to_string(),
+        rdkafka::Timestamp::NotAvailable,
+        -1,
+        -1,
+        Some(headers),
+    )
 }
 
 /// Whether a produce failed because the record exceeds a size limit
