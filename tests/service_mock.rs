@@ -205,32 +205,6 @@ fn cluster() -> (
     (c, b)
 }
 
-/// Committed offsets of `group` and end offsets, per input partition.
-fn committed_and_end(brokers: &str, group: &str, partitions: i32) -> (Vec<Offset>, Vec<Offset>) {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(INPUT, p);
-    }
-    let committed = probe
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let mut c = Vec::new();
-    let mut e = Vec::new();
-    for p in 0..partitions {
-        let (_, high) = probe
-            .fetch_watermarks(INPUT, p, Duration::from_secs(10))
-            .unwrap();
-        c.push(committed.find_partition(INPUT, p).unwrap().offset());
-        e.push(Offset::Offset(high));
-    }
-    (c, e)
-}
-
 /// Waits until the group has committed everything in the input topic.
 fn wait_committed(brokers: &str, group: &str, partitions: i32, timeout: Duration, svc: &Service) {
     let deadline = std::time::Instant::now() + timeout;
@@ -707,14 +681,8 @@ fn sigterm_during_a_steady_stream_loses_no_alert_and_no_dead_letter() {
         .filter(|(r, _)| r.score.unwrap() <= 6)
         .map(|(r, _)| r.response_id.clone())
         .collect();
-    let alerts = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(30));
-    let alerted: BTreeSet<String> = alerts
-        .iter()
-        .map(|r| {
-            DetractorAlert::decode(r.payload.as_deref().unwrap())
-                .unwrap()
-                .response_id
-        })
+    let alerted: BTreeSet<String> = alerts_by_response(&brokers, detractors.len())
+        .into_keys()
         .collect();
     assert_eq!(
         alerted, detractors,
@@ -1024,16 +992,6 @@ fn good_records(data: &[(SurveyResponse, i64)]) -> Vec<Input> {
             )
         })
         .collect()
-}
-
-/// Alert ids per response_id, from every alert on the topic.
-fn alerts_by_response(brokers: &str, at_least: usize) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for rec in read_topic(brokers, ALERTS, at_least, Duration::from_secs(30)) {
-        let a = DetractorAlert::decode(rec.payload.as_deref().unwrap()).unwrap();
-        out.entry(a.response_id).or_default().push(a.alert_id);
-    }
-    out
 }
 
 fn detractor_ids(data: &[(SurveyResponse, i64)]) -> BTreeSet<String> {

@@ -15,14 +15,13 @@ use nps_stream::clock::SystemClock;
 use nps_stream::config::{Cli, Command, Settings};
 use nps_stream::kafka::Health;
 use nps_stream::metrics::View;
-use nps_stream::pb::{Channel, DetractorAlert, SurveyResponse};
+use nps_stream::pb::{Channel, SurveyResponse};
 use nps_stream::schema::timestamp_from_ms as ts;
 use prost::Message;
+use rdkafka::Offset;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const INPUT: &str = "survey-responses";
 const ALERTS: &str = "nps-detractor-alerts";
@@ -84,30 +83,6 @@ fn produce(brokers: &str, data: &[SurveyResponse]) {
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn committed_and_ends(brokers: &str, group: &str) -> (Vec<Offset>, Vec<Offset>) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition(INPUT, p);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..2)
-        .map(|p| {
-            let (_, high) = c
-                .fetch_watermarks(INPUT, p, Duration::from_secs(10))
-                .unwrap();
-            (
-                committed.find_partition(INPUT, p).unwrap().offset(),
-                Offset::Offset(high),
-            )
-        })
-        .unzip()
-}
-
 fn cluster() -> (
     MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     String,
@@ -160,24 +135,16 @@ fn in_process_every_record_is_counted_alerted_once_and_committed_at_shutdown() {
     let data = answers(300, "ip");
     produce(&brokers, &data);
     run_until(settings(&brokers, "g-ip", &[]), |v| v.consumed == 300);
-    let (committed, ends) = committed_and_ends(&brokers, "g-ip");
+    let (committed, ends) = committed_and_end(&brokers, "g-ip", 2);
     assert_eq!(committed, ends, "the shutdown commit covers everything");
     let detractors: BTreeSet<String> = data
         .iter()
         .filter(|r| r.score == Some(2))
         .map(|r| r.response_id.clone())
         .collect();
-    let alerts = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(20));
-    let alerted: Vec<String> = alerts
-        .iter()
-        .map(|r| {
-            DetractorAlert::decode(r.payload.as_deref().unwrap())
-                .unwrap()
-                .response_id
-        })
-        .collect();
-    assert_eq!(alerted.len(), detractors.len(), "one alert each");
-    assert_eq!(alerted.into_iter().collect::<BTreeSet<_>>(), detractors);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    assert!(alerts.values().all(|ids| ids.len() == 1), "one alert each");
+    assert_eq!(alerts.into_keys().collect::<BTreeSet<_>>(), detractors);
 }
 
 #[test]
@@ -202,7 +169,7 @@ fn in_process_shutdown_is_bounded_while_alerts_cannot_be_delivered() {
             *f = (*f).min(r.offset);
         }
     }
-    let (committed, _) = committed_and_ends(&brokers, "g-ipb");
+    let (committed, _) = committed_and_end(&brokers, "g-ipb", 2);
     for (p, c) in committed.iter().enumerate() {
         match (c, first[p]) {
             (Offset::Offset(o), f) => assert_eq!(*o, f, "partition {p}"),

@@ -9,6 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -771,4 +772,54 @@ pub fn py_produce(python: &str, brokers: &str, topic: &str, records: &[RawRecord
 pub fn b64decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Committed offsets of `group` and end offsets, per input partition.
+pub fn committed_and_end(
+    brokers: &str,
+    group: &str,
+    partitions: i32,
+) -> (Vec<Offset>, Vec<Offset>) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition("survey-responses", p);
+    }
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let mut c = Vec::new();
+    let mut e = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = probe
+            .fetch_watermarks("survey-responses", p, Duration::from_secs(10))
+            .unwrap();
+        c.push(
+            committed
+                .find_partition("survey-responses", p)
+                .unwrap()
+                .offset(),
+        );
+        e.push(Offset::Offset(high));
+    }
+    (c, e)
+}
+
+/// Alert ids per response_id, from every alert on the topic.
+pub fn alerts_by_response(brokers: &str, at_least: usize) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rec in read_topic(
+        brokers,
+        "nps-detractor-alerts",
+        at_least,
+        Duration::from_secs(30),
+    ) {
+        let a = nps_stream::pb::DetractorAlert::decode(rec.payload.as_deref().unwrap()).unwrap();
+        out.entry(a.response_id).or_default().push(a.alert_id);
+    }
+    out
 }
