@@ -229,7 +229,9 @@ pub async fn run(
         timeout: settings.shutdown_timeout,
         reset: settings.auto_offset_reset,
     });
-    let consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
+    // Owned by the loop, beside the pipeline: a record borrows it while the
+    // pipeline handles the record.
+    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
     let (commits, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(
         topic = %settings.input_topic,
@@ -251,7 +253,6 @@ pub async fn run(
         producer,
         store,
         handler,
-        consumer,
         commits,
         committing: false,
         stats: Counters::default(),
@@ -268,14 +269,12 @@ pub async fn run(
     // Seen by the producer's retry loops, which run inside a select arm.
     let stop = shutdown.clone();
     loop {
-        // The consumer may be replaced (after an outage) between turns.
-        let consumer = pipeline.consumer.clone();
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
             _ = ack_tick.tick() => pipeline.acknowledge(),
             _ = snapshot_tick.tick() => pipeline.snapshots_due(),
-            _ = refresh.tick() => pipeline.refresh(),
+            _ = refresh.tick() => pipeline.refresh(&mut consumer),
             Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
             msg = consumer.recv(), if pending_room(&pipeline.core) => match msg {
                 Ok(msg) => pipeline.record(&msg, &stop).await,
@@ -285,7 +284,7 @@ pub async fn run(
             },
         }
     }
-    pipeline.stop().await;
+    pipeline.stop(&consumer).await;
     Ok(())
 }
 
@@ -307,7 +306,6 @@ struct Pipeline {
     store: Arc<StateStore>,
     /// Kept to subscribe a fresh consumer with.
     handler: Arc<Rebalancer>,
-    consumer: Arc<StreamConsumer<ConsumerCtx>>,
     /// Where the periodic commit's thread sends the broker's answer.
     commits: tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
     /// A periodic commit is on its way: no second one before its answer.
@@ -335,32 +333,29 @@ impl Pipeline {
         c.round = true;
     }
 
-    /// The one-second tick: outage handling, resets, restores caught up,
-    /// the periodic commit, the view.
-    fn refresh(&mut self) {
+    /// The one-second tick: outage handling (which may replace the
+    /// `consumer`), resets, restores caught up, the periodic commit, the
+    /// view.
+    fn refresh(&mut self, consumer: &mut Arc<StreamConsumer<ConsumerCtx>>) {
         let s = &self.settings;
         if self
             .guard
-            .check(&self.consumer, &self.core, &self.store, &self.health, s)
+            .check(consumer, &self.core, &self.store, &self.health, s)
         {
             // Closing it leaves the group, which makes the coordinator
             // start a new generation for the new member.
             match subscribed_consumer(s, &self.health, &self.handler) {
-                Ok(fresh) => self.consumer = Arc::new(fresh),
+                Ok(fresh) => *consumer = Arc::new(fresh),
                 Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
             }
         }
-        rewind_beyond_end(&self.core, &self.consumer, &self.health, s);
-        caught_up(&self.core, &self.consumer, &self.health, &s.input_topic);
+        rewind_beyond_end(&self.core, consumer, &self.health, s);
+        caught_up(&self.core, consumer, &self.health, &s.input_topic);
         // Not while cut off: the group may be gone when the brokers come
         // back, and its offsets with it.
         if !self.guard.paused && !self.committing {
-            self.committing = start_commit(
-                &self.consumer,
-                &s.input_topic,
-                &lock(&self.core),
-                &self.commits,
-            );
+            self.committing =
+                start_commit(consumer, &s.input_topic, &lock(&self.core), &self.commits);
         }
         self.publish();
     }
@@ -405,7 +400,7 @@ impl Pipeline {
 
     /// After the loop: waits (bounded) for pending deliveries, commits what
     /// is done, writes the final snapshots.
-    async fn stop(mut self) {
+    async fn stop(mut self, consumer: &StreamConsumer<ConsumerCtx>) {
         tracing::info!("shutting down: flushing alerts and dead letters");
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         loop {
@@ -426,7 +421,7 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         commit(
-            &*self.consumer,
+            consumer,
             &self.settings.input_topic,
             &mut lock(&self.core),
             None,
