@@ -13,15 +13,21 @@ pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(
     core: &mut Core,
     partitions: Option<&[i32]>,
 ) {
-    let mut tpl = TopicPartitionList::new();
     let moved = core.ledger.committable(partitions, true);
-    for (p, off) in &moved {
-        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
-    }
     if moved.is_empty() {
         return;
     }
-    commit_done(core, (moved, consumer.commit(&tpl, CommitMode::Sync)));
+    let result = consumer.commit(&offsets(topic, &moved), CommitMode::Sync);
+    commit_done(core, (moved, result));
+}
+
+/// The offsets to commit, as Kafka wants them.
+fn offsets(topic: &str, moved: &[(i32, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (p, off) in moved {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
+    }
+    tpl
 }
 
 /// Offsets of the periodic commit, and the broker's answer.
@@ -41,14 +47,11 @@ pub(super) fn start_commit(
     core: &Core,
     results: &tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
 ) -> bool {
-    let mut tpl = TopicPartitionList::new();
     let moved = core.ledger.committable(None, false);
-    for (p, off) in &moved {
-        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));
-    }
     if moved.is_empty() {
         return false;
     }
+    let tpl = offsets(topic, &moved);
     let consumer = consumer.clone();
     let results = results.clone();
     let started = std::thread::Builder::new()
