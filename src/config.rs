@@ -547,12 +547,28 @@ impl Settings {
 }
 
 fn load_file(path: &Path) -> Result<Settings, ConfigError> {
-    let file = |reason: String| ConfigError::File {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file(format!("cannot read: {e}")))?;
-    toml::from_str(&text).map_err(|e| file(e.message().trim().to_string()))
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse_file(&text, &path.display().to_string())
+}
+
+fn parse_file(text: &str, path: &str) -> Result<Settings, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::File {
+        path: path.to_string(),
+        reason: e.message().trim().to_string(),
+    })
+}
+
+impl Settings {
+    /// The settings a `--config` file's text gives with no flag or
+    /// variable set, validated (the fuzz target reads configs this way).
+    pub fn from_toml(text: &str, allow_no_brokers: bool) -> Result<Settings, ConfigError> {
+        let mut s = parse_file(text, "<text>")?;
+        s.validate(allow_no_brokers)?;
+        Ok(s)
+    }
 }
 
 #[cfg(test)]

@@ -290,4 +290,21 @@ mod tests {
         assert!(parse_line("{not json").unwrap().is_err());
         assert!(parse_line(r#"{"score":"high"}"#).unwrap().is_err());
     }
+
+    /// Found by fuzzing: serde_json's default float parser can be one unit
+    /// in the last place off, so a customer value was not the one written.
+    #[test]
+    fn numbers_are_read_exactly() {
+        for v in [
+            "2.1633602230511581e-75",
+            "0.1",
+            "1234.5678",
+            "9.999999999999999e11",
+        ] {
+            let line =
+                format!(r#"{{"responseId":"r","customerValue":{v},"channel":"CHANNEL_WEB"}}"#);
+            let m = parse_line(&line).unwrap().unwrap();
+            assert_eq!(m.customer_value, Some(v.parse::<f64>().unwrap()), "{v}");
+        }
+    }
 }

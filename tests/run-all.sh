@@ -71,6 +71,7 @@ export NPS_REQUIRE_TOOLS=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
@@ -79,6 +80,11 @@ step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked 2>&1 | tee "$log"
+
+step "fuzz: every target for ${NPS_FUZZ_SECONDS:=30}s (cargo-fuzz, installed when missing)"
+# The seeds and every past finding were replayed by `cargo test` above
+# (tests/fuzz_seeds.rs); this searches for new ones, briefly.
+bash fuzz/run.sh "$NPS_FUZZ_SECONDS"
 
 # One closing line for the whole suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -3,6 +3,7 @@
 //! partition (snapshot, replay up to the commit, or the reset point).
 
 use super::*;
+use rdkafka::producer::Producer;
 
 /// Rebalance handling, called inside `recv`.
 pub(super) struct Rebalancer {
@@ -21,16 +22,26 @@ impl Rebalancer {
     /// Waits (bounded) for the partitions' pending deliveries, then commits
     /// what is done. Offsets of what did not finish stay uncommitted: the
     /// next owner redoes it.
+    ///
+    /// The wait is librdkafka's flush, woken by the broker's answers (not a
+    /// polling loop), cut in short slices so that a failed delivery is sent
+    /// again promptly by the next `drain`.
     pub(super) fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
         let deadline = Instant::now() + self.timeout;
         let mut core = lock(&self.core);
         loop {
             core.drain(&self.producer);
             let busy = partitions.iter().any(|p| !core.ledger.idle(*p));
-            if !busy || Instant::now() >= deadline {
+            let now = Instant::now();
+            if !busy || now >= deadline {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            let slice = (deadline - now).min(Duration::from_millis(50));
+            if self.producer.get().flush(slice).is_err() && Instant::now() < now + slice {
+                // Flush refused at once (a fatal producer, renewed by the
+                // next drain): do not spin until the deadline.
+                std::thread::sleep(slice.min(Duration::from_millis(10)));
+            }
         }
         commit(consumer, &self.topic, &mut core, Some(partitions));
     }
