@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/nps/v1/nps.proto", "proto/nps/v1/snapshot.proto"];
+    let protos = [
+        "proto/nps/v1/nps.proto",
+        "proto/nps/v1/cases.proto",
+        "proto/nps/v1/snapshot.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

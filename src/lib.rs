@@ -41,6 +41,7 @@
 //!   [`shutdown`]: the signal.
 
 pub mod alerts;
+pub mod cases;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -1,0 +1,549 @@
+//! The case tracker: every detractor alert becomes a case with a contact
+//! SLA; case events from a CRM move it along; escalations come out when
+//! nobody acts, and at once for a repeat detractor.
+//!
+//! Pure, like the engine: no clock (`now` is an argument), no I/O, no
+//! Kafka, no metrics. The shell reads alerts back from the alerts topic and
+//! case events from the case-events topic (co-partitioned: both keyed by
+//! customer_id), hands them in, asks `due(now)` every second, and turns
+//! what comes out into records and metrics.
+//!
+//! Rules (README, "Closing the loop"):
+//! - A case opens at the alert's `emitted_at`; it is due `sla(priority)`
+//!   later. It meets its SLA when CONTACTED, RESOLVED or UNREACHABLE comes
+//!   at or before its due time (by the event's `occurred_at`);
+//!   ACKNOWLEDGED and CONTACT_ATTEMPTED do not stop the clock.
+//! - Not contacted at its due time: escalation level 1 (reason
+//!   `contact_sla_missed`), and the case counts as overdue; at twice the
+//!   SLA, level 2. At most one escalation per (case, level).
+//! - An alert for a customer whose previous case opened within the repeat
+//!   horizon escalates at once at level 1 (reason `repeat_detractor`).
+//!   Both times are the alerts' `emitted_at`; a customer is forgotten once
+//!   the horizon has passed on the processing clock (`due(now)`).
+//! - An event older than the case's current state is stale: ignored.
+//! - An event for an alert not seen yet waits `orphan_grace` for it, then
+//!   comes back out of `expire_orphans` (the shell dead-letters it).
+//!
+//! Memory: a case keeps no strings (its segment is an id in a table of
+//! names; the escalation's customer id and comment are read back from the
+//! alert at `alert_offset` by the shell). See `Case` for the layout.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::pb::{AlertPriority, CaseOutcome, CaseState};
+
+mod config;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use config::ms;
+pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
+pub use types::*;
+
+/// One case: 72 bytes, no strings (the `Tracker` doc says where the rest
+/// lives).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Case {
+    alert_offset: i64,
+    opened_at: i64,
+    /// occurred_at of the current state (stale check); `opened_at` at first.
+    state_at: i64,
+    /// First CONTACTED/RESOLVED/UNREACHABLE, `NEVER` until then.
+    contacted_at: i64,
+    /// A repeat detractor's previous alert (high, low halves; zeros for
+    /// none: an alert id is a 128-bit hash, never zero in practice).
+    previous: [u64; 2],
+    segment: SegmentId,
+    partition: i32,
+    priority: AlertPriority,
+    state: CaseState,
+    /// Bit 0: level 1 escalated; bit 1: level 2.
+    escalated: u8,
+    /// Counted as overdue (past due, not contacted, open).
+    overdue: bool,
+}
+
+const NEVER: i64 = i64::MAX;
+
+impl Case {
+    fn open(&self) -> bool {
+        !matches!(self.state, CaseState::Resolved | CaseState::Unreachable)
+    }
+    fn contacted(&self) -> bool {
+        self.contacted_at != NEVER
+    }
+    fn previous_alert(&self) -> Option<AlertKey> {
+        let [hi, lo] = self.previous;
+        let key = (u128::from(hi) << 64) | u128::from(lo);
+        (key != 0).then_some(key)
+    }
+    /// When a closed case is forgotten: `closed_retention` after it closed.
+    fn forget_at(&self, config: &CaseConfig) -> i64 {
+        self.state_at.saturating_add(ms(config.closed_retention))
+    }
+}
+
+/// Open and overdue cases of one (segment, priority).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub open: u64,
+    pub overdue: u64,
+}
+
+/// An event waiting for its alert, with the shell's handle on its record.
+struct Orphan<O> {
+    partition: i32,
+    event: EventIn,
+    expires: i64,
+    handle: O,
+}
+
+/// The tracker. `O` is the shell's handle on a waiting event's record
+/// (what it dead-letters if the alert never comes).
+pub struct Tracker<O> {
+    config: CaseConfig,
+    cases: HashMap<AlertKey, Case>,
+    /// (due time, level, alert) of every escalation still to check.
+    due: BTreeSet<(i64, u8, AlertKey)>,
+    /// Closed cases by the time they are forgotten.
+    closed: BTreeSet<(i64, AlertKey)>,
+    /// Per customer (hash of the id, per partition): the last case opened.
+    customers: HashMap<(i32, u64), (i64, AlertKey)>,
+    /// Customers by the time they are forgotten.
+    customer_expiry: BTreeSet<(i64, i32, u64)>,
+    orphans: HashMap<AlertKey, Vec<Orphan<O>>>,
+    orphan_expiry: BTreeSet<(i64, AlertKey)>,
+    orphan_count: usize,
+    names: Vec<(Box<str>, Box<str>)>,
+    name_ids: HashMap<(Box<str>, Box<str>), SegmentId>,
+    counts: HashMap<(SegmentId, AlertPriority), Counts>,
+    /// Cases forgotten while open because the table was full.
+    pub evicted_open: u64,
+}
+
+/// The customer hash: customers are remembered by a 64-bit hash of their
+/// id, never by the id itself.
+fn customer_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+impl<O> Tracker<O> {
+    pub fn new(config: CaseConfig) -> Self {
+        Tracker {
+            config,
+            cases: HashMap::new(),
+            due: BTreeSet::new(),
+            closed: BTreeSet::new(),
+            customers: HashMap::new(),
+            customer_expiry: BTreeSet::new(),
+            orphans: HashMap::new(),
+            orphan_expiry: BTreeSet::new(),
+            orphan_count: 0,
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            counts: HashMap::new(),
+            evicted_open: 0,
+        }
+    }
+
+    pub fn config(&self) -> &CaseConfig {
+        &self.config
+    }
+
+    /// Product and region of a segment id.
+    pub fn segment_name(&self, id: SegmentId) -> (&str, &str) {
+        self.names
+            .get(id.0 as usize)
+            .map_or((crate::engine::OTHER, crate::engine::OTHER), |(p, r)| {
+                (p.as_ref(), r.as_ref())
+            })
+    }
+
+    fn segment(&mut self, product: &str, region: &str) -> SegmentId {
+        let key = (Box::<str>::from(product), Box::<str>::from(region));
+        if let Some(id) = self.name_ids.get(&key) {
+            return *id;
+        }
+        if self.names.len() >= self.config.max_segments {
+            let other = crate::engine::OTHER;
+            return self.segment_other(other);
+        }
+        let id = SegmentId(self.names.len() as u32);
+        self.names.push(key.clone());
+        self.name_ids.insert(key, id);
+        id
+    }
+
+    fn segment_other(&mut self, other: &str) -> SegmentId {
+        let key = (Box::<str>::from(other), Box::<str>::from(other));
+        if let Some(id) = self.name_ids.get(&key) {
+            return *id;
+        }
+        let id = SegmentId(self.names.len() as u32);
+        self.names.push(key.clone());
+        self.name_ids.insert(key, id);
+        id
+    }
+
+    /// Number of cases held (open and closed).
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
+    /// Customers remembered.
+    pub fn customers(&self) -> usize {
+        self.customers.len()
+    }
+
+    /// Events waiting for their alert.
+    pub fn orphans(&self) -> usize {
+        self.orphan_count
+    }
+
+    /// Open and overdue cases per (segment, priority), zeros included for
+    /// what was ever seen (so a gauge goes back to 0).
+    pub fn counts(&self) -> impl Iterator<Item = (SegmentId, AlertPriority, Counts)> + '_ {
+        self.counts.iter().map(|((s, p), c)| (*s, *p, *c))
+    }
+
+    fn count(&mut self, c: &Case) -> &mut Counts {
+        self.counts.entry((c.segment, c.priority)).or_default()
+    }
+
+    /// Opens the case of an alert read back from the alerts topic.
+    pub fn open(&mut self, alert: &AlertIn<'_>, now: i64) -> Opened {
+        if self.cases.contains_key(&alert.alert) {
+            return Opened::Known;
+        }
+        self.make_room(now);
+        let segment = self.segment(alert.product, alert.region);
+        let sla = self.config.sla.ms(alert.priority);
+        let mut case = Case {
+            alert_offset: alert.offset,
+            opened_at: alert.emitted_at_ms,
+            state_at: alert.emitted_at_ms,
+            contacted_at: NEVER,
+            previous: [0, 0],
+            segment,
+            partition: alert.partition,
+            priority: alert.priority,
+            state: CaseState::Unspecified,
+            escalated: 0,
+            overdue: false,
+        };
+        // A repeat detractor: escalated at once.
+        let mut repeat = None;
+        if !alert.customer_id.is_empty() {
+            let who = (alert.partition, customer_hash(alert.customer_id));
+            let horizon = ms(self.config.repeat_horizon);
+            let before = self.customers.get(&who).copied();
+            if let Some((at, prev)) = before {
+                self.customer_expiry
+                    .remove(&(at.saturating_add(horizon), who.0, who.1));
+                if alert.emitted_at_ms.saturating_sub(at) <= horizon {
+                    case.previous = [(prev >> 64) as u64, prev as u64];
+                    case.escalated |= 1;
+                    repeat = Some(self.escalation(
+                        alert.alert,
+                        &case,
+                        1,
+                        EscalationReason::RepeatDetractor,
+                    ));
+                }
+            }
+            // Remember the customer's latest case.
+            let last = match before {
+                Some((at, prev)) if at > alert.emitted_at_ms => (at, prev),
+                _ => (alert.emitted_at_ms, alert.alert),
+            };
+            self.customers.insert(who, last);
+            self.customer_expiry
+                .insert((last.0.saturating_add(horizon), who.0, who.1));
+            while self.customers.len() > self.config.max_customers {
+                let Some(first) = self.customer_expiry.pop_first() else {
+                    break;
+                };
+                self.customers.remove(&(first.1, first.2));
+            }
+        }
+        self.due
+            .insert((case.opened_at.saturating_add(sla), 1, alert.alert));
+        self.count(&case).open += 1;
+        self.cases.insert(alert.alert, case);
+        // Events that came before their alert.
+        let mut applied = Vec::new();
+        if let Some(mut waiting) = self.orphans.remove(&alert.alert) {
+            waiting.sort_by_key(|o| o.event.occurred_at_ms);
+            for o in waiting {
+                self.orphan_count -= 1;
+                self.orphan_expiry.remove(&(o.expires, alert.alert));
+                applied.push(self.apply(&o.event));
+            }
+        }
+        // Whatever is already due (an alert read late) is left to `due`.
+        Opened::New { repeat, applied }
+    }
+
+    fn escalation(
+        &self,
+        alert: AlertKey,
+        case: &Case,
+        level: u8,
+        reason: EscalationReason,
+    ) -> Escalation {
+        let sla = self.config.sla.ms(case.priority);
+        Escalation {
+            alert,
+            level,
+            reason,
+            previous_alert: case.previous_alert(),
+            segment: case.segment,
+            priority: case.priority,
+            opened_at_ms: case.opened_at,
+            due_at_ms: case.opened_at.saturating_add(sla),
+            state: case.state,
+            partition: case.partition,
+            alert_offset: case.alert_offset,
+        }
+    }
+
+    /// Applies a case event, or keeps it until its alert comes (`handle`
+    /// is given back by `expire_orphans` if it never does).
+    pub fn event(&mut self, partition: i32, event: &EventIn, handle: O, now: i64) -> Applied {
+        if self.cases.contains_key(&event.alert) {
+            return self.apply(event);
+        }
+        let expires = now.saturating_add(ms(self.config.orphan_grace));
+        self.orphans.entry(event.alert).or_default().push(Orphan {
+            partition,
+            event: *event,
+            expires,
+            handle,
+        });
+        self.orphan_expiry.insert((expires, event.alert));
+        self.orphan_count += 1;
+        Applied::Waiting
+    }
+
+    fn apply(&mut self, event: &EventIn) -> Applied {
+        let mut case = match self.cases.get(&event.alert) {
+            Some(c) => *c,
+            None => return Applied::Stale,
+        };
+        if event.occurred_at_ms < case.state_at || event.state == CaseState::Unspecified {
+            return Applied::Stale;
+        }
+        let sla_ms = self.config.sla.ms(case.priority);
+        let due = case.opened_at.saturating_add(sla_ms);
+        let was_open = case.open();
+        let mut first_contact = None;
+        let mut closed = None;
+        let contact = matches!(
+            event.state,
+            CaseState::Contacted | CaseState::Resolved | CaseState::Unreachable
+        );
+        if contact && !case.contacted() {
+            case.contacted_at = event.occurred_at_ms;
+            let met = case.contacted_at <= due;
+            first_contact = Some(((case.contacted_at - case.opened_at).max(0), met));
+            // No more escalations; no longer overdue.
+            self.due.remove(&(due, 1, event.alert));
+            self.due.remove(&(
+                case.opened_at.saturating_add(sla_ms.saturating_mul(2)),
+                2,
+                event.alert,
+            ));
+            if case.overdue {
+                case.overdue = false;
+                self.count(&case).overdue -= 1;
+            }
+        }
+        let retention = ms(self.config.closed_retention);
+        let closed_at = case.state_at;
+        case.state = event.state;
+        case.state_at = event.occurred_at_ms;
+        let now_open = case.open();
+        if was_open && !now_open {
+            let how = match (event.state, event.outcome) {
+                (CaseState::Unreachable, _) => ClosedAs::Unreachable,
+                (_, CaseOutcome::Recovered) => ClosedAs::Recovered,
+                (_, CaseOutcome::NotRecovered) => ClosedAs::NotRecovered,
+                (_, CaseOutcome::Churned) => ClosedAs::Churned,
+                (_, CaseOutcome::Unspecified) => ClosedAs::Unspecified,
+            };
+            closed = Some((how, case.contacted_at <= due));
+            self.count(&case).open -= 1;
+            self.closed
+                .insert((case.state_at.saturating_add(retention), event.alert));
+        } else if !was_open && now_open {
+            self.count(&case).open += 1;
+            self.closed
+                .remove(&(closed_at.saturating_add(retention), event.alert));
+        } else if !now_open {
+            // Closed again (a later close event): forgotten from the later time.
+            self.closed
+                .remove(&(closed_at.saturating_add(retention), event.alert));
+            self.closed
+                .insert((case.state_at.saturating_add(retention), event.alert));
+        }
+        let (segment, priority) = (case.segment, case.priority);
+        self.cases.insert(event.alert, case);
+        Applied::Moved {
+            segment,
+            priority,
+            first_contact,
+            closed,
+        }
+    }
+
+    /// The escalations due at `now` (each once), in due order; and forgets
+    /// closed cases and customers past their time.
+    pub fn due(&mut self, now: i64) -> Vec<Escalation> {
+        let mut out = Vec::new();
+        while let Some(&(at, level, alert)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            let Some(mut case) = self.cases.get(&alert).copied() else {
+                continue;
+            };
+            if case.contacted() || !case.open() {
+                continue;
+            }
+            if level == 1 {
+                if !case.overdue {
+                    case.overdue = true;
+                    self.count(&case).overdue += 1;
+                }
+                let sla = self.config.sla.ms(case.priority);
+                self.due.insert((
+                    case.opened_at.saturating_add(sla.saturating_mul(2)),
+                    2,
+                    alert,
+                ));
+            }
+            let bit = 1 << (level - 1);
+            if case.escalated & bit == 0 {
+                case.escalated |= bit;
+                out.push(self.escalation(alert, &case, level, EscalationReason::ContactSlaMissed));
+            }
+            self.cases.insert(alert, case);
+        }
+        while let Some(&(at, alert)) = self.closed.first() {
+            if at > now {
+                break;
+            }
+            self.closed.pop_first();
+            self.cases.remove(&alert);
+        }
+        while let Some(&(at, p, h)) = self.customer_expiry.first() {
+            if at > now {
+                break;
+            }
+            self.customer_expiry.pop_first();
+            self.customers.remove(&(p, h));
+        }
+        out
+    }
+
+    /// Events whose alert did not come within the grace (or that the cap
+    /// pushed out): their handles, to dead-letter as `unknown_alert`.
+    pub fn expire_orphans(&mut self, now: i64) -> Vec<O> {
+        let mut out = Vec::new();
+        while let Some(&(at, alert)) = self.orphan_expiry.first() {
+            if at > now && self.orphan_count <= self.config.max_orphans {
+                break;
+            }
+            self.orphan_expiry.pop_first();
+            if let Some(list) = self.orphans.get_mut(&alert) {
+                let (gone, kept): (Vec<_>, Vec<_>) = list.drain(..).partition(|o| o.expires == at);
+                *list = kept;
+                if list.is_empty() {
+                    self.orphans.remove(&alert);
+                }
+                self.orphan_count -= gone.len();
+                out.extend(gone.into_iter().map(|o| o.handle));
+            }
+        }
+        out
+    }
+
+    /// Keeps the table under its cap: the oldest closed case goes first,
+    /// then the oldest open one.
+    fn make_room(&mut self, _now: i64) {
+        while self.cases.len() >= self.config.max_cases {
+            if let Some((_, alert)) = self.closed.pop_first() {
+                self.cases.remove(&alert);
+                continue;
+            }
+            // No closed case: the open case due first goes (or, when every
+            // open case was contacted already, any of them).
+            let next = self.due.first().map(|(_, _, a)| *a);
+            let Some(alert) = next.or_else(|| self.cases.keys().next().copied()) else {
+                break;
+            };
+            self.forget(alert);
+            self.evicted_open += 1;
+        }
+    }
+
+    /// Removes a case with its due checks, and takes it out of the counts.
+    fn forget(&mut self, alert: AlertKey) {
+        let Some(case) = self.cases.remove(&alert) else {
+            return;
+        };
+        let sla = self.config.sla.ms(case.priority);
+        for level in 1..=2u8 {
+            let at = case
+                .opened_at
+                .saturating_add(sla.saturating_mul(i64::from(level)));
+            self.due.remove(&(at, level, alert));
+        }
+        if case.open() {
+            let c = self.count(&case);
+            c.open -= 1;
+            if case.overdue {
+                c.overdue -= 1;
+            }
+        } else {
+            self.closed.remove(&(case.forget_at(&self.config), alert));
+        }
+    }
+
+    /// Forgets everything of `partition` (revoked): cases, customers and
+    /// waiting events (their handles are dropped: the next owner reads
+    /// them again from the last commit).
+    pub fn drop_partition(&mut self, partition: i32) {
+        let gone: Vec<AlertKey> = self
+            .cases
+            .iter()
+            .filter(|(_, c)| c.partition == partition)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in gone {
+            self.forget(a);
+        }
+        self.customers.retain(|(p, _), _| *p != partition);
+        self.customer_expiry.retain(|(_, p, _)| *p != partition);
+        let mut dropped = 0;
+        self.orphans.retain(|_, list| {
+            let before = list.len();
+            list.retain(|o| o.partition != partition);
+            dropped += before - list.len();
+            !list.is_empty()
+        });
+        self.orphan_count -= dropped;
+        let orphans = &self.orphans;
+        self.orphan_expiry.retain(|(at, a)| {
+            orphans
+                .get(a)
+                .is_some_and(|l| l.iter().any(|o| o.expires == *at))
+        });
+    }
+}
