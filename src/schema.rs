@@ -258,6 +258,18 @@ pub fn decode<'h>(
     headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     limits: &Limits,
 ) -> Result<(SurveyResponse, Framing), Rejection> {
+    let (body, framing) = unframe(payload, headers, limits)?;
+    let msg = SurveyResponse::decode(body).map_err(|e| Rejection::Undecodable(e.to_string()))?;
+    Ok((msg, framing))
+}
+
+/// The protobuf body of a record value: checks size and framing (plain,
+/// Confluent prefix, or the schema-id header) and strips the prefix.
+pub fn unframe<'p, 'h>(
+    payload: Option<&'p [u8]>,
+    headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    limits: &Limits,
+) -> Result<(&'p [u8], Framing), Rejection> {
     let payload = match payload {
         None | Some([]) => return Err(Rejection::EmptyPayload),
         Some(p) => p,
@@ -281,8 +293,7 @@ pub fn decode<'h>(
     } else {
         (payload, Framing::Plain)
     };
-    let msg = SurveyResponse::decode(body).map_err(|e| Rejection::Undecodable(e.to_string()))?;
-    Ok((msg, framing))
+    Ok((body, framing))
 }
 
 /// `0x00` + 4-byte schema id + message indexes; returns the id and the rest.
@@ -418,22 +429,7 @@ pub fn validate(
         Some(s) if s > 10 => return Err(Rejection::ScoreOutOfRange(s)),
         Some(s) => s,
     };
-    let ts = msg
-        .responded_at
-        .as_ref()
-        .ok_or(Rejection::MissingTimestamp)?;
-    if !(0..1_000_000_000).contains(&ts.nanos)
-        || !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds)
-    {
-        return Err(Rejection::InvalidTimestamp);
-    }
-    let responded_at_ms = ts.seconds * 1000 + i64::from(ts.nanos / 1_000_000);
-    let skew_ms = i64::try_from(limits.max_future_skew.as_millis()).unwrap_or(i64::MAX);
-    if responded_at_ms > now_ms.saturating_add(skew_ms) {
-        return Err(Rejection::FutureTimestamp {
-            ahead_ms: responded_at_ms - now_ms,
-        });
-    }
+    let responded_at_ms = timestamp_ms(msg.responded_at.as_ref(), now_ms, limits)?;
     let weight = match msg.customer_value {
         None => 1.0,
         Some(v) if v.is_finite() && v >= 0.0 && v <= limits.max_customer_value => v,
@@ -460,6 +456,29 @@ pub fn validate(
     })
 }
 
+/// A required event time in Unix ms: present, a valid protobuf Timestamp,
+/// and not further in the future than the allowed skew.
+pub fn timestamp_ms(
+    ts: Option<&pbjson_types::Timestamp>,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<i64, Rejection> {
+    let ts = ts.ok_or(Rejection::MissingTimestamp)?;
+    if !(0..1_000_000_000).contains(&ts.nanos)
+        || !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds)
+    {
+        return Err(Rejection::InvalidTimestamp);
+    }
+    let ms = ts.seconds * 1000 + i64::from(ts.nanos / 1_000_000);
+    let skew_ms = i64::try_from(limits.max_future_skew.as_millis()).unwrap_or(i64::MAX);
+    if ms > now_ms.saturating_add(skew_ms) {
+        return Err(Rejection::FutureTimestamp {
+            ahead_ms: ms - now_ms,
+        });
+    }
+    Ok(ms)
+}
+
 /// Decode then validate.
 pub fn decode_and_validate<'h>(
     payload: Option<&[u8]>,
@@ -471,7 +490,8 @@ pub fn decode_and_validate<'h>(
     validate(msg, now_ms, limits)
 }
 
-fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Rejection> {
+/// A field no longer than `limit` bytes.
+pub fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Rejection> {
     if value.len() > limit {
         return Err(Rejection::FieldTooLong {
             field,

@@ -33,12 +33,16 @@ use std::collections::{BTreeSet, HashMap};
 use crate::pb::{AlertPriority, CaseOutcome, CaseState};
 
 mod config;
+pub mod escalation;
+pub mod event;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod types;
 
 use config::ms;
 pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
+pub use snapshot::CasesSnapshotError;
 pub use types::*;
 
 /// One case: 72 bytes, no strings (the `Tracker` doc says where the rest
@@ -216,11 +220,11 @@ impl<O> Tracker<O> {
     }
 
     /// Opens the case of an alert read back from the alerts topic.
-    pub fn open(&mut self, alert: &AlertIn<'_>, now: i64) -> Opened {
+    pub fn open(&mut self, alert: &AlertIn<'_>) -> Opened {
         if self.cases.contains_key(&alert.alert) {
             return Opened::Known;
         }
-        self.make_room(now);
+        self.make_room();
         let segment = self.segment(alert.product, alert.region);
         let sla = self.config.sla.ms(alert.priority);
         let mut case = Case {
@@ -476,7 +480,7 @@ impl<O> Tracker<O> {
 
     /// Keeps the table under its cap: the oldest closed case goes first,
     /// then the oldest open one.
-    fn make_room(&mut self, _now: i64) {
+    fn make_room(&mut self) {
         while self.cases.len() >= self.config.max_cases {
             if let Some((_, alert)) = self.closed.pop_first() {
                 self.cases.remove(&alert);

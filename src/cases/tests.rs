@@ -51,7 +51,7 @@ fn totals<O>(t: &Tracker<O>) -> Counts {
 fn an_uncontacted_case_escalates_at_its_sla_then_at_twice_it() {
     let mut t = Tracker::<()>::new(config());
     assert!(matches!(
-        t.open(&alert(1, "c", AlertPriority::Normal, 1000), 1000),
+        t.open(&alert(1, "c", AlertPriority::Normal, 1000)),
         Opened::New { repeat: None, .. }
     ));
     assert!(t.due(1099).is_empty());
@@ -79,7 +79,7 @@ fn an_uncontacted_case_escalates_at_its_sla_then_at_twice_it() {
 #[test]
 fn contact_in_time_meets_the_sla_and_stops_escalations() {
     let mut t = Tracker::<()>::new(config());
-    t.open(&alert(1, "c", AlertPriority::Critical, 0), 0);
+    t.open(&alert(1, "c", AlertPriority::Critical, 0));
     // Acknowledging does not stop the clock.
     let a = t.event(0, &ev(1, CaseState::Acknowledged, 5), (), 5);
     assert!(matches!(
@@ -116,7 +116,7 @@ fn contact_in_time_meets_the_sla_and_stops_escalations() {
 #[test]
 fn late_contact_after_the_escalation_closes_overdue() {
     let mut t = Tracker::<()>::new(config());
-    t.open(&alert(1, "c", AlertPriority::High, 0), 0);
+    t.open(&alert(1, "c", AlertPriority::High, 0));
     assert_eq!(t.due(60).len(), 1);
     assert_eq!(totals(&t).overdue, 1);
     let a = t.event(0, &ev(1, CaseState::Unreachable, 70), (), 70);
@@ -135,7 +135,7 @@ fn late_contact_after_the_escalation_closes_overdue() {
 #[test]
 fn stale_events_change_nothing() {
     let mut t = Tracker::<()>::new(config());
-    t.open(&alert(1, "c", AlertPriority::Normal, 100), 100);
+    t.open(&alert(1, "c", AlertPriority::Normal, 100));
     assert_eq!(
         t.event(0, &ev(1, CaseState::Contacted, 99), (), 120),
         Applied::Stale
@@ -151,10 +151,10 @@ fn stale_events_change_nothing() {
 #[test]
 fn a_repeat_detractor_escalates_at_once_naming_the_previous_alert() {
     let mut t = Tracker::<()>::new(config());
-    t.open(&alert(1, "ana", AlertPriority::Normal, 0), 0);
+    t.open(&alert(1, "ana", AlertPriority::Normal, 0));
     let Opened::New {
         repeat: Some(e), ..
-    } = t.open(&alert(2, "ana", AlertPriority::Normal, 500), 500)
+    } = t.open(&alert(2, "ana", AlertPriority::Normal, 500))
     else {
         panic!("not a repeat");
     };
@@ -167,16 +167,16 @@ fn a_repeat_detractor_escalates_at_once_naming_the_previous_alert() {
     assert_eq!(later, vec![(1, 1), (1, 2), (2, 2)]);
     // Beyond the horizon: no repeat.
     assert!(matches!(
-        t.open(&alert(3, "ana", AlertPriority::Normal, 1600), 1600),
+        t.open(&alert(3, "ana", AlertPriority::Normal, 1600)),
         Opened::New { repeat: None, .. }
     ));
     // Another customer, or none: no repeat.
     assert!(matches!(
-        t.open(&alert(4, "", AlertPriority::Normal, 1600), 1600),
+        t.open(&alert(4, "", AlertPriority::Normal, 1600)),
         Opened::New { repeat: None, .. }
     ));
     assert!(matches!(
-        t.open(&alert(5, "", AlertPriority::Normal, 1601), 1601),
+        t.open(&alert(5, "", AlertPriority::Normal, 1601)),
         Opened::New { repeat: None, .. }
     ));
 }
@@ -193,7 +193,7 @@ fn events_before_their_alert_wait_then_apply_or_expire() {
         Applied::Waiting
     );
     assert_eq!(t.orphans(), 2);
-    let Opened::New { applied, .. } = t.open(&alert(1, "c", AlertPriority::Normal, 0), 10) else {
+    let Opened::New { applied, .. } = t.open(&alert(1, "c", AlertPriority::Normal, 0)) else {
         panic!()
     };
     assert!(matches!(
@@ -212,8 +212,8 @@ fn events_before_their_alert_wait_then_apply_or_expire() {
 fn a_redelivered_alert_is_known_and_reopened_cases_count_as_open() {
     let mut t = Tracker::<()>::new(config());
     let a = alert(1, "c", AlertPriority::Normal, 0);
-    t.open(&a, 0);
-    assert_eq!(t.open(&a, 1), Opened::Known);
+    t.open(&a);
+    assert_eq!(t.open(&a), Opened::Known);
     t.event(0, &ev(1, CaseState::Resolved, 10), (), 10);
     assert_eq!(totals(&t).open, 0);
     let r = t.event(0, &ev(1, CaseState::Reopened, 20), (), 20);
@@ -228,13 +228,13 @@ fn the_table_is_capped_closed_cases_first() {
         max_cases: 3,
         ..config()
     });
-    t.open(&alert(1, "", AlertPriority::Normal, 0), 0);
-    t.open(&alert(2, "", AlertPriority::Normal, 1), 1);
+    t.open(&alert(1, "", AlertPriority::Normal, 0));
+    t.open(&alert(2, "", AlertPriority::Normal, 1));
     t.event(0, &ev(2, CaseState::Resolved, 2), (), 2);
-    t.open(&alert(3, "", AlertPriority::Normal, 3), 3);
-    t.open(&alert(4, "", AlertPriority::Normal, 4), 4);
+    t.open(&alert(3, "", AlertPriority::Normal, 3));
+    t.open(&alert(4, "", AlertPriority::Normal, 4));
     assert_eq!((t.len(), t.evicted_open), (3, 0), "the closed one went");
-    t.open(&alert(5, "", AlertPriority::Normal, 5), 5);
+    t.open(&alert(5, "", AlertPriority::Normal, 5));
     assert_eq!((t.len(), t.evicted_open), (3, 1));
     assert_eq!(totals(&t).open, 3);
     let due: Vec<_> = t.due(1000).iter().map(|e| e.alert).collect();
@@ -244,10 +244,10 @@ fn the_table_is_capped_closed_cases_first() {
 #[test]
 fn dropping_a_partition_forgets_its_cases_and_counts() {
     let mut t = Tracker::<()>::new(config());
-    t.open(&alert(1, "a", AlertPriority::Normal, 0), 0);
+    t.open(&alert(1, "a", AlertPriority::Normal, 0));
     let mut other = alert(2, "b", AlertPriority::Normal, 0);
     other.partition = 1;
-    t.open(&other, 0);
+    t.open(&other);
     t.event(1, &ev(9, CaseState::Contacted, 0), (), 0);
     t.drop_partition(1);
     assert_eq!((t.len(), t.customers(), t.orphans()), (1, 1, 0));
@@ -414,7 +414,7 @@ proptest! {
                     let p = AlertPriority::try_from(i32::from(priority)).unwrap();
                     let at = now - ago;
                     let cust = customer.map_or("", |c| customers[c as usize]);
-                    let got = t.open(&alert(a, cust, p, at), now);
+                    let got = t.open(&alert(a, cust, p, at));
                     if m.cases.iter().any(|c| c.alert == a) {
                         prop_assert_eq!(got, Opened::Known);
                         continue;
@@ -506,4 +506,92 @@ proptest! {
 #[test]
 fn a_case_holds_no_strings_and_stays_small() {
     assert_eq!(std::mem::size_of::<Case>(), 72);
+}
+
+/// Runs one op on a tracker; what it answered, as text, and the clock.
+fn drive(t: &mut Tracker<u32>, op: &Op, now: &mut i64) -> String {
+    let customers = ["c0", "c1", "c2", "c3"];
+    match *op {
+        Op::Open {
+            alert: a,
+            customer,
+            priority,
+            ago,
+        } => {
+            let p = AlertPriority::try_from(i32::from(priority)).unwrap();
+            let cust = customer.map_or("", |c| customers[c as usize]);
+            format!("{:?}", t.open(&alert(a, cust, p, *now - ago)))
+        }
+        Op::Event {
+            alert: a,
+            state,
+            outcome,
+            ago,
+        } => {
+            let e = EventIn {
+                alert: a,
+                state: CaseState::try_from(i32::from(state)).unwrap(),
+                occurred_at_ms: *now - ago,
+                outcome: CaseOutcome::try_from(i32::from(outcome)).unwrap(),
+            };
+            format!("{:?}", t.event(0, &e, 0, *now))
+        }
+        Op::Tick(dt) => {
+            *now += dt;
+            format!("{:?} {:?}", t.due(*now), t.expire_orphans(*now).len())
+        }
+    }
+}
+
+fn sorted_counts(t: &Tracker<u32>) -> Vec<(String, AlertPriority, Counts)> {
+    let mut v: Vec<_> = t
+        .counts()
+        .filter(|(_, _, c)| *c != Counts::default())
+        .map(|(s, p, c)| (format!("{:?}", t.segment_name(s)), p, c))
+        .collect();
+    v.sort_by_key(|(s, p, _)| (s.clone(), *p as i32));
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn a_restored_partition_goes_on_as_if_never_stopped(
+        before in proptest::collection::vec(op(), 1..80),
+        after in proptest::collection::vec(op(), 1..80),
+    ) {
+        let mut a = Tracker::<u32>::new(config());
+        let mut now = 1000i64;
+        for op in &before {
+            drive(&mut a, op, &mut now);
+        }
+        // Waiting events are not in a snapshot (their records are read again).
+        a.expire_orphans(i64::MAX);
+        let snap = a.partition_snapshot(0, 10, 20);
+        let mut b = Tracker::<u32>::new(config());
+        b.restore_partition(&snap).unwrap();
+        prop_assert_eq!(b.partition_snapshot(0, 10, 20), snap);
+        prop_assert_eq!(sorted_counts(&a), sorted_counts(&b));
+        let (mut now_a, mut now_b) = (now, now);
+        for op in &after {
+            let x = drive(&mut a, op, &mut now_a);
+            let y = drive(&mut b, op, &mut now_b);
+            prop_assert_eq!(x, y);
+        }
+        prop_assert_eq!(sorted_counts(&a), sorted_counts(&b));
+    }
+}
+
+#[test]
+fn a_contradictory_snapshot_changes_nothing() {
+    let mut t = Tracker::<u32>::new(config());
+    t.open(&alert(1, "c", AlertPriority::Normal, 0));
+    let good = t.partition_snapshot(0, 0, 0);
+    let mut bad = good.clone();
+    bad.cases.push(bad.cases[0].clone());
+    assert!(t.restore_partition(&bad).is_err());
+    let mut bad = good.clone();
+    bad.cases[0].state = 99;
+    assert!(t.restore_partition(&bad).is_err());
+    assert_eq!(t.partition_snapshot(0, 0, 0), good);
 }

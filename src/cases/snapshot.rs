@@ -1,0 +1,165 @@
+//! The tracker's state of one partition, written out and read back
+//! exactly (`CasesPartitionSnapshot` in proto/nps/v1/cases.proto). Events
+//! waiting for their alert are not in it (their records are read again).
+
+use super::{Case, NEVER, SegmentId, Tracker, ms};
+use crate::pb::{self, AlertPriority, CaseState};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CasesSnapshotError {
+    #[error("cases snapshot is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl CasesSnapshotError {
+    pub fn reason(&self) -> &'static str {
+        "corrupt"
+    }
+}
+
+fn halves(k: u128) -> (u64, u64) {
+    ((k >> 64) as u64, k as u64)
+}
+
+fn join(hi: u64, lo: u64) -> u128 {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+impl<O> Tracker<O> {
+    /// One partition's cases and customers, with the input positions they
+    /// reflect.
+    pub fn partition_snapshot(
+        &self,
+        partition: i32,
+        alerts_next_offset: i64,
+        events_next_offset: i64,
+    ) -> pb::CasesPartitionSnapshot {
+        let mut cases: Vec<pb::CaseRecord> = self
+            .cases
+            .iter()
+            .filter(|(_, c)| c.partition == partition)
+            .map(|(alert, c)| {
+                let (alert_hi, alert_lo) = halves(*alert);
+                let (product, region) = self.segment_name(c.segment);
+                pb::CaseRecord {
+                    alert_hi,
+                    alert_lo,
+                    alert_offset: c.alert_offset,
+                    opened_at_ms: c.opened_at,
+                    state_at_ms: c.state_at,
+                    contacted_at_ms: c.contacted().then_some(c.contacted_at),
+                    previous_hi: c.previous[0],
+                    previous_lo: c.previous[1],
+                    product: product.into(),
+                    region: region.into(),
+                    priority: c.priority as i32,
+                    state: c.state as i32,
+                    escalated: u32::from(c.escalated),
+                    overdue: c.overdue,
+                }
+            })
+            .collect();
+        cases.sort_by_key(|c| (c.opened_at_ms, c.alert_hi, c.alert_lo));
+        let mut customers: Vec<pb::CustomerRecord> = self
+            .customers
+            .iter()
+            .filter(|((p, _), _)| *p == partition)
+            .map(|((_, hash), (at, alert))| {
+                let (alert_hi, alert_lo) = halves(*alert);
+                pb::CustomerRecord {
+                    hash: *hash,
+                    last_opened_ms: *at,
+                    alert_hi,
+                    alert_lo,
+                }
+            })
+            .collect();
+        customers.sort_by_key(|c| (c.last_opened_ms, c.hash));
+        pb::CasesPartitionSnapshot {
+            partition,
+            cases,
+            customers,
+            alerts_next_offset,
+            events_next_offset,
+        }
+    }
+
+    /// Replaces what the tracker holds of the snapshot's partition with it.
+    /// All or nothing: a snapshot that contradicts itself changes nothing.
+    pub fn restore_partition(
+        &mut self,
+        snap: &pb::CasesPartitionSnapshot,
+    ) -> Result<(), CasesSnapshotError> {
+        let corrupt = |s: String| Err(CasesSnapshotError::Corrupt(s));
+        let p = snap.partition;
+        let mut seen = std::collections::HashSet::new();
+        for c in &snap.cases {
+            let alert = join(c.alert_hi, c.alert_lo);
+            if alert == 0 || !seen.insert(alert) {
+                return corrupt("a zero or repeated alert id".into());
+            }
+            if self.cases.get(&alert).is_some_and(|x| x.partition != p) {
+                return corrupt("an alert held by another partition".into());
+            }
+            if AlertPriority::try_from(c.priority).is_err()
+                || CaseState::try_from(c.state).is_err()
+                || c.escalated > 3
+                || c.contacted_at_ms == Some(NEVER)
+            {
+                return corrupt("an unknown priority, state or escalation".into());
+            }
+        }
+        self.drop_partition(p);
+        let retention = ms(self.config.closed_retention);
+        for c in &snap.cases {
+            let alert = join(c.alert_hi, c.alert_lo);
+            let segment: SegmentId = self.segment(&c.product, &c.region);
+            let case = Case {
+                alert_offset: c.alert_offset,
+                opened_at: c.opened_at_ms,
+                state_at: c.state_at_ms,
+                contacted_at: c.contacted_at_ms.unwrap_or(NEVER),
+                previous: [c.previous_hi, c.previous_lo],
+                segment,
+                partition: p,
+                priority: AlertPriority::try_from(c.priority).unwrap_or_default(),
+                state: CaseState::try_from(c.state).unwrap_or_default(),
+                escalated: c.escalated as u8,
+                overdue: c.overdue && c.contacted_at_ms.is_none(),
+            };
+            self.make_room();
+            let sla = self.config.sla.ms(case.priority);
+            if case.open() {
+                let counts = self.count(&case);
+                counts.open += 1;
+                if case.overdue {
+                    counts.overdue += 1;
+                }
+                if !case.contacted() {
+                    // The next check: level 1 until it ran (it marks the
+                    // case overdue), then level 2 until that one was sent.
+                    if !case.overdue {
+                        self.due
+                            .insert((case.opened_at.saturating_add(sla), 1, alert));
+                    } else if case.escalated & 2 == 0 {
+                        let at = case.opened_at.saturating_add(sla.saturating_mul(2));
+                        self.due.insert((at, 2, alert));
+                    }
+                }
+            } else {
+                self.closed
+                    .insert((case.state_at.saturating_add(retention), alert));
+            }
+            self.cases.insert(alert, case);
+        }
+        let horizon = ms(self.config.repeat_horizon);
+        for c in &snap.customers {
+            let alert = join(c.alert_hi, c.alert_lo);
+            self.customers
+                .insert((p, c.hash), (c.last_opened_ms, alert));
+            self.customer_expiry
+                .insert((c.last_opened_ms.saturating_add(horizon), p, c.hash));
+        }
+        Ok(())
+    }
+}
