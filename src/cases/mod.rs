@@ -18,8 +18,10 @@
 //!   SLA, level 2. At most one escalation per (case, level).
 //! - An alert for a customer whose previous case opened within the repeat
 //!   horizon escalates at once at level 1 (reason `repeat_detractor`).
-//!   Both times are the alerts' `emitted_at`; a customer is forgotten once
-//!   the horizon has passed on the processing clock (`due(now)`).
+//!   Both times are the alerts' `emitted_at`; a customer is forgotten a day
+//!   after the horizon has passed on the processing clock (swept hourly
+//!   by `due(now)`), so an alert read back up to a day late is still
+//!   judged against the previous case.
 //! - An event older than the case's current state is stale: ignored.
 //! - An event for an alert not seen yet waits `orphan_grace` for it, then
 //!   comes back out of `expire_orphans` (the shell dead-letters it).
@@ -45,7 +47,7 @@ pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
 pub use snapshot::CasesSnapshotError;
 pub use types::*;
 
-/// One case: 72 bytes, no strings (the `Tracker` doc says where the rest
+/// One case: 64 bytes, no strings (the `Tracker` doc says where the rest
 /// lives).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Case {
@@ -60,8 +62,9 @@ struct Case {
     previous: [u64; 2],
     segment: SegmentId,
     partition: i32,
-    priority: AlertPriority,
-    state: CaseState,
+    /// `AlertPriority` and `CaseState`, as bytes.
+    priority: u8,
+    state: u8,
     /// Bit 0: level 1 escalated; bit 1: level 2.
     escalated: u8,
     /// Counted as overdue (past due, not contacted, open).
@@ -72,7 +75,13 @@ const NEVER: i64 = i64::MAX;
 
 impl Case {
     fn open(&self) -> bool {
-        !matches!(self.state, CaseState::Resolved | CaseState::Unreachable)
+        !matches!(self.state(), CaseState::Resolved | CaseState::Unreachable)
+    }
+    fn priority(&self) -> AlertPriority {
+        AlertPriority::try_from(i32::from(self.priority)).unwrap_or_default()
+    }
+    fn state(&self) -> CaseState {
+        CaseState::try_from(i32::from(self.state)).unwrap_or_default()
     }
     fn contacted(&self) -> bool {
         self.contacted_at != NEVER
@@ -109,13 +118,14 @@ pub struct Tracker<O> {
     config: CaseConfig,
     cases: HashMap<AlertKey, Case>,
     /// (due time, level, alert) of every escalation still to check.
-    due: BTreeSet<(i64, u8, AlertKey)>,
+    due: DueQueue,
     /// Closed cases by the time they are forgotten.
     closed: BTreeSet<(i64, AlertKey)>,
     /// Per customer (hash of the id, per partition): the last case opened.
-    customers: HashMap<(i32, u64), (i64, AlertKey)>,
-    /// Customers by the time they are forgotten.
-    customer_expiry: BTreeSet<(i64, i32, u64)>,
+    customers: HashMap<i32, HashMap<u64, Customer>>,
+    customer_count: usize,
+    /// Processing time of the next sweep of customers past the horizon.
+    customer_sweep_at: i64,
     orphans: HashMap<AlertKey, Vec<Orphan<O>>>,
     orphan_expiry: BTreeSet<(i64, AlertKey)>,
     orphan_count: usize,
@@ -125,6 +135,54 @@ pub struct Tracker<O> {
     /// Cases forgotten while open because the table was full.
     pub evicted_open: u64,
 }
+
+/// Due checks by time: (due time, alert id in two halves), 24 bytes each.
+/// The level is not stored: a check at the case's SLA is level 1, at twice
+/// it level 2.
+#[derive(Default)]
+struct DueQueue(BTreeSet<(i64, u64, u64)>);
+
+impl DueQueue {
+    fn insert(&mut self, at: i64, alert: AlertKey) {
+        self.0.insert((at, (alert >> 64) as u64, alert as u64));
+    }
+    fn remove(&mut self, at: i64, alert: AlertKey) {
+        self.0.remove(&(at, (alert >> 64) as u64, alert as u64));
+    }
+    fn first(&self) -> Option<(i64, AlertKey)> {
+        self.0
+            .first()
+            .map(|&(at, hi, lo)| (at, (u128::from(hi) << 64) | u128::from(lo)))
+    }
+}
+
+/// A remembered customer: when their last case opened, and its alert (in
+/// two halves, so the entry needs no 16-byte alignment).
+#[derive(Debug, Clone, Copy)]
+struct Customer {
+    last_opened: i64,
+    alert: [u64; 2],
+}
+
+impl Customer {
+    fn new(last_opened: i64, alert: AlertKey) -> Self {
+        Customer {
+            last_opened,
+            alert: [(alert >> 64) as u64, alert as u64],
+        }
+    }
+    fn alert(&self) -> AlertKey {
+        (u128::from(self.alert[0]) << 64) | u128::from(self.alert[1])
+    }
+}
+
+/// How late (after its emitted_at) an alert may be read back and still be
+/// judged a repeat against a customer's previous case: customers are kept
+/// this long past the repeat horizon.
+const LATE_ALERT_SLACK_MS: i64 = 86_400_000;
+
+/// How often customers past the horizon are swept out (processing time).
+const CUSTOMER_SWEEP_MS: i64 = 3_600_000;
 
 /// The customer hash: customers are remembered by a 64-bit hash of their
 /// id, never by the id itself.
@@ -137,10 +195,11 @@ impl<O> Tracker<O> {
         Tracker {
             config,
             cases: HashMap::new(),
-            due: BTreeSet::new(),
+            due: DueQueue::default(),
             closed: BTreeSet::new(),
             customers: HashMap::new(),
-            customer_expiry: BTreeSet::new(),
+            customer_count: 0,
+            customer_sweep_at: i64::MIN,
             orphans: HashMap::new(),
             orphan_expiry: BTreeSet::new(),
             orphan_count: 0,
@@ -201,7 +260,7 @@ impl<O> Tracker<O> {
 
     /// Customers remembered.
     pub fn customers(&self) -> usize {
-        self.customers.len()
+        self.customer_count
     }
 
     /// Events waiting for their alert.
@@ -216,7 +275,7 @@ impl<O> Tracker<O> {
     }
 
     fn count(&mut self, c: &Case) -> &mut Counts {
-        self.counts.entry((c.segment, c.priority)).or_default()
+        self.counts.entry((c.segment, c.priority())).or_default()
     }
 
     /// Opens the case of an alert read back from the alerts topic.
@@ -235,48 +294,40 @@ impl<O> Tracker<O> {
             previous: [0, 0],
             segment,
             partition: alert.partition,
-            priority: alert.priority,
-            state: CaseState::Unspecified,
+            priority: alert.priority as u8,
+            state: CaseState::Unspecified as u8,
             escalated: 0,
             overdue: false,
         };
         // A repeat detractor: escalated at once.
         let mut repeat = None;
         if !alert.customer_id.is_empty() {
-            let who = (alert.partition, customer_hash(alert.customer_id));
+            let who = customer_hash(alert.customer_id);
             let horizon = ms(self.config.repeat_horizon);
-            let before = self.customers.get(&who).copied();
-            if let Some((at, prev)) = before {
-                self.customer_expiry
-                    .remove(&(at.saturating_add(horizon), who.0, who.1));
-                if alert.emitted_at_ms.saturating_sub(at) <= horizon {
-                    case.previous = [(prev >> 64) as u64, prev as u64];
-                    case.escalated |= 1;
-                    repeat = Some(self.escalation(
-                        alert.alert,
-                        &case,
-                        1,
-                        EscalationReason::RepeatDetractor,
-                    ));
-                }
-            }
+            let known = self.customers.entry(alert.partition).or_default();
+            let before = known.get(&who).map(|c| (c.last_opened, c.alert()));
             // Remember the customer's latest case.
             let last = match before {
                 Some((at, prev)) if at > alert.emitted_at_ms => (at, prev),
                 _ => (alert.emitted_at_ms, alert.alert),
             };
-            self.customers.insert(who, last);
-            self.customer_expiry
-                .insert((last.0.saturating_add(horizon), who.0, who.1));
-            while self.customers.len() > self.config.max_customers {
-                let Some(first) = self.customer_expiry.pop_first() else {
-                    break;
-                };
-                self.customers.remove(&(first.1, first.2));
+            if known.insert(who, Customer::new(last.0, last.1)).is_none() {
+                self.customer_count += 1;
+            }
+            if let Some((at, prev)) = before
+                && alert.emitted_at_ms.saturating_sub(at) <= horizon
+            {
+                case.previous = [(prev >> 64) as u64, prev as u64];
+                case.escalated |= 1;
+                repeat =
+                    Some(self.escalation(alert.alert, &case, 1, EscalationReason::RepeatDetractor));
+            }
+            if self.customer_count > self.config.max_customers {
+                self.forget_oldest_customers();
             }
         }
         self.due
-            .insert((case.opened_at.saturating_add(sla), 1, alert.alert));
+            .insert(case.opened_at.saturating_add(sla), alert.alert);
         self.count(&case).open += 1;
         self.cases.insert(alert.alert, case);
         // Events that came before their alert.
@@ -300,17 +351,17 @@ impl<O> Tracker<O> {
         level: u8,
         reason: EscalationReason,
     ) -> Escalation {
-        let sla = self.config.sla.ms(case.priority);
+        let sla = self.config.sla.ms(case.priority());
         Escalation {
             alert,
             level,
             reason,
             previous_alert: case.previous_alert(),
             segment: case.segment,
-            priority: case.priority,
+            priority: case.priority(),
             opened_at_ms: case.opened_at,
             due_at_ms: case.opened_at.saturating_add(sla),
-            state: case.state,
+            state: case.state(),
             partition: case.partition,
             alert_offset: case.alert_offset,
         }
@@ -342,7 +393,7 @@ impl<O> Tracker<O> {
         if event.occurred_at_ms < case.state_at || event.state == CaseState::Unspecified {
             return Applied::Stale;
         }
-        let sla_ms = self.config.sla.ms(case.priority);
+        let sla_ms = self.config.sla.ms(case.priority());
         let due = case.opened_at.saturating_add(sla_ms);
         let was_open = case.open();
         let mut first_contact = None;
@@ -356,12 +407,11 @@ impl<O> Tracker<O> {
             let met = case.contacted_at <= due;
             first_contact = Some(((case.contacted_at - case.opened_at).max(0), met));
             // No more escalations; no longer overdue.
-            self.due.remove(&(due, 1, event.alert));
-            self.due.remove(&(
+            self.due.remove(due, event.alert);
+            self.due.remove(
                 case.opened_at.saturating_add(sla_ms.saturating_mul(2)),
-                2,
                 event.alert,
-            ));
+            );
             if case.overdue {
                 case.overdue = false;
                 self.count(&case).overdue -= 1;
@@ -369,7 +419,7 @@ impl<O> Tracker<O> {
         }
         let retention = ms(self.config.closed_retention);
         let closed_at = case.state_at;
-        case.state = event.state;
+        case.state = event.state as u8;
         case.state_at = event.occurred_at_ms;
         let now_open = case.open();
         if was_open && !now_open {
@@ -395,7 +445,7 @@ impl<O> Tracker<O> {
             self.closed
                 .insert((case.state_at.saturating_add(retention), event.alert));
         }
-        let (segment, priority) = (case.segment, case.priority);
+        let (segment, priority) = (case.segment, case.priority());
         self.cases.insert(event.alert, case);
         Applied::Moved {
             segment,
@@ -409,28 +459,30 @@ impl<O> Tracker<O> {
     /// closed cases and customers past their time.
     pub fn due(&mut self, now: i64) -> Vec<Escalation> {
         let mut out = Vec::new();
-        while let Some(&(at, level, alert)) = self.due.first() {
+        while let Some((at, alert)) = self.due.first() {
             if at > now {
                 break;
             }
-            self.due.pop_first();
+            self.due.remove(at, alert);
             let Some(mut case) = self.cases.get(&alert).copied() else {
                 continue;
             };
             if case.contacted() || !case.open() {
                 continue;
             }
+            let sla = self.config.sla.ms(case.priority());
+            let level = if at == case.opened_at.saturating_add(sla) {
+                1
+            } else {
+                2
+            };
             if level == 1 {
                 if !case.overdue {
                     case.overdue = true;
                     self.count(&case).overdue += 1;
                 }
-                let sla = self.config.sla.ms(case.priority);
-                self.due.insert((
-                    case.opened_at.saturating_add(sla.saturating_mul(2)),
-                    2,
-                    alert,
-                ));
+                self.due
+                    .insert(case.opened_at.saturating_add(sla.saturating_mul(2)), alert);
             }
             let bit = 1 << (level - 1);
             if case.escalated & bit == 0 {
@@ -446,12 +498,9 @@ impl<O> Tracker<O> {
             self.closed.pop_first();
             self.cases.remove(&alert);
         }
-        while let Some(&(at, p, h)) = self.customer_expiry.first() {
-            if at > now {
-                break;
-            }
-            self.customer_expiry.pop_first();
-            self.customers.remove(&(p, h));
+        if now >= self.customer_sweep_at {
+            self.sweep_customers(now);
+            self.customer_sweep_at = now.saturating_add(CUSTOMER_SWEEP_MS);
         }
         out
     }
@@ -488,7 +537,7 @@ impl<O> Tracker<O> {
             }
             // No closed case: the open case due first goes (or, when every
             // open case was contacted already, any of them).
-            let next = self.due.first().map(|(_, _, a)| *a);
+            let next = self.due.first().map(|(_, a)| a);
             let Some(alert) = next.or_else(|| self.cases.keys().next().copied()) else {
                 break;
             };
@@ -497,17 +546,49 @@ impl<O> Tracker<O> {
         }
     }
 
+    /// Forgets customers whose last case is older than the horizon by more
+    /// than `LATE_ALERT_SLACK` (an alert read back that late still finds
+    /// its customer's previous case).
+    fn sweep_customers(&mut self, now: i64) {
+        let cutoff = now
+            .saturating_sub(ms(self.config.repeat_horizon))
+            .saturating_sub(LATE_ALERT_SLACK_MS);
+        let mut count = 0;
+        for known in self.customers.values_mut() {
+            known.retain(|_, c| c.last_opened >= cutoff);
+            count += known.len();
+        }
+        self.customers.retain(|_, known| !known.is_empty());
+        self.customer_count = count;
+    }
+
+    /// Over the cap: the oldest tenth of the customers goes.
+    fn forget_oldest_customers(&mut self) {
+        let mut times: Vec<i64> = self
+            .customers
+            .values()
+            .flat_map(|k| k.values().map(|c| c.last_opened))
+            .collect();
+        let n = times.len() / 10;
+        let (_, cutoff, _) = times.select_nth_unstable(n);
+        let cutoff = *cutoff;
+        let mut count = 0;
+        for known in self.customers.values_mut() {
+            known.retain(|_, c| c.last_opened > cutoff);
+            count += known.len();
+        }
+        self.customer_count = count;
+    }
+
     /// Removes a case with its due checks, and takes it out of the counts.
     fn forget(&mut self, alert: AlertKey) {
         let Some(case) = self.cases.remove(&alert) else {
             return;
         };
-        let sla = self.config.sla.ms(case.priority);
-        for level in 1..=2u8 {
-            let at = case
-                .opened_at
-                .saturating_add(sla.saturating_mul(i64::from(level)));
-            self.due.remove(&(at, level, alert));
+        let sla = self.config.sla.ms(case.priority());
+        for level in 1..=2 {
+            let at = case.opened_at.saturating_add(sla.saturating_mul(level));
+            self.due.remove(at, alert);
         }
         if case.open() {
             let c = self.count(&case);
@@ -533,8 +614,9 @@ impl<O> Tracker<O> {
         for a in gone {
             self.forget(a);
         }
-        self.customers.retain(|(p, _), _| *p != partition);
-        self.customer_expiry.retain(|(_, p, _)| *p != partition);
+        if let Some(gone) = self.customers.remove(&partition) {
+            self.customer_count -= gone.len();
+        }
         let mut dropped = 0;
         self.orphans.retain(|_, list| {
             let before = list.len();

@@ -2,7 +2,7 @@
 //! exactly (`CasesPartitionSnapshot` in proto/nps/v1/cases.proto). Events
 //! waiting for their alert are not in it (their records are read again).
 
-use super::{Case, NEVER, SegmentId, Tracker, ms};
+use super::{Case, Customer, NEVER, SegmentId, Tracker, ms};
 use crate::pb::{self, AlertPriority, CaseState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +52,8 @@ impl<O> Tracker<O> {
                     previous_lo: c.previous[1],
                     product: product.into(),
                     region: region.into(),
-                    priority: c.priority as i32,
-                    state: c.state as i32,
+                    priority: i32::from(c.priority),
+                    state: i32::from(c.state),
                     escalated: u32::from(c.escalated),
                     overdue: c.overdue,
                 }
@@ -62,16 +62,14 @@ impl<O> Tracker<O> {
         cases.sort_by_key(|c| (c.opened_at_ms, c.alert_hi, c.alert_lo));
         let mut customers: Vec<pb::CustomerRecord> = self
             .customers
-            .iter()
-            .filter(|((p, _), _)| *p == partition)
-            .map(|((_, hash), (at, alert))| {
-                let (alert_hi, alert_lo) = halves(*alert);
-                pb::CustomerRecord {
-                    hash: *hash,
-                    last_opened_ms: *at,
-                    alert_hi,
-                    alert_lo,
-                }
+            .get(&partition)
+            .into_iter()
+            .flatten()
+            .map(|(hash, c)| pb::CustomerRecord {
+                hash: *hash,
+                last_opened_ms: c.last_opened,
+                alert_hi: c.alert[0],
+                alert_lo: c.alert[1],
             })
             .collect();
         customers.sort_by_key(|c| (c.last_opened_ms, c.hash));
@@ -122,13 +120,13 @@ impl<O> Tracker<O> {
                 previous: [c.previous_hi, c.previous_lo],
                 segment,
                 partition: p,
-                priority: AlertPriority::try_from(c.priority).unwrap_or_default(),
-                state: CaseState::try_from(c.state).unwrap_or_default(),
+                priority: AlertPriority::try_from(c.priority).unwrap_or_default() as u8,
+                state: CaseState::try_from(c.state).unwrap_or_default() as u8,
                 escalated: c.escalated as u8,
                 overdue: c.overdue && c.contacted_at_ms.is_none(),
             };
             self.make_room();
-            let sla = self.config.sla.ms(case.priority);
+            let sla = self.config.sla.ms(case.priority());
             if case.open() {
                 let counts = self.count(&case);
                 counts.open += 1;
@@ -139,11 +137,10 @@ impl<O> Tracker<O> {
                     // The next check: level 1 until it ran (it marks the
                     // case overdue), then level 2 until that one was sent.
                     if !case.overdue {
-                        self.due
-                            .insert((case.opened_at.saturating_add(sla), 1, alert));
+                        self.due.insert(case.opened_at.saturating_add(sla), alert);
                     } else if case.escalated & 2 == 0 {
                         let at = case.opened_at.saturating_add(sla.saturating_mul(2));
-                        self.due.insert((at, 2, alert));
+                        self.due.insert(at, alert);
                     }
                 }
             } else {
@@ -152,13 +149,15 @@ impl<O> Tracker<O> {
             }
             self.cases.insert(alert, case);
         }
-        let horizon = ms(self.config.repeat_horizon);
+        let known = self.customers.entry(p).or_default();
         for c in &snap.customers {
             let alert = join(c.alert_hi, c.alert_lo);
-            self.customers
-                .insert((p, c.hash), (c.last_opened_ms, alert));
-            self.customer_expiry
-                .insert((c.last_opened_ms.saturating_add(horizon), p, c.hash));
+            if known
+                .insert(c.hash, Customer::new(c.last_opened_ms, alert))
+                .is_none()
+            {
+                self.customer_count += 1;
+            }
         }
         Ok(())
     }

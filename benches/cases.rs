@@ -1,0 +1,120 @@
+//! The case tracker (issue 17): opening a case per alert and applying a
+//! case event, per item, on a tracker already holding 1,000,000 open
+//! cases; and the once-a-second due check on it (nothing due, and 1,000
+//! due).
+//!
+//!   cargo bench --bench cases
+//!
+//! Targets: <= 1 us per alert or case event; the due check <= 1 ms.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use nps_stream::cases::{AlertIn, AlertKey, CaseConfig, EventIn, Tracker, alert_key};
+use nps_stream::pb::{AlertPriority, CaseOutcome, CaseState};
+
+const T0: i64 = 1_767_225_600_000;
+const OPEN: usize = 1_000_000;
+const BATCH: usize = 1_000;
+
+fn key(i: u64) -> AlertKey {
+    alert_key(&nps_stream::alerts::alert_id(&format!("r-{i}"))).unwrap_or(0)
+}
+
+fn customer(i: u64) -> String {
+    format!("cust-{}", i % 5_000_000)
+}
+
+fn open(t: &mut Tracker<()>, i: u64, customer: &str) {
+    t.open(&AlertIn {
+        alert: key(i),
+        customer_id: customer,
+        product: ["p0", "p1", "p2", "p3", "p4"][(i % 5) as usize],
+        region: ["r0", "r1", "r2", "r3"][(i % 4) as usize],
+        priority: [
+            AlertPriority::Normal,
+            AlertPriority::High,
+            AlertPriority::Critical,
+        ][(i % 3) as usize],
+        // One alert per 100 ms: 1,000,000 cover 28 hours.
+        emitted_at_ms: T0 + i as i64 * 100,
+        partition: (i % 6) as i32,
+        offset: i as i64,
+    });
+}
+
+fn bench(c: &mut Criterion) {
+    let mut t = Tracker::<()>::new(CaseConfig::default());
+    let customers: Vec<String> = (0..OPEN as u64).map(customer).collect();
+    for i in 0..OPEN as u64 {
+        open(&mut t, i, &customers[i as usize]);
+    }
+    let mut next = OPEN as u64;
+    let mut g = c.benchmark_group("cases");
+    g.sample_size(20);
+
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("open_per_alert", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<(u64, String)> = (next..next + BATCH as u64)
+                    .map(|i| (i, customer(i)))
+                    .collect();
+                next += BATCH as u64;
+                batch
+            },
+            |batch| {
+                for (i, c) in &batch {
+                    open(&mut t, *i, c);
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let mut target = 0u64;
+    g.bench_function("event_per_case_event", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<EventIn> = (target..target + BATCH as u64)
+                    .map(|i| EventIn {
+                        alert: key(i),
+                        state: CaseState::Acknowledged,
+                        occurred_at_ms: T0 + i as i64 * 100 + 1_000,
+                        outcome: CaseOutcome::Unspecified,
+                    })
+                    .collect();
+                target += BATCH as u64;
+                batch
+            },
+            |batch| {
+                for e in &batch {
+                    black_box(t.event(0, e, (), T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    g.throughput(Throughput::Elements(1));
+    // Before the first due time: nothing to do but look.
+    g.bench_function("due_check_1m_open_nothing_due", |b| {
+        b.iter(|| black_box(t.due(T0)))
+    });
+    // Each second of a normal-priority SLA passing over 28 hours of alerts:
+    // 10 alerts per second fall due; measured over runs of 100 seconds.
+    let mut now = T0 + 48 * 3_600_000;
+    g.bench_function("due_check_1m_open_10_due", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(t.due(now).len())
+        })
+    });
+    g.finish();
+    eprintln!("tracker: {} cases held", t.len());
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
