@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
   done_line=$(grep -E '^#[0-9]+\s+(DONE|pulse|NEW|REDUCE)' "$log" | tail -1 || true)
   cov=$(grep -o 'cov: [0-9]*' <<<"$done_line" | grep -o '[0-9]*' || echo "?")
   ft=$(grep -o 'ft: [0-9]*' <<<"$done_line" | grep -o '[0-9]*' || echo "?")
-  corp=$(ls "fuzz/corpus/$t" | wc -l)
+  corp=$(grep -o 'corp: [0-9]*' <<<"$done_line" | grep -o '[0-9]*' || echo "?")
   findings=$(find "fuzz/artifacts/$t" -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' | wc -l)
   summary+=("$(printf '%-18s %6ss  execs %-10s cov %-6s ft %-7s corpus %-6s findings %s' \
     "$t" "$secs" "$execs" "$cov" "$ft" "$corp" "$findings")")

@@ -155,7 +155,7 @@ pub struct RunArgs {
     #[arg(long, env = "NPS_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
     /// Topic the per-partition snapshots go to, created (compacted) if
-    /// missing [default: <group-id>-state].
+    /// missing [default: `<group-id>-state`].
     #[arg(long, env = "NPS_STATE_TOPIC")]
     pub state_topic: Option<String>,
     /// How often each partition's state is snapshotted (also on revoke and

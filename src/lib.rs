@@ -13,6 +13,10 @@
 //! - [`engine`]: the pure NPS engine: bucketed rolling windows, NPS math,
 //!   dedup, cardinality guard, per-partition state and snapshots. No clock,
 //!   no I/O, no Kafka, no metrics.
+//! - [`cases`]: the pure case tracker (closing the loop: contact SLAs,
+//!   escalations, repeat detractors), case-event decoding and validation,
+//!   the escalation record, per-partition snapshots. Not driven by the
+//!   shell yet.
 //! - [`alerts`]: which detractors raise an alert, its priority, content,
 //!   deterministic id, Kafka key and encoding (protobuf or JSON).
 //! - [`config`]: flags, `NPS_*` environment and TOML file, validated before
