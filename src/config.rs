@@ -213,9 +213,33 @@ pub struct SendArgs {
     /// With --generate: stop after this many live answers (default: never).
     #[arg(long, requires = "generate")]
     pub count: Option<u64>,
+    /// Send case events (one `CaseEvent` per line, protobuf JSON mapping)
+    /// to --case-events-topic instead of answers: what a CRM integration
+    /// writes. Lines that do not validate are skipped and reported.
+    #[arg(long, conflicts_with = "generate")]
+    pub case_events: bool,
+    /// With --case-events: the topic.
+    #[arg(
+        long,
+        env = "NPS_CASE_EVENTS_TOPIC",
+        default_value = "nps-case-events",
+        requires = "case_events"
+    )]
+    pub case_events_topic: String,
     /// librdkafka property passed as is (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+}
+
+impl SendArgs {
+    /// The topic records go to.
+    pub fn destination(&self) -> &str {
+        if self.case_events {
+            &self.case_events_topic
+        } else {
+            &self.topic
+        }
+    }
 }
 
 impl HealthcheckArgs {

@@ -3,6 +3,11 @@
 //! response lands on the same partition. Bad lines are reported with their
 //! line number and skipped; the content is not validated (that is the
 //! service's job), so this also serves to test dead-lettering.
+//!
+//! With `--case-events`, each line is a `CaseEvent` (what a CRM
+//! integration writes to the case-events topic), validated here (an
+//! integrator trying the contract wants to hear what is wrong at once),
+//! keyed by customer_id (else alert_id) like the alert it is about.
 
 use std::io::{BufRead, BufReader};
 use std::process::ExitCode;
@@ -93,6 +98,29 @@ pub fn parse_line(line: &str) -> Option<Result<SurveyResponse, serde_json::Error
     Some(serde_json::from_str(line))
 }
 
+/// Parses and validates one case-event line at `now_ms`; `None` for a
+/// blank line, else the record's key and protobuf value, or why the line
+/// is refused (its reason and details, never its content).
+pub fn parse_case_event_line(line: &str, now_ms: i64) -> Option<Result<(String, Vec<u8>), String>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let limits = crate::schema::Limits::default();
+    Some(
+        crate::cases::event::decode_event(Some(line.as_bytes()), [], now_ms, &limits)
+            .map(|(msg, _)| {
+                let key = if msg.customer_id.is_empty() {
+                    msg.alert_id.clone()
+                } else {
+                    msg.customer_id.clone()
+                };
+                (key, msg.encode_to_vec())
+            })
+            .map_err(|e| format!("{} ({e})", e.reason())),
+    )
+}
+
 pub fn run(args: &SendArgs) -> crate::error::Result<SendReport> {
     let extra = crate::config::parse_properties(&args.kafka)?;
     let config = crate::kafka::client_config(
@@ -134,9 +162,14 @@ pub fn run(args: &SendArgs) -> crate::error::Result<SendReport> {
         report.failed_deliveries += producer.in_flight_count().max(0) as u64;
     }
     eprintln!(
-        "sent {} responses to {}; {} bad lines skipped; {} deliveries failed{}",
+        "sent {} {} to {}; {} bad lines skipped; {} deliveries failed{}",
         report.sent,
-        args.topic,
+        if args.case_events {
+            "case events"
+        } else {
+            "responses"
+        },
+        args.destination(),
         report.bad_lines,
         report.failed_deliveries,
         if report.interrupted {
@@ -197,25 +230,28 @@ fn send_lines(
             line: n + 1,
             source,
         })?;
-        let msg = match parse_line(&line) {
+        let parsed = if args.case_events {
+            parse_case_event_line(&line, SystemClock.now_ms())
+        } else {
+            parse_line(&line).map(|r| {
+                r.map(|m| (m.response_id.clone(), m.encode_to_vec()))
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let (key, value) = match parsed {
             None => continue,
-            Some(Ok(m)) => m,
+            Some(Ok(kv)) => kv,
             Some(Err(e)) => {
                 eprintln!("line {}: skipped: {e}", n + 1);
                 report.bad_lines += 1;
                 continue;
             }
         };
-        produce(
-            producer,
-            &args.topic,
-            msg.response_id.as_bytes(),
-            &msg.encode_to_vec(),
-            stop,
-        )
-        .map_err(|source| Error::Produce {
-            what: format!("line {}", n + 1),
-            source,
+        produce(producer, args.destination(), key.as_bytes(), &value, stop).map_err(|source| {
+            Error::Produce {
+                what: format!("line {}", n + 1),
+                source,
+            }
         })?;
     }
     Ok(())

@@ -783,6 +783,72 @@ fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
 }
 
 #[test]
+fn send_case_events_validates_lines_and_keys_them_by_customer() {
+    use nps_stream::pb::{CaseEvent, CaseState};
+    let (cluster, brokers) = cluster();
+    cluster.create_topic("nps-case-events", 2, 1).unwrap();
+    let alert = nps_stream::alerts::alert_id("r-1");
+    let other = nps_stream::alerts::alert_id("r-2");
+    let text = format!(
+        r#"{{"alertId":"{alert}","customerId":"cust-1","state":"CASE_STATE_CONTACTED","occurredAt":"2025-12-01T10:00:00Z","owner":"equipo-norte"}}
+
+{{"alertId":"{other}","state":"CASE_STATE_RESOLVED","outcome":"CASE_OUTCOME_RECOVERED","occurredAt":"2025-12-01T11:00:00Z"}}
+{{"alertId":"{alert}","state":"CASE_STATE_UNSPECIFIED","occurredAt":"2025-12-01T10:00:00Z"}}
+{{"alertId":"{alert}","state":"CASE_STATE_CONTACTED"}}
+not json
+"#
+    );
+    let file = std::env::temp_dir().join(format!("nps-cases-{}.jsonl", rand_suffix()));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["send", "--case-events", "--brokers", &brokers, "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad lines make exit code 1: {err}"
+    );
+    for (line, reason) in [
+        (4, "unknown_state"),
+        (5, "missing_timestamp"),
+        (6, "undecodable"),
+    ] {
+        assert!(
+            err.contains(&format!("line {line}: skipped: {reason}")),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains("sent 2 case events to nps-case-events"),
+        "{err}"
+    );
+    let records = read_topic(&brokers, "nps-case-events", 2, Duration::from_secs(30));
+    let mut got: Vec<(Vec<u8>, CaseEvent)> = records
+        .iter()
+        .map(|r| {
+            let e = CaseEvent::decode(r.payload.as_deref().unwrap()).unwrap();
+            (r.key.clone().unwrap(), e)
+        })
+        .collect();
+    got.sort_by(|a, b| {
+        a.1.occurred_at
+            .unwrap()
+            .seconds
+            .cmp(&b.1.occurred_at.unwrap().seconds)
+    });
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, b"cust-1", "keyed by customer");
+    assert_eq!(got[0].1.state, CaseState::Contacted as i32);
+    assert_eq!(got[0].1.owner, "equipo-norte");
+    assert_eq!(got[1].0, other.as_bytes(), "no customer: keyed by alert");
+    assert_eq!(got[1].1.state, CaseState::Resolved as i32);
+    std::fs::remove_file(file).ok();
+}
+
+#[test]
 fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
     let (_cluster, brokers) = cluster();
     let now = now_ms();
