@@ -728,6 +728,28 @@ fn bad_flags_are_one_clear_line_before_connecting() {
     assert!(err.starts_with("error: --windows"), "{err}");
 }
 
+/// Runs `send` with `args` on `text` as its file; it must exit 1 (lines
+/// skipped). Returns its standard error.
+fn send_lines_expecting_skips(args: &[&str], brokers: &str, text: &str) -> String {
+    let file = std::env::temp_dir().join(format!("nps-send-{}.jsonl", rand_suffix()));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["send", "--brokers", brokers])
+        .args(args)
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_file(file).ok();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad lines make exit code 1: {err}"
+    );
+    err
+}
+
 #[test]
 fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
     let (_cluster, brokers) = cluster();
@@ -744,26 +766,7 @@ fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
             text.push_str("{\"score\": \"high\"}\n");
         }
     }
-    let file = std::env::temp_dir().join(format!("nps-send-{}.jsonl", rand_suffix()));
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "send",
-            "--brokers",
-            &brokers,
-            "--topic",
-            INPUT,
-            "-f",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "bad lines make exit code 1: {err}"
-    );
+    let err = send_lines_expecting_skips(&["--topic", INPUT], &brokers, &text);
     assert!(err.contains("line 12: skipped"), "{err}");
     assert!(err.contains("line 24: skipped"), "{err}");
     let records = read_topic(&brokers, INPUT, data.len(), Duration::from_secs(30));
@@ -779,7 +782,6 @@ fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
     got.sort_by(|a, b| a.response_id.cmp(&b.response_id));
     let want: Vec<SurveyResponse> = data.into_iter().map(|(m, _)| m).collect();
     assert_eq!(got, want);
-    std::fs::remove_file(file).ok();
 }
 
 #[test]
@@ -798,19 +800,7 @@ fn send_case_events_validates_lines_and_keys_them_by_customer() {
 not json
 "#
     );
-    let file = std::env::temp_dir().join(format!("nps-cases-{}.jsonl", rand_suffix()));
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["send", "--case-events", "--brokers", &brokers, "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "bad lines make exit code 1: {err}"
-    );
+    let err = send_lines_expecting_skips(&["--case-events"], &brokers, &text);
     for (line, reason) in [
         (4, "unknown_state"),
         (5, "missing_timestamp"),
@@ -845,7 +835,6 @@ not json
     assert_eq!(got[0].1.owner, "equipo-norte");
     assert_eq!(got[1].0, other.as_bytes(), "no customer: keyed by alert");
     assert_eq!(got[1].1.state, CaseState::Resolved as i32);
-    std::fs::remove_file(file).ok();
 }
 
 #[test]
