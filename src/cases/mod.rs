@@ -30,7 +30,9 @@
 //! names; the escalation's customer id and comment are read back from the
 //! alert at `alert_offset` by the shell). See `Case` for the layout.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use crate::pb::{AlertPriority, CaseOutcome, CaseState};
 
@@ -176,6 +178,17 @@ impl Customer {
     }
 }
 
+/// A borrowed (product, region): hashes as the stored pair does, so the
+/// table is searched without building a key.
+#[derive(Hash)]
+struct NameRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(Box<str>, Box<str>)> for NameRef<'_> {
+    fn equivalent(&self, key: &(Box<str>, Box<str>)) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1
+    }
+}
+
 /// How late (after its emitted_at) an alert may be read back and still be
 /// judged a repeat against a customer's previous case: customers are kept
 /// this long past the repeat horizon.
@@ -223,27 +236,23 @@ impl<O> Tracker<O> {
             })
     }
 
+    /// The id of a (product, region), added when new; `__other__` once the
+    /// table is full. Looked up without allocating.
     fn segment(&mut self, product: &str, region: &str) -> SegmentId {
-        let key = (Box::<str>::from(product), Box::<str>::from(region));
-        if let Some(id) = self.name_ids.get(&key) {
+        if let Some(id) = self.name_ids.get(&NameRef(product, region)) {
             return *id;
         }
-        if self.names.len() >= self.config.max_segments {
+        let (product, region) = if self.names.len() >= self.config.max_segments {
             let other = crate::engine::OTHER;
-            return self.segment_other(other);
-        }
+            if let Some(id) = self.name_ids.get(&NameRef(other, other)) {
+                return *id;
+            }
+            (other, other)
+        } else {
+            (product, region)
+        };
         let id = SegmentId(self.names.len() as u32);
-        self.names.push(key.clone());
-        self.name_ids.insert(key, id);
-        id
-    }
-
-    fn segment_other(&mut self, other: &str) -> SegmentId {
-        let key = (Box::<str>::from(other), Box::<str>::from(other));
-        if let Some(id) = self.name_ids.get(&key) {
-            return *id;
-        }
-        let id = SegmentId(self.names.len() as u32);
+        let key: (Box<str>, Box<str>) = (product.into(), region.into());
         self.names.push(key.clone());
         self.name_ids.insert(key, id);
         id
