@@ -1,9 +1,58 @@
-//! The escalation record: what the tracker decided, with the alert's
-//! content (read back from the alerts topic by the shell).
+//! Alerts read back from the alerts topic (what opens a case), and the
+//! escalation record: what the tracker decided, with the alert's content.
 
-use super::{Escalation, alert_id};
-use crate::pb::{CaseEscalation, DetractorAlert};
+use prost::Message;
+
+use super::{AlertIn, Escalation, alert_id, alert_key};
+use crate::pb::{AlertPriority, CaseEscalation, DetractorAlert};
 use crate::schema::timestamp_from_ms;
+
+/// Why a record of the alerts topic opens no case. Only records written by
+/// something else than nps-stream get here (the topic is nps-stream's
+/// output), so they are counted and skipped, not dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AlertReadError {
+    #[error("not a DetractorAlert in protobuf or its JSON mapping")]
+    Undecodable,
+    #[error("alert_id is not one nps-stream writes")]
+    AlertId,
+    #[error("emitted_at is missing")]
+    EmittedAt,
+}
+
+/// Decodes an alert as written by nps-stream in either format (a value
+/// starting with `{` is JSON).
+pub fn decode_alert(value: &[u8]) -> Result<DetractorAlert, AlertReadError> {
+    if value.first() == Some(&b'{') {
+        serde_json::from_slice(value).map_err(|_| AlertReadError::Undecodable)
+    } else {
+        DetractorAlert::decode(value).map_err(|_| AlertReadError::Undecodable)
+    }
+}
+
+/// What the tracker needs of an alert at `offset` of alerts partition
+/// `partition`.
+pub fn alert_in(
+    alert: &DetractorAlert,
+    partition: i32,
+    offset: i64,
+) -> Result<AlertIn<'_>, AlertReadError> {
+    let key = alert_key(&alert.alert_id).ok_or(AlertReadError::AlertId)?;
+    let emitted = alert.emitted_at.as_ref().ok_or(AlertReadError::EmittedAt)?;
+    Ok(AlertIn {
+        alert: key,
+        customer_id: &alert.customer_id,
+        product: &alert.product,
+        region: &alert.region,
+        priority: AlertPriority::try_from(alert.priority).unwrap_or_default(),
+        emitted_at_ms: emitted
+            .seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(emitted.nanos / 1_000_000)),
+        partition,
+        offset,
+    })
+}
 
 /// Deterministic from the alert and the level, so an escalation sent again
 /// after a crash carries the same id.
@@ -55,8 +104,47 @@ pub fn key(e: &CaseEscalation) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::AlertFormat;
     use crate::cases::{EscalationReason, SegmentId};
-    use crate::pb::{AlertPriority, CaseState};
+    use crate::pb::CaseState;
+
+    #[test]
+    fn alerts_read_back_in_either_format_open_the_same_case() {
+        let alert = DetractorAlert {
+            alert_id: crate::alerts::alert_id("r-9"),
+            customer_id: "c-9".into(),
+            product: "p".into(),
+            region: "r".into(),
+            priority: AlertPriority::Critical as i32,
+            emitted_at: Some(timestamp_from_ms(1_767_225_600_123)),
+            ..Default::default()
+        };
+        for format in [AlertFormat::Protobuf, AlertFormat::Json] {
+            let (bytes, _) = crate::alerts::encode(&alert, format);
+            let back = decode_alert(&bytes).unwrap();
+            let a = alert_in(&back, 2, 40).unwrap();
+            assert_eq!(Some(a.alert), alert_key(&alert.alert_id));
+            assert_eq!((a.customer_id, a.product, a.region), ("c-9", "p", "r"));
+            assert_eq!(a.priority, AlertPriority::Critical);
+            assert_eq!(
+                (a.emitted_at_ms, a.partition, a.offset),
+                (1_767_225_600_123, 2, 40)
+            );
+        }
+        assert_eq!(
+            decode_alert(b"{nope").unwrap_err(),
+            AlertReadError::Undecodable
+        );
+        let mut other = alert.clone();
+        other.alert_id = "x".into();
+        assert_eq!(alert_in(&other, 0, 0).unwrap_err(), AlertReadError::AlertId);
+        other.alert_id = alert.alert_id.clone();
+        other.emitted_at = None;
+        assert_eq!(
+            alert_in(&other, 0, 0).unwrap_err(),
+            AlertReadError::EmittedAt
+        );
+    }
 
     #[test]
     fn ids_are_deterministic_per_level_and_the_record_carries_the_alert() {
