@@ -4,10 +4,11 @@
 //! The seeds are made here from the test data (tests/data/golden.jsonl, the
 //! shipped configs) and from one planted fault per refusal reason; the
 //! committed files must equal what this file makes (rewrite them with
-//! `NPS_WRITE_SEEDS=1 cargo test --test fuzz_seeds`). Every committed seed,
-//! and every input under fuzz/regressions/ (each crash or hang a fuzzer
-//! found), runs through the same checks the fuzz targets make
-//! (fuzz/src/checks.rs), so the ordinary suite guards every finding.
+//! `NPS_WRITE_SEEDS=1 cargo test --test fuzz_seeds -- --test-threads=1`).
+//! Every committed seed, and every input under fuzz/regressions/ (each
+//! crash or hang a fuzzer found), runs through the same checks the fuzz
+//! targets make (fuzz/src/checks.rs), so the ordinary suite guards every
+//! finding.
 
 #[path = "../fuzz/src/checks.rs"]
 #[allow(dead_code)]
@@ -26,11 +27,12 @@ use prost::Message;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("survey_payload", checks::survey_payload),
     ("snapshot_restore", checks::snapshot_restore),
     ("config_toml", checks::config_toml),
     ("send_json_line", checks::send_json_line),
+    ("case_event", checks::case_event),
 ];
 
 fn root() -> PathBuf {
@@ -232,6 +234,69 @@ fn send_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// Case events: accepted ones in every encoding, and one planted fault per
+/// refusal reason.
+fn case_event_seeds() -> Vec<(String, Vec<u8>)> {
+    use nps_stream::pb::{CaseEvent, CaseOutcome, CaseState};
+    let base = CaseEvent {
+        alert_id: nps_stream::alerts::alert_id("a-3"),
+        customer_id: "cust-3".into(),
+        state: CaseState::Resolved as i32,
+        occurred_at: Some(schema::timestamp_from_ms(input::NOW_MS - 3_600_000)),
+        owner: "equipo-sur".into(),
+        outcome: CaseOutcome::Recovered as i32,
+    };
+    let with = |f: &dyn Fn(&mut CaseEvent)| {
+        let mut m = base.clone();
+        f(&mut m);
+        input::encode(Some(&m.encode_to_vec()), &[])
+    };
+    let body = base.encode_to_vec();
+    let framed = [&[0u8, 0, 0, 0, 5, 0][..], &body].concat();
+    let json = serde_json::to_vec(&base).unwrap();
+    vec![
+        ("valid_protobuf".into(), input::encode(Some(&body), &[])),
+        ("valid_confluent".into(), input::encode(Some(&framed), &[])),
+        ("valid_json".into(), input::encode(Some(&json), &[])),
+        (
+            "valid_contacted".into(),
+            with(&|m| {
+                m.state = CaseState::Contacted as i32;
+                m.outcome = 0;
+            }),
+        ),
+        ("empty_payload".into(), input::encode(Some(&[]), &[])),
+        (
+            "undecodable".into(),
+            input::encode(Some(&[0x0a, 0xff]), &[]),
+        ),
+        (
+            "undecodable_json".into(),
+            input::encode(Some(b"{\"alertId\": 3"), &[]),
+        ),
+        ("missing_alert_id".into(), with(&|m| m.alert_id.clear())),
+        (
+            "unknown_alert".into(),
+            with(&|m| m.alert_id = "ticket-42".into()),
+        ),
+        ("unknown_state".into(), with(&|m| m.state = 0)),
+        ("unknown_outcome".into(), with(&|m| m.outcome = 7)),
+        ("missing_timestamp".into(), with(&|m| m.occurred_at = None)),
+        (
+            "invalid_timestamp".into(),
+            with(&|m| m.occurred_at.as_mut().unwrap().nanos = -5),
+        ),
+        (
+            "future_timestamp".into(),
+            with(&|m| m.occurred_at = Some(schema::timestamp_from_ms(input::NOW_MS + 86_400_000))),
+        ),
+        (
+            "field_too_long".into(),
+            with(&|m| m.owner = "o".repeat(300)),
+        ),
+    ]
+}
+
 fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut all = Vec::new();
     for (target, seeds) in [
@@ -239,6 +304,7 @@ fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
         ("snapshot_restore", snapshot_seeds()),
         ("config_toml", config_seeds()),
         ("send_json_line", send_seeds()),
+        ("case_event", case_event_seeds()),
     ] {
         all.extend(seeds.into_iter().map(|(n, b)| (target, n, b)));
     }
@@ -307,6 +373,29 @@ fn every_refusal_reason_has_a_seed() {
     let missing: Vec<_> = Reason::ALL.iter().filter(|r| !seen.contains(r)).collect();
     assert!(missing.is_empty(), "no seed for {missing:?}");
     assert!(valid > 20, "accepted seeds: {valid}");
+}
+
+#[test]
+fn every_case_event_refusal_reason_has_a_seed() {
+    use nps_stream::cases::event::{EventRejection, decode_event};
+    let mut seen = BTreeSet::new();
+    for (_, data) in case_event_seeds() {
+        let rec = input::parse(&data);
+        let verdict = decode_event(
+            rec.payload,
+            rec.headers.iter().copied(),
+            input::NOW_MS,
+            &Limits::default(),
+        );
+        if let Err(r) = verdict {
+            seen.insert(r.reason());
+        }
+    }
+    let missing: Vec<_> = EventRejection::REASONS
+        .iter()
+        .filter(|r| !seen.contains(*r))
+        .collect();
+    assert!(missing.is_empty(), "no seed for {missing:?}");
 }
 
 #[test]

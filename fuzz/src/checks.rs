@@ -8,6 +8,7 @@
 //! refused with a named reason and changes nothing.
 
 use nps_stream::alerts::{self, AlertFormat, AlertPolicy};
+use nps_stream::cases::{AlertIn, Applied, CaseConfig, Tracker, event::decode_event};
 use nps_stream::config::Settings;
 use nps_stream::engine::{Engine, EngineConfig, Outcome};
 use nps_stream::pb::{self, DetractorAlert, SurveyResponse};
@@ -222,4 +223,45 @@ pub fn send_json_line(data: &[u8]) {
     let direct = schema::validate(msg, NOW_MS, &limits);
     let framed = schema::decode_and_validate(Some(&bytes), [], NOW_MS, &limits);
     assert_eq!(format!("{direct:?}"), format!("{framed:?}"));
+}
+
+/// A record of the case-events topic (written by a CRM integration) with
+/// any headers. What is accepted decodes the same from its protobuf
+/// re-encoding and from its JSON mapping, and moves (or is stale for) the
+/// case of its alert; what is refused has a reason.
+pub fn case_event(data: &[u8]) {
+    let rec = input::parse(data);
+    let limits = Limits::default();
+    let (msg, event) = match decode_event(rec.payload, rec.headers.iter().copied(), NOW_MS, &limits)
+    {
+        Ok(ok) => ok,
+        Err(rejection) => {
+            assert!(!rejection.reason().is_empty());
+            return;
+        }
+    };
+    let plain = msg.encode_to_vec();
+    if !plain.is_empty() && plain[0] != b'{' {
+        let again = decode_event(Some(&plain), [], NOW_MS, &limits).expect("re-encoded");
+        assert_eq!(again, (msg.clone(), event), "protobuf re-encoding");
+    }
+    let json = serde_json::to_vec(&msg).expect("a decoded event prints");
+    let again = decode_event(Some(&json), [], NOW_MS, &limits).expect("its JSON decodes");
+    assert_eq!(again.1, event, "JSON re-encoding");
+    // Its case exists: the event moves it or is stale, never waits.
+    let mut t = Tracker::<()>::new(CaseConfig::default());
+    t.open(&AlertIn {
+        alert: event.alert,
+        customer_id: &msg.customer_id,
+        product: "p",
+        region: "r",
+        priority: nps_stream::pb::AlertPriority::Normal,
+        emitted_at_ms: NOW_MS - 86_400_000,
+        partition: 0,
+        offset: 0,
+    });
+    assert_ne!(t.event(0, &event, (), NOW_MS), Applied::Waiting);
+    t.due(NOW_MS.saturating_add(400 * 86_400_000));
+    let open: u64 = t.counts().map(|(_, _, c)| c.open).sum();
+    assert!(open <= 1);
 }
