@@ -361,7 +361,7 @@ impl ConsumerContext for ConsumerCtx {
 /// handler go on); elsewhere (the runtime's `block_on` thread, no runtime)
 /// it just runs. Never on a current-thread runtime, where blocking in place
 /// is refused.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

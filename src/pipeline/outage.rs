@@ -260,9 +260,24 @@ pub(super) fn seek_to_reset_point(
     }
 }
 
+/// Whether a position is beyond the end of a log whose high watermark the
+/// broker has just answered. One past the reported end is allowed: some
+/// brokers answer one below the true end.
+pub(super) fn position_beyond_end(position: i64, high: i64) -> bool {
+    position > high.saturating_add(1)
+}
+
 /// Starts again from the reset point on partitions whose position is
-/// beyond the end of their log (see `Health::take_beyond_end`), dropping
-/// what is pending for the old log: its offsets mean nothing any more.
+/// beyond the end of their log, dropping what is pending for the old log:
+/// its offsets mean nothing any more.
+///
+/// The statistics only raise the suspicion (`Health::take_beyond_end`):
+/// their high watermark can be stale, e.g. left from an earlier
+/// assignment of the same partition to this consumer, while the position
+/// comes from a newer snapshot. The soak caught that: a partition taken
+/// back from a departing instance was rewound to the earliest offset and
+/// its whole log counted a second time. So the broker is asked for the
+/// watermark, and only a position beyond it rewinds.
 pub(super) fn rewind_beyond_end(
     core: &Mutex<Core>,
     consumer: &StreamConsumer<ConsumerCtx>,
@@ -270,6 +285,29 @@ pub(super) fn rewind_beyond_end(
     settings: &Settings,
 ) {
     for p in health.take_beyond_end() {
+        let position = lock(core).next.get(&p).copied();
+        let Some(position) = position else {
+            continue; // nothing read or restored yet: nothing to be beyond
+        };
+        let asked = crate::kafka::blocking(|| {
+            consumer.fetch_watermarks(&settings.input_topic, p, Duration::from_secs(5))
+        });
+        match asked {
+            Ok((_, high)) if position_beyond_end(position, high) => {}
+            Ok((_, high)) => {
+                tracing::debug!(
+                    partition = p,
+                    position,
+                    high,
+                    "not beyond the end after all"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "watermarks unknown: not rewinding");
+                continue;
+            }
+        }
         events::OffsetReset {
             partition: p,
             reset: settings.auto_offset_reset.as_str(),
@@ -278,5 +316,21 @@ pub(super) fn rewind_beyond_end(
         .emit();
         lock(core).rewind(p, health);
         seek_to_reset_point(consumer, settings, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::position_beyond_end;
+
+    #[test]
+    fn only_a_position_past_the_fresh_end_is_beyond_it() {
+        // At the end, or one past what some brokers report as the end.
+        assert!(!position_beyond_end(100, 100));
+        assert!(!position_beyond_end(101, 100));
+        assert!(!position_beyond_end(5, 100));
+        // A log recreated on a broker that lost its data.
+        assert!(position_beyond_end(5_000, 12));
+        assert!(!position_beyond_end(i64::MAX, i64::MAX));
     }
 }
