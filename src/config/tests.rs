@@ -1,0 +1,129 @@
+use super::*;
+
+fn args(list: &[&str]) -> RunArgs {
+    let mut full = vec!["nps-stream", "run"];
+    full.extend_from_slice(list);
+    match Cli::try_parse_from(full).unwrap().command {
+        Command::Run(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_not_given() {
+    let s = Settings::resolve(&args(&["--brokers", "127.0.0.1:9092"]), false).unwrap();
+    assert_eq!(s.group_id, "nps-stream");
+    assert_eq!(s.input_topic, "survey-responses");
+    assert_eq!(s.alerts_topic, "nps-detractor-alerts");
+    assert_eq!(s.dlq_topic, "survey-responses-dlq");
+    assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:9898");
+    assert_eq!(s.engine.windows, vec!["1h", "24h", "7d", "30d"]);
+    assert_eq!(s.alerts_format, AlertFormat::Protobuf);
+    assert_eq!(s.auto_offset_reset, OffsetReset::Earliest);
+    assert_eq!(s.state_topic, "nps-stream-state");
+    assert_eq!(s.snapshot_interval, Duration::from_secs(10));
+    let s = Settings::resolve(&args(&["--brokers", "b", "--group-id", "g1"]), false).unwrap();
+    assert_eq!(s.state_topic, "g1-state");
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let dir = std::env::temp_dir().join(format!("nps-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        r#"
+brokers = "file:9092"
+group_id = "from-file"
+alerts_format = "json"
+[kafka]
+"security.protocol" = "SASL_SSL"
+[engine]
+windows = ["15m", "1d"]
+max_keys = 50
+[alerts]
+threshold = 4
+"#,
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let s = Settings::resolve(
+        &args(&[
+            "--config",
+            p,
+            "--group-id",
+            "flag",
+            "-X",
+            "sasl.mechanism=PLAIN",
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.brokers, "file:9092");
+    assert_eq!(s.group_id, "flag");
+    assert_eq!(s.alerts_format, AlertFormat::Json);
+    assert_eq!(s.engine.windows, vec!["15m", "1d"]);
+    assert_eq!(s.engine.max_keys, 50);
+    assert_eq!(s.alerts.threshold, 4);
+    assert_eq!(s.kafka["security.protocol"], "SASL_SSL");
+    assert_eq!(s.kafka["sasl.mechanism"], "PLAIN");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn errors_name_the_flag() {
+    let err = |list: &[&str]| Settings::resolve(&args(list), false).unwrap_err();
+    assert!(matches!(
+        err(&[]),
+        ConfigError::Missing {
+            flag: "--brokers",
+            ..
+        }
+    ));
+    for (list, flag) in [
+        (&["--windows", "1h,soon"][..], "--windows / [engine]"),
+        (&["--metrics-addr", "nowhere"], "--metrics-addr"),
+        (&["-X", "novalue"], "-X"),
+        (&["--alerts-format", "xml"], "--alerts-format"),
+        (&["--input-topic", "bad topic"], "--input-topic"),
+        (&["--dedup-horizon", "later"], "--dedup-horizon"),
+        (&["--snapshot-interval", "0s"], "--snapshot-interval"),
+        (&["--snapshot-max-bytes", "10"], "--snapshot-max-bytes"),
+        (&["--alert-threshold", "11"], "--alert-threshold"),
+        (&["--max-keys", "0"], "--max-keys"),
+        // A group id that makes no topic name is caught.
+        (&["--group-id", "a b"], "--state-topic"),
+    ] {
+        let mut full = vec!["--brokers", "b"];
+        full.extend_from_slice(list);
+        let e = err(&full);
+        assert!(
+            matches!(&e, ConfigError::Invalid { flag: f, .. } if f == flag),
+            "{list:?}: {e:?}"
+        );
+        assert!(e.to_string().starts_with(flag), "one line naming it: {e}");
+    }
+    assert_eq!(
+        err(&["--brokers", "b", "-X", "group.id=x"]),
+        ConfigError::Reserved { key: "group.id" }
+    );
+    assert!(matches!(
+        err(&["--brokers", "b", "--config", "/nonexistent.toml"]),
+        ConfigError::File { .. }
+    ));
+}
+
+#[test]
+fn unknown_file_keys_are_refused() {
+    let dir = std::env::temp_dir().join(format!("nps-cfg2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "brokers = \"b\"\nbrokerz = 1\n").unwrap();
+    let e = Settings::resolve(&args(&["--config", path.to_str().unwrap()]), false).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::File { reason, .. } if reason.contains("brokerz")),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
