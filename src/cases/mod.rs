@@ -75,6 +75,17 @@ struct Case {
 
 const NEVER: i64 = i64::MAX;
 
+/// An alert id as its high and low 64 bits: stored this way, a case, a due
+/// check or a customer needs no 16-byte alignment.
+fn halves(key: AlertKey) -> [u64; 2] {
+    [(key >> 64) as u64, key as u64]
+}
+
+/// The alert id of its two halves.
+fn join([hi, lo]: [u64; 2]) -> AlertKey {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
 impl Case {
     fn open(&self) -> bool {
         !matches!(self.state(), CaseState::Resolved | CaseState::Unreachable)
@@ -89,9 +100,14 @@ impl Case {
         self.contacted_at != NEVER
     }
     fn previous_alert(&self) -> Option<AlertKey> {
-        let [hi, lo] = self.previous;
-        let key = (u128::from(hi) << 64) | u128::from(lo);
+        let key = join(self.previous);
         (key != 0).then_some(key)
+    }
+    /// When the check of escalation `level` (1 or 2) falls due: the
+    /// priority's SLA after opening, or twice it.
+    fn due_at(&self, config: &CaseConfig, level: i64) -> i64 {
+        let sla = config.sla.ms(self.priority());
+        self.opened_at.saturating_add(sla.saturating_mul(level))
     }
     /// When a closed case is forgotten: `closed_retention` after it closed.
     fn forget_at(&self, config: &CaseConfig) -> i64 {
@@ -146,15 +162,15 @@ struct DueQueue(BTreeSet<(i64, u64, u64)>);
 
 impl DueQueue {
     fn insert(&mut self, at: i64, alert: AlertKey) {
-        self.0.insert((at, (alert >> 64) as u64, alert as u64));
+        let [hi, lo] = halves(alert);
+        self.0.insert((at, hi, lo));
     }
     fn remove(&mut self, at: i64, alert: AlertKey) {
-        self.0.remove(&(at, (alert >> 64) as u64, alert as u64));
+        let [hi, lo] = halves(alert);
+        self.0.remove(&(at, hi, lo));
     }
     fn first(&self) -> Option<(i64, AlertKey)> {
-        self.0
-            .first()
-            .map(|&(at, hi, lo)| (at, (u128::from(hi) << 64) | u128::from(lo)))
+        self.0.first().map(|&(at, hi, lo)| (at, join([hi, lo])))
     }
 }
 
@@ -170,11 +186,11 @@ impl Customer {
     fn new(last_opened: i64, alert: AlertKey) -> Self {
         Customer {
             last_opened,
-            alert: [(alert >> 64) as u64, alert as u64],
+            alert: halves(alert),
         }
     }
     fn alert(&self) -> AlertKey {
-        (u128::from(self.alert[0]) << 64) | u128::from(self.alert[1])
+        join(self.alert)
     }
 }
 
@@ -294,7 +310,6 @@ impl<O> Tracker<O> {
         }
         self.make_room();
         let segment = self.segment(alert.product, alert.region);
-        let sla = self.config.sla.ms(alert.priority);
         let mut case = Case {
             alert_offset: alert.offset,
             opened_at: alert.emitted_at_ms,
@@ -326,7 +341,7 @@ impl<O> Tracker<O> {
             if let Some((at, prev)) = before
                 && alert.emitted_at_ms.saturating_sub(at) <= horizon
             {
-                case.previous = [(prev >> 64) as u64, prev as u64];
+                case.previous = halves(prev);
                 case.escalated |= 1;
                 repeat =
                     Some(self.escalation(alert.alert, &case, 1, EscalationReason::RepeatDetractor));
@@ -335,8 +350,7 @@ impl<O> Tracker<O> {
                 self.forget_oldest_customers();
             }
         }
-        self.due
-            .insert(case.opened_at.saturating_add(sla), alert.alert);
+        self.due.insert(case.due_at(&self.config, 1), alert.alert);
         self.count(&case).open += 1;
         self.cases.insert(alert.alert, case);
         // Events that came before their alert.
@@ -360,7 +374,6 @@ impl<O> Tracker<O> {
         level: u8,
         reason: EscalationReason,
     ) -> Escalation {
-        let sla = self.config.sla.ms(case.priority());
         Escalation {
             alert,
             level,
@@ -369,7 +382,7 @@ impl<O> Tracker<O> {
             segment: case.segment,
             priority: case.priority(),
             opened_at_ms: case.opened_at,
-            due_at_ms: case.opened_at.saturating_add(sla),
+            due_at_ms: case.due_at(&self.config, 1),
             state: case.state(),
             partition: case.partition,
             alert_offset: case.alert_offset,
@@ -402,8 +415,7 @@ impl<O> Tracker<O> {
         if event.occurred_at_ms < case.state_at || event.state == CaseState::Unspecified {
             return Applied::Stale;
         }
-        let sla_ms = self.config.sla.ms(case.priority());
-        let due = case.opened_at.saturating_add(sla_ms);
+        let due = case.due_at(&self.config, 1);
         let was_open = case.open();
         let mut first_contact = None;
         let mut closed = None;
@@ -417,17 +429,15 @@ impl<O> Tracker<O> {
             first_contact = Some(((case.contacted_at - case.opened_at).max(0), met));
             // No more escalations; no longer overdue.
             self.due.remove(due, event.alert);
-            self.due.remove(
-                case.opened_at.saturating_add(sla_ms.saturating_mul(2)),
-                event.alert,
-            );
+            self.due.remove(case.due_at(&self.config, 2), event.alert);
             if case.overdue {
                 case.overdue = false;
                 self.count(&case).overdue -= 1;
             }
         }
-        let retention = ms(self.config.closed_retention);
-        let closed_at = case.state_at;
+        // While closed, a case is forgotten `closed_retention` after its
+        // last state: the time it was filed under, before this event.
+        let filed_at = case.forget_at(&self.config);
         case.state = event.state as u8;
         case.state_at = event.occurred_at_ms;
         let now_open = case.open();
@@ -442,17 +452,15 @@ impl<O> Tracker<O> {
             closed = Some((how, case.contacted_at <= due));
             self.count(&case).open -= 1;
             self.closed
-                .insert((case.state_at.saturating_add(retention), event.alert));
+                .insert((case.forget_at(&self.config), event.alert));
         } else if !was_open && now_open {
             self.count(&case).open += 1;
-            self.closed
-                .remove(&(closed_at.saturating_add(retention), event.alert));
+            self.closed.remove(&(filed_at, event.alert));
         } else if !now_open {
             // Closed again (a later close event): forgotten from the later time.
+            self.closed.remove(&(filed_at, event.alert));
             self.closed
-                .remove(&(closed_at.saturating_add(retention), event.alert));
-            self.closed
-                .insert((case.state_at.saturating_add(retention), event.alert));
+                .insert((case.forget_at(&self.config), event.alert));
         }
         let (segment, priority) = (case.segment, case.priority());
         self.cases.insert(event.alert, case);
@@ -479,8 +487,7 @@ impl<O> Tracker<O> {
             if case.contacted() || !case.open() {
                 continue;
             }
-            let sla = self.config.sla.ms(case.priority());
-            let level = if at == case.opened_at.saturating_add(sla) {
+            let level = if at == case.due_at(&self.config, 1) {
                 1
             } else {
                 2
@@ -490,8 +497,7 @@ impl<O> Tracker<O> {
                     case.overdue = true;
                     self.count(&case).overdue += 1;
                 }
-                self.due
-                    .insert(case.opened_at.saturating_add(sla.saturating_mul(2)), alert);
+                self.due.insert(case.due_at(&self.config, 2), alert);
             }
             let bit = 1 << (level - 1);
             if case.escalated & bit == 0 {
@@ -562,13 +568,7 @@ impl<O> Tracker<O> {
         let cutoff = now
             .saturating_sub(ms(self.config.repeat_horizon))
             .saturating_sub(LATE_ALERT_SLACK_MS);
-        let mut count = 0;
-        for known in self.customers.values_mut() {
-            known.retain(|_, c| c.last_opened >= cutoff);
-            count += known.len();
-        }
-        self.customers.retain(|_, known| !known.is_empty());
-        self.customer_count = count;
+        self.retain_customers(|c| c.last_opened >= cutoff);
     }
 
     /// Over the cap: the oldest tenth of the customers goes.
@@ -581,11 +581,17 @@ impl<O> Tracker<O> {
         let n = times.len() / 10;
         let (_, cutoff, _) = times.select_nth_unstable(n);
         let cutoff = *cutoff;
+        self.retain_customers(|c| c.last_opened > cutoff);
+    }
+
+    /// Keeps the customers `keep` says to, over every partition.
+    fn retain_customers(&mut self, keep: impl Fn(&Customer) -> bool) {
         let mut count = 0;
         for known in self.customers.values_mut() {
-            known.retain(|_, c| c.last_opened > cutoff);
+            known.retain(|_, c| keep(c));
             count += known.len();
         }
+        self.customers.retain(|_, known| !known.is_empty());
         self.customer_count = count;
     }
 
@@ -594,10 +600,8 @@ impl<O> Tracker<O> {
         let Some(case) = self.cases.remove(&alert) else {
             return;
         };
-        let sla = self.config.sla.ms(case.priority());
         for level in 1..=2 {
-            let at = case.opened_at.saturating_add(sla.saturating_mul(level));
-            self.due.remove(at, alert);
+            self.due.remove(case.due_at(&self.config, level), alert);
         }
         if case.open() {
             let c = self.count(&case);

@@ -2,7 +2,7 @@
 //! exactly (`CasesPartitionSnapshot` in proto/nps/v1/cases.proto). Events
 //! waiting for their alert are not in it (their records are read again).
 
-use super::{Case, Customer, NEVER, SegmentId, Tracker, ms};
+use super::{Case, Customer, NEVER, SegmentId, Tracker, halves, join};
 use crate::pb::{self, AlertPriority, CaseState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,14 +15,6 @@ impl CasesSnapshotError {
     pub fn reason(&self) -> &'static str {
         "corrupt"
     }
-}
-
-fn halves(k: u128) -> (u64, u64) {
-    ((k >> 64) as u64, k as u64)
-}
-
-fn join(hi: u64, lo: u64) -> u128 {
-    (u128::from(hi) << 64) | u128::from(lo)
 }
 
 impl<O> Tracker<O> {
@@ -39,7 +31,7 @@ impl<O> Tracker<O> {
             .iter()
             .filter(|(_, c)| c.partition == partition)
             .map(|(alert, c)| {
-                let (alert_hi, alert_lo) = halves(*alert);
+                let [alert_hi, alert_lo] = halves(*alert);
                 let (product, region) = self.segment_name(c.segment);
                 pb::CaseRecord {
                     alert_hi,
@@ -92,7 +84,7 @@ impl<O> Tracker<O> {
         let p = snap.partition;
         let mut seen = std::collections::HashSet::new();
         for c in &snap.cases {
-            let alert = join(c.alert_hi, c.alert_lo);
+            let alert = join([c.alert_hi, c.alert_lo]);
             if alert == 0 || !seen.insert(alert) {
                 return corrupt("a zero or repeated alert id".into());
             }
@@ -108,9 +100,8 @@ impl<O> Tracker<O> {
             }
         }
         self.drop_partition(p);
-        let retention = ms(self.config.closed_retention);
         for c in &snap.cases {
-            let alert = join(c.alert_hi, c.alert_lo);
+            let alert = join([c.alert_hi, c.alert_lo]);
             let segment: SegmentId = self.segment(&c.product, &c.region);
             let case = Case {
                 alert_offset: c.alert_offset,
@@ -126,7 +117,6 @@ impl<O> Tracker<O> {
                 overdue: c.overdue && c.contacted_at_ms.is_none(),
             };
             self.make_room();
-            let sla = self.config.sla.ms(case.priority());
             if case.open() {
                 let counts = self.count(&case);
                 counts.open += 1;
@@ -137,21 +127,19 @@ impl<O> Tracker<O> {
                     // The next check: level 1 until it ran (it marks the
                     // case overdue), then level 2 until that one was sent.
                     if !case.overdue {
-                        self.due.insert(case.opened_at.saturating_add(sla), alert);
+                        self.due.insert(case.due_at(&self.config, 1), alert);
                     } else if case.escalated & 2 == 0 {
-                        let at = case.opened_at.saturating_add(sla.saturating_mul(2));
-                        self.due.insert(at, alert);
+                        self.due.insert(case.due_at(&self.config, 2), alert);
                     }
                 }
             } else {
-                self.closed
-                    .insert((case.state_at.saturating_add(retention), alert));
+                self.closed.insert((case.forget_at(&self.config), alert));
             }
             self.cases.insert(alert, case);
         }
         let known = self.customers.entry(p).or_default();
         for c in &snap.customers {
-            let alert = join(c.alert_hi, c.alert_lo);
+            let alert = join([c.alert_hi, c.alert_lo]);
             if known
                 .insert(c.hash, Customer::new(c.last_opened_ms, alert))
                 .is_none()
