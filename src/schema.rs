@@ -41,6 +41,14 @@ pub fn timestamp_from_ms(ms: i64) -> pbjson_types::Timestamp {
     }
 }
 
+/// Unix milliseconds of a protobuf Timestamp (saturating: an out-of-range
+/// one from an unchecked source gives an extreme time, never an overflow).
+pub fn ms_from_timestamp(ts: &pbjson_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos / 1_000_000))
+}
+
 /// The record header newer Confluent serializers put the schema id in.
 pub const VALUE_SCHEMA_ID_HEADER: &str = "__value_schema_id";
 
@@ -469,7 +477,7 @@ pub fn timestamp_ms(
     {
         return Err(Rejection::InvalidTimestamp);
     }
-    let ms = ts.seconds * 1000 + i64::from(ts.nanos / 1_000_000);
+    let ms = ms_from_timestamp(ts);
     let skew_ms = i64::try_from(limits.max_future_skew.as_millis()).unwrap_or(i64::MAX);
     if ms > now_ms.saturating_add(skew_ms) {
         return Err(Rejection::FutureTimestamp {

@@ -45,10 +45,7 @@ pub fn alert_in(
         product: &alert.product,
         region: &alert.region,
         priority: AlertPriority::try_from(alert.priority).unwrap_or_default(),
-        emitted_at_ms: emitted
-            .seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(emitted.nanos / 1_000_000)),
+        emitted_at_ms: crate::schema::ms_from_timestamp(emitted),
         partition,
         offset,
     })
