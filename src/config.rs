@@ -16,6 +16,9 @@ use crate::alerts::{AlertFormat, AlertPolicy};
 use crate::engine::{Engine, EngineConfig};
 use crate::schema::Limits;
 
+mod cases;
+pub use cases::{CasesArgs, CasesSettings};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nps-stream",
@@ -168,6 +171,8 @@ pub struct RunArgs {
     /// lower value) [default: 67108864, 64 MiB].
     #[arg(long, env = "NPS_SNAPSHOT_MAX_BYTES")]
     pub snapshot_max_bytes: Option<usize>,
+    #[command(flatten)]
+    pub cases: CasesArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -310,6 +315,7 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub limits: Limits,
     pub alerts: AlertPolicy,
+    pub cases: CasesSettings,
 }
 
 impl Default for Settings {
@@ -332,6 +338,7 @@ impl Default for Settings {
             engine: EngineConfig::default(),
             limits: Limits::default(),
             alerts: AlertPolicy::default(),
+            cases: CasesSettings::default(),
         }
     }
 }
@@ -525,6 +532,7 @@ impl Settings {
         if let Some(v) = args.alert_threshold {
             self.alerts.threshold = v;
         }
+        self.cases.apply(&args.cases)?;
         Ok(())
     }
 
@@ -566,6 +574,7 @@ impl Settings {
         check_topic("--input-topic", &self.input_topic)?;
         check_topic("--alerts-topic", &self.alerts_topic)?;
         check_topic("--dlq-topic", &self.dlq_topic)?;
+        self.cases.validate(&self.alerts_topic)?;
         Ok(())
     }
 }

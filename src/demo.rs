@@ -20,6 +20,13 @@ use crate::generator::Generator;
 use crate::metrics::View;
 use crate::shutdown::{self, Shutdown};
 
+mod crm;
+
+/// The demo's contact SLAs and repeat horizon: seconds, so that cases,
+/// escalations and the close-the-loop panels move within a minute.
+const DEMO_SLA: &str = "critical=10s,high=20s,normal=30s";
+const DEMO_REPEAT_HORIZON: &str = "2m";
+
 /// Answers of the past month produced at start.
 const HISTORY: u32 = 20_000;
 
@@ -110,6 +117,19 @@ pub fn table(view: &View) -> String {
         "consumed {} · dead-lettered {} · detractor alerts sent {}\n",
         view.consumed, view.rejected, view.alerts_sent
     ));
+    let c = &view.cases;
+    let met = if c.closed > 0 {
+        format!(
+            "{:.0}%",
+            100.0 * c.closed_within_sla as f64 / c.closed as f64
+        )
+    } else {
+        "–".into()
+    };
+    out.push_str(&format!(
+        "cases: open {} · overdue {} · escalations {} · closed {} (contacted within SLA {met})\n",
+        c.open, c.overdue, c.escalations, c.closed
+    ));
     out
 }
 
@@ -121,6 +141,11 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
         brokers: Some(bootstrap.clone()),
         metrics_addr: Some(args.metrics_addr.clone()),
         group_id: Some("nps-stream-demo".into()),
+        cases: crate::config::CasesArgs {
+            contact_sla: Some(DEMO_SLA.into()),
+            repeat_horizon: Some(DEMO_REPEAT_HORIZON.into()),
+            ..Default::default()
+        },
         ..RunArgs::default()
     };
     let settings = Settings::resolve(&run_args, false)?;
@@ -129,6 +154,8 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
         (settings.alerts_topic.as_str(), 3),
         (settings.dlq_topic.as_str(), 1),
         (settings.state_topic.as_str(), 6),
+        (settings.cases.case_events_topic.as_str(), 3),
+        (settings.cases.escalations_topic.as_str(), 3),
     ] {
         cluster
             .create_topic(topic, partitions, 1)
@@ -143,6 +170,10 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
     println!(
         "  dead letters: kcat -C -b {bootstrap} -t {} -J",
         settings.dlq_topic
+    );
+    println!(
+        "  escalations: kcat -C -b {bootstrap} -t {} -J   (demo SLAs: {DEMO_SLA})",
+        settings.cases.escalations_topic
     );
     println!("  Ctrl-C to stop\n");
 
@@ -173,6 +204,14 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
         producer,
         settings.input_topic.clone(),
         args.rate,
+        clock.clone(),
+        stop.clone(),
+    ));
+    let crm_task = tokio::spawn(crm::run(
+        bootstrap.clone(),
+        settings.alerts_topic.clone(),
+        settings.cases.case_events_topic.clone(),
+        settings.cases.contact_sla,
         clock,
         stop.clone(),
     ));
@@ -200,6 +239,7 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
 
     let result = crate::service::run(settings, trigger, stop, view.clone(), true).await;
     let _ = gen_task.await;
+    let _ = crm_task.await;
     let _ = printer.await;
     if let Ok(v) = view.read() {
         println!("{}", table(&v));

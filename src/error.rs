@@ -26,6 +26,26 @@ pub enum Error {
     Subscribe { topic: String, source: KafkaError },
     #[error("state topic {topic}: cannot create it or see it; create it (compacted) by hand")]
     StateTopicUnavailable { topic: String },
+    /// Case tracking needs the alerts and case-events topics
+    /// co-partitioned.
+    #[error(
+        "case tracking: {alerts_topic} has {alerts} partitions but {events_topic} has {events}; they must have the same count (recreate {events_topic} with {alerts}, or run with --cases off)"
+    )]
+    CasesPartitions {
+        alerts_topic: String,
+        alerts: i32,
+        events_topic: String,
+        events: i32,
+    },
+    /// A topic case tracking needs is missing and cannot be created.
+    #[error(
+        "case tracking: topic {topic} is missing and cannot be created ({reason}); create it with {partitions} partitions (as many as the alerts topic), or run with --cases off"
+    )]
+    CasesTopic {
+        topic: String,
+        partitions: i32,
+        reason: String,
+    },
     #[error("--metrics-addr: cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -38,6 +38,11 @@ pub fn install_recorder() -> crate::error::Result<PrometheusHandle> {
             &m::DELAY_BUCKETS,
         )
         .map_err(recorder)?
+        .set_buckets_for_metric(
+            Matcher::Full(m::CASE_FIRST_CONTACT.to_string()),
+            &m::FIRST_CONTACT_BUCKETS,
+        )
+        .map_err(recorder)?
         .install_recorder()
         .map_err(recorder)?;
     m::describe();
@@ -77,15 +82,31 @@ pub async fn run(
             }
         })
     };
-    let result = pipeline::run(
+    // Case tracking beside the pipeline: an error there (topics not
+    // co-partitioned, not creatable) stops both.
+    let cases = {
+        let (settings, shutdown, health) = (settings.clone(), shutdown.clone(), health.clone());
+        let view = view.clone();
+        let trigger = trigger.clone();
+        async move {
+            let r =
+                pipeline::cases::run(settings, Arc::new(SystemClock), shutdown, health, view).await;
+            if r.is_err() {
+                trigger.fire();
+            }
+            r
+        }
+    };
+    let main = pipeline::run(
         settings,
         Arc::new(SystemClock),
         shutdown,
         view,
         health,
         keep_table,
-    )
-    .await;
+    );
+    let (result, cases) = tokio::join!(main, cases);
+    let result = cases.and(result);
     // Whatever ended the pipeline ends the rest too.
     trigger.fire();
     let _ = upkeep.await;

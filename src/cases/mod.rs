@@ -46,7 +46,7 @@ mod types;
 
 use config::ms;
 pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
-pub use snapshot::CasesSnapshotError;
+pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot};
 pub use types::*;
 
 /// One case: 64 bytes, no strings (the `Tracker` doc says where the rest

@@ -150,3 +150,36 @@ impl<O> Tracker<O> {
         Ok(())
     }
 }
+
+/// Version of the cases snapshot envelope.
+pub const CASES_FORMAT_VERSION: u32 = 1;
+
+/// Wraps a partition's snapshot in the versioned, checksummed envelope.
+pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
+    use prost::Message;
+    let body = snap.encode_to_vec();
+    pb::SnapshotEnvelope {
+        format_version: CASES_FORMAT_VERSION,
+        crc32: crc32fast::hash(&body),
+        body,
+    }
+    .encode_to_vec()
+}
+
+/// Opens an envelope written by `encode_snapshot`.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<pb::CasesPartitionSnapshot, CasesSnapshotError> {
+    use prost::Message;
+    let env = pb::SnapshotEnvelope::decode(bytes)
+        .map_err(|e| CasesSnapshotError::Corrupt(e.to_string()))?;
+    if env.format_version != CASES_FORMAT_VERSION {
+        return Err(CasesSnapshotError::Corrupt(format!(
+            "format version {}",
+            env.format_version
+        )));
+    }
+    if crc32fast::hash(&env.body) != env.crc32 {
+        return Err(CasesSnapshotError::Corrupt("checksum".into()));
+    }
+    pb::CasesPartitionSnapshot::decode(env.body.as_slice())
+        .map_err(|e| CasesSnapshotError::Corrupt(e.to_string()))
+}

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
+mod cases;
+pub use cases::*;
+
 use crate::engine::{Category, KeyId, SegmentStats, WindowSpec, WindowStats};
 use crate::pb::{AlertPriority, Channel};
 
@@ -63,7 +66,7 @@ pub const BUILD_INFO: &str = "nps_build_info";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 37] = [
+pub const NAMES: [&str; 51] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -101,6 +104,20 @@ pub const NAMES: [&str; 37] = [
     SNAPSHOT_ERRORS_TOTAL,
     STATE_READ_ERRORS_TOTAL,
     BUILD_INFO,
+    CASES_OPEN,
+    CASES_OVERDUE,
+    CASE_FIRST_CONTACT,
+    CASES_CLOSED_TOTAL,
+    CASE_ESCALATIONS_TOTAL,
+    REPEAT_DETRACTORS_TOTAL,
+    CASE_EVENTS_TOTAL,
+    CASE_EVENTS_STALE_TOTAL,
+    CASES_EVICTED_TOTAL,
+    CASE_ORPHANS,
+    CASE_CUSTOMERS,
+    CASE_ALERTS_SKIPPED_TOTAL,
+    CASE_READBACK_ERRORS_TOTAL,
+    CASE_REPLAYING,
 ];
 
 /// Histogram buckets of the end-to-end delay, seconds: from a second to a
@@ -112,6 +129,7 @@ pub const DELAY_BUCKETS: [f64; 14] = [
 
 /// Describes every exporter-managed metric once.
 pub fn describe() {
+    cases::describe();
     describe_counter!(
         EVENTS_REJECTED_TOTAL,
         "Events refused and dead-lettered, by reason."
@@ -605,6 +623,18 @@ pub struct View {
     pub alerts_sent: u64,
     pub consumed: u64,
     pub rejected: u64,
+    /// The case tracker's totals (refreshed by its own loop).
+    pub cases: CaseSummary,
+}
+
+/// The case tracker's totals, for the demo's table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaseSummary {
+    pub open: u64,
+    pub overdue: u64,
+    pub escalations: u64,
+    pub closed: u64,
+    pub closed_within_sla: u64,
 }
 
 #[cfg(test)]

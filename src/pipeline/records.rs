@@ -210,27 +210,42 @@ pub(super) async fn dead_letter(
         rejection,
     }
     .emit();
-    let reason = rejection.reason().as_str();
+    let headers = dlq_headers(
+        msg,
+        rejection.reason().as_str(),
+        &rejection.to_string(),
+        now,
+    );
+    send(out, &settings.dlq_topic, msg.key(), msg.payload(), headers).await
+}
+
+/// A dead letter's headers: the record's own, then why it was refused and
+/// where it came from.
+pub(super) fn dlq_headers(
+    msg: &impl Message,
+    reason: &str,
+    detail: &str,
+    now: i64,
+) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
         for header in h.iter() {
             headers = headers.insert(header);
         }
     }
-    let detail = rejection.to_string();
     let (partition, offset, failed_at) = (
         msg.partition().to_string(),
         msg.offset().to_string(),
         now.to_string(),
     );
-    let headers = headers
+    headers
         .insert(Header {
             key: DLQ_REASON,
             value: Some(reason),
         })
         .insert(Header {
             key: DLQ_ERROR,
-            value: Some(detail.as_str()),
+            value: Some(detail),
         })
         .insert(Header {
             key: DLQ_TOPIC,
@@ -247,6 +262,5 @@ pub(super) async fn dead_letter(
         .insert(Header {
             key: DLQ_FAILED_AT,
             value: Some(failed_at.as_str()),
-        });
-    send(out, &settings.dlq_topic, msg.key(), msg.payload(), headers).await
+        })
 }

@@ -1,0 +1,122 @@
+//! Settings of case tracking (closing the loop): flags, variables and the
+//! `[cases]` table of the settings file.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::{ConfigError, check_topic, de_duration, duration, invalid};
+use crate::cases::{CaseConfig, Sla};
+
+/// Flags of `run` for case tracking (flattened into its flags).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CasesArgs {
+    /// Case tracking: `on` (every detractor alert read back becomes a case
+    /// with a contact SLA) or `off` [default: on].
+    #[arg(long, env = "NPS_CASES")]
+    pub cases: Option<String>,
+    /// Topic a CRM writes `CaseEvent`s to [default: nps-case-events].
+    #[arg(long, env = "NPS_CASE_EVENTS_TOPIC")]
+    pub case_events_topic: Option<String>,
+    /// Topic escalations go to [default: nps-case-escalations].
+    #[arg(long, env = "NPS_ESCALATIONS_TOPIC")]
+    pub escalations_topic: Option<String>,
+    /// Contact SLA per priority, from the alert's emitted_at
+    /// [default: critical=4h,high=24h,normal=48h].
+    #[arg(long, env = "NPS_CONTACT_SLA")]
+    pub contact_sla: Option<String>,
+    /// A customer with a case opened within this is a repeat detractor
+    /// [default: 90d].
+    #[arg(long, env = "NPS_REPEAT_HORIZON")]
+    pub repeat_horizon: Option<String>,
+    /// How long a case event waits for its alert before it is dead-lettered
+    /// as `unknown_alert` [default: 10m].
+    #[arg(long, env = "NPS_ORPHAN_GRACE")]
+    pub orphan_grace: Option<String>,
+}
+
+/// The `[cases]` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CasesSettings {
+    pub enabled: bool,
+    pub case_events_topic: String,
+    pub escalations_topic: String,
+    #[serde(deserialize_with = "de_sla")]
+    pub contact_sla: Sla,
+    #[serde(deserialize_with = "de_duration")]
+    pub repeat_horizon: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub orphan_grace: Duration,
+}
+
+impl Default for CasesSettings {
+    fn default() -> Self {
+        let c = CaseConfig::default();
+        CasesSettings {
+            enabled: true,
+            case_events_topic: "nps-case-events".into(),
+            escalations_topic: "nps-case-escalations".into(),
+            contact_sla: c.sla,
+            repeat_horizon: c.repeat_horizon,
+            orphan_grace: c.orphan_grace,
+        }
+    }
+}
+
+fn de_sla<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sla, D::Error> {
+    let s = String::deserialize(d)?;
+    Sla::parse(&s).map_err(serde::de::Error::custom)
+}
+
+impl CasesSettings {
+    /// Overrides what the flags (or their variables) name.
+    pub(super) fn apply(&mut self, args: &CasesArgs) -> Result<(), ConfigError> {
+        if let Some(v) = &args.cases {
+            self.enabled = match v.trim() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                other => return Err(invalid("--cases", format!("`{other}`: on or off"))),
+            };
+        }
+        if let Some(v) = &args.case_events_topic {
+            self.case_events_topic.clone_from(v);
+        }
+        if let Some(v) = &args.escalations_topic {
+            self.escalations_topic.clone_from(v);
+        }
+        if let Some(v) = &args.contact_sla {
+            self.contact_sla = Sla::parse(v).map_err(|e| invalid("--contact-sla", e))?;
+        }
+        if let Some(v) = &args.repeat_horizon {
+            self.repeat_horizon = duration("--repeat-horizon", v)?;
+        }
+        if let Some(v) = &args.orphan_grace {
+            self.orphan_grace = duration("--orphan-grace", v)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate(&self, alerts_topic: &str) -> Result<(), ConfigError> {
+        check_topic("--case-events-topic", &self.case_events_topic)?;
+        check_topic("--escalations-topic", &self.escalations_topic)?;
+        if self.enabled && self.case_events_topic == alerts_topic {
+            return Err(invalid(
+                "--case-events-topic",
+                "must differ from --alerts-topic",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tracker's settings.
+    pub fn tracker(&self) -> CaseConfig {
+        CaseConfig {
+            sla: self.contact_sla,
+            repeat_horizon: self.repeat_horizon,
+            orphan_grace: self.orphan_grace,
+            ..CaseConfig::default()
+        }
+    }
+}

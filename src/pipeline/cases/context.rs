@@ -1,0 +1,281 @@
+//! The case tracker's consumer: subscribed to the alerts and case-events
+//! topics with the range assignor (partition *i* of both to one member),
+//! and its rebalances, handled inside `recv`: a revoke finishes, commits
+//! and snapshots the partitions; an assignment restores each one (its
+//! snapshot, then a replay up to the committed offsets).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Core, Src, commit_sync, lock};
+use crate::config::{OffsetReset, Settings};
+use crate::kafka::{Health, RenewableProducer, Role, blocking, log_client, on_client_error};
+use crate::state::StateStore;
+
+pub(super) struct CasesCtx {
+    health: Arc<Health>,
+    core: Arc<Mutex<Core>>,
+    producer: Arc<RenewableProducer>,
+    store: Arc<StateStore>,
+    settings: Settings,
+}
+
+impl ClientContext for CasesCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_client_error(&self.health, Role::Consumer, &error, reason);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_client(level, fac, message);
+    }
+}
+
+impl ConsumerContext for CasesCtx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        blocking(|| match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, tpl);
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "case tracker: assigning partitions failed");
+                }
+            }
+            _ => {
+                self.revoke(consumer, tpl);
+                let _ = consumer.unassign();
+            }
+        });
+    }
+}
+
+/// The case tracker's consumer, subscribed to both topics.
+pub(super) fn subscribe(
+    settings: &Settings,
+    health: &Arc<Health>,
+    core: &Arc<Mutex<Core>>,
+    producer: &Arc<RenewableProducer>,
+    store: &Arc<StateStore>,
+) -> crate::error::Result<StreamConsumer<CasesCtx>> {
+    let group = format!("{}-cases", settings.group_id);
+    let consumer: StreamConsumer<CasesCtx> = crate::kafka::client_config(
+        &settings.brokers,
+        &[
+            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
+            ("topic.metadata.refresh.interval.ms", "10000"),
+        ],
+        &settings.kafka,
+    )
+    .set("statistics.interval.ms", "0")
+    .set("group.id", &group)
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    // Range hands partition i of every subscribed topic to one member:
+    // a case and its events meet.
+    .set("partition.assignment.strategy", "range")
+    .create_with_context(CasesCtx {
+        health: health.clone(),
+        core: core.clone(),
+        producer: producer.clone(),
+        store: store.clone(),
+        settings: settings.clone(),
+    })
+    .map_err(|source| crate::error::Error::Client {
+        what: "the case tracker's consumer",
+        source,
+    })?;
+    let topics = [
+        settings.alerts_topic.as_str(),
+        settings.cases.case_events_topic.as_str(),
+    ];
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| crate::error::Error::Subscribe {
+            topic: topics.join(","),
+            source,
+        })?;
+    Ok(consumer)
+}
+
+impl CasesCtx {
+    fn topic(&self, src: Src) -> &str {
+        match src {
+            Src::Alerts => &self.settings.alerts_topic,
+            Src::Events => &self.settings.cases.case_events_topic,
+        }
+    }
+
+    fn src(&self, topic: &str) -> Src {
+        if topic == self.settings.alerts_topic {
+            Src::Alerts
+        } else {
+            Src::Events
+        }
+    }
+
+    /// Restores each assigned partition and sets where both topics start.
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let timeout = Duration::from_secs(10);
+        let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let committed = consumer.committed_offsets(tpl.clone(), timeout).ok();
+        let mut c = lock(&self.core);
+        for &p in &parts {
+            let snapshot = match self.store.read_latest(p, timeout) {
+                Ok(Some(bytes)) => match crate::cases::decode_snapshot(&bytes) {
+                    Ok(s) => match c.tracker.restore_partition(&s) {
+                        Ok(()) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(partition = p, error = %e, "case snapshot refused; rebuilding from the topics");
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "case snapshot unreadable; rebuilding from the topics");
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "case snapshot not read; rebuilding from the topics");
+                    None
+                }
+            };
+            for src in [Src::Alerts, Src::Events] {
+                let topic = self.topic(src).to_string();
+                let done = committed
+                    .as_ref()
+                    .and_then(|t| t.find_partition(&topic, p))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, timeout)
+                    .unwrap_or((0, 0));
+                let from = match (&snapshot, done) {
+                    (Some(s), _) => match src {
+                        Src::Alerts => s.alerts_next_offset,
+                        Src::Events => s.events_next_offset,
+                    },
+                    // State lost but work committed: rebuild from the start.
+                    (None, Some(_)) => low,
+                    (None, None) => match self.settings.auto_offset_reset {
+                        OffsetReset::Earliest => low,
+                        OffsetReset::Latest => high,
+                    },
+                };
+                let from = from.max(low);
+                if let Some(d) = done
+                    && d > from
+                {
+                    c.replay_until.insert((src, p), d);
+                }
+                c.ledgers[src as usize].done_up_to(p, done.unwrap_or(from).max(from));
+                c.next.insert((src, p), from);
+                if high > from {
+                    c.catching_up.insert((src, p), high);
+                }
+                if let Some(mut e) = tpl.find_partition(&topic, p) {
+                    let _ = e.set_offset(Offset::Offset(from));
+                }
+            }
+            c.assigned.insert(p);
+            tracing::info!(
+                partition = p,
+                restored = snapshot.is_some(),
+                "case tracker partition assigned"
+            );
+        }
+    }
+
+    /// Finishes the partitions' deliveries (bounded), commits, snapshots
+    /// and forgets them.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let parts: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| self.src(e.topic()) == Src::Alerts)
+            .map(|e| e.partition())
+            .collect();
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        loop {
+            let busy = {
+                let mut c = lock(&self.core);
+                c.drain(&self.producer);
+                parts.iter().any(|p| {
+                    !c.ledgers[0].idle(*p) && c.ledgers[0].in_flight() > 0
+                        || !c.ledgers[1].idle(*p) && c.ledgers[1].in_flight() > 0
+                        || c.escalating.iter().any(|(q, _)| q == p)
+                })
+            };
+            if !busy || Instant::now() >= deadline {
+                break;
+            }
+            let _ = self.producer.get().flush(Duration::from_millis(20));
+        }
+        commit_sync(consumer, &lock(&self.core), &self.settings, Some(&parts));
+        write_snapshots(&self.core, &self.store, Some(&parts), deadline);
+        let mut c = lock(&self.core);
+        for p in &parts {
+            c.tracker.drop_partition(*p);
+            for src in [Src::Alerts, Src::Events] {
+                c.ledgers[src as usize].forget(*p);
+                c.next.remove(&(src, *p));
+                c.replay_until.remove(&(src, *p));
+                c.catching_up.remove(&(src, *p));
+            }
+            c.assigned.remove(p);
+        }
+        c.unread.retain(|(_, e)| !parts.contains(&e.partition));
+        c.escalating.retain(|(q, _)| !parts.contains(q));
+        tracing::info!(partitions = ?parts, "case tracker partitions revoked");
+    }
+}
+
+/// Writes the snapshot of each partition (of `partitions`, or every
+/// assigned one) whose escalations are delivered; waits for the writes
+/// until `deadline` (not at all when it has passed).
+pub(super) fn write_snapshots(
+    core: &Mutex<Core>,
+    store: &StateStore,
+    partitions: Option<&[i32]>,
+    deadline: Instant,
+) {
+    let mut c = lock(core);
+    let parts: Vec<i32> = match partitions {
+        Some(ps) => ps.to_vec(),
+        None => c.assigned.iter().copied().collect(),
+    };
+    for p in parts {
+        // A write for this partition still on its way: the next round.
+        if c.writes.iter().any(|(q, _)| *q == p) {
+            continue;
+        }
+        if let Some(bytes) = c.snapshot(p) {
+            match store.write(p, &bytes) {
+                Ok(f) => c.writes.push((p, f)),
+                Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
+            }
+        }
+    }
+    drop(c);
+    while Instant::now() < deadline {
+        let _ = store.flush(Duration::from_millis(100));
+        let mut c = lock(core);
+        c.writes
+            .retain_mut(|(_, f)| futures::FutureExt::now_or_never(f).is_none());
+        if c.writes.is_empty() {
+            break;
+        }
+    }
+}

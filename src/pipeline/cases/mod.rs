@@ -1,0 +1,393 @@
+//! The case tracker's shell: a second consumer, in group
+//! `<group_id>-cases`, reads the alerts topic back and the case-events
+//! topic (co-partitioned: partition *i* of both goes to one member, by the
+//! range assignor), drives the pure tracker (`crate::cases`), and sends
+//! escalations and dead letters.
+//!
+//! Offsets, as in the main pipeline: a record's offset is committed only
+//! once what it caused is acknowledged (a repeat detractor's escalation, a
+//! refused event's dead letter), and an event waiting for its alert holds
+//! back its partition's offsets until it is applied or dead-lettered.
+//! Escalations that fall due are not tied to a record: a partition's
+//! snapshot waits until its escalations are acknowledged, so a restored
+//! snapshot never marks an unsent escalation as sent (after a crash one may
+//! be sent again, with the same escalation_id).
+//!
+//! State: per alerts partition, a `CasesPartitionSnapshot` on the state
+//! topic (key `<alerts topic>/<partition>`), restored on assignment; the
+//! records between it and the committed offsets are replayed without
+//! escalations, dead letters or metrics. Escalations that fall due wait
+//! until every assigned partition has caught up with both topics, so a
+//! contact already recorded is never escalated for being read late.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::DeliveryFuture;
+
+use super::Delivery;
+use super::ledger::{Ledger, Step};
+use super::produce::{Ack, poll_delivery, send_again};
+use crate::cases::{Escalation, Tracker};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::kafka::{Health, RenewableProducer, client_config};
+use crate::shutdown::Shutdown;
+use crate::state::{StateConfig, StateStore};
+
+mod context;
+mod readback;
+mod records;
+mod setup;
+
+use context::CasesCtx;
+
+/// Which topic a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Src {
+    Alerts = 0,
+    Events = 1,
+}
+
+/// What a record caused, held in its place in the ledger.
+enum Out {
+    /// An escalation or a dead letter on its way.
+    Sent(Delivery),
+    /// An event waiting for its alert.
+    Held(Arc<Mutex<Slot>>),
+}
+
+/// Where a waiting event stands.
+enum Slot {
+    /// In the tracker: done when the tracker lets go of it (applied when
+    /// its alert came).
+    Waiting,
+    /// Its alert never came: its dead letter.
+    Dead(Delivery),
+    /// Its alert never came, during a replay (dead-lettered before).
+    Done,
+}
+
+/// The tracker's handle on a waiting event.
+struct Held {
+    record: OwnedMessage,
+    slot: Arc<Mutex<Slot>>,
+    live: bool,
+}
+
+/// The shell's state, shared with the rebalance callback (which runs on
+/// the loop's task, inside `recv`).
+struct Core {
+    tracker: Tracker<Held>,
+    /// Per source topic.
+    ledgers: [Ledger<Out>; 2],
+    /// Next offset per (topic, partition) after the last record handled.
+    next: BTreeMap<(Src, i32), i64>,
+    /// Records below this were handled by a previous owner: replayed into
+    /// the tracker without effects.
+    replay_until: BTreeMap<(Src, i32), i64>,
+    /// The end of each (topic, partition) at assignment: until the
+    /// consumer's position reaches it, due escalations wait.
+    catching_up: BTreeMap<(Src, i32), i64>,
+    assigned: BTreeSet<i32>,
+    /// Escalations sent, per alerts partition, not acknowledged yet.
+    escalating: Vec<(i32, Delivery)>,
+    /// Escalations due whose alert is not read back yet (first try).
+    unread: Vec<(Instant, Escalation)>,
+    /// Snapshot writes not acknowledged yet.
+    writes: Vec<(i32, DeliveryFuture)>,
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    match core.lock() {
+        Ok(c) => c,
+        Err(_) => {
+            tracing::error!(
+                "case tracker state poisoned by a panic: exiting without committing; the next owner resumes from the last commit"
+            );
+            std::process::exit(70);
+        }
+    }
+}
+
+impl Core {
+    fn live(&self, src: Src, p: i32, offset: i64) -> bool {
+        self.replay_until
+            .get(&(src, p))
+            .is_none_or(|u| offset >= *u)
+    }
+
+    /// Asks after every delivery, sends failed ones again.
+    fn drain(&mut self, producer: &RenewableProducer) {
+        for ledger in &mut self.ledgers {
+            ledger.drain(|out| match out {
+                Out::Sent(d) => step(d, producer),
+                Out::Held(slot) => {
+                    let alone = Arc::strong_count(slot) == 1;
+                    let Ok(mut s) = slot.lock() else {
+                        return Step::Waiting;
+                    };
+                    match &mut *s {
+                        Slot::Waiting if alone => Step::Done,
+                        Slot::Waiting => Step::Waiting,
+                        Slot::Done => Step::Done,
+                        Slot::Dead(d) => step(d, producer),
+                    }
+                }
+            });
+        }
+        self.escalating
+            .retain_mut(|(_, d)| step(d, producer) != Step::Done);
+        self.writes.retain_mut(|(p, f)| match f.now_or_never() {
+            None => true,
+            Some(Ok(Ok(_))) => false,
+            Some(r) => {
+                tracing::warn!(partition = *p, result = ?r.err(), "case snapshot write failed; the next one follows");
+                false
+            }
+        });
+    }
+
+    /// Whether escalations of alerts partition `p` are still on their way.
+    fn escalations_pending(&self, p: i32) -> bool {
+        self.escalating.iter().any(|(q, _)| *q == p)
+            || self.unread.iter().any(|(_, e)| e.partition == p)
+    }
+
+    /// The offset of (topic, partition) the tracker's state reflects
+    /// everything before, as far as is delivered.
+    fn reflected(&self, src: Src, p: i32) -> Option<i64> {
+        let ledger = &self.ledgers[src as usize];
+        if ledger.idle(p) {
+            self.next.get(&(src, p)).copied()
+        } else {
+            ledger
+                .committable(Some(&[p]), true)
+                .first()
+                .map(|(_, o)| *o)
+        }
+    }
+
+    /// The snapshot of `p`, when its escalations are all delivered.
+    fn snapshot(&self, p: i32) -> Option<Vec<u8>> {
+        if self.escalations_pending(p) {
+            return None;
+        }
+        let alerts = self.reflected(Src::Alerts, p)?;
+        let events = self.reflected(Src::Events, p)?;
+        let snap = self.tracker.partition_snapshot(p, alerts, events);
+        Some(crate::cases::encode_snapshot(&snap))
+    }
+
+    /// Done offsets of both topics, as Kafka wants them.
+    fn offsets(&self, settings: &Settings, partitions: Option<&[i32]>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (src, topic) in [
+            (Src::Alerts, &settings.alerts_topic),
+            (Src::Events, &settings.cases.case_events_topic),
+        ] {
+            for (p, off) in self.ledgers[src as usize].committable(partitions, true) {
+                let _ = tpl.add_partition_offset(topic, p, Offset::Offset(off));
+            }
+        }
+        tpl
+    }
+}
+
+fn step(d: &mut Delivery, producer: &RenewableProducer) -> Step {
+    match poll_delivery(d) {
+        Ack::Done => Step::Done,
+        Ack::NotYet => Step::Waiting,
+        Ack::Failed(msg, too_big) => {
+            *d = send_again(producer, msg, too_big);
+            Step::Retried
+        }
+    }
+}
+
+/// Runs case tracking until `shutdown` fires (returns at once when it is
+/// off). An error (topics not co-partitioned, not creatable) stops the
+/// process with a message naming the topics and `--cases off`.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    mut shutdown: Shutdown,
+    health: Arc<Health>,
+    view: Arc<std::sync::RwLock<crate::metrics::View>>,
+) -> crate::error::Result<()> {
+    if !settings.cases.enabled {
+        return Ok(());
+    }
+    let mut warned = false;
+    loop {
+        let s = settings.clone();
+        let ready = tokio::task::spawn_blocking(move || setup::prepare(&s));
+        let ready = tokio::select! {
+            _ = shutdown.recv() => return Ok(()),
+            r = ready => r.unwrap_or_else(|e| Ok(setup::Ready::Waiting(e.to_string())))?,
+        };
+        match ready {
+            setup::Ready::Partitions(n) => {
+                tracing::info!(
+                    alerts = %settings.alerts_topic,
+                    case_events = %settings.cases.case_events_topic,
+                    escalations = %settings.cases.escalations_topic,
+                    partitions = n,
+                    group = %format!("{}-cases", settings.group_id),
+                    "case tracking on"
+                );
+                break;
+            }
+            setup::Ready::Waiting(why) => {
+                if !warned {
+                    tracing::warn!(reason = %why, "case tracking waits for its topics");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = shutdown.recv() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    }
+    let producer = Arc::new(
+        RenewableProducer::new(
+            client_config(
+                &settings.brokers,
+                &[("enable.idempotence", "true"), ("linger.ms", "5")],
+                &settings.kafka,
+            ),
+            health.clone(),
+        )
+        .map_err(|source| crate::error::Error::Client {
+            what: "the case tracker's producer",
+            source,
+        })?,
+    );
+    let store = {
+        let s = settings.clone();
+        let health = health.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            StateStore::open(
+                &StateConfig {
+                    brokers: &s.brokers,
+                    properties: &s.kafka,
+                    state_topic: &s.state_topic,
+                    input_topic: &s.alerts_topic,
+                    snapshot_max_bytes: s.snapshot_max_bytes,
+                },
+                health,
+            )
+        });
+        match opened.await {
+            Ok(r) => Arc::new(r?),
+            Err(_) => {
+                return Err(crate::error::Error::StateTopicUnavailable {
+                    topic: settings.state_topic.clone(),
+                });
+            }
+        }
+    };
+    let reader = readback::Reader::new(&settings)?;
+    let core = Arc::new(Mutex::new(Core {
+        tracker: Tracker::new(settings.cases.tracker()),
+        ledgers: [Ledger::default(), Ledger::default()],
+        next: BTreeMap::new(),
+        replay_until: BTreeMap::new(),
+        catching_up: BTreeMap::new(),
+        assigned: BTreeSet::new(),
+        escalating: Vec::new(),
+        unread: Vec::new(),
+        writes: Vec::new(),
+    }));
+    let consumer = context::subscribe(&settings, &health, &core, &producer, &store)?;
+    let mut shell = records::Shell {
+        settings,
+        clock,
+        core,
+        producer,
+        store,
+        reader,
+        gauges: BTreeSet::new(),
+        view,
+        summary: crate::metrics::CaseSummary::default(),
+    };
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_tick = tokio::time::interval(shell.settings.snapshot_interval);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    snapshot_tick.reset();
+    let stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            _ = ack_tick.tick() => lock(&shell.core).drain(&shell.producer),
+            _ = snapshot_tick.tick() => shell.snapshots(),
+            _ = second.tick() => shell.tick(&consumer, &stop).await,
+            msg = consumer.recv(), if room(&shell.core) => match msg {
+                Ok(msg) => shell.record(&msg, &stop).await,
+                Err(e) => tracing::debug!(error = %e, "case tracker consume error"),
+            },
+        }
+    }
+    shell.stop(&consumer).await;
+    Ok(())
+}
+
+/// Most deliveries awaiting acknowledgement before reading pauses.
+const MAX_PENDING: usize = 10_000;
+
+fn room(core: &Mutex<Core>) -> bool {
+    let c = lock(core);
+    c.ledgers[0].in_flight() + c.ledgers[1].in_flight() + c.escalating.len() < MAX_PENDING
+}
+
+/// Commits the done offsets of `partitions` (all when `None`) and waits
+/// for the answer.
+fn commit_sync(
+    consumer: &impl Consumer<CasesCtx>,
+    core: &Core,
+    settings: &Settings,
+    partitions: Option<&[i32]>,
+) {
+    let tpl = core.offsets(settings, partitions);
+    if tpl.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tracing::warn!(error = %e, "case tracker commit failed");
+    }
+}
+
+impl records::Shell {
+    /// After the loop: waits (bounded) for deliveries, commits, writes the
+    /// final snapshots.
+    async fn stop(self, consumer: &StreamConsumer<CasesCtx>) {
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        loop {
+            let left = {
+                let mut c = lock(&self.core);
+                c.drain(&self.producer);
+                c.ledgers[0].in_flight() + c.ledgers[1].in_flight() + c.escalating.len()
+            };
+            if left == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let c = lock(&self.core);
+        commit_sync(consumer, &c, &self.settings, None);
+        drop(c);
+        context::write_snapshots(&self.core, &self.store, None, deadline);
+        tracing::info!("case tracker stopped");
+    }
+}

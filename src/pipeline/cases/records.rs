@@ -1,0 +1,474 @@
+//! What the case tracker's loop does with a record, and every second.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+
+use super::context::CasesCtx;
+use super::readback::Reader;
+use super::{Core, Held, Out, Slot, Src, lock};
+use crate::alerts::AlertFormat;
+use crate::cases::escalation::{self, AlertReadError, alert_in, decode_alert};
+use crate::cases::event::decode_event;
+use crate::cases::{Applied, Escalation, Opened, SegmentId, alert_id};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::kafka::RenewableProducer;
+use crate::metrics as m;
+use crate::pb::{AlertPriority, CaseState, DetractorAlert};
+use crate::pipeline::produce::{Outbox, send};
+use crate::pipeline::records::dlq_headers;
+use crate::pipeline::{ALERT_ID_HEADER, CONTENT_TYPE, MESSAGE_TYPE_HEADER};
+use crate::shutdown::Shutdown;
+use crate::state::StateStore;
+
+/// The message type header of an escalation.
+pub const ESCALATION_MESSAGE_TYPE: &str = "nps.v1.CaseEscalation";
+
+/// How long an escalation waits for its alert to be read back before it
+/// goes out without the alert's content.
+const READBACK_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The loop's state, owned by its task.
+pub(super) struct Shell {
+    pub(super) settings: Settings,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) core: Arc<Mutex<Core>>,
+    pub(super) producer: Arc<RenewableProducer>,
+    pub(super) store: Arc<StateStore>,
+    pub(super) reader: Reader,
+    /// Label sets of the open/overdue gauges set last time (to zero those
+    /// that are gone).
+    pub(super) gauges: BTreeSet<(SegmentId, i32)>,
+    /// The demo's totals, published to `view` every second.
+    pub(super) view: Arc<std::sync::RwLock<crate::metrics::View>>,
+    pub(super) summary: crate::metrics::CaseSummary,
+}
+
+fn priority_label(p: AlertPriority) -> &'static str {
+    match p {
+        AlertPriority::Critical => "critical",
+        AlertPriority::High => "high",
+        AlertPriority::Normal => "normal",
+        AlertPriority::Unspecified => "unspecified",
+    }
+}
+
+fn state_label(s: CaseState) -> &'static str {
+    match s {
+        CaseState::Unspecified => "unspecified",
+        CaseState::Acknowledged => "acknowledged",
+        CaseState::ContactAttempted => "contact_attempted",
+        CaseState::Contacted => "contacted",
+        CaseState::Resolved => "resolved",
+        CaseState::Unreachable => "unreachable",
+        CaseState::Reopened => "reopened",
+    }
+}
+
+impl Shell {
+    fn out<'a>(&'a self, stop: &'a Shutdown) -> Outbox<'a> {
+        Outbox {
+            producer: &self.producer,
+            stop,
+        }
+    }
+
+    /// One record of either topic.
+    pub(super) async fn record(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
+        let (p, off) = (msg.partition(), msg.offset());
+        let src = if msg.topic() == self.settings.alerts_topic {
+            Src::Alerts
+        } else {
+            Src::Events
+        };
+        let live = lock(&self.core).live(src, p, off);
+        let out = match src {
+            Src::Alerts => self.alert(msg, p, off, live, stop).await,
+            Src::Events => self.event(msg, p, live, stop).await,
+        };
+        let mut c = lock(&self.core);
+        if live {
+            c.ledgers[src as usize].read(p, off, out);
+        }
+        c.next.insert((src, p), off + 1);
+    }
+
+    async fn alert(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        p: i32,
+        off: i64,
+        live: bool,
+        stop: &Shutdown,
+    ) -> Option<Out> {
+        let alert = msg
+            .payload()
+            .ok_or(AlertReadError::Undecodable)
+            .and_then(decode_alert);
+        let input = alert
+            .as_ref()
+            .map_err(|e| *e)
+            .and_then(|a| alert_in(a, p, off));
+        let input = match input {
+            Ok(i) => i,
+            Err(e) => {
+                let reason = match e {
+                    AlertReadError::Undecodable => "undecodable",
+                    AlertReadError::AlertId => "alert_id",
+                    AlertReadError::EmittedAt => "emitted_at",
+                };
+                if live {
+                    metrics::counter!(m::CASE_ALERTS_SKIPPED_TOTAL, "reason" => reason)
+                        .increment(1);
+                }
+                return None;
+            }
+        };
+        let opened = lock(&self.core).tracker.open(&input);
+        let Opened::New { repeat, applied } = opened else {
+            return None;
+        };
+        if !live {
+            return None;
+        }
+        for a in &applied {
+            self.count_applied(a);
+        }
+        let esc = repeat?;
+        let alert = alert.ok()?;
+        {
+            let c = lock(&self.core);
+            let (product, region) = c.tracker.segment_name(esc.segment);
+            metrics::counter!(m::REPEAT_DETRACTORS_TOTAL, "product" => product.to_string(), "region" => region.to_string())
+                .increment(1);
+        }
+        Some(Out::Sent(self.escalate(&esc, &alert, stop).await))
+    }
+
+    async fn event(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        p: i32,
+        live: bool,
+        stop: &Shutdown,
+    ) -> Option<Out> {
+        let now = self.clock.now_ms();
+        let headers = msg.headers();
+        let headers = headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|h| (h.key, h.value));
+        match decode_event(msg.payload(), headers, now, &self.settings.limits) {
+            Err(rejection) => {
+                if !live {
+                    return None;
+                }
+                let reason = rejection.reason();
+                metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+                tracing::debug!(
+                    partition = p,
+                    offset = msg.offset(),
+                    reason,
+                    "case event refused"
+                );
+                let headers = dlq_headers(msg, reason, &rejection.to_string(), now);
+                let d = send(
+                    &self.out(stop),
+                    &self.settings.dlq_topic,
+                    msg.key(),
+                    msg.payload(),
+                    headers,
+                )
+                .await;
+                Some(Out::Sent(d))
+            }
+            Ok((_, ev)) => {
+                if live {
+                    metrics::counter!(m::CASE_EVENTS_TOTAL, "state" => state_label(ev.state))
+                        .increment(1);
+                }
+                let slot = Arc::new(Mutex::new(Slot::Waiting));
+                let held = Held {
+                    record: msg.detach(),
+                    slot: slot.clone(),
+                    live,
+                };
+                let applied = lock(&self.core).tracker.event(p, &ev, held, now);
+                match applied {
+                    Applied::Waiting => Some(Out::Held(slot)),
+                    a => {
+                        if live {
+                            self.count_applied(&a);
+                        }
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts what an applied event did.
+    fn count_applied(&mut self, a: &Applied) {
+        match a {
+            Applied::Stale => metrics::counter!(m::CASE_EVENTS_STALE_TOTAL).increment(1),
+            Applied::Waiting => {}
+            Applied::Moved {
+                segment,
+                priority,
+                first_contact,
+                closed,
+            } => {
+                let prio = priority_label(*priority);
+                if let Some((ms, _)) = first_contact {
+                    metrics::histogram!(m::CASE_FIRST_CONTACT, "priority" => prio)
+                        .record(*ms as f64 / 1000.0);
+                }
+                if let Some((how, met)) = closed {
+                    self.summary.closed += 1;
+                    self.summary.closed_within_sla += u64::from(*met);
+                    let c = lock(&self.core);
+                    let (product, region) = c.tracker.segment_name(*segment);
+                    metrics::counter!(m::CASES_CLOSED_TOTAL,
+                        "product" => product.to_string(),
+                        "region" => region.to_string(),
+                        "priority" => prio,
+                        "outcome" => how.as_str(),
+                        "sla" => if *met { "met" } else { "missed" })
+                    .increment(1);
+                }
+            }
+        }
+    }
+
+    /// Sends an escalation built from the alert it is about.
+    async fn escalate(
+        &mut self,
+        esc: &Escalation,
+        alert: &DetractorAlert,
+        stop: &Shutdown,
+    ) -> crate::pipeline::Delivery {
+        let now = self.clock.now_ms();
+        let (product, region) = {
+            let c = lock(&self.core);
+            let (p, r) = c.tracker.segment_name(esc.segment);
+            (p.to_string(), r.to_string())
+        };
+        let record = escalation::build(esc, alert, &product, &region, now);
+        self.summary.escalations += 1;
+        metrics::counter!(m::CASE_ESCALATIONS_TOTAL,
+            "product" => product,
+            "region" => region,
+            "priority" => priority_label(esc.priority),
+            "reason" => esc.reason.as_str(),
+            "level" => esc.level.to_string())
+        .increment(1);
+        let (bytes, content_type) = match self.settings.alerts_format {
+            AlertFormat::Protobuf => (
+                prost::Message::encode_to_vec(&record),
+                crate::alerts::CONTENT_TYPE_PROTOBUF,
+            ),
+            AlertFormat::Json => (
+                serde_json::to_vec(&record).unwrap_or_default(),
+                crate::alerts::CONTENT_TYPE_JSON,
+            ),
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: CONTENT_TYPE,
+                value: Some(content_type),
+            })
+            .insert(Header {
+                key: MESSAGE_TYPE_HEADER,
+                value: Some(ESCALATION_MESSAGE_TYPE),
+            })
+            .insert(Header {
+                key: ALERT_ID_HEADER,
+                value: Some(record.alert_id.as_str()),
+            });
+        send(
+            &self.out(stop),
+            &self.settings.cases.escalations_topic,
+            Some(escalation::key(&record).as_bytes()),
+            Some(&bytes),
+            headers,
+        )
+        .await
+    }
+
+    /// Every second: catching up, orphans, due escalations, the commit and
+    /// the gauges.
+    pub(super) async fn tick(&mut self, consumer: &StreamConsumer<CasesCtx>, stop: &Shutdown) {
+        let now = self.clock.now_ms();
+        self.caught_up(consumer);
+        let expired = lock(&self.core).tracker.expire_orphans(now);
+        for held in expired {
+            let dead = if held.live {
+                metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => "unknown_alert")
+                    .increment(1);
+                let detail = format!(
+                    "no alert with this alert_id was read within --orphan-grace ({})",
+                    humantime::format_duration(self.settings.cases.orphan_grace)
+                );
+                let headers = dlq_headers(&held.record, "unknown_alert", &detail, now);
+                let r = &held.record;
+                Slot::Dead(
+                    send(
+                        &self.out(stop),
+                        &self.settings.dlq_topic,
+                        r.key(),
+                        r.payload(),
+                        headers,
+                    )
+                    .await,
+                )
+            } else {
+                Slot::Done
+            };
+            if let Ok(mut s) = held.slot.lock() {
+                *s = dead;
+            }
+        }
+        {
+            let mut c = lock(&self.core);
+            if c.catching_up.is_empty() {
+                let due = c.tracker.due(now);
+                let at = Instant::now();
+                c.unread.extend(due.into_iter().map(|e| (at, e)));
+            }
+        }
+        self.send_due(stop).await;
+        {
+            let c = lock(&self.core);
+            let tpl = c.offsets(&self.settings, None);
+            if tpl.count() > 0
+                && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+            {
+                tracing::debug!(error = %e, "case tracker commit");
+            }
+        }
+        self.publish();
+    }
+
+    /// Clears the partitions whose consumer position reached the end seen
+    /// at assignment.
+    fn caught_up(&self, consumer: &StreamConsumer<CasesCtx>) {
+        let mut c = lock(&self.core);
+        if c.catching_up.is_empty() {
+            return;
+        }
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        tracing::debug!(positions = ?positions, waiting = ?c.catching_up, "case tracker catching up");
+        for e in positions.elements() {
+            let src = if e.topic() == self.settings.alerts_topic {
+                Src::Alerts
+            } else {
+                Src::Events
+            };
+            if let rdkafka::Offset::Offset(pos) = e.offset()
+                && c.catching_up
+                    .get(&(src, e.partition()))
+                    .is_some_and(|end| pos >= *end)
+            {
+                c.catching_up.remove(&(src, e.partition()));
+            }
+        }
+        let parts: BTreeSet<i32> = c.catching_up.keys().map(|(_, p)| *p).collect();
+        metrics::gauge!(m::CASE_REPLAYING).set(parts.len() as f64);
+        if parts.is_empty() {
+            tracing::info!(partitions = ?c.assigned, "case tracker caught up");
+        }
+    }
+
+    /// Reads back the alerts of due escalations and sends them.
+    async fn send_due(&mut self, stop: &Shutdown) {
+        let unread = std::mem::take(&mut lock(&self.core).unread);
+        if unread.is_empty() {
+            return;
+        }
+        let mut wanted: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (_, e) in &unread {
+            wanted.entry(e.partition).or_default().push(e.alert_offset);
+        }
+        let found = crate::kafka::blocking(|| self.reader.read(&wanted, Duration::from_secs(5)));
+        let mut keep = Vec::new();
+        for (first, esc) in unread {
+            let alert = found
+                .get(&(esc.partition, esc.alert_offset))
+                .filter(|a| crate::cases::alert_key(&a.alert_id) == Some(esc.alert));
+            let d = match alert {
+                Some(a) => self.escalate(&esc, a, stop).await,
+                None if first.elapsed() >= READBACK_PATIENCE => {
+                    metrics::counter!(m::CASE_READBACK_ERRORS_TOTAL).increment(1);
+                    tracing::warn!(
+                        partition = esc.partition,
+                        offset = esc.alert_offset,
+                        "alert not readable from the alerts topic: escalating without its content"
+                    );
+                    let bare = DetractorAlert {
+                        alert_id: alert_id(esc.alert),
+                        ..Default::default()
+                    };
+                    self.escalate(&esc, &bare, stop).await
+                }
+                None => {
+                    keep.push((first, esc));
+                    continue;
+                }
+            };
+            lock(&self.core).escalating.push((esc.partition, d));
+        }
+        lock(&self.core).unread.extend(keep);
+    }
+
+    /// Every `--snapshot-interval`: each partition whose escalations are
+    /// delivered.
+    pub(super) fn snapshots(&self) {
+        super::context::write_snapshots(&self.core, &self.store, None, Instant::now());
+    }
+
+    /// The gauges from the tracker.
+    fn publish(&mut self) {
+        let c = lock(&self.core);
+        let mut now_set = BTreeSet::new();
+        let (mut open, mut overdue) = (0, 0);
+        for (seg, prio, counts) in c.tracker.counts() {
+            let (product, region) = c.tracker.segment_name(seg);
+            let labels = [
+                ("product", product.to_string()),
+                ("region", region.to_string()),
+                ("priority", priority_label(prio).to_string()),
+            ];
+            metrics::gauge!(m::CASES_OPEN, &labels).set(counts.open as f64);
+            metrics::gauge!(m::CASES_OVERDUE, &labels).set(counts.overdue as f64);
+            now_set.insert((seg, prio as i32));
+            open += counts.open;
+            overdue += counts.overdue;
+        }
+        for (seg, prio) in self.gauges.difference(&now_set) {
+            let (product, region) = c.tracker.segment_name(*seg);
+            let prio = AlertPriority::try_from(*prio).unwrap_or_default();
+            let labels = [
+                ("product", product.to_string()),
+                ("region", region.to_string()),
+                ("priority", priority_label(prio).to_string()),
+            ];
+            metrics::gauge!(m::CASES_OPEN, &labels).set(0.0);
+            metrics::gauge!(m::CASES_OVERDUE, &labels).set(0.0);
+        }
+        self.gauges = now_set;
+        self.summary.open = open;
+        self.summary.overdue = overdue;
+        if let Ok(mut v) = self.view.write() {
+            v.cases = self.summary;
+        }
+        metrics::gauge!(m::CASE_ORPHANS).set(c.tracker.orphans() as f64);
+        metrics::gauge!(m::CASE_CUSTOMERS).set(c.tracker.customers() as f64);
+        metrics::counter!(m::CASES_EVICTED_TOTAL).absolute(c.tracker.evicted_open);
+    }
+}
