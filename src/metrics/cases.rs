@@ -72,7 +72,7 @@ pub(super) fn describe() {
     );
     describe_counter!(
         CASE_EVENTS_TOTAL,
-        "Valid case events read, by state (stale ones and those waiting for their alert included)."
+        "Case events applied to a case, by state (stale ones included; one that waited for its alert counts once applied; refused ones count in nps_events_rejected_total instead)."
     );
     describe_counter!(
         CASE_EVENTS_STALE_TOTAL,

@@ -66,8 +66,8 @@ enum Out {
 /// Where a waiting event stands.
 enum Slot {
     /// In the tracker: done when the tracker lets go of it (applied when
-    /// its alert came).
-    Waiting,
+    /// its alert came; counted then, by its state).
+    Waiting(crate::pb::CaseState),
     /// Its alert never came: its dead letter.
     Dead(Delivery),
     /// Its alert never came, during a replay (dead-lettered before).
@@ -134,8 +134,13 @@ impl Core {
                         return Step::Waiting;
                     };
                     match &mut *s {
-                        Slot::Waiting if alone => Step::Done,
-                        Slot::Waiting => Step::Waiting,
+                        Slot::Waiting(state) if alone => {
+                            metrics::counter!(crate::metrics::CASE_EVENTS_TOTAL, "state" => records::state_label(*state))
+                                .increment(1);
+                            *s = Slot::Done;
+                            Step::Done
+                        }
+                        Slot::Waiting(_) => Step::Waiting,
                         Slot::Done => Step::Done,
                         Slot::Dead(d) => step(d, producer),
                     }
@@ -294,7 +299,8 @@ pub async fn run(
             }
         }
     };
-    let reader = readback::Reader::new(&settings)?;
+    let reader = Arc::new(readback::Reader::new(&settings)?);
+    let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core {
         tracker: Tracker::new(settings.cases.tracker()),
         ledgers: [Ledger::default(), Ledger::default()],
@@ -314,6 +320,8 @@ pub async fn run(
         producer,
         store,
         reader,
+        readbacks,
+        reading: false,
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),
@@ -333,6 +341,7 @@ pub async fn run(
             _ = ack_tick.tick() => lock(&shell.core).drain(&shell.producer),
             _ = snapshot_tick.tick() => shell.snapshots(),
             _ = second.tick() => shell.tick(&consumer, &stop).await,
+            Some(found) = read_back.recv() => shell.readback_done(found, &stop).await,
             msg = consumer.recv(), if room(&shell.core) => match msg {
                 Ok(msg) => shell.record(&msg, &stop).await,
                 Err(e) => tracing::debug!(error = %e, "case tracker consume error"),

@@ -18,7 +18,20 @@ use crate::pb::DetractorAlert;
 /// than by reading through.
 const MAX_GAP: i64 = 1_000;
 
+/// A fetch of a record known to exist that brings nothing for this long
+/// starts further back (see `Read::partition`).
+const NOTHING_YET: Duration = Duration::from_millis(500);
+
+/// Reads alerts back: a consumer made afresh for each read (once a second
+/// at most, only when escalations are due), since one reused across
+/// assignments was seen to deliver records fetched for the previous one
+/// first, which passed over the wanted offsets.
 pub(super) struct Reader {
+    config: rdkafka::ClientConfig,
+    topic: String,
+}
+
+struct Read {
     consumer: BaseConsumer,
     topic: String,
 }
@@ -26,7 +39,7 @@ pub(super) struct Reader {
 impl Reader {
     pub(super) fn new(settings: &Settings) -> crate::error::Result<Reader> {
         let group = format!("{}-cases-reader", settings.group_id);
-        let consumer: BaseConsumer = crate::kafka::client_config(
+        let mut config = crate::kafka::client_config(
             &settings.brokers,
             &[
                 ("enable.partition.eof", "true"),
@@ -34,17 +47,20 @@ impl Reader {
                 ("auto.offset.reset", "earliest"),
             ],
             &settings.kafka,
-        )
-        .set("statistics.interval.ms", "0")
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|source| crate::error::Error::Client {
-            what: "the alerts reader",
-            source,
-        })?;
+        );
+        config
+            .set("statistics.interval.ms", "0")
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false");
+        // Checked once here: a read later only logs a failure.
+        config
+            .create::<BaseConsumer>()
+            .map_err(|source| crate::error::Error::Client {
+                what: "the alerts reader",
+                source,
+            })?;
         Ok(Reader {
-            consumer,
+            config,
             topic: settings.alerts_topic.clone(),
         })
     }
@@ -58,19 +74,39 @@ impl Reader {
     ) -> HashMap<(i32, i64), DetractorAlert> {
         let deadline = Instant::now() + timeout;
         let mut found = HashMap::new();
+        let read = match self.config.create::<BaseConsumer>() {
+            Ok(consumer) => Read {
+                consumer,
+                topic: self.topic.clone(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the alerts reader");
+                return found;
+            }
+        };
         for (p, offsets) in wanted {
             let mut offsets = offsets.clone();
             offsets.sort_unstable();
             offsets.dedup();
-            if let Err(e) = self.read_partition(*p, &offsets, deadline, &mut found) {
+            if let Err(e) = read.partition(*p, &offsets, deadline, &mut found) {
                 tracing::debug!(partition = p, error = %e, "reading alerts back");
             }
         }
-        let _ = self.consumer.unassign();
         found
     }
+}
 
-    fn read_partition(
+impl Read {
+    /// The fetch position in partition `p` of the alerts topic.
+    fn position(&self, p: i32) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
+        match positions.find_partition(&self.topic, p)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn partition(
         &self,
         p: i32,
         offsets: &[i64],
@@ -78,19 +114,39 @@ impl Reader {
         found: &mut HashMap<(i32, i64), DetractorAlert>,
     ) -> Result<(), KafkaError> {
         let mut i = 0;
+        // How far before the wanted offset the fetch starts (see below).
+        let mut back = 0i64;
         while i < offsets.len() {
+            let from = offsets[i].saturating_sub(back).max(0);
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(offsets[i]))?;
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))?;
             self.consumer.assign(&tpl)?;
+            let mut first = true;
+            let assigned = Instant::now();
             'fetch: loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Ok(());
                 }
-                match self.consumer.poll(left.min(Duration::from_millis(200))) {
+                match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                    // Tansu 0.6 answers a fetch from inside its last batch
+                    // with nothing at all: further back.
+                    None if first && from > 0 && assigned.elapsed() > NOTHING_YET => {
+                        back = (back * 4).max(16);
+                        break 'fetch;
+                    }
                     None => {}
                     Some(Ok(m)) if m.partition() == p => {
                         let at = m.offset();
+                        tracing::trace!(partition = p, at, wanted = ?&offsets[i..], "alert read back");
+                        // Tansu 0.6 answers a fetch from inside a record
+                        // batch with the next batch: start further back
+                        // (Kafka itself returns the batch holding it).
+                        if first && at > offsets[i] && from > 0 {
+                            back = (back * 4).max(16);
+                            break 'fetch;
+                        }
+                        first = false;
                         if offsets[i..].binary_search(&at).is_ok()
                             && let Some(Ok(alert)) = m.payload().map(decode_alert)
                         {
@@ -100,14 +156,23 @@ impl Reader {
                             i += 1;
                         }
                         if i == offsets.len() || offsets[i] > at + MAX_GAP {
+                            back = 0;
                             break 'fetch;
                         }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(KafkaError::PartitionEOF(q))) if q == p => {
-                        // Nothing more: the wanted offsets left are beyond
-                        // the end (cannot happen for an alert read before).
-                        return Ok(());
+                        // Nothing from inside the last batch (Tansu, as
+                        // above): further back.
+                        if first && from > 0 {
+                            back = (back * 4).max(16);
+                            break 'fetch;
+                        }
+                        // Reached past the wanted offset: it is not there
+                        // (deleted by retention).
+                        if self.position(p).is_some_and(|pos| pos > offsets[i]) {
+                            return Ok(());
+                        }
                     }
                     Some(Err(e)) => tracing::debug!(error = %e, "alerts read back"),
                 }

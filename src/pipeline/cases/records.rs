@@ -25,6 +25,9 @@ use crate::pipeline::{ALERT_ID_HEADER, CONTENT_TYPE, MESSAGE_TYPE_HEADER};
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 
+/// Alerts read back, by (partition, offset).
+pub(super) type Found = std::collections::HashMap<(i32, i64), DetractorAlert>;
+
 /// The message type header of an escalation.
 pub const ESCALATION_MESSAGE_TYPE: &str = "nps.v1.CaseEscalation";
 
@@ -39,7 +42,10 @@ pub(super) struct Shell {
     pub(super) core: Arc<Mutex<Core>>,
     pub(super) producer: Arc<RenewableProducer>,
     pub(super) store: Arc<StateStore>,
-    pub(super) reader: Reader,
+    pub(super) reader: Arc<Reader>,
+    /// Where read-backs report, and whether one is under way.
+    pub(super) readbacks: tokio::sync::mpsc::UnboundedSender<Found>,
+    pub(super) reading: bool,
     /// Label sets of the open/overdue gauges set last time (to zero those
     /// that are gone).
     pub(super) gauges: BTreeSet<(SegmentId, i32)>,
@@ -57,7 +63,7 @@ fn priority_label(p: AlertPriority) -> &'static str {
     }
 }
 
-fn state_label(s: CaseState) -> &'static str {
+pub(super) fn state_label(s: CaseState) -> &'static str {
     match s {
         CaseState::Unspecified => "unspecified",
         CaseState::Acknowledged => "acknowledged",
@@ -187,11 +193,7 @@ impl Shell {
                 Some(Out::Sent(d))
             }
             Ok((_, ev)) => {
-                if live {
-                    metrics::counter!(m::CASE_EVENTS_TOTAL, "state" => state_label(ev.state))
-                        .increment(1);
-                }
-                let slot = Arc::new(Mutex::new(Slot::Waiting));
+                let slot = Arc::new(Mutex::new(Slot::Waiting(ev.state)));
                 let held = Held {
                     record: msg.detach(),
                     slot: slot.clone(),
@@ -199,9 +201,12 @@ impl Shell {
                 };
                 let applied = lock(&self.core).tracker.event(p, &ev, held, now);
                 match applied {
+                    // Counted when applied (or dead-lettered instead).
                     Applied::Waiting => Some(Out::Held(slot)),
                     a => {
                         if live {
+                            metrics::counter!(m::CASE_EVENTS_TOTAL, "state" => state_label(ev.state))
+                                .increment(1);
                             self.count_applied(&a);
                         }
                         None
@@ -340,7 +345,7 @@ impl Shell {
                 c.unread.extend(due.into_iter().map(|e| (at, e)));
             }
         }
-        self.send_due(stop).await;
+        self.start_readback();
         {
             let c = lock(&self.core);
             let tpl = c.offsets(&self.settings, None);
@@ -385,17 +390,40 @@ impl Shell {
         }
     }
 
-    /// Reads back the alerts of due escalations and sends them.
-    async fn send_due(&mut self, stop: &Shutdown) {
-        let unread = std::mem::take(&mut lock(&self.core).unread);
-        if unread.is_empty() {
+    /// Starts reading back the alerts of the due escalations, on a thread
+    /// of its own (a slow broker must not hold up the loop, which would
+    /// delay the events that stop later escalations); one read at a time.
+    fn start_readback(&mut self) {
+        if self.reading {
             return;
         }
         let mut wanted: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        for (_, e) in &unread {
+        for (_, e) in &lock(&self.core).unread {
             wanted.entry(e.partition).or_default().push(e.alert_offset);
         }
-        let found = crate::kafka::blocking(|| self.reader.read(&wanted, Duration::from_secs(5)));
+        if wanted.is_empty() {
+            return;
+        }
+        let (reader, tx) = (self.reader.clone(), self.readbacks.clone());
+        self.reading = true;
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let found = reader.read(&wanted, Duration::from_secs(5));
+            tracing::debug!(
+                wanted = wanted.values().map(Vec::len).sum::<usize>(),
+                found = found.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "alerts of due escalations read back"
+            );
+            let _ = tx.send(found);
+        });
+    }
+
+    /// Sends the due escalations whose alert was read back; those whose
+    /// alert could not be read for a minute go without its content.
+    pub(super) async fn readback_done(&mut self, found: Found, stop: &Shutdown) {
+        self.reading = false;
+        let unread = std::mem::take(&mut lock(&self.core).unread);
         let mut keep = Vec::new();
         for (first, esc) in unread {
             let alert = found
