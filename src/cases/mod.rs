@@ -423,10 +423,30 @@ impl<O> Tracker<O> {
             event.state,
             CaseState::Contacted | CaseState::Resolved | CaseState::Unreachable
         );
+        let mut missed = [None, None];
         if contact && !case.contacted() {
             case.contacted_at = event.occurred_at_ms;
             let met = case.contacted_at <= due;
             first_contact = Some(((case.contacted_at - case.opened_at).max(0), met));
+            // A contact after a due time whose check has not run yet (the
+            // event read before the check, or the check held back while
+            // catching up): that level was missed all the same, so its
+            // escalation goes now. Escalations follow event times, not
+            // when records happen to be read.
+            for level in 1..=2u8 {
+                let bit = 1 << (level - 1);
+                if case.contacted_at > case.due_at(&self.config, i64::from(level))
+                    && case.escalated & bit == 0
+                {
+                    case.escalated |= bit;
+                    missed[usize::from(level - 1)] = Some(self.escalation(
+                        event.alert,
+                        &case,
+                        level,
+                        EscalationReason::ContactSlaMissed,
+                    ));
+                }
+            }
             // No more escalations; no longer overdue.
             self.due.remove(due, event.alert);
             self.due.remove(case.due_at(&self.config, 2), event.alert);
@@ -469,6 +489,7 @@ impl<O> Tracker<O> {
             priority,
             first_contact,
             closed,
+            missed,
         }
     }
 

@@ -345,6 +345,7 @@ impl Model {
         }
         let due = c.opened + Self::sla(c.priority);
         let mut first = None;
+        let mut missed = [None, None];
         if matches!(
             e.state,
             CaseState::Contacted | CaseState::Resolved | CaseState::Unreachable
@@ -352,6 +353,14 @@ impl Model {
         {
             c.contacted = true;
             c.overdue = false;
+            for level in 1..=2usize {
+                if e.occurred_at_ms > c.opened + Self::sla(c.priority) * level as i64
+                    && !c.escalated[level - 1]
+                {
+                    c.escalated[level - 1] = true;
+                    missed[level - 1] = Some(key_only(c.alert, level as u8));
+                }
+            }
             first = Some((
                 (e.occurred_at_ms - c.opened).max(0),
                 e.occurred_at_ms <= due,
@@ -376,7 +385,25 @@ impl Model {
                 // Met: contacted at or before due (first contact time).
                 (how, false)
             }),
+            missed,
         }
+    }
+}
+
+/// An escalation as the model knows it: its alert and level.
+fn key_only(alert: u128, level: u8) -> Escalation {
+    Escalation {
+        alert,
+        level,
+        reason: EscalationReason::ContactSlaMissed,
+        previous_alert: None,
+        segment: SegmentId(0),
+        priority: AlertPriority::Unspecified,
+        opened_at_ms: 0,
+        due_at_ms: 0,
+        state: CaseState::Unspecified,
+        partition: 0,
+        alert_offset: 0,
     }
 }
 
@@ -388,12 +415,14 @@ fn blank(a: Applied) -> Applied {
             priority,
             first_contact,
             closed,
+            missed,
             ..
         } => Applied::Moved {
             segment: SegmentId(0),
             priority,
             first_contact,
             closed: closed.map(|(h, _)| (h, false)),
+            missed: missed.map(|e| e.map(|e| key_only(e.alert, e.level))),
         },
         other => other,
     }
@@ -593,4 +622,41 @@ fn a_contradictory_snapshot_changes_nothing() {
     bad.cases[0].state = 99;
     assert!(t.restore_partition(&bad).is_err());
     assert_eq!(t.partition_snapshot(0, 0, 0), good);
+}
+
+#[test]
+fn a_late_contact_read_before_its_check_still_escalates_the_levels_it_missed() {
+    let missed = |a: Applied| match a {
+        Applied::Moved { missed, .. } => {
+            missed.iter().flatten().map(|e| e.level).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    let mut t = Tracker::<()>::new(config());
+    // Normal: due at 1100 (level 1) and 1200 (level 2). No check has run.
+    t.open(&alert(1, "", AlertPriority::Normal, 1000));
+    t.open(&alert(2, "", AlertPriority::Normal, 1000));
+    t.open(&alert(3, "", AlertPriority::Normal, 1000));
+    assert_eq!(
+        missed(t.event(0, &ev(1, CaseState::Contacted, 1100), (), 0)),
+        Vec::<u8>::new(),
+        "at the due time is in time"
+    );
+    assert_eq!(
+        missed(t.event(0, &ev(2, CaseState::Contacted, 1150), (), 0)),
+        vec![1]
+    );
+    assert_eq!(
+        missed(t.event(0, &ev(3, CaseState::Resolved, 1300), (), 0)),
+        vec![1, 2]
+    );
+    // Checks that run later send nothing more for them.
+    assert!(t.due(10_000).is_empty());
+    // A level already sent by its check is not sent again.
+    t.open(&alert(4, "", AlertPriority::Normal, 1000));
+    assert_eq!(t.due(1100).len(), 1);
+    assert_eq!(
+        missed(t.event(0, &ev(4, CaseState::Contacted, 1250), (), 0)),
+        vec![2]
+    );
 }

@@ -95,7 +95,9 @@ pub enum Opened {
     Known,
 }
 
-/// What applying an event did.
+/// What applying an event did. Returned and consumed at once, never kept
+/// in bulk: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Applied {
     /// The case moved.
@@ -107,6 +109,9 @@ pub enum Applied {
         first_contact: Option<(i64, bool)>,
         /// The case closed: how, and whether its SLA was met.
         closed: Option<(ClosedAs, bool)>,
+        /// Escalations of levels whose due time passed before this first
+        /// contact (by `occurred_at`) and whose check had not run yet.
+        missed: [Option<Escalation>; 2],
     },
     /// Older than the case's current state: ignored.
     Stale,

@@ -226,8 +226,15 @@ impl Shell {
                 priority,
                 first_contact,
                 closed,
+                missed,
             } => {
                 let prio = priority_label(*priority);
+                let late: Vec<_> = missed
+                    .iter()
+                    .flatten()
+                    .map(|e| (Instant::now(), *e))
+                    .collect();
+                lock(&self.core).unread.extend(late);
                 if let Some((ms, _)) = first_contact {
                     metrics::histogram!(m::CASE_FIRST_CONTACT, "priority" => prio)
                         .record(*ms as f64 / 1000.0);
