@@ -633,6 +633,18 @@ fn check_metrics(instances: &[Metrics], run: &Run) {
         let got = sum("nps_case_first_contact_seconds_count", &[("priority", p)]);
         assert_eq!(got, *n, "first contacts {p}");
     }
+    // Contact SLAs decided: met by every case contacted in time, missed by
+    // the others (late or never).
+    let met = all
+        .iter()
+        .filter(|c| matches!(c.plan, Plan::OnTime | Plan::Unreachable | Plan::Stale))
+        .count() as f64;
+    assert_eq!(sum("nps_cases_due_total", &[("sla", "met")]), met, "SLA met");
+    assert_eq!(
+        sum("nps_cases_due_total", &[("sla", "missed")]),
+        all.len() as f64 - met,
+        "SLA missed"
+    );
     assert_eq!(sum("nps_cases_open", &[]), open, "open cases");
     assert_eq!(sum("nps_cases_overdue", &[]), open, "overdue cases");
     // Case events by state: every valid one sent, stale and early ones too.

@@ -152,6 +152,11 @@ pub struct Tracker<O> {
     counts: HashMap<(SegmentId, AlertPriority), Counts>,
     /// Cases forgotten while open because the table was full.
     pub evicted_open: u64,
+    /// Contact SLAs decided since the last `take_sla`: (segment,
+    /// priority, met). Each case's once: met at a first contact by its due
+    /// time; missed at its level-1 check without contact, or at a late
+    /// first contact read before that check ran.
+    sla: Vec<(SegmentId, AlertPriority, bool)>,
 }
 
 /// Due checks by time: (due time, alert id in two halves), 24 bytes each.
@@ -236,6 +241,7 @@ impl<O> Tracker<O> {
             name_ids: HashMap::new(),
             counts: HashMap::new(),
             evicted_open: 0,
+            sla: Vec::new(),
         }
     }
 
@@ -427,6 +433,10 @@ impl<O> Tracker<O> {
         if contact && !case.contacted() {
             case.contacted_at = event.occurred_at_ms;
             let met = case.contacted_at <= due;
+            // Missed and already counted when the level-1 check ran.
+            if !case.overdue {
+                self.sla.push((case.segment, case.priority(), met));
+            }
             first_contact = Some(((case.contacted_at - case.opened_at).max(0), met));
             // A contact after a due time whose check has not run yet (the
             // event read before the check, or the check held back while
@@ -517,6 +527,7 @@ impl<O> Tracker<O> {
                 if !case.overdue {
                     case.overdue = true;
                     self.count(&case).overdue += 1;
+                    self.sla.push((case.segment, case.priority(), false));
                 }
                 self.due.insert(case.due_at(&self.config, 2), alert);
             }
@@ -539,6 +550,11 @@ impl<O> Tracker<O> {
             self.customer_sweep_at = now.saturating_add(CUSTOMER_SWEEP_MS);
         }
         out
+    }
+
+    /// The contact SLAs decided since the last call (see `sla`).
+    pub fn take_sla(&mut self) -> Vec<(SegmentId, AlertPriority, bool)> {
+        std::mem::take(&mut self.sla)
     }
 
     /// Events whose alert did not come within the grace (or that the cap

@@ -660,3 +660,25 @@ fn a_late_contact_read_before_its_check_still_escalates_the_levels_it_missed() {
         vec![2]
     );
 }
+
+#[test]
+fn every_case_s_contact_sla_is_decided_once() {
+    let mut t = Tracker::<()>::new(config());
+    let mets = |t: &mut Tracker<()>| t.take_sla().iter().map(|x| x.2).collect::<Vec<_>>();
+    // Normal: due at 1100.
+    for n in 1..=3 {
+        t.open(&alert(n, "", AlertPriority::Normal, 1000));
+    }
+    t.event(0, &ev(1, CaseState::Contacted, 1050), (), 0);
+    assert_eq!(mets(&mut t), vec![true]);
+    // 2: missed at its check; its late contact decides nothing more.
+    // 3: contacted late before any check: missed once.
+    t.event(0, &ev(3, CaseState::Contacted, 1150), (), 0);
+    assert_eq!(mets(&mut t), vec![false]);
+    t.due(1100);
+    assert_eq!(mets(&mut t), vec![false]);
+    t.event(0, &ev(2, CaseState::Contacted, 1120), (), 0);
+    t.event(0, &ev(2, CaseState::Resolved, 1130), (), 0);
+    t.due(5000);
+    assert!(mets(&mut t).is_empty());
+}

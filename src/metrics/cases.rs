@@ -8,6 +8,7 @@ pub const CASES_OPEN: &str = "nps_cases_open";
 pub const CASES_OVERDUE: &str = "nps_cases_overdue";
 pub const CASE_FIRST_CONTACT: &str = "nps_case_first_contact_seconds";
 pub const CASES_CLOSED_TOTAL: &str = "nps_cases_closed_total";
+pub const CASES_DUE_TOTAL: &str = "nps_cases_due_total";
 pub const CASE_ESCALATIONS_TOTAL: &str = "nps_case_escalations_total";
 pub const REPEAT_DETRACTORS_TOTAL: &str = "nps_repeat_detractors_total";
 pub const CASE_EVENTS_TOTAL: &str = "nps_case_events_total";
@@ -20,8 +21,9 @@ pub const CASE_READBACK_ERRORS_TOTAL: &str = "nps_case_readback_errors_total";
 pub const CASE_REPLAYING: &str = "nps_case_replaying_partitions";
 
 /// The close-the-loop series, for `NAMES`.
-pub const CASE_NAMES: [&str; 14] = [
+pub const CASE_NAMES: [&str; 15] = [
     CASES_OPEN,
+    CASES_DUE_TOTAL,
     CASES_OVERDUE,
     CASE_FIRST_CONTACT,
     CASES_CLOSED_TOTAL,
@@ -61,6 +63,10 @@ pub(super) fn describe() {
     describe_counter!(
         CASES_CLOSED_TOTAL,
         "Cases closed (RESOLVED or UNREACHABLE), by product, region, priority, outcome and whether the contact SLA was met."
+    );
+    describe_counter!(
+        CASES_DUE_TOTAL,
+        "Cases whose contact SLA was decided, by product, region, priority and sla: met (first contact by the due time) or missed (the due time passed without one). The close-the-loop rate is met over all."
     );
     describe_counter!(
         CASE_ESCALATIONS_TOTAL,

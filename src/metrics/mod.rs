@@ -66,7 +66,7 @@ pub const BUILD_INFO: &str = "nps_build_info";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 51] = [
+pub const NAMES: [&str; 52] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -105,6 +105,7 @@ pub const NAMES: [&str; 51] = [
     STATE_READ_ERRORS_TOTAL,
     BUILD_INFO,
     CASES_OPEN,
+    CASES_DUE_TOTAL,
     CASES_OVERDUE,
     CASE_FIRST_CONTACT,
     CASES_CLOSED_TOTAL,

@@ -101,6 +101,28 @@ impl Shell {
             c.ledgers[src as usize].read(p, off, out);
         }
         c.next.insert((src, p), off + 1);
+        let sla = c.tracker.take_sla();
+        drop(c);
+        if live {
+            self.count_sla(sla);
+        }
+    }
+
+    /// Counts contact SLAs decided.
+    fn count_sla(&self, decided: Vec<(SegmentId, AlertPriority, bool)>) {
+        if decided.is_empty() {
+            return;
+        }
+        let c = lock(&self.core);
+        for (seg, prio, met) in decided {
+            let (product, region) = c.tracker.segment_name(seg);
+            metrics::counter!(m::CASES_DUE_TOTAL,
+                "product" => product.to_string(),
+                "region" => region.to_string(),
+                "priority" => priority_label(prio),
+                "sla" => if met { "met" } else { "missed" })
+            .increment(1);
+        }
     }
 
     async fn alert(
@@ -351,6 +373,9 @@ impl Shell {
                 let at = Instant::now();
                 c.unread.extend(due.into_iter().map(|e| (at, e)));
             }
+            let sla = c.tracker.take_sla();
+            drop(c);
+            self.count_sla(sla);
         }
         self.start_readback();
         {
