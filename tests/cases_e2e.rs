@@ -639,7 +639,11 @@ fn check_metrics(instances: &[Metrics], run: &Run) {
         .iter()
         .filter(|c| matches!(c.plan, Plan::OnTime | Plan::Unreachable | Plan::Stale))
         .count() as f64;
-    assert_eq!(sum("nps_cases_due_total", &[("sla", "met")]), met, "SLA met");
+    assert_eq!(
+        sum("nps_cases_due_total", &[("sla", "met")]),
+        met,
+        "SLA met"
+    );
     assert_eq!(
         sum("nps_cases_due_total", &[("sla", "missed")]),
         all.len() as f64 - met,
