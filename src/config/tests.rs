@@ -127,3 +127,70 @@ fn unknown_file_keys_are_refused() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
+    let s = Settings::resolve(&args(&["--brokers", "b"]), false).unwrap();
+    assert!(s.cases.enabled);
+    assert_eq!(s.cases.case_events_topic, "nps-case-events");
+    assert_eq!(s.cases.escalations_topic, "nps-case-escalations");
+    assert_eq!(s.cases.contact_sla.critical, Duration::from_secs(4 * 3600));
+    assert_eq!(s.cases.repeat_horizon, Duration::from_secs(90 * 86_400));
+    assert_eq!(s.cases.orphan_grace, Duration::from_secs(600));
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n[cases]\nenabled = false\ncontact_sla = \"high=2h\"\norphan_grace = \"1m\"\n",
+        false,
+    )
+    .unwrap();
+    assert!(!s.cases.enabled);
+    assert_eq!(s.cases.contact_sla.high, Duration::from_secs(7200));
+    assert_eq!(s.cases.contact_sla.normal, Duration::from_secs(48 * 3600));
+    assert_eq!(s.cases.orphan_grace, Duration::from_secs(60));
+    let s = Settings::resolve(
+        &args(&[
+            "--brokers",
+            "b",
+            "--cases",
+            "off",
+            "--contact-sla",
+            "critical=10s",
+            "--repeat-horizon",
+            "7d",
+            "--case-events-topic",
+            "crm-events",
+            "--escalations-topic",
+            "crm-escalations",
+        ]),
+        false,
+    )
+    .unwrap();
+    assert!(!s.cases.enabled);
+    assert_eq!(s.cases.contact_sla.critical, Duration::from_secs(10));
+    assert_eq!(s.cases.repeat_horizon, Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        (
+            s.cases.case_events_topic.as_str(),
+            s.cases.escalations_topic.as_str()
+        ),
+        ("crm-events", "crm-escalations")
+    );
+    for (flags, flag) in [
+        (&["--cases", "maybe"][..], "--cases"),
+        (&["--contact-sla", "urgent=1h"][..], "--contact-sla"),
+        (&["--contact-sla", "high=0s"][..], "--contact-sla"),
+        (&["--orphan-grace", "soon"][..], "--orphan-grace"),
+        (
+            &["--case-events-topic", "bad topic"][..],
+            "--case-events-topic",
+        ),
+        (
+            &["--case-events-topic", "nps-detractor-alerts"][..],
+            "--case-events-topic",
+        ),
+    ] {
+        let mut a = vec!["--brokers", "b"];
+        a.extend_from_slice(flags);
+        let e = Settings::resolve(&args(&a), false).unwrap_err();
+        assert_eq!(e.flag(), flag, "{flags:?}: {e}");
+    }
+}
