@@ -261,18 +261,20 @@ pub async fn run(
             }
         }
     }
+    // Its own Health: the readiness and broker gauges are the main
+    // pipeline's (two producers reporting into one would flip them).
+    let mut producer_config = client_config(
+        &settings.brokers,
+        &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        &settings.kafka,
+    );
+    producer_config.set("statistics.interval.ms", "0");
     let producer = Arc::new(
-        RenewableProducer::new(
-            client_config(
-                &settings.brokers,
-                &[("enable.idempotence", "true"), ("linger.ms", "5")],
-                &settings.kafka,
-            ),
-            health.clone(),
-        )
-        .map_err(|source| crate::error::Error::Client {
-            what: "the case tracker's producer",
-            source,
+        RenewableProducer::new(producer_config, Health::new()).map_err(|source| {
+            crate::error::Error::Client {
+                what: "the case tracker's producer",
+                source,
+            }
         })?,
     );
     let store = {
@@ -312,7 +314,7 @@ pub async fn run(
         unread: Vec::new(),
         writes: Vec::new(),
     }));
-    let consumer = context::subscribe(&settings, &health, &core, &producer, &store)?;
+    let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {
         settings,
         clock,
@@ -322,6 +324,8 @@ pub async fn run(
         reader,
         readbacks,
         reading: false,
+        health,
+        paused: false,
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),

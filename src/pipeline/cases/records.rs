@@ -46,6 +46,10 @@ pub(super) struct Shell {
     /// Where read-backs report, and whether one is under way.
     pub(super) readbacks: tokio::sync::mpsc::UnboundedSender<Found>,
     pub(super) reading: bool,
+    /// The main pipeline's view of the brokers (this consumer pauses when
+    /// they are gone, as the main one does).
+    pub(super) health: Arc<crate::kafka::Health>,
+    pub(super) paused: bool,
     /// Label sets of the open/overdue gauges set last time (to zero those
     /// that are gone).
     pub(super) gauges: BTreeSet<(SegmentId, i32)>,
@@ -336,6 +340,9 @@ impl Shell {
     /// Every second: catching up, orphans, due escalations, the commit and
     /// the gauges.
     pub(super) async fn tick(&mut self, consumer: &StreamConsumer<CasesCtx>, stop: &Shutdown) {
+        if !self.brokers_reachable(consumer) {
+            return;
+        }
         let now = self.clock.now_ms();
         self.caught_up(consumer);
         let expired = lock(&self.core).tracker.expire_orphans(now);
@@ -388,6 +395,109 @@ impl Shell {
             }
         }
         self.publish();
+    }
+
+    /// Pauses fetching while the main consumer sees no broker, and resumes
+    /// once a broker lists the alerts topic again (docs/operations.md,
+    /// Known issues: fetching across a broker that came back without its
+    /// data can crash librdkafka). A partition whose position is then past
+    /// its log's end (the broker lost it) starts again from the reset
+    /// point, with its cases forgotten. False while paused.
+    fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {
+        let up = self.health.consumer_brokers_up();
+        if !self.paused {
+            if up == 0 {
+                if let Ok(a) = consumer.assignment()
+                    && consumer.pause(&a).is_ok()
+                {
+                    self.paused = true;
+                    tracing::warn!("case tracker: brokers unreachable, fetching paused");
+                }
+                return !self.paused;
+            }
+            return true;
+        }
+        if up <= 0 {
+            return false;
+        }
+        let topic = self.settings.alerts_topic.clone();
+        let listed = crate::kafka::blocking(|| {
+            consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .is_ok_and(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        });
+        if !listed {
+            return false;
+        }
+        let Ok(assignment) = consumer.assignment() else {
+            return false;
+        };
+        self.reset_beyond_end(consumer, &assignment);
+        if consumer.resume(&assignment).is_ok() {
+            self.paused = false;
+            tracing::info!("case tracker: brokers reachable, fetching resumed");
+        }
+        !self.paused
+    }
+
+    /// Partitions whose position is past their log's end start again from
+    /// the reset point, their cases forgotten (the log they came from is
+    /// gone).
+    fn reset_beyond_end(
+        &self,
+        consumer: &StreamConsumer<CasesCtx>,
+        assignment: &rdkafka::TopicPartitionList,
+    ) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let mut gone = BTreeSet::new();
+        for e in assignment.elements() {
+            let pos = positions
+                .find_partition(e.topic(), e.partition())
+                .and_then(|x| match x.offset() {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let high = crate::kafka::blocking(|| {
+                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+            });
+            if let (Some(pos), Ok((_, high))) = (pos, high)
+                && pos > high
+            {
+                gone.insert(e.partition());
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        tracing::warn!(partitions = ?gone, "case tracker: positions past the end of their logs (broker data lost); starting again from the reset point");
+        let mut c = lock(&self.core);
+        for p in &gone {
+            c.tracker.drop_partition(*p);
+            for src in [Src::Alerts, Src::Events] {
+                c.ledgers[src as usize].forget(*p);
+                c.next.remove(&(src, *p));
+                c.replay_until.remove(&(src, *p));
+                c.catching_up.remove(&(src, *p));
+            }
+        }
+        c.unread.retain(|(_, e)| !gone.contains(&e.partition));
+        c.escalating.retain(|(q, _)| !gone.contains(q));
+        drop(c);
+        let offset = match self.settings.auto_offset_reset {
+            crate::config::OffsetReset::Earliest => rdkafka::Offset::Beginning,
+            crate::config::OffsetReset::Latest => rdkafka::Offset::End,
+        };
+        for e in assignment.elements() {
+            if gone.contains(&e.partition()) {
+                let _ = consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(2));
+            }
+        }
     }
 
     /// Clears the partitions whose consumer position reached the end seen
