@@ -82,33 +82,39 @@ pub async fn run(
             }
         })
     };
-    // Case tracking beside the pipeline: an error there (topics not
-    // co-partitioned, not creatable) stops both.
+    // Case tracking beside the pipeline, on a task of its own (its
+    // blocking moments, such as a rebalance, must not hold up the main
+    // loop): an error there (topics not co-partitioned, not creatable)
+    // stops both.
     let cases = {
         let (settings, shutdown, health) = (settings.clone(), shutdown.clone(), health.clone());
         let view = view.clone();
         let trigger = trigger.clone();
-        async move {
+        tokio::spawn(async move {
             let r =
                 pipeline::cases::run(settings, Arc::new(SystemClock), shutdown, health, view).await;
             if r.is_err() {
                 trigger.fire();
             }
             r
-        }
+        })
     };
-    let main = pipeline::run(
+    let result = pipeline::run(
         settings,
         Arc::new(SystemClock),
         shutdown,
         view,
         health,
         keep_table,
-    );
-    let (result, cases) = tokio::join!(main, cases);
-    let result = cases.and(result);
+    )
+    .await;
     // Whatever ended the pipeline ends the rest too.
     trigger.fire();
+    let cases = cases.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "case tracking task failed");
+        Ok(())
+    });
+    let result = cases.and(result);
     let _ = upkeep.await;
     let _ = server.await;
     result
