@@ -548,6 +548,24 @@ impl RenewableProducer {
             reason: &reason,
         }
         .emit();
+        self.renew()
+    }
+
+    /// Replaces a producer that makes no progress although brokers are
+    /// reachable: a broker back without its data may answer its produce
+    /// requests with UNKNOWN_PRODUCER_ID forever (Tansu 0.6 does, at
+    /// times), which librdkafka retries until `message.timeout.ms` (5
+    /// minutes) rather than fail fatally.
+    pub fn renew_stalled(&self, stalled: std::time::Duration) -> bool {
+        tracing::error!(
+            seconds = stalled.as_secs(),
+            "producer made no progress with brokers reachable; replacing it and resending what it held"
+        );
+        metrics::counter!(crate::metrics::PRODUCER_RENEWALS_TOTAL).increment(1);
+        self.renew()
+    }
+
+    fn renew(&self) -> bool {
         let fresh = match self.config.create_with_context(ProducerCtx {
             health: self.health.clone(),
         }) {

@@ -724,6 +724,8 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
     );
     let group = group.as_str();
     let strategy = format!("partition.assignment.strategy={assignor}");
+    // Case tracking off: three instances on two cores are load enough;
+    // tests/cases_e2e.rs runs it with several instances.
     let args = [
         "-X",
         session,
@@ -731,6 +733,8 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
         strategy.as_str(),
         "--snapshot-interval",
         "1s",
+        "--cases",
+        "off",
     ];
     let a = Service::run(&brokers, group, &args, &format!("{group}-a"));
     let mut b = Service::run(&brokers, group, &args, &format!("{group}-b"));

@@ -183,6 +183,15 @@ impl<D> Ledger<D> {
         self.done.get(&partition).is_some_and(|d| *d >= offset) || self.idle(partition)
     }
 
+    /// Pending deliveries `counted` says to count.
+    pub(super) fn count_pending(&self, counted: impl Fn(&D) -> bool) -> usize {
+        self.pending
+            .values()
+            .flatten()
+            .filter(|e| e.delivery.as_ref().is_some_and(&counted))
+            .count()
+    }
+
     /// Deliveries not yet done.
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight

@@ -73,6 +73,10 @@ pub const ALERT_ID_HEADER: &str = "nps.alert-id";
 /// Most deliveries awaiting acknowledgement before reading pauses.
 const MAX_PENDING: usize = 50_000;
 
+/// Deliveries waiting this long without any acknowledged, brokers
+/// reachable: the producer is replaced (`RenewableProducer::renew_stalled`).
+const STALL: Duration = Duration::from_secs(20);
+
 enum Delivery {
     InFlight(DeliveryFuture),
     /// Failed and not yet accepted again by the producer.
@@ -258,6 +262,8 @@ pub async fn run(
         committing: false,
         stats: Counters::default(),
         guard: OutageGuard::default(),
+        progress: Instant::now(),
+        in_flight: 0,
     };
 
     let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
@@ -313,18 +319,41 @@ struct Pipeline {
     committing: bool,
     stats: Counters,
     guard: OutageGuard,
+    /// When a delivery was last acknowledged (or none was waiting), and
+    /// how many waited then.
+    progress: Instant,
+    in_flight: usize,
 }
 
 impl Pipeline {
     /// Frees offsets behind acknowledged deliveries; writes snapshots whose
     /// alerts are all delivered.
-    fn acknowledge(&self) {
-        acknowledge(
+    fn acknowledge(&mut self) {
+        let (in_flight, moved) = acknowledge(
             &self.core,
             &self.producer,
             &self.store,
             &self.settings.input_topic,
         );
+        // Progress: nothing waiting, an offset freed, or fewer waiting.
+        if in_flight == 0 || moved || in_flight < self.in_flight {
+            self.progress = Instant::now();
+        }
+        self.in_flight = in_flight;
+    }
+
+    /// Replaces the producer when deliveries have waited without any
+    /// progress for `STALL` while the brokers are reachable.
+    fn unstall(&mut self) {
+        let stalled = self.progress.elapsed();
+        if self.in_flight > 0
+            && stalled >= STALL
+            && !self.guard.paused
+            && self.health.consumer_brokers_up() > 0
+        {
+            self.producer.renew_stalled(stalled);
+            self.progress = Instant::now();
+        }
     }
 
     /// Every partition becomes due for its periodic snapshot.
@@ -350,6 +379,8 @@ impl Pipeline {
                 Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
             }
         }
+        self.unstall();
+        let s = &self.settings;
         rewind_beyond_end(&self.core, consumer, &self.health, s);
         caught_up(&self.core, consumer, &self.health, &s.input_topic);
         // Not while cut off: the group may be gone when the brokers come
@@ -526,10 +557,16 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
-fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateStore, topic: &str) {
-    let round_over = {
+/// Returns the deliveries still waiting, and whether an offset was freed.
+fn acknowledge(
+    core: &Mutex<Core>,
+    producer: &RenewableProducer,
+    store: &StateStore,
+    topic: &str,
+) -> (usize, bool) {
+    let (round_over, in_flight, moved) = {
         let mut c = lock(core);
-        c.drain(producer);
+        let moved = !c.drain(producer).is_empty();
         c.stage_due(topic);
         c.write_snapshots(store);
         metrics::gauge!(m::PENDING_DELIVERIES).set(c.ledger.in_flight() as f64);
@@ -537,12 +574,13 @@ fn acknowledge(core: &Mutex<Core>, producer: &RenewableProducer, store: &StateSt
         if over {
             c.round = false;
         }
-        over
+        (over, c.ledger.in_flight(), moved)
     };
     if round_over {
         // The records of the round are in the broker and freed.
         release_free_memory();
     }
+    (in_flight, moved)
 }
 
 fn refresh_view(

@@ -207,24 +207,28 @@ impl CasesCtx {
             .filter(|e| self.src(e.topic()) == Src::Alerts)
             .map(|e| e.partition())
             .collect();
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        // After the loop's stop (closing the consumer), all is done.
+        let stopped = lock(&self.core).stopped;
+        let deadline = if stopped {
+            Instant::now()
+        } else {
+            Instant::now() + self.settings.shutdown_timeout
+        };
         loop {
             let busy = {
                 let mut c = lock(&self.core);
                 c.drain(&self.producer);
-                parts.iter().any(|p| {
-                    !c.ledgers[0].idle(*p) && c.ledgers[0].in_flight() > 0
-                        || !c.ledgers[1].idle(*p) && c.ledgers[1].in_flight() > 0
-                        || c.escalating.iter().any(|(q, _)| q == p)
-                })
+                c.sending() > 0
             };
             if !busy || Instant::now() >= deadline {
                 break;
             }
             let _ = self.producer.get().flush(Duration::from_millis(20));
         }
-        commit_sync(consumer, &lock(&self.core), &self.settings, Some(&parts));
-        write_snapshots(&self.core, &self.store, Some(&parts), deadline);
+        if !stopped {
+            commit_sync(consumer, &lock(&self.core), &self.settings, Some(&parts));
+            write_snapshots(&self.core, &self.store, Some(&parts), deadline);
+        }
         let mut c = lock(&self.core);
         for p in &parts {
             c.tracker.drop_partition(*p);

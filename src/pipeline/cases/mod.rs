@@ -102,6 +102,8 @@ struct Core {
     unread: Vec<(Instant, Escalation)>,
     /// Snapshot writes not acknowledged yet.
     writes: Vec<(i32, DeliveryFuture)>,
+    /// The loop has stopped (its final commit and snapshots are done).
+    stopped: bool,
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -157,6 +159,19 @@ impl Core {
                 false
             }
         });
+    }
+
+    /// Records on their way to the broker (escalations, dead letters):
+    /// what a stop waits for. Events waiting for their alert are not: they
+    /// stay uncommitted and are read again by the next owner.
+    fn sending(&self) -> usize {
+        let sent = |o: &Out| match o {
+            Out::Sent(_) => true,
+            Out::Held(slot) => slot.lock().is_ok_and(|s| matches!(*s, Slot::Dead(_))),
+        };
+        self.ledgers[0].count_pending(sent)
+            + self.ledgers[1].count_pending(sent)
+            + self.escalating.len()
     }
 
     /// Whether escalations of alerts partition `p` are still on their way.
@@ -313,6 +328,7 @@ pub async fn run(
         escalating: Vec::new(),
         unread: Vec::new(),
         writes: Vec::new(),
+        stopped: false,
     }));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {
@@ -390,15 +406,18 @@ impl records::Shell {
             let left = {
                 let mut c = lock(&self.core);
                 c.drain(&self.producer);
-                c.ledgers[0].in_flight() + c.ledgers[1].in_flight() + c.escalating.len()
+                c.sending()
             };
             if left == 0 || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let c = lock(&self.core);
+        let mut c = lock(&self.core);
         commit_sync(consumer, &c, &self.settings, None);
+        // The revoke that closing the consumer brings has nothing left to
+        // wait for: done here, within the same bound.
+        c.stopped = true;
         drop(c);
         context::write_snapshots(&self.core, &self.store, None, deadline);
         tracing::info!("case tracker stopped");
