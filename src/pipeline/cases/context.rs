@@ -230,18 +230,10 @@ impl CasesCtx {
             write_snapshots(&self.core, &self.store, Some(&parts), deadline);
         }
         let mut c = lock(&self.core);
+        c.forget(&parts);
         for p in &parts {
-            c.tracker.drop_partition(*p);
-            for src in [Src::Alerts, Src::Events] {
-                c.ledgers[src as usize].forget(*p);
-                c.next.remove(&(src, *p));
-                c.replay_until.remove(&(src, *p));
-                c.catching_up.remove(&(src, *p));
-            }
             c.assigned.remove(p);
         }
-        c.unread.retain(|(_, e)| !parts.contains(&e.partition));
-        c.escalating.retain(|(q, _)| !parts.contains(q));
         tracing::info!(partitions = ?parts, "case tracker partitions revoked");
     }
 }

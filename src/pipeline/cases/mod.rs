@@ -174,6 +174,23 @@ impl Core {
             + self.escalating.len()
     }
 
+    /// Forgets everything of `partitions` (revoked, or their logs gone):
+    /// cases, offsets, replay and catch-up marks, escalations not sent.
+    fn forget(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.tracker.drop_partition(*p);
+            for src in [Src::Alerts, Src::Events] {
+                self.ledgers[src as usize].forget(*p);
+                self.next.remove(&(src, *p));
+                self.replay_until.remove(&(src, *p));
+                self.catching_up.remove(&(src, *p));
+            }
+        }
+        self.unread
+            .retain(|(_, e)| !partitions.contains(&e.partition));
+        self.escalating.retain(|(q, _)| !partitions.contains(q));
+    }
+
     /// Whether escalations of alerts partition `p` are still on their way.
     fn escalations_pending(&self, p: i32) -> bool {
         self.escalating.iter().any(|(q, _)| *q == p)

@@ -476,19 +476,7 @@ impl Shell {
             return;
         }
         tracing::warn!(partitions = ?gone, "case tracker: positions past the end of their logs (broker data lost); starting again from the reset point");
-        let mut c = lock(&self.core);
-        for p in &gone {
-            c.tracker.drop_partition(*p);
-            for src in [Src::Alerts, Src::Events] {
-                c.ledgers[src as usize].forget(*p);
-                c.next.remove(&(src, *p));
-                c.replay_until.remove(&(src, *p));
-                c.catching_up.remove(&(src, *p));
-            }
-        }
-        c.unread.retain(|(_, e)| !gone.contains(&e.partition));
-        c.escalating.retain(|(q, _)| !gone.contains(q));
-        drop(c);
+        lock(&self.core).forget(&gone.iter().copied().collect::<Vec<_>>());
         let offset = match self.settings.auto_offset_reset {
             crate::config::OffsetReset::Earliest => rdkafka::Offset::Beginning,
             crate::config::OffsetReset::Latest => rdkafka::Offset::End,
