@@ -506,6 +506,21 @@ fn default_ca_location(
     (tls && !named && !by_env).then_some("probe")
 }
 
+/// The partition count of `topic` as the brokers list it; `None` when it is
+/// missing, in error or unanswered. Blocking.
+pub(crate) fn partition_count<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Option<i32> {
+    let md = client.fetch_metadata(Some(topic), timeout).ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    Some(t.partitions().len() as i32)
+}
+
 /// The producer of alerts and dead letters, renewable: an idempotent
 /// producer whose broker lost its state (a broker restarted without its
 /// data) fails fatally and can never send again, so it is replaced by a

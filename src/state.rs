@@ -247,15 +247,7 @@ impl StateStore {
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
         // Blocking: at start, and before each restore.
-        let md = self
-            .reader
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .ok()?;
-        let t = md.topics().iter().find(|t| t.name() == topic)?;
-        if t.error().is_some() || t.partitions().is_empty() {
-            return None;
-        }
-        Some(t.partitions().len() as i32)
+        crate::kafka::partition_count(self.reader.client(), topic, Duration::from_secs(10))
     }
 
     fn key(&self, partition: i32) -> String {

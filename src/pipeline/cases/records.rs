@@ -422,13 +422,8 @@ impl Shell {
         }
         let topic = self.settings.alerts_topic.clone();
         let listed = crate::kafka::blocking(|| {
-            consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                .is_ok_and(|md| {
-                    md.topics().iter().any(|t| {
-                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                    })
-                })
+            crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(2))
+                .is_some()
         });
         if !listed {
             return false;

@@ -76,14 +76,7 @@ pub(super) fn prepare(settings: &Settings) -> Result<Ready, Error> {
 }
 
 fn partition_count(meta: &BaseConsumer, topic: &str) -> Option<i32> {
-    let md = meta
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()?;
-    let t = md.topics().iter().find(|t| t.name() == topic)?;
-    if t.error().is_some() || t.partitions().is_empty() {
-        return None;
-    }
-    Some(t.partitions().len() as i32)
+    crate::kafka::partition_count(meta.client(), topic, Duration::from_secs(10))
 }
 
 /// Creates `topic` with the broker's default replication (then with one
