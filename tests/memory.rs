@@ -217,30 +217,39 @@ fn case_alert(i: usize, customer: &str) -> nps_stream::cases::AlertIn<'_> {
 #[test]
 fn case_tracker_memory_per_open_case_and_per_customer() {
     use nps_stream::cases::{CaseConfig, Tracker};
-    const N: usize = 200_000;
-    let ids: Vec<String> = (0..N).map(|i| format!("cust-{i:08}")).collect();
-    let per = |customers: bool| {
+    // Hash tables cost more right after they double: the figures are the
+    // worst over sizes just under and just over a doubling of the case
+    // table (2^17 and 2^18 buckets hold up to 114,688 and 229,376).
+    const SIZES: [usize; 4] = [114_000, 116_000, 229_000, 231_000];
+    let ids: Vec<String> = (0..SIZES[3]).map(|i| format!("cust-{i:08}")).collect();
+    let per = |n: usize, customers: bool| {
         let before = live();
         let mut t = Tracker::<()>::new(CaseConfig::default());
-        for (i, id) in ids.iter().enumerate() {
+        for (i, id) in ids[..n].iter().enumerate() {
             let c: &str = if customers { id } else { "" };
             t.open(&case_alert(i, c));
         }
         let bytes = since(before);
-        assert_eq!(t.len(), N);
-        assert_eq!(t.customers(), if customers { N } else { 0 });
+        assert_eq!(t.len(), n);
+        assert_eq!(t.customers(), if customers { n } else { 0 });
         drop(t);
-        bytes as f64 / N as f64
+        bytes as f64 / n as f64
     };
-    let case = per(false);
-    let with_customer = per(true);
-    let customer = with_customer - case;
+    let (mut case, mut customer) = (0f64, 0f64);
+    for n in SIZES {
+        let c = per(n, false);
+        let with_customer = per(n, true);
+        println!(
+            "case tracker memory at {n}: {c:.0} bytes per open case, {:.0} per remembered customer",
+            with_customer - c
+        );
+        case = case.max(c);
+        customer = customer.max(with_customer - c);
+    }
     println!(
-        "case tracker memory: {case:.0} bytes per open case, {customer:.0} bytes per remembered customer ({N} of each)"
+        "case tracker memory: {case:.0} bytes per open case, {customer:.0} bytes per remembered customer (worst of {SIZES:?})"
     );
-    // Issue 17's targets: <= 160 bytes per open case (met), <= 24 per
-    // customer (not yet: a hash-table entry of a 64-bit hash, the last
-    // opening time and the last alert id, in a table per partition).
+    // Issue 17's targets: <= 160 bytes per open case, <= 24 per customer.
     assert!(case <= 160.0, "{case} bytes per open case");
-    assert!(customer <= 72.0, "{customer} bytes per customer");
+    assert!(customer <= 24.0, "{customer} bytes per customer");
 }

@@ -60,10 +60,12 @@ pub fn escalation_id(alert: &str, level: u8) -> String {
     )
 }
 
-/// Builds the record; `alert` is the alert the case was opened from.
+/// Builds the record; `alert` is the alert the case was opened from,
+/// `previous` a repeat detractor's previous alert (both read back).
 pub fn build(
     esc: &Escalation,
     alert: &DetractorAlert,
+    previous: Option<&DetractorAlert>,
     product: &str,
     region: &str,
     emitted_at_ms: i64,
@@ -74,7 +76,7 @@ pub fn build(
         alert_id: id,
         level: u32::from(esc.level),
         reason: esc.reason.as_str().into(),
-        previous_alert_id: esc.previous_alert.map(alert_id).unwrap_or_default(),
+        previous_alert_id: previous.map(|p| p.alert_id.clone()).unwrap_or_default(),
         product: product.into(),
         region: region.into(),
         priority: esc.priority as i32,
@@ -160,7 +162,7 @@ mod tests {
             alert: crate::cases::alert_key(&a).unwrap(),
             level: 2,
             reason: EscalationReason::ContactSlaMissed,
-            previous_alert: None,
+            previous_offset: None,
             segment: SegmentId(0),
             priority: AlertPriority::High,
             opened_at_ms: 1_000,
@@ -169,7 +171,7 @@ mod tests {
             partition: 0,
             alert_offset: 7,
         };
-        let r = build(&esc, &alert, "p", "r", 5_000);
+        let r = build(&esc, &alert, None, "p", "r", 5_000);
         assert_eq!(r.alert_id, a);
         assert_eq!(r.escalation_id, escalation_id(&a, 2));
         assert_eq!((r.level, r.reason.as_str()), (2, "contact_sla_missed"));
@@ -179,5 +181,11 @@ mod tests {
         assert_eq!(r.state, CaseState::Acknowledged as i32);
         assert_eq!(r.due_at.unwrap().seconds, 2);
         assert_eq!(key(&r), "c-1");
+        let prev = DetractorAlert {
+            alert_id: crate::alerts::alert_id("r-0"),
+            ..alert.clone()
+        };
+        let r = build(&esc, &alert, Some(&prev), "p", "r", 5_000);
+        assert_eq!(r.previous_alert_id, prev.alert_id);
     }
 }

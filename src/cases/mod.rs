@@ -37,19 +37,22 @@ use hashbrown::HashMap;
 use crate::pb::{AlertPriority, CaseOutcome, CaseState};
 
 mod config;
+mod customers;
 pub mod escalation;
 pub mod event;
 mod snapshot;
+mod store;
 #[cfg(test)]
 mod tests;
 mod types;
 
 use config::ms;
 pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
+use customers::Last;
 pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot};
 pub use types::*;
 
-/// One case: 64 bytes, no strings (the `Tracker` doc says where the rest
+/// One case: 56 bytes, no strings (the `Tracker` doc says where the rest
 /// lives).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Case {
@@ -59,9 +62,10 @@ struct Case {
     state_at: i64,
     /// First CONTACTED/RESOLVED/UNREACHABLE, `NEVER` until then.
     contacted_at: i64,
-    /// A repeat detractor's previous alert (high, low halves; zeros for
-    /// none: an alert id is a 128-bit hash, never zero in practice).
-    previous: [u64; 2],
+    /// A repeat detractor's previous alert: its offset in the alerts
+    /// topic (same partition: both keyed by the customer), `NO_PREVIOUS`
+    /// for none.
+    previous: i64,
     segment: SegmentId,
     partition: i32,
     /// `AlertPriority` and `CaseState`, as bytes.
@@ -74,6 +78,7 @@ struct Case {
 }
 
 const NEVER: i64 = i64::MAX;
+const NO_PREVIOUS: i64 = -1;
 
 /// An alert id as its high and low 64 bits: stored this way, a case, a due
 /// check or a customer needs no 16-byte alignment.
@@ -99,9 +104,8 @@ impl Case {
     fn contacted(&self) -> bool {
         self.contacted_at != NEVER
     }
-    fn previous_alert(&self) -> Option<AlertKey> {
-        let key = join(self.previous);
-        (key != 0).then_some(key)
+    fn previous_offset(&self) -> Option<i64> {
+        (self.previous != NO_PREVIOUS).then_some(self.previous)
     }
     /// When the check of escalation `level` (1 or 2) falls due: the
     /// priority's SLA after opening, or twice it.
@@ -134,13 +138,13 @@ struct Orphan<O> {
 /// (what it dead-letters if the alert never comes).
 pub struct Tracker<O> {
     config: CaseConfig,
-    cases: HashMap<AlertKey, Case>,
+    cases: store::Cases,
     /// (due time, level, alert) of every escalation still to check.
     due: DueQueue,
     /// Closed cases by the time they are forgotten.
     closed: BTreeSet<(i64, AlertKey)>,
     /// Per customer (hash of the id, per partition): the last case opened.
-    customers: HashMap<i32, HashMap<u64, Customer>>,
+    customers: HashMap<i32, customers::Index>,
     customer_count: usize,
     /// Processing time of the next sweep of customers past the horizon.
     customer_sweep_at: i64,
@@ -179,26 +183,6 @@ impl DueQueue {
     }
 }
 
-/// A remembered customer: when their last case opened, and its alert (in
-/// two halves, so the entry needs no 16-byte alignment).
-#[derive(Debug, Clone, Copy)]
-struct Customer {
-    last_opened: i64,
-    alert: [u64; 2],
-}
-
-impl Customer {
-    fn new(last_opened: i64, alert: AlertKey) -> Self {
-        Customer {
-            last_opened,
-            alert: halves(alert),
-        }
-    }
-    fn alert(&self) -> AlertKey {
-        join(self.alert)
-    }
-}
-
 /// A borrowed (product, region): hashes as the stored pair does, so the
 /// table is searched without building a key.
 #[derive(Hash)]
@@ -228,7 +212,7 @@ impl<O> Tracker<O> {
     pub fn new(config: CaseConfig) -> Self {
         Tracker {
             config,
-            cases: HashMap::new(),
+            cases: store::Cases::default(),
             due: DueQueue::default(),
             closed: BTreeSet::new(),
             customers: HashMap::new(),
@@ -321,7 +305,7 @@ impl<O> Tracker<O> {
             opened_at: alert.emitted_at_ms,
             state_at: alert.emitted_at_ms,
             contacted_at: NEVER,
-            previous: [0, 0],
+            previous: NO_PREVIOUS,
             segment,
             partition: alert.partition,
             priority: alert.priority as u8,
@@ -335,19 +319,22 @@ impl<O> Tracker<O> {
             let who = customer_hash(alert.customer_id);
             let horizon = ms(self.config.repeat_horizon);
             let known = self.customers.entry(alert.partition).or_default();
-            let before = known.get(&who).map(|c| (c.last_opened, c.alert()));
             // Remember the customer's latest case.
-            let last = match before {
-                Some((at, prev)) if at > alert.emitted_at_ms => (at, prev),
-                _ => (alert.emitted_at_ms, alert.alert),
+            let this = Last {
+                opened_ms: alert.emitted_at_ms,
+                offset: alert.offset,
             };
-            if known.insert(who, Customer::new(last.0, last.1)).is_none() {
+            let before = known.update(who, |b| match b {
+                Some(b) if b.opened_ms > alert.emitted_at_ms => b,
+                _ => this,
+            });
+            if before.is_none() {
                 self.customer_count += 1;
             }
-            if let Some((at, prev)) = before
-                && alert.emitted_at_ms.saturating_sub(at) <= horizon
+            if let Some(b) = before
+                && alert.emitted_at_ms.saturating_sub(b.opened_ms) <= horizon
             {
-                case.previous = halves(prev);
+                case.previous = b.offset;
                 case.escalated |= 1;
                 repeat =
                     Some(self.escalation(alert.alert, &case, 1, EscalationReason::RepeatDetractor));
@@ -358,7 +345,7 @@ impl<O> Tracker<O> {
         }
         self.due.insert(case.due_at(&self.config, 1), alert.alert);
         self.count(&case).open += 1;
-        self.cases.insert(alert.alert, case);
+        let slot = self.cases.insert_new(alert.alert, case);
         // Events that came before their alert.
         let mut applied = Vec::new();
         if let Some(mut waiting) = self.orphans.remove(&alert.alert) {
@@ -366,7 +353,7 @@ impl<O> Tracker<O> {
             for o in waiting {
                 self.orphan_count -= 1;
                 self.orphan_expiry.remove(&(o.expires, alert.alert));
-                applied.push(self.apply(&o.event));
+                applied.push(self.apply(slot, &o.event));
             }
         }
         // Whatever is already due (an alert read late) is left to `due`.
@@ -384,7 +371,7 @@ impl<O> Tracker<O> {
             alert,
             level,
             reason,
-            previous_alert: case.previous_alert(),
+            previous_offset: case.previous_offset(),
             segment: case.segment,
             priority: case.priority(),
             opened_at_ms: case.opened_at,
@@ -398,8 +385,8 @@ impl<O> Tracker<O> {
     /// Applies a case event, or keeps it until its alert comes (`handle`
     /// is given back by `expire_orphans` if it never does).
     pub fn event(&mut self, partition: i32, event: &EventIn, handle: O, now: i64) -> Applied {
-        if self.cases.contains_key(&event.alert) {
-            return self.apply(event);
+        if let Some(slot) = self.cases.find(event.alert) {
+            return self.apply(slot, event);
         }
         let expires = now.saturating_add(ms(self.config.orphan_grace));
         self.orphans.entry(event.alert).or_default().push(Orphan {
@@ -413,11 +400,9 @@ impl<O> Tracker<O> {
         Applied::Waiting
     }
 
-    fn apply(&mut self, event: &EventIn) -> Applied {
-        let mut case = match self.cases.get(&event.alert) {
-            Some(c) => *c,
-            None => return Applied::Stale,
-        };
+    /// Applies an event to the case in `slot` (from `cases.find`).
+    fn apply(&mut self, slot: u32, event: &EventIn) -> Applied {
+        let mut case = self.cases.at(slot);
         if event.occurred_at_ms < case.state_at || event.state == CaseState::Unspecified {
             return Applied::Stale;
         }
@@ -493,7 +478,7 @@ impl<O> Tracker<O> {
                 .insert((case.forget_at(&self.config), event.alert));
         }
         let (segment, priority) = (case.segment, case.priority());
-        self.cases.insert(event.alert, case);
+        self.cases.set(slot, case);
         Applied::Moved {
             segment,
             priority,
@@ -512,9 +497,10 @@ impl<O> Tracker<O> {
                 break;
             }
             self.due.remove(at, alert);
-            let Some(mut case) = self.cases.get(&alert).copied() else {
+            let Some(slot) = self.cases.find(alert) else {
                 continue;
             };
+            let mut case = self.cases.at(slot);
             if case.contacted() || !case.open() {
                 continue;
             }
@@ -536,7 +522,7 @@ impl<O> Tracker<O> {
                 case.escalated |= bit;
                 out.push(self.escalation(alert, &case, level, EscalationReason::ContactSlaMissed));
             }
-            self.cases.insert(alert, case);
+            self.cases.set(slot, case);
         }
         while let Some(&(at, alert)) = self.closed.first() {
             if at > now {
@@ -590,7 +576,7 @@ impl<O> Tracker<O> {
             // No closed case: the open case due first goes (or, when every
             // open case was contacted already, any of them).
             let next = self.due.first().map(|(_, a)| a);
-            let Some(alert) = next.or_else(|| self.cases.keys().next().copied()) else {
+            let Some(alert) = next.or_else(|| self.cases.any_key()) else {
                 break;
             };
             self.forget(alert);
@@ -605,7 +591,7 @@ impl<O> Tracker<O> {
         let cutoff = now
             .saturating_sub(ms(self.config.repeat_horizon))
             .saturating_sub(LATE_ALERT_SLACK_MS);
-        self.retain_customers(|c| c.last_opened >= cutoff);
+        self.retain_customers(|c| c.opened_ms >= cutoff);
     }
 
     /// Over the cap: the oldest tenth of the customers goes.
@@ -613,19 +599,19 @@ impl<O> Tracker<O> {
         let mut times: Vec<i64> = self
             .customers
             .values()
-            .flat_map(|k| k.values().map(|c| c.last_opened))
+            .flat_map(|k| k.iter().map(|(_, c)| c.opened_ms))
             .collect();
         let n = times.len() / 10;
         let (_, cutoff, _) = times.select_nth_unstable(n);
         let cutoff = *cutoff;
-        self.retain_customers(|c| c.last_opened > cutoff);
+        self.retain_customers(|c| c.opened_ms > cutoff);
     }
 
     /// Keeps the customers `keep` says to, over every partition.
-    fn retain_customers(&mut self, keep: impl Fn(&Customer) -> bool) {
+    fn retain_customers(&mut self, keep: impl Fn(Last) -> bool) {
         let mut count = 0;
         for known in self.customers.values_mut() {
-            known.retain(|_, c| keep(c));
+            known.retain(&keep);
             count += known.len();
         }
         self.customers.retain(|_, known| !known.is_empty());
@@ -659,7 +645,7 @@ impl<O> Tracker<O> {
             .cases
             .iter()
             .filter(|(_, c)| c.partition == partition)
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
             .collect();
         for a in gone {
             self.forget(a);

@@ -2,7 +2,7 @@
 //! exactly (`CasesPartitionSnapshot` in proto/nps/v1/cases.proto). Events
 //! waiting for their alert are not in it (their records are read again).
 
-use super::{Case, Customer, NEVER, SegmentId, Tracker, halves, join};
+use super::{Case, Last, NEVER, NO_PREVIOUS, SegmentId, Tracker, halves, join};
 use crate::pb::{self, AlertPriority, CaseState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +31,7 @@ impl<O> Tracker<O> {
             .iter()
             .filter(|(_, c)| c.partition == partition)
             .map(|(alert, c)| {
-                let [alert_hi, alert_lo] = halves(*alert);
+                let [alert_hi, alert_lo] = halves(alert);
                 let (product, region) = self.segment_name(c.segment);
                 pb::CaseRecord {
                     alert_hi,
@@ -40,8 +40,7 @@ impl<O> Tracker<O> {
                     opened_at_ms: c.opened_at,
                     state_at_ms: c.state_at,
                     contacted_at_ms: c.contacted().then_some(c.contacted_at),
-                    previous_hi: c.previous[0],
-                    previous_lo: c.previous[1],
+                    previous_offset: c.previous_offset(),
                     product: product.into(),
                     region: region.into(),
                     priority: i32::from(c.priority),
@@ -56,12 +55,11 @@ impl<O> Tracker<O> {
             .customers
             .get(&partition)
             .into_iter()
-            .flatten()
+            .flat_map(|known| known.iter())
             .map(|(hash, c)| pb::CustomerRecord {
-                hash: *hash,
-                last_opened_ms: c.last_opened,
-                alert_hi: c.alert[0],
-                alert_lo: c.alert[1],
+                hash,
+                last_opened_ms: c.opened_ms,
+                alert_offset: c.offset,
             })
             .collect();
         customers.sort_by_key(|c| (c.last_opened_ms, c.hash));
@@ -95,6 +93,7 @@ impl<O> Tracker<O> {
                 || CaseState::try_from(c.state).is_err()
                 || c.escalated > 3
                 || c.contacted_at_ms == Some(NEVER)
+                || c.previous_offset.is_some_and(|o| o < 0)
             {
                 return corrupt("an unknown priority, state or escalation".into());
             }
@@ -108,7 +107,7 @@ impl<O> Tracker<O> {
                 opened_at: c.opened_at_ms,
                 state_at: c.state_at_ms,
                 contacted_at: c.contacted_at_ms.unwrap_or(NEVER),
-                previous: [c.previous_hi, c.previous_lo],
+                previous: c.previous_offset.unwrap_or(NO_PREVIOUS),
                 segment,
                 partition: p,
                 priority: AlertPriority::try_from(c.priority).unwrap_or_default() as u8,
@@ -139,11 +138,11 @@ impl<O> Tracker<O> {
         }
         let known = self.customers.entry(p).or_default();
         for c in &snap.customers {
-            let alert = join([c.alert_hi, c.alert_lo]);
-            if known
-                .insert(c.hash, Customer::new(c.last_opened_ms, alert))
-                .is_none()
-            {
+            let last = Last {
+                opened_ms: c.last_opened_ms,
+                offset: c.alert_offset,
+            };
+            if known.set(c.hash, last) {
                 self.customer_count += 1;
             }
         }
@@ -151,8 +150,9 @@ impl<O> Tracker<O> {
     }
 }
 
-/// Version of the cases snapshot envelope.
-pub const CASES_FORMAT_VERSION: u32 = 1;
+/// Version of the cases snapshot envelope. 2: previous and last alerts
+/// by offset (1 kept their ids).
+pub const CASES_FORMAT_VERSION: u32 = 2;
 
 /// Wraps a partition's snapshot in the versioned, checksummed envelope.
 pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {

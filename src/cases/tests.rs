@@ -159,7 +159,7 @@ fn a_repeat_detractor_escalates_at_once_naming_the_previous_alert() {
         panic!("not a repeat");
     };
     assert_eq!(
-        (e.level, e.reason, e.previous_alert, e.alert),
+        (e.level, e.reason, e.previous_offset, e.alert),
         (1, EscalationReason::RepeatDetractor, Some(1), 2)
     );
     // Level 1 for the SLA is not sent again; level 2 is.
@@ -396,7 +396,7 @@ fn key_only(alert: u128, level: u8) -> Escalation {
         alert,
         level,
         reason: EscalationReason::ContactSlaMissed,
-        previous_alert: None,
+        previous_offset: None,
         segment: SegmentId(0),
         priority: AlertPriority::Unspecified,
         opened_at_ms: 0,
@@ -472,7 +472,7 @@ proptest! {
                     waiting.sort_by_key(|e| e.occurred_at_ms);
                     let want_applied: Vec<Applied> = waiting.iter().map(|e| blank(m.apply(e))).collect();
                     let Opened::New { repeat, applied } = got else { panic!("known") };
-                    prop_assert_eq!(repeat.map(|e| (e.alert, e.level, e.previous_alert)), want_repeat.map(|p| (a, 1, Some(p))));
+                    prop_assert_eq!(repeat.map(|e| (e.alert, e.level, e.previous_offset)), want_repeat.map(|p| (a, 1, Some(p as i64))));
                     prop_assert_eq!(applied.into_iter().map(blank).collect::<Vec<_>>(), want_applied);
                 }
                 Op::Event { alert: a, state, outcome, ago } => {
@@ -533,7 +533,7 @@ proptest! {
 
 #[test]
 fn a_case_holds_no_strings_and_stays_small() {
-    assert_eq!(std::mem::size_of::<Case>(), 64);
+    assert_eq!(std::mem::size_of::<Case>(), 56);
 }
 
 /// Runs one op on a tracker; what it answered, as text, and the clock.

@@ -49,7 +49,9 @@ pub struct Escalation {
     pub alert: AlertKey,
     pub level: u8,
     pub reason: EscalationReason,
-    pub previous_alert: Option<AlertKey>,
+    /// A repeat detractor's previous alert: its offset in the same
+    /// partition of the alerts topic (the shell reads its id back).
+    pub previous_offset: Option<i64>,
     pub segment: SegmentId,
     pub priority: AlertPriority,
     pub opened_at_ms: i64,

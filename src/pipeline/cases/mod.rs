@@ -59,7 +59,8 @@ enum Src {
 enum Out {
     /// An escalation or a dead letter on its way.
     Sent(Delivery),
-    /// An event waiting for its alert.
+    /// An event waiting for its alert, or a repeat detractor's escalation
+    /// waiting for its alerts to be read back.
     Held(Arc<Mutex<Slot>>),
 }
 
@@ -68,8 +69,12 @@ enum Slot {
     /// In the tracker: done when the tracker lets go of it (applied when
     /// its alert came; counted then, by its state).
     Waiting(crate::pb::CaseState),
-    /// Its alert never came: its dead letter.
-    Dead(Delivery),
+    /// On its way: the dead letter of an event whose alert never came, or
+    /// a repeat detractor's escalation.
+    Sending(Delivery),
+    /// A repeat detractor's escalation, its alert and the previous one
+    /// being read back.
+    Reading,
     /// Its alert never came, during a replay (dead-lettered before).
     Done,
 }
@@ -79,6 +84,24 @@ struct Held {
     record: OwnedMessage,
     slot: Arc<Mutex<Slot>>,
     live: bool,
+}
+
+/// An escalation waiting for its alert (and a repeat's previous alert)
+/// to be read back.
+struct Unread {
+    since: Instant,
+    esc: Escalation,
+    slot: Option<Arc<Mutex<Slot>>>,
+}
+
+impl Unread {
+    fn new(esc: Escalation, slot: Option<Arc<Mutex<Slot>>>) -> Unread {
+        Unread {
+            since: Instant::now(),
+            esc,
+            slot,
+        }
+    }
 }
 
 /// The shell's state, shared with the rebalance callback (which runs on
@@ -98,8 +121,9 @@ struct Core {
     assigned: BTreeSet<i32>,
     /// Escalations sent, per alerts partition, not acknowledged yet.
     escalating: Vec<(i32, Delivery)>,
-    /// Escalations due whose alert is not read back yet (first try).
-    unread: Vec<(Instant, Escalation)>,
+    /// Escalations whose alert is not read back yet (first try); a
+    /// repeat's with the slot holding its alert's offset.
+    unread: Vec<Unread>,
     /// Snapshot writes not acknowledged yet.
     writes: Vec<(i32, DeliveryFuture)>,
     /// The loop has stopped (its final commit and snapshots are done).
@@ -142,9 +166,9 @@ impl Core {
                             *s = Slot::Done;
                             Step::Done
                         }
-                        Slot::Waiting(_) => Step::Waiting,
+                        Slot::Waiting(_) | Slot::Reading => Step::Waiting,
                         Slot::Done => Step::Done,
-                        Slot::Dead(d) => step(d, producer),
+                        Slot::Sending(d) => step(d, producer),
                     }
                 }
             });
@@ -167,7 +191,7 @@ impl Core {
     fn sending(&self) -> usize {
         let sent = |o: &Out| match o {
             Out::Sent(_) => true,
-            Out::Held(slot) => slot.lock().is_ok_and(|s| matches!(*s, Slot::Dead(_))),
+            Out::Held(slot) => slot.lock().is_ok_and(|s| matches!(*s, Slot::Sending(_))),
         };
         self.ledgers[0].count_pending(sent)
             + self.ledgers[1].count_pending(sent)
@@ -187,14 +211,14 @@ impl Core {
             }
         }
         self.unread
-            .retain(|(_, e)| !partitions.contains(&e.partition));
+            .retain(|u| !partitions.contains(&u.esc.partition));
         self.escalating.retain(|(q, _)| !partitions.contains(q));
     }
 
     /// Whether escalations of alerts partition `p` are still on their way.
     fn escalations_pending(&self, p: i32) -> bool {
         self.escalating.iter().any(|(q, _)| *q == p)
-            || self.unread.iter().any(|(_, e)| e.partition == p)
+            || self.unread.iter().any(|u| u.esc.partition == p)
     }
 
     /// The offset of (topic, partition) the tracker's state reflects

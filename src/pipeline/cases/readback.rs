@@ -1,6 +1,7 @@
 //! Alerts read back from the alerts topic by offset: an escalation carries
 //! the alert's customer id, value, score and comment, which a case does
-//! not keep (that is how it stays at 64 bytes).
+//! not keep (that is how it stays at 56 bytes), and a repeat's previous
+//! alert id, which a remembered customer does not keep.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

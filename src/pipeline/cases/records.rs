@@ -9,7 +9,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 
 use super::context::CasesCtx;
 use super::readback::Reader;
-use super::{Core, Held, Out, Slot, Src, lock};
+use super::{Core, Held, Out, Slot, Src, Unread, lock};
 use crate::alerts::AlertFormat;
 use crate::cases::escalation::{self, AlertReadError, alert_in, decode_alert};
 use crate::cases::event::decode_event;
@@ -97,7 +97,7 @@ impl Shell {
         };
         let live = lock(&self.core).live(src, p, off);
         let out = match src {
-            Src::Alerts => self.alert(msg, p, off, live, stop).await,
+            Src::Alerts => self.alert(msg, p, off, live),
             Src::Events => self.event(msg, p, live, stop).await,
         };
         let mut c = lock(&self.core);
@@ -129,14 +129,7 @@ impl Shell {
         }
     }
 
-    async fn alert(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        p: i32,
-        off: i64,
-        live: bool,
-        stop: &Shutdown,
-    ) -> Option<Out> {
+    fn alert(&mut self, msg: &BorrowedMessage<'_>, p: i32, off: i64, live: bool) -> Option<Out> {
         let alert = msg
             .payload()
             .ok_or(AlertReadError::Undecodable)
@@ -171,14 +164,19 @@ impl Shell {
             self.count_applied(a);
         }
         let esc = repeat?;
-        let alert = alert.ok()?;
+        // Sent once this alert and the previous one are read back (the
+        // tracker keeps the previous alert's offset, not its id); until
+        // then this alert's offset is held.
+        let slot = Arc::new(Mutex::new(Slot::Reading));
         {
-            let c = lock(&self.core);
+            let mut c = lock(&self.core);
             let (product, region) = c.tracker.segment_name(esc.segment);
             metrics::counter!(m::REPEAT_DETRACTORS_TOTAL, "product" => product.to_string(), "region" => region.to_string())
                 .increment(1);
+            c.unread.push(Unread::new(esc, Some(slot.clone())));
         }
-        Some(Out::Sent(self.escalate(&esc, &alert, stop).await))
+        self.start_readback();
+        Some(Out::Held(slot))
     }
 
     async fn event(
@@ -258,7 +256,7 @@ impl Shell {
                 let late: Vec<_> = missed
                     .iter()
                     .flatten()
-                    .map(|e| (Instant::now(), *e))
+                    .map(|e| Unread::new(*e, None))
                     .collect();
                 lock(&self.core).unread.extend(late);
                 if let Some((ms, _)) = first_contact {
@@ -287,6 +285,7 @@ impl Shell {
         &mut self,
         esc: &Escalation,
         alert: &DetractorAlert,
+        previous: Option<&DetractorAlert>,
         stop: &Shutdown,
     ) -> crate::pipeline::Delivery {
         let now = self.clock.now_ms();
@@ -295,7 +294,7 @@ impl Shell {
             let (p, r) = c.tracker.segment_name(esc.segment);
             (p.to_string(), r.to_string())
         };
-        let record = escalation::build(esc, alert, &product, &region, now);
+        let record = escalation::build(esc, alert, previous, &product, &region, now);
         self.summary.escalations += 1;
         metrics::counter!(m::CASE_ESCALATIONS_TOTAL,
             "product" => product,
@@ -356,7 +355,7 @@ impl Shell {
                 );
                 let headers = dlq_headers(&held.record, "unknown_alert", &detail, now);
                 let r = &held.record;
-                Slot::Dead(
+                Slot::Sending(
                     send(
                         &self.out(stop),
                         &self.settings.dlq_topic,
@@ -377,8 +376,8 @@ impl Shell {
             let mut c = lock(&self.core);
             if c.catching_up.is_empty() {
                 let due = c.tracker.due(now);
-                let at = Instant::now();
-                c.unread.extend(due.into_iter().map(|e| (at, e)));
+                c.unread
+                    .extend(due.into_iter().map(|esc| Unread::new(esc, None)));
             }
             let sla = c.tracker.take_sla();
             drop(c);
@@ -523,8 +522,10 @@ impl Shell {
             return;
         }
         let mut wanted: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        for (_, e) in &lock(&self.core).unread {
-            wanted.entry(e.partition).or_default().push(e.alert_offset);
+        for Unread { esc: e, .. } in &lock(&self.core).unread {
+            let offsets = wanted.entry(e.partition).or_default();
+            offsets.push(e.alert_offset);
+            offsets.extend(e.previous_offset);
         }
         if wanted.is_empty() {
             return;
@@ -550,13 +551,31 @@ impl Shell {
         self.reading = false;
         let unread = std::mem::take(&mut lock(&self.core).unread);
         let mut keep = Vec::new();
-        for (first, esc) in unread {
+        for u in unread {
+            let esc = u.esc;
             let alert = found
                 .get(&(esc.partition, esc.alert_offset))
                 .filter(|a| crate::cases::alert_key(&a.alert_id) == Some(esc.alert));
-            let d = match alert {
-                Some(a) => self.escalate(&esc, a, stop).await,
-                None if first.elapsed() >= READBACK_PATIENCE => {
+            // A repeat's previous alert: the same customer's, at its offset.
+            let previous = esc.previous_offset.map(|o| {
+                found
+                    .get(&(esc.partition, o))
+                    .filter(|p| alert.is_some_and(|a| a.customer_id == p.customer_id))
+            });
+            let patience_over = u.since.elapsed() >= READBACK_PATIENCE;
+            let d = match (alert, previous) {
+                (Some(a), None) => self.escalate(&esc, a, None, stop).await,
+                (Some(a), Some(Some(p))) => self.escalate(&esc, a, Some(p), stop).await,
+                (Some(a), Some(None)) if patience_over => {
+                    metrics::counter!(m::CASE_READBACK_ERRORS_TOTAL).increment(1);
+                    tracing::warn!(
+                        partition = esc.partition,
+                        offset = esc.previous_offset,
+                        "a repeat detractor's previous alert is not readable from the alerts topic (retention shorter than --repeat-horizon?): escalating without previous_alert_id"
+                    );
+                    self.escalate(&esc, a, None, stop).await
+                }
+                (None, _) if patience_over => {
                     metrics::counter!(m::CASE_READBACK_ERRORS_TOTAL).increment(1);
                     tracing::warn!(
                         partition = esc.partition,
@@ -567,14 +586,22 @@ impl Shell {
                         alert_id: alert_id(esc.alert),
                         ..Default::default()
                     };
-                    self.escalate(&esc, &bare, stop).await
+                    self.escalate(&esc, &bare, None, stop).await
                 }
-                None => {
-                    keep.push((first, esc));
+                _ => {
+                    keep.push(u);
                     continue;
                 }
             };
-            lock(&self.core).escalating.push((esc.partition, d));
+            match u.slot {
+                // A repeat's: its alert's offset is held until it is sent.
+                Some(slot) => {
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Slot::Sending(d);
+                    }
+                }
+                None => lock(&self.core).escalating.push((esc.partition, d)),
+            }
         }
         lock(&self.core).unread.extend(keep);
     }
