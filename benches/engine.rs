@@ -92,14 +92,7 @@ fn warm_engine(rng: &mut Rng, config: &EngineConfig) -> (Engine, u64) {
 }
 
 fn obs(e: &Event) -> Observation<'_> {
-    Observation {
-        response_id: &e.id,
-        product: &e.product,
-        region: &e.region,
-        category: Category::of_score(e.score),
-        responded_at_ms: e.t,
-        weight: e.weight,
-    }
+    Observation::new(&e.id, &e.product, &e.region, e.score, e.t, e.weight)
 }
 
 fn bench(c: &mut Criterion) {

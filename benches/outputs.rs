@@ -35,14 +35,14 @@ fn filled(rng: &mut Rng, products: u64, n: usize) -> Engine {
         let product = format!("producto-{:03}", rng.below(products));
         let region = format!("region-{:02}", rng.below(20));
         let score = [10, 9, 9, 8, 7, 10, 6, 3, 9, 0, 8][rng.below(11) as usize];
-        let obs = Observation {
-            response_id: &id,
-            product: &product,
-            region: &region,
-            category: Category::of_score(score),
-            responded_at_ms: T0 - rng.below(30 * DAY as u64) as i64,
-            weight: 1.0 + rng.below(1000) as f64,
-        };
+        let obs = Observation::new(
+            &id,
+            &product,
+            &region,
+            score,
+            T0 - rng.below(30 * DAY as u64) as i64,
+            1.0 + rng.below(1000) as f64,
+        );
         engine.record(0, &obs, T0);
     }
     engine

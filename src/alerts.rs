@@ -137,6 +137,8 @@ pub fn build(
         emitted_at: Some(timestamp(emitted_at_ms)),
         late,
         attributes: m.attributes.clone(),
+        revision: 0,
+        withdrawn: false,
     }
 }
 
@@ -186,6 +188,7 @@ mod tests {
             customer_value: value,
             survey_id: "s".into(),
             attributes: [("agent".to_string(), "17".to_string())].into(),
+            updated_at: None,
         };
         validate(msg, NOW, &Limits::default()).unwrap()
     }

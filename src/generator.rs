@@ -98,6 +98,7 @@ fn answer(rng: &mut Rng, response_id: String, t: i64) -> SurveyResponse {
         }),
         survey_id: "nps-relacional-2026".into(),
         attributes: Default::default(),
+        updated_at: None,
     }
 }
 

@@ -75,10 +75,11 @@ pub enum Reason {
     FieldTooLong,
     TooManyAttributes,
     InvalidLabelValue,
+    RevisionAfterHorizon,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::EmptyPayload,
         Reason::PayloadTooLarge,
         Reason::InvalidFraming,
@@ -98,6 +99,7 @@ impl Reason {
         Reason::FieldTooLong,
         Reason::TooManyAttributes,
         Reason::InvalidLabelValue,
+        Reason::RevisionAfterHorizon,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +123,7 @@ impl Reason {
             Reason::FieldTooLong => "field_too_long",
             Reason::TooManyAttributes => "too_many_attributes",
             Reason::InvalidLabelValue => "invalid_label_value",
+            Reason::RevisionAfterHorizon => "revision_after_horizon",
         }
     }
 }
@@ -178,6 +181,10 @@ pub enum Rejection {
     TooManyAttributes { count: usize, limit: usize },
     #[error("{field} holds a control character or a reserved value")]
     InvalidLabelValue { field: &'static str },
+    #[error(
+        "a revision (updated_at set) of a response not remembered: its first version left --dedup-horizon, or never came"
+    )]
+    RevisionAfterHorizon,
 }
 
 impl Rejection {
@@ -202,6 +209,7 @@ impl Rejection {
             Rejection::FieldTooLong { .. } => Reason::FieldTooLong,
             Rejection::TooManyAttributes { .. } => Reason::TooManyAttributes,
             Rejection::InvalidLabelValue { .. } => Reason::InvalidLabelValue,
+            Rejection::RevisionAfterHorizon => Reason::RevisionAfterHorizon,
         }
     }
 }
@@ -393,9 +401,17 @@ pub struct ValidResponse {
     pub responded_at_ms: i64,
     /// customer_value, or 1 when absent.
     pub weight: f64,
+    /// `updated_at`, Unix ms (None: the first version).
+    pub updated_at_ms: Option<i64>,
+    /// What tells a duplicate from a revision (see `content_hash`).
+    pub content: u32,
+    /// Of the comment alone, to name a revision's effect.
+    pub comment_hash: u16,
 }
 
 impl ValidResponse {
+    /// What the engine counts. `alerting` is false here: the caller sets it
+    /// when its alert rules would alert on this version.
     pub fn observation(&self) -> Observation<'_> {
         Observation {
             response_id: &self.msg.response_id,
@@ -404,8 +420,48 @@ impl ValidResponse {
             category: self.category,
             responded_at_ms: self.responded_at_ms,
             weight: self.weight,
+            score: self.score as u8,
+            updated_at_ms: self.updated_at_ms,
+            content: self.content,
+            comment: self.comment_hash,
+            alerting: false,
         }
     }
+}
+
+/// xxh3-64 (low 32 bits) of everything a duplicate repeats: score,
+/// product, region, channel, responded_at, customer_value, comment,
+/// customer_id and attributes (sorted), each length-prefixed. Not
+/// response_id (the same in every version), survey_id or updated_at.
+pub fn content_hash(msg: &SurveyResponse) -> u32 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(&msg.score.unwrap_or(u32::MAX).to_le_bytes());
+    field(msg.product.as_bytes());
+    field(msg.region.as_bytes());
+    field(&msg.channel.to_le_bytes());
+    let t = msg
+        .responded_at
+        .as_ref()
+        .map_or((0, 0), |t| (t.seconds, t.nanos));
+    field(&t.0.to_le_bytes());
+    field(&t.1.to_le_bytes());
+    match msg.customer_value {
+        Some(v) => field(&v.to_bits().to_le_bytes()),
+        None => field(&[]),
+    }
+    field(msg.comment.as_bytes());
+    field(msg.customer_id.as_bytes());
+    let mut attrs: Vec<(&String, &String)> = msg.attributes.iter().collect();
+    attrs.sort_unstable();
+    for (k, v) in attrs {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    h.digest() as u32
 }
 
 /// Earliest and latest instants protobuf's Timestamp allows
@@ -454,12 +510,19 @@ pub fn validate(
         check_len("attribute key", k, limits.max_attribute_bytes)?;
         check_len("attribute value", v, limits.max_attribute_bytes)?;
     }
+    let updated_at_ms = match &msg.updated_at {
+        None => None,
+        Some(t) => Some(timestamp_ms(Some(t), now_ms, limits)?),
+    };
     Ok(ValidResponse {
         channel,
         score,
         category: Category::of_score(score),
         responded_at_ms,
         weight,
+        updated_at_ms,
+        content: content_hash(&msg),
+        comment_hash: xxhash_rust::xxh3::xxh3_64(msg.comment.as_bytes()) as u16,
         msg,
     })
 }

@@ -58,18 +58,7 @@ const HOUR: i64 = 60 * MIN;
 const WIDTHS: [i64; 4] = [75_000, 30 * MIN, 210 * MIN, 15 * HOUR];
 
 fn record(e: &mut Engine, id: &str, product: &str, region: &str, t: i64) {
-    e.record(
-        0,
-        &Observation {
-            response_id: id,
-            product,
-            region,
-            category: Category::Promoter,
-            responded_at_ms: t,
-            weight: 2.0,
-        },
-        T0,
-    );
+    e.record(0, &Observation::new(id, product, region, 10, t, 2.0), T0);
 }
 
 #[test]

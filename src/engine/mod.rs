@@ -84,23 +84,155 @@ pub struct Observation<'a> {
     pub responded_at_ms: i64,
     /// customer_value, or 1 when absent.
     pub weight: f64,
+    pub score: u8,
+    /// `updated_at` (None: the first version).
+    pub updated_at_ms: Option<i64>,
+    /// Tells a duplicate from a revision (`schema::content_hash`).
+    pub content: u32,
+    /// Of the comment alone.
+    pub comment: u16,
+    /// The caller's alert rules would alert on this version.
+    pub alerting: bool,
+}
+
+impl<'a> Observation<'a> {
+    /// A first version with these fields, its content hashed from them:
+    /// for benches, tests and tools that build observations by hand.
+    pub fn new(
+        response_id: &'a str,
+        product: &'a str,
+        region: &'a str,
+        score: u32,
+        responded_at_ms: i64,
+        weight: f64,
+    ) -> Self {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in [product.as_bytes(), b"\0", region.as_bytes(), b"\0"] {
+            h.update(part);
+        }
+        h.update(&score.to_le_bytes());
+        h.update(&responded_at_ms.to_le_bytes());
+        h.update(&weight.to_bits().to_le_bytes());
+        Observation {
+            response_id,
+            product,
+            region,
+            category: Category::of_score(score),
+            responded_at_ms,
+            weight,
+            score: score.min(10) as u8,
+            updated_at_ms: None,
+            content: h.digest() as u32,
+            comment: 0,
+            alerting: score <= 6,
+        }
+    }
+}
+
+/// Where a response (or a revision of it) was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The segment it was counted under (`__other__` on overflow).
+    pub key: KeyId,
+    pub category: Category,
+    /// Older than every window at arrival: in no window.
+    pub late: bool,
+    /// The table was full: counted under `__other__`.
+    pub overflowed: bool,
+}
+
+/// An alert record to send for this version: its revision number (0 for
+/// the response's first alert) and whether it withdraws the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertMark {
+    pub revision: u32,
+    pub withdrawn: bool,
+}
+
+/// What a revision changed (several at once, as bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Effects(pub u8);
+
+impl Effects {
+    pub const COMMENT: u8 = 1;
+    pub const SCORE: u8 = 2;
+    pub const SEGMENT: u8 = 4;
+    pub const EVENT_TIME: u8 = 8;
+    pub const WEIGHT: u8 = 16;
+    /// None of the above (the channel, customer, attributes...).
+    pub const OTHER: u8 = 32;
+    /// Label values, in bit order.
+    pub const NAMES: [&'static str; 6] = [
+        "comment",
+        "score",
+        "segment",
+        "event_time",
+        "weight",
+        "other",
+    ];
+
+    fn between(old: &dedup::Version, new: &dedup::Version, grain: i64) -> Effects {
+        let mut e = 0;
+        let set = |e: &mut u8, bit: u8, changed: bool| {
+            if changed {
+                *e |= bit;
+            }
+        };
+        set(&mut e, Self::COMMENT, old.comment != new.comment);
+        set(&mut e, Self::SCORE, old.score != new.score);
+        set(&mut e, Self::SEGMENT, old.key != new.key);
+        set(
+            &mut e,
+            Self::EVENT_TIME,
+            old.t_ms.div_euclid(grain) != new.t_ms.div_euclid(grain),
+        );
+        set(
+            &mut e,
+            Self::WEIGHT,
+            old.weight.to_bits() != new.weight.to_bits(),
+        );
+        if e == 0 {
+            e = Self::OTHER;
+        }
+        Effects(e)
+    }
+
+    /// The label values of the effects present.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| n)
+    }
 }
 
 /// What recording one response did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Counted: in the windows, or only in all-time totals when `late`.
-    Counted {
-        /// The segment it was counted under (`__other__` on overflow).
-        key: KeyId,
-        category: Category,
-        /// Older than every window at arrival: in no window.
-        late: bool,
-        /// The table was full: counted under `__other__`.
-        overflowed: bool,
+    /// A new response: counted in the windows (or only in all-time
+    /// totals when `late`), with its first alert when it alerts.
+    Counted(Counted, Option<AlertMark>),
+    /// A revision: the previous version's contribution taken back (from
+    /// the windows that still held it) and this one counted instead.
+    Revised {
+        counted: Counted,
+        /// The previous version's category and segment.
+        before: Category,
+        before_key: KeyId,
+        effects: Effects,
+        alert: Option<AlertMark>,
     },
-    /// Its response_id was seen within the dedup horizon: nothing changed.
+    /// Its response_id was seen within the dedup horizon with the same
+    /// content: nothing changed.
     Duplicate,
+    /// An older version (by updated_at) than the one counted: nothing
+    /// changed.
+    Stale,
+    /// A revision (it has updated_at) of a response not remembered: its
+    /// first version left the dedup horizon (or never came), so it cannot
+    /// replace it exactly. Nothing changed; the caller dead-letters it.
+    RevisionAfterHorizon,
 }
 
 /// One segment's windows, merged over all partitions.
@@ -141,6 +273,8 @@ pub enum ConfigError {
     Windows(#[from] LayoutError),
     #[error("dedup_horizon is too long")]
     DedupHorizon,
+    #[error("max_keys must be below 16,777,215")]
+    MaxKeys,
 }
 
 #[derive(Clone)]
@@ -150,10 +284,10 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64, dedup_max_ids: usize) -> Self {
+    fn new(dedup_horizon_ms: i64, dedup_max_ids: usize, grain: i64) -> Self {
         PartitionState {
             segments: SegmentMap::default(),
-            dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids),
+            dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, grain),
         }
     }
 }
@@ -170,6 +304,10 @@ struct SegmentMap {
 impl SegmentMap {
     fn get(&self, key: KeyId) -> Option<&Segment> {
         self.slots.get(key.index()).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, key: KeyId) -> Option<&mut Segment> {
+        self.slots.get_mut(key.index()).and_then(Option::as_mut)
     }
 
     /// The segment for `key`, created by `make` if absent; the flag says
@@ -225,6 +363,8 @@ pub struct Engine {
     layout: WindowLayout,
     dedup_horizon_ms: i64,
     dedup_max_ids: usize,
+    /// `layout.grain_ms()`.
+    grain_ms: i64,
     keys: KeyTable,
     partitions: BTreeMap<i32, PartitionState>,
     /// High-water mark of the `now` values seen.
@@ -238,8 +378,12 @@ impl Engine {
         let layout = WindowLayout::new(&config.windows, config.buckets_per_window)?;
         let dedup_horizon_ms = i64::try_from(config.dedup_horizon.as_millis())
             .map_err(|_| ConfigError::DedupHorizon)?;
+        if config.max_keys >= dedup::MAX_KEY as usize {
+            return Err(ConfigError::MaxKeys);
+        }
         Ok(Engine {
             now_index: layout.now_index(i64::MIN),
+            grain_ms: layout.grain_ms(),
             layout,
             dedup_horizon_ms,
             dedup_max_ids: config.dedup_max_ids,
@@ -274,16 +418,39 @@ impl Engine {
         let now = self.tick(now);
         let layout = &self.layout;
         let keys = &mut self.keys;
-        let (horizon, max_ids) = (self.dedup_horizon_ms, self.dedup_max_ids);
+        let (horizon, max_ids, grain) = (self.dedup_horizon_ms, self.dedup_max_ids, self.grain_ms);
         let part = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(horizon, max_ids));
-        if part.dedup.check_and_insert(id_hash(obs.response_id), now) {
-            return Outcome::Duplicate;
+            .or_insert_with(|| PartitionState::new(horizon, max_ids, grain));
+        let id = id_hash(obs.response_id);
+        let before = part.dedup.find(id, now);
+        if let Some((_, v)) = &before {
+            if v.content == obs.content {
+                return Outcome::Duplicate;
+            }
+            // Versions in updated_at order, then arrival: an earlier one
+            // arriving after a later one changes nothing.
+            if obs.updated_at_ms < v.updated_ms {
+                return Outcome::Stale;
+            }
+        } else if obs.updated_at_ms.is_some() && !part.dedup.disabled() {
+            return Outcome::RevisionAfterHorizon;
         }
+        // Weights are kept to f32 (as closed buckets and versions keep
+        // them), so that a revision takes back exactly what was added.
+        let weight = f64::from(obs.weight as f32);
         let t = obs.responded_at_ms.min(now);
         let resolved = keys.resolve(obs.product, obs.region, now);
+        if let Some((_, v)) = &before {
+            // The old contribution out, wherever it still is.
+            let old = Category::of_score(u32::from(v.score));
+            if layout.in_any_window_at(v.t_ms, &self.now_index)
+                && let Some(seg) = part.segments.get_mut(v.key)
+            {
+                seg.remove(layout, v.t_ms, &self.now_index, old, f64::from(v.weight));
+            }
+        }
         let late = !layout.in_any_window_at(t, &self.now_index);
         if !late {
             let (seg, created) = part
@@ -292,13 +459,54 @@ impl Engine {
             if created {
                 keys.hold(resolved.key);
             }
-            seg.insert(layout, t, &self.now_index, obs.category, obs.weight);
+            seg.insert(layout, t, &self.now_index, obs.category, weight);
         }
-        Outcome::Counted {
+        let mut version = dedup::Version {
+            content: obs.content,
+            comment: obs.comment,
+            score: obs.score,
+            updated_ms: obs.updated_at_ms,
+            t_ms: t,
+            key: resolved.key,
+            weight: weight as f32,
+            alerts: 0,
+            withdrawn: false,
+        };
+        let counted = Counted {
             key: resolved.key,
             category: obs.category,
             late,
             overflowed: resolved.overflowed,
+        };
+        match before {
+            None => {
+                let alert = obs.alerting.then_some(AlertMark {
+                    revision: 0,
+                    withdrawn: false,
+                });
+                version.alerts = u8::from(obs.alerting);
+                part.dedup.insert(id, now, &version);
+                Outcome::Counted(counted, alert)
+            }
+            Some((slot, v)) => {
+                let live = v.alerts > 0 && !v.withdrawn;
+                let alert = (obs.alerting || live).then_some(AlertMark {
+                    revision: u32::from(v.alerts),
+                    withdrawn: !obs.alerting,
+                });
+                version.alerts = v.alerts.saturating_add(u8::from(alert.is_some()));
+                version.withdrawn =
+                    alert.is_some_and(|a| a.withdrawn) || (v.withdrawn && alert.is_none());
+                let effects = Effects::between(&v, &version, grain);
+                part.dedup.update(slot, &version);
+                Outcome::Revised {
+                    counted,
+                    before: Category::of_score(u32::from(v.score)),
+                    before_key: v.key,
+                    effects,
+                    alert,
+                }
+            }
         }
     }
 

@@ -12,7 +12,9 @@ use super::{Engine, EngineConfig, PartitionState, Segment};
 use crate::pb;
 
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: dedup entries carry each response's latest version (1 kept ids
+/// and first-sight times only).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SnapshotError {
@@ -95,9 +97,26 @@ impl Engine {
         Some(pb::PartitionSnapshot {
             partition,
             segments,
-            dedup: Some(part.dedup.to_proto()),
+            dedup: Some(self.dedup_proto(part)),
             ..Default::default()
         })
+    }
+
+    /// A partition's dedup entries, versions naming their segments.
+    fn dedup_proto(&self, part: &PartitionState) -> pb::DedupSnapshot {
+        let mut index: std::collections::HashMap<super::KeyId, u32> = Default::default();
+        let (mut products, mut regions) = (Vec::new(), Vec::new());
+        let mut snap = part.dedup.to_proto(|key| {
+            *index.entry(key).or_insert_with(|| {
+                let (p, r) = self.keys.name(key).unwrap_or((super::OTHER, super::OTHER));
+                products.push(p.to_string());
+                regions.push(r.to_string());
+                products.len() as u32 - 1
+            })
+        });
+        snap.products = products;
+        snap.regions = regions;
+        snap
     }
 
     /// A partition's segments with their product and region, sorted by
@@ -142,7 +161,7 @@ impl Engine {
             for (product, region, seg) in self.named_segments(part) {
                 message::encode(2, &seg.to_proto(&self.layout, product, region), &mut buf);
             }
-            message::encode(3, &part.dedup.to_proto(), &mut buf);
+            message::encode(3, &self.dedup_proto(part), &mut buf);
         }
         prost::encoding::int32::encode(1, &partition, &mut buf);
         prost::encoding::string::encode(4, &source_topic.to_string(), &mut buf);
@@ -234,10 +253,24 @@ impl Engine {
     /// `__other__`. All or nothing: on error the engine is unchanged.
     pub fn restore_partition(&mut self, snap: &pb::PartitionSnapshot) -> Result<(), SnapshotError> {
         // Build the partition aside so a corrupt snapshot changes nothing.
-        let mut part = PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids);
+        let mut part =
+            PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids, self.grain_ms);
         if let Some(d) = &snap.dedup {
+            if d.products.len() != d.regions.len() {
+                return Err(SnapshotError::Corrupt(
+                    "segment names differ in length".into(),
+                ));
+            }
+            let now = self.now_ms;
+            let keys = &mut self.keys;
+            let names: Vec<super::KeyId> = d
+                .products
+                .iter()
+                .zip(&d.regions)
+                .map(|(p, r)| keys.resolve(p, r, now).key)
+                .collect();
             part.dedup
-                .absorb(d)
+                .absorb(d, |i| names.get(i as usize).copied())
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         }
         let mut staged: Vec<(&pb::SegmentSnapshot, Segment)> =

@@ -26,7 +26,17 @@ fn obs<'a>(
         category: Category::of_score(score),
         responded_at_ms: t,
         weight,
+        score: score as u8,
+        updated_at_ms: None,
+        content: content(product, region, score, t, weight),
+        comment: 0,
+        alerting: score <= 6,
     }
+}
+
+/// What tells a version apart in these tests: every field given.
+fn content(product: &str, region: &str, score: u32, t: i64, weight: f64) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(format!("{product}|{region}|{score}|{t}|{weight}").as_bytes()) as u32
 }
 
 fn by_name(e: &Engine, now: i64) -> BTreeMap<(String, String), Vec<WindowStats>> {
@@ -40,25 +50,107 @@ fn by_name(e: &Engine, now: i64) -> BTreeMap<(String, String), Vec<WindowStats>>
 fn duplicate_changes_nothing_and_is_reported() {
     let mut e = engine();
     let first = e.record(0, &obs("r1", "p", "r", 10, T0, 1.0), T0);
-    assert!(matches!(first, Outcome::Counted { late: false, .. }));
+    assert!(matches!(
+        first,
+        Outcome::Counted(Counted { late: false, .. }, None)
+    ));
     let before = by_name(&e, T0 + HOUR);
     assert_eq!(
-        e.record(0, &obs("r1", "p", "r", 0, T0, 1.0), T0 + HOUR),
+        e.record(0, &obs("r1", "p", "r", 10, T0, 1.0), T0 + HOUR),
         Outcome::Duplicate
     );
     assert_eq!(by_name(&e, T0 + HOUR), before);
 }
 
 #[test]
+fn a_revision_moves_the_contribution_and_an_older_version_is_stale() {
+    let mut e = engine();
+    // A detractor: counted, first alert.
+    let first = e.record(0, &obs("r1", "p", "r", 3, T0, 2.0), T0);
+    assert!(matches!(
+        first,
+        Outcome::Counted(
+            _,
+            Some(AlertMark {
+                revision: 0,
+                withdrawn: false
+            })
+        )
+    ));
+    // Revised to a 9 in another region (updated_at set): the detractor
+    // leaves p/r, a promoter arrives in p/s; the alert is withdrawn.
+    let mut v2 = obs("r1", "p", "s", 9, T0, 2.0);
+    v2.updated_at_ms = Some(T0 + MIN);
+    let out = e.record(0, &v2, T0 + MIN);
+    let Outcome::Revised {
+        before,
+        effects,
+        alert,
+        ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(before, Category::Detractor);
+    assert_eq!(
+        alert,
+        Some(AlertMark {
+            revision: 1,
+            withdrawn: true
+        })
+    );
+    let names: Vec<&str> = effects.names().collect();
+    assert_eq!(names, vec!["score", "segment"]);
+    let segs = by_name(&e, T0 + MIN);
+    assert!(!segs.contains_key(&("p".into(), "r".into())), "{segs:?}");
+    let s = &segs[&("p".into(), "s".into())][0];
+    assert_eq!((s.promoters, s.detractors), (1, 0));
+    // The first version again, late: older than the one counted.
+    assert_eq!(
+        e.record(0, &obs("r1", "p", "r", 3, T0, 2.0), T0 + 2 * MIN),
+        Outcome::Stale
+    );
+    // Revised back into a detractor: alerted again, next revision.
+    let mut v3 = obs("r1", "p", "s", 1, T0, 2.0);
+    v3.updated_at_ms = Some(T0 + 3 * MIN);
+    let out = e.record(0, &v3, T0 + 3 * MIN);
+    assert!(
+        matches!(
+            out,
+            Outcome::Revised {
+                alert: Some(AlertMark {
+                    revision: 2,
+                    withdrawn: false
+                }),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let s = &by_name(&e, T0 + 3 * MIN)[&("p".into(), "s".into())][0];
+    assert_eq!((s.promoters, s.detractors), (0, 1));
+    // A revision of an id not remembered: refused.
+    let mut lost = obs("r9", "p", "s", 5, T0, 1.0);
+    lost.updated_at_ms = Some(T0);
+    assert_eq!(
+        e.record(0, &lost, T0 + 3 * MIN),
+        Outcome::RevisionAfterHorizon
+    );
+}
+
+#[test]
 fn late_response_counts_in_no_window_but_is_counted() {
     let mut e = engine();
     let out = e.record(0, &obs("r1", "p", "r", 2, T0 - 31 * DAY, 1.0), T0);
-    let Outcome::Counted {
-        key,
-        category,
-        late,
-        overflowed,
-    } = out
+    let Outcome::Counted(
+        Counted {
+            key,
+            category,
+            late,
+            overflowed,
+        },
+        _,
+    ) = out
     else {
         panic!("{out:?}")
     };
@@ -105,9 +197,12 @@ fn cardinality_guard_folds_new_keys_into_other() {
     for i in 0..1000 {
         let id = format!("r{i}");
         let product = format!("bogus-{i}");
-        if let Outcome::Counted {
-            overflowed: true, ..
-        } = e.record(0, &obs(&id, &product, "x", 5, T0, 1.0), T0)
+        if let Outcome::Counted(
+            Counted {
+                overflowed: true, ..
+            },
+            _,
+        ) = e.record(0, &obs(&id, &product, "x", 5, T0, 1.0), T0)
         {
             overflowed += 1;
         }
@@ -137,10 +232,13 @@ fn expired_keys_leave_and_free_their_place() {
     let out = e.record(0, &obs("b", "new", "x", 9, later, 1.0), later);
     assert!(matches!(
         out,
-        Outcome::Counted {
-            overflowed: false,
-            ..
-        }
+        Outcome::Counted(
+            Counted {
+                overflowed: false,
+                ..
+            },
+            _
+        )
     ));
 }
 
@@ -159,7 +257,7 @@ fn partitions_merge_on_read_and_drop_alone() {
     // Dedup state went with the partition.
     assert!(matches!(
         e.record(1, &obs("b", "p", "r", 0, T0, 1.0), T0),
-        Outcome::Counted { .. }
+        Outcome::Counted(..)
     ));
 }
 
@@ -282,6 +380,11 @@ struct Ev {
     weight: Option<u16>,
     /// How far the clock moves before this event.
     step_ms: i64,
+    /// A later version of its response (updated_at, minutes after T0).
+    updated: Option<u8>,
+    /// The same content as this id's last event (a duplicate, or a stale
+    /// or revived version).
+    again: bool,
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -297,9 +400,11 @@ fn ev() -> impl Strategy<Value = Ev> {
         ],
         proptest::option::of(0..5000u16),
         prop_oneof![3 => 0..5 * MIN, 1 => 0..3 * DAY],
+        proptest::option::of(0..50u8),
+        proptest::bool::weighted(0.2),
     )
         .prop_map(
-            |(partition, id, product, region, score, offset_ms, weight, step_ms)| Ev {
+            |(
                 partition,
                 id,
                 product,
@@ -308,6 +413,19 @@ fn ev() -> impl Strategy<Value = Ev> {
                 offset_ms,
                 weight,
                 step_ms,
+                updated,
+                again,
+            )| Ev {
+                partition,
+                id,
+                product,
+                region,
+                score,
+                offset_ms,
+                weight,
+                step_ms,
+                updated,
+                again,
             },
         )
 }
@@ -336,8 +454,58 @@ struct Placed {
     weight: f64,
 }
 
+/// What the model remembers of a response: first sight, its latest
+/// version's updated_at and content, and where that version was placed.
+struct Known {
+    first_seen: i64,
+    updated: Option<i64>,
+    content: u32,
+    placed: usize,
+}
+
+/// One event as the engine gets it (and its content, the model's key).
+fn observe<'a>(
+    ev: &Ev,
+    last: &mut HashMap<u8, Ev>,
+    now: i64,
+    names: &'a mut (String, String, String),
+) -> (Observation<'a>, Ev) {
+    let ev = match last.get(&ev.id) {
+        Some(prev) if ev.again => Ev {
+            partition: ev.partition,
+            step_ms: ev.step_ms,
+            updated: ev.updated,
+            again: true,
+            ..prev.clone()
+        },
+        _ => ev.clone(),
+    };
+    last.insert(ev.id, ev.clone());
+    *names = (
+        format!("resp-{}", ev.id),
+        format!("p{}", ev.product),
+        format!("r{}", ev.region),
+    );
+    let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
+    let mut o = obs(
+        &names.0,
+        &names.1,
+        &names.2,
+        ev.score,
+        now + ev.offset_ms,
+        weight,
+    );
+    // Content independent of the clock: the same fields again are a
+    // duplicate, whenever they come.
+    o.content = content(&names.1, &names.2, ev.score, ev.offset_ms, weight);
+    o.updated_at_ms = ev.updated.map(|u| T0 + i64::from(u) * MIN);
+    (o, ev)
+}
+
 /// Runs the events through the engine and, independently, keeps what a
-/// brute-force model says was counted.
+/// brute-force model says is counted: the latest version of each response
+/// first seen within the horizon (earlier versions are taken out), every
+/// response forgotten past it as it was.
 fn run(
     e: &mut Engine,
     events: &[Ev],
@@ -345,46 +513,67 @@ fn run(
     horizon: i64,
 ) -> (i64, Vec<Placed>, Vec<Outcome>) {
     let mut now = start;
-    let mut seen: HashMap<(i32, u8), i64> = HashMap::new();
-    let mut placed = Vec::new();
+    let mut seen: HashMap<(i32, u8), Known> = HashMap::new();
+    let mut last: HashMap<u8, Ev> = HashMap::new();
+    let mut placed: Vec<Option<Placed>> = Vec::new();
     let mut outcomes = Vec::new();
     for ev in events {
         now += ev.step_ms;
-        let id = format!("resp-{}", ev.id);
-        let product = format!("p{}", ev.product);
-        let region = format!("r{}", ev.region);
-        let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
-        let o = obs(&id, &product, &region, ev.score, now + ev.offset_ms, weight);
-        let category = o.category;
+        let mut names = Default::default();
+        let (o, ev) = observe(ev, &mut last, now, &mut names);
+        let (category, weight, content, updated) =
+            (o.category, o.weight, o.content, o.updated_at_ms);
         let out = e.record(ev.partition, &o, now);
-        // Model: duplicate iff seen in this partition within the horizon.
-        let dup = matches!(seen.get(&(ev.partition, ev.id)), Some(&at) if at > now - horizon);
-        if !dup {
-            seen.insert((ev.partition, ev.id), now);
-        }
         let t = (now + ev.offset_ms).min(now);
         let late = !e.layout().in_any_window(t, now);
-        match out {
-            Outcome::Duplicate => assert!(dup, "engine saw a duplicate the model did not"),
-            Outcome::Counted { late: l, .. } => {
-                assert!(!dup, "model saw a duplicate the engine did not");
-                assert_eq!(l, late);
-                placed.push(Placed {
-                    partition: ev.partition,
-                    product,
-                    region,
-                    category,
-                    t,
-                    weight,
-                });
+        let key = (ev.partition, ev.id);
+        let known = seen.get(&key).filter(|k| k.first_seen > now - horizon);
+        let place = Placed {
+            partition: ev.partition,
+            product: names.1.clone(),
+            region: names.2.clone(),
+            category,
+            t,
+            weight,
+        };
+        match (known, out) {
+            (Some(k), Outcome::Duplicate) => assert_eq!(k.content, content),
+            (Some(k), Outcome::Stale) => assert!(k.content != content && updated < k.updated),
+            (Some(k), Outcome::Revised { counted, .. }) => {
+                assert!(k.content != content && updated >= k.updated, "{ev:?}");
+                assert_eq!(counted.late, late);
+                let old = k.placed;
+                placed[old] = None;
+                placed.push(Some(place));
+                let k = seen.get_mut(&key).unwrap();
+                (k.updated, k.content, k.placed) = (updated, content, placed.len() - 1);
             }
+            (None, Outcome::RevisionAfterHorizon) => assert!(updated.is_some()),
+            (None, Outcome::Counted(counted, _)) => {
+                assert!(updated.is_none(), "{ev:?}");
+                assert_eq!(counted.late, late);
+                placed.push(Some(place));
+                seen.insert(
+                    key,
+                    Known {
+                        first_seen: now,
+                        updated,
+                        content,
+                        placed: placed.len() - 1,
+                    },
+                );
+            }
+            (k, out) => panic!(
+                "model {:?} vs engine {out:?} for {ev:?}",
+                k.map(|k| (k.content, k.updated))
+            ),
         }
         outcomes.push(out);
         if ev.step_ms > DAY {
             e.sweep(now);
         }
     }
-    (now, placed, outcomes)
+    (now, placed.into_iter().flatten().collect(), outcomes)
 }
 
 fn brute_force(
@@ -439,16 +628,11 @@ fn assert_same(
 fn names(e: &Engine, outs: &[Outcome]) -> Vec<Option<(String, String, Category, bool)>> {
     outs.iter()
         .map(|o| match *o {
-            Outcome::Duplicate => None,
-            Outcome::Counted {
-                key,
-                category,
-                late,
-                ..
-            } => {
-                let (p, r) = e.segment_name(key).unwrap_or(("?", "?"));
-                Some((p.to_string(), r.to_string(), category, late))
+            Outcome::Counted(c, _) | Outcome::Revised { counted: c, .. } => {
+                let (p, r) = e.segment_name(c.key).unwrap_or(("?", "?"));
+                Some((p.to_string(), r.to_string(), c.category, c.late))
             }
+            _ => None,
         })
         .collect()
 }
@@ -527,14 +711,17 @@ proptest! {
         let mut resumed = Engine::restore(&cfg, &snapshot::decode(&bytes).unwrap()).unwrap();
         let mut tail_outs = Vec::new();
         let mut now = mid;
+        // Same calls as `run`, on the restored engine (the head's last
+        // contents first, for events that repeat them).
+        let mut last: HashMap<u8, Ev> = HashMap::new();
+        for ev in &events[..split] {
+            let mut names = Default::default();
+            observe(ev, &mut last, 0, &mut names);
+        }
         for ev in &events[split..] {
-            // Same calls as `run`, on the restored engine.
             now += ev.step_ms;
-            let id = format!("resp-{}", ev.id);
-            let product = format!("p{}", ev.product);
-            let region = format!("r{}", ev.region);
-            let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
-            let o = obs(&id, &product, &region, ev.score, now + ev.offset_ms, weight);
+            let mut names = Default::default();
+            let (o, ev) = observe(ev, &mut last, now, &mut names);
             tail_outs.push(resumed.record(ev.partition, &o, now));
             if ev.step_ms > DAY {
                 resumed.sweep(now);

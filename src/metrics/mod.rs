@@ -38,6 +38,8 @@ pub const CONSUMER_LAG: &str = "nps_consumer_lag";
 pub const EVENTS_REJECTED_TOTAL: &str = "nps_events_rejected_total";
 pub const EVENTS_CONSUMED_TOTAL: &str = "nps_events_consumed_total";
 pub const DUPLICATES_TOTAL: &str = "nps_duplicates_total";
+pub const REVISIONS_TOTAL: &str = "nps_revisions_total";
+pub const REVISIONS_STALE_TOTAL: &str = "nps_revisions_stale_total";
 pub const LATE_EVENTS_TOTAL: &str = "nps_late_events_total";
 pub const CARDINALITY_OVERFLOW_TOTAL: &str = "nps_cardinality_overflow_total";
 pub const END_TO_END_DELAY: &str = "nps_end_to_end_delay_seconds";
@@ -66,7 +68,7 @@ pub const BUILD_INFO: &str = "nps_build_info";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 52] = [
+pub const NAMES: [&str; 54] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -79,6 +81,8 @@ pub const NAMES: [&str; 52] = [
     DETRACTOR_ALERTS_TOTAL,
     EVENTS_CONSUMED_TOTAL,
     DUPLICATES_TOTAL,
+    REVISIONS_TOTAL,
+    REVISIONS_STALE_TOTAL,
     LATE_EVENTS_TOTAL,
     CARDINALITY_OVERFLOW_TOTAL,
     END_TO_END_DELAY,
@@ -138,7 +142,15 @@ pub fn describe() {
     describe_counter!(EVENTS_CONSUMED_TOTAL, "Records read from the input topic.");
     describe_counter!(
         DUPLICATES_TOTAL,
-        "Responses whose response_id was already seen within the dedup horizon."
+        "Responses whose response_id was already seen within the dedup horizon with the same content."
+    );
+    describe_counter!(
+        REVISIONS_TOTAL,
+        "Revisions applied (a response_id seen again within the dedup horizon with new content), by what they changed: comment, score, segment, event_time, weight, other (a revision counts under each)."
+    );
+    describe_counter!(
+        REVISIONS_STALE_TOTAL,
+        "Versions of a response older (by updated_at) than the one counted: ignored."
     );
     describe_counter!(
         LATE_EVENTS_TOTAL,

@@ -19,11 +19,16 @@ fn record(e: &mut Engine, id: &str, category: Category, t: i64) -> KeyId {
             category,
             responded_at_ms: t,
             weight: 1.0,
+            score: 0,
+            updated_at_ms: None,
+            content: xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as u32,
+            comment: 0,
+            alerting: false,
         },
         t,
     ) {
-        crate::engine::Outcome::Counted { key, .. } => key,
-        crate::engine::Outcome::Duplicate => panic!("duplicate"),
+        crate::engine::Outcome::Counted(c, _) => c.key,
+        other => panic!("{other:?}"),
     }
 }
 

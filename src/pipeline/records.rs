@@ -3,6 +3,7 @@
 //! its partition restores.
 
 use super::*;
+use crate::engine::Observation;
 
 /// Counts a response in its segment's `nps_responses_total`: under the
 /// view's shared lock (the counters are atomics), or its exclusive one the
@@ -79,7 +80,8 @@ pub(super) fn replay(
         .map(|h| (h.key, h.value));
     if let Ok(response) = schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
     {
-        c.engine.record(partition, &response.observation(), now);
+        c.engine
+            .record(partition, &observation(&response, settings), now);
     }
     metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
     c.next.insert(partition, offset + 1);
@@ -91,6 +93,15 @@ pub(super) fn replay(
         c.restored(partition, health);
     }
     true
+}
+
+/// What the engine counts of a response, with whether the alert rules
+/// alert on it.
+fn observation<'a>(response: &'a schema::ValidResponse, settings: &Settings) -> Observation<'a> {
+    Observation {
+        alerting: settings.alerts.should_alert(response),
+        ..response.observation()
+    }
 }
 
 /// Processes one record: engine, alert or dead letter, pending offset.
@@ -116,45 +127,77 @@ pub(super) async fn handle(
     let delivery = match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
     {
         Ok(response) => {
-            let alert = {
+            // An error is a dead letter to send once the lock is let go.
+            let alert: Result<_, Rejection> = 'engine: {
                 let mut c = lock(core);
-                let outcome = c.engine.record(partition, &response.observation(), now);
-                match outcome {
+                let outcome = c
+                    .engine
+                    .record(partition, &observation(&response, settings), now);
+                let (counted, mark) = match outcome {
                     Outcome::Duplicate => {
                         metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
-                        None
+                        (None, None)
                     }
-                    Outcome::Counted {
-                        key,
-                        category,
-                        late,
-                        overflowed,
-                    } => {
-                        count_response(view, key, response.channel, category);
-                        if late {
-                            metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
-                        }
-                        if overflowed {
-                            metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
-                        }
+                    Outcome::Stale => {
+                        metrics::counter!(m::REVISIONS_STALE_TOTAL).increment(1);
+                        (None, None)
+                    }
+                    Outcome::RevisionAfterHorizon => {
+                        break 'engine Err(Rejection::RevisionAfterHorizon);
+                    }
+                    Outcome::Counted(counted, mark) => {
+                        count_response(view, counted.key, response.channel, counted.category);
                         let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
                         metrics::histogram!(m::END_TO_END_DELAY).record(delay);
-                        if settings.alerts.should_alert(&response) {
-                            let stats_now = c.engine.segment_stats(key, now);
-                            let specs = c.engine.layout().specs();
-                            let windows: Vec<_> = specs.iter().zip(stats_now).collect();
-                            let alert =
-                                alerts::build(&response, &windows, late, now, &settings.alerts);
-                            Some((alert, key))
-                        } else {
-                            None
+                        (Some(counted), mark)
+                    }
+                    // `nps_responses_total` counts a response once, as its
+                    // first version came (a counter cannot move); the
+                    // windows follow its revisions.
+                    Outcome::Revised {
+                        counted,
+                        effects,
+                        alert,
+                        ..
+                    } => {
+                        for effect in effects.names() {
+                            metrics::counter!(m::REVISIONS_TOTAL, "effect" => effect).increment(1);
                         }
+                        (Some(counted), alert)
+                    }
+                };
+                if let Some(k) = counted {
+                    if k.late {
+                        metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
+                    }
+                    if k.overflowed {
+                        metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
                     }
                 }
+                Ok(match (counted, mark) {
+                    (Some(k), Some(mark)) => {
+                        let stats_now = c.engine.segment_stats(k.key, now);
+                        let specs = c.engine.layout().specs();
+                        let windows: Vec<_> = specs.iter().zip(stats_now).collect();
+                        let mut alert =
+                            alerts::build(&response, &windows, k.late, now, &settings.alerts);
+                        alert.revision = mark.revision;
+                        alert.withdrawn = mark.withdrawn;
+                        if mark.withdrawn {
+                            alert.priority_reasons = vec!["withdrawn".into()];
+                        }
+                        Some((alert, k.key))
+                    }
+                    _ => None,
+                })
             };
             match alert {
-                None => None,
-                Some((alert, key)) => {
+                Err(rejection) => {
+                    stats.rejected += 1;
+                    Some(dead_letter(msg, &rejection, settings, out, now).await)
+                }
+                Ok(None) => None,
+                Ok(Some((alert, key))) => {
                     let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
                     let headers = OwnedHeaders::new()
                         .insert(Header {

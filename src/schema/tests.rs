@@ -20,6 +20,7 @@ fn good() -> SurveyResponse {
         customer_value: Some(1200.5),
         survey_id: "s-1".into(),
         attributes: [("store".to_string(), "42".to_string())].into(),
+        updated_at: None,
     }
 }
 

@@ -162,6 +162,15 @@ impl WindowLayout {
             .any(|w| self.bucket(w, t) > self.bucket(w, now) - i64::from(self.specs[w].buckets))
     }
 
+    /// The greatest common divisor of the bucket widths, ms: event times
+    /// within one grain fall in the same bucket of every window.
+    pub fn grain_ms(&self) -> i64 {
+        fn gcd(a: i64, b: i64) -> i64 {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        self.specs.iter().fold(0, |g, s| gcd(s.bucket_ms, g)).max(1)
+    }
+
     /// Same as `in_any_window`, with `now`'s bucket numbers precomputed.
     pub(crate) fn in_any_window_at(&self, t: i64, now: &NowIndex) -> bool {
         (0..self.len()).any(|w| self.bucket(w, t) > now.oldest_excluded[w])
@@ -528,6 +537,62 @@ impl Segment {
             placed = true;
         }
         placed
+    }
+
+    /// Takes one response at event time `t` back out of every window that
+    /// still holds it at `now`: what `insert` put there with the same
+    /// arguments. A bucket left with no response goes out of use. Returns
+    /// whether any window held it.
+    pub(crate) fn remove(
+        &mut self,
+        layout: &WindowLayout,
+        t: i64,
+        now: &NowIndex,
+        category: Category,
+        weight: f64,
+    ) -> bool {
+        if self.latest_ms == NO_EVENT || t > self.latest_ms {
+            return false;
+        }
+        let weight_net = weight * category.sign();
+        let mut taken = false;
+        for w in 0..layout.len() {
+            let idx = layout.bucket(w, t);
+            let head = layout.bucket(w, self.latest_ms);
+            if idx <= now.oldest_excluded[w] || idx <= head - i64::from(layout.specs[w].buckets) {
+                continue;
+            }
+            let slot = layout.ring_slot(w, idx);
+            let Some(b) = self.bucket(layout, w, slot) else {
+                continue;
+            };
+            let c = match category {
+                Category::Promoter => &mut b.promoters,
+                Category::Passive => &mut b.passives,
+                Category::Detractor => &mut b.detractors,
+            };
+            if *c == 0 {
+                continue;
+            }
+            *c -= 1;
+            let empty = b.is_empty();
+            if idx != head {
+                b.weight_net -= weight_net as f32;
+                b.weight_total -= weight as f32;
+            }
+            if empty {
+                self.clear_slot(layout, w, slot);
+            }
+            if idx == head {
+                if empty {
+                    self.set_open(layout, w, [0.0; 2]);
+                } else {
+                    self.add_open(layout, w, -weight_net, -weight);
+                }
+            }
+            taken = true;
+        }
+        taken
     }
 
     /// Adds what window `w` holds at `now` into `out`.
