@@ -11,7 +11,7 @@
 //! them with the machine they ran on.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
+use nps_stream::engine::{Engine, EngineConfig, Observation};
 use nps_stream::pb::SurveyResponse;
 use nps_stream::schema::{CHANNELS, Limits, decode_and_validate, timestamp_from_ms};
 use prost::Message;
@@ -76,6 +76,7 @@ fn payload(e: &Event, rng: &mut Rng) -> Vec<u8> {
         customer_value: (e.weight != 1.0).then_some(e.weight),
         survey_id: "nps-2025-q4".into(),
         attributes: Default::default(),
+        updated_at: None,
     }
     .encode_to_vec()
 }

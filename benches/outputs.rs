@@ -65,6 +65,7 @@ fn bench(c: &mut Criterion) {
         customer_value: Some(12_500.0),
         survey_id: "nps-2025-q4".into(),
         attributes: Default::default(),
+        updated_at: None,
     }
     .encode_to_vec();
     let valid = decode_and_validate(Some(&detractor), [], T0, &Limits::default()).unwrap();

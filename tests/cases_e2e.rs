@@ -124,6 +124,7 @@ fn response(case: &Case, now: i64) -> SurveyResponse {
         customer_value: value,
         survey_id: "nps-q4".into(),
         attributes: Default::default(),
+        updated_at: None,
     }
 }
 

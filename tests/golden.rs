@@ -13,7 +13,7 @@
 //!   margin 49.829; weighted (7−18)/27 = −40.741.
 //! - 30d: + a 9 at 20 days, no value (weight 1) → P7 Pa2 D5, NPS 2/14 = 14.286;
 //!   margin 47.917; weighted (8−18)/28 = −35.714.
-//! - A 0 at 40 days is late: in no window. A repeat of a-0 is a duplicate.
+//! - A 0 at 40 days is late: in no window. A repeat of a-0 (the same content, redelivered) is a duplicate.
 //!
 //! Seguro Auto × Sur: 8, 8, 7 in the last hour → all passives: NPS 0,
 //! margin 0, weighted 0 (weights 100, 250.5, 0).
@@ -44,8 +44,9 @@ fn golden_dataset_gives_hand_checked_figures() {
         match decode_and_validate(Some(&bytes), [], NOW_MS, &limits) {
             Ok(v) => match engine.record(0, &v.observation(), NOW_MS) {
                 Outcome::Duplicate => dups += 1,
-                Outcome::Counted { late: true, .. } => late += 1,
-                Outcome::Counted { .. } => {}
+                Outcome::Counted(c, _) if c.late => late += 1,
+                Outcome::Counted(..) => {}
+                other => panic!("{other:?} in the golden data: {line}"),
             },
             Err(r) => refused.push(r.reason()),
         }

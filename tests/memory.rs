@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use nps_stream::engine::{Category, Engine, EngineConfig, Observation};
+use nps_stream::engine::{Engine, EngineConfig, Observation};
 
 struct Counting;
 
@@ -117,14 +117,14 @@ fn a_key_with_a_few_answers_per_partition_takes_what_its_buckets_hold() {
         let age = (x >> 33) as i64 % (29 * 24 * HOUR);
         e.record(
             (x >> 20) as i32 & 3,
-            &Observation {
-                response_id: &i.to_string(),
-                product: &format!("producto-{:03}", k / 20),
-                region: &format!("region-{:02}", k % 20),
-                category: Category::of_score((x >> 40) as u32 % 11),
-                responded_at_ms: T0 - age,
-                weight: 1.0,
-            },
+            &Observation::new(
+                &i.to_string(),
+                &format!("producto-{:03}", k / 20),
+                &format!("region-{:02}", k % 20),
+                (x >> 40) as u32 % 11,
+                T0 - age,
+                1.0,
+            ),
             T0,
         );
     }

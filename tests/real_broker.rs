@@ -94,6 +94,7 @@ fn generate(
                 customer_value: (rng.below(3) > 0).then(|| rng.below(100_000) as f64 / 100.0),
                 survey_id: "nps-q4".into(),
                 attributes: Default::default(),
+                updated_at: None,
             };
             (msg, age)
         })

@@ -81,6 +81,7 @@ fn dataset(n: usize, now: i64, prefix: &str) -> Vec<(SurveyResponse, i64)> {
                 },
                 survey_id: "s-1".into(),
                 attributes: Default::default(),
+                updated_at: None,
             };
             (msg, age)
         })

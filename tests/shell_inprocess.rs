@@ -60,6 +60,7 @@ fn answers(n: usize, prefix: &str) -> Vec<SurveyResponse> {
             customer_value: None,
             survey_id: "s".into(),
             attributes: Default::default(),
+            updated_at: None,
         })
         .collect()
 }

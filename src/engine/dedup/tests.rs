@@ -43,8 +43,8 @@ fn a_version_round_trips_through_its_20_odd_bytes() {
         comment: 0x1234,
         score: 3,
         updated_ms: Some(1_763_800_000_123),
-        // Kept to the grain (a minute here).
-        t_ms: 1_763_700_000_000 - 1_763_700_000_000 % 60_000,
+        // Kept to the grain (a minute here): a whole minute.
+        t_ms: 1_763_700_000_000,
         key: KeyId(MAX_KEY),
         weight: 1234.5,
         alerts: 7,
