@@ -400,8 +400,70 @@ impl<O> Tracker<O> {
         Applied::Waiting
     }
 
+    /// The response behind an alert was revised out of alerting (issue
+    /// 18): its case closes as `withdrawn` at `at` (or its last state's
+    /// time, if later), with no contact and no more escalations. None when
+    /// the tracker holds no open case for it.
+    pub fn withdraw(&mut self, alert: AlertKey, at: i64) -> Option<Applied> {
+        let slot = self.cases.find(alert)?;
+        let case = self.cases.at(slot);
+        if !case.open() {
+            return None;
+        }
+        // No escalation for it any more; no longer overdue.
+        self.due.remove(case.due_at(&self.config, 1), alert);
+        self.due.remove(case.due_at(&self.config, 2), alert);
+        if case.overdue {
+            self.count(&case).overdue -= 1;
+            self.cases.set(
+                slot,
+                Case {
+                    overdue: false,
+                    ..case
+                },
+            );
+        }
+        let event = EventIn {
+            alert,
+            state: CaseState::Resolved,
+            occurred_at_ms: at.max(case.state_at),
+            outcome: CaseOutcome::Unspecified,
+        };
+        Some(self.apply_as(slot, &event, true))
+    }
+
+    /// A withdrawn alert's response became a detractor again: its case,
+    /// closed as withdrawn, opens again at `at`, its due checks back where
+    /// no contact has stopped them. None when there is no such case.
+    pub fn reinstate(&mut self, alert: AlertKey, at: i64) -> Option<Applied> {
+        let slot = self.cases.find(alert)?;
+        let case = self.cases.at(slot);
+        if case.open() || case.contacted() {
+            return None;
+        }
+        for level in 1..=2u8 {
+            if case.escalated & (1 << (level - 1)) == 0 {
+                self.due
+                    .insert(case.due_at(&self.config, i64::from(level)), alert);
+                break;
+            }
+        }
+        let event = EventIn {
+            alert,
+            state: CaseState::Reopened,
+            occurred_at_ms: at.max(case.state_at),
+            outcome: CaseOutcome::Unspecified,
+        };
+        Some(self.apply(slot, &event))
+    }
+
     /// Applies an event to the case in `slot` (from `cases.find`).
     fn apply(&mut self, slot: u32, event: &EventIn) -> Applied {
+        self.apply_as(slot, event, false)
+    }
+
+    /// `apply`; `withdrawn` closes the case as withdrawn, without contact.
+    fn apply_as(&mut self, slot: u32, event: &EventIn, withdrawn: bool) -> Applied {
         let mut case = self.cases.at(slot);
         if event.occurred_at_ms < case.state_at || event.state == CaseState::Unspecified {
             return Applied::Stale;
@@ -410,10 +472,11 @@ impl<O> Tracker<O> {
         let was_open = case.open();
         let mut first_contact = None;
         let mut closed = None;
-        let contact = matches!(
-            event.state,
-            CaseState::Contacted | CaseState::Resolved | CaseState::Unreachable
-        );
+        let contact = !withdrawn
+            && matches!(
+                event.state,
+                CaseState::Contacted | CaseState::Resolved | CaseState::Unreachable
+            );
         let mut missed = [None, None];
         if contact && !case.contacted() {
             case.contacted_at = event.occurred_at_ms;
@@ -458,13 +521,21 @@ impl<O> Tracker<O> {
         let now_open = case.open();
         if was_open && !now_open {
             let how = match (event.state, event.outcome) {
+                _ if withdrawn => ClosedAs::Withdrawn,
                 (CaseState::Unreachable, _) => ClosedAs::Unreachable,
                 (_, CaseOutcome::Recovered) => ClosedAs::Recovered,
                 (_, CaseOutcome::NotRecovered) => ClosedAs::NotRecovered,
                 (_, CaseOutcome::Churned) => ClosedAs::Churned,
                 (_, CaseOutcome::Unspecified) => ClosedAs::Unspecified,
             };
-            closed = Some((how, case.contacted_at <= due));
+            // A withdrawn case was never called: its SLA counts as met
+            // when the need went away before the due time.
+            let met = if withdrawn {
+                event.occurred_at_ms <= due
+            } else {
+                case.contacted_at <= due
+            };
+            closed = Some((how, met));
             self.count(&case).open -= 1;
             self.closed
                 .insert((case.forget_at(&self.config), event.alert));

@@ -114,6 +114,45 @@ fn contact_in_time_meets_the_sla_and_stops_escalations() {
 }
 
 #[test]
+fn a_withdrawn_alert_closes_its_case_and_a_detractor_again_reopens_it() {
+    let mut t = Tracker::<()>::new(config());
+    t.open(&alert(1, "c", AlertPriority::High, 0));
+    // Past due: escalated and overdue.
+    assert_eq!(t.due(60).len(), 1);
+    assert_eq!(totals(&t).overdue, 1);
+    // Revised to a 9: closed as withdrawn, not contacted, no level 2.
+    let a = t.withdraw(1, 70);
+    assert!(
+        matches!(
+            a,
+            Some(Applied::Moved {
+                first_contact: None,
+                closed: Some((ClosedAs::Withdrawn, false)),
+                ..
+            })
+        ),
+        "{a:?}"
+    );
+    assert_eq!(totals(&t), Counts::default());
+    assert!(t.due(10_000).is_empty());
+    assert!(t.withdraw(1, 80).is_none(), "already closed");
+    // A detractor again: open, and its level-2 check is back.
+    assert!(t.reinstate(1, 90).is_some());
+    assert_eq!(totals(&t).open, 1);
+    let later: Vec<_> = t.due(10_000).iter().map(|e| e.level).collect();
+    assert_eq!(later, vec![2]);
+    // Withdrawn before its due time: its SLA is not missed.
+    t.open(&alert(2, "d", AlertPriority::High, 20_000));
+    assert!(matches!(
+        t.withdraw(2, 20_010),
+        Some(Applied::Moved {
+            closed: Some((ClosedAs::Withdrawn, true)),
+            ..
+        })
+    ));
+}
+
+#[test]
 fn late_contact_after_the_escalation_closes_overdue() {
     let mut t = Tracker::<()>::new(config());
     t.open(&alert(1, "c", AlertPriority::High, 0));

@@ -69,6 +69,8 @@ pub enum ClosedAs {
     Churned,
     Unreachable,
     Unspecified,
+    /// The response was revised out of alerting (issue 18).
+    Withdrawn,
 }
 
 impl ClosedAs {
@@ -79,6 +81,7 @@ impl ClosedAs {
             ClosedAs::Churned => "churned",
             ClosedAs::Unreachable => "unreachable",
             ClosedAs::Unspecified => "unspecified",
+            ClosedAs::Withdrawn => "withdrawn",
         }
     }
 }

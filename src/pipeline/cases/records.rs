@@ -153,6 +153,27 @@ impl Shell {
                 return None;
             }
         };
+        // A revision of the response behind a case (issue 18): withdrawn,
+        // it closes the case; a detractor again, it opens it again.
+        let (withdrawn, revision) = alert
+            .as_ref()
+            .map_or((false, 0), |a| (a.withdrawn, a.revision));
+        if withdrawn || revision > 0 {
+            let applied = {
+                let mut c = lock(&self.core);
+                if withdrawn {
+                    c.tracker.withdraw(input.alert, input.emitted_at_ms)
+                } else {
+                    c.tracker.reinstate(input.alert, input.emitted_at_ms)
+                }
+            };
+            if withdrawn || applied.is_some() {
+                if live && let Some(a) = &applied {
+                    self.count_applied(a);
+                }
+                return None;
+            }
+        }
         let opened = lock(&self.core).tracker.open(&input);
         let Opened::New { repeat, applied } = opened else {
             return None;
