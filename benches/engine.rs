@@ -173,6 +173,40 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    // The same with one record in ten a revision (issue 18): a response of
+    // the batch before, its score changed and updated_at set, as survey
+    // tools send a comment or a changed answer after the first version.
+    let mut previous: Vec<Event> = events(&mut rng, next_id, BATCH, T0);
+    next_id += BATCH as u64;
+    g.bench_function("decode_validate_aggregate_10pct_revisions", |b| {
+        b.iter_batched(
+            || {
+                let fresh = events(&mut rng, next_id, BATCH - BATCH / 10, T0);
+                next_id += fresh.len() as u64;
+                let mut payloads: Vec<Vec<u8>> =
+                    fresh.iter().map(|e| payload(e, &mut rng)).collect();
+                for (i, e) in previous.iter().step_by(10).enumerate() {
+                    let mut m =
+                        SurveyResponse::decode(payload(e, &mut rng).as_slice()).unwrap_or_default();
+                    m.score = Some((e.score + 3) % 11);
+                    m.updated_at = Some(timestamp_from_ms(T0));
+                    payloads.insert((i * 10).min(payloads.len()), m.encode_to_vec());
+                }
+                previous = fresh;
+                payloads
+            },
+            |batch| {
+                for bytes in &batch {
+                    if let Ok(v) = decode_and_validate(Some(bytes), [], T0, &limits) {
+                        black_box(engine.record(0, &v.observation(), T0));
+                    }
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

@@ -980,3 +980,118 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     assert!(!logs.contains("state topic unreadable"), "{logs}");
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }
+
+/// Issue 18 on a real broker, written by the independent client: first
+/// versions, revisions (another score and a comment, `updated_at` set),
+/// stale versions (an older `updated_at` arriving after the revision) and
+/// exact redeliveries, each keyed by its response_id. Prometheus's windows
+/// equal the latest version of each response; the alerts topic holds, per
+/// response, exactly the alert revisions the rules give, the last one
+/// carrying the latest comment.
+#[test]
+fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revision() {
+    let Some(python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 2);
+    let brokers = tansu.brokers();
+    let now = now_ms();
+    let first = generate(2_000, 4, 2, 0x18, now);
+    let mut records: Vec<RawRecord> = Vec::new();
+    let mut latest: Vec<(SurveyResponse, i64)> = Vec::new();
+    // Per response, the (revision, withdrawn) of each alert expected.
+    let mut expected: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
+    let raw = |m: &SurveyResponse| -> RawRecord {
+        (Some(m.response_id.clone()), Some(m.encode_to_vec()), vec![])
+    };
+    for (i, (m, age)) in first.iter().enumerate() {
+        let mut alerts = Vec::new();
+        let mut live = false;
+        // The model of README's rules: an alert for every version that
+        // alerts, a withdrawing one when a live alert's response stops.
+        let version = |v: &SurveyResponse, alerts: &mut Vec<(u32, bool)>, live: &mut bool| {
+            let alerting = v.score.unwrap() <= 6;
+            if alerting || *live {
+                alerts.push((alerts.len() as u32, !alerting));
+            }
+            *live = alerting;
+        };
+        records.push(raw(m));
+        version(m, &mut alerts, &mut live);
+        let mut last = m.clone();
+        if i % 5 == 0 {
+            let mut r = m.clone();
+            r.score = Some((m.score.unwrap() + 5) % 11);
+            r.comment = format!("revisado {i}");
+            r.updated_at = Some(ts(now - 60_000));
+            records.push(raw(&r));
+            version(&r, &mut alerts, &mut live);
+            last = r.clone();
+            if i % 10 == 0 {
+                // Made before the revision, arriving after it: stale.
+                let mut s = m.clone();
+                s.score = Some((m.score.unwrap() + 2) % 11);
+                s.updated_at = Some(ts(now - 120_000));
+                records.push(raw(&s));
+            }
+        }
+        if i % 20 == 1 {
+            records.push(raw(m));
+        }
+        if !alerts.is_empty() {
+            expected.insert(m.response_id.clone(), alerts);
+        }
+        latest.push((last, *age));
+    }
+    py_produce(&python, &brokers, INPUT, &records);
+
+    let mut svc = Service::run(&brokers, "g-revisions", &["--cases", "off"], "revisions");
+    let prom = Prometheus::start(&[&svc.metrics_addr]);
+    let total = records.len() as f64;
+    svc.wait_for("every version consumed", Duration::from_secs(180), |m| {
+        consumed(m) == total
+    });
+    let logs = || svc.logs();
+    wait_prom(
+        &prom,
+        r#"sum(nps_window_responses{window="30d"})"#,
+        2_000.0,
+        Duration::from_secs(60),
+        &logs,
+    );
+    let got = series_map(prom.query("nps_window_responses"), true);
+    assert_eq!(got, truth(&latest), "windows are not the latest versions");
+    let m = svc.metrics().unwrap();
+    assert_eq!(m.get("nps_revisions_stale_total", &[]), Some(200.0));
+    assert_eq!(m.get("nps_duplicates_total", &[]), Some(100.0));
+    assert_eq!(
+        m.get("nps_revisions_total", &[("effect", "score")]),
+        Some(400.0)
+    );
+
+    let want: usize = expected.values().map(Vec::len).sum();
+    let alerts = py_read(&python, &brokers, ALERTS, want, 60);
+    let mut got: BTreeMap<String, Vec<(u32, bool, String)>> = BTreeMap::new();
+    for a in &alerts {
+        let bytes = b64decode(a["value_b64"].as_str().unwrap());
+        let alert = nps_stream::pb::DetractorAlert::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            alert.alert_id,
+            nps_stream::alerts::alert_id(&alert.response_id)
+        );
+        got.entry(alert.response_id.clone()).or_default().push((
+            alert.revision,
+            alert.withdrawn,
+            alert.comment,
+        ));
+    }
+    assert_eq!(alerts.len(), want, "alert records");
+    for (id, marks) in &expected {
+        let sent = &got[id];
+        let revisions: Vec<(u32, bool)> = sent.iter().map(|(r, w, _)| (*r, *w)).collect();
+        assert_eq!(&revisions, marks, "{id}");
+        // The last alert carries the latest version's comment.
+        let last = &latest.iter().find(|(m, _)| &m.response_id == id).unwrap().0;
+        assert_eq!(sent.last().unwrap().2, last.comment, "{id}");
+    }
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
