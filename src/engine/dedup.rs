@@ -164,6 +164,8 @@ pub(crate) struct Dedup {
     first: u64,
     /// Entries of the first chunk already gone.
     gone: usize,
+    /// Sequence number the next entry gets.
+    end: u64,
     index: HashTable<u32>,
     /// Ids forgotten before their horizon because `max_ids` was reached.
     pub(crate) evicted_early: u64,
@@ -287,6 +289,7 @@ impl Dedup {
                     seen: u32::MAX,
                     ..Entry::default()
                 };
+                self.end += (CHUNK - last.entries.len()) as u64;
                 last.entries.resize(CHUNK, pad);
             }
             self.chunks.push_back(Chunk {
@@ -294,10 +297,11 @@ impl Dedup {
                 entries: Vec::with_capacity(CHUNK),
             });
         }
-        let seq = self.end();
+        let seq = self.end;
         let Some(last) = self.chunks.back_mut() else {
             return;
         };
+        self.end += 1;
         let base = last.base;
         last.entries.push(Entry::new(id, seen, base, self.grain, v));
         let chunks = &self.chunks;
