@@ -357,7 +357,7 @@ pub async fn run(
             }
         }
     };
-    let reader = Arc::new(readback::Reader::new(&settings)?);
+    let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
     let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core {
         tracker: Tracker::new(settings.cases.tracker()),
@@ -395,10 +395,12 @@ pub async fn run(
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_tick.reset();
     let stop = shutdown.clone();
+    let cut_off = consumer.context().cut_off.clone();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
+            _ = cut_off.notified() => shell.pause(&consumer),
             _ = ack_tick.tick() => lock(&shell.core).drain(&shell.producer),
             _ = snapshot_tick.tick() => shell.snapshots(),
             _ = second.tick() => shell.tick(&consumer, &stop).await,
