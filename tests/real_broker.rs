@@ -979,3 +979,67 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     assert!(!logs.contains("state topic unreadable"), "{logs}");
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }
+
+/// A partition restored from a snapshot whose offset falls inside a record
+/// batch: Tansu 0.6 answers a fetch from inside a batch with the batch
+/// after it, and from inside the log's last batch with nothing at all, so
+/// a consumer starting at the snapshot's offset would never count the rest
+/// of that batch. The snapshot here holds the first half of a one-batch
+/// log (written with the engine, as the service writes it); the service
+/// must count the second half, exactly once, and nothing of the first.
+#[test]
+fn a_snapshot_inside_a_record_batch_loses_nothing_after_it() {
+    use nps_stream::engine::{Engine, EngineConfig};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(_python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 1);
+    let group = "g-mid-batch";
+    let state_topic = format!("{group}-state");
+    tansu.create_topic(&state_topic, 1);
+    let brokers = tansu.brokers();
+    let now = now_ms();
+    let data = generate(1_000, 3, 2, 0x5b, now);
+    // One `send`: the thousand records go in one batch (well under the
+    // producer's batch size).
+    let file = write_jsonl(&data);
+    send_file(&brokers, &file);
+    let _ = std::fs::remove_file(&file);
+    // The state of the first 500, as an owner that stopped there wrote it.
+    let mut engine = Engine::new(&EngineConfig::default()).unwrap();
+    let limits = nps_stream::schema::Limits::default();
+    for (m, _) in &data[..500] {
+        let valid = nps_stream::schema::validate(m.clone(), now, &limits).unwrap();
+        engine.record(0, &valid.observation(), now);
+    }
+    let record = engine.partition_state_record(0, INPUT, 500);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let key = format!("{INPUT}/0");
+    producer
+        .send(BaseRecord::to(&state_topic).key(&key).payload(&record))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let mut svc = Service::run(&brokers, group, &["--cases", "off"], "mid-batch");
+    let want = truth(&data);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while summed_windows(&[&svc]) != want {
+        assert!(
+            Instant::now() < deadline,
+            "windows are not all 1,000 answers (the rest of the snapshot's batch was skipped?):\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Only the second half was read into the engine: the first half was
+    // the snapshot's.
+    svc.wait_for("the second half consumed", Duration::from_secs(30), |m| {
+        consumed(m) == 500.0
+    });
+    assert!(svc.logs().contains("from=\"snapshot\""), "{}", svc.logs());
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
