@@ -592,6 +592,20 @@ fn summed_windows(instances: &[&Service]) -> BTreeMap<(String, String, String, S
     out
 }
 
+/// Waits until one instance's windows equal `want`, series by series.
+fn wait_windows(
+    svc: &Service,
+    want: &BTreeMap<(String, String, String, String), f64>,
+    timeout: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + timeout;
+    while summed_windows(&[svc]) != *want {
+        assert!(Instant::now() < deadline, "{what}:\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A quiet point: every instance ready, all partitions assigned, and the
 /// sum over instances equal to the truth, series by series.
 fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str) {
@@ -936,16 +950,12 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     assert_eq!(consumed(&svc.metrics().unwrap()), 3_000.0);
     // The partitions' state went with them (the state topic too): the
     // windows now hold exactly the second batch, series by series.
-    let want = truth(&second);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while summed_windows(&[&svc]) != want {
-        assert!(
-            Instant::now() < deadline,
-            "windows after the outage are not the second batch:\n{}",
-            svc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_windows(
+        &svc,
+        &truth(&second),
+        Duration::from_secs(30),
+        "windows after the outage are not the second batch",
+    );
     // Every detractor of the second batch has its alert on the new
     // broker's alerts topic, read by the independent client.
     let detractors: BTreeSet<String> = second
@@ -1025,16 +1035,12 @@ fn a_snapshot_inside_a_record_batch_loses_nothing_after_it() {
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let mut svc = Service::run(&brokers, group, &["--cases", "off"], "mid-batch");
-    let want = truth(&data);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while summed_windows(&[&svc]) != want {
-        assert!(
-            Instant::now() < deadline,
-            "windows are not all 1,000 answers (the rest of the snapshot's batch was skipped?):\n{}",
-            svc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_windows(
+        &svc,
+        &truth(&data),
+        Duration::from_secs(60),
+        "windows are not all 1,000 answers (the rest of the snapshot's batch was skipped?)",
+    );
     // Only the second half was read into the engine: the first half was
     // the snapshot's.
     svc.wait_for("the second half consumed", Duration::from_secs(30), |m| {
