@@ -136,7 +136,7 @@ struct Realign {
 
 /// How far before a snapshot's offset fetching starts at first; each
 /// retry goes eight times further.
-const REALIGN_BACK: i64 = 1_000;
+pub(crate) const REALIGN_BACK: i64 = 1_000;
 
 /// A partition being rebuilt: records before `until` (the committed
 /// offset) were fully processed by a previous owner, so they go into the

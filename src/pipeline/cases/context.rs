@@ -193,8 +193,21 @@ impl CasesCtx {
                 if high > from {
                     c.catching_up.insert((src, p), high);
                 }
+                // From a snapshot: fetching starts a little before it and
+                // skips what it holds (Tansu 0.6 answers a fetch from inside
+                // a batch with the next one: docs/operations.md).
+                let fetch_from = match &snapshot {
+                    Some(_) if from > low => {
+                        c.realign.insert((src, p), from);
+                        from.saturating_sub(crate::pipeline::REALIGN_BACK).max(low)
+                    }
+                    _ => {
+                        c.realign.remove(&(src, p));
+                        from
+                    }
+                };
                 if let Some(mut e) = tpl.find_partition(&topic, p) {
-                    let _ = e.set_offset(Offset::Offset(from));
+                    let _ = e.set_offset(Offset::Offset(fetch_from));
                 }
             }
             c.assigned.insert(p);

@@ -128,6 +128,9 @@ struct Core {
     writes: Vec<(i32, DeliveryFuture)>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
+    /// Partitions restored from a snapshot, fetching from before it:
+    /// records before the offset here are in the snapshot (skipped).
+    realign: BTreeMap<(Src, i32), i64>,
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -208,6 +211,7 @@ impl Core {
                 self.next.remove(&(src, *p));
                 self.replay_until.remove(&(src, *p));
                 self.catching_up.remove(&(src, *p));
+                self.realign.remove(&(src, *p));
             }
         }
         self.unread
@@ -370,6 +374,7 @@ pub async fn run(
         unread: Vec::new(),
         writes: Vec::new(),
         stopped: false,
+        realign: BTreeMap::new(),
     }));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {

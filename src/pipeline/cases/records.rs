@@ -95,7 +95,25 @@ impl Shell {
         } else {
             Src::Events
         };
-        let live = lock(&self.core).live(src, p, off);
+        let live = {
+            let mut c = lock(&self.core);
+            if let Some(&want) = c.realign.get(&(src, p)) {
+                if off < want {
+                    // In the snapshot already.
+                    return;
+                }
+                c.realign.remove(&(src, p));
+                if off > want {
+                    tracing::warn!(
+                        partition = p,
+                        snapshot = want,
+                        first = off,
+                        "case tracker: records between the snapshot and the first one fetched were not returned by the broker"
+                    );
+                }
+            }
+            c.live(src, p, off)
+        };
         let out = match src {
             Src::Alerts => self.alert(msg, p, off, live),
             Src::Events => self.event(msg, p, live, stop).await,
