@@ -593,6 +593,20 @@ fn summed_windows(instances: &[&Service]) -> BTreeMap<(String, String, String, S
     out
 }
 
+/// Waits until one instance's windows equal `want`, series by series.
+fn wait_windows(
+    svc: &Service,
+    want: &BTreeMap<(String, String, String, String), f64>,
+    timeout: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + timeout;
+    while summed_windows(&[svc]) != *want {
+        assert!(Instant::now() < deadline, "{what}:\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A quiet point: every instance ready, all partitions assigned, and the
 /// sum over instances equal to the truth, series by series.
 fn wait_quiet(instances: &[&Service], data: &[(SurveyResponse, i64)], what: &str) {
@@ -937,16 +951,12 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     assert_eq!(consumed(&svc.metrics().unwrap()), 3_000.0);
     // The partitions' state went with them (the state topic too): the
     // windows now hold exactly the second batch, series by series.
-    let want = truth(&second);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while summed_windows(&[&svc]) != want {
-        assert!(
-            Instant::now() < deadline,
-            "windows after the outage are not the second batch:\n{}",
-            svc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_windows(
+        &svc,
+        &truth(&second),
+        Duration::from_secs(30),
+        "windows after the outage are not the second batch",
+    );
     // Every detractor of the second batch has its alert on the new
     // broker's alerts topic, read by the independent client.
     let detractors: BTreeSet<String> = second
@@ -1093,5 +1103,65 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
         let last = &latest.iter().find(|(m, _)| &m.response_id == id).unwrap().0;
         assert_eq!(sent.last().unwrap().2, last.comment, "{id}");
     }
+    assert!(svc.terminate(Duration::from_secs(60)).success());
+}
+
+/// A partition restored from a snapshot whose offset falls inside a record
+/// batch: Tansu 0.6 answers a fetch from inside a batch with the batch
+/// after it, and from inside the log's last batch with nothing at all, so
+/// a consumer starting at the snapshot's offset would never count the rest
+/// of that batch. The snapshot here holds the first half of a one-batch
+/// log (written with the engine, as the service writes it); the service
+/// must count the second half, exactly once, and nothing of the first.
+#[test]
+fn a_snapshot_inside_a_record_batch_loses_nothing_after_it() {
+    use nps_stream::engine::{Engine, EngineConfig};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(_python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 1);
+    let group = "g-mid-batch";
+    let state_topic = format!("{group}-state");
+    tansu.create_topic(&state_topic, 1);
+    let brokers = tansu.brokers();
+    let now = now_ms();
+    let data = generate(1_000, 3, 2, 0x5b, now);
+    // One `send`: the thousand records go in one batch (well under the
+    // producer's batch size).
+    let file = write_jsonl(&data);
+    send_file(&brokers, &file);
+    let _ = std::fs::remove_file(&file);
+    // The state of the first 500, as an owner that stopped there wrote it.
+    let mut engine = Engine::new(&EngineConfig::default()).unwrap();
+    let limits = nps_stream::schema::Limits::default();
+    for (m, _) in &data[..500] {
+        let valid = nps_stream::schema::validate(m.clone(), now, &limits).unwrap();
+        engine.record(0, &valid.observation(), now);
+    }
+    let record = engine.partition_state_record(0, INPUT, 500);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let key = format!("{INPUT}/0");
+    producer
+        .send(BaseRecord::to(&state_topic).key(&key).payload(&record))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let mut svc = Service::run(&brokers, group, &["--cases", "off"], "mid-batch");
+    wait_windows(
+        &svc,
+        &truth(&data),
+        Duration::from_secs(60),
+        "windows are not all 1,000 answers (the rest of the snapshot's batch was skipped?)",
+    );
+    // Only the second half was read into the engine: the first half was
+    // the snapshot's.
+    svc.wait_for("the second half consumed", Duration::from_secs(30), |m| {
+        consumed(m) == 500.0
+    });
+    assert!(svc.logs().contains("from=\"snapshot\""), "{}", svc.logs());
     assert!(svc.terminate(Duration::from_secs(60)).success());
 }

@@ -220,16 +220,6 @@ impl Dedup {
         self.first + u64::from(short.wrapping_sub(self.first as u32))
     }
 
-    /// Sequence number the next entry gets.
-    fn end(&self) -> u64 {
-        self.first
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.entries.len() as u64)
-                .sum::<u64>()
-    }
-
     /// The latest version of `id` first seen within the horizon at `now`.
     pub(crate) fn find(&mut self, id: u64, now: i64) -> Option<(Slot, Version)> {
         if self.disabled() {

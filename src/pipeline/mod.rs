@@ -110,7 +110,33 @@ struct Core {
     writes: Vec<(i32, i64, usize, DeliveryFuture)>,
     /// Largest snapshot written (`--snapshot-max-bytes`).
     snapshot_max_bytes: usize,
+    /// Partitions started before their snapshot's offset (see `Realign`).
+    realign: BTreeMap<i32, Realign>,
 }
+
+/// A partition restored from a snapshot starts fetching some records
+/// before the snapshot's offset: Tansu 0.6 answers a fetch from inside a
+/// record batch with the batch after it, which would skip the rest of the
+/// snapshot's batch (Kafka returns the batch holding the offset, and the
+/// client drops what precedes it). Records before `want` are in the
+/// snapshot already: skipped. If the first record is past `want`, the
+/// start was still inside the same batch: it starts further back.
+#[derive(Debug, Clone, Copy)]
+struct Realign {
+    want: i64,
+    from: i64,
+    low: i64,
+    /// A record before `want` came: the position is right.
+    aligned: bool,
+    /// When fetching started at `from`: a start inside the log's last
+    /// batch gets nothing at all from Tansu, which a second of silence
+    /// tells.
+    since: Instant,
+}
+
+/// How far before a snapshot's offset fetching starts at first; each
+/// retry goes eight times further.
+pub(crate) const REALIGN_BACK: i64 = 1_000;
 
 /// A partition being rebuilt: records before `until` (the committed
 /// offset) were fully processed by a previous owner, so they go into the
@@ -224,6 +250,7 @@ pub async fn run(
         round: false,
         writes: Vec::new(),
         snapshot_max_bytes: settings.snapshot_max_bytes,
+        realign: BTreeMap::new(),
     }));
     let handler = Arc::new(Rebalancer {
         core: core.clone(),
@@ -284,7 +311,7 @@ pub async fn run(
             _ = refresh.tick() => pipeline.refresh(&mut consumer),
             Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
             msg = consumer.recv(), if pending_room(&pipeline.core) => match msg {
-                Ok(msg) => pipeline.record(&msg, &stop).await,
+                Ok(msg) => pipeline.record(&msg, &consumer, &stop).await,
                 // Client-level errors (brokers down, ...) also reach the
                 // context's error callback, which logs and counts them.
                 Err(e) => tracing::debug!(error = %e, "consume error"),
@@ -367,6 +394,7 @@ impl Pipeline {
     /// `consumer`), resets, restores caught up, the periodic commit, the
     /// view.
     fn refresh(&mut self, consumer: &mut Arc<StreamConsumer<ConsumerCtx>>) {
+        self.realign_silent(consumer);
         let s = &self.settings;
         if self
             .guard
@@ -392,13 +420,104 @@ impl Pipeline {
         self.publish();
     }
 
+    /// False for a record the partition's snapshot already holds (and
+    /// for the first record after a start still inside the snapshot's
+    /// batch, which sends fetching further back): see `Realign`.
+    fn realigned(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        consumer: &StreamConsumer<ConsumerCtx>,
+    ) -> bool {
+        let (p, at) = (msg.partition(), msg.offset());
+        let seek = {
+            let mut c = lock(&self.core);
+            let Some(r) = c.realign.get_mut(&p) else {
+                return true;
+            };
+            if at < r.want {
+                r.aligned = true;
+                return false;
+            }
+            let r = *r;
+            c.realign.remove(&p);
+            if at == r.want || r.aligned || r.from <= r.low {
+                if at > r.want {
+                    tracing::warn!(
+                        partition = p,
+                        snapshot = r.want,
+                        first = at,
+                        "records between the snapshot and the first one fetched were not returned by the broker"
+                    );
+                }
+                return true;
+            }
+            c.realign.insert(p, r);
+            r
+        };
+        self.further_back(consumer, p, seek);
+        false
+    }
+
+    /// Starts partition `p` eight times further before its snapshot.
+    fn further_back(&self, consumer: &StreamConsumer<ConsumerCtx>, p: i32, r: Realign) {
+        let from = r
+            .want
+            .saturating_sub((r.want - r.from).saturating_mul(8))
+            .max(r.low);
+        tracing::debug!(
+            partition = p,
+            from,
+            "start was inside the snapshot's batch: further back"
+        );
+        lock(&self.core).realign.insert(
+            p,
+            Realign {
+                from,
+                since: Instant::now(),
+                ..r
+            },
+        );
+        let topic = self.settings.input_topic.clone();
+        let done = tokio::task::block_in_place(|| {
+            consumer.seek(&topic, p, Offset::Offset(from), Duration::from_secs(5))
+        });
+        if let Err(e) = done {
+            tracing::warn!(partition = p, error = %e, "seek failed");
+            lock(&self.core).realign.remove(&p);
+        }
+    }
+
+    /// Partitions that got nothing for a second since their start before
+    /// the snapshot: further back (see `Realign::since`).
+    fn realign_silent(&self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let silent: Vec<(i32, Realign)> = lock(&self.core)
+            .realign
+            .iter()
+            .filter(|(_, r)| {
+                !r.aligned && r.from > r.low && r.since.elapsed() > Duration::from_secs(1)
+            })
+            .map(|(p, r)| (*p, *r))
+            .collect();
+        for (p, r) in silent {
+            self.further_back(consumer, p, r);
+        }
+    }
+
     fn commit_answered(&mut self, outcome: CommitOutcome) {
         self.committing = false;
         commit_done(&mut lock(&self.core), outcome);
     }
 
     /// One record: replayed while its partition restores, else handled.
-    async fn record(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
+    async fn record(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        stop: &Shutdown,
+    ) {
+        if !self.realigned(msg, consumer) {
+            return;
+        }
         let s = &self.settings;
         if !replay(msg, s, &*self.clock, &self.core, &self.health) {
             let out = Outbox {

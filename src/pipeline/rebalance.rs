@@ -187,12 +187,37 @@ impl RebalanceHandler for Rebalancer {
                     _ => None,
                 });
             let (start, replay_until, from) = self.restore(consumer, p, c);
-            if !matches!(start, Offset::Invalid) {
-                if let Err(e) = tpl.set_partition_offset(&self.topic, p, start) {
+            // From a snapshot: a little before it (see `Realign`).
+            let realign = match start {
+                Offset::Offset(s) if s > 0 => {
+                    // (The high watermark cannot tell whether `s` is at
+                    // the end: Tansu 0.6 answers the last batch's base
+                    // offset + 1.)
+                    let low = consumer
+                        .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                        .map_or(s, |(low, _)| low);
+                    let from = s.saturating_sub(REALIGN_BACK).max(low);
+                    (from < s).then_some(Realign {
+                        want: s,
+                        from,
+                        low,
+                        aligned: false,
+                        since: Instant::now(),
+                    })
+                }
+                _ => None,
+            };
+            let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from));
+            if !matches!(fetch_from, Offset::Invalid) {
+                if let Err(e) = tpl.set_partition_offset(&self.topic, p, fetch_from) {
                     tracing::error!(partition = p, error = %e, "cannot set the start offset");
                 }
             }
             let mut core = lock(&self.core);
+            match realign {
+                Some(r) => core.realign.insert(p, r),
+                None => core.realign.remove(&p),
+            };
             if let Offset::Offset(s) = start
                 && from == "snapshot"
             {

@@ -13,6 +13,7 @@ impl Core {
             self.next.remove(p);
             self.snapshotted.remove(p);
             self.staged.remove(p);
+            self.realign.remove(p);
             if self.restoring.remove(p).is_some() {
                 health.restoring.fetch_sub(1, Ordering::Relaxed);
             }
@@ -28,6 +29,7 @@ impl Core {
         self.ledger.forget(partition);
         self.next.remove(&partition);
         self.staged.remove(&partition);
+        self.realign.remove(&partition);
         self.restored(partition, health);
     }
 

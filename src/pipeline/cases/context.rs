@@ -22,6 +22,10 @@ use crate::state::StateStore;
 
 pub(super) struct CasesCtx {
     health: Arc<Health>,
+    /// Told when this consumer loses every broker: the loop pauses
+    /// fetching at once rather than at its next tick (a fetch still going
+    /// when a broker comes back without its data crashes librdkafka).
+    pub(super) cut_off: Arc<tokio::sync::Notify>,
     core: Arc<Mutex<Core>>,
     producer: Arc<RenewableProducer>,
     store: Arc<StateStore>,
@@ -30,6 +34,9 @@ pub(super) struct CasesCtx {
 
 impl ClientContext for CasesCtx {
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.cut_off.notify_one();
+        }
         on_client_error(&self.health, Role::Consumer, &error, reason);
     }
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -85,6 +92,7 @@ pub(super) fn subscribe(
     .set("partition.assignment.strategy", "range")
     .create_with_context(CasesCtx {
         health: health.clone(),
+        cut_off: Arc::new(tokio::sync::Notify::new()),
         core: core.clone(),
         producer: producer.clone(),
         store: store.clone(),
@@ -185,8 +193,21 @@ impl CasesCtx {
                 if high > from {
                     c.catching_up.insert((src, p), high);
                 }
+                // From a snapshot: fetching starts a little before it and
+                // skips what it holds (Tansu 0.6 answers a fetch from inside
+                // a batch with the next one: docs/operations.md).
+                let fetch_from = match &snapshot {
+                    Some(_) if from > low => {
+                        c.realign.insert((src, p), from);
+                        from.saturating_sub(crate::pipeline::REALIGN_BACK).max(low)
+                    }
+                    _ => {
+                        c.realign.remove(&(src, p));
+                        from
+                    }
+                };
                 if let Some(mut e) = tpl.find_partition(&topic, p) {
-                    let _ = e.set_offset(Offset::Offset(from));
+                    let _ = e.set_offset(Offset::Offset(fetch_from));
                 }
             }
             c.assigned.insert(p);

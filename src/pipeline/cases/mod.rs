@@ -128,6 +128,9 @@ struct Core {
     writes: Vec<(i32, DeliveryFuture)>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
+    /// Partitions restored from a snapshot, fetching from before it:
+    /// records before the offset here are in the snapshot (skipped).
+    realign: BTreeMap<(Src, i32), i64>,
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -208,6 +211,7 @@ impl Core {
                 self.next.remove(&(src, *p));
                 self.replay_until.remove(&(src, *p));
                 self.catching_up.remove(&(src, *p));
+                self.realign.remove(&(src, *p));
             }
         }
         self.unread
@@ -357,7 +361,7 @@ pub async fn run(
             }
         }
     };
-    let reader = Arc::new(readback::Reader::new(&settings)?);
+    let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
     let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core {
         tracker: Tracker::new(settings.cases.tracker()),
@@ -370,6 +374,7 @@ pub async fn run(
         unread: Vec::new(),
         writes: Vec::new(),
         stopped: false,
+        realign: BTreeMap::new(),
     }));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {
@@ -395,10 +400,12 @@ pub async fn run(
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_tick.reset();
     let stop = shutdown.clone();
+    let cut_off = consumer.context().cut_off.clone();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
+            _ = cut_off.notified() => shell.pause(&consumer),
             _ = ack_tick.tick() => lock(&shell.core).drain(&shell.producer),
             _ = snapshot_tick.tick() => shell.snapshots(),
             _ = second.tick() => shell.tick(&consumer, &stop).await,

@@ -4,6 +4,7 @@
 //! alert id, which a remembered customer does not keep.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cases::escalation::decode_alert;
 use crate::config::Settings;
+use crate::kafka::Health;
 use crate::pb::DetractorAlert;
 
 /// Wanted offsets further apart than this are fetched by seeking rather
@@ -30,15 +32,19 @@ const NOTHING_YET: Duration = Duration::from_millis(500);
 pub(super) struct Reader {
     config: rdkafka::ClientConfig,
     topic: String,
+    /// The main consumer's view of the brokers: a read stops (and drops
+    /// its consumer) as soon as they are out of reach.
+    health: Arc<Health>,
 }
 
 struct Read {
     consumer: BaseConsumer,
     topic: String,
+    health: Arc<Health>,
 }
 
 impl Reader {
-    pub(super) fn new(settings: &Settings) -> crate::error::Result<Reader> {
+    pub(super) fn new(settings: &Settings, health: Arc<Health>) -> crate::error::Result<Reader> {
         let group = format!("{}-cases-reader", settings.group_id);
         let mut config = crate::kafka::client_config(
             &settings.brokers,
@@ -63,6 +69,7 @@ impl Reader {
         Ok(Reader {
             config,
             topic: settings.alerts_topic.clone(),
+            health,
         })
     }
 
@@ -75,10 +82,14 @@ impl Reader {
     ) -> HashMap<(i32, i64), DetractorAlert> {
         let deadline = Instant::now() + timeout;
         let mut found = HashMap::new();
+        if self.health.consumer_brokers_up() == 0 {
+            return found;
+        }
         let read = match self.config.create::<BaseConsumer>() {
             Ok(consumer) => Read {
                 consumer,
                 topic: self.topic.clone(),
+                health: self.health.clone(),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create the alerts reader");
@@ -86,6 +97,9 @@ impl Reader {
             }
         };
         for (p, offsets) in wanted {
+            if self.health.consumer_brokers_up() == 0 {
+                break;
+            }
             let mut offsets = offsets.clone();
             offsets.sort_unstable();
             offsets.dedup();
@@ -126,7 +140,12 @@ impl Read {
             let assigned = Instant::now();
             'fetch: loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                // Brokers out of reach: stop now. A fetch still on its way
+                // when a broker comes back without its data (new topic
+                // ids) gets an answer that crashes librdkafka 2.12.1
+                // (docs/operations.md, Known issues): the consumer must be
+                // gone by then.
+                if left.is_zero() || self.health.consumer_brokers_up() == 0 {
                     return Ok(());
                 }
                 match self.consumer.poll(left.min(Duration::from_millis(100))) {

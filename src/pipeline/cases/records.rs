@@ -95,7 +95,25 @@ impl Shell {
         } else {
             Src::Events
         };
-        let live = lock(&self.core).live(src, p, off);
+        let live = {
+            let mut c = lock(&self.core);
+            if let Some(&want) = c.realign.get(&(src, p)) {
+                if off < want {
+                    // In the snapshot already.
+                    return;
+                }
+                c.realign.remove(&(src, p));
+                if off > want {
+                    tracing::warn!(
+                        partition = p,
+                        snapshot = want,
+                        first = off,
+                        "case tracker: records between the snapshot and the first one fetched were not returned by the broker"
+                    );
+                }
+            }
+            c.live(src, p, off)
+        };
         let out = match src {
             Src::Alerts => self.alert(msg, p, off, live),
             Src::Events => self.event(msg, p, live, stop).await,
@@ -196,7 +214,9 @@ impl Shell {
                 .increment(1);
             c.unread.push(Unread::new(esc, Some(slot.clone())));
         }
-        self.start_readback();
+        // Read back at the next tick, which holds reads while the brokers
+        // are unreachable (a fetch then, by a topic id the brokers lost,
+        // crashes librdkafka on Tansu's answer: docs/operations.md).
         Some(Out::Held(slot))
     }
 
@@ -417,35 +437,39 @@ impl Shell {
         self.publish();
     }
 
-    /// Pauses fetching while the main consumer sees no broker, and resumes
-    /// once a broker lists the alerts topic again (docs/operations.md,
-    /// Known issues: fetching across a broker that came back without its
-    /// data can crash librdkafka). A partition whose position is then past
-    /// its log's end (the broker lost it) starts again from the reset
+    /// Pauses fetching (at once when this consumer loses every broker, at
+    /// the latest at the tick after the main consumer does), and resumes
+    /// only once the brokers list both topics again: a missing case-events
+    /// topic is created again, and the consumer's metadata is refreshed so
+    /// that it fetches by the topics' current ids (docs/operations.md,
+    /// Known issues: a fetch by the ids of a broker that came back without
+    /// its data crashes librdkafka). A partition whose position is then
+    /// past its log's end (the broker lost it) starts again from the reset
     /// point, with its cases forgotten. False while paused.
     fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {
         let up = self.health.consumer_brokers_up();
         if !self.paused {
             if up == 0 {
-                if let Ok(a) = consumer.assignment()
-                    && consumer.pause(&a).is_ok()
-                {
-                    self.paused = true;
-                    tracing::warn!("case tracker: brokers unreachable, fetching paused");
-                }
-                return !self.paused;
+                self.pause(consumer);
             }
-            return true;
+            return !self.paused;
         }
         if up <= 0 {
             return false;
         }
-        let topic = self.settings.alerts_topic.clone();
-        let listed = crate::kafka::blocking(|| {
-            crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(2))
-                .is_some()
+        let settings = self.settings.clone();
+        let ready = crate::kafka::blocking(|| {
+            matches!(
+                super::setup::prepare(&settings),
+                Ok(super::setup::Ready::Partitions(_))
+            ) && [&settings.alerts_topic, &settings.cases.case_events_topic]
+                .into_iter()
+                .all(|topic| {
+                    crate::kafka::partition_count(consumer.client(), topic, Duration::from_secs(2))
+                        .is_some()
+                })
         });
-        if !listed {
+        if !ready {
             return false;
         }
         let Ok(assignment) = consumer.assignment() else {
@@ -457,6 +481,19 @@ impl Shell {
             tracing::info!("case tracker: brokers reachable, fetching resumed");
         }
         !self.paused
+    }
+
+    /// Stops fetching every assigned partition (see `brokers_reachable`).
+    pub(super) fn pause(&mut self, consumer: &StreamConsumer<CasesCtx>) {
+        if self.paused {
+            return;
+        }
+        if let Ok(a) = consumer.assignment()
+            && consumer.pause(&a).is_ok()
+        {
+            self.paused = true;
+            tracing::warn!("case tracker: brokers unreachable, fetching paused");
+        }
     }
 
     /// Partitions whose position is past their log's end start again from
