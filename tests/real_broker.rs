@@ -157,6 +157,14 @@ fn send_file(brokers: &str, path: &std::path::Path) {
     ]));
 }
 
+/// Sends responses to the input topic with `nps-stream send`, through a
+/// JSON-lines file removed afterwards.
+fn send_data(brokers: &str, data: &[(SurveyResponse, i64)]) {
+    let file = write_jsonl(data);
+    send_file(brokers, &file);
+    let _ = std::fs::remove_file(&file);
+}
+
 fn consumed(m: &Metrics) -> f64 {
     m.get("nps_events_consumed_total", &[]).unwrap_or(0.0)
 }
@@ -223,9 +231,7 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
     let brokers = tansu.brokers();
     let now = now_ms();
     let data = generate(100_000, 20, 8, 0x51ead, now);
-    let file = write_jsonl(&data);
-    send_file(&brokers, &file);
-    let _ = std::fs::remove_file(&file);
+    send_data(&brokers, &data);
 
     let mut svc = Service::run(&brokers, "g-steady", &["--alerts-format", "json"], "steady");
     let prom = Prometheus::start(&[&svc.metrics_addr]);
@@ -527,9 +533,7 @@ fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
     }
     let prom = Prometheus::start(&[&a.metrics_addr, &b.metrics_addr]);
     let data = generate(20_000, 10, 4, 0x2222, now_ms());
-    let file = write_jsonl(&data);
-    send_file(&brokers, &file);
-    let _ = std::fs::remove_file(&file);
+    send_data(&brokers, &data);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let total =
@@ -759,9 +763,7 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
     let (part1, rest) = data.split_at(10_000);
     let (part2, part3) = rest.split_at(10_000);
     let send = |part: &[(SurveyResponse, i64)]| {
-        let file = write_jsonl(part);
-        send_file(&brokers, &file);
-        let _ = std::fs::remove_file(&file);
+        send_data(&brokers, part);
     };
 
     send(part1);
@@ -890,8 +892,7 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     let brokers = tansu.brokers();
     let mut svc = Service::run(&brokers, "g-outage", &[], "outage");
     let first = generate(2_000, 4, 2, 0x0a, now_ms());
-    let file = write_jsonl(&first);
-    send_file(&brokers, &file);
+    send_data(&brokers, &first);
     svc.wait_for("first batch", Duration::from_secs(120), |m| {
         consumed(m) == 2_000.0
     });
@@ -934,10 +935,7 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     }
     topics(&tansu, 2);
     let second = generate(1_000, 4, 2, 0x0b, now_ms());
-    let file2 = write_jsonl(&second);
-    send_file(&brokers, &file2);
-    let _ = std::fs::remove_file(&file);
-    let _ = std::fs::remove_file(&file2);
+    send_data(&brokers, &second);
     svc.wait_for(
         "second batch after the outage",
         Duration::from_secs(180),
@@ -1128,9 +1126,7 @@ fn a_snapshot_inside_a_record_batch_loses_nothing_after_it() {
     let data = generate(1_000, 3, 2, 0x5b, now);
     // One `send`: the thousand records go in one batch (well under the
     // producer's batch size).
-    let file = write_jsonl(&data);
-    send_file(&brokers, &file);
-    let _ = std::fs::remove_file(&file);
+    send_data(&brokers, &data);
     // The state of the first 500, as an owner that stopped there wrote it.
     let mut engine = Engine::new(&EngineConfig::default()).unwrap();
     let limits = nps_stream::schema::Limits::default();

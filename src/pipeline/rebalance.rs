@@ -73,14 +73,15 @@ impl Rebalancer {
         }
     }
 
-    /// Restores one assigned partition; returns where it starts and, if its
-    /// state must be rebuilt by replaying input, up to which offset.
+    /// Restores one assigned partition; returns where it starts, if its
+    /// state must be rebuilt by replaying input up to which offset, where
+    /// the state came from, and the log's low watermark when it was read.
     pub(super) fn restore(
         &self,
         consumer: &BaseConsumer<ConsumerCtx>,
         partition: i32,
         committed: Option<i64>,
-    ) -> (Offset, Option<i64>, &'static str) {
+    ) -> (Offset, Option<i64>, &'static str, Option<i64>) {
         let snapshot = match self.store.read_latest(partition, self.timeout) {
             Ok(Some(bytes)) => {
                 tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
@@ -117,11 +118,14 @@ impl Rebalancer {
             (None, None) => (Offset::Invalid, "empty"),
         };
         let Some(until) = committed else {
-            return (start, None, from);
+            return (start, None, from, None);
         };
-        let (low, high) = consumer
+        let marks = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-            .unwrap_or((0, i64::MAX));
+            .ok();
+        let (low, high) = marks.unwrap_or((0, i64::MAX));
+        // Only a low watermark the broker gave is handed on.
+        let known_low = marks.map(|(low, _)| low);
         // A committed offset past the end of the log belongs to another log
         // (the topic was recreated or truncated): what the log holds now was
         // never processed, so it is not replayed without alerts (nor waited
@@ -142,7 +146,7 @@ impl Rebalancer {
                 crate::config::OffsetReset::Earliest => Offset::Beginning,
                 crate::config::OffsetReset::Latest => Offset::End,
             };
-            return (reset, None, from);
+            return (reset, None, from, known_low);
         }
         // Replay only what the log still holds. (Not capped by the high
         // watermark: some brokers answer one below the true end.)
@@ -150,7 +154,7 @@ impl Rebalancer {
             Offset::Offset(s) => s.max(low),
             _ => low,
         };
-        (start, (first < until).then_some(until), from)
+        (start, (first < until).then_some(until), from, known_low)
     }
 }
 
@@ -186,16 +190,19 @@ impl RebalanceHandler for Rebalancer {
                     Offset::Offset(o) if o >= 0 => Some(o),
                     _ => None,
                 });
-            let (start, replay_until, from) = self.restore(consumer, p, c);
+            let (start, replay_until, from, low) = self.restore(consumer, p, c);
             // From a snapshot: a little before it (see `Realign`).
             let realign = match start {
                 Offset::Offset(s) if s > 0 => {
                     // (The high watermark cannot tell whether `s` is at
                     // the end: Tansu 0.6 answers the last batch's base
                     // offset + 1.)
-                    let low = consumer
-                        .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
-                        .map_or(s, |(low, _)| low);
+                    // Read once: `restore` did when there was a commit.
+                    let low = low.unwrap_or_else(|| {
+                        consumer
+                            .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                            .map_or(s, |(low, _)| low)
+                    });
                     let from = s.saturating_sub(REALIGN_BACK).max(low);
                     (from < s).then_some(Realign {
                         want: s,
