@@ -405,8 +405,8 @@ pub struct ValidResponse {
     pub updated_at_ms: Option<i64>,
     /// What tells a duplicate from a revision (see `content_hash`).
     pub content: u32,
-    /// Of the comment alone, to name a revision's effect.
-    pub comment_hash: u16,
+    /// Of the comment alone, to name a revision's effect (`comment_hash`).
+    pub comment_hash: u8,
 }
 
 impl ValidResponse {
@@ -426,6 +426,18 @@ impl ValidResponse {
             comment: self.comment_hash,
             alerting: false,
         }
+    }
+}
+
+/// A comment's 8-bit hash, only to name a revision's effect: 0 for none,
+/// so a comment that follows the score is always told; two different
+/// comments share one with probability 1/255 (the revision is then named
+/// by its other effects, or `other`).
+pub fn comment_hash(comment: &str) -> u8 {
+    if comment.is_empty() {
+        0
+    } else {
+        1 + (xxhash_rust::xxh3::xxh3_64(comment.as_bytes()) % 255) as u8
     }
 }
 
@@ -522,7 +534,7 @@ pub fn validate(
         weight,
         updated_at_ms,
         content: content_hash(&msg),
-        comment_hash: xxhash_rust::xxh3::xxh3_64(msg.comment.as_bytes()) as u16,
+        comment_hash: comment_hash(&msg.comment),
         msg,
     })
 }

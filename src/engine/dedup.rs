@@ -4,22 +4,19 @@
 //! than the one counted), and to take that version's contribution back out
 //! of the windows when a revision replaces it.
 //!
-//! Layout, per partition: the versions in a ring of fixed chunks in the
-//! order they were first seen (processing time never goes back), and a hash
-//! table of 4-byte sequence numbers finding them by id. First sight decides
-//! the horizon, so the oldest are always at the front: expiry and the
-//! `max_ids` bound pop the front, never search. A version is 36 bytes; the
-//! index adds 5 to 11 (its load swings between 87% and 44%).
+//! Layout, per partition: the versions in a ring of chunks in the order
+//! they were first seen (processing time never goes back), and an index of
+//! 4-byte slots finding them by id (`index.rs`). First sight decides the
+//! horizon, so the oldest are always at the front: expiry and the
+//! `max_ids` bound move the front and never touch the index. A version is
+//! 34 bytes; the index adds about 4.7 at the `max_ids` bound (85% full)
+//! and is rebuilt from the ring, not copied, when it grows.
 //!
 //! Two different ids share a 64-bit hash with probability ~n²/2⁶⁵ (for a
 //! million ids remembered, about 3 in 100 million): such a response would
 //! be taken for a version of the other. Two versions' contents share a
 //! 32-bit hash with probability 2⁻³²: such a revision would be taken for a
 //! duplicate.
-
-use std::collections::VecDeque;
-
-use hashbrown::HashTable;
 
 use super::KeyId;
 use crate::pb;
@@ -40,7 +37,7 @@ pub(crate) struct Version {
     /// xxh3 of everything a duplicate must repeat (comment included).
     pub content: u32,
     /// Of the comment alone: only to name a revision's effect.
-    pub comment: u16,
+    pub comment: u8,
     pub score: u8,
     /// `updated_at` (None: the first version).
     pub updated_ms: Option<i64>,
@@ -54,56 +51,103 @@ pub(crate) struct Version {
     pub withdrawn: bool,
 }
 
-/// Ids per chunk.
-const CHUNK: usize = 1024;
+/// A chunk takes ids first seen within this many ms of its first (24 bits
+/// of ms, ~4.7 h); a slower trickle closes it short.
+const SPAN_MS: i64 = 1 << 24;
 
 /// Largest key id a version can hold (24 bits; the alert count has the
 /// other 8).
 pub(crate) const MAX_KEY: u32 = (1 << 24) - 1;
 
-/// A version as stored: 36 bytes, 4-aligned. Times are relative: `seen`
-/// to its chunk's base, `updated` and `t` to `seen`; `t` in grains (the
-/// greatest common divisor of the windows' bucket widths: the windows
-/// cannot tell event times within a grain apart).
+/// Most ids a partition's set may hold (the index needs ring positions in
+/// at most 26 bits, leaving 6 for a fingerprint).
+pub const MAX_IDS: usize = 1 << 24;
+
+/// A version as stored: 34 bytes. Times are relative: `seen` to its
+/// chunk's base, `updated` to `seen`, `t` to the oldest instant any window
+/// could still hold at `seen` (see `TimeCode`).
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, packed(4))]
-struct Entry {
-    id: u64,
-    seen: u32,
+#[repr(C, packed(2))]
+pub(super) struct Entry {
+    pub(super) id: u64,
+    weight: f32,
+    content: u32,
+    /// Key id (low 24 bits) and alert count (high 8).
+    key_alerts: u32,
     /// updated_at − seen, whole seconds (its ms in `bits`), saturated;
     /// `i32::MIN` for none.
     updated: i32,
-    /// ⌊t / grain⌋ − ⌊seen / grain⌋, saturated.
-    t: i32,
-    /// Key id (low 24 bits) and alert count (high 8).
-    key_alerts: u32,
-    weight: f32,
-    content: u32,
-    comment: u16,
+    /// Event time, `TimeCode`.
+    t: u32,
+    /// seen − chunk base in ms (bits 0–23), the comment's hash (24–31).
+    seen_comment: u32,
     /// Score (bits 0–3), withdrawn (bit 4), the ms of `updated` (bits
-    /// 5–14), a padding entry (bit 15).
+    /// 5–14).
     bits: u16,
 }
 
-const PAD: u16 = 1 << 15;
 const WITHDRAWN: u16 = 1 << 4;
 
 fn sat_i32(x: i64) -> i32 {
     x.clamp(i64::from(i32::MIN) + 1, i64::from(i32::MAX)) as i32
 }
 
+/// How an event time is kept in 32 bits: in grains (the greatest common
+/// divisor of the windows' bucket widths: the windows cannot tell event
+/// times within a grain apart), counted from `reach` grains before first
+/// sight, the oldest any window could hold then. 0 is an event time no
+/// window holds (older still). A version's event time is at most its
+/// first sight plus the dedup horizon, so `reach` + horizon must fit in
+/// 32 bits of grains (`Engine::new` checks).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimeCode {
+    pub grain: i64,
+    /// ⌈longest window / grain⌉ + 1.
+    pub reach: i64,
+}
+
+impl TimeCode {
+    pub(crate) fn new(grain: i64, longest_window_ms: i64) -> Self {
+        let grain = grain.max(1);
+        TimeCode {
+            grain,
+            reach: longest_window_ms.div_euclid(grain) + 2,
+        }
+    }
+
+    fn origin(&self, seen: i64) -> i64 {
+        seen.div_euclid(self.grain) - self.reach
+    }
+
+    fn encode(&self, t: i64, seen: i64) -> u32 {
+        (t.div_euclid(self.grain) - self.origin(seen)).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    fn decode(&self, t: u32, seen: i64) -> i64 {
+        if t == 0 {
+            // Before every window, for good.
+            return i64::MIN / 2;
+        }
+        (self.origin(seen) + i64::from(t)).saturating_mul(self.grain)
+    }
+}
+
 impl Entry {
-    fn new(id: u64, seen: i64, base: i64, grain: i64, v: &Version) -> Entry {
+    fn new(id: u64, seen_rel: u32, v: &Version, seen: i64, time: TimeCode) -> Entry {
         let mut e = Entry {
             id,
-            seen: (seen - base).clamp(0, i64::from(u32::MAX)) as u32,
+            seen_comment: seen_rel,
             ..Entry::default()
         };
-        e.set(seen, grain, v);
+        e.set(seen, time, v);
         e
     }
 
-    fn set(&mut self, seen: i64, grain: i64, v: &Version) {
+    fn seen_rel(&self) -> u32 {
+        self.seen_comment & 0xFF_FFFF
+    }
+
+    fn set(&mut self, seen: i64, time: TimeCode, v: &Version) {
         let (updated, ms) = match v.updated_ms {
             Some(u) => {
                 let d = u.saturating_sub(seen);
@@ -112,28 +156,28 @@ impl Entry {
             None => (i32::MIN, 0),
         };
         self.updated = updated;
-        self.t = sat_i32(v.t_ms.div_euclid(grain) - seen.div_euclid(grain));
+        self.t = time.encode(v.t_ms, seen);
+        self.seen_comment = self.seen_rel() | (u32::from(v.comment) << 24);
         self.key_alerts = (v.key.0.min(MAX_KEY)) | (u32::from(v.alerts) << 24);
         self.weight = v.weight;
         self.content = v.content;
-        self.comment = v.comment;
         self.bits = u16::from(v.score & 0xF) | if v.withdrawn { WITHDRAWN } else { 0 } | (ms << 5);
     }
 
-    fn seen(&self, base: i64) -> i64 {
-        base + i64::from(self.seen)
+    pub(super) fn seen(&self, base: i64) -> i64 {
+        base + i64::from(self.seen_rel())
     }
 
-    fn version(&self, seen: i64, grain: i64) -> Version {
-        let (updated, t, key_alerts, weight) = (self.updated, self.t, self.key_alerts, self.weight);
+    fn version(&self, seen: i64, time: TimeCode) -> Version {
+        let (updated, key_alerts, weight, t) = (self.updated, self.key_alerts, self.weight, self.t);
         let bits = self.bits;
         Version {
             content: self.content,
-            comment: self.comment,
+            comment: (self.seen_comment >> 24) as u8,
             score: (bits & 0xF) as u8,
             updated_ms: (updated != i32::MIN)
                 .then(|| seen + i64::from(updated) * 1000 + i64::from((bits >> 5) & 0x3FF)),
-            t_ms: (seen.div_euclid(grain) + i64::from(t)).saturating_mul(grain),
+            t_ms: time.decode(t, seen),
             key: KeyId(key_alerts & MAX_KEY),
             weight,
             alerts: (key_alerts >> 24) as u8,
@@ -142,59 +186,58 @@ impl Entry {
     }
 }
 
-struct Chunk {
-    /// Processing time the `seen` fields count from.
-    base: i64,
-    entries: Vec<Entry>,
-}
-
 /// Where a version is, from `Dedup::find`: valid until the next insert or
 /// expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slot(u64);
+pub(crate) struct Slot(u32);
 
 #[derive(Default)]
 pub(crate) struct Dedup {
     horizon_ms: i64,
     max_ids: usize,
-    /// Event times are kept to this many ms (see `Entry`).
-    grain: i64,
-    chunks: VecDeque<Chunk>,
-    /// Sequence number of the first entry of the first chunk.
-    first: u64,
-    /// Entries of the first chunk already gone.
-    gone: usize,
-    /// Sequence number the next entry gets.
-    end: u64,
-    index: HashTable<u32>,
+    /// How event times are kept.
+    time: TimeCode,
+    ring: Ring,
+    index: index::Index,
     /// Ids forgotten before their horizon because `max_ids` was reached.
     pub(crate) evicted_early: u64,
 }
 
 impl Clone for Dedup {
     fn clone(&self) -> Self {
-        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.grain);
+        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.time);
         d.evicted_early = self.evicted_early;
-        for (id, seen, v) in self.iter() {
-            d.push(id, seen, &v);
+        for (_, e, seen) in self.ring.iter() {
+            d.push(e.id, seen, &e.version(seen, self.time));
         }
         d
     }
 }
 
-/// The index's hash of an id hash (already uniform: mixed only so that a
-/// crafted id cannot crowd one group).
-fn mix(id: u64) -> u64 {
-    id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)
-}
-
 impl Dedup {
-    pub(crate) fn new(horizon_ms: i64, max_ids: usize, grain: i64) -> Self {
+    pub(crate) fn new(horizon_ms: i64, max_ids: usize, time: TimeCode) -> Self {
+        let max_ids = max_ids.min(MAX_IDS);
+        // Places for the ring: enough for max_ids in full chunks and for a
+        // horizon of short ones, twice over (a position freed is then
+        // reused late, so the index rarely meets a stale one that looks
+        // live).
+        let full = max_ids.div_ceil(CHUNK) + 2;
+        let short = usize::try_from(horizon_ms / SPAN_MS + 2)
+            .unwrap_or(usize::MAX)
+            .min(4096);
+        let places = if max_ids == 0 {
+            1
+        } else {
+            (2 * full.max(short)).next_power_of_two()
+        };
+        let ring = Ring::new(places);
         Dedup {
             horizon_ms,
             max_ids,
-            grain: grain.max(1),
-            ..Dedup::default()
+            time,
+            index: index::Index::new(ring.pos_bits(), max_ids),
+            ring,
+            evicted_early: 0,
         }
     }
 
@@ -203,43 +246,21 @@ impl Dedup {
         self.max_ids == 0
     }
 
-    fn entry(&self, seq: u64) -> (&Entry, i64) {
-        let at = (seq - self.first) as usize;
-        let c = &self.chunks[at / CHUNK];
-        (&c.entries[at % CHUNK], c.base)
-    }
-
-    fn entry_mut(&mut self, seq: u64) -> (&mut Entry, i64) {
-        let at = (seq - self.first) as usize;
-        let c = &mut self.chunks[at / CHUNK];
-        (&mut c.entries[at % CHUNK], c.base)
-    }
-
-    /// The full sequence number of a stored (truncated) one.
-    fn seq(&self, short: u32) -> u64 {
-        self.first + u64::from(short.wrapping_sub(self.first as u32))
-    }
-
     /// The latest version of `id` first seen within the horizon at `now`.
     pub(crate) fn find(&mut self, id: u64, now: i64) -> Option<(Slot, Version)> {
         if self.disabled() {
             return None;
         }
         self.expire(now);
-        let short = self.lookup(id)?;
-        let seq = self.seq(short);
-        let (e, base) = self.entry(seq);
+        let pos = self.lookup(id)?;
+        let (e, base) = self.ring.at(pos)?;
         let seen = e.seen(base);
-        Some((Slot(seq), e.version(seen, self.grain)))
+        Some((Slot(pos), e.version(seen, self.time)))
     }
 
     fn lookup(&self, id: u64) -> Option<u32> {
-        self.index
-            .find(mix(id), |&s| {
-                let seq = self.seq(s);
-                seq >= self.first + self.gone as u64 && self.entry(seq).0.id == id
-            })
-            .copied()
+        let ring = &self.ring;
+        self.index.find(id, ring.live(), |p| ring.id_at(p))
     }
 
     /// Remembers a new id's first version, seen at `now`.
@@ -248,138 +269,70 @@ impl Dedup {
             return;
         }
         let cutoff = now.saturating_sub(self.horizon_ms);
-        while self.len() >= self.max_ids {
-            match self.pop_front() {
-                Some(seen) if seen > cutoff => self.evicted_early += 1,
-                Some(_) => {}
-                None => break,
-            }
+        while self.ring.live_count() >= self.max_ids {
+            let Some(seen) = self.ring.front_seen() else {
+                break;
+            };
+            self.evicted_early += u64::from(seen > cutoff);
+            self.ring.pop_front();
         }
         self.push(id, now, v);
     }
 
     /// Replaces the version in `slot` (from `find`, no insert since).
     pub(crate) fn update(&mut self, slot: Slot, v: &Version) {
-        let grain = self.grain;
-        let (e, base) = self.entry_mut(slot.0);
-        let seen = e.seen(base);
-        e.set(seen, grain, v);
+        let time = self.time;
+        if let Some((e, base)) = self.ring.at_mut(slot.0) {
+            let seen = e.seen(base);
+            e.set(seen, time, v);
+        }
     }
 
     fn push(&mut self, id: u64, seen: i64, v: &Version) {
-        let fits = |c: &Chunk| {
-            c.entries.len() < CHUNK && seen >= c.base && seen - c.base <= i64::from(u32::MAX)
-        };
-        if !self.chunks.back().is_some_and(fits) {
-            // A chunk whose times would overflow is closed with padding:
-            // sequence numbers stay chunk-aligned.
-            if let Some(last) = self.chunks.back_mut() {
-                let pad = Entry {
-                    bits: PAD,
-                    seen: u32::MAX,
-                    ..Entry::default()
-                };
-                self.end += (CHUNK - last.entries.len()) as u64;
-                last.entries.resize(CHUNK, pad);
-            }
-            self.chunks.push_back(Chunk {
-                base: seen,
-                entries: Vec::with_capacity(CHUNK),
+        let (time, cutoff) = (self.time, seen.saturating_sub(self.horizon_ms));
+        let mut early = 0;
+        let pos = self.ring.push(
+            seen,
+            SPAN_MS,
+            |rel| Entry::new(id, rel, v, seen, time),
+            // A place still held a lap before: its ids go (only with a
+            // horizon of many short chunks).
+            |s| early += u64::from(s > cutoff),
+        );
+        self.evicted_early += early;
+        let ring = &self.ring;
+        self.index
+            .insert(id, pos, ring.live_count(), ring.live(), || {
+                ring.iter().map(|(p, e, _)| (p, e.id))
             });
-        }
-        let seq = self.end;
-        let Some(last) = self.chunks.back_mut() else {
-            return;
-        };
-        self.end += 1;
-        let base = last.base;
-        last.entries.push(Entry::new(id, seen, base, self.grain, v));
-        let chunks = &self.chunks;
-        let first = self.first;
-        self.index.insert_unique(mix(id), seq as u32, |&s| {
-            let at = s.wrapping_sub(first as u32) as usize;
-            mix(chunks[at / CHUNK].entries[at % CHUNK].id)
-        });
-    }
-
-    /// The oldest entry still held, past padding and spent chunks (which
-    /// this drops); None when empty.
-    fn front(&mut self) -> Option<Entry> {
-        loop {
-            let front = self.chunks.front()?;
-            match front.entries.get(self.gone) {
-                Some(e) if e.bits & PAD != 0 => self.gone += 1,
-                Some(e) => return Some(*e),
-                None if self.gone < CHUNK => {
-                    if self.chunks.len() > 1 {
-                        // Only the last chunk is ever short.
-                        return None;
-                    }
-                    // The only chunk, all gone: start afresh after it.
-                    self.first += self.gone as u64;
-                    self.chunks.clear();
-                    self.gone = 0;
-                    return None;
-                }
-                None => {
-                    self.first += CHUNK as u64;
-                    self.chunks.pop_front();
-                    self.gone = 0;
-                }
-            }
-        }
-    }
-
-    /// Forgets the oldest entry; its first sight (None when empty).
-    fn pop_front(&mut self) -> Option<i64> {
-        let e = self.front()?;
-        let base = self.chunks.front()?.base;
-        let seq = self.first + self.gone as u64;
-        self.gone += 1;
-        let first = self.first;
-        if let Ok(found) = self.index.find_entry(mix(e.id), |&s| {
-            first + u64::from(s.wrapping_sub(first as u32)) == seq
-        }) {
-            found.remove();
-        }
-        Some(e.seen(base))
     }
 
     /// Forgets what was first seen a horizon or more before `now`.
     pub(crate) fn expire(&mut self, now: i64) {
         let cutoff = now.saturating_sub(self.horizon_ms);
-        while let Some(e) = self.front() {
-            let base = self.chunks.front().map_or(0, |c| c.base);
-            if e.seen(base) > cutoff {
+        while let Some(seen) = self.ring.front_seen() {
+            if seen > cutoff {
                 break;
             }
-            self.pop_front();
+            self.ring.pop_front();
         }
     }
 
     /// Ids remembered (some may already be past the horizon).
     pub(crate) fn len(&self) -> usize {
-        self.index.len()
+        self.ring.live_count()
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK * std::mem::size_of::<Entry>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+        self.ring.heap_bytes() + self.index.heap_bytes()
     }
 
     /// Every remembered id, oldest first: (id, first sight, version).
     fn iter(&self) -> impl Iterator<Item = (u64, i64, Version)> + '_ {
-        self.chunks.iter().enumerate().flat_map(move |(i, c)| {
-            let skip = if i == 0 { self.gone } else { 0 };
-            c.entries[skip.min(c.entries.len())..]
-                .iter()
-                .filter(|e| e.bits & PAD == 0)
-                .map(move |e| {
-                    let seen = e.seen(c.base);
-                    (e.id, seen, e.version(seen, self.grain))
-                })
-        })
+        self.ring
+            .iter()
+            .map(move |(_, e, seen)| (e.id, seen, e.version(seen, self.time)))
     }
 
     /// The ids and versions, oldest first; segments by index into `names`
@@ -420,12 +373,17 @@ impl Dedup {
         let mut versions = Vec::with_capacity(s.versions.len());
         for r in &s.versions {
             let key = key(r.segment).ok_or(CorruptDedup("a version's segment is unknown"))?;
-            if r.score > 10 || r.alerts > 255 || key.0 > MAX_KEY || !r.weight.is_finite() {
+            if r.score > 10
+                || r.alerts > 255
+                || r.comment > 255
+                || key.0 > MAX_KEY
+                || !r.weight.is_finite()
+            {
                 return Err(CorruptDedup("a version out of range"));
             }
             versions.push(Version {
                 content: r.content,
-                comment: r.comment as u16,
+                comment: r.comment as u8,
                 score: r.score as u8,
                 updated_ms: r.updated_at_ms,
                 t_ms: r.t_ms,
@@ -445,5 +403,9 @@ impl Dedup {
     }
 }
 
+mod index;
+mod ring;
+
+use ring::{CHUNK, Ring};
 #[cfg(test)]
 mod tests;

@@ -89,8 +89,8 @@ pub struct Observation<'a> {
     pub updated_at_ms: Option<i64>,
     /// Tells a duplicate from a revision (`schema::content_hash`).
     pub content: u32,
-    /// Of the comment alone.
-    pub comment: u16,
+    /// Of the comment alone (`schema::comment_hash`).
+    pub comment: u8,
     /// The caller's alert rules would alert on this version.
     pub alerting: bool,
 }
@@ -275,6 +275,12 @@ pub enum ConfigError {
     DedupHorizon,
     #[error("max_keys must be below 16,777,215")]
     MaxKeys,
+    #[error("dedup_max_ids must be at most 16,777,216 per partition")]
+    DedupMaxIds,
+    #[error(
+        "windows and dedup_horizon together span more than 2^32 of the windows' common bucket width; use bucket widths with a larger common divisor"
+    )]
+    WindowsTooFine,
 }
 
 #[derive(Clone)]
@@ -284,10 +290,10 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64, dedup_max_ids: usize, grain: i64) -> Self {
+    fn new(dedup_horizon_ms: i64, dedup_max_ids: usize, time: dedup::TimeCode) -> Self {
         PartitionState {
             segments: SegmentMap::default(),
-            dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, grain),
+            dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, time),
         }
     }
 }
@@ -363,8 +369,8 @@ pub struct Engine {
     layout: WindowLayout,
     dedup_horizon_ms: i64,
     dedup_max_ids: usize,
-    /// `layout.grain_ms()`.
-    grain_ms: i64,
+    /// How remembered versions keep event times (from the layout).
+    time: dedup::TimeCode,
     keys: KeyTable,
     partitions: BTreeMap<i32, PartitionState>,
     /// High-water mark of the `now` values seen.
@@ -381,9 +387,24 @@ impl Engine {
         if config.max_keys >= dedup::MAX_KEY as usize {
             return Err(ConfigError::MaxKeys);
         }
+        if config.dedup_max_ids > dedup::MAX_IDS {
+            return Err(ConfigError::DedupMaxIds);
+        }
+        // A remembered version keeps its event time in 32 bits of grains,
+        // from the longest window before first sight to a horizon after.
+        let longest = layout
+            .specs()
+            .iter()
+            .map(|s| s.length_ms)
+            .max()
+            .unwrap_or(0);
+        let time = dedup::TimeCode::new(layout.grain_ms(), longest);
+        if (time.reach + dedup_horizon_ms / time.grain) >= i64::from(u32::MAX) {
+            return Err(ConfigError::WindowsTooFine);
+        }
         Ok(Engine {
             now_index: layout.now_index(i64::MIN),
-            grain_ms: layout.grain_ms(),
+            time,
             layout,
             dedup_horizon_ms,
             dedup_max_ids: config.dedup_max_ids,
@@ -418,11 +439,11 @@ impl Engine {
         let now = self.tick(now);
         let layout = &self.layout;
         let keys = &mut self.keys;
-        let (horizon, max_ids, grain) = (self.dedup_horizon_ms, self.dedup_max_ids, self.grain_ms);
+        let (horizon, max_ids, time) = (self.dedup_horizon_ms, self.dedup_max_ids, self.time);
         let part = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(horizon, max_ids, grain));
+            .or_insert_with(|| PartitionState::new(horizon, max_ids, time));
         let id = id_hash(obs.response_id);
         let before = part.dedup.find(id, now);
         if let Some((_, v)) = &before {
@@ -497,7 +518,7 @@ impl Engine {
                 version.alerts = v.alerts.saturating_add(u8::from(alert.is_some()));
                 version.withdrawn =
                     alert.is_some_and(|a| a.withdrawn) || (v.withdrawn && alert.is_none());
-                let effects = Effects::between(&v, &version, grain);
+                let effects = Effects::between(&v, &version, time.grain);
                 part.dedup.update(slot, &version);
                 Outcome::Revised {
                     counted,

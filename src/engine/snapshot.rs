@@ -253,8 +253,7 @@ impl Engine {
     /// `__other__`. All or nothing: on error the engine is unchanged.
     pub fn restore_partition(&mut self, snap: &pb::PartitionSnapshot) -> Result<(), SnapshotError> {
         // Build the partition aside so a corrupt snapshot changes nothing.
-        let mut part =
-            PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids, self.grain_ms);
+        let mut part = PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids, self.time);
         if let Some(d) = &snap.dedup {
             if d.products.len() != d.regions.len() {
                 return Err(SnapshotError::Corrupt(
