@@ -446,34 +446,79 @@ pub fn comment_hash(comment: &str) -> u8 {
 /// customer_id and attributes (sorted), each length-prefixed. Not
 /// response_id (the same in every version), survey_id or updated_at.
 pub fn content_hash(msg: &SurveyResponse) -> u32 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut field = |b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(&msg.score.unwrap_or(u32::MAX).to_le_bytes());
-    field(msg.product.as_bytes());
-    field(msg.region.as_bytes());
-    field(&msg.channel.to_le_bytes());
+    let mut h = FieldHasher::default();
+    h.field(&msg.score.unwrap_or(u32::MAX).to_le_bytes());
+    h.field(msg.product.as_bytes());
+    h.field(msg.region.as_bytes());
+    h.field(&msg.channel.to_le_bytes());
     let t = msg
         .responded_at
         .as_ref()
         .map_or((0, 0), |t| (t.seconds, t.nanos));
-    field(&t.0.to_le_bytes());
-    field(&t.1.to_le_bytes());
+    h.field(&t.0.to_le_bytes());
+    h.field(&t.1.to_le_bytes());
     match msg.customer_value {
-        Some(v) => field(&v.to_bits().to_le_bytes()),
-        None => field(&[]),
+        Some(v) => h.field(&v.to_bits().to_le_bytes()),
+        None => h.field(&[]),
     }
-    field(msg.comment.as_bytes());
-    field(msg.customer_id.as_bytes());
-    let mut attrs: Vec<(&String, &String)> = msg.attributes.iter().collect();
-    attrs.sort_unstable();
-    for (k, v) in attrs {
-        field(k.as_bytes());
-        field(v.as_bytes());
+    h.field(msg.comment.as_bytes());
+    h.field(msg.customer_id.as_bytes());
+    if !msg.attributes.is_empty() {
+        let mut attrs: Vec<(&String, &String)> = msg.attributes.iter().collect();
+        attrs.sort_unstable();
+        for (k, v) in attrs {
+            h.field(k.as_bytes());
+            h.field(v.as_bytes());
+        }
     }
     h.digest() as u32
+}
+
+/// xxh3-64 of length-prefixed fields: one shot over a stack buffer for
+/// the usual few hundred bytes, streaming beyond (XXH3 gives the same hash
+/// either way).
+pub(crate) struct FieldHasher {
+    buf: [u8; 512],
+    len: usize,
+    spill: Option<Box<xxhash_rust::xxh3::Xxh3>>,
+}
+
+impl Default for FieldHasher {
+    fn default() -> Self {
+        FieldHasher {
+            buf: [0; 512],
+            len: 0,
+            spill: None,
+        }
+    }
+}
+
+impl FieldHasher {
+    pub(crate) fn field(&mut self, b: &[u8]) {
+        self.bytes(&(b.len() as u64).to_le_bytes());
+        self.bytes(b);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        if let Some(h) = &mut self.spill {
+            h.update(b);
+        } else if let Some(dst) = self.buf.get_mut(self.len..self.len + b.len()) {
+            dst.copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            let mut h = Box::new(xxhash_rust::xxh3::Xxh3::new());
+            h.update(&self.buf[..self.len]);
+            h.update(b);
+            self.spill = Some(h);
+        }
+    }
+
+    pub(crate) fn digest(&self) -> u64 {
+        match &self.spill {
+            Some(h) => h.digest(),
+            None => xxhash_rust::xxh3::xxh3_64(&self.buf[..self.len]),
+        }
+    }
 }
 
 /// Earliest and latest instants protobuf's Timestamp allows

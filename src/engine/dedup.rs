@@ -301,10 +301,14 @@ impl Dedup {
         );
         self.evicted_early += early;
         let ring = &self.ring;
-        self.index
-            .insert(id, pos, ring.live_count(), ring.live(), || {
-                ring.iter().map(|(p, e, _)| (p, e.id))
-            });
+        self.index.insert(
+            id,
+            pos,
+            ring.live_count(),
+            ring.live(),
+            |p| ring.id_at(p),
+            || ring.iter().map(|(p, e, _)| (p, e.id)),
+        );
     }
 
     /// Forgets what was first seen a horizon or more before `now`.

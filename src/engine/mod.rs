@@ -106,13 +106,12 @@ impl<'a> Observation<'a> {
         responded_at_ms: i64,
         weight: f64,
     ) -> Self {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for part in [product.as_bytes(), b"\0", region.as_bytes(), b"\0"] {
-            h.update(part);
-        }
-        h.update(&score.to_le_bytes());
-        h.update(&responded_at_ms.to_le_bytes());
-        h.update(&weight.to_bits().to_le_bytes());
+        let mut h = crate::schema::FieldHasher::default();
+        h.field(product.as_bytes());
+        h.field(region.as_bytes());
+        h.field(&score.to_le_bytes());
+        h.field(&responded_at_ms.to_le_bytes());
+        h.field(&weight.to_bits().to_le_bytes());
         Observation {
             response_id,
             product,

@@ -489,3 +489,23 @@ fn invalid_utf8_in_every_string_field_is_undecodable() {
         );
     }
 }
+
+#[test]
+fn the_field_hasher_gives_the_streaming_hash_short_and_long() {
+    for sizes in [
+        vec![3usize, 10, 0, 7],
+        vec![100, 300, 200],
+        vec![600],
+        vec![511, 1],
+    ] {
+        let mut fast = FieldHasher::default();
+        let mut slow = xxhash_rust::xxh3::Xxh3::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let field: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
+            fast.field(&field);
+            slow.update(&(field.len() as u64).to_le_bytes());
+            slow.update(&field);
+        }
+        assert_eq!(fast.digest(), slow.digest(), "{sizes:?}");
+    }
+}

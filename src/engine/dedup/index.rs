@@ -148,11 +148,12 @@ impl Index {
         pos: u32,
         live_count: usize,
         live: Live,
+        id_at: impl Fn(u32) -> Option<u64>,
         each: impl Fn() -> I,
     ) {
         let n = self.buckets.len();
         let grow = live_count as f64 > (n * SLOTS) as f64 * LOAD && n < self.max_buckets;
-        if grow || self.overflowed * 64 > n.max(64) {
+        if grow || self.overflowed * 16 > n.max(64) {
             let want = if grow {
                 (n * 2)
                     .max(buckets_for(live_count.min(SLOTS)))
@@ -160,16 +161,22 @@ impl Index {
             } else {
                 n
             };
-            self.rebuild(want, &each, live);
-        } else if !self.place(id, pos, live) {
+            self.rebuild(want, &each, live, &id_at);
+        } else if !self.place(id, pos, live, &id_at) {
             // Nowhere near: a larger table (only when ids crowd).
-            self.rebuild(n + n / 8 + 1, &each, live);
+            self.rebuild(n + n / 8 + 1, &each, live, &id_at);
         }
     }
 
     /// Puts `id` at `pos` in the table; false when no bucket within reach
     /// of its first has room.
-    fn place(&mut self, id: u64, pos: u32, live: Live) -> bool {
+    fn place(
+        &mut self,
+        id: u64,
+        pos: u32,
+        live: Live,
+        id_at: &impl Fn(u32) -> Option<u64>,
+    ) -> bool {
         let p = self.probe(id);
         let slot = self.slot(p, pos);
         let first = self.free(p.first, live);
@@ -182,6 +189,11 @@ impl Index {
         };
         let (b, i) = if m != 0 {
             (b, m.trailing_zeros() as usize)
+        } else if let Some(at) = self
+            .make_room(p.first, live, id_at)
+            .or_else(|| self.make_room(p.second, live, id_at))
+        {
+            at
         } else {
             let n = self.buckets.len();
             let reach = (n - 1).min(usize::from(u8::MAX));
@@ -202,6 +214,41 @@ impl Index {
         true
     }
 
+    /// Frees a slot of full bucket `b` by moving one of its ids to its
+    /// other bucket, if that has room (cuckoo hashing, one step; rare, and
+    /// it reads ids from the ring). Returns the slot freed.
+    fn make_room(
+        &mut self,
+        b: usize,
+        live: Live,
+        id_at: &impl Fn(u32) -> Option<u64>,
+    ) -> Option<(usize, usize)> {
+        let mask = (1u32 << self.pos_bits) - 1;
+        for i in 0..SLOTS {
+            let s = self.buckets[b].0[i];
+            let Some(other) = id_at(s & mask).map(|id| self.probe(id)) else {
+                continue;
+            };
+            // Only an id at home here (not one that overflowed into it),
+            // and whose fingerprint matches (not a stale slot whose
+            // position holds another id now).
+            let alt = match (other.first == b, other.second == b) {
+                (true, false) => other.second,
+                (false, true) => other.first,
+                _ => continue,
+            };
+            if s >> self.pos_bits != other.fp {
+                continue;
+            }
+            let free = self.free(alt, live);
+            if free != 0 {
+                self.buckets[alt].0[free.trailing_zeros() as usize] = s;
+                return Some((b, i));
+            }
+        }
+        None
+    }
+
     /// A fresh table of `buckets` (or more, until everything fits) holding
     /// every live (position, id) `each` lists.
     fn rebuild<I: Iterator<Item = (u32, u64)>>(
@@ -209,6 +256,7 @@ impl Index {
         mut buckets: usize,
         each: &impl Fn() -> I,
         live: Live,
+        id_at: &impl Fn(u32) -> Option<u64>,
     ) {
         loop {
             // The old table goes before the new one is allocated.
@@ -219,7 +267,7 @@ impl Index {
             self.overflowed = 0;
             let mut all = true;
             for (pos, id) in each() {
-                if !self.place(id, pos, live) {
+                if !self.place(id, pos, live, id_at) {
                     all = false;
                     break;
                 }
