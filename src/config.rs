@@ -316,6 +316,20 @@ pub struct Settings {
     pub limits: Limits,
     pub alerts: AlertPolicy,
     pub cases: CasesSettings,
+    /// Target NPS per product or product × region (`[[targets]]`),
+    /// exported as `nps_target` for the `NpsBelowTarget` rule.
+    pub targets: Vec<Target>,
+}
+
+/// One `[[targets]]` entry: the NPS a product (every region) or a product
+/// in one region should reach.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub product: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub nps: f64,
 }
 
 impl Default for Settings {
@@ -339,6 +353,7 @@ impl Default for Settings {
             limits: Limits::default(),
             alerts: AlertPolicy::default(),
             cases: CasesSettings::default(),
+            targets: Vec::new(),
         }
     }
 }
@@ -575,6 +590,31 @@ impl Settings {
         check_topic("--alerts-topic", &self.alerts_topic)?;
         check_topic("--dlq-topic", &self.dlq_topic)?;
         self.cases.validate(&self.alerts_topic)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.targets {
+            if t.product.is_empty() || t.region.as_deref() == Some("") {
+                return Err(invalid(
+                    "[[targets]]",
+                    "product (and region, when given) must not be empty",
+                ));
+            }
+            if !(-100.0..=100.0).contains(&t.nps) {
+                return Err(invalid(
+                    "[[targets]]",
+                    format!("nps of {} must be from -100 to 100", t.product),
+                ));
+            }
+            if !seen.insert((&t.product, &t.region)) {
+                return Err(invalid(
+                    "[[targets]]",
+                    format!(
+                        "{} {} has two targets",
+                        t.product,
+                        t.region.as_deref().unwrap_or("(every region)")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -133,6 +133,29 @@ pub fn table(view: &View) -> String {
     out
 }
 
+/// The demo's targets: one per product, and one for the segment whose NPS
+/// drops (`generator::DROPPING`), so the dashboard's target table and
+/// `NpsBelowTarget` have something to show.
+fn demo_targets() -> Vec<crate::config::Target> {
+    let product = |product: &str, nps: f64| crate::config::Target {
+        product: product.into(),
+        region: None,
+        nps,
+    };
+    let (dropping_product, dropping_region) = crate::generator::DROPPING;
+    vec![
+        product("Cuenta Corriente", 30.0),
+        product("Tarjeta Oro", 50.0),
+        product("Préstamo Personal", 20.0),
+        product("Seguro Auto", 30.0),
+        crate::config::Target {
+            product: dropping_product.into(),
+            region: Some(dropping_region.into()),
+            nps: 60.0,
+        },
+    ]
+}
+
 pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
     let embedded = |what: String| move |source| crate::error::Error::Embedded { what, source };
     let cluster = MockCluster::new(1).map_err(embedded("starting the mock cluster".into()))?;
@@ -148,7 +171,8 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
         },
         ..RunArgs::default()
     };
-    let settings = Settings::resolve(&run_args, false)?;
+    let mut settings = Settings::resolve(&run_args, false)?;
+    settings.targets = demo_targets();
     for (topic, partitions) in [
         (settings.input_topic.as_str(), 6),
         (settings.alerts_topic.as_str(), 3),

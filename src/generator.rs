@@ -64,13 +64,20 @@ fn score(rng: &mut Rng, quality: u32) -> u32 {
     10
 }
 
-/// One generated answer with this id, given at `t`.
-fn answer(rng: &mut Rng, response_id: String, t: i64) -> SurveyResponse {
+/// The segment whose NPS drops in the last 24 hours (a release that broke
+/// the app in one region), so the demo shows a significant shift.
+pub const DROPPING: (&str, &str) = ("App Móvil", "Centro");
+
+/// One generated answer with this id, given at `t`; `recent`: within the
+/// last 24 hours.
+fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyResponse {
     let (product, quality) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
     let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
     let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
     // The south had a bad month: one quality step down.
-    let quality = if region == "Sur" {
+    let quality = if (product, region) == DROPPING && recent {
+        0
+    } else if region == "Sur" {
         quality.saturating_sub(1)
     } else {
         quality
@@ -116,8 +123,8 @@ fn live_time(rng: &mut Rng, now_ms: i64) -> i64 {
 
 /// The bytes to produce for an answer given at `t`: three in a hundred
 /// are malformed.
-fn payload(rng: &mut Rng, response_id: String, t: i64) -> Vec<u8> {
-    let mut msg = answer(rng, response_id, t);
+fn payload(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> Vec<u8> {
+    let mut msg = answer(rng, response_id, t, recent);
     match rng.below(100) {
         0 => msg.score = None,
         1 => msg.channel = 42,
@@ -149,20 +156,20 @@ impl Generator {
     /// before `now_ms`.
     pub fn history(&mut self, now_ms: i64) -> (String, Vec<u8>) {
         let t = now_ms - self.rng.below(30 * 86_400_000) as i64;
-        self.at(t)
+        self.at(t, now_ms)
     }
 
     /// (key, payload) of an answer given around `now_ms`.
     pub fn live(&mut self, now_ms: i64) -> (String, Vec<u8>) {
         let t = live_time(&mut self.rng, now_ms);
-        self.at(t)
+        self.at(t, now_ms)
     }
 
     /// (key, payload): keyed by response_id, like `send` of a file.
-    fn at(&mut self, t: i64) -> (String, Vec<u8>) {
+    fn at(&mut self, t: i64, now_ms: i64) -> (String, Vec<u8>) {
         self.n += 1;
         let id = format!("{}-{:010}", self.id_prefix, self.n);
-        let bytes = payload(&mut self.rng, id.clone(), t);
+        let bytes = payload(&mut self.rng, id.clone(), t, t > now_ms - 86_400_000);
         (id, bytes)
     }
 }
@@ -205,5 +212,39 @@ mod tests {
         assert_eq!(msg.response_id, k);
         let (k2, _) = Generator::new(7, "run-b").live(now);
         assert_ne!(k, k2, "another prefix, other ids");
+    }
+
+    /// NPS of the dropping segment and of the others, recent and older.
+    #[test]
+    fn one_segment_drops_in_the_last_24_hours_and_no_other() {
+        let now = 1_700_000_000_000;
+        let mut g = Generator::new(11, "t");
+        // (promoters − detractors, n) for [dropping, others] × [older, recent]
+        let mut tally = [[(0i64, 0i64); 2]; 2];
+        for _ in 0..200_000 {
+            let (_, bytes) = g.history(now);
+            let Ok(v) =
+                decode_and_validate(Some(&bytes), std::iter::empty(), now, &Limits::default())
+            else {
+                continue;
+            };
+            let seg = usize::from((v.msg.product.as_str(), v.msg.region.as_str()) != DROPPING);
+            let recent = usize::from(v.responded_at_ms > now - 86_400_000);
+            let s = v.score as i64;
+            let e = &mut tally[seg][recent];
+            e.0 += i64::from(s >= 9) - i64::from(s <= 6);
+            e.1 += 1;
+        }
+        let nps = |(net, n): (i64, i64)| 100.0 * net as f64 / n as f64;
+        let (older, recent) = (nps(tally[0][0]), nps(tally[0][1]));
+        assert!(
+            older - recent > 40.0,
+            "dropping segment: {older:.1} then {recent:.1}"
+        );
+        let (older, recent) = (nps(tally[1][0]), nps(tally[1][1]));
+        assert!(
+            (older - recent).abs() < 5.0,
+            "others: {older:.1} then {recent:.1}"
+        );
     }
 }

@@ -60,6 +60,7 @@ pub async fn run(
     keep_table: bool,
 ) -> crate::error::Result<()> {
     let prometheus = install_recorder()?;
+    m::set_targets(&settings.targets);
     let health = Health::new();
     let server = crate::http::serve(
         settings.metrics_addr,

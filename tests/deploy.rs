@@ -1270,10 +1270,10 @@ fn dashboard_panels_show_data_from_a_running_instance() {
             assert!(!rows.is_empty(), "{title}: `{e}` has no rows");
             for (labels, _) in rows {
                 let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
-                assert_eq!(
-                    keys,
-                    ["product", "region"],
-                    "{title}: `{e}` would not merge"
+                // A product's target (every region) has no region label.
+                assert!(
+                    keys == ["product", "region"] || keys == ["product"],
+                    "{title}: `{e}` would not merge: {keys:?}"
                 );
             }
         }
@@ -1284,6 +1284,50 @@ fn dashboard_panels_show_data_from_a_running_instance() {
         let q = format!("count by ({label}) ({})", substitute(&selector, ".*", ".*"));
         assert!(!prom.query(&q).is_empty(), "variable {name}: {q}");
     }
+
+    // The demo's segment whose NPS drops in the last 24h (issue 19): its
+    // shift is significant and NpsShiftedSignificantly holds for it (pending:
+    // the rule's `for` is 10m, checked by promtool). The other segments'
+    // NPS does not move, so their z is noise: at 2.58 one of 19 crosses by
+    // chance in about one run in six, so "no other" is checked at |z| < 4
+    // (by chance: about one run in a thousand).
+    let (product, region) = nps_stream::generator::DROPPING;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let z = prom.query(&format!(
+            "nps:shift_z:segment{{product=\"{product}\",region=\"{region}\"}}"
+        ));
+        let alert = prom.query(&format!(
+            "ALERTS{{alertname=\"NpsShiftedSignificantly\",product=\"{product}\",region=\"{region}\",direction=\"down\"}}"
+        ));
+        if z.first().is_some_and(|(_, z)| *z <= -4.0) && !alert.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no significant drop for {product} / {region}: z {z:?}, alerts {alert:?}\n{}",
+            prom.logs()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let others = prom.query(&format!(
+        "abs(nps:shift_z:segment) >= 4 unless on (product, region) nps:shift_z:segment{{product=\"{product}\",region=\"{region}\"}}"
+    ));
+    assert!(others.is_empty(), "other segments shifted: {others:?}");
+    let alerts = prom.query("ALERTS{alertname=\"NpsShiftedSignificantly\"}");
+    assert!(
+        alerts
+            .iter()
+            .any(|(l, _)| l["product"] == product && l["region"] == region),
+        "{alerts:?}"
+    );
+    // Targets: every configured one is exported and compared.
+    assert_eq!(
+        prom.query("nps:target_gap:7d").len(),
+        5,
+        "{:?}",
+        prom.query("nps:target_gap:7d")
+    );
     assert!(demo.terminate(Duration::from_secs(30)).success());
 }
 

@@ -194,3 +194,52 @@ fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
         assert_eq!(e.flag(), flag, "{flags:?}: {e}");
     }
 }
+
+#[test]
+fn targets_come_from_the_file_and_are_checked() {
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n\
+         [[targets]]\nproduct = \"Tarjeta Oro\"\nnps = 40\n\
+         [[targets]]\nproduct = \"Tarjeta Oro\"\nregion = \"Norte\"\nnps = 45.5\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        s.targets,
+        vec![
+            Target {
+                product: "Tarjeta Oro".into(),
+                region: None,
+                nps: 40.0
+            },
+            Target {
+                product: "Tarjeta Oro".into(),
+                region: Some("Norte".into()),
+                nps: 45.5
+            },
+        ]
+    );
+    for (bad, says) in [
+        (
+            "[[targets]]\nproduct = \"A\"\nnps = 101\n",
+            "from -100 to 100",
+        ),
+        (
+            "[[targets]]\nproduct = \"\"\nnps = 1\n",
+            "must not be empty",
+        ),
+        (
+            "[[targets]]\nproduct = \"A\"\nnps = 1\n[[targets]]\nproduct = \"A\"\nnps = 2\n",
+            "two targets",
+        ),
+    ] {
+        let e = Settings::from_toml(&format!("brokers = \"b\"\n{bad}"), false).unwrap_err();
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+    let e = Settings::from_toml(
+        "brokers = \"b\"\n[[targets]]\nproduct = \"A\"\nnps = 1\nregio = \"x\"\n",
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("regio"), "{e}");
+}

@@ -65,10 +65,11 @@ pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
 pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
 pub const BUILD_INFO: &str = "nps_build_info";
+pub const NPS_TARGET: &str = "nps_target";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 54] = [
+pub const NAMES: [&str; 55] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -108,6 +109,7 @@ pub const NAMES: [&str; 54] = [
     SNAPSHOT_ERRORS_TOTAL,
     STATE_READ_ERRORS_TOTAL,
     BUILD_INFO,
+    NPS_TARGET,
     CASES_OPEN,
     CASES_DUE_TOTAL,
     CASES_OVERDUE,
@@ -249,6 +251,22 @@ pub fn describe() {
         BUILD_INFO,
         "Always 1; the version label says which build runs."
     );
+    describe_gauge!(
+        NPS_TARGET,
+        "Target NPS from the settings' [[targets]], by product and region (no region: the product's, every region)."
+    );
+}
+
+/// Exports the configured targets (`nps_target`), once at start.
+pub fn set_targets(targets: &[crate::config::Target]) {
+    for t in targets {
+        metrics::gauge!(
+            NPS_TARGET,
+            "product" => t.product.clone(),
+            "region" => t.region.clone().unwrap_or_default()
+        )
+        .set(t.nps);
+    }
 }
 
 /// Escapes a Prometheus label value.
