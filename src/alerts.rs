@@ -139,6 +139,9 @@ pub fn build(
         attributes: m.attributes.clone(),
         revision: 0,
         withdrawn: false,
+        // The caller knows the instance's share of the input.
+        partitions_covered: 0,
+        partitions_total: 0,
     }
 }
 

@@ -777,6 +777,28 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
         share(&a) > 0.0 && share(&b) > 0.0 && share(&c) > 0.0,
         "each instance holds partitions"
     );
+    // Each alert says what share of the input its window figures cover
+    // (issue 19): the partitions its instance owned, of the topic's.
+    let total = (share(&a) + share(&b) + share(&c)) as u32;
+    let detractors = part1.iter().filter(|(m, _)| m.score.unwrap() <= 6).count();
+    let alerts = read_topic(&brokers, ALERTS, detractors, Duration::from_secs(60));
+    let covered: Vec<u32> = alerts
+        .iter()
+        .map(|rec| {
+            let a =
+                nps_stream::pb::DetractorAlert::decode(rec.payload.as_deref().unwrap()).unwrap();
+            assert_eq!(a.partitions_total, total, "{}", a.response_id);
+            a.partitions_covered
+        })
+        .collect();
+    assert!(
+        covered.iter().all(|c| (1..=total).contains(c)),
+        "{covered:?}"
+    );
+    assert!(
+        covered.iter().any(|&c| c < total),
+        "no alert from a part: {covered:?}"
+    );
 
     // Restores that did not come from a snapshot (`empty`: nothing to
     // restore, `rebuild`: replayed from the earliest input), counted so

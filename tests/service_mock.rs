@@ -542,6 +542,8 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
         assert_eq!(rec.key.as_deref(), Some(want_key.as_bytes()));
         assert_eq!(a.segment_nps.len(), 4);
         assert_eq!(a.segment_nps[0].window, "1h");
+        // One instance: its figures cover every input partition.
+        assert_eq!((a.partitions_covered, a.partitions_total), (4, 4));
         // README: critical for a score ≤ 3 or a customer_value ≥ 10,000;
         // high for a customer_value ≥ 1,000; normal otherwise.
         let value = r.customer_value.unwrap_or(0.0);

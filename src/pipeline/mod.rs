@@ -112,6 +112,11 @@ struct Core {
     snapshot_max_bytes: usize,
     /// Partitions started before their snapshot's offset (see `Realign`).
     realign: BTreeMap<i32, Realign>,
+    /// Input partitions this instance owns, and the topic's count (read at
+    /// each assignment; 0 when unknown): the share an alert's window
+    /// figures cover.
+    owned: BTreeSet<i32>,
+    input_partitions: u32,
 }
 
 /// A partition restored from a snapshot starts fetching some records
@@ -251,6 +256,8 @@ pub async fn run(
         writes: Vec::new(),
         snapshot_max_bytes: settings.snapshot_max_bytes,
         realign: BTreeMap::new(),
+        owned: BTreeSet::new(),
+        input_partitions: 0,
     }));
     let handler = Arc::new(Rebalancer {
         core: core.clone(),

@@ -177,6 +177,17 @@ impl RebalanceHandler for Rebalancer {
         for p in partitions {
             let _ = ask.add_partition(&self.topic, *p);
         }
+        // The topic's partition count, for the share alerts cover (it
+        // changes only with a rebalance).
+        let total =
+            crate::kafka::partition_count(consumer.client(), &self.topic, Duration::from_secs(5));
+        {
+            let mut core = lock(&self.core);
+            core.owned.extend(partitions);
+            if let Some(n) = total {
+                core.input_partitions = u32::try_from(n).unwrap_or(0);
+            }
+        }
         let committed = consumer
             .committed_offsets(ask, self.timeout)
             .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))

@@ -183,6 +183,8 @@ pub(super) async fn handle(
                             alerts::build(&response, &windows, k.late, now, &settings.alerts);
                         alert.revision = mark.revision;
                         alert.withdrawn = mark.withdrawn;
+                        alert.partitions_covered = c.owned.len() as u32;
+                        alert.partitions_total = c.input_partitions;
                         if mark.withdrawn {
                             alert.priority_reasons = vec!["withdrawn".into()];
                         }

@@ -8,6 +8,7 @@ impl Core {
     /// Forgets everything about partitions no longer owned.
     pub(super) fn forget(&mut self, partitions: &[i32], health: &Health) {
         for p in partitions {
+            self.owned.remove(p);
             self.engine.drop_partition(*p);
             self.ledger.forget(*p);
             self.next.remove(p);
