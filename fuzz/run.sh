@@ -21,7 +21,7 @@ set -euo pipefail
 secs=${1:-60}
 shift || true
 cd "$(dirname "$0")/.."
-all=(survey_payload snapshot_restore config_toml send_json_line case_event)
+all=(survey_payload snapshot_restore config_toml send_json_line case_event revisions)
 targets=("${@:-${all[@]}}")
 if [ $# -eq 0 ]; then targets=("${all[@]}"); fi
 

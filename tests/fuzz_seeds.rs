@@ -27,12 +27,13 @@ use prost::Message;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("survey_payload", checks::survey_payload),
     ("snapshot_restore", checks::snapshot_restore),
     ("config_toml", checks::config_toml),
     ("send_json_line", checks::send_json_line),
     ("case_event", checks::case_event),
+    ("revisions", checks::revisions),
 ];
 
 fn root() -> PathBuf {
@@ -297,6 +298,77 @@ fn case_event_seeds() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// Steps of the `revisions` target: `[length][which][clock][payload]`
+/// (see `checks::revisions`).
+fn revision_step(msg: &SurveyResponse, which: u8, clock: u8) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let len = u8::try_from(body.len()).expect("a seed payload under 256 bytes");
+    [&[len, which, clock][..], &body].concat()
+}
+
+/// Delighted-style flows on golden answers: the comment after the score,
+/// 3 changed to 9 (withdrawn), 8 changed to 2 (first alert), a stale
+/// version after a newer one, a duplicate, a revision of nothing, and an
+/// answer sent again after the horizon.
+fn revision_seeds() -> Vec<(String, Vec<u8>)> {
+    let base = golden()
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| m.encode_to_vec().len() < 200)
+        .expect("a short golden answer");
+    let with = |score: u32, comment: &str| SurveyResponse {
+        score: Some(score),
+        comment: comment.into(),
+        responded_at: Some(schema::timestamp_from_ms(input::NOW_MS - 600_000)),
+        ..base.clone()
+    };
+    let upd = |minutes: u8| 8 | (minutes << 4);
+    let flow = |steps: &[(&SurveyResponse, u8, u8)]| -> Vec<u8> {
+        steps
+            .iter()
+            .flat_map(|(m, which, clock)| revision_step(m, *which, *clock))
+            .collect()
+    };
+    vec![
+        (
+            "comment_after_score".into(),
+            flow(&[
+                (&with(2, ""), 0, 0),
+                (&with(2, "Nadie me llamó"), upd(1), 1),
+            ]),
+        ),
+        (
+            "three_to_nine".into(),
+            flow(&[(&with(3, "mal"), 1, 0), (&with(9, "mal"), 1 | upd(2), 2)]),
+        ),
+        (
+            "eight_to_two".into(),
+            flow(&[(&with(8, ""), 2, 0), (&with(2, "peor"), 2 | upd(3), 1)]),
+        ),
+        (
+            "stale_after_newer".into(),
+            flow(&[(&with(5, ""), 3 | upd(5), 0), (&with(6, ""), 3 | upd(1), 1)]),
+        ),
+        (
+            "duplicate".into(),
+            flow(&[(&with(10, ""), 4, 0), (&with(10, ""), 4, 1)]),
+        ),
+        (
+            "revision_of_nothing".into(),
+            flow(&[(&with(7, ""), 5 | upd(4), 0)]),
+        ),
+        (
+            "again_after_the_horizon".into(),
+            flow(&[
+                (&with(9, ""), 6, 0),
+                (&with(9, ""), 7, 255),
+                (&with(4, ""), 7, 255),
+                (&with(9, ""), 6, 0),
+            ]),
+        ),
+    ]
+}
+
 fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut all = Vec::new();
     for (target, seeds) in [
@@ -305,6 +377,7 @@ fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
         ("config_toml", config_seeds()),
         ("send_json_line", send_seeds()),
         ("case_event", case_event_seeds()),
+        ("revisions", revision_seeds()),
     ] {
         all.extend(seeds.into_iter().map(|(n, b)| (target, n, b)));
     }

@@ -265,3 +265,131 @@ pub fn case_event(data: &[u8]) {
     let open: u64 = t.counts().map(|(_, _, c)| c.open).sum();
     assert!(open <= 1);
 }
+
+/// Versions of a few responses interleaved as survey tools send them
+/// (issue 18): a score, then the comment; a changed score; an older version
+/// after a newer one. Each step is `[length: u8][which: u8][clock: u8]`
+/// then `length` bytes of a `SurveyResponse`: `which` picks one of eight
+/// response ids (bits 0–2) and, with bit 3, gives the version an
+/// `updated_at` (bits 4–7 minutes after `NOW_MS`); `clock` moves processing
+/// time on by that many minutes. Checks: a duplicate repeats what is
+/// counted, a stale version is older than it, and at the end the windows
+/// equal those of a fresh engine fed only each response's latest counted
+/// version.
+pub fn revisions(data: &[u8]) {
+    let limits = Limits::default();
+    let config = EngineConfig {
+        dedup_horizon: std::time::Duration::from_secs(6 * 3600),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(&config).expect("engine");
+    // Per response id: what the engine counts of it now (a response sent
+    // again after the horizon counts anew: a second entry).
+    let mut counted: Vec<(u8, usize, i64, schema::ValidResponse)> = Vec::new();
+    let mut current: [Option<usize>; 8] = Default::default();
+    let (mut now, mut rest, mut step) = (NOW_MS, data, 0usize);
+    // Σ |weight| of every version counted: the scale of rounding when a
+    // weight is taken back out of a sum.
+    let mut magnitude = 0.0f64;
+    while let [len, which, clock, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (payload, next) = tail.split_at(n);
+        rest = next;
+        step += 1;
+        now += i64::from(*clock) * 60_000;
+        let Ok(v) = schema::decode_and_validate(Some(payload), [], now, &limits) else {
+            continue;
+        };
+        let id = which & 7;
+        let mut msg = v.msg;
+        msg.response_id = format!("r{id}");
+        msg.updated_at = (which & 8 != 0)
+            .then(|| schema::timestamp_from_ms(NOW_MS + i64::from(which >> 4) * 60_000));
+        let Ok(v) = schema::validate(msg, now, &limits) else {
+            continue;
+        };
+        let obs = nps_stream::engine::Observation {
+            alerting: AlertPolicy::default().should_alert(&v),
+            ..v.observation()
+        };
+        let held = current[usize::from(id)].map(|i| &counted[i].3);
+        match engine.record(0, &obs, now) {
+            Outcome::Duplicate => {
+                let held = held.expect("a duplicate of something counted");
+                assert_eq!(held.content, v.content, "duplicate of other content");
+            }
+            Outcome::Stale => {
+                let held = held.expect("stale against something counted");
+                assert!(v.updated_at_ms < held.updated_at_ms, "stale but not older");
+            }
+            Outcome::RevisionAfterHorizon => assert!(v.updated_at_ms.is_some()),
+            Outcome::Counted(..) => {
+                magnitude += v.weight.abs();
+                current[usize::from(id)] = Some(counted.len());
+                counted.push((id, step, now, v));
+            }
+            Outcome::Revised { .. } => {
+                let i = current[usize::from(id)].expect("a revision of something counted");
+                magnitude += v.weight.abs();
+                counted[i].1 = step;
+                counted[i].2 = now;
+                counted[i].3 = v;
+            }
+        }
+    }
+    // Only the latest versions, each as a first version, at the time it
+    // was counted.
+    let mut fresh = Engine::new(&config).expect("engine");
+    let mut latest: Vec<_> = counted.iter().enumerate().collect();
+    latest.sort_by_key(|(_, (_, step, _, _))| *step);
+    for (i, (_, _, at, v)) in latest {
+        let mut msg = v.msg.clone();
+        msg.response_id = format!("latest-{i}");
+        msg.updated_at = None;
+        let only = schema::validate(msg, *at, &limits).expect("a counted version validates");
+        assert!(matches!(
+            fresh.record(0, &only.observation(), *at),
+            Outcome::Counted(..)
+        ));
+    }
+    let view = |e: &Engine| -> Vec<(String, String, Vec<(u64, u64, u64, f64, f64)>)> {
+        e.segments(now)
+            .into_iter()
+            .map(|s| {
+                let w = s
+                    .windows
+                    .iter()
+                    .map(|w| {
+                        (
+                            w.promoters,
+                            w.passives,
+                            w.detractors,
+                            w.weight_net,
+                            w.weight_total,
+                        )
+                    })
+                    .collect();
+                ((s.product.to_string(), s.region.to_string()), w)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .map(|((p, r), w)| (p, r, w))
+            .collect()
+    };
+    let (got, want) = (view(&engine), view(&fresh));
+    assert_eq!(got.len(), want.len(), "segments: {got:?} vs {want:?}");
+    for ((gp, gr, gw), (wp, wr, ww)) in got.iter().zip(&want) {
+        assert_eq!((gp, gr), (wp, wr));
+        for (g, w) in gw.iter().zip(ww) {
+            assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2), "{gp}/{gr} counts");
+            // Weights were added and taken back out: equal up to the
+            // rounding of sums of that magnitude (a closed bucket keeps its
+            // sums in f32: about 6e-8 of the magnitude per addition).
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * magnitude.max(1.0);
+            assert!(
+                close(g.3, w.3) && close(g.4, w.4),
+                "{gp}/{gr} weights {g:?} vs {w:?}"
+            );
+        }
+    }
+}
