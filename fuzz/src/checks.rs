@@ -266,6 +266,9 @@ pub fn case_event(data: &[u8]) {
     assert!(open <= 1);
 }
 
+/// A window's promoters, passives, detractors, net and total weight.
+type WindowFigures = (u64, u64, u64, f64, f64);
+
 /// Versions of a few responses interleaved as survey tools send them
 /// (issue 18): a score, then the comment; a changed score; an older version
 /// after a newer one. Each step is `[length: u8][which: u8][clock: u8]`
@@ -352,7 +355,7 @@ pub fn revisions(data: &[u8]) {
             Outcome::Counted(..)
         ));
     }
-    let view = |e: &Engine| -> Vec<(String, String, Vec<(u64, u64, u64, f64, f64)>)> {
+    let view = |e: &Engine| -> Vec<(String, String, Vec<WindowFigures>)> {
         e.segments(now)
             .into_iter()
             .map(|s| {
