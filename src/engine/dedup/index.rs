@@ -155,9 +155,7 @@ impl Index {
         let grow = live_count as f64 > (n * SLOTS) as f64 * LOAD && n < self.max_buckets;
         if grow || self.overflowed * 16 > n.max(64) {
             let want = if grow {
-                (n * 2)
-                    .max(buckets_for(live_count.min(SLOTS)))
-                    .min(self.max_buckets)
+                (n * 2).max(1).min(self.max_buckets)
             } else {
                 n
             };

@@ -129,7 +129,7 @@ impl Ring {
                 self.front = (self.front | (CHUNK as u64 - 1)) + 1;
             }
         }
-        if self.front & (CHUNK as u64 - 1) == 0 || self.front > self.end {
+        if self.front & (CHUNK as u64 - 1) == 0 {
             self.free_behind();
         }
     }
