@@ -1,7 +1,10 @@
 //! Unit tests of the metric names and the rendered series.
 
 use super::*;
-use crate::engine::{Engine, EngineConfig, KeyId, Observation, WindowStats};
+use crate::engine::{
+    Category, Engine, EngineConfig, KeyId, Observation, SegmentStats, WindowStats,
+};
+use crate::pb::{AlertPriority, Channel};
 
 fn render(e: &Engine, series: &mut SegmentSeries, now: i64) -> String {
     let segments = e.segments(now);
