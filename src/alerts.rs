@@ -148,22 +148,31 @@ pub fn build(
 /// The Kafka key: customer_id, else response_id, so one customer's alerts
 /// stay in order on one partition.
 pub fn key(alert: &DetractorAlert) -> &str {
-    if alert.customer_id.is_empty() {
-        &alert.response_id
+    customer_key(&alert.customer_id, &alert.response_id)
+}
+
+/// The key of what nps-stream emits about a customer: the customer_id,
+/// else the record's own id.
+pub fn customer_key<'a>(customer_id: &'a str, otherwise: &'a str) -> &'a str {
+    if customer_id.is_empty() {
+        otherwise
     } else {
-        &alert.customer_id
+        customer_id
     }
 }
 
-/// Serializes an alert in the chosen format; returns the bytes and the
-/// content type.
-pub fn encode(alert: &DetractorAlert, format: AlertFormat) -> (Vec<u8>, &'static str) {
+/// Serializes an alert (or a promoter event: the same format setting) in
+/// the chosen format; returns the bytes and the content type.
+pub fn encode<M>(msg: &M, format: AlertFormat) -> (Vec<u8>, &'static str)
+where
+    M: prost::Message + serde::Serialize,
+{
     match format {
-        AlertFormat::Protobuf => (prost::Message::encode_to_vec(alert), CONTENT_TYPE_PROTOBUF),
+        AlertFormat::Protobuf => (prost::Message::encode_to_vec(msg), CONTENT_TYPE_PROTOBUF),
         // Serializing a generated message to JSON cannot fail: no maps with
         // non-string keys, no non-finite numbers reach it (validation).
         AlertFormat::Json => (
-            serde_json::to_vec(alert).unwrap_or_default(),
+            serde_json::to_vec(msg).unwrap_or_default(),
             CONTENT_TYPE_JSON,
         ),
     }

@@ -17,7 +17,9 @@ use crate::engine::{Engine, EngineConfig};
 use crate::schema::Limits;
 
 mod cases;
+mod promoters;
 pub use cases::{CasesArgs, CasesSettings};
+pub use promoters::PromotersArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,6 +175,8 @@ pub struct RunArgs {
     pub snapshot_max_bytes: Option<usize>,
     #[command(flatten)]
     pub cases: CasesArgs,
+    #[command(flatten)]
+    pub promoters: PromotersArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -316,6 +320,8 @@ pub struct Settings {
     pub limits: Limits,
     pub alerts: AlertPolicy,
     pub cases: CasesSettings,
+    /// Promoter events (`[promoters]`): topic, tiers, actions.
+    pub promoters: crate::promoters::PromoterPolicy,
     /// Target NPS per product or product × region (`[[targets]]`),
     /// exported as `nps_target` for the `NpsBelowTarget` rule.
     pub targets: Vec<Target>,
@@ -353,6 +359,7 @@ impl Default for Settings {
             limits: Limits::default(),
             alerts: AlertPolicy::default(),
             cases: CasesSettings::default(),
+            promoters: crate::promoters::PromoterPolicy::default(),
             targets: Vec::new(),
         }
     }
@@ -548,6 +555,7 @@ impl Settings {
             self.alerts.threshold = v;
         }
         self.cases.apply(&args.cases)?;
+        promoters::apply(self, &args.promoters)?;
         Ok(())
     }
 
@@ -590,6 +598,7 @@ impl Settings {
         check_topic("--alerts-topic", &self.alerts_topic)?;
         check_topic("--dlq-topic", &self.dlq_topic)?;
         self.cases.validate(&self.alerts_topic)?;
+        promoters::validate(self)?;
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.targets {
             if t.product.is_empty() || t.region.as_deref() == Some("") {

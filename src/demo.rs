@@ -114,8 +114,8 @@ pub fn table(view: &View) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "consumed {} · dead-lettered {} · detractor alerts sent {}\n",
-        view.consumed, view.rejected, view.alerts_sent
+        "consumed {} · dead-lettered {} · detractor alerts sent {} · promoter events sent {}\n",
+        view.consumed, view.rejected, view.alerts_sent, view.promoter_events
     ));
     let c = &view.cases;
     let met = if c.closed > 0 {
@@ -180,6 +180,7 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
         (settings.state_topic.as_str(), 6),
         (settings.cases.case_events_topic.as_str(), 3),
         (settings.cases.escalations_topic.as_str(), 3),
+        (settings.promoters.topic.as_str(), 3),
     ] {
         cluster
             .create_topic(topic, partitions, 1)
@@ -194,6 +195,10 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
     println!(
         "  dead letters: kcat -C -b {bootstrap} -t {} -J",
         settings.dlq_topic
+    );
+    println!(
+        "  promoter events: kcat -C -b {bootstrap} -t {} -J   (for referral and advocacy, not review gating)",
+        settings.promoters.topic
     );
     println!(
         "  escalations: kcat -C -b {bootstrap} -t {} -J   (demo SLAs: {DEMO_SLA})",

@@ -46,6 +46,11 @@ pub enum Error {
         partitions: i32,
         reason: String,
     },
+    /// The promoter events topic is missing and cannot be created.
+    #[error(
+        "promoter events: topic {topic} is missing and cannot be created ({reason}); create it, name another with --promoter-topic, or run with --promoters off"
+    )]
+    PromoterTopic { topic: String, reason: String },
     #[error("--metrics-addr: cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -1,8 +1,8 @@
 //! Generated survey answers for the demo and for `send --generate`:
 //! several products and regions with different score distributions, every
-//! channel, detractors with comments, a few high-value customers, email
-//! answers arriving hours late, and three malformed events in a hundred for
-//! the dead-letter topic. Pure and deterministic: the caller gives the time.
+//! channel, detractors with comments (and half the promoters), a few
+//! high-value customers, email answers arriving hours late, and three
+//! malformed events in a hundred for the dead-letter topic. Pure and deterministic: the caller gives the time.
 
 use prost::Message;
 
@@ -27,6 +27,14 @@ pub const COMPLAINTS: [&str; 6] = [
     "Tardaron tres semanas en resolver mi reclamo",
     "El ejecutivo no conocía el producto",
     "Me hicieron repetir mi caso cuatro veces",
+];
+
+/// What half the promoters say (public for the same reason).
+pub const PRAISES: [&str; 4] = [
+    "Me resolvieron todo en una llamada",
+    "La app es rápida y clara",
+    "Mi ejecutiva siempre me ayuda",
+    "Excelente atención en sucursal",
 ];
 
 /// A small deterministic generator (xorshift64*), enough for demo data.
@@ -94,6 +102,10 @@ fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyRes
         responded_at: Some(timestamp_from_ms(t)),
         comment: if score <= 6 {
             COMPLAINTS[rng.below(COMPLAINTS.len() as u64) as usize].into()
+        } else if score >= 9 && customer % 2 == 0 {
+            // From the customer already drawn: the rest of the stream is
+            // as before.
+            PRAISES[(customer / 2) as usize % PRAISES.len()].into()
         } else {
             String::new()
         },

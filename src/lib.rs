@@ -57,11 +57,13 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod promoters;
 pub mod schema;
 pub mod send;
 pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod topics;
 
 /// Generated protobuf types of package `nps.v1`.
 #[allow(clippy::all, missing_docs)]

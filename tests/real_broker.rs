@@ -19,6 +19,7 @@ use prost::Message;
 const INPUT: &str = "survey-responses";
 const ALERTS: &str = "nps-detractor-alerts";
 const DLQ: &str = "survey-responses-dlq";
+const PROMOTERS: &str = "nps-promoter-events";
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
@@ -1028,8 +1029,56 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
 /// equal the latest version of each response; the alerts topic holds, per
 /// response, exactly the alert revisions the rules give, the last one
 /// carrying the latest comment.
+/// The promoter policy of the revisions test, as a settings file.
+const PROMOTER_POLICY: &str = r#"
+[promoters]
+[[promoters.tiers]]
+name = "gold"
+min_customer_value = 500
+[[promoters.tiers]]
+name = "silver"
+min_customer_value = 100
+[[promoters.tiers]]
+name = "base"
+[[promoters.actions]]
+name = "referral"
+[[promoters.actions]]
+name = "video_testimonial"
+min_score = 10
+tiers = ["gold"]
+[[promoters.actions]]
+name = "community"
+with_comment = true
+"#;
+
+/// What `PROMOTER_POLICY` makes of a version: (withdrawn, score, tier,
+/// actions), computed here from the file's rules.
+fn promoter_model(v: &SurveyResponse, withdrawn: bool) -> (bool, u32, String, Vec<String>) {
+    let value = v.customer_value.unwrap_or(0.0);
+    let tier = if value >= 500.0 {
+        "gold"
+    } else if value >= 100.0 {
+        "silver"
+    } else {
+        "base"
+    };
+    let score = v.score.unwrap();
+    let mut actions = Vec::new();
+    if !withdrawn {
+        actions.push("referral".to_string());
+        if score == 10 && tier == "gold" {
+            actions.push("video_testimonial".into());
+        }
+        if !v.comment.is_empty() {
+            actions.push("community".into());
+        }
+    }
+    (withdrawn, score, tier.to_string(), actions)
+}
+
 #[test]
-fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revision() {
+fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revision_and_activate_promoters()
+ {
     let Some(python) = parts() else { return };
     let tansu = Tansu::start(free_port());
     topics(&tansu, 2);
@@ -1040,6 +1089,18 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
     let mut latest: Vec<(SurveyResponse, i64)> = Vec::new();
     // Per response, the (revision, withdrawn) of each alert expected.
     let mut expected: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
+    // Per response, the promoter events expected, in order.
+    type Activation = (bool, u32, String, Vec<String>);
+    let mut activations: BTreeMap<String, Vec<Activation>> = BTreeMap::new();
+    let promoter =
+        |v: &SurveyResponse, before: Option<&SurveyResponse>, out: &mut Vec<Activation>| {
+            let is = |v: &SurveyResponse| v.score.unwrap() >= 9;
+            if is(v) {
+                out.push(promoter_model(v, false));
+            } else if before.is_some_and(is) {
+                out.push(promoter_model(v, true));
+            }
+        };
     let raw = |m: &SurveyResponse| -> RawRecord {
         (Some(m.response_id.clone()), Some(m.encode_to_vec()), vec![])
     };
@@ -1055,8 +1116,10 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
             }
             *live = alerting;
         };
+        let mut events = Vec::new();
         records.push(raw(m));
         version(m, &mut alerts, &mut live);
+        promoter(m, None, &mut events);
         let mut last = m.clone();
         if i % 5 == 0 {
             let mut r = m.clone();
@@ -1065,6 +1128,7 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
             r.updated_at = Some(ts(now - 60_000));
             records.push(raw(&r));
             version(&r, &mut alerts, &mut live);
+            promoter(&r, Some(m), &mut events);
             last = r.clone();
             if i % 10 == 0 {
                 // Made before the revision, arriving after it: stale.
@@ -1080,11 +1144,23 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
         if !alerts.is_empty() {
             expected.insert(m.response_id.clone(), alerts);
         }
+        if !events.is_empty() {
+            activations.insert(m.response_id.clone(), events);
+        }
         latest.push((last, *age));
     }
     py_produce(&python, &brokers, INPUT, &records);
 
-    let mut svc = Service::run(&brokers, "g-revisions", &["--cases", "off"], "revisions");
+    let config = std::env::temp_dir().join(format!("nps-promoters-{}.toml", std::process::id()));
+    std::fs::write(&config, PROMOTER_POLICY).unwrap();
+    let config_arg = config.display().to_string();
+    // The promoter topic does not exist: nps-stream creates it.
+    let mut svc = Service::run(
+        &brokers,
+        "g-revisions",
+        &["--cases", "off", "--config", &config_arg],
+        "revisions",
+    );
     let prom = Prometheus::start(&[&svc.metrics_addr]);
     let total = records.len() as f64;
     svc.wait_for("every version consumed", Duration::from_secs(180), |m| {
@@ -1133,7 +1209,74 @@ fn revisions_through_a_real_broker_count_the_latest_version_and_alert_each_revis
         let last = &latest.iter().find(|(m, _)| &m.response_id == id).unwrap().0;
         assert_eq!(sent.last().unwrap().2, last.comment, "{id}");
     }
+
+    // Promoter events: read by the independent client, for exactly the
+    // versions that promote or stop promoting, with the file's tiers and
+    // actions, in order per response (one key, one partition).
+    let want: usize = activations.values().map(Vec::len).sum();
+    let records = py_read(&python, &brokers, PROMOTERS, want, 60);
+    assert_eq!(records.len(), want, "promoter events");
+    let mut got: BTreeMap<String, Vec<Activation>> = BTreeMap::new();
+    let mut per_tier: BTreeMap<(String, String, String, bool), f64> = BTreeMap::new();
+    for r in &records {
+        assert_eq!(r["headers"]["nps.message-type"], "nps.v1.PromoterEvent");
+        let bytes = b64decode(r["value_b64"].as_str().unwrap());
+        let e = nps_stream::pb::PromoterEvent::decode(bytes.as_slice()).unwrap();
+        assert_eq!(r["headers"]["nps.event-id"], e.event_id.as_str());
+        assert_eq!(r["key"], e.customer_id.as_str());
+        assert_eq!(
+            e.event_id,
+            format!(
+                "{:032x}",
+                xxhash_rust::xxh3::xxh3_128(e.response_id.as_bytes())
+            )
+        );
+        *per_tier
+            .entry((
+                e.product.clone(),
+                e.region.clone(),
+                e.tier.clone(),
+                e.withdrawn,
+            ))
+            .or_default() += 1.0;
+        got.entry(e.response_id.clone()).or_default().push((
+            e.withdrawn,
+            e.score,
+            e.tier,
+            e.suggested_actions,
+        ));
+    }
+    assert_eq!(got, activations);
+    let withdrawn = activations.values().flatten().filter(|a| a.0).count();
+    assert!(withdrawn > 0, "no promoter revised out in the data");
+    for tier in ["gold", "silver", "base"] {
+        assert!(
+            per_tier.keys().any(|k| k.2 == tier),
+            "no {tier} promoter in the data"
+        );
+    }
+    assert!(
+        activations.values().flatten().any(|a| a.3.len() == 3),
+        "no promoter with every action in the data"
+    );
+    let m = svc.metrics().unwrap();
+    for ((product, region, tier, w), n) in &per_tier {
+        let name = if *w {
+            "nps_promoter_events_withdrawn_total"
+        } else {
+            "nps_promoter_events_total"
+        };
+        assert_eq!(
+            m.get(
+                name,
+                &[("product", product), ("region", region), ("tier", tier)]
+            ),
+            Some(*n),
+            "{name} {product}/{region}/{tier}"
+        );
+    }
     assert!(svc.terminate(Duration::from_secs(60)).success());
+    std::fs::remove_file(config).ok();
 }
 
 /// A partition restored from a snapshot whose offset falls inside a record

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 const INPUT: &str = "survey-responses";
 const ALERTS: &str = "nps-detractor-alerts";
 const DLQ: &str = "survey-responses-dlq";
+const PROMOTERS: &str = "nps-promoter-events";
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -64,6 +65,8 @@ fn dataset(n: usize, now: i64, prefix: &str) -> Vec<(SurveyResponse, i64)> {
                 responded_at: Some(ts(now - age)),
                 comment: if score <= 6 {
                     format!("queja {i}")
+                } else if score >= 9 && i % 3 != 0 {
+                    format!("me encanta {i}")
                 } else {
                     String::new()
                 },
@@ -579,6 +582,8 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
         );
     }
 
+    check_promoter_events(&brokers, &all, &m);
+
     // Every refused record is in the DLQ, unchanged, with its reason.
     let dead = read_topic(&brokers, DLQ, bad.len(), Duration::from_secs(30));
     assert_eq!(dead.len(), bad.len());
@@ -640,6 +645,112 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     assert_eq!(consumed(&m), 1.0, "{}", again.logs());
     assert_eq!(m.sum("nps_responses_total", &[]), 1.0);
     assert!(again.terminate(Duration::from_secs(30)).success());
+}
+
+/// Exactly the promoters (late ones included) got one promoter event each,
+/// with README's default tiers and actions, and the counters agree.
+fn check_promoter_events(brokers: &str, all: &[(SurveyResponse, i64)], m: &Metrics) {
+    let promoters: BTreeMap<String, &SurveyResponse> = all
+        .iter()
+        .filter(|(r, _)| r.score.unwrap() >= 9)
+        .map(|(r, _)| (r.response_id.clone(), r))
+        .collect();
+    let events = read_topic(brokers, PROMOTERS, promoters.len(), Duration::from_secs(30));
+    assert_eq!(events.len(), promoters.len());
+    let mut seen = BTreeSet::new();
+    let mut by_tier: BTreeMap<(String, String, &str), f64> = BTreeMap::new();
+    let mut case_studies = 0;
+    for rec in &events {
+        assert_eq!(
+            rec.header("nps.message-type").as_deref(),
+            Some("nps.v1.PromoterEvent")
+        );
+        let e = nps_stream::pb::PromoterEvent::decode(rec.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            rec.header("nps.event-id").as_deref(),
+            Some(e.event_id.as_str())
+        );
+        assert!(
+            seen.insert(e.response_id.clone()),
+            "two events for {}",
+            e.response_id
+        );
+        let r = promoters[&e.response_id];
+        assert_eq!(
+            e.event_id,
+            format!(
+                "{:032x}",
+                xxhash_rust::xxh3::xxh3_128(r.response_id.as_bytes())
+            )
+        );
+        assert_eq!(
+            (
+                &e.customer_id,
+                &e.product,
+                &e.region,
+                &e.comment,
+                &e.survey_id
+            ),
+            (
+                &r.customer_id,
+                &r.product,
+                &r.region,
+                &r.comment,
+                &r.survey_id
+            )
+        );
+        assert_eq!(
+            (e.score, e.channel, e.responded_at),
+            (r.score.unwrap(), r.channel, r.responded_at)
+        );
+        assert_eq!(e.customer_value, r.customer_value);
+        let want_key = if r.customer_id.is_empty() {
+            &r.response_id
+        } else {
+            &r.customer_id
+        };
+        assert_eq!(rec.key.as_deref(), Some(want_key.as_bytes()));
+        // README's defaults: strategic ≥ 10,000, high_value ≥ 1,000,
+        // standard; referral for all, case_study for the two upper tiers
+        // with a comment.
+        let value = r.customer_value.unwrap_or(0.0);
+        let tier = if value >= 10_000.0 {
+            "strategic"
+        } else if value >= 1_000.0 {
+            "high_value"
+        } else {
+            "standard"
+        };
+        assert_eq!(e.tier, tier, "{}", e.response_id);
+        let mut actions = vec!["referral"];
+        if tier != "standard" && !r.comment.is_empty() {
+            actions.push("case_study");
+            case_studies += 1;
+        }
+        assert_eq!(e.suggested_actions, actions, "{}", e.response_id);
+        assert!(!e.withdrawn);
+        assert!(e.emitted_at.is_some());
+        *by_tier
+            .entry((r.product.clone(), r.region.clone(), tier))
+            .or_default() += 1.0;
+    }
+    assert!(case_studies > 0, "no case study in the data");
+    assert!(
+        by_tier.keys().any(|k| k.2 == "strategic"),
+        "no strategic promoter in the data"
+    );
+    assert_eq!(m.count("nps_promoter_events_total"), by_tier.len());
+    for ((product, region, tier), n) in &by_tier {
+        assert_eq!(
+            m.get(
+                "nps_promoter_events_total",
+                &[("product", product), ("region", region), ("tier", tier)]
+            ),
+            Some(*n),
+            "{product}/{region}/{tier}"
+        );
+    }
+    assert_eq!(m.count("nps_promoter_events_withdrawn_total"), 0);
 }
 
 #[test]
@@ -1315,12 +1426,27 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
 /// The first offset of a detractor per input partition among `data`'s
 /// records, as they sit in the topic.
 fn first_detractor_offsets(brokers: &str, data: &[(SurveyResponse, i64)]) -> BTreeMap<i32, i64> {
-    let detractors = detractor_ids(data);
+    first_offsets_of(brokers, &detractor_ids(data))
+}
+
+/// The first offset per input partition of a record that sends something
+/// (a detractor's alert or a promoter's event) among `data`'s records.
+fn first_delivery_offsets(brokers: &str, data: &[(SurveyResponse, i64)]) -> BTreeMap<i32, i64> {
+    let sending = data
+        .iter()
+        .filter(|(r, _)| r.score.unwrap() <= 6 || r.score.unwrap() >= 9)
+        .map(|(r, _)| r.response_id.clone())
+        .collect();
+    first_offsets_of(brokers, &sending)
+}
+
+/// The first offset per input partition of a record keyed by one of `ids`.
+fn first_offsets_of(brokers: &str, ids: &BTreeSet<String>) -> BTreeMap<i32, i64> {
     let mut first = BTreeMap::new();
     let all = read_topic(brokers, INPUT, usize::MAX, Duration::from_secs(5));
     for r in all {
         let id = String::from_utf8(r.key.clone().unwrap()).unwrap();
-        if detractors.contains(&id) {
+        if ids.contains(&id) {
             let e = first.entry(r.partition).or_insert(r.offset);
             *e = (*e).min(r.offset);
         }
@@ -1392,7 +1518,8 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     //    instance takes over: it must not commit past the first detractor
     //    whose alert is not delivered.
     produce(&brokers, &good_records(batch3));
-    let first_detractor = first_detractor_offsets(&brokers, batch3);
+    // Every write is refused: alerts and promoter events alike.
+    let first_detractor = first_delivery_offsets(&brokers, batch3);
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1_000_000],
@@ -1419,7 +1546,7 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "committed {committed:?}, want {expected:?} (each partition's first undelivered alert)"
+            "committed {committed:?}, want {expected:?} (each partition's first undelivered alert or promoter event)"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -1906,7 +2033,7 @@ fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
     let (cluster, brokers) = cluster();
     let data = dataset(400, now_ms(), "bound");
     produce(&brokers, &good_records(&data));
-    let first_detractor = first_detractor_offsets(&brokers, &data);
+    let first_detractor = first_delivery_offsets(&brokers, &data);
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1_000_000],

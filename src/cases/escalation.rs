@@ -93,11 +93,7 @@ pub fn build(
 
 /// The Kafka key: the customer id, else the alert id.
 pub fn key(e: &CaseEscalation) -> &str {
-    if e.customer_id.is_empty() {
-        &e.alert_id
-    } else {
-        &e.customer_id
-    }
+    crate::alerts::customer_key(&e.customer_id, &e.alert_id)
 }
 
 #[cfg(test)]

@@ -243,3 +243,56 @@ fn targets_come_from_the_file_and_are_checked() {
     .unwrap_err();
     assert!(e.to_string().contains("regio"), "{e}");
 }
+
+#[test]
+fn promoter_settings_come_from_flags_and_the_file_and_are_checked() {
+    let s = Settings::resolve(&args(&["--brokers", "b"]), false).unwrap();
+    assert!(s.promoters.enabled);
+    assert_eq!(s.promoters.topic, "nps-promoter-events");
+    assert_eq!(
+        s.promoters.tier_names(),
+        vec!["strategic", "high_value", "standard"]
+    );
+    let s = Settings::resolve(
+        &args(&[
+            "--brokers",
+            "b",
+            "--promoters",
+            "off",
+            "--promoter-topic",
+            "promotores",
+        ]),
+        false,
+    )
+    .unwrap();
+    assert!(!s.promoters.enabled);
+    assert_eq!(s.promoters.topic, "promotores");
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n[promoters]\ntopic = \"p\"\n[[promoters.tiers]]\nname = \"all\"\n[[promoters.actions]]\nname = \"thank_you\"\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.promoters.topic, "p");
+    assert_eq!(s.promoters.tier_names(), vec!["all"]);
+    assert_eq!(s.promoters.actions[0].name, "thank_you");
+    let refused = |a: &[&str]| Settings::resolve(&args(a), false).unwrap_err().flag();
+    assert_eq!(
+        refused(&["--brokers", "b", "--promoters", "maybe"]),
+        "--promoters"
+    );
+    assert_eq!(
+        refused(&["--brokers", "b", "--promoter-topic", "nps-detractor-alerts"]),
+        "--promoter-topic"
+    );
+    assert_eq!(
+        refused(&["--brokers", "b", "--promoter-topic", "a b"]),
+        "--promoter-topic"
+    );
+    let e = Settings::from_toml(
+        "brokers = \"b\"\n[[promoters.tiers]]\nname = \"Oro\"\n",
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(e.flag(), "[promoters]");
+    assert!(e.to_string().contains("label value"), "{e}");
+}

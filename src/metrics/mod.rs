@@ -21,6 +21,8 @@ pub use cases::*;
 // Per-segment series (rendered by `SegmentSeries`).
 pub const RESPONSES_TOTAL: &str = "nps_responses_total";
 pub const DETRACTOR_ALERTS_TOTAL: &str = "nps_detractor_alerts_total";
+pub const PROMOTER_EVENTS_TOTAL: &str = "nps_promoter_events_total";
+pub const PROMOTER_EVENTS_WITHDRAWN_TOTAL: &str = "nps_promoter_events_withdrawn_total";
 pub const NPS_SCORE: &str = "nps_score";
 pub const NPS_WINDOW_RESPONSES: &str = "nps_window_responses";
 pub const NPS_MARGIN_OF_ERROR: &str = "nps_score_margin_of_error";
@@ -64,7 +66,7 @@ pub const NPS_TARGET: &str = "nps_target";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 55] = [
+pub const NAMES: [&str; 57] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -75,6 +77,8 @@ pub const NAMES: [&str; 55] = [
     RESPONSES_TOTAL,
     EVENTS_REJECTED_TOTAL,
     DETRACTOR_ALERTS_TOTAL,
+    PROMOTER_EVENTS_TOTAL,
+    PROMOTER_EVENTS_WITHDRAWN_TOTAL,
     EVENTS_CONSUMED_TOTAL,
     DUPLICATES_TOTAL,
     REVISIONS_TOTAL,
@@ -312,6 +316,8 @@ pub struct View {
     pub table: Vec<(String, String, Vec<crate::engine::WindowStats>)>,
     pub window_names: Vec<String>,
     pub alerts_sent: u64,
+    /// Promoter events sent (withdrawals not counted).
+    pub promoter_events: u64,
     pub consumed: u64,
     pub rejected: u64,
     /// The case tracker's totals (refreshed by its own loop).

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::*;
 use crate::engine::{Category, KeyId, SegmentStats, WindowSpec, WindowStats};
 use crate::pb::{AlertPriority, Channel};
+use crate::promoters::MAX_TIERS;
 /// Channel label values, by protobuf number.
 const CHANNEL_LABELS: [&str; 7] = [
     "unspecified",
@@ -39,6 +40,9 @@ struct Row {
     responses: [[AtomicU64; 3]; CHANNEL_LABELS.len()],
     /// `nps_detractor_alerts_total` by priority.
     alerts: [AtomicU64; PRIORITY_LABELS.len()],
+    /// `nps_promoter_events_total` and `nps_promoter_events_withdrawn_total`
+    /// by tier.
+    promoters: [[AtomicU64; 2]; MAX_TIERS],
     /// Whether `SegmentSeries::stats` holds this segment's windows.
     in_windows: bool,
 }
@@ -49,6 +53,7 @@ impl Default for Row {
             labels: None,
             responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             alerts: std::array::from_fn(|_| AtomicU64::new(0)),
+            promoters: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             in_windows: false,
         }
     }
@@ -70,6 +75,8 @@ impl Default for Row {
 #[derive(Default)]
 pub struct SegmentSeries {
     windows: Vec<String>,
+    /// Promoter tier label values, by tier index.
+    tiers: Vec<String>,
     rows: Vec<Row>,
     /// `rows.len() × windows.len()`, row after row.
     stats: Vec<WindowStats>,
@@ -92,7 +99,7 @@ pub struct RenderCursor {
 }
 
 /// Families rendered from a [`SegmentSeries`], in order.
-const FAMILIES: [(&str, &str, &str); 8] = [
+const FAMILIES: [(&str, &str, &str); 10] = [
     (
         RESPONSES_TOTAL,
         "Responses counted (late ones included, duplicates excluded), by product, region, channel and category.",
@@ -135,6 +142,16 @@ const FAMILIES: [(&str, &str, &str); 8] = [
         "Sum of weights (customer_value, 1 when absent) in the window.",
         "gauge",
     ),
+    (
+        PROMOTER_EVENTS_TOTAL,
+        "Promoter events emitted (revisions of a promoter included, withdrawals not), by product, region and tier.",
+        "counter",
+    ),
+    (
+        PROMOTER_EVENTS_WITHDRAWN_TOTAL,
+        "Promoter events withdrawn (the response revised below 9), by product, region and tier.",
+        "counter",
+    ),
 ];
 
 impl SegmentSeries {
@@ -158,11 +175,28 @@ impl SegmentSeries {
         true
     }
 
+    /// Counts a promoter event of segment `key` in tier `tier` (an index
+    /// in the tiers given to `set_tiers`).
+    pub fn count_promoter(&self, key: KeyId, tier: usize, withdrawn: bool) -> bool {
+        let Some(row) = self.rows.get(key.index()) else {
+            return false;
+        };
+        if let Some(n) = row.promoters.get(tier) {
+            n[usize::from(withdrawn)].fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The promoter tiers' label values, by index (at most `MAX_TIERS`).
+    pub fn set_tiers(&mut self, tiers: &[String]) {
+        self.tiers = tiers.iter().take(MAX_TIERS).cloned().collect();
+    }
+
     /// Makes room for segment ids below `bound` (the engine's id bound), so
     /// that `count_*` find their row.
     pub fn grow(&mut self, bound: usize) {
         if self.rows.len() < bound {
-            // By an eighth: a row is 224 bytes, and doubling would leave
+            // By an eighth: a row is 352 bytes, and doubling would leave
             // up to half of them unused.
             let len = self.rows.len();
             if self.rows.capacity() < bound {
@@ -300,6 +334,20 @@ impl SegmentSeries {
                     }
                 }
             }
+            8 | 9 => {
+                let withdrawn = usize::from(family == 9);
+                for (tier, n) in self.tiers.iter().zip(&row.promoters) {
+                    let n = n[withdrawn].load(Ordering::Relaxed);
+                    if n > 0 {
+                        out.push_str(name);
+                        out.push('{');
+                        out.push_str(labels);
+                        out.push_str(",tier=\"");
+                        escape(tier, out);
+                        let _ = writeln!(out, "\"}} {n}");
+                    }
+                }
+            }
             _ if row.in_windows => {
                 let nwin = self.windows.len();
                 for (window, w) in self
@@ -325,7 +373,8 @@ impl SegmentSeries {
                         4 => w.margin_of_error(),
                         5 => w.weighted_nps(),
                         6 => (w.responses() > 0).then_some(w.weight_net),
-                        _ => (w.responses() > 0).then_some(w.weight_total),
+                        7 => (w.responses() > 0).then_some(w.weight_total),
+                        _ => None,
                     };
                     if let Some(v) = v {
                         let _ = writeln!(out, "{name}{{{labels},window=\"{window}\"}} {v}");
@@ -343,6 +392,7 @@ impl Row {
             .iter()
             .flatten()
             .chain(&self.alerts)
+            .chain(self.promoters.iter().flatten())
             .any(|n| n.load(Ordering::Relaxed) > 0)
     }
 }

@@ -88,17 +88,33 @@ fn counters_count_by_channel_and_priority_and_go_with_their_segment() {
     }
     assert!(series.count_response(key, Channel::InApp, Category::Promoter));
     assert!(series.count_alert(key, AlertPriority::Critical));
+    series.set_tiers(&["strategic".into(), "high_value".into(), "standard".into()]);
+    assert!(series.count_promoter(key, 2, false));
+    assert!(series.count_promoter(key, 2, false));
+    assert!(series.count_promoter(key, 0, true));
     let text = render(&e, &mut series, t0);
     let labels = r#"product="Tarjeta \"Oro\"",region="Norte""#;
     for line in [
         format!(r#"nps_responses_total{{{labels},channel="sms",category="detractor"}} 3"#),
         format!(r#"nps_responses_total{{{labels},channel="in_app",category="promoter"}} 1"#),
         format!(r#"nps_detractor_alerts_total{{{labels},priority="critical"}} 1"#),
+        format!(r#"nps_promoter_events_total{{{labels},tier="standard"}} 2"#),
+        format!(r#"nps_promoter_events_withdrawn_total{{{labels},tier="strategic"}} 1"#),
     ] {
         assert!(text.contains(&line), "{line} in\n{text}");
     }
     // Only counters that counted something are series.
     assert_eq!(text.matches("nps_responses_total{").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("nps_promoter_events_total{").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("nps_promoter_events_withdrawn_total{").count(),
+        1,
+        "{text}"
+    );
     assert_eq!(
         text.matches("# TYPE nps_responses_total counter").count(),
         1
@@ -113,6 +129,7 @@ fn counters_count_by_channel_and_priority_and_go_with_their_segment() {
     e.sweep(gone);
     let text = render(&e, &mut series, gone);
     assert!(!text.contains("nps_responses_total{"), "{text}");
+    assert!(!text.contains("nps_promoter_events_total{"), "{text}");
     let again = record(&mut e, "b", Category::Promoter, gone);
     series.grow(again.index() + 1);
     series.count_response(again, Channel::Web, Category::Promoter);

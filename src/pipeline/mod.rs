@@ -37,6 +37,7 @@ use crate::metrics::{self as m, View};
 use crate::schema::{self, Rejection};
 use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
+use crate::topics::Missing;
 
 mod commit;
 mod ledger;
@@ -48,11 +49,13 @@ pub(crate) mod produce;
 mod rebalance;
 pub(crate) mod records;
 mod snapshots;
+mod startup;
 use commit::*;
 use outage::*;
 use produce::*;
 use rebalance::*;
 use records::*;
+use startup::*;
 
 pub use produce::VALUE_DROPPED;
 
@@ -69,6 +72,8 @@ pub const DLQ_FAILED_AT: &str = "nps.dlq.failed_at_ms";
 pub const CONTENT_TYPE: &str = "content-type";
 pub const MESSAGE_TYPE_HEADER: &str = "nps.message-type";
 pub const ALERT_ID_HEADER: &str = "nps.alert-id";
+/// Promoter event header: its event_id.
+pub const EVENT_ID_HEADER: &str = "nps.event-id";
 
 /// Most deliveries awaiting acknowledgement before reading pauses.
 const MAX_PENDING: usize = 50_000;
@@ -209,40 +214,27 @@ pub async fn run(
         })?,
     );
 
-    let store = loop {
-        // On a thread of its own (blocking requests), which a shutdown
-        // does not wait for.
-        let (tx, opening) = tokio::sync::oneshot::channel();
-        {
-            let (settings, health) = (settings.clone(), health.clone());
-            std::thread::spawn(move || {
-                let config = StateConfig {
-                    brokers: &settings.brokers,
-                    properties: &settings.kafka,
-                    state_topic: &settings.state_topic,
-                    input_topic: &settings.input_topic,
-                    snapshot_max_bytes: settings.snapshot_max_bytes,
-                };
-                tx.send(StateStore::open(&config, health).map(Box::new))
-            });
-        }
-        let opened = tokio::select! {
-            _ = shutdown.recv() => return Ok(()),
-            r = opening => r.unwrap_or(Err(crate::error::Error::StateTopicUnavailable {
-                topic: settings.state_topic.clone(),
-            })),
-        };
-        match opened {
-            Ok(store) => break Arc::<StateStore>::from(store),
-            Err(e) => {
-                tracing::warn!(error = %e, "state topic not available yet; retrying");
-                tokio::select! {
-                    _ = shutdown.recv() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                }
-            }
-        }
+    // Beside the state topic's opening: both may wait for a broker's answer.
+    let promoters = settings.promoters.enabled.then(|| {
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        tokio::spawn(async move { promoter_topic(&settings, shutdown).await })
+    });
+    let Some(store) = open_store(&settings, &health, &mut shutdown).await else {
+        return Ok(());
     };
+
+    if let Some(ready) = promoters {
+        match ready.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            // Only a panic: the process is ending.
+            Err(e) => tracing::error!(error = %e, "preparing the promoter topic failed"),
+        }
+    }
+    if let Ok(mut v) = view.write() {
+        v.series.set_tiers(&settings.promoters.tier_names());
+    }
 
     let core = Arc::new(Mutex::new(Core {
         engine,
@@ -595,51 +587,11 @@ impl Pipeline {
     }
 }
 
-/// The input topic's consumer, subscribed.
-fn subscribed_consumer(
-    settings: &Settings,
-    health: &Arc<Health>,
-    handler: &Arc<Rebalancer>,
-) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
-    let consumer: StreamConsumer<ConsumerCtx> = client_config(
-        &settings.brokers,
-        &[
-            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
-            // librdkafka's default is 5 minutes: a group that formed while
-            // the input topic was missing (created after nps-stream
-            // started) would wait that long to notice it. One small
-            // metadata request every 10 s.
-            ("topic.metadata.refresh.interval.ms", "10000"),
-        ],
-        &settings.kafka,
-    )
-    // Owned by nps-stream: offsets are committed by the pipeline itself,
-    // every second and on revoke and shutdown, only behind finished work.
-    .set("group.id", &settings.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .create_with_context(ConsumerCtx {
-        health: health.clone(),
-        input_topic: settings.input_topic.clone(),
-        handler: handler.clone(),
-    })
-    .map_err(|source| crate::error::Error::Client {
-        what: "the Kafka consumer",
-        source,
-    })?;
-    consumer
-        .subscribe(&[&settings.input_topic])
-        .map_err(|source| crate::error::Error::Subscribe {
-            topic: settings.input_topic.clone(),
-            source,
-        })?;
-    Ok(consumer)
-}
-
 #[derive(Default)]
 struct Counters {
     consumed: u64,
     alerts: u64,
+    promoters: u64,
     rejected: u64,
 }
 
@@ -760,6 +712,7 @@ fn refresh_view(
         v.table = table;
         v.window_names = window_names.to_vec();
         v.alerts_sent = stats.alerts;
+        v.promoter_events = stats.promoters;
         v.consumed = stats.consumed;
         v.rejected = stats.rejected;
     }

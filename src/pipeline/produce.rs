@@ -233,3 +233,25 @@ impl Core {
         drained.moved
     }
 }
+
+/// The headers of a record nps-stream emits: its content type, its
+/// message type and its id (`nps.alert-id` or `nps.event-id`).
+pub(crate) fn emitted_headers(
+    content_type: &str,
+    message_type: &str,
+    id: (&str, &str),
+) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: CONTENT_TYPE,
+            value: Some(content_type),
+        })
+        .insert(Header {
+            key: MESSAGE_TYPE_HEADER,
+            value: Some(message_type),
+        })
+        .insert(Header {
+            key: id.0,
+            value: Some(id.1),
+        })
+}

@@ -104,7 +104,15 @@ fn observation<'a>(response: &'a schema::ValidResponse, settings: &Settings) -> 
     }
 }
 
-/// Processes one record: engine, alert or dead letter, pending offset.
+/// A record a response sends besides its windows.
+enum Emit {
+    Alert(Box<crate::pb::DetractorAlert>, KeyId),
+    /// With its tier's index.
+    Promoter(Box<crate::pb::PromoterEvent>, KeyId, usize),
+}
+
+/// Processes one record: engine, alert, promoter event or dead letter,
+/// pending offset.
 pub(super) async fn handle(
     msg: &BorrowedMessage<'_>,
     settings: &Settings,
@@ -124,122 +132,173 @@ pub(super) async fn handle(
         .into_iter()
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value));
-    let delivery = match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
-    {
+    // At most two records: a revision from promoter to detractor both
+    // alerts and withdraws the promoter event.
+    let mut deliveries: [Option<Delivery>; 2] = [None, None];
+    match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits) {
         Ok(response) => {
             // An error is a dead letter to send once the lock is let go.
-            let alert: Result<_, Rejection> = 'engine: {
-                let mut c = lock(core);
-                let outcome = c
-                    .engine
-                    .record(partition, &observation(&response, settings), now);
-                let (counted, mark) = match outcome {
-                    Outcome::Duplicate => {
-                        metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
-                        (None, None)
-                    }
-                    Outcome::Stale => {
-                        metrics::counter!(m::REVISIONS_STALE_TOTAL).increment(1);
-                        (None, None)
-                    }
-                    Outcome::RevisionAfterHorizon => {
-                        break 'engine Err(Rejection::RevisionAfterHorizon);
-                    }
-                    Outcome::Counted(counted, mark) => {
-                        count_response(view, counted.key, response.channel, counted.category);
-                        let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
-                        metrics::histogram!(m::END_TO_END_DELAY).record(delay);
-                        (Some(counted), mark)
-                    }
-                    // `nps_responses_total` counts a response once, as its
-                    // first version came (a counter cannot move); the
-                    // windows follow its revisions.
-                    Outcome::Revised {
-                        counted,
-                        effects,
-                        alert,
-                        ..
-                    } => {
-                        for effect in effects.names() {
-                            metrics::counter!(m::REVISIONS_TOTAL, "effect" => effect).increment(1);
-                        }
-                        (Some(counted), alert)
-                    }
-                };
-                if let Some(k) = counted {
-                    if k.late {
-                        metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
-                    }
-                    if k.overflowed {
-                        metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
-                    }
-                }
-                Ok(match (counted, mark) {
-                    (Some(k), Some(mark)) => {
-                        let stats_now = c.engine.segment_stats(k.key, now);
-                        let specs = c.engine.layout().specs();
-                        let windows: Vec<_> = specs.iter().zip(stats_now).collect();
-                        let mut alert =
-                            alerts::build(&response, &windows, k.late, now, &settings.alerts);
-                        alert.revision = mark.revision;
-                        alert.withdrawn = mark.withdrawn;
-                        alert.partitions_covered = c.owned.len() as u32;
-                        alert.partitions_total = c.input_partitions;
-                        if mark.withdrawn {
-                            alert.priority_reasons = vec!["withdrawn".into()];
-                        }
-                        Some((alert, k.key))
-                    }
-                    _ => None,
-                })
-            };
-            match alert {
+            let emits = record(&response, partition, settings, core, view, now);
+            match emits {
                 Err(rejection) => {
                     stats.rejected += 1;
-                    Some(dead_letter(msg, &rejection, settings, out, now).await)
+                    deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
                 }
-                Ok(None) => None,
-                Ok(Some((alert, key))) => {
-                    let (bytes, content_type) = alerts::encode(&alert, settings.alerts_format);
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: CONTENT_TYPE,
-                            value: Some(content_type),
-                        })
-                        .insert(Header {
-                            key: MESSAGE_TYPE_HEADER,
-                            value: Some(MESSAGE_TYPE),
-                        })
-                        .insert(Header {
-                            key: ALERT_ID_HEADER,
-                            value: Some(alert.alert_id.as_str()),
-                        });
-                    let fut = send(
-                        out,
-                        &settings.alerts_topic,
-                        Some(alerts::key(&alert).as_bytes()),
-                        Some(&bytes),
-                        headers,
-                    )
-                    .await;
-                    if let Ok(v) = view.read() {
-                        v.series.count_alert(key, alert.priority());
+                Ok(emits) => {
+                    for (slot, emit) in deliveries.iter_mut().zip(emits) {
+                        if let Some(emit) = emit {
+                            *slot = Some(send_emit(emit, settings, out, view, stats).await);
+                        }
                     }
-                    stats.alerts += 1;
-                    Some(fut)
                 }
             }
         }
         Err(rejection) => {
             stats.rejected += 1;
-            Some(dead_letter(msg, &rejection, settings, out, now).await)
+            deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
+        }
+    }
+    let mut c = lock(core);
+    c.next.insert(partition, offset + 1);
+    let mut sent = deliveries.into_iter().flatten().peekable();
+    if sent.peek().is_none() {
+        c.ledger.read(partition, offset, None);
+    }
+    // Each delivery holds the offset back until it is acknowledged.
+    for d in sent {
+        c.ledger.read(partition, offset, Some(d));
+    }
+}
+
+/// Counts a valid response in the engine and says what it sends: its
+/// alert and its promoter event, or why it is refused.
+fn record(
+    response: &schema::ValidResponse,
+    partition: i32,
+    settings: &Settings,
+    core: &Mutex<Core>,
+    view: &RwLock<View>,
+    now: i64,
+) -> Result<[Option<Emit>; 2], Rejection> {
+    let mut c = lock(core);
+    let outcome = c
+        .engine
+        .record(partition, &observation(response, settings), now);
+    let (counted, mark, before) = match outcome {
+        Outcome::Duplicate => {
+            metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
+            return Ok([None, None]);
+        }
+        Outcome::Stale => {
+            metrics::counter!(m::REVISIONS_STALE_TOTAL).increment(1);
+            return Ok([None, None]);
+        }
+        Outcome::RevisionAfterHorizon => return Err(Rejection::RevisionAfterHorizon),
+        Outcome::Counted(counted, mark) => {
+            count_response(view, counted.key, response.channel, counted.category);
+            let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!(m::END_TO_END_DELAY).record(delay);
+            (counted, mark, None)
+        }
+        // `nps_responses_total` counts a response once, as its first
+        // version came (a counter cannot move); the windows follow its
+        // revisions.
+        Outcome::Revised {
+            counted,
+            effects,
+            alert,
+            before,
+            ..
+        } => {
+            for effect in effects.names() {
+                metrics::counter!(m::REVISIONS_TOTAL, "effect" => effect).increment(1);
+            }
+            (counted, alert, Some(before))
         }
     };
-    {
-        let mut c = lock(core);
-        c.next.insert(partition, offset + 1);
-        c.ledger.read(partition, offset, delivery);
+    if counted.late {
+        metrics::counter!(m::LATE_EVENTS_TOTAL).increment(1);
     }
+    if counted.overflowed {
+        metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
+    }
+    let alert = mark.map(|mark| {
+        let stats_now = c.engine.segment_stats(counted.key, now);
+        let specs = c.engine.layout().specs();
+        let windows: Vec<_> = specs.iter().zip(stats_now).collect();
+        let mut alert = alerts::build(response, &windows, counted.late, now, &settings.alerts);
+        alert.revision = mark.revision;
+        alert.withdrawn = mark.withdrawn;
+        alert.partitions_covered = c.owned.len() as u32;
+        alert.partitions_total = c.input_partitions;
+        if mark.withdrawn {
+            alert.priority_reasons = vec!["withdrawn".into()];
+        }
+        Emit::Alert(Box::new(alert), counted.key)
+    });
+    let promoter = settings
+        .promoters
+        .enabled
+        .then(|| crate::promoters::transition(counted.category, before))
+        .flatten()
+        .map(|withdrawn| {
+            let (event, tier) = crate::promoters::build(
+                response,
+                &settings.promoters,
+                counted.late,
+                withdrawn,
+                now,
+            );
+            Emit::Promoter(Box::new(event), counted.key, tier)
+        });
+    Ok([alert, promoter])
+}
+
+/// Sends an alert or a promoter event, with its content type, message type
+/// and id headers, and counts it.
+async fn send_emit(
+    emit: Emit,
+    settings: &Settings,
+    out: &Outbox<'_>,
+    view: &RwLock<View>,
+    stats: &mut Counters,
+) -> Delivery {
+    let format = settings.alerts_format;
+    let (topic, key, id, message_type, (bytes, content_type)) = match &emit {
+        Emit::Alert(a, _) => (
+            &settings.alerts_topic,
+            alerts::key(a),
+            (ALERT_ID_HEADER, a.alert_id.as_str()),
+            MESSAGE_TYPE,
+            alerts::encode(a.as_ref(), format),
+        ),
+        Emit::Promoter(e, _, _) => (
+            &settings.promoters.topic,
+            crate::promoters::key(e),
+            (EVENT_ID_HEADER, e.event_id.as_str()),
+            crate::promoters::MESSAGE_TYPE,
+            alerts::encode(e.as_ref(), format),
+        ),
+    };
+    let headers = emitted_headers(content_type, message_type, id);
+    let delivery = send(out, topic, Some(key.as_bytes()), Some(&bytes), headers).await;
+    match &emit {
+        Emit::Alert(a, segment) => {
+            if let Ok(v) = view.read() {
+                v.series.count_alert(*segment, a.priority());
+            }
+            stats.alerts += 1;
+        }
+        Emit::Promoter(e, segment, tier) => {
+            if let Ok(v) = view.read() {
+                v.series.count_promoter(*segment, *tier, e.withdrawn);
+            }
+            if !e.withdrawn {
+                stats.promoters += 1;
+            }
+        }
+    }
+    delivery
 }
 
 pub(super) async fn dead_letter(

@@ -222,9 +222,11 @@ pub fn customer_data_markers() -> Vec<&'static str> {
         "cust-",                      // tests' customer ids
         "cli-",                       // the generator's customer ids
         "queja ",                     // tests/service_mock.rs comments
+        "me encanta ",                // tests/service_mock.rs promoters
         "No resolvieron mi problema", // tests/real_broker.rs comments
     ];
     m.extend_from_slice(&nps_stream::generator::COMPLAINTS);
+    m.extend_from_slice(&nps_stream::generator::PRAISES);
     m
 }
 

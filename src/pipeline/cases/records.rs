@@ -5,12 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::context::CasesCtx;
 use super::readback::Reader;
 use super::{Core, Held, Out, Slot, Src, Unread, lock};
-use crate::alerts::AlertFormat;
 use crate::cases::escalation::{self, AlertReadError, alert_in, decode_alert};
 use crate::cases::event::decode_event;
 use crate::cases::{Applied, Escalation, Opened, SegmentId, alert_id};
@@ -19,9 +18,10 @@ use crate::config::Settings;
 use crate::kafka::RenewableProducer;
 use crate::metrics as m;
 use crate::pb::{AlertPriority, CaseState, DetractorAlert};
+use crate::pipeline::ALERT_ID_HEADER;
+use crate::pipeline::produce::emitted_headers;
 use crate::pipeline::produce::{Outbox, send};
 use crate::pipeline::records::dlq_headers;
-use crate::pipeline::{ALERT_ID_HEADER, CONTENT_TYPE, MESSAGE_TYPE_HEADER};
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 
@@ -344,29 +344,12 @@ impl Shell {
             "reason" => esc.reason.as_str(),
             "level" => esc.level.to_string())
         .increment(1);
-        let (bytes, content_type) = match self.settings.alerts_format {
-            AlertFormat::Protobuf => (
-                prost::Message::encode_to_vec(&record),
-                crate::alerts::CONTENT_TYPE_PROTOBUF,
-            ),
-            AlertFormat::Json => (
-                serde_json::to_vec(&record).unwrap_or_default(),
-                crate::alerts::CONTENT_TYPE_JSON,
-            ),
-        };
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: CONTENT_TYPE,
-                value: Some(content_type),
-            })
-            .insert(Header {
-                key: MESSAGE_TYPE_HEADER,
-                value: Some(ESCALATION_MESSAGE_TYPE),
-            })
-            .insert(Header {
-                key: ALERT_ID_HEADER,
-                value: Some(record.alert_id.as_str()),
-            });
+        let (bytes, content_type) = crate::alerts::encode(&record, self.settings.alerts_format);
+        let headers = emitted_headers(
+            content_type,
+            ESCALATION_MESSAGE_TYPE,
+            (ALERT_ID_HEADER, record.alert_id.as_str()),
+        );
         send(
             &self.out(stop),
             &self.settings.cases.escalations_topic,
