@@ -1009,12 +1009,34 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
         alerted, detractors,
         "one alert per detractor after the outage"
     );
+    // The promoter topic went with the broker: nps-stream creates it
+    // again, and every promoter of the second batch gets its event.
+    let promoters: BTreeSet<String> = second
+        .iter()
+        .filter(|(m, _)| m.score.unwrap() >= 9)
+        .map(|(m, _)| m.response_id.clone())
+        .collect();
+    let events = py_read(&python, &brokers, PROMOTERS, promoters.len(), 60);
+    let activated: BTreeSet<String> = events
+        .iter()
+        .map(|e| {
+            let bytes = b64decode(e["value_b64"].as_str().unwrap());
+            nps_stream::pb::PromoterEvent::decode(bytes.as_slice())
+                .unwrap()
+                .response_id
+        })
+        .collect();
+    assert_eq!(
+        activated, promoters,
+        "one event per promoter after the outage"
+    );
     let logs = svc.logs();
     for line in [
         "kafka brokers reachable again",
         "fetching paused until a broker answers for the input topic",
         "fetching resumed",
         "state topic missing (a broker back without its data?): creating it again",
+        "promoter topic missing (a broker back without its data?): creating it again",
     ] {
         assert!(logs.contains(line), "no {line:?} in:\n{logs}");
     }

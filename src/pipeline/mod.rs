@@ -223,15 +223,20 @@ pub async fn run(
         return Ok(());
     };
 
-    if let Some(ready) = promoters {
-        match ready.await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Ok(()),
+    // Held while the pipeline runs: the promoter topic's watch.
+    let _promoter_topic = match promoters {
+        Some(ready) => match ready.await {
+            Ok(Ok(Some(watch))) => Some(watch),
+            Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
             // Only a panic: the process is ending.
-            Err(e) => tracing::error!(error = %e, "preparing the promoter topic failed"),
-        }
-    }
+            Err(e) => {
+                tracing::error!(error = %e, "preparing the promoter topic failed");
+                None
+            }
+        },
+        None => None,
+    };
     if let Ok(mut v) = view.write() {
         v.series.set_tiers(&settings.promoters.tier_names());
     }
@@ -258,6 +263,7 @@ pub async fn run(
         health: health.clone(),
         topic: settings.input_topic.clone(),
         timeout: settings.shutdown_timeout,
+        stop_by: std::sync::OnceLock::new(),
         reset: settings.auto_offset_reset,
     });
     // Owned by the loop, beside the pipeline: a record borrows it while the
@@ -553,6 +559,7 @@ impl Pipeline {
     async fn stop(mut self, consumer: &StreamConsumer<ConsumerCtx>) {
         tracing::info!("shutting down: flushing alerts and dead letters");
         let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let _ = self.handler.stop_by.set(deadline);
         loop {
             let left = {
                 let mut c = lock(&self.core);

@@ -13,12 +13,23 @@ pub(super) struct Rebalancer {
     pub(super) health: Arc<Health>,
     pub(super) topic: String,
     pub(super) timeout: Duration,
+    /// Set when the pipeline stops: the end of the shutdown's bound, which
+    /// the revoke of its leaving the group does not wait past (the bound
+    /// is one, not one per step).
+    pub(super) stop_by: std::sync::OnceLock<Instant>,
     /// Where a partition starts whose committed offset its log does not
     /// hold (`--auto-offset-reset`).
     pub(super) reset: crate::config::OffsetReset,
 }
 
 impl Rebalancer {
+    /// How long a revoke may wait from now: the shutdown timeout, and
+    /// never past a stop's bound.
+    fn deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeout;
+        self.stop_by.get().map_or(own, |stop| own.min(*stop))
+    }
+
     /// Waits (bounded) for the partitions' pending deliveries, then commits
     /// what is done. Offsets of what did not finish stay uncommitted: the
     /// next owner redoes it.
@@ -27,7 +38,7 @@ impl Rebalancer {
     /// polling loop), cut in short slices so that a failed delivery is sent
     /// again promptly by the next `drain`.
     pub(super) fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.deadline();
         let mut core = lock(&self.core);
         loop {
             core.drain(&self.producer);
@@ -62,7 +73,7 @@ impl Rebalancer {
         if !unfinished.is_empty() {
             tracing::warn!(partitions = ?unfinished, "deliveries unacknowledged: no final snapshot; the next owner replays from the previous one");
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.deadline();
         while core.writes.iter().any(|(p, ..)| partitions.contains(p)) {
             let _ = self.store.flush(Duration::from_millis(100));
             core.write_snapshots(&self.store);

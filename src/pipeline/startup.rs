@@ -48,11 +48,12 @@ pub(super) async fn open_store(
 
 /// Makes sure the promoter events topic exists (created, as many
 /// partitions as the input, when missing), asking again while the brokers
-/// cannot say. False when a shutdown came first.
+/// cannot say; then keeps it there (see `watch_promoter_topic`). None
+/// when a shutdown came first.
 pub(super) async fn promoter_topic(
     settings: &Settings,
     mut shutdown: Shutdown,
-) -> crate::error::Result<bool> {
+) -> crate::error::Result<Option<TopicWatch>> {
     let mut warned = false;
     loop {
         // On a thread of its own (blocking requests), which a shutdown
@@ -68,13 +69,13 @@ pub(super) async fn promoter_topic(
             tx.send(ready)
         });
         let ready = tokio::select! {
-            _ = shutdown.recv() => return Ok(false),
+            _ = shutdown.recv() => return Ok(None),
             r = asking => r.unwrap_or_else(|_| Ok(Err(Missing::Waiting("no answer".into()))))?,
         };
         let why = match ready {
             Ok(partitions) => {
                 tracing::info!(topic = %settings.promoters.topic, partitions, "promoter events on");
-                return Ok(true);
+                return Ok(Some(watch_promoter_topic(settings.clone(), partitions)));
             }
             Err(Missing::Refused(reason)) => {
                 return Err(crate::error::Error::PromoterTopic {
@@ -89,10 +90,43 @@ pub(super) async fn promoter_topic(
             warned = true;
         }
         tokio::select! {
-            _ = shutdown.recv() => return Ok(false),
+            _ = shutdown.recv() => return Ok(None),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// Keeps a topic nps-stream created while it runs; dropping it stops the
+/// watching.
+pub(super) struct TopicWatch(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+/// How often the promoter topic's presence is checked.
+const TOPIC_CHECK: Duration = Duration::from_secs(10);
+
+/// Creates the promoter topic again (as many partitions as before) when
+/// the brokers no longer list it, as the state topic is: a broker back
+/// without its data would otherwise fail every promoter event, and hold
+/// back every later offset, until someone created it by hand. Checked
+/// every 10 s on a thread of its own (blocking requests).
+fn watch_promoter_topic(settings: Settings, partitions: i32) -> TopicWatch {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok(admin) = crate::topics::Admin::new(&settings, "the promoter topic's admin client")
+        else {
+            return;
+        };
+        let topic = &settings.promoters.topic;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TOPIC_CHECK) {
+            if admin.partitions(topic).is_some() {
+                continue;
+            }
+            tracing::warn!(topic = %topic, "promoter topic missing (a broker back without its data?): creating it again");
+            if let Err(e) = admin.ensure_any(&settings, topic, partitions) {
+                tracing::warn!(topic = %topic, reason = ?e, "promoter topic not created yet; trying again");
+            }
+        }
+    });
+    TopicWatch(tx)
 }
 
 /// The input topic's consumer, subscribed.
