@@ -231,14 +231,14 @@ fn case_tracker_memory_per_open_case_and_per_customer() {
         let c = per(n, false);
         let with_customer = per(n, true);
         println!(
-            "case tracker memory at {n}: {c:.0} bytes per open case, {:.0} per remembered customer",
+            "case tracker memory at {n}: {c:.1} bytes per open case, {:.1} per remembered customer",
             with_customer - c
         );
         case = case.max(c);
         customer = customer.max(with_customer - c);
     }
     println!(
-        "case tracker memory: {case:.0} bytes per open case, {customer:.0} bytes per remembered customer (worst of {SIZES:?})"
+        "case tracker memory: {case:.1} bytes per open case, {customer:.1} bytes per remembered customer (worst of {SIZES:?})"
     );
     // Issue 17's targets: <= 160 bytes per open case, <= 24 per customer.
     assert!(case <= 160.0, "{case} bytes per open case");

@@ -11,7 +11,7 @@
 //! lookup to a run of about 16 neighbours: two or three cache lines,
 //! whatever the array's size.
 
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 
 /// A customer's last case: when it opened, and its alert's offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,26 @@ impl Entry {
     }
 }
 
+/// A prefetch hint for the cache line at `p` (x86-64; nothing elsewhere).
+#[inline(always)]
+fn prefetch(p: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address,
+    // and reads nothing the program sees.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Fewest new customers held apart before a merge.
 const MIN_RECENT: usize = 1024;
+
+/// New customers are merged into the array once they are this fraction of
+/// it: each merge moves the whole array, so its cost per new customer is
+/// about this many entries moved.
+const RECENT_SHARE: usize = 16;
 
 /// Customers per directory slot, about.
 const PER_SLOT: usize = 16;
@@ -66,11 +84,24 @@ const PER_SLOT: usize = 16;
 #[derive(Default)]
 pub(super) struct Index {
     sorted: Vec<Entry>,
-    recent: HashMap<u64, Last>,
+    /// New customers in arrival order, until merged into `sorted`.
+    recent: Vec<Entry>,
+    /// Positions in `recent`, by hash.
+    recent_at: HashTable<u32>,
     /// `dir[b]`: the first position in `sorted` whose hash's top `bits`
     /// bits are `b` or more; one more slot holds the length.
     dir: Vec<u32>,
     bits: u32,
+}
+
+/// The directory's size for an array of `n`: `bits` of the hash, 0 (no
+/// directory) for a small array.
+fn dir_bits(n: usize) -> u32 {
+    if n < 2 * PER_SLOT {
+        0
+    } else {
+        (n / PER_SLOT).max(1).next_power_of_two().trailing_zeros()
+    }
 }
 
 impl Index {
@@ -107,15 +138,37 @@ impl Index {
         }
     }
 
+    /// Starts loading the run of the array where `hash` would be, so that
+    /// its cache misses overlap the caller's other lookups (the case table)
+    /// instead of following them. Only a hint: no effect on results.
+    pub(super) fn prefetch(&self, hash: u64) {
+        if self.bits == 0 {
+            return;
+        }
+        let b = (hash >> (64 - self.bits)) as usize;
+        let (Some(&lo), Some(&hi)) = (self.dir.get(b), self.dir.get(b + 1)) else {
+            return;
+        };
+        if let Some(run) = self.sorted.get(lo as usize..hi as usize) {
+            // A run is about 16 entries: 5 cache lines.
+            for line in run.chunks(64 / std::mem::size_of::<Entry>()) {
+                prefetch(line.as_ptr().cast());
+            }
+        }
+    }
+
+    /// Where `hash` is among the recent customers.
+    fn find_recent(&self, hash: u64) -> Option<usize> {
+        let recent = &self.recent;
+        self.recent_at
+            .find(hash, |&i| recent[i as usize].hash() == hash)
+            .map(|&i| i as usize)
+    }
+
     /// Builds the directory of the array as it is now.
     fn index(&mut self) {
         let n = self.sorted.len();
-        let want = (n / PER_SLOT).max(1).next_power_of_two();
-        self.bits = if n < 2 * PER_SLOT {
-            0
-        } else {
-            want.trailing_zeros()
-        };
+        self.bits = dir_bits(n);
         self.dir.clear();
         if self.bits == 0 {
             self.dir.shrink_to_fit();
@@ -135,8 +188,8 @@ impl Index {
 
     #[cfg(test)]
     pub(super) fn get(&self, hash: u64) -> Option<Last> {
-        if let Some(l) = self.recent.get(&hash) {
-            return Some(*l);
+        if let Some(i) = self.find_recent(hash) {
+            return Some(self.recent[i].last());
         }
         self.find(hash).ok().map(|i| self.sorted[i].last())
     }
@@ -153,9 +206,9 @@ impl Index {
         hash: u64,
         f: impl FnOnce(Option<Last>) -> Last,
     ) -> Option<Last> {
-        if let Some(l) = self.recent.get_mut(&hash) {
-            let before = *l;
-            *l = f(Some(before));
+        if let Some(i) = self.find_recent(hash) {
+            let before = self.recent[i].last();
+            self.recent[i] = Entry::new(hash, f(Some(before)));
             return Some(before);
         }
         if let Ok(i) = self.find(hash) {
@@ -163,16 +216,22 @@ impl Index {
             self.sorted[i] = Entry::new(hash, f(Some(before)));
             return Some(before);
         }
-        self.recent.insert(hash, f(None));
-        if self.recent.len() >= MIN_RECENT.max(self.sorted.len() / 32) {
+        let i = self.recent.len() as u32;
+        self.recent.push(Entry::new(hash, f(None)));
+        let recent = &self.recent;
+        self.recent_at
+            .insert_unique(hash, i, |&j| recent[j as usize].hash());
+        if self.recent.len() >= MIN_RECENT.max(self.sorted.len() / RECENT_SHARE) {
             self.merge();
         }
         None
     }
 
-    /// Moves the recent customers into the array, in place.
+    /// Moves the recent customers into the array, in place, from the back,
+    /// building the directory on the way (one pass over the array).
     fn merge(&mut self) {
-        let mut new: Vec<Entry> = self.recent.drain().map(|(h, l)| Entry::new(h, l)).collect();
+        let mut new = std::mem::take(&mut self.recent);
+        self.recent_at.clear();
         new.sort_unstable_by_key(Entry::hash);
         let (n, k) = (self.sorted.len(), new.len());
         // A thirty-second to spare: the array grows (and may move) at most
@@ -181,24 +240,57 @@ impl Index {
             self.sorted.reserve_exact(k + (n + k) / 32);
         }
         self.sorted.resize(n + k, Entry::default());
-        let s = &mut self.sorted;
+        self.bits = dir_bits(n + k);
+        let slots = if self.bits == 0 {
+            0
+        } else {
+            1usize << self.bits
+        };
+        self.dir.clear();
+        self.dir.reserve_exact(slots + 1);
+        self.dir.resize(slots + 1, 0);
+        self.dir[slots] = (n + k) as u32;
+        // `dir[filled..]` is set; `dir[b]` for a bucket b is set as soon
+        // as an entry of a lower bucket is written (going down), to the
+        // position after it.
+        let mut filled = slots;
+        let bits = self.bits;
+        let (s, dir) = (&mut self.sorted, &mut self.dir);
         let (mut i, mut j) = (n, k);
-        while j > 0 {
-            let w = i + j - 1;
-            if i > 0 && s[i - 1].hash() > new[j - 1].hash() {
-                s[w] = s[i - 1];
-                i -= 1;
-            } else {
-                s[w] = new[j - 1];
+        for w in (0..n + k).rev() {
+            let e = if j > 0 && (i == 0 || s[i - 1].hash() <= new[j - 1].hash()) {
                 j -= 1;
+                new[j]
+            } else {
+                i -= 1;
+                s[i]
+            };
+            s[w] = e;
+            if bits > 0 {
+                let bucket = (e.hash() >> (64 - bits)) as usize;
+                while filled > bucket + 1 {
+                    filled -= 1;
+                    dir[filled] = (w + 1) as u32;
+                }
             }
         }
-        self.index();
+        for d in &mut dir[..filled] {
+            *d = 0;
+        }
+        if bits == 0 {
+            dir.clear();
+            dir.shrink_to_fit();
+        }
+        // The recent buffer's room is kept for the next round.
+        new.clear();
+        self.recent = new;
     }
 
     /// Keeps the customers `keep` says to.
     pub(super) fn retain(&mut self, keep: impl Fn(Last) -> bool) {
-        self.recent.retain(|_, l| keep(*l));
+        if !self.recent.is_empty() {
+            self.merge();
+        }
         self.sorted.retain(|e| keep(e.last()));
         if self.sorted.capacity() > self.sorted.len() + self.sorted.len() / 4 {
             self.sorted.shrink_to_fit();
@@ -210,16 +302,17 @@ impl Index {
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Last)> + '_ {
         self.sorted
             .iter()
+            .chain(&self.recent)
             .map(|e| (e.hash(), e.last()))
-            .chain(self.recent.iter().map(|(h, l)| (*h, *l)))
     }
 
     /// Bytes held, for the memory figures.
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
-        self.sorted.capacity() * std::mem::size_of::<Entry>()
+        let entry = std::mem::size_of::<Entry>();
+        (self.sorted.capacity() + self.recent.capacity()) * entry
             + self.dir.capacity() * 4
-            + self.recent.capacity() * (std::mem::size_of::<(u64, Last)>() + 1)
+            + self.recent_at.capacity() * 5
     }
 }
 

@@ -295,6 +295,13 @@ impl<O> Tracker<O> {
 
     /// Opens the case of an alert read back from the alerts topic.
     pub fn open(&mut self, alert: &AlertIn<'_>) -> Opened {
+        // The customer's place is loaded while the case table is searched.
+        let who = (!alert.customer_id.is_empty()).then(|| customer_hash(alert.customer_id));
+        if let Some(who) = who
+            && let Some(known) = self.customers.get(&alert.partition)
+        {
+            known.prefetch(who);
+        }
         if self.cases.contains_key(&alert.alert) {
             return Opened::Known;
         }
@@ -315,8 +322,7 @@ impl<O> Tracker<O> {
         };
         // A repeat detractor: escalated at once.
         let mut repeat = None;
-        if !alert.customer_id.is_empty() {
-            let who = customer_hash(alert.customer_id);
+        if let Some(who) = who {
             let horizon = ms(self.config.repeat_horizon);
             let known = self.customers.entry(alert.partition).or_default();
             // Remember the customer's latest case.
