@@ -322,13 +322,27 @@ pub struct View {
     pub rejected: u64,
     /// The case tracker's totals (refreshed by its own loop).
     pub cases: CaseSummary,
+    /// Refused input records by reason (the DLQ's reasons).
+    pub rejected_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Input partitions this instance holds, and the topic's count (0 when
+    /// unknown).
+    pub partitions_held: Vec<i32>,
+    pub partitions_total: u32,
+    /// When the windows were last refreshed (Unix ms; 0 before the first).
+    pub refreshed_at_ms: i64,
 }
 
 /// The case tracker's totals, for the demo's table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CaseSummary {
+    /// Case tracking runs in this process.
+    pub enabled: bool,
     pub open: u64,
     pub overdue: u64,
+    /// Open and overdue cases by priority (protobuf number: unspecified,
+    /// normal, high, critical).
+    pub open_by_priority: [u64; 4],
+    pub overdue_by_priority: [u64; 4],
     pub escalations: u64,
     pub closed: u64,
     pub closed_within_sla: u64,

@@ -36,6 +36,8 @@ struct Row {
     /// `product="…",region="…"`, escaped; set at refresh while the segment
     /// is in the engine's table. A row without labels is not rendered.
     labels: Option<Arc<str>>,
+    /// (product, region), set with `labels`.
+    name: Option<(Arc<str>, Arc<str>)>,
     /// `nps_responses_total` by channel and category.
     responses: [[AtomicU64; 3]; CHANNEL_LABELS.len()],
     /// `nps_detractor_alerts_total` by priority.
@@ -51,6 +53,7 @@ impl Default for Row {
     fn default() -> Self {
         Row {
             labels: None,
+            name: None,
             responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             alerts: std::array::from_fn(|_| AtomicU64::new(0)),
             promoters: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
@@ -175,6 +178,28 @@ impl SegmentSeries {
         true
     }
 
+    /// The window names, in order, as of the last refresh.
+    pub fn windows(&self) -> &[String] {
+        &self.windows
+    }
+
+    /// Every segment holding responses in some window as of the last
+    /// refresh: (product, region, its statistics per window in `windows()`
+    /// order), in segment id order. The same numbers /metrics renders.
+    pub fn segments(&self) -> impl Iterator<Item = (&str, &str, &[WindowStats])> + '_ {
+        let nwin = self.windows.len();
+        self.rows.iter().enumerate().filter_map(move |(i, row)| {
+            let (product, region) = row.name.as_ref()?;
+            row.in_windows.then(|| {
+                (
+                    product.as_ref(),
+                    region.as_ref(),
+                    &self.stats[i * nwin..(i + 1) * nwin],
+                )
+            })
+        })
+    }
+
     /// Counts a promoter event of segment `key` in tier `tier` (an index
     /// in the tiers given to `set_tiers`).
     pub fn count_promoter(&self, key: KeyId, tier: usize, withdrawn: bool) -> bool {
@@ -249,6 +274,7 @@ impl SegmentSeries {
                         escape(region, &mut l);
                         l.push('"');
                         row.labels = Some(l.into());
+                        row.name = Some((product.into(), region.into()));
                     }
                 }
             }

@@ -600,6 +600,17 @@ struct Counters {
     alerts: u64,
     promoters: u64,
     rejected: u64,
+    rejected_by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn reject(&mut self, rejection: &Rejection) {
+        self.rejected += 1;
+        *self
+            .rejected_by_reason
+            .entry(rejection.reason().as_str())
+            .or_default() += 1;
+    }
 }
 
 fn pending_room(core: &Mutex<Core>) -> bool {
@@ -709,6 +720,8 @@ fn refresh_view(
         Vec::new()
     };
     let g = c.engine.gauges();
+    let held: Vec<i32> = c.owned.iter().copied().collect();
+    let total = c.input_partitions;
     drop(c);
     metrics::gauge!(m::ENGINE_KEYS).set(g.keys as f64);
     metrics::gauge!(m::ENGINE_SEGMENT_STATES).set(g.segment_states as f64);
@@ -722,5 +735,9 @@ fn refresh_view(
         v.promoter_events = stats.promoters;
         v.consumed = stats.consumed;
         v.rejected = stats.rejected;
+        v.rejected_by_reason.clone_from(&stats.rejected_by_reason);
+        v.partitions_held = held;
+        v.partitions_total = total;
+        v.refreshed_at_ms = now;
     }
 }

@@ -141,7 +141,7 @@ pub(super) async fn handle(
             let emits = record(&response, partition, settings, core, view, now);
             match emits {
                 Err(rejection) => {
-                    stats.rejected += 1;
+                    stats.reject(&rejection);
                     deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
                 }
                 Ok(emits) => {
@@ -154,7 +154,7 @@ pub(super) async fn handle(
             }
         }
         Err(rejection) => {
-            stats.rejected += 1;
+            stats.reject(&rejection);
             deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
         }
     }

@@ -658,6 +658,7 @@ impl Shell {
         let c = lock(&self.core);
         let mut now_set = BTreeSet::new();
         let (mut open, mut overdue) = (0, 0);
+        let mut by_priority = ([0u64; 4], [0u64; 4]);
         for (seg, prio, counts) in c.tracker.counts() {
             let (product, region) = c.tracker.segment_name(seg);
             let labels = [
@@ -670,6 +671,9 @@ impl Shell {
             now_set.insert((seg, prio as i32));
             open += counts.open;
             overdue += counts.overdue;
+            let p = (prio as usize).min(3);
+            by_priority.0[p] += counts.open;
+            by_priority.1[p] += counts.overdue;
         }
         for (seg, prio) in self.gauges.difference(&now_set) {
             let (product, region) = c.tracker.segment_name(*seg);
@@ -683,8 +687,13 @@ impl Shell {
             metrics::gauge!(m::CASES_OVERDUE, &labels).set(0.0);
         }
         self.gauges = now_set;
+        self.summary.enabled = true;
         self.summary.open = open;
         self.summary.overdue = overdue;
+        (
+            self.summary.open_by_priority,
+            self.summary.overdue_by_priority,
+        ) = by_priority;
         if let Ok(mut v) = self.view.write() {
             v.cases = self.summary;
         }

@@ -1,6 +1,10 @@
 //! The HTTP surface on the metrics port: /metrics (Prometheus text),
-//! /healthz (the process is alive) and /readyz (partitions assigned and
-//! brokers reachable; 503 otherwise).
+//! /healthz (the process is alive), /readyz (partitions assigned and
+//! brokers reachable; 503 otherwise), the live page (/) and its JSON API
+//! (/api/v1/segments, /api/v1/summary).
+
+mod api;
+pub use api::{SegmentPage, SegmentRow, Summary};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -70,6 +74,80 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The live page: one self-contained file (HTML, CSS and script inline,
+/// nothing fetched from elsewhere) that polls the API.
+const PAGE: &str = include_str!("page.html");
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> axum::response::Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+fn view_gone() -> axum::response::Response {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &api::ApiError {
+            error: "the view is unavailable".into(),
+        },
+    )
+}
+
+async fn api_segments(
+    State(s): State<AppState>,
+    params: Result<
+        axum::extract::Query<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> axum::response::Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &api::ApiError {
+                    error: e.body_text(),
+                },
+            );
+        }
+    };
+    let query = match api::SegmentQuery::parse(&params) {
+        Ok(q) => q,
+        Err(e) => return json(StatusCode::BAD_REQUEST, &e),
+    };
+    let Ok(view) = s.view.read() else {
+        return view_gone();
+    };
+    match api::segments(&view, &query) {
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(e) => json(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+async fn api_summary(State(s): State<AppState>) -> axum::response::Response {
+    let Ok(view) = s.view.read() else {
+        return view_gone();
+    };
+    json(StatusCode::OK, &api::summary(&view))
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -109,8 +187,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| crate::error::Error::Listen { addr, source })?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, the live page (/) and /api/v1");
     let app = Router::new()
+        .route("/", get(page))
+        .route("/api/v1/segments", get(api_segments))
+        .route("/api/v1/summary", get(api_summary))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
