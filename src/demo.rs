@@ -186,8 +186,16 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
             .create_topic(topic, partitions, 1)
             .map_err(embedded(format!("creating topic {topic}")))?;
     }
-    println!("nps-stream demo: embedded Kafka at {bootstrap}");
+    println!(
+        "nps-stream demo: open http://{}/ for the live page",
+        settings.metrics_addr
+    );
+    println!("  embedded Kafka at {bootstrap}");
     println!("  metrics:  http://{}/metrics", settings.metrics_addr);
+    println!(
+        "  API:      http://{0}/api/v1/segments?window=24h  http://{0}/api/v1/summary",
+        settings.metrics_addr
+    );
     println!(
         "  alerts:   kcat -C -b {bootstrap} -t {} -J",
         settings.alerts_topic

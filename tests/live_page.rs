@@ -1,0 +1,402 @@
+//! The live page and its JSON API, against a running demo (the embedded
+//! broker, answers arriving all the time): every API parameter, bad ones,
+//! paging, equality with /metrics at one refresh, no customer data; and
+//! the page itself in headless Chromium (Debian's chromium and
+//! chromedriver, driven by selenium from `tests/py/browser.py`): it
+//! renders the segments, its numbers are the API's and /metrics' at one
+//! refresh, filtering works, it updates as answers arrive, and a
+//! screenshot is written.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn demo(name: &str) -> Service {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut svc = Service::start(
+        &[
+            "demo",
+            "--metrics-addr",
+            &addr,
+            "--rate",
+            "100",
+            "--table-every",
+            "3600",
+        ],
+        port,
+        name,
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // The history is spread over 30 days: the last hour fills with the
+        // live stream. Once it holds every segment, every window does.
+        if let Some((200, body)) = http_get(&svc.metrics_addr, "/api/v1/segments?window=1h") {
+            let s: Value = serde_json::from_str(&body).unwrap();
+            if s["total"].as_u64().unwrap_or(0) >= 20 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no segments:\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = &mut svc;
+    svc
+}
+
+fn get_json(addr: &str, path: &str) -> (u16, Value) {
+    let (code, body) = http_get(addr, path).unwrap_or_else(|| panic!("GET {path}"));
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, v)
+}
+
+/// Every page of `query` (per_page 7), all from one refresh of the
+/// windows: asked again until they agree.
+fn all_pages(addr: &str, query: &str) -> Vec<Value> {
+    for _ in 0..20 {
+        let mut rows = Vec::new();
+        let mut stamps = std::collections::BTreeSet::new();
+        let mut page = 1;
+        loop {
+            let (code, p) = get_json(
+                addr,
+                &format!("/api/v1/segments?{query}&per_page=7&page={page}"),
+            );
+            assert_eq!(code, 200, "{p}");
+            stamps.insert(p["refreshed_at_ms"].as_i64().unwrap());
+            let n = p["rows"].as_array().unwrap().len();
+            rows.extend(p["rows"].as_array().unwrap().iter().cloned());
+            assert!(n <= 7);
+            if page >= p["pages"].as_u64().unwrap() as usize {
+                assert_eq!(rows.len(), p["total"].as_u64().unwrap() as usize);
+                break;
+            }
+            assert_eq!(n, 7, "a page before the last is full");
+            page += 1;
+        }
+        if stamps.len() == 1 {
+            return rows;
+        }
+    }
+    panic!("the pages never came from one refresh");
+}
+
+/// The API's rows against /metrics: each row's numbers are its series'.
+fn rows_match_metrics(rows: &[Value], m: &Metrics) -> Result<(), String> {
+    let num = |v: &Value| v.as_f64();
+    for r in rows {
+        let (p, g, w) = (
+            r["product"].as_str().unwrap(),
+            r["region"].as_str().unwrap(),
+            r["window"].as_str().unwrap(),
+        );
+        let labels = [("product", p), ("region", g), ("window", w)];
+        let checks = [
+            ("nps_score", num(&r["nps"])),
+            ("nps_score_margin_of_error", num(&r["margin_of_error"])),
+            ("nps_weighted_score", num(&r["weighted_nps"])),
+            ("nps_window_weight_net", num(&r["weight_net"])),
+            ("nps_window_weight", num(&r["weight_total"])),
+        ];
+        for (name, want) in checks {
+            if m.get(name, &labels) != want {
+                return Err(format!(
+                    "{name}{labels:?}: /metrics {:?}, API {want:?}",
+                    m.get(name, &labels)
+                ));
+            }
+        }
+        for (category, field) in [
+            ("promoter", "promoters"),
+            ("passive", "passives"),
+            ("detractor", "detractors"),
+        ] {
+            let l = [
+                ("product", p),
+                ("region", g),
+                ("window", w),
+                ("category", category),
+            ];
+            if m.get("nps_window_responses", &l) != num(&r[field]) {
+                return Err(format!(
+                    "nps_window_responses{l:?}: /metrics {:?}, API {}",
+                    m.get("nps_window_responses", &l),
+                    r[field]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_api_answers_every_parameter_and_equals_metrics() {
+    let svc = demo("api");
+    let addr = svc.metrics_addr.clone();
+
+    // Equal to /metrics at one refresh: the API asked before and after the
+    // scrape, kept when both answers are the same refresh's.
+    let mut matched = false;
+    for _ in 0..20 {
+        let (_, before) = get_json(&addr, "/api/v1/segments?per_page=1000");
+        let m = svc.metrics().unwrap();
+        let (_, after) = get_json(&addr, "/api/v1/segments?per_page=1000");
+        if before["refreshed_at_ms"] != after["refreshed_at_ms"] {
+            continue;
+        }
+        let rows = before["rows"].as_array().unwrap();
+        assert_eq!(
+            rows.len(),
+            m.count("nps_window_weight"),
+            "one row per window series"
+        );
+        rows_match_metrics(rows, &m).unwrap();
+        matched = true;
+        break;
+    }
+    assert!(matched, "never one refresh for the API and /metrics");
+
+    // Filters, sorts and paging, each page of one refresh.
+    let all = all_pages(&addr, "window=24h");
+    assert_eq!(all.len(), 20, "the demo's 5 products x 4 regions");
+    assert!(all.iter().all(|r| r["window"] == "24h"));
+    let names: Vec<(String, String)> = all
+        .iter()
+        .map(|r| {
+            (
+                r["product"].as_str().unwrap().into(),
+                r["region"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "product, then region, by default");
+    let by_nps = all_pages(&addr, "window=24h&sort=nps&order=desc");
+    let nps: Vec<f64> = by_nps.iter().map(|r| r["nps"].as_f64().unwrap()).collect();
+    assert!(nps.windows(2).all(|w| w[0] >= w[1]), "{nps:?}");
+    let by_responses = all_pages(&addr, "window=7d&sort=responses");
+    let n: Vec<u64> = by_responses
+        .iter()
+        .map(|r| r["responses"].as_u64().unwrap())
+        .collect();
+    assert!(n.windows(2).all(|w| w[0] <= w[1]), "{n:?}");
+    for (query, keep) in [
+        (
+            "window=1h&product=Tarjeta%20Oro",
+            &(|r: &Value| r["product"] == "Tarjeta Oro") as &dyn Fn(&Value) -> bool,
+        ),
+        ("window=1h&region=Sur", &|r: &Value| r["region"] == "Sur"),
+        ("window=1h&product_contains=tarjeta", &|r: &Value| {
+            r["product"].as_str().unwrap().contains("Tarjeta")
+        }),
+        ("window=1h&region_contains=NORTE", &|r: &Value| {
+            r["region"] == "Norte"
+        }),
+        ("window=1h&q=m%C3%B3vil", &|r: &Value| {
+            r["product"] == "App Móvil"
+        }),
+    ] {
+        let rows = all_pages(&addr, query);
+        assert!(
+            !rows.is_empty() && rows.iter().all(keep),
+            "{query}: {rows:?}"
+        );
+        let everything = all_pages(&addr, "window=1h");
+        assert_eq!(
+            rows.len(),
+            everything.iter().filter(|r| keep(r)).count(),
+            "{query}"
+        );
+    }
+    let every_window = all_pages(&addr, "product=Seguro%20Auto&region=Norte");
+    let windows: Vec<&str> = every_window
+        .iter()
+        .map(|r| r["window"].as_str().unwrap())
+        .collect();
+    assert_eq!(windows, ["1h", "24h", "7d", "30d"]);
+    let (code, past) = get_json(&addr, "/api/v1/segments?page=99");
+    assert_eq!((code, past["rows"].as_array().unwrap().len()), (200, 0));
+
+    // Bad parameters: 400, JSON saying what is wrong.
+    for (query, says) in [
+        ("window=2h", "window"),
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("per_page=0", "per_page"),
+        ("per_page=5000", "per_page"),
+        ("sort=score", "sort"),
+        ("order=random", "order"),
+        ("customer_id=cli-1", "unknown parameter"),
+    ] {
+        let (code, e) = get_json(&addr, &format!("/api/v1/segments?{query}"));
+        assert_eq!(code, 400, "{query}");
+        assert!(e["error"].as_str().unwrap().contains(says), "{query}: {e}");
+    }
+
+    // The summary.
+    let (code, s) = get_json(&addr, "/api/v1/summary");
+    assert_eq!(code, 200);
+    assert_eq!(s["windows"], serde_json::json!(["1h", "24h", "7d", "30d"]));
+    assert_eq!(s["segments"], 20);
+    assert_eq!(s["partitions"]["all"], true);
+    assert_eq!(
+        s["partitions"]["held"].as_array().unwrap().len() as u64,
+        s["partitions"]["total"].as_u64().unwrap()
+    );
+    assert!(s["consumed"].as_u64().unwrap() > 0 && s["alerts_sent"].as_u64().unwrap() > 0);
+    let reasons = s["rejected"]["by_reason"].as_object().unwrap();
+    assert!(!reasons.is_empty(), "the demo sends malformed answers");
+    let m = svc.metrics().unwrap();
+    for (reason, n) in reasons {
+        // The counter moves on as the demo runs: never behind the API's.
+        let counted = m
+            .get("nps_events_rejected_total", &[("reason", reason)])
+            .unwrap();
+        assert!(counted >= n.as_f64().unwrap(), "{reason}");
+    }
+    let cases = &s["cases"];
+    assert!(
+        cases["open"].as_u64().is_some()
+            && cases["open_by_priority"]["critical"].as_u64().is_some(),
+        "{s}"
+    );
+
+    // No customer data anywhere in the API or the page.
+    let (_, page) = http_get(&addr, "/").unwrap();
+    let (_, segments) = http_get(&addr, "/api/v1/segments?per_page=1000").unwrap();
+    let (_, summary) = http_get(&addr, "/api/v1/summary").unwrap();
+    for body in [&page, &segments, &summary] {
+        assert_eq!(customer_data_in(body), Vec::<&str>::new());
+    }
+}
+
+#[test]
+fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
+    let tools = have_tool("chromium") && have_tool("chromedriver");
+    let python = python().filter(|p| {
+        Command::new(p)
+            .args(["-c", "import selenium"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let Some(python) = python.filter(|_| tools) else {
+        assert!(
+            std::env::var_os("NPS_REQUIRE_TOOLS").is_none(),
+            "chromium, chromedriver and selenium are required (bash tests/run-all.sh installs them)"
+        );
+        eprintln!("skipped: chromium, chromedriver or selenium missing");
+        return;
+    };
+    let svc = demo("browser");
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-page");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut child = Command::new(python)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/browser.py"),
+            &format!("http://{}/", svc.metrics_addr),
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |step: &str| -> Value {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("browser.py ended before `{step}`"))
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["step"], step);
+        v
+    };
+
+    // Rendered: the segments, as the API and /metrics gave them at the
+    // same refresh.
+    let loaded = next("loaded");
+    assert_eq!(loaded["status"], "live");
+    assert_eq!(loaded["window"], "24h");
+    assert!(
+        loaded["partial_hidden"].as_bool().unwrap(),
+        "one instance holds every partition"
+    );
+    let shown = loaded["rows"].as_array().unwrap();
+    let api = loaded["api"]["rows"].as_array().unwrap();
+    assert_eq!(shown.len(), 20);
+    assert_eq!(shown.len(), api.len());
+    for (s, a) in shown.iter().zip(api) {
+        assert_eq!(
+            (&s["product"], &s["region"], &s["window"]),
+            (&a["product"], &a["region"], &a["window"])
+        );
+        let same = |attr: &str, field: &str| {
+            let page: Option<f64> = s[attr].as_str().and_then(|t| t.parse().ok());
+            assert_eq!(page, a[field].as_f64(), "{attr} of {s}");
+        };
+        same("nps", "nps");
+        same("margin", "margin_of_error");
+        same("weighted", "weighted_nps");
+        same("responses", "responses");
+        same("promoters", "promoters");
+        same("passives", "passives");
+        same("detractors", "detractors");
+        // What a person reads: one decimal (JavaScript's rounding).
+        let text = s["text_nps"].as_str().unwrap();
+        let (n, e) = text.split_once(" ± ").unwrap();
+        for (shown, exact) in [(n, &a["nps"]), (e, &a["margin_of_error"])] {
+            assert_eq!(shown.split('.').nth(1).map(str::len), Some(1), "{text}");
+            let shown: f64 = shown.parse().unwrap();
+            assert!(
+                (shown - exact.as_f64().unwrap()).abs() <= 0.05 + 1e-9,
+                "{text} for {a}"
+            );
+        }
+    }
+    let m = Metrics::parse(loaded["metrics"].as_str().unwrap());
+    rows_match_metrics(api, &m).unwrap();
+    assert_eq!(
+        customer_data_in(loaded["html"].as_str().unwrap()),
+        Vec::<&str>::new()
+    );
+
+    // Filtered by part of a product's name.
+    let filtered = next("filtered");
+    let first = shown[0]["product"].as_str().unwrap().to_lowercase();
+    let rows = filtered["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() < shown.len());
+    assert!(rows.iter().all(|r| {
+        r["product"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains(&first[..4])
+    }));
+
+    // New answers (the demo's stream goes on) show without a reload.
+    writeln!(stdin, "go").unwrap();
+    let updated = next("updated");
+    let before: BTreeMap<(String, String), String> = shown
+        .iter()
+        .map(|r| {
+            (
+                (r["product"].to_string(), r["region"].to_string()),
+                r["responses"].to_string(),
+            )
+        })
+        .collect();
+    assert!(updated["rows"].as_array().unwrap().iter().any(|r| {
+        before.get(&(r["product"].to_string(), r["region"].to_string()))
+            != Some(&r["responses"].to_string())
+    }));
+    assert!(child.wait().unwrap().success());
+    assert!(out.join("live-page.png").is_file());
+    eprintln!("screenshot: {}", out.join("live-page.png").display());
+}

@@ -1,0 +1,120 @@
+"""Drives the live page in headless Chromium (Debian's chromium and
+chromedriver, through selenium) for tests/live_page.rs.
+
+    browser.py URL OUT_DIR
+
+Prints one JSON line per step on stdout:
+  {"step": "loaded", ...}   the page's rows and summary as first rendered
+  {"step": "filtered", ...} after typing into the product filter
+  {"step": "updated", ...}  once the responses shown have changed (it
+                            waits for a line on stdin first: the test
+                            sends answers, then says so)
+and writes OUT_DIR/live-page.png (the page some seconds after loading).
+"""
+import json
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+
+def state(driver):
+    """What the page shows: its rows' data attributes and summary."""
+    return driver.execute_script("""
+        const rows = [...document.querySelectorAll('tr.segment')].map(tr => ({...tr.dataset,
+            text_nps: tr.querySelector('td.nps').textContent,
+            text_responses: tr.querySelector('td.responses').textContent}));
+        const reasons = Object.fromEntries([...document.querySelectorAll('#reasons tr')]
+            .map(tr => [tr.dataset.reason, Number(tr.dataset.count)]));
+        return {
+          ready: document.body.dataset.ready === '1',
+          refreshed_at_ms: Number(document.getElementById('refreshed').dataset.ms),
+          rows_ms: Number(document.getElementById('rows').dataset.ms),
+          query: document.getElementById('rows').dataset.query,
+          window: document.getElementById('window').value,
+          status: document.getElementById('status').textContent,
+          count: document.getElementById('count').textContent,
+          consumed: document.getElementById('consumed').textContent,
+          alerts: document.getElementById('alerts').textContent,
+          partial_hidden: document.getElementById('partial').hidden,
+          partial: document.getElementById('partial').textContent,
+          cases_open: document.getElementById('cases-open').textContent,
+          reasons: reasons,
+          html: document.documentElement.outerHTML,
+          rows: rows,
+        };
+    """)
+
+
+def wait(driver, cond, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = state(driver)
+        if cond(s):
+            return s
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def emit(step, s):
+    s = dict(s)
+    s["step"] = step
+    print(json.dumps(s), flush=True)
+
+
+def main():
+    url, out = sys.argv[1], sys.argv[2]
+    opts = Options()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1440,1000"]:
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    try:
+        driver.get(url)
+        loaded = wait(driver, lambda s: s["ready"] and s["rows"], "the first rows")
+        # The page's rows, the API's and /metrics at one refresh of the
+        # windows: right after the page renders a poll, the API is asked
+        # the same query; kept when it answers from the same refresh.
+        base = url.rstrip("/")
+        for _ in range(30):
+            seen = state(driver)["rows_ms"]
+            now = wait(driver, lambda s: s["rows_ms"] != seen, "a new poll")
+            api = json.load(urllib.request.urlopen(f"{base}/api/v1/segments?{now['query']}"))
+            metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+            again = json.load(urllib.request.urlopen(f"{base}/api/v1/segments?{now['query']}"))
+            if api["refreshed_at_ms"] == now["rows_ms"] == again["refreshed_at_ms"]:
+                loaded = now
+                loaded["api"] = api
+                loaded["metrics"] = metrics
+                break
+        else:
+            raise SystemExit("the page and the API never showed the same refresh")
+        emit("loaded", loaded)
+        # Filter on part of the first row's product.
+        product = loaded["rows"][0]["product"]
+        box = driver.find_element(By.ID, "product")
+        box.send_keys(product[:4].lower())
+        filtered = wait(driver, lambda s: s["rows"] and all(product[:4].lower() in r["product"].lower() for r in s["rows"])
+                        and len(s["rows"]) < len(loaded["rows"]), "the filtered rows")
+        emit("filtered", filtered)
+        box.clear()
+        box.send_keys(" ")
+        sys.stdin.readline()
+        before = {(r["product"], r["region"]): r["responses"] for r in wait(driver, lambda s: s["rows"], "rows")["rows"]}
+        updated = wait(driver, lambda s: any(before.get((r["product"], r["region"])) not in (None, r["responses"])
+                                             for r in s["rows"]), "an update", 60)
+        emit("updated", updated)
+        # A few more polls, so that the trends and rates have points.
+        time.sleep(6)
+        driver.save_screenshot(f"{out}/live-page.png")
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    main()
