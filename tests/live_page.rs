@@ -135,6 +135,28 @@ fn rows_match_metrics(rows: &[Value], m: &Metrics) -> Result<(), String> {
     Ok(())
 }
 
+/// The Python with selenium, when chromium and chromedriver are there
+/// too; None (the test checks nothing) outside the full suite, which
+/// requires them.
+fn browser() -> Option<String> {
+    let tools = have_tool("chromium") && have_tool("chromedriver");
+    let python = python().filter(|p| {
+        Command::new(p)
+            .args(["-c", "import selenium"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let found = python.filter(|_| tools);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("NPS_REQUIRE_TOOLS").is_none(),
+            "chromium, chromedriver and selenium are required (bash tests/run-all.sh installs them)"
+        );
+        eprintln!("skipped: chromium, chromedriver or selenium missing");
+    }
+    found
+}
+
 #[test]
 fn the_api_answers_every_parameter_and_equals_metrics() {
     let svc = demo("api");
@@ -279,21 +301,7 @@ fn the_api_answers_every_parameter_and_equals_metrics() {
 
 #[test]
 fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
-    let tools = have_tool("chromium") && have_tool("chromedriver");
-    let python = python().filter(|p| {
-        Command::new(p)
-            .args(["-c", "import selenium"])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    let Some(python) = python.filter(|_| tools) else {
-        assert!(
-            std::env::var_os("NPS_REQUIRE_TOOLS").is_none(),
-            "chromium, chromedriver and selenium are required (bash tests/run-all.sh installs them)"
-        );
-        eprintln!("skipped: chromium, chromedriver or selenium missing");
-        return;
-    };
+    let Some(python) = browser() else { return };
     let svc = demo("browser");
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-page");
     std::fs::create_dir_all(&out).unwrap();
@@ -399,4 +407,77 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
     assert!(child.wait().unwrap().success());
     assert!(out.join("live-page.png").is_file());
     eprintln!("screenshot: {}", out.join("live-page.png").display());
+}
+
+/// Two instances in one group on the embedded broker: each says, in the
+/// API and on its page, which of the input's partitions it holds.
+#[test]
+fn an_instance_holding_part_of_the_input_says_so() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("survey-responses", 4, 1).unwrap();
+    cluster.create_topic("nps-detractor-alerts", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let args = ["-X", "session.timeout.ms=6000", "--cases", "off"];
+    let mut a = Service::run(&brokers, "g-page", &args, "page-a");
+    let mut b = Service::run(&brokers, "g-page", &args, "page-b");
+    for svc in [&mut a, &mut b] {
+        svc.wait_for("two partitions each", Duration::from_secs(90), |m| {
+            m.get("nps_assigned_partitions", &[]) == Some(2.0)
+        });
+    }
+    let mut union = Vec::new();
+    let mut summaries = Vec::new();
+    for svc in [&a, &b] {
+        // The view is published at the next refresh (every second).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            let (_, s) = get_json(&svc.metrics_addr, "/api/v1/summary");
+            if s["partitions"]["held"].as_array().unwrap().len() == 2 {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(s["partitions"]["total"], 4);
+        assert_eq!(s["partitions"]["all"], false);
+        assert!(s["cases"].is_null(), "--cases off");
+        union.extend(
+            s["partitions"]["held"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap()),
+        );
+        summaries.push(s);
+    }
+    union.sort();
+    assert_eq!(union, [0, 1, 2, 3]);
+    let Some(python) = browser() else { return };
+    let out = Command::new(python)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/browser.py"),
+            "--note",
+            &format!("http://{}/", a.metrics_addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["partial_hidden"], false);
+    let held: Vec<String> = summaries[0]["partitions"]["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let note = page["partial"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("holds partitions {} of 4", held.join(", ")))
+            && note.contains("nps:score:segment"),
+        "{note}"
+    );
 }

@@ -10,6 +10,10 @@ Prints one JSON line per step on stdout:
                             waits for a line on stdin first: the test
                             sends answers, then says so)
 and writes OUT_DIR/live-page.png (the page some seconds after loading).
+
+    browser.py --note URL
+
+prints the page's state once it rendered (for the partitions note).
 """
 import json
 import sys
@@ -66,14 +70,30 @@ def emit(step, s):
     print(json.dumps(s), flush=True)
 
 
-def main():
-    url, out = sys.argv[1], sys.argv[2]
+def driver_for():
     opts = Options()
     opts.binary_location = "/usr/bin/chromium"
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--window-size=1440,1000"]:
         opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def note(url):
+    """`browser.py --note URL`: the page's state once it rendered, one line."""
+    driver = driver_for()
+    try:
+        driver.get(url)
+        emit("note", wait(driver, lambda s: s["ready"] and s["refreshed_at_ms"] > 0, "the page"))
+    finally:
+        driver.quit()
+
+
+def main():
+    if sys.argv[1] == "--note":
+        return note(sys.argv[2])
+    url, out = sys.argv[1], sys.argv[2]
+    driver = driver_for()
     try:
         driver.get(url)
         loaded = wait(driver, lambda s: s["ready"] and s["rows"], "the first rows")

@@ -183,3 +183,52 @@ fn the_summary_says_what_the_instance_holds() {
     v.partitions_held = (0..12).collect();
     assert!(summary(&v).partitions.all);
 }
+
+#[test]
+fn ten_thousand_segments_page_through_completely() {
+    let mut e = Engine::new(&EngineConfig {
+        max_keys: 20_000,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    for i in 0..10_000u32 {
+        let (p, r) = (format!("p{:03}", i / 100), format!("r{:02}", i % 100));
+        let id = format!("id-{i}");
+        e.record(
+            0,
+            &Observation::new(&id, &p, &r, i % 11, T0 - 60_000, 1.0),
+            T0,
+        );
+    }
+    let mut series = SegmentSeries::default();
+    series.refresh(e.layout().specs(), &e.segments(T0), |k| e.segment_name(k));
+    let v = View {
+        series,
+        ..View::default()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_nps = f64::INFINITY;
+    for page in 1..=11 {
+        let p = segments(
+            &v,
+            &query(&[
+                ("window", "24h"),
+                ("sort", "nps"),
+                ("order", "desc"),
+                ("per_page", "1000"),
+                ("page", &page.to_string()),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((p.total, p.pages), (10_000, 10));
+        assert_eq!(p.rows.len(), if page <= 10 { 1000 } else { 0 });
+        for r in p.rows {
+            let nps = r.nps.unwrap();
+            assert!(nps <= last_nps);
+            last_nps = nps;
+            assert!(seen.insert((r.product, r.region)));
+        }
+    }
+    assert_eq!(seen.len(), 10_000);
+}
