@@ -46,6 +46,8 @@ use ledger::{Ledger, Step};
 pub mod cases;
 mod outage;
 pub(crate) mod produce;
+mod publish;
+mod realign;
 mod rebalance;
 pub(crate) mod records;
 mod snapshots;
@@ -53,6 +55,8 @@ mod startup;
 use commit::*;
 use outage::*;
 use produce::*;
+use publish::*;
+pub(crate) use realign::{Realign, Seen};
 use rebalance::*;
 use records::*;
 use startup::*;
@@ -123,30 +127,6 @@ struct Core {
     owned: BTreeSet<i32>,
     input_partitions: u32,
 }
-
-/// A partition restored from a snapshot starts fetching some records
-/// before the snapshot's offset: Tansu 0.6 answers a fetch from inside a
-/// record batch with the batch after it, which would skip the rest of the
-/// snapshot's batch (Kafka returns the batch holding the offset, and the
-/// client drops what precedes it). Records before `want` are in the
-/// snapshot already: skipped. If the first record is past `want`, the
-/// start was still inside the same batch: it starts further back.
-#[derive(Debug, Clone, Copy)]
-struct Realign {
-    want: i64,
-    from: i64,
-    low: i64,
-    /// A record before `want` came: the position is right.
-    aligned: bool,
-    /// When fetching started at `from`: a start inside the log's last
-    /// batch gets nothing at all from Tansu, which a second of silence
-    /// tells.
-    since: Instant,
-}
-
-/// How far before a snapshot's offset fetching starts at first; each
-/// retry goes eight times further.
-pub(crate) const REALIGN_BACK: i64 = 1_000;
 
 /// A partition being rebuilt: records before `until` (the committed
 /// offset) were fully processed by a previous owner, so they go into the
@@ -434,78 +414,74 @@ impl Pipeline {
         consumer: &StreamConsumer<ConsumerCtx>,
     ) -> bool {
         let (p, at) = (msg.partition(), msg.offset());
-        let seek = {
+        let seen = {
             let mut c = lock(&self.core);
             let Some(r) = c.realign.get_mut(&p) else {
                 return true;
             };
-            if at < r.want {
-                r.aligned = true;
-                return false;
+            let seen = r.seen(at);
+            let want = r.want();
+            if matches!(seen, Seen::Take | Seen::Gap) {
+                c.realign.remove(&p);
             }
-            let r = *r;
-            c.realign.remove(&p);
-            if at == r.want || r.aligned || r.from <= r.low {
-                if at > r.want {
-                    tracing::warn!(
-                        partition = p,
-                        snapshot = r.want,
-                        first = at,
-                        "records between the snapshot and the first one fetched were not returned by the broker"
-                    );
-                }
-                return true;
+            if seen == Seen::Gap {
+                tracing::warn!(
+                    partition = p,
+                    snapshot = want,
+                    first = at,
+                    "records between the snapshot and the first one fetched were not returned by the broker"
+                );
             }
-            c.realign.insert(p, r);
-            r
+            seen
         };
-        self.further_back(consumer, p, seek);
-        false
+        match seen {
+            Seen::Skip => false,
+            Seen::Take | Seen::Gap => true,
+            Seen::FurtherBack => {
+                self.further_back(consumer, &[p]);
+                false
+            }
+        }
     }
 
-    /// Starts partition `p` eight times further before its snapshot.
-    fn further_back(&self, consumer: &StreamConsumer<ConsumerCtx>, p: i32, r: Realign) {
-        let from = r
-            .want
-            .saturating_sub((r.want - r.from).saturating_mul(8))
-            .max(r.low);
-        tracing::debug!(
-            partition = p,
-            from,
-            "start was inside the snapshot's batch: further back"
-        );
-        lock(&self.core).realign.insert(
-            p,
-            Realign {
+    /// Starts partitions `ps` eight times further before their snapshots.
+    fn further_back(&self, consumer: &StreamConsumer<ConsumerCtx>, ps: &[i32]) {
+        let now = Instant::now();
+        for &p in ps {
+            let Some(from) = lock(&self.core)
+                .realign
+                .get_mut(&p)
+                .map(|r| r.further_back(now))
+            else {
+                continue;
+            };
+            tracing::debug!(
+                partition = p,
                 from,
-                since: Instant::now(),
-                ..r
-            },
-        );
-        let topic = self.settings.input_topic.clone();
-        let done = tokio::task::block_in_place(|| {
-            consumer.seek(&topic, p, Offset::Offset(from), Duration::from_secs(5))
-        });
-        if let Err(e) = done {
-            tracing::warn!(partition = p, error = %e, "seek failed");
-            lock(&self.core).realign.remove(&p);
+                "start was inside the snapshot's batch: further back"
+            );
+            let topic = self.settings.input_topic.clone();
+            let done = tokio::task::block_in_place(|| {
+                consumer.seek(&topic, p, Offset::Offset(from), Duration::from_secs(5))
+            });
+            if let Err(e) = done {
+                tracing::warn!(partition = p, error = %e, "seek failed");
+                lock(&self.core).realign.remove(&p);
+            }
         }
     }
 
     /// Partitions that got nothing for a second since their start before
-    /// the snapshot: further back (see `Realign::since`).
+    /// the snapshot: further back (see `Realign::silent`).
     fn realign_silent(&self, consumer: &StreamConsumer<ConsumerCtx>) {
-        let silent: Vec<(i32, Realign)> = lock(&self.core)
+        let now = Instant::now();
+        let silent: Vec<i32> = lock(&self.core)
             .realign
             .iter()
-            .filter(|(_, r)| {
-                !r.aligned && r.from > r.low && r.since.elapsed() > Duration::from_secs(1)
-            })
-            .map(|(p, r)| (*p, *r))
+            .filter(|(_, r)| r.silent(now))
+            .map(|(p, _)| *p)
             .collect();
-        for (p, r) in silent {
-            self.further_back(consumer, p, r);
-        }
+        self.further_back(consumer, &silent);
     }
 
     fn commit_answered(&mut self, outcome: CommitOutcome) {
@@ -677,67 +653,4 @@ fn acknowledge(
         release_free_memory();
     }
     (in_flight, moved)
-}
-
-fn refresh_view(
-    core: &Mutex<Core>,
-    clock: &dyn Clock,
-    view: &RwLock<View>,
-    window_names: &[String],
-    stats: &mut Counters,
-    keep_table: bool,
-    health: &Health,
-) {
-    let now = clock.now_ms();
-    let mut c = lock(core);
-    let sweep = c.engine.sweep(now);
-    if !sweep.keys_removed.is_empty() {
-        tracing::debug!(
-            segments = sweep.keys_removed.len(),
-            "segments left every window"
-        );
-    }
-    let segments = c.engine.segments(now);
-    // With the engine still locked: segment ids freed by the sweep are not
-    // reused before their counters are forgotten.
-    if let Ok(mut v) = view.write() {
-        v.series.refresh(c.engine.layout().specs(), &segments, |k| {
-            c.engine.segment_name(k)
-        });
-    }
-    let table = if keep_table {
-        segments
-            .iter()
-            .map(|s| {
-                (
-                    s.product.to_string(),
-                    s.region.to_string(),
-                    s.windows.clone(),
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let g = c.engine.gauges();
-    let held: Vec<i32> = c.owned.iter().copied().collect();
-    let total = c.input_partitions;
-    drop(c);
-    metrics::gauge!(m::ENGINE_KEYS).set(g.keys as f64);
-    metrics::gauge!(m::ENGINE_SEGMENT_STATES).set(g.segment_states as f64);
-    metrics::gauge!(m::DEDUP_IDS).set(g.dedup_ids as f64);
-    metrics::counter!(m::DEDUP_EVICTED_EARLY).absolute(g.dedup_evicted_early);
-    metrics::gauge!(m::READY).set(if health.ready() { 1.0 } else { 0.0 });
-    if let Ok(mut v) = view.write() {
-        v.table = table;
-        v.window_names = window_names.to_vec();
-        v.alerts_sent = stats.alerts;
-        v.promoter_events = stats.promoters;
-        v.consumed = stats.consumed;
-        v.rejected = stats.rejected;
-        v.rejected_by_reason.clone_from(&stats.rejected_by_reason);
-        v.partitions_held = held;
-        v.partitions_total = total;
-        v.refreshed_at_ms = now;
-    }
 }

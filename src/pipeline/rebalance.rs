@@ -225,18 +225,11 @@ impl RebalanceHandler for Rebalancer {
                             .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
                             .map_or(s, |(low, _)| low)
                     });
-                    let from = s.saturating_sub(REALIGN_BACK).max(low);
-                    (from < s).then_some(Realign {
-                        want: s,
-                        from,
-                        low,
-                        aligned: false,
-                        since: Instant::now(),
-                    })
+                    Realign::start(s, low, Instant::now())
                 }
                 _ => None,
             };
-            let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from));
+            let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from()));
             if !matches!(fetch_from, Offset::Invalid) {
                 if let Err(e) = tpl.set_partition_offset(&self.topic, p, fetch_from) {
                     tracing::error!(partition = p, error = %e, "cannot set the start offset");

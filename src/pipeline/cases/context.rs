@@ -196,15 +196,13 @@ impl CasesCtx {
                 // From a snapshot: fetching starts a little before it and
                 // skips what it holds (Tansu 0.6 answers a fetch from inside
                 // a batch with the next one: docs/operations.md).
-                let fetch_from = match &snapshot {
-                    Some(_) if from > low => {
-                        c.realign.insert((src, p), from);
-                        from.saturating_sub(crate::pipeline::REALIGN_BACK).max(low)
-                    }
-                    _ => {
-                        c.realign.remove(&(src, p));
-                        from
-                    }
+                let realign = snapshot.as_ref().and_then(|_| {
+                    crate::pipeline::Realign::start(from, low, std::time::Instant::now())
+                });
+                let fetch_from = realign.map_or(from, |r| r.from());
+                match realign {
+                    Some(r) => c.realign.insert((src, p), r),
+                    None => c.realign.remove(&(src, p)),
                 };
                 if let Some(mut e) = tpl.find_partition(&topic, p) {
                     let _ = e.set_offset(Offset::Offset(fetch_from));

@@ -129,8 +129,11 @@ struct Core {
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
     /// Partitions restored from a snapshot, fetching from before it:
-    /// records before the offset here are in the snapshot (skipped).
-    realign: BTreeMap<(Src, i32), i64>,
+    /// records before its offset are in the snapshot (skipped); a start
+    /// still inside its batch goes further back (`crate::pipeline::Realign`).
+    realign: BTreeMap<(Src, i32), crate::pipeline::Realign>,
+    /// Realigning partitions to send further back at the next tick.
+    further_back: BTreeSet<(Src, i32)>,
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -212,6 +215,7 @@ impl Core {
                 self.replay_until.remove(&(src, *p));
                 self.catching_up.remove(&(src, *p));
                 self.realign.remove(&(src, *p));
+                self.further_back.remove(&(src, *p));
             }
         }
         self.unread
@@ -375,6 +379,7 @@ pub async fn run(
         writes: Vec::new(),
         stopped: false,
         realign: BTreeMap::new(),
+        further_back: BTreeSet::new(),
     }));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {

@@ -19,6 +19,7 @@ use crate::kafka::RenewableProducer;
 use crate::metrics as m;
 use crate::pb::{AlertPriority, CaseState, DetractorAlert};
 use crate::pipeline::ALERT_ID_HEADER;
+use crate::pipeline::Seen;
 use crate::pipeline::produce::emitted_headers;
 use crate::pipeline::produce::{Outbox, send};
 use crate::pipeline::records::dlq_headers;
@@ -97,19 +98,29 @@ impl Shell {
         };
         let live = {
             let mut c = lock(&self.core);
-            if let Some(&want) = c.realign.get(&(src, p)) {
-                if off < want {
+            if let Some(r) = c.realign.get_mut(&(src, p)) {
+                let want = r.want();
+                match r.seen(off) {
                     // In the snapshot already.
-                    return;
-                }
-                c.realign.remove(&(src, p));
-                if off > want {
-                    tracing::warn!(
-                        partition = p,
-                        snapshot = want,
-                        first = off,
-                        "case tracker: records between the snapshot and the first one fetched were not returned by the broker"
-                    );
+                    Seen::Skip => return,
+                    // The start was still inside the snapshot's batch:
+                    // the next tick seeks further back.
+                    Seen::FurtherBack => {
+                        c.further_back.insert((src, p));
+                        return;
+                    }
+                    Seen::Take => {
+                        c.realign.remove(&(src, p));
+                    }
+                    Seen::Gap => {
+                        c.realign.remove(&(src, p));
+                        tracing::warn!(
+                            partition = p,
+                            snapshot = want,
+                            first = off,
+                            "case tracker: records between the snapshot and the first one fetched were not returned by the broker"
+                        );
+                    }
                 }
             }
             c.live(src, p, off)
@@ -360,6 +371,53 @@ impl Shell {
         .await
     }
 
+    /// Partitions whose start was still inside their snapshot's batch (a
+    /// record past the snapshot came first, or nothing for a second): they
+    /// start eight times further back.
+    fn realign(&mut self, consumer: &StreamConsumer<CasesCtx>) {
+        let now = std::time::Instant::now();
+        let seeks: Vec<(Src, i32, i64)> = {
+            let mut c = lock(&self.core);
+            let mut todo = std::mem::take(&mut c.further_back);
+            todo.extend(
+                c.realign
+                    .iter()
+                    .filter(|(_, r)| r.silent(now))
+                    .map(|(k, _)| *k),
+            );
+            todo.into_iter()
+                .filter_map(|k| {
+                    c.realign
+                        .get_mut(&k)
+                        .map(|r| (k.0, k.1, r.further_back(now)))
+                })
+                .collect()
+        };
+        for (src, p, from) in seeks {
+            let topic = match src {
+                Src::Alerts => &self.settings.alerts_topic,
+                Src::Events => &self.settings.cases.case_events_topic,
+            };
+            tracing::debug!(
+                partition = p,
+                from,
+                "case tracker: start was inside the snapshot's batch: further back"
+            );
+            let done = crate::kafka::blocking(|| {
+                consumer.seek(
+                    topic,
+                    p,
+                    rdkafka::Offset::Offset(from),
+                    Duration::from_secs(5),
+                )
+            });
+            if let Err(e) = done {
+                tracing::warn!(partition = p, error = %e, "case tracker: seek failed");
+                lock(&self.core).realign.remove(&(src, p));
+            }
+        }
+    }
+
     /// Every second: catching up, orphans, due escalations, the commit and
     /// the gauges.
     pub(super) async fn tick(&mut self, consumer: &StreamConsumer<CasesCtx>, stop: &Shutdown) {
@@ -367,6 +425,7 @@ impl Shell {
             return;
         }
         let now = self.clock.now_ms();
+        self.realign(consumer);
         self.caught_up(consumer);
         let expired = lock(&self.core).tracker.expire_orphans(now);
         for held in expired {

@@ -1,0 +1,70 @@
+//! What the refresh tick publishes for the HTTP surface (/metrics, the
+//! live page and its API) and the demo: the windows swept and taken from
+//! the engine, the engine's gauges, and the pipeline's counts.
+
+use super::*;
+
+/// Sweeps the engine, refreshes the per-segment series (and the table,
+/// when kept) and publishes the counts, the partitions held and the time.
+pub(super) fn refresh_view(
+    core: &Mutex<Core>,
+    clock: &dyn Clock,
+    view: &RwLock<View>,
+    window_names: &[String],
+    stats: &mut Counters,
+    keep_table: bool,
+    health: &Health,
+) {
+    let now = clock.now_ms();
+    let mut c = lock(core);
+    let sweep = c.engine.sweep(now);
+    if !sweep.keys_removed.is_empty() {
+        tracing::debug!(
+            segments = sweep.keys_removed.len(),
+            "segments left every window"
+        );
+    }
+    let segments = c.engine.segments(now);
+    // With the engine still locked: segment ids freed by the sweep are not
+    // reused before their counters are forgotten.
+    if let Ok(mut v) = view.write() {
+        v.series.refresh(c.engine.layout().specs(), &segments, |k| {
+            c.engine.segment_name(k)
+        });
+    }
+    let table = if keep_table {
+        segments
+            .iter()
+            .map(|s| {
+                (
+                    s.product.to_string(),
+                    s.region.to_string(),
+                    s.windows.clone(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let g = c.engine.gauges();
+    let held: Vec<i32> = c.owned.iter().copied().collect();
+    let total = c.input_partitions;
+    drop(c);
+    metrics::gauge!(m::ENGINE_KEYS).set(g.keys as f64);
+    metrics::gauge!(m::ENGINE_SEGMENT_STATES).set(g.segment_states as f64);
+    metrics::gauge!(m::DEDUP_IDS).set(g.dedup_ids as f64);
+    metrics::counter!(m::DEDUP_EVICTED_EARLY).absolute(g.dedup_evicted_early);
+    metrics::gauge!(m::READY).set(if health.ready() { 1.0 } else { 0.0 });
+    if let Ok(mut v) = view.write() {
+        v.table = table;
+        v.window_names = window_names.to_vec();
+        v.alerts_sent = stats.alerts;
+        v.promoter_events = stats.promoters;
+        v.consumed = stats.consumed;
+        v.rejected = stats.rejected;
+        v.rejected_by_reason.clone_from(&stats.rejected_by_reason);
+        v.partitions_held = held;
+        v.partitions_total = total;
+        v.refreshed_at_ms = now;
+    }
+}
