@@ -197,7 +197,8 @@ pub async fn run(
     // Beside the state topic's opening: both may wait for a broker's answer.
     let promoters = settings.promoters.enabled.then(|| {
         let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        tokio::spawn(async move { promoter_topic(&settings, shutdown).await })
+        let producer = producer.clone();
+        tokio::spawn(async move { promoter_topic(&settings, producer, shutdown).await })
     });
     let Some(store) = open_store(&settings, &health, &mut shutdown).await else {
         return Ok(());

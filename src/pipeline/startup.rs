@@ -2,6 +2,7 @@
 //! made sure of, the input consumer subscribed.
 
 use super::*;
+use rdkafka::producer::Producer as _;
 
 /// Opens the state store, asking again until the brokers answer. None
 /// when a shutdown came first.
@@ -52,6 +53,7 @@ pub(super) async fn open_store(
 /// when a shutdown came first.
 pub(super) async fn promoter_topic(
     settings: &Settings,
+    producer: Arc<RenewableProducer>,
     mut shutdown: Shutdown,
 ) -> crate::error::Result<Option<TopicWatch>> {
     let mut warned = false;
@@ -75,7 +77,11 @@ pub(super) async fn promoter_topic(
         let why = match ready {
             Ok(partitions) => {
                 tracing::info!(topic = %settings.promoters.topic, partitions, "promoter events on");
-                return Ok(Some(watch_promoter_topic(settings.clone(), partitions)));
+                return Ok(Some(watch_promoter_topic(
+                    settings.clone(),
+                    producer,
+                    partitions,
+                )));
             }
             Err(Missing::Refused(reason)) => {
                 return Err(crate::error::Error::PromoterTopic {
@@ -107,22 +113,38 @@ const TOPIC_CHECK: Duration = Duration::from_secs(10);
 /// the brokers no longer list it, as the state topic is: a broker back
 /// without its data would otherwise fail every promoter event, and hold
 /// back every later offset, until someone created it by hand. Checked
-/// every 10 s on a thread of its own (blocking requests).
-fn watch_promoter_topic(settings: Settings, partitions: i32) -> TopicWatch {
+/// every 10 s, on a thread of its own (blocking requests), with the
+/// pipeline's producer's client (a metadata request for every topic,
+/// which creates none): clients of its own would hold about ten threads
+/// and as many connections for a check that is almost always fine. The
+/// admin client is made only when the topic is missing.
+fn watch_promoter_topic(
+    settings: Settings,
+    producer: Arc<RenewableProducer>,
+    partitions: i32,
+) -> TopicWatch {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        let Ok(admin) = crate::topics::Admin::new(&settings, "the promoter topic's admin client")
-        else {
-            return;
-        };
         let topic = &settings.promoters.topic;
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TOPIC_CHECK) {
-            if admin.partitions(topic).is_some() {
+            let listed = producer
+                .get()
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .any(|t| t.name() == topic.as_str() && t.error().is_none())
+                });
+            // No answer (brokers away): nothing to say yet.
+            if listed.unwrap_or(true) {
                 continue;
             }
             tracing::warn!(topic = %topic, "promoter topic missing (a broker back without its data?): creating it again");
-            if let Err(e) = admin.ensure_any(&settings, topic, partitions) {
-                tracing::warn!(topic = %topic, reason = ?e, "promoter topic not created yet; trying again");
+            let made = crate::topics::Admin::new(&settings, "the promoter topic's admin client")
+                .map(|admin| admin.ensure_any(&settings, topic, partitions));
+            if !matches!(made, Ok(Ok(_))) {
+                tracing::warn!(topic = %topic, "promoter topic not created yet; trying again");
             }
         }
     });
