@@ -411,6 +411,15 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A switch flag's value: `on`/`true` or `off`/`false`.
+fn on_off(flag: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(invalid(flag, format!("`{other}`: on or off"))),
+    }
+}
+
 fn duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(s)
         .map_err(|_| invalid(flag, format!("`{s}` is not a duration (e.g. 30s, 5m, 24h)")))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use super::{ConfigError, check_topic, de_duration, duration, invalid};
+use super::{ConfigError, check_topic, de_duration, duration, invalid, on_off};
 use crate::cases::{CaseConfig, Sla};
 
 /// Flags of `run` for case tracking (flattened into its flags).
@@ -74,11 +74,7 @@ impl CasesSettings {
     /// Overrides what the flags (or their variables) name.
     pub(super) fn apply(&mut self, args: &CasesArgs) -> Result<(), ConfigError> {
         if let Some(v) = &args.cases {
-            self.enabled = match v.trim() {
-                "on" | "true" => true,
-                "off" | "false" => false,
-                other => return Err(invalid("--cases", format!("`{other}`: on or off"))),
-            };
+            self.enabled = on_off("--cases", v)?;
         }
         if let Some(v) = &args.case_events_topic {
             self.case_events_topic.clone_from(v);

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::{ConfigError, Settings, check_topic, invalid};
+use super::{ConfigError, Settings, check_topic, invalid, on_off};
 
 /// Flags of `run` for promoter events (flattened into its flags).
 #[derive(Debug, Clone, Default, Args)]
@@ -21,11 +21,7 @@ pub struct PromotersArgs {
 /// Overrides what the flags (or their variables) name.
 pub(super) fn apply(s: &mut Settings, args: &PromotersArgs) -> Result<(), ConfigError> {
     if let Some(v) = &args.promoters {
-        s.promoters.enabled = match v.trim() {
-            "on" | "true" => true,
-            "off" | "false" => false,
-            other => return Err(invalid("--promoters", format!("`{other}`: on or off"))),
-        };
+        s.promoters.enabled = on_off("--promoters", v)?;
     }
     if let Some(v) = &args.promoter_topic {
         s.promoters.topic.clone_from(v);
