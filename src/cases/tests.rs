@@ -262,6 +262,22 @@ fn a_redelivered_alert_is_known_and_reopened_cases_count_as_open() {
 }
 
 #[test]
+fn a_closed_case_is_kept_for_its_retention_then_forgotten() {
+    let mut t = Tracker::<()>::new(CaseConfig {
+        closed_retention: Duration::from_millis(100),
+        ..config()
+    });
+    t.open(&alert(1, "c", AlertPriority::Normal, 0));
+    t.open(&alert(2, "d", AlertPriority::Normal, 0));
+    t.event(0, &ev(1, CaseState::Unreachable, 30), (), 31);
+    t.due(129); // the open one escalates; the closed one stays
+    assert_eq!(t.len(), 2, "closed, still within its retention");
+    t.due(131);
+    assert_eq!(t.len(), 1, "the closed case is gone, the open one stays");
+    assert_eq!(totals(&t).open, 1);
+}
+
+#[test]
 fn the_table_is_capped_closed_cases_first() {
     let mut t = Tracker::<()>::new(CaseConfig {
         max_cases: 3,

@@ -34,6 +34,15 @@ pub struct CasesArgs {
     /// as `unknown_alert` [default: 10m].
     #[arg(long, env = "NPS_ORPHAN_GRACE")]
     pub orphan_grace: Option<String>,
+    /// How long a closed case is kept, so that a REOPENED still finds it
+    /// [default: 30d].
+    #[arg(long, env = "NPS_CLOSED_RETENTION")]
+    pub closed_retention: Option<String>,
+    /// Most cases held, open and closed; beyond it the oldest closed case
+    /// is forgotten first, then the oldest open one (counted)
+    /// [default: 2000000].
+    #[arg(long, env = "NPS_MAX_CASES")]
+    pub max_cases: Option<usize>,
 }
 
 /// The `[cases]` settings.
@@ -49,6 +58,9 @@ pub struct CasesSettings {
     pub repeat_horizon: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub orphan_grace: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub closed_retention: Duration,
+    pub max_cases: usize,
 }
 
 impl Default for CasesSettings {
@@ -61,6 +73,8 @@ impl Default for CasesSettings {
             contact_sla: c.sla,
             repeat_horizon: c.repeat_horizon,
             orphan_grace: c.orphan_grace,
+            closed_retention: c.closed_retention,
+            max_cases: c.max_cases,
         }
     }
 }
@@ -91,6 +105,12 @@ impl CasesSettings {
         if let Some(v) = &args.orphan_grace {
             self.orphan_grace = duration("--orphan-grace", v)?;
         }
+        if let Some(v) = &args.closed_retention {
+            self.closed_retention = duration("--closed-retention", v)?;
+        }
+        if let Some(v) = args.max_cases {
+            self.max_cases = v;
+        }
         Ok(())
     }
 
@@ -103,6 +123,9 @@ impl CasesSettings {
                 "must differ from --alerts-topic",
             ));
         }
+        if self.max_cases == 0 {
+            return Err(invalid("--max-cases", "must be at least 1"));
+        }
         Ok(())
     }
 
@@ -112,6 +135,8 @@ impl CasesSettings {
             sla: self.contact_sla,
             repeat_horizon: self.repeat_horizon,
             orphan_grace: self.orphan_grace,
+            closed_retention: self.closed_retention,
+            max_cases: self.max_cases,
             ..CaseConfig::default()
         }
     }

@@ -137,8 +137,11 @@ fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
     assert_eq!(s.cases.contact_sla.critical, Duration::from_secs(4 * 3600));
     assert_eq!(s.cases.repeat_horizon, Duration::from_secs(90 * 86_400));
     assert_eq!(s.cases.orphan_grace, Duration::from_secs(600));
+    assert_eq!(s.cases.closed_retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(s.cases.max_cases, 2_000_000);
+    assert_eq!(s.cases.tracker(), crate::cases::CaseConfig::default());
     let s = Settings::from_toml(
-        "brokers = \"b\"\n[cases]\nenabled = false\ncontact_sla = \"high=2h\"\norphan_grace = \"1m\"\n",
+        "brokers = \"b\"\n[cases]\nenabled = false\ncontact_sla = \"high=2h\"\norphan_grace = \"1m\"\nclosed_retention = \"2d\"\nmax_cases = 5000\n",
         false,
     )
     .unwrap();
@@ -146,6 +149,11 @@ fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
     assert_eq!(s.cases.contact_sla.high, Duration::from_secs(7200));
     assert_eq!(s.cases.contact_sla.normal, Duration::from_secs(48 * 3600));
     assert_eq!(s.cases.orphan_grace, Duration::from_secs(60));
+    let t = s.cases.tracker();
+    assert_eq!(
+        (t.closed_retention, t.max_cases),
+        (Duration::from_secs(2 * 86_400), 5000)
+    );
     let s = Settings::resolve(
         &args(&[
             "--brokers",
@@ -160,6 +168,10 @@ fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
             "crm-events",
             "--escalations-topic",
             "crm-escalations",
+            "--closed-retention",
+            "5m",
+            "--max-cases",
+            "70000",
         ]),
         false,
     )
@@ -174,11 +186,17 @@ fn case_tracking_settings_come_from_flags_and_the_file_and_are_checked() {
         ),
         ("crm-events", "crm-escalations")
     );
+    assert_eq!(
+        (s.cases.closed_retention, s.cases.max_cases),
+        (Duration::from_secs(300), 70_000)
+    );
     for (flags, flag) in [
         (&["--cases", "maybe"][..], "--cases"),
         (&["--contact-sla", "urgent=1h"][..], "--contact-sla"),
         (&["--contact-sla", "high=0s"][..], "--contact-sla"),
         (&["--orphan-grace", "soon"][..], "--orphan-grace"),
+        (&["--closed-retention", "a while"][..], "--closed-retention"),
+        (&["--max-cases", "0"][..], "--max-cases"),
         (
             &["--case-events-topic", "bad topic"][..],
             "--case-events-topic",
