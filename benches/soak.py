@@ -27,6 +27,14 @@ a quarter detractors, one in ten with an event time days in the past (3,
 10, 20 or 45 days: far from every window edge), and one planted bad record
 in a thousand (undecodable bytes, or a score of 11).
 
+A CRM (`Crm`) reads the alerts as they come and works every case:
+CONTACTED 5-50 s after the alert (one in seven 70-200 s: late for some
+priorities, with contact SLAs of 1, 2 and 3 minutes), then RESOLVED. The
+instances keep closed cases and ids for 5 minutes (--closed-retention,
+--dedup-horizon), so their state reaches its bounds within the run. A
+supervisor (`Supervisor`) starts again an instance that exits on its own,
+and such an exit fails the soak.
+
 At the end it stops producing, waits until the group has read everything,
 and checks:
   - windows: for every product x region x window x category, the sum over
@@ -35,6 +43,9 @@ and checks:
   - alerts: every detractor has an alert; several alerts for one answer
     only with the same alert_id; none for other answers;
   - dead letters: only the planted bad records, each at least once;
+  - cases: every alert's case worked and closed, none open or waiting at
+    the end, every late contact escalated (level 1, one escalation_id);
+  - unplanned exits: none;
   - resources: in the quiet phase, each instance's RSS within +-10% of its
     median, open file descriptors and threads within a small band.
 Prints a report (and writes it as JSON to --report); exits 1 if a check
@@ -57,11 +68,20 @@ import urllib.request
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
+from crm import iso, rfc3339_ms  # noqa: E402  (the tests' CRM: RFC 3339 both ways)
+
 PRODUCTS = ["Cuenta Corriente", "Tarjeta Oro", "Préstamo Personal", "Seguro Auto", "App Móvil"]
 REGIONS = ["Norte", "Sur", "Centro", "Occidente"]
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 HISTORY_DAYS = [3, 10, 20, 45]
 INPUT, ALERTS, DLQ = "survey-responses", "nps-detractor-alerts", "survey-responses-dlq"
+CASE_EVENTS, ESCALATIONS = "nps-case-events", "nps-case-escalations"
+# Contact SLAs short enough that late contacts escalate within the run.
+SLA_MS = {"ALERT_PRIORITY_CRITICAL": 60_000, "ALERT_PRIORITY_HIGH": 120_000,
+          "ALERT_PRIORITY_NORMAL": 180_000}
+CONTACT_SLA = "critical=1m,high=2m,normal=3m"
+CLOSED_RETENTION = "5m"
 
 
 def log(msg):
@@ -163,16 +183,27 @@ def decode_answer(buf):
 # --- processes -----------------------------------------------------------
 
 class Proc:
+    """A child process. `wanted` says whether it should be running: the
+    supervisor (`Supervisor`) starts a wanted one again when it exits on
+    its own, as Kubernetes or systemd would."""
+
     def __init__(self, name, argv, work, env=None, cwd=None):
         self.name, self.argv, self.work, self.env, self.cwd = name, argv, work, env, cwd
         self.p = None
         self.starts = 0
+        self.wanted = False
+        self.lock = threading.RLock()
+
+    def log_path(self):
+        return os.path.join(self.work, f"{self.name}.{self.starts}.log")
 
     def start(self):
-        self.starts += 1
-        out = open(os.path.join(self.work, f"{self.name}.{self.starts}.log"), "w")
-        self.p = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                  env=self.env, cwd=self.cwd)
+        with self.lock:
+            self.starts += 1
+            out = open(self.log_path(), "w")
+            self.p = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                      env=self.env, cwd=self.cwd)
+            self.wanted = True
         log(f"{self.name} started (pid {self.p.pid})")
 
     def alive(self):
@@ -186,19 +217,52 @@ class Proc:
         log(f"{self.name} resumed (SIGCONT)")
 
     def kill9(self):
-        self.p.send_signal(signal.SIGKILL)
-        self.p.wait()
+        with self.lock:
+            self.wanted = False
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait()
         log(f"{self.name} killed (-9)")
 
     def stop(self, timeout=60):
-        if not self.alive():
-            return None
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            return "killed after timeout"
+        with self.lock:
+            self.wanted = False
+            if not self.alive():
+                return None
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                return self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                return "killed after timeout"
+
+
+class Supervisor(threading.Thread):
+    """Starts again, 25 s later (past Tansu's session timeout), an instance
+    that exited without being told to, and records the exit with the last
+    line it wrote: the soak reports every such exit as a failure."""
+
+    def __init__(self, procs):
+        super().__init__(daemon=True)
+        self.procs, self.exits = procs, []
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(2):
+            for proc in self.procs:
+                with proc.lock:
+                    code = proc.p.poll() if proc.wanted and proc.p is not None else None
+                    if code is None:
+                        continue
+                    proc.wanted = False
+                    try:
+                        with open(proc.log_path(), errors="replace") as f:
+                            last = (f.read().strip().splitlines() or [""])[-1][:300]
+                    except OSError:
+                        last = ""
+                self.exits.append({"instance": proc.name, "at": time.strftime("%H:%M:%S"),
+                                   "code": code, "last_line": last})
+                log(f"{proc.name} exited on its own ({code}): {last}; starting it again in 25 s")
+                threading.Timer(25, lambda p=proc: None if self.done.is_set() else p.start()).start()
 
 
 def http_get(url, timeout=5):
@@ -288,6 +352,81 @@ class Producing(threading.Thread):
         log(f"producer done: {seq} records ({self.bad} planted bad), {self.failed} failed deliveries, {left} unflushed")
 
 
+class Crm(threading.Thread):
+    """A CRM that works every case: it reads the alerts (JSON) as they come
+    and, for each new alert_id, sends CONTACTED then RESOLVED (keyed by
+    customer, as JSON CaseEvents) once the wall clock reaches the planned
+    time. Most contacts come within the tightest SLA; one in seven comes
+    70-200 s after the alert, late for some priorities, so escalations
+    happen too. Every case is closed, so what the tracker holds is bounded
+    by --closed-retention."""
+
+    def __init__(self, brokers, seed):
+        super().__init__(daemon=True)
+        self.brokers, self.rng = brokers, random.Random(seed)
+        self.plans = {}  # alert_id -> (priority, emitted_ms, contact_ms)
+        self.agenda, self.seq = [], 0
+        self.stop_when_done = threading.Event()
+        self.sent = self.failed = 0
+
+    def on_delivery(self, err, _msg):
+        if err is not None:
+            self.failed += 1
+
+    def run(self):
+        import heapq
+        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "soak-crm",
+                             "enable.auto.commit": False, "log_level": 2})
+        parts = consumer.list_topics(ALERTS, timeout=30).topics[ALERTS].partitions
+        consumer.assign([TopicPartition(ALERTS, p, OFFSET_BEGINNING) for p in parts])
+        producer = Producer({"bootstrap.servers": self.brokers, "linger.ms": 20, "log_level": 2,
+                             "message.timeout.ms": 600000})
+        idle_since = None
+        while True:
+            batch = consumer.consume(1000, 0.2)
+            for m in batch:
+                if m.error() or not m.value():
+                    continue
+                a = json.loads(m.value())
+                if a.get("withdrawn") or a["alertId"] in self.plans:
+                    continue
+                emitted = rfc3339_ms(a["emittedAt"])
+                r = self.rng
+                delay = r.uniform(5, 50) if r.random() < 6 / 7 else r.uniform(70, 200)
+                contact = emitted + int(delay * 1000)
+                self.plans[a["alertId"]] = (a.get("priority", "ALERT_PRIORITY_NORMAL"), emitted, contact)
+                customer = a.get("customerId", "")
+                for at, state, outcome in [(contact, "CASE_STATE_CONTACTED", None),
+                                           (contact + 5000, "CASE_STATE_RESOLVED",
+                                            r.choice(["CASE_OUTCOME_RECOVERED", "CASE_OUTCOME_NOT_RECOVERED"]))]:
+                    event = {"alertId": a["alertId"], "customerId": customer, "state": state,
+                             "occurredAt": iso(at), "owner": "soak-crm"}
+                    if outcome:
+                        event["outcome"] = outcome
+                    self.seq += 1
+                    heapq.heappush(self.agenda, (at, self.seq, customer, json.dumps(event).encode()))
+            now = int(time.time() * 1000)
+            while self.agenda and self.agenda[0][0] <= now:
+                _, _, key, value = heapq.heappop(self.agenda)
+                while True:
+                    try:
+                        producer.produce(CASE_EVENTS, key=key, value=value, on_delivery=self.on_delivery)
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+                self.sent += 1
+            producer.poll(0)
+            if batch or self.agenda:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            if self.stop_when_done.is_set() and idle_since is not None and time.monotonic() - idle_since > 20:
+                break
+        producer.flush(600)
+        consumer.close()
+        log(f"crm done: {len(self.plans)} cases worked, {self.sent} events sent, {self.failed} failed")
+
+
 def read_topic(brokers, topic, idle=10.0, limit_s=900):
     """Every record of `topic`, from the beginning of each partition
     (assigned, no group), until `idle` s pass with none after the first."""
@@ -341,7 +480,8 @@ def main():
             break
         except OSError:
             time.sleep(0.1)
-    for topic, parts in [(INPUT, args.partitions), (ALERTS, 3), (DLQ, 1)]:
+    for topic, parts in [(INPUT, args.partitions), (ALERTS, 3), (DLQ, 1), (CASE_EVENTS, 3),
+                         (ESCALATIONS, 3)]:
         subprocess.run([args.tansu, "topic", "create", "--broker", f"tcp://{brokers}",
                         "--partitions", str(parts), "--config", "retention.ms=604800000", topic],
                        check=True, stdout=subprocess.DEVNULL)
@@ -352,6 +492,7 @@ def main():
         instances[n] = Proc(n, [args.bin, "run", "--brokers", brokers, "--group-id", "soak",
                                 "--metrics-addr", f"127.0.0.1:{port}", "--alerts-format", "json",
                                 "--dedup-horizon", "5m", "--log-format", "json",
+                                "--contact-sla", CONTACT_SLA, "--closed-retention", CLOSED_RETENTION,
                                 "-X", "session.timeout.ms=15000"], work,
                             env={**os.environ, "RUST_LOG": "info"})
     pport = free_port()
@@ -378,6 +519,8 @@ def main():
     instances["B"].start()
     ready("A")
     ready("B")
+    supervisor = Supervisor(list(instances.values()))
+    supervisor.start()
 
     samples = []  # (t, name, pid, rss_kb, threads, fds)
     t0 = time.monotonic()
@@ -404,6 +547,8 @@ def main():
     threading.Thread(target=sample, daemon=True).start()
     producer = Producing(brokers, args.rate, seed=20261201)
     producer.start()
+    crm = Crm(brokers, seed=20261202)
+    crm.start()
     log(f"soak: {D}s at {args.rate}/s on {brokers}, instances on {ports}, prometheus :{pport}")
 
     events = []
@@ -426,7 +571,9 @@ def main():
     at(0.40, "add C", lambda: instances["C"].start())
     at(0.53, "kill -9 A, start again after 25 s", lambda: bounce(instances["A"], 25))
     at(0.67, "remove C (SIGTERM)", lambda: log(f"C exited: {instances['C'].stop()}"))
-    quiet_from = round(time.monotonic() - t0) + 120
+    # Quiet from when the state of C's partitions, back on A and B, has
+    # turned over (closed cases are kept 5 minutes, ids 5 minutes).
+    quiet_from = round(time.monotonic() - t0) + 330
     at(1.0, "stop producing", lambda: None)
     producer.stop_at = time.monotonic()
     producer.join()
@@ -447,6 +594,17 @@ def main():
         calm = calm + 1 if ok else 0
         time.sleep(5)
     log(f"caught up: {calm >= 3}")
+    # The CRM works the last cases (up to 205 s after their alert); then
+    # every case should be closed.
+    crm.stop_when_done.set()
+    crm.join(600)
+    end = time.monotonic() + 180
+    while time.monotonic() < end:
+        still_open = sum(metric_sum(ports[n], "nps_cases_open") or 0 for n in "AB")
+        orphans = sum(metric_sum(ports[n], "nps_case_orphan_events") or 0 for n in "AB")
+        if still_open == 0 and orphans == 0:
+            break
+        time.sleep(5)
     time.sleep(15)  # two scrapes and a rule evaluation after the last record
 
     report = {"duration_s": D, "rate": args.rate, "events": events,
@@ -511,6 +669,34 @@ def main():
         "missing": len(missing), "for_non_detractors": len(extra), "conflicting_ids": wrong,
     }
 
+    # --- cases: every one worked and closed; late contacts escalated ----
+    escalations = read_topic(brokers, ESCALATIONS)
+    level1 = {}
+    for _p, _o, _k, value, _h in escalations:
+        e = json.loads(value)
+        if e.get("level") == 1:
+            level1.setdefault(e["alertId"], set()).add(e["escalationId"])
+    late = {a for a, (prio, emitted, contact) in crm.plans.items()
+            if contact > emitted + SLA_MS.get(prio, SLA_MS["ALERT_PRIORITY_NORMAL"])}
+    alert_ids = {i for ids in ids_by_response.values() for i in ids}
+    counts = {n: {m: metric_sum(ports[n], m) for m in
+                  ("nps_cases_open", "nps_case_orphan_events", "nps_cases_evicted_total")}
+              for n in "AB"}
+    open_left = sum(c["nps_cases_open"] or 0 for c in counts.values())
+    orphans_left = sum(c["nps_case_orphan_events"] or 0 for c in counts.values())
+    evicted = sum(c["nps_cases_evicted_total"] or 0 for c in counts.values())
+    checks["cases"] = {
+        "ok": (alert_ids <= crm.plans.keys() and late <= level1.keys() and open_left == 0
+               and orphans_left == 0 and evicted == 0 and crm.failed == 0
+               and all(len(v) == 1 for v in level1.values())),
+        "cases_worked": len(crm.plans), "alerts_not_worked": len(alert_ids - crm.plans.keys()),
+        "case_events_sent": crm.sent, "late_contacts": len(late),
+        "late_without_escalation": len(late - level1.keys()),
+        "escalated_though_contacted_in_time": len(level1.keys() - late),
+        "escalation_records": len(escalations), "open_at_end": open_left,
+        "orphan_events_at_end": orphans_left, "evicted": evicted,
+    }
+
     # --- dead letters ----------------------------------------------------
     dlq = read_topic(brokers, DLQ)
     dlq_values = {v for _p, _o, _k, v, _h in dlq}
@@ -524,6 +710,10 @@ def main():
         "unplanted": len(dlq_values - bad_values), "planted_missing": len(bad_values - dlq_values),
         "reasons": reasons,
     }
+
+    # --- exits nobody asked for (a supervisor started them again) --------
+    supervisor.done.set()
+    checks["unplanned_exits"] = {"ok": not supervisor.exits, "exits": supervisor.exits}
 
     # --- resources in the quiet phase ------------------------------------
     res = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak with faults (not in CI; about 40 minutes with the defaults):
+# Soak with faults (not in CI; about 45 minutes with the defaults):
 #
 #   bash benches/soak.sh                      # 30 minutes at 2,000 answers/s
 #   DURATION=300 RATE=1000 bash benches/soak.sh   # a short rehearsal
