@@ -13,7 +13,7 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use nps_stream::engine::{Engine, EngineConfig, Observation};
 use nps_stream::pb::SurveyResponse;
-use nps_stream::schema::{CHANNELS, Limits, decode_and_validate, timestamp_from_ms};
+use nps_stream::schema::{CHANNELS, Decoder, Limits, timestamp_from_ms};
 use prost::Message;
 use std::hint::black_box;
 
@@ -97,11 +97,17 @@ fn obs(e: &Event) -> Observation<'_> {
 }
 
 /// What the decode benchmarks time: each payload decoded, validated and
-/// recorded.
-fn decode_validate_record(engine: &mut Engine, batch: &[Vec<u8>], limits: &Limits) {
+/// recorded, through one reused `Decoder` as the pipeline does.
+fn decode_validate_record(
+    engine: &mut Engine,
+    decoder: &mut Decoder,
+    batch: &[Vec<u8>],
+    limits: &Limits,
+) {
     for bytes in batch {
-        if let Ok(v) = decode_and_validate(Some(bytes), [], T0, limits) {
+        if let Ok(v) = decoder.decode_and_validate(Some(bytes), [], T0, limits) {
             black_box(engine.record(0, &v.observation(), T0));
+            decoder.recycle(v);
         }
     }
 }
@@ -153,6 +159,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let limits = Limits::default();
+    let mut decoder = Decoder::default();
     let avg_len = {
         let sample = events(&mut rng, u64::MAX / 2, 1000, T0);
         sample
@@ -173,7 +180,7 @@ fn bench(c: &mut Criterion) {
                     .collect::<Vec<_>>()
             },
             |batch| {
-                decode_validate_record(&mut engine, &batch, &limits);
+                decode_validate_record(&mut engine, &mut decoder, &batch, &limits);
                 batch
             },
             BatchSize::PerIteration,
@@ -203,7 +210,7 @@ fn bench(c: &mut Criterion) {
                 payloads
             },
             |batch| {
-                decode_validate_record(&mut engine, &batch, &limits);
+                decode_validate_record(&mut engine, &mut decoder, &batch, &limits);
                 batch
             },
             BatchSize::PerIteration,

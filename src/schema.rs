@@ -618,6 +618,41 @@ pub fn decode_and_validate<'h>(
     validate(msg, now_ms, limits)
 }
 
+/// Decode then validate, record after record, into one reused message: its
+/// strings keep their capacity, so the common path allocates nothing (a
+/// decode into a cleared message is a decode into a new one: prost's
+/// `decode` is `default()` then `merge`). Hand each response back with
+/// `recycle` once done with it.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    spare: SurveyResponse,
+}
+
+impl Decoder {
+    /// As `decode_and_validate`.
+    pub fn decode_and_validate<'h>(
+        &mut self,
+        payload: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        now_ms: i64,
+        limits: &Limits,
+    ) -> Result<ValidResponse, Rejection> {
+        let (body, _) = unframe(payload, headers, limits)?;
+        let mut msg = std::mem::take(&mut self.spare);
+        msg.clear();
+        if let Err(e) = msg.merge(body) {
+            self.spare = msg;
+            return Err(Rejection::Undecodable(e.to_string()));
+        }
+        validate(msg, now_ms, limits)
+    }
+
+    /// Takes a response's message back for the next record.
+    pub fn recycle(&mut self, response: ValidResponse) {
+        self.spare = response.msg;
+    }
+}
+
 /// A field no longer than `limit` bytes.
 pub fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Rejection> {
     if value.len() > limit {

@@ -286,6 +286,7 @@ pub fn revisions(data: &[u8]) {
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(&config).expect("engine");
+    let mut decoder = schema::Decoder::default();
     // Per response id: what the engine counts of it now (a response sent
     // again after the horizon counts anew: a second entry).
     let mut counted: Vec<(u8, usize, i64, schema::ValidResponse)> = Vec::new();
@@ -300,7 +301,15 @@ pub fn revisions(data: &[u8]) {
         rest = next;
         step += 1;
         now += i64::from(*clock) * 60_000;
-        let Ok(v) = schema::decode_and_validate(Some(payload), [], now, &limits) else {
+        // The pipeline's reused decode buffer decides as a fresh decode,
+        // whatever came before.
+        let fresh = schema::decode_and_validate(Some(payload), [], now, &limits);
+        let reused = decoder.decode_and_validate(Some(payload), [], now, &limits);
+        assert_eq!(reused, fresh, "reused decoder");
+        if let Ok(r) = reused {
+            decoder.recycle(r);
+        }
+        let Ok(v) = fresh else {
             continue;
         };
         let id = which & 7;

@@ -135,7 +135,10 @@ pub(super) async fn handle(
     // At most two records: a revision from promoter to detractor both
     // alerts and withdraws the promoter event.
     let mut deliveries: [Option<Delivery>; 2] = [None, None];
-    match schema::decode_and_validate(msg.payload(), headers, now, &settings.limits) {
+    let decoded = stats
+        .decoder
+        .decode_and_validate(msg.payload(), headers, now, &settings.limits);
+    match decoded {
         Ok(response) => {
             // An error is a dead letter to send once the lock is let go.
             let emits = record(&response, partition, settings, core, view, now);
@@ -152,6 +155,7 @@ pub(super) async fn handle(
                     }
                 }
             }
+            stats.decoder.recycle(response);
         }
         Err(rejection) => {
             stats.reject(&rejection);

@@ -354,6 +354,48 @@ proptest! {
         let _ = decode_and_validate(Some(&bytes), [(VALUE_SCHEMA_ID_HEADER, Some(&bytes[..]))], NOW, &Limits::default());
     }
 
+    /// One `Decoder` reused over a run of payloads (valid responses with
+    /// fields present or not, garbage, truncations; each valid one
+    /// recycled) decides every payload exactly as a fresh decode does:
+    /// nothing of a previous record leaks into the next.
+    #[test]
+    fn a_reused_decoder_decides_as_a_fresh_decode(
+        runs in proptest::collection::vec(
+            (any::<u8>(), any::<bool>(), any::<bool>(), 0u32..12, proptest::collection::vec(any::<u8>(), 0..40)),
+            1..24,
+        )
+    ) {
+        let mut decoder = Decoder::default();
+        for (kind, with_optional, with_attrs, score, noise) in runs {
+            let mut m = good();
+            m.score = Some(score);
+            if !with_optional {
+                m.comment.clear();
+                m.customer_value = None;
+                m.customer_id.clear();
+                m.survey_id.clear();
+            }
+            if !with_attrs {
+                m.attributes.clear();
+            }
+            m.response_id = format!("r-{kind}");
+            let payload = match kind % 4 {
+                0 | 1 => m.encode_to_vec(),
+                2 => noise,
+                _ => {
+                    let b = m.encode_to_vec();
+                    b[..(noise.len() % b.len().max(1))].to_vec()
+                }
+            };
+            let fresh = decode_and_validate(Some(&payload), NO_HEADERS, NOW, &Limits::default());
+            let reused = decoder.decode_and_validate(Some(&payload), NO_HEADERS, NOW, &Limits::default());
+            prop_assert_eq!(&reused, &fresh);
+            if let Ok(v) = reused {
+                decoder.recycle(v);
+            }
+        }
+    }
+
     #[test]
     fn truncations_of_a_good_message_never_panic(cut in 0usize..200) {
         let bytes = confluent(3, &[0], &good());
