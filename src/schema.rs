@@ -614,8 +614,7 @@ pub fn decode_and_validate<'h>(
     now_ms: i64,
     limits: &Limits,
 ) -> Result<ValidResponse, Rejection> {
-    let (msg, _) = decode(payload, headers, limits)?;
-    validate(msg, now_ms, limits)
+    Decoder::default().decode_and_validate(payload, headers, now_ms, limits)
 }
 
 /// Decode then validate, record after record, into one reused message: its
