@@ -430,7 +430,20 @@ const MAX_PENDING: usize = 10_000;
 
 fn room(core: &Mutex<Core>) -> bool {
     let c = lock(core);
-    c.ledgers[0].in_flight() + c.ledgers[1].in_flight() + c.escalating.len() < MAX_PENDING
+    room_for(
+        c.ledgers[0].in_flight() + c.ledgers[1].in_flight(),
+        c.tracker.orphans(),
+        c.escalating.len(),
+    )
+}
+
+/// Whether reading goes on with `in_flight` records not yet done, of
+/// which `orphans` are case events waiting for their alert. Those do not
+/// count: only reading on brings their alerts (counting them stalled the
+/// tracker for good once 10,000 waited, in the 2026-12-02 soak), and they
+/// have their own bounds (`--orphan-grace`, `max_orphans`).
+fn room_for(in_flight: usize, orphans: usize, escalating: usize) -> bool {
+    in_flight.saturating_sub(orphans) + escalating < MAX_PENDING
 }
 
 /// Commits the done offsets of `partitions` (all when `None`) and waits
@@ -474,5 +487,22 @@ impl records::Shell {
         drop(c);
         context::write_snapshots(&self.core, &self.store, None, deadline);
         tracing::info!("case tracker stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_waiting_for_their_alert_never_stop_reading() {
+        // However many wait, the alerts they wait for are still read.
+        assert!(room_for(250_000, 250_000, 0));
+        assert!(room_for(MAX_PENDING + 5, MAX_PENDING, 0));
+        // Deliveries and escalations still do.
+        assert!(!room_for(MAX_PENDING + 5, 5, 0));
+        assert!(!room_for(MAX_PENDING, 0, 0));
+        assert!(!room_for(100, 100, MAX_PENDING));
+        assert!(room_for(MAX_PENDING - 1, 0, 0));
     }
 }
