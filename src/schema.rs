@@ -275,8 +275,16 @@ pub fn decode<'h>(
     limits: &Limits,
 ) -> Result<(SurveyResponse, Framing), Rejection> {
     let (body, framing) = unframe(payload, headers, limits)?;
-    let msg = SurveyResponse::decode(body).map_err(|e| Rejection::Undecodable(e.to_string()))?;
+    let mut msg = SurveyResponse::default();
+    merge_body(&mut msg, body)?;
     Ok((msg, framing))
+}
+
+/// Decodes a protobuf body into `msg` (default or cleared: prost's
+/// `decode` is `default()` then `merge`).
+fn merge_body(msg: &mut SurveyResponse, body: &[u8]) -> Result<(), Rejection> {
+    msg.merge(body)
+        .map_err(|e| Rejection::Undecodable(e.to_string()))
 }
 
 /// The protobuf body of a record value: checks size and framing (plain,
@@ -639,9 +647,9 @@ impl Decoder {
         let (body, _) = unframe(payload, headers, limits)?;
         let mut msg = std::mem::take(&mut self.spare);
         msg.clear();
-        if let Err(e) = msg.merge(body) {
+        if let Err(rejection) = merge_body(&mut msg, body) {
             self.spare = msg;
-            return Err(Rejection::Undecodable(e.to_string()));
+            return Err(rejection);
         }
         validate(msg, now_ms, limits)
     }
