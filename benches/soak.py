@@ -53,6 +53,7 @@ failed.
 """
 import argparse
 import base64
+import heapq
 import json
 import os
 import random
@@ -80,7 +81,7 @@ CASE_EVENTS, ESCALATIONS = "nps-case-events", "nps-case-escalations"
 # Contact SLAs short enough that late contacts escalate within the run.
 SLA_MS = {"ALERT_PRIORITY_CRITICAL": 60_000, "ALERT_PRIORITY_HIGH": 120_000,
           "ALERT_PRIORITY_NORMAL": 180_000}
-CONTACT_SLA = "critical=1m,high=2m,normal=3m"
+CONTACT_SLA = ",".join(f"{p.rsplit('_', 1)[1].lower()}={ms // 1000}s" for p, ms in SLA_MS.items())
 CLOSED_RETENTION = "5m"
 
 
@@ -374,7 +375,6 @@ class Crm(threading.Thread):
             self.failed += 1
 
     def run(self):
-        import heapq
         consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "soak-crm",
                              "enable.auto.commit": False, "log_level": 2})
         parts = consumer.list_topics(ALERTS, timeout=30).topics[ALERTS].partitions
