@@ -173,6 +173,11 @@ pub struct RunArgs {
     /// lower value) [default: 67108864, 64 MiB].
     #[arg(long, env = "NPS_SNAPSHOT_MAX_BYTES")]
     pub snapshot_max_bytes: Option<usize>,
+    /// Most records whose alert, promoter event or dead letter awaits the
+    /// broker's acknowledgement; beyond it fetching pauses (the consumer
+    /// stays in its group) until deliveries catch up [default: 50000].
+    #[arg(long, env = "NPS_MAX_PENDING")]
+    pub max_pending: Option<usize>,
     #[command(flatten)]
     pub cases: CasesArgs,
     #[command(flatten)]
@@ -316,6 +321,8 @@ pub struct Settings {
     /// Largest snapshot record; larger ones are not written (counted as
     /// `too_large`, the partition is rebuilt by replay instead).
     pub snapshot_max_bytes: usize,
+    /// Most deliveries awaiting acknowledgement before fetching pauses.
+    pub max_pending: usize,
     pub engine: EngineConfig,
     pub limits: Limits,
     pub alerts: AlertPolicy,
@@ -355,6 +362,7 @@ impl Default for Settings {
             state_topic: String::new(),
             snapshot_interval: Duration::from_secs(10),
             snapshot_max_bytes: DEFAULT_SNAPSHOT_MAX_BYTES,
+            max_pending: 50_000,
             engine: EngineConfig::default(),
             limits: Limits::default(),
             alerts: AlertPolicy::default(),
@@ -538,6 +546,9 @@ impl Settings {
         if let Some(v) = args.snapshot_max_bytes {
             self.snapshot_max_bytes = v;
         }
+        if let Some(v) = args.max_pending {
+            self.max_pending = v;
+        }
         if let Some(w) = &args.windows {
             self.engine.windows = w
                 .iter()
@@ -595,6 +606,9 @@ impl Settings {
                 "--snapshot-max-bytes",
                 format!("must be from 1024 to {DEFAULT_SNAPSHOT_MAX_BYTES} (64 MiB)"),
             ));
+        }
+        if self.max_pending == 0 {
+            return Err(invalid("--max-pending", "must be at least 1"));
         }
         if self.snapshot_interval < Duration::from_millis(100) {
             return Err(invalid("--snapshot-interval", "must be at least 100ms"));

@@ -1572,6 +1572,71 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// More deliveries waiting than `--max-pending`, for longer than
+/// `max.poll.interval.ms`: fetching pauses, but the consumer is still
+/// polled, so the member keeps its partitions (the 2026-12-02 soak's case
+/// tracker, which stopped polling instead, was put out of the group); once
+/// writes are accepted again everything is delivered and committed.
+#[test]
+fn deliveries_held_back_longer_than_the_poll_interval_keep_the_group_membership() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, brokers) = cluster();
+    // 64% detractors: about 2,000 alerts and promoter events.
+    let data = dataset(3_000, now_ms(), "bp");
+    produce(&brokers, &good_records(&data));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000_000],
+    );
+    let poll_interval = &[
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        "max.poll.interval.ms=7000",
+        "--max-pending",
+        "500",
+    ];
+    let mut svc = Service::run(&brokers, "g-held", poll_interval, "held");
+    svc.wait_for("500 deliveries waiting", Duration::from_secs(90), |m| {
+        m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) >= 500.0
+    });
+    // Four poll intervals held back: fetching stays paused (nothing more
+    // is read) and the partitions stay this member's. (On the mock
+    // cluster librdkafka did not put out a member that stopped polling
+    // within 30 s, so the pause itself is what tells the fix.)
+    let held = std::time::Instant::now();
+    while held.elapsed() < Duration::from_secs(30) {
+        let m = svc.metrics().expect("metrics");
+        assert_eq!(
+            m.get("nps_assigned_partitions", &[]),
+            Some(4.0),
+            "partitions lost while deliveries were held back:\n{}",
+            svc.logs()
+        );
+        assert!(consumed(&m) < data.len() as f64, "nothing was held back");
+        let logs = svc.logs();
+        assert!(
+            !logs.contains("maximum poll interval") && !logs.contains("partitions revoked"),
+            "left the group while held back:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs = svc.logs();
+    assert!(
+        logs.contains("fetching paused until they catch up"),
+        "{logs}"
+    );
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    wait_committed(&brokers, "g-held", 4, Duration::from_secs(120), &svc);
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    let alerted: BTreeSet<String> = alerts.keys().cloned().collect();
+    assert_eq!(alerted, detractors, "every detractor has an alert");
+    assert!(svc.logs().contains("fetching resumed"));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
 /// Snapshots only at shutdown and revoke: the periodic one never comes.
 const RARE_SNAPSHOTS: &[&str] = &["-X", "session.timeout.ms=6000", "--snapshot-interval", "1h"];
 

@@ -92,6 +92,7 @@ fn errors_name_the_flag() {
         (&["--snapshot-max-bytes", "10"], "--snapshot-max-bytes"),
         (&["--alert-threshold", "11"], "--alert-threshold"),
         (&["--max-keys", "0"], "--max-keys"),
+        (&["--max-pending", "0"], "--max-pending"),
         // A group id that makes no topic name is caught.
         (&["--group-id", "a b"], "--state-topic"),
     ] {
@@ -112,6 +113,21 @@ fn errors_name_the_flag() {
         err(&["--brokers", "b", "--config", "/nonexistent.toml"]),
         ConfigError::File { .. }
     ));
+}
+
+#[test]
+fn max_pending_comes_from_the_flag_or_the_file() {
+    let s = Settings::resolve(&args(&["--brokers", "b"]), false).unwrap();
+    assert_eq!(s.max_pending, 50_000);
+    let s = Settings::resolve(&args(&["--brokers", "b", "--max-pending", "500"]), false).unwrap();
+    assert_eq!(s.max_pending, 500);
+    let dir = std::env::temp_dir().join(format!("nps-cfg-mp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "brokers = \"b\"\nmax_pending = 700\n").unwrap();
+    let s = Settings::resolve(&args(&["--config", path.to_str().unwrap()]), false).unwrap();
+    assert_eq!(s.max_pending, 700);
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]

@@ -39,6 +39,7 @@ use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 use crate::topics::Missing;
 
+mod backpressure;
 mod commit;
 mod ledger;
 use crate::events::{self, Event};
@@ -52,6 +53,7 @@ mod rebalance;
 pub(crate) mod records;
 mod snapshots;
 mod startup;
+pub(crate) use backpressure::Backpressure;
 use commit::*;
 use outage::*;
 use produce::*;
@@ -78,9 +80,6 @@ pub const MESSAGE_TYPE_HEADER: &str = "nps.message-type";
 pub const ALERT_ID_HEADER: &str = "nps.alert-id";
 /// Promoter event header: its event_id.
 pub const EVENT_ID_HEADER: &str = "nps.event-id";
-
-/// Most deliveries awaiting acknowledgement before reading pauses.
-const MAX_PENDING: usize = 50_000;
 
 /// Deliveries waiting this long without any acknowledged, brokers
 /// reachable: the producer is replaced (`RenewableProducer::renew_stalled`).
@@ -275,6 +274,7 @@ pub async fn run(
         committing: false,
         stats: Counters::default(),
         guard: OutageGuard::default(),
+        backpressure: Backpressure::new("pipeline"),
         progress: Instant::now(),
         in_flight: 0,
     };
@@ -292,12 +292,21 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
-            _ = ack_tick.tick() => pipeline.acknowledge(),
+            _ = ack_tick.tick() => {
+                pipeline.acknowledge();
+                pipeline.release(&consumer);
+            }
             _ = snapshot_tick.tick() => pipeline.snapshots_due(),
             _ = refresh.tick() => pipeline.refresh(&mut consumer),
             Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
-            msg = consumer.recv(), if pending_room(&pipeline.core) => match msg {
-                Ok(msg) => pipeline.record(&msg, &consumer, &stop).await,
+            // Polled even when full: the partitions are paused instead
+            // (see `Backpressure`), so the group keeps this member.
+            msg = consumer.recv() => match msg {
+                Ok(msg) => {
+                    pipeline.record(&msg, &consumer, &stop).await;
+                    let room = pending_room(&pipeline.core, pipeline.settings.max_pending);
+                    pipeline.backpressure.after_record(&consumer, room);
+                }
                 // Client-level errors (brokers down, ...) also reach the
                 // context's error callback, which logs and counts them.
                 Err(e) => tracing::debug!(error = %e, "consume error"),
@@ -332,6 +341,8 @@ struct Pipeline {
     committing: bool,
     stats: Counters,
     guard: OutageGuard,
+    /// Fetching paused while `max_pending` records wait for deliveries.
+    backpressure: Backpressure,
     /// When a delivery was last acknowledged (or none was waiting), and
     /// how many waited then.
     progress: Instant,
@@ -353,6 +364,14 @@ impl Pipeline {
             self.progress = Instant::now();
         }
         self.in_flight = in_flight;
+    }
+
+    /// Resumes fetching paused by `Backpressure` once there is room.
+    fn release(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+        if self.backpressure.held() {
+            let room = pending_room(&self.core, self.settings.max_pending);
+            self.backpressure.release(consumer, room, self.guard.paused);
+        }
     }
 
     /// Replaces the producer when deliveries have waited without any
@@ -594,8 +613,8 @@ impl Counters {
     }
 }
 
-fn pending_room(core: &Mutex<Core>) -> bool {
-    lock(core).ledger.in_flight() < MAX_PENDING
+fn pending_room(core: &Mutex<Core>, max_pending: usize) -> bool {
+    lock(core).ledger.in_flight() < max_pending
 }
 
 /// Snapshots every partition whose records are all acknowledged and waits

@@ -393,6 +393,7 @@ pub async fn run(
         reading: false,
         health,
         paused: false,
+        backpressure: crate::pipeline::Backpressure::new("case tracker"),
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),
@@ -411,12 +412,24 @@ pub async fn run(
             biased;
             _ = shutdown.recv() => break,
             _ = cut_off.notified() => shell.pause(&consumer),
-            _ = ack_tick.tick() => lock(&shell.core).drain(&shell.producer),
+            _ = ack_tick.tick() => {
+                lock(&shell.core).drain(&shell.producer);
+                if shell.backpressure.held() {
+                    let room = room(&shell.core);
+                    shell.backpressure.release(&consumer, room, shell.paused);
+                }
+            }
             _ = snapshot_tick.tick() => shell.snapshots(),
             _ = second.tick() => shell.tick(&consumer, &stop).await,
             Some(found) = read_back.recv() => shell.readback_done(found, &stop).await,
-            msg = consumer.recv(), if room(&shell.core) => match msg {
-                Ok(msg) => shell.record(&msg, &stop).await,
+            // Polled even when full: the partitions are paused instead
+            // (see `Backpressure`), so the group keeps this member.
+            msg = consumer.recv() => match msg {
+                Ok(msg) => {
+                    shell.record(&msg, &stop).await;
+                    let room = room(&shell.core);
+                    shell.backpressure.after_record(&consumer, room);
+                }
                 Err(e) => tracing::debug!(error = %e, "case tracker consume error"),
             },
         }

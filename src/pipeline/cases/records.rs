@@ -51,6 +51,8 @@ pub(super) struct Shell {
     /// they are gone, as the main one does).
     pub(super) health: Arc<crate::kafka::Health>,
     pub(super) paused: bool,
+    /// Fetching paused while `MAX_PENDING` records wait (see `room`).
+    pub(super) backpressure: crate::pipeline::Backpressure,
     /// Label sets of the open/overdue gauges set last time (to zero those
     /// that are gone).
     pub(super) gauges: BTreeSet<(SegmentId, i32)>,
