@@ -320,6 +320,58 @@ impl StateStore {
         Ok(result)
     }
 
+    /// Whether the log of `topic`/`partition` reaches `end` (holds the
+    /// record before it), read from a fetch rather than from ListOffsets:
+    /// Tansu 0.6 answers ListOffsets (latest) with the last batch's base
+    /// offset + 1 (`reported_high`), so a committed offset or a position
+    /// up to a batch past that answer is still inside the log. Reads from
+    /// `reported_high - 1`, which is that batch's start on Tansu and the
+    /// last record on Kafka (a fetch from inside a batch can skip to the
+    /// next one on Tansu), forward to a record at `end - 1` or later
+    /// (true) or to the end (false). `None` when no answer came within
+    /// `timeout`. Blocking.
+    pub fn log_reaches(
+        &self,
+        topic: &str,
+        partition: i32,
+        end: i64,
+        reported_high: i64,
+        timeout: Duration,
+    ) -> Option<bool> {
+        if end <= 0 {
+            return Some(true);
+        }
+        let from = reported_high.saturating_sub(1).clamp(0, end - 1);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .ok()?;
+        self.reader.assign(&tpl).ok()?;
+        let deadline = Instant::now() + timeout;
+        let answer = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            match self.reader.poll(left.min(Duration::from_millis(200))) {
+                Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                    if m.offset() >= end - 1 {
+                        break Some(true);
+                    }
+                    // Below where the read started: the start was out of
+                    // range and reset to the beginning of a shorter log.
+                    if m.offset() < from {
+                        break Some(false);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Some(false),
+                Some(Err(e)) => tracing::debug!(error = %e, topic, partition, "log end read"),
+                _ => {}
+            }
+        };
+        self.reader.unassign().ok();
+        answer
+    }
+
     /// The value of the last record keyed `key` from `from` to the end of
     /// state partition `sp`.
     fn scan(

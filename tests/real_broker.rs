@@ -575,6 +575,57 @@ fn two_instances_in_one_group_sum_to_the_single_instance_truth() {
     assert!(b.terminate(Duration::from_secs(60)).success());
 }
 
+/// Tansu 0.6 answers ListOffsets (latest) with the last batch's base
+/// offset + 1, below the true end by up to a batch. A member that takes
+/// over partitions committed at their true end must not take them for a
+/// replaced log and start them again from the reset point (with
+/// `earliest`, counting every record twice), as the 2026-12-02 soak's
+/// last rebalance did.
+#[test]
+fn partitions_taken_over_at_the_end_of_their_log_are_not_started_again() {
+    let Some(_python) = parts() else { return };
+    let tansu = Tansu::start(free_port());
+    topics(&tansu, 4);
+    let brokers = tansu.brokers();
+    let data = generate(20_000, 10, 4, 0x7a57, now_ms());
+    send_data(&brokers, &data);
+    let want = truth(&data);
+    let mut a = Service::run(&brokers, "g-end", &["-X", TANSU_SESSION], "end-a");
+    wait_windows(&a, &want, Duration::from_secs(180), "first instance");
+    assert!(a.terminate(Duration::from_secs(60)).success());
+    // What the test is about: the broker answers below the committed
+    // offsets by more than one record.
+    let (committed, high) = committed_and_end(&brokers, "g-end", 4);
+    let below = committed
+        .iter()
+        .zip(&high)
+        .filter(|(c, h)| match (c, h) {
+            (rdkafka::Offset::Offset(c), rdkafka::Offset::Offset(h)) => *c > h + 1,
+            _ => false,
+        })
+        .count();
+    assert!(
+        below > 0,
+        "ListOffsets answered the true end (committed {committed:?}, high {high:?}): Tansu's quirk is gone, and this test checks nothing"
+    );
+    let mut b = Service::run(&brokers, "g-end", &["-X", TANSU_SESSION], "end-b");
+    b.wait_for("the partitions restored", Duration::from_secs(120), |m| {
+        m.get("nps_assigned_partitions", &[]) == Some(4.0)
+            && m.get("nps_state_restoring_partitions", &[]) == Some(0.0)
+    });
+    wait_windows(&b, &want, Duration::from_secs(60), "second instance");
+    // Anything started again would be read within seconds.
+    std::thread::sleep(Duration::from_secs(5));
+    let m = b.metrics().expect("metrics");
+    assert_eq!(consumed(&m), 0.0, "records read again:\n{}", b.logs());
+    assert_eq!(summed_windows(&[&b]), want);
+    assert!(
+        !b.logs().contains("beyond the end of the log"),
+        "{}",
+        b.logs()
+    );
+}
+
 /// Per (product, region, window, category): the sum over instances of
 /// `nps_window_responses`, as Prometheus's `sum by` would give it.
 fn summed_windows(instances: &[&Service]) -> BTreeMap<(String, String, String, String), f64> {

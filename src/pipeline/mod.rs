@@ -414,7 +414,7 @@ impl Pipeline {
         }
         self.unstall();
         let s = &self.settings;
-        rewind_beyond_end(&self.core, consumer, &self.health, s);
+        rewind_beyond_end(&self.core, consumer, &self.store, &self.health, s);
         caught_up(&self.core, consumer, &self.health, &s.input_topic);
         // Not while cut off: the group may be gone when the brokers come
         // back, and its offsets with it.

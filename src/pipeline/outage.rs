@@ -260,9 +260,10 @@ pub(super) fn seek_to_reset_point(
     }
 }
 
-/// Whether a position is beyond the end of a log whose high watermark the
-/// broker has just answered. One past the reported end is allowed: some
-/// brokers answer one below the true end.
+/// Whether a position may be beyond the end of a log whose high watermark
+/// the broker has just answered. One past the reported end is allowed:
+/// some brokers answer one below the true end; Tansu 0.6 answers up to a
+/// batch below it, so a fetch confirms (`StateStore::log_reaches`).
 pub(super) fn position_beyond_end(position: i64, high: i64) -> bool {
     position > high.saturating_add(1)
 }
@@ -281,6 +282,7 @@ pub(super) fn position_beyond_end(position: i64, high: i64) -> bool {
 pub(super) fn rewind_beyond_end(
     core: &Mutex<Core>,
     consumer: &StreamConsumer<ConsumerCtx>,
+    store: &StateStore,
     health: &Health,
     settings: &Settings,
 ) {
@@ -292,8 +294,16 @@ pub(super) fn rewind_beyond_end(
         let asked = crate::kafka::blocking(|| {
             consumer.fetch_watermarks(&settings.input_topic, p, Duration::from_secs(5))
         });
+        // ListOffsets can answer below the true end (Tansu 0.6, by up to
+        // a batch): a fetch confirms.
+        let topic = settings.input_topic.as_str();
+        let confirmed = |high| {
+            crate::kafka::blocking(|| {
+                store.log_reaches(topic, p, position, high, Duration::from_secs(5))
+            }) != Some(true)
+        };
         match asked {
-            Ok((_, high)) if position_beyond_end(position, high) => {}
+            Ok((_, high)) if position_beyond_end(position, high) && confirmed(high) => {}
             Ok((_, high)) => {
                 tracing::debug!(
                     partition = p,

@@ -141,9 +141,10 @@ impl Rebalancer {
         // (the topic was recreated or truncated): what the log holds now was
         // never processed, so it is not replayed without alerts (nor waited
         // for up to an offset that may never come) but read live from the
-        // reset point, as README promises. One past the reported end is
-        // allowed: some brokers answer one below the true end.
-        if until > high.saturating_add(1) {
+        // reset point, as README promises. ListOffsets only raises the
+        // suspicion; a fetch decides (`StateStore::log_reaches`: Tansu 0.6
+        // answers below the true end, by up to a batch).
+        if position_beyond_end(until, high) && !self.log_reaches(partition, until, high) {
             events::OffsetReset {
                 partition,
                 reset: self.reset.as_str(),
@@ -166,6 +167,26 @@ impl Rebalancer {
             _ => low,
         };
         (start, (first < until).then_some(until), from, known_low)
+    }
+}
+
+impl Rebalancer {
+    /// Whether the input log of `partition` reaches `end` although
+    /// ListOffsets answered `high`: asked of a fetch. Unanswered, the
+    /// broker's answer stands.
+    fn log_reaches(&self, partition: i32, end: i64, high: i64) -> bool {
+        let answer =
+            self.store
+                .log_reaches(&self.topic, partition, end, high, Duration::from_secs(5));
+        if answer.is_none() {
+            tracing::warn!(
+                partition,
+                end,
+                high,
+                "log end unconfirmed by a fetch; trusting ListOffsets"
+            );
+        }
+        answer == Some(true)
     }
 }
 

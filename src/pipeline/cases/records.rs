@@ -562,8 +562,19 @@ impl Shell {
             let high = crate::kafka::blocking(|| {
                 consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
             });
+            // ListOffsets raises the suspicion, a fetch decides (Tansu 0.6
+            // answers up to a batch below the true end).
             if let (Some(pos), Ok((_, high))) = (pos, high)
                 && pos > high
+                && crate::kafka::blocking(|| {
+                    self.store.log_reaches(
+                        e.topic(),
+                        e.partition(),
+                        pos,
+                        high,
+                        Duration::from_secs(5),
+                    )
+                }) != Some(true)
             {
                 gone.insert(e.partition());
             }
