@@ -671,13 +671,27 @@ def main():
 
     # --- cases: every one worked and closed; late contacts escalated ----
     escalations = read_topic(brokers, ESCALATIONS)
-    level1 = {}
+    level1, any_level = {}, {}
     for _p, _o, _k, value, _h in escalations:
         e = json.loads(value)
+        any_level.setdefault(e["alertId"], []).append((e.get("level"), e.get("reason")))
         if e.get("level") == 1:
             level1.setdefault(e["alertId"], set()).add(e["escalationId"])
     late = {a for a, (prio, emitted, contact) in crm.plans.items()
             if contact > emitted + SLA_MS.get(prio, SLA_MS["ALERT_PRIORITY_NORMAL"])}
+    # What each late contact without an escalation looked like: every copy
+    # of its alert (offset, emittedAt, priority) against the CRM's plan.
+    copies = {}
+    for p, o, _k, value, _h in alerts:
+        a = json.loads(value)
+        copies.setdefault(a["alertId"], []).append(
+            (p, o, a.get("emittedAt"), a.get("priority"), bool(a.get("withdrawn"))))
+    unescalated = [
+        {"alert_id": a, "priority": crm.plans[a][0],
+         "late_by_ms": crm.plans[a][2] - crm.plans[a][1]
+         - SLA_MS.get(crm.plans[a][0], SLA_MS["ALERT_PRIORITY_NORMAL"]),
+         "copies": copies.get(a, []), "escalations": any_level.get(a, [])}
+        for a in sorted(late - level1.keys())[:20]]
     alert_ids = {i for ids in ids_by_response.values() for i in ids}
     counts = {n: {m: metric_sum(ports[n], m) for m in
                   ("nps_cases_open", "nps_case_orphan_events", "nps_cases_evicted_total")}
@@ -693,6 +707,7 @@ def main():
         "case_events_sent": crm.sent, "late_contacts": len(late),
         "late_without_escalation": len(late - level1.keys()),
         "escalated_though_contacted_in_time": len(level1.keys() - late),
+        "late_without_escalation_sample": unescalated,
         "escalation_records": len(escalations), "open_at_end": open_left,
         "orphan_events_at_end": orphans_left, "evicted": evicted,
     }
