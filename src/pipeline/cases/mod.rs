@@ -92,6 +92,15 @@ struct Unread {
     since: Instant,
     esc: Escalation,
     slot: Option<Arc<Mutex<Slot>>>,
+    /// The record whose reading caused it (a late contact's event, or the
+    /// alert that let a waiting late contact apply): no offset from it on
+    /// is committed until the escalation is delivered, so whoever takes
+    /// the partition after a crash or a rebalance reads that record again
+    /// live and escalates again. (Without it, the commit passed the
+    /// contact, the next owner replayed it without effects, and the
+    /// escalation was lost: 27 late contacts in the 2026-12-02 soak
+    /// rehearsal, each next to a rebalance.)
+    holds: Option<(Src, i64)>,
 }
 
 impl Unread {
@@ -100,8 +109,24 @@ impl Unread {
             since: Instant::now(),
             esc,
             slot,
+            holds: None,
         }
     }
+
+    fn holding(esc: Escalation, cause: (Src, i64)) -> Unread {
+        Unread {
+            holds: Some(cause),
+            ..Unread::new(esc, None)
+        }
+    }
+}
+
+/// An escalation on its way, with the record it holds back (see
+/// `Unread::holds`).
+struct Escalating {
+    partition: i32,
+    delivery: Delivery,
+    holds: Option<(Src, i64)>,
 }
 
 /// The shell's state, shared with the rebalance callback (which runs on
@@ -120,7 +145,7 @@ struct Core {
     catching_up: BTreeMap<(Src, i32), i64>,
     assigned: BTreeSet<i32>,
     /// Escalations sent, per alerts partition, not acknowledged yet.
-    escalating: Vec<(i32, Delivery)>,
+    escalating: Vec<Escalating>,
     /// Escalations whose alert is not read back yet (first try); a
     /// repeat's with the slot holding its alert's offset.
     unread: Vec<Unread>,
@@ -180,7 +205,7 @@ impl Core {
             });
         }
         self.escalating
-            .retain_mut(|(_, d)| step(d, producer) != Step::Done);
+            .retain_mut(|e| step(&mut e.delivery, producer) != Step::Done);
         self.writes.retain_mut(|(p, f)| match f.now_or_never() {
             None => true,
             Some(Ok(Ok(_))) => false,
@@ -220,13 +245,52 @@ impl Core {
         }
         self.unread
             .retain(|u| !partitions.contains(&u.esc.partition));
-        self.escalating.retain(|(q, _)| !partitions.contains(q));
+        self.escalating
+            .retain(|e| !partitions.contains(&e.partition));
+    }
+
+    fn new(settings: &Settings) -> Core {
+        Core {
+            tracker: Tracker::new(settings.cases.tracker()),
+            ledgers: [Ledger::default(), Ledger::default()],
+            next: BTreeMap::new(),
+            replay_until: BTreeMap::new(),
+            catching_up: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            escalating: Vec::new(),
+            unread: Vec::new(),
+            writes: Vec::new(),
+            stopped: false,
+            realign: BTreeMap::new(),
+            further_back: BTreeSet::new(),
+        }
     }
 
     /// Whether escalations of alerts partition `p` are still on their way.
     fn escalations_pending(&self, p: i32) -> bool {
-        self.escalating.iter().any(|(q, _)| *q == p)
+        self.escalating.iter().any(|e| e.partition == p)
             || self.unread.iter().any(|u| u.esc.partition == p)
+    }
+
+    /// The first offset of (topic, partition) an undelivered escalation
+    /// holds back from the commit (see `Unread::holds`).
+    fn held(&self, src: Src, p: i32) -> Option<i64> {
+        let unread = self
+            .unread
+            .iter()
+            .filter(|u| u.esc.partition == p)
+            .map(|u| u.holds);
+        let sending = self
+            .escalating
+            .iter()
+            .filter(|e| e.partition == p)
+            .map(|e| e.holds);
+        unread
+            .chain(sending)
+            .flatten()
+            .filter(|(s, _)| *s == src)
+            .map(|(_, o)| o)
+            .min()
     }
 
     /// The offset of (topic, partition) the tracker's state reflects
@@ -262,6 +326,7 @@ impl Core {
             (Src::Events, &settings.cases.case_events_topic),
         ] {
             for (p, off) in self.ledgers[src as usize].committable(partitions, true) {
+                let off = self.held(src, p).map_or(off, |h| h.min(off));
                 let _ = tpl.add_partition_offset(topic, p, Offset::Offset(off));
             }
         }
@@ -367,20 +432,7 @@ pub async fn run(
     };
     let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
     let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
-    let core = Arc::new(Mutex::new(Core {
-        tracker: Tracker::new(settings.cases.tracker()),
-        ledgers: [Ledger::default(), Ledger::default()],
-        next: BTreeMap::new(),
-        replay_until: BTreeMap::new(),
-        catching_up: BTreeMap::new(),
-        assigned: BTreeSet::new(),
-        escalating: Vec::new(),
-        unread: Vec::new(),
-        writes: Vec::new(),
-        stopped: false,
-        realign: BTreeMap::new(),
-        further_back: BTreeSet::new(),
-    }));
+    let core = Arc::new(Mutex::new(Core::new(&settings)));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
     let mut shell = records::Shell {
         settings,
@@ -506,6 +558,71 @@ impl records::Shell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_contact_s_escalation_holds_its_event_back_from_the_commit() {
+        let settings = Settings::default();
+        let mut c = Core::new(&settings);
+        for off in 0..10 {
+            c.ledgers[Src::Events as usize].read(2, off, None);
+            c.ledgers[Src::Alerts as usize].read(2, off, None);
+        }
+        for l in &mut c.ledgers {
+            l.drain(|_| Step::Done);
+        }
+        let esc = Escalation {
+            alert: 7,
+            level: 1,
+            reason: crate::cases::EscalationReason::ContactSlaMissed,
+            previous_offset: None,
+            segment: crate::cases::SegmentId(0),
+            priority: crate::pb::AlertPriority::High,
+            opened_at_ms: 0,
+            due_at_ms: 1,
+            state: crate::pb::CaseState::Contacted,
+            partition: 2,
+            alert_offset: 3,
+        };
+        let committed = |c: &Core| {
+            let tpl = c.offsets(&settings, None);
+            let at = |topic: &str| tpl.find_partition(topic, 2).map(|e| e.offset());
+            (
+                at(&settings.cases.case_events_topic),
+                at(&settings.alerts_topic),
+            )
+        };
+        assert_eq!(
+            committed(&c),
+            (Some(Offset::Offset(10)), Some(Offset::Offset(10)))
+        );
+        // The contact at events offset 6 was late: until its escalation
+        // is delivered, the commit stops at that event (alerts go on).
+        c.unread.push(Unread::holding(esc, (Src::Events, 6)));
+        assert_eq!(
+            committed(&c),
+            (Some(Offset::Offset(6)), Some(Offset::Offset(10)))
+        );
+        // Read back and on its way: still held.
+        let u = c.unread.pop().unwrap();
+        let msg = rdkafka::message::OwnedMessage::new(
+            None,
+            None,
+            "nps-case-escalations".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        );
+        c.escalating.push(Escalating {
+            partition: 2,
+            delivery: Delivery::Retry(msg),
+            holds: u.holds,
+        });
+        assert_eq!(committed(&c).0, Some(Offset::Offset(6)));
+        // Another partition's escalation holds nothing here.
+        c.escalating[0].partition = 3;
+        assert_eq!(committed(&c).0, Some(Offset::Offset(10)));
+    }
 
     #[test]
     fn events_waiting_for_their_alert_never_stop_reading() {

@@ -200,7 +200,7 @@ impl Shell {
             };
             if withdrawn || applied.is_some() {
                 if live && let Some(a) = &applied {
-                    self.count_applied(a);
+                    self.count_applied(a, (Src::Alerts, off));
                 }
                 return None;
             }
@@ -213,7 +213,7 @@ impl Shell {
             return None;
         }
         for a in &applied {
-            self.count_applied(a);
+            self.count_applied(a, (Src::Alerts, off));
         }
         let esc = repeat?;
         // Sent once this alert and the previous one are read back (the
@@ -285,7 +285,7 @@ impl Shell {
                         if live {
                             metrics::counter!(m::CASE_EVENTS_TOTAL, "state" => state_label(ev.state))
                                 .increment(1);
-                            self.count_applied(&a);
+                            self.count_applied(&a, (Src::Events, msg.offset()));
                         }
                         None
                     }
@@ -295,7 +295,8 @@ impl Shell {
     }
 
     /// Counts what an applied event did.
-    fn count_applied(&mut self, a: &Applied) {
+    /// `cause`: the record being read (see `Unread::holds`).
+    fn count_applied(&mut self, a: &Applied, cause: (Src, i64)) {
         match a {
             Applied::Stale => metrics::counter!(m::CASE_EVENTS_STALE_TOTAL).increment(1),
             Applied::Waiting => {}
@@ -310,7 +311,7 @@ impl Shell {
                 let late: Vec<_> = missed
                     .iter()
                     .flatten()
-                    .map(|e| Unread::new(*e, None))
+                    .map(|e| Unread::holding(*e, cause))
                     .collect();
                 lock(&self.core).unread.extend(late);
                 if let Some((ms, _)) = first_contact {
@@ -713,7 +714,11 @@ impl Shell {
                         *s = Slot::Sending(d);
                     }
                 }
-                None => lock(&self.core).escalating.push((esc.partition, d)),
+                None => lock(&self.core).escalating.push(super::Escalating {
+                    partition: esc.partition,
+                    delivery: d,
+                    holds: u.holds,
+                }),
             }
         }
         lock(&self.core).unread.extend(keep);
