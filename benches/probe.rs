@@ -1,10 +1,22 @@
 //! The end-to-end benchmarks' Kafka probes, driven by `benches/e2e.sh`:
 //!
-//! - `bare BROKERS TOPIC N [KEY=VALUE ...]`: the baseline. A bare rdkafka
-//!   consumer with nps-stream's consumer settings (the same
-//!   `client_config`, group, no auto commit, no offset store) that reads N
-//!   records from TOPIC and discards them; prints the rate from the first
-//!   record to the N-th.
+//! - `load BROKERS TOPIC N DETRACTOR_SHARE`: produces N answers as the
+//!   outside measurement of issue 20 did: 50 products × 20 regions, a
+//!   comment on one answer in seven, DETRACTOR_SHARE of them detractors
+//!   (0.20 ordinary traffic, 0.64 an alert storm), the rest passives and
+//!   promoters half and half, given over the last 30 days; keyed by
+//!   response_id.
+//! - `bare BROKERS TOPIC N [KEY=VALUE ...]`: the ordinary baseline. A
+//!   plain rdkafka consumer with librdkafka's defaults (a group, its
+//!   auto commit) that decodes each of N records of TOPIC as a
+//!   `SurveyResponse`; prints the rate from the first record to the N-th
+//!   and the process's CPU time.
+//! - `forward BROKERS TOPIC ALERTS N`: the alert-storm baseline, "consume
+//!   and forward": the same consumer, plus a producer with librdkafka's
+//!   defaults that sends an alert-sized record (320 bytes, keyed by
+//!   customer_id) to ALERTS for each detractor (score 0-6), and waits for
+//!   every delivery before it stops; the rate runs from the first record
+//!   to the last delivery.
 //! - `latency BROKERS ALERTS INPUT IDLE`: reads the protobuf
 //!   `DetractorAlert`s of the ALERTS topic and the answers of the INPUT
 //!   topic as they arrive, until IDLE seconds pass without an alert, and
@@ -22,10 +34,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nps_stream::kafka::client_config;
-use nps_stream::pb::DetractorAlert;
+use nps_stream::pb::{DetractorAlert, SurveyResponse};
 use prost::Message as _;
+use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 fn now_ms() -> f64 {
     SystemTime::now()
@@ -58,29 +72,192 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn bare(brokers: &str, topic: &str, n: u64, extra: &[String]) {
-    let consumer = consumer(brokers, &[topic], extra, false);
-    let mut bytes = 0usize;
-    let mut first = None;
-    for _ in 0..n {
-        let m = consumer.recv().await.expect("recv");
-        first.get_or_insert_with(Instant::now);
-        bytes += m.payload().map_or(0, <[u8]>::len);
+/// A consumer with librdkafka's defaults: only the brokers, a group of its
+/// own, and reading from the beginning.
+fn plain_consumer(brokers: &str, topic: &str, extra: &[String]) -> StreamConsumer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", format!("plain-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest");
+    for kv in extra {
+        if let Some((k, v)) = kv.split_once('=') {
+            c.set(k, v);
+        }
     }
-    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    // user + system CPU seconds of the whole process (fields 14 and 15 of
-    // /proc/self/stat, in clock ticks of 1/100 s).
-    let cpu = std::fs::read_to_string("/proc/self/stat")
+    let consumer: StreamConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// User + system CPU seconds of this process (fields 14 and 15 of
+/// /proc/self/stat, in clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
             let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
             Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
         })
-        .unwrap_or(f64::NAN);
+        .unwrap_or(f64::NAN)
+}
+
+async fn bare(brokers: &str, topic: &str, n: u64, extra: &[String]) {
+    let consumer = plain_consumer(brokers, topic, extra);
+    let (mut bytes, mut decoded) = (0usize, 0u64);
+    let mut first = None;
+    for _ in 0..n {
+        let m = consumer.recv().await.expect("recv");
+        first.get_or_insert_with(Instant::now);
+        let payload = m.payload().unwrap_or_default();
+        bytes += payload.len();
+        decoded += u64::from(SurveyResponse::decode(payload).is_ok());
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     println!(
-        "bare consumer: {n} records ({bytes} bytes), cpu {cpu:.2} s, in {secs:.3} s: {:.0} records/s",
+        "bare consumer: {n} records ({bytes} bytes, {decoded} decoded), cpu {:.2} s, in {secs:.3} s: {:.0} records/s",
+        cpu_seconds(),
         n as f64 / secs
     );
+}
+
+/// Counts delivery reports: acknowledged and failed.
+#[derive(Default)]
+struct Acks {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let n = if result.is_ok() {
+            &self.ok
+        } else {
+            &self.failed
+        };
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The size of an alert nps-stream writes for a detractor (protobuf, with
+/// the comment), as issue 20's outside baseline used.
+const ALERT_BYTES: usize = 320;
+
+async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
+    let consumer = plain_consumer(brokers, topic, &[]);
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create_with_context(Acks::default())
+        .expect("producer");
+    let alert = vec![0x5au8; ALERT_BYTES];
+    let (mut sent, mut first) = (0u64, None);
+    for _ in 0..n {
+        let m = consumer.recv().await.expect("recv");
+        first.get_or_insert_with(Instant::now);
+        let Ok(answer) = SurveyResponse::decode(m.payload().unwrap_or_default()) else {
+            continue;
+        };
+        if answer.score.is_some_and(|s| s <= 6) {
+            let mut record = BaseRecord::to(alerts)
+                .key(answer.customer_id.as_str())
+                .payload(alert.as_slice());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        producer.poll(Duration::from_millis(1));
+                        record = back;
+                    }
+                }
+            }
+            sent += 1;
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let acks = producer.context();
+    let ok = acks.ok.load(std::sync::atomic::Ordering::Relaxed);
+    let failed = acks.failed.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "forwarding consumer: {n} records, {sent} alerts forwarded ({ok} acknowledged, {failed} failed), cpu {:.2} s, in {secs:.3} s: {:.0} records/s",
+        cpu_seconds(),
+        n as f64 / secs
+    );
+}
+
+/// Issue 20's load: see the module's header.
+fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64) {
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create_with_context(Acks::default())
+        .expect("producer");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // xorshift64*: deterministic, enough for a benchmark's load.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    for i in 0..n {
+        let r = (next() % 1_000_000) as f64 / 1_000_000.0;
+        let score = if r < detractor_share {
+            (next() % 7) as u32
+        } else if r < detractor_share + (1.0 - detractor_share) / 2.0 {
+            7 + (next() % 2) as u32
+        } else {
+            9 + (next() % 2) as u32
+        };
+        let id = format!("ld-{i:010}");
+        let answer = SurveyResponse {
+            response_id: id.clone(),
+            customer_id: format!("cli-{:06}", next() % 200_000),
+            product: format!("Producto {:02}", next() % 50),
+            region: format!("Región {:02}", next() % 20),
+            channel: nps_stream::schema::CHANNELS[(next() % 6) as usize] as i32,
+            score: Some(score),
+            responded_at: Some(nps_stream::schema::timestamp_from_ms(
+                now - (next() % (30 * 86_400_000)) as i64,
+            )),
+            comment: if next() % 7 == 0 {
+                "Nadie me devolvió la llamada después de tres reclamos".into()
+            } else {
+                String::new()
+            },
+            customer_value: Some(50.0 + (next() % 5_000) as f64),
+            survey_id: "nps-relacional-2026".into(),
+            attributes: Default::default(),
+            updated_at: None,
+        };
+        let bytes = answer.encode_to_vec();
+        let mut record = BaseRecord::to(topic)
+            .key(id.as_str())
+            .payload(bytes.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = back;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+    let failed = producer
+        .context()
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(failed, 0, "answers not delivered");
 }
 
 async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64) {
@@ -190,6 +367,13 @@ async fn main() {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
         "bare" => bare(&arg(1), &arg(2), arg(3).parse().expect("N"), &args[4..]).await,
+        "forward" => forward(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("N")).await,
+        "load" => load(
+            &arg(1),
+            &arg(2),
+            arg(3).parse().expect("N"),
+            arg(4).parse().expect("DETRACTOR_SHARE"),
+        ),
         "latency" => {
             latency(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("IDLE")).await;
         }

@@ -93,13 +93,14 @@ struct Unread {
     esc: Escalation,
     slot: Option<Arc<Mutex<Slot>>>,
     /// The record whose reading caused it (a late contact's event, or the
-    /// alert that let a waiting late contact apply): no offset from it on
-    /// is committed until the escalation is delivered, so whoever takes
-    /// the partition after a crash or a rebalance reads that record again
-    /// live and escalates again. (Without it, the commit passed the
-    /// contact, the next owner replayed it without effects, and the
-    /// escalation was lost: 27 late contacts in the 2026-12-02 soak
-    /// rehearsal, each next to a rebalance.)
+    /// alert that let a waiting late contact apply), or for an escalation
+    /// at its due time, the next case event: no offset from it on is
+    /// committed until the escalation is delivered, so whoever takes the
+    /// partition after a crash or a rebalance reads that record again live
+    /// and escalates again. (Without it, the commit passed the contact,
+    /// the next owner replayed it without effects, and the escalation was
+    /// lost: 27 and 43 late contacts in two 5-minute soak rehearsals on
+    /// 2026-12-02, each next to a rebalance.)
     holds: Option<(Src, i64)>,
 }
 

@@ -461,9 +461,20 @@ impl Shell {
         {
             let mut c = lock(&self.core);
             if c.catching_up.is_empty() {
+                // Each holds back the case events read from here on: the
+                // next owner after a crash or a rebalance replays those
+                // before it without effects, and must see the case still
+                // unescalated, so that it escalates again (at its own due
+                // check, or at a late contact read live).
                 let due = c.tracker.due(now);
-                c.unread
-                    .extend(due.into_iter().map(|esc| Unread::new(esc, None)));
+                let unread: Vec<Unread> = due
+                    .into_iter()
+                    .map(|esc| match c.next.get(&(Src::Events, esc.partition)) {
+                        Some(&at) => Unread::holding(esc, (Src::Events, at)),
+                        None => Unread::new(esc, None),
+                    })
+                    .collect();
+                c.unread.extend(unread);
             }
             let sla = c.tracker.take_sla();
             drop(c);
