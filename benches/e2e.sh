@@ -3,15 +3,28 @@
 # (default) or librdkafka's mock cluster (BROKER=mock, served by
 # benches/probe.rs).
 #
-# 1. Throughput. N generated answers (default 2,000,000; 3% malformed, so
-#    dead letters too) are loaded into the input topic (PARTITIONS,
-#    default 4), then read (a) by a bare rdkafka consumer with nps-stream's
-#    consumer settings that discards them (benches/probe.rs) and (b) by
-#    nps-stream doing all its work (decode, validate, engine, metrics, an
-#    alert per detractor, dead letters, commits). Each is timed from its
-#    first record to its last, and its process's CPU time is read; ROUNDS
-#    (default 3) alternate a and b, and the medians are printed with the
-#    ratio (b)/(a).
+# 1. Throughput, two loads as issue 20 measured them (benches/probe.rs
+#    `load`): N answers (default 1,000,000) over PARTITIONS (default 6),
+#    50 products x 20 regions, a comment on one answer in seven;
+#    "ordinary" with 20% detractors, "storm" with 64% (an outage's wave of
+#    unhappy customers). Each load gets a fresh broker; ROUNDS (default 3)
+#    then alternate its baseline and nps-stream, and the medians are
+#    printed with the ratio nps-stream / baseline:
+#    - ordinary: a plain rdkafka consumer with librdkafka's defaults that
+#      decodes each answer (probe `bare`), first record to last;
+#    - storm: the same consumer forwarding a 320-byte record keyed by
+#      customer to another topic for each detractor and waiting for every
+#      delivery (probe `forward`, "consume and forward"), first record to
+#      last acknowledgement;
+#    - nps-stream doing all its work (decode, validate, engine, metrics,
+#      alerts, promoter events, case tracking, dead letters, commits),
+#      from its first alert's emitted_at to the moment the group's
+#      committed offsets cover every answer (an offset is committed only
+#      once its alert is acknowledged; commits come every second, so this
+#      counts up to a second against nps-stream). Each round writes its
+#      alerts to a topic of its own. Progress is read from Kafka, not by
+#      scraping /metrics (several megabytes with 1,000 segments).
+#    CPU per answer is each process's user + system time over N.
 # 2. Alert latency. nps-stream runs live while `nps-stream send --generate`
 #    produces RATE answers per second (default 10,000) for DURATION seconds
 #    (default 30). The probe reads the alerts and the answers as they
@@ -21,7 +34,8 @@
 #    nps-stream (e.g. "-X fetch.wait.max.ms=10").
 #
 # 3. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
-#    (default here 1,000,000) are loaded, then nps-stream consumes them
+#    of the storm load (SHARE=0.20 for the ordinary one) are loaded, then
+#    nps-stream consumes them
 #    `perf record --call-graph dwarf` (the release build keeps line
 #    tables for it); prints the shares of the process's samples by thread
 #    and the functions with the largest inclusive shares. Needs perf;
@@ -35,11 +49,9 @@
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, bc, python3.
 source "$(dirname "$0")/common.sh"
 WHAT=${1:-all}
-default_n=2000000
-[ "$WHAT" = profile ] && default_n=1000000
-N=${N:-$default_n}
+N=${N:-1000000}
 ROUNDS=${ROUNDS:-3}
-PARTITIONS=${PARTITIONS:-4}
+PARTITIONS=${PARTITIONS:-6}
 RATE=${RATE:-10000}
 SECONDS_LIVE=${DURATION:-30}
 
@@ -76,41 +88,56 @@ describe() {
   printf '%s; broker: %s, on the same machine\n' "$(machine)" "$broker"
 }
 
+topic_create() { # name: with PARTITIONS partitions, on Tansu
+  tansu topic create --broker "tcp://$brokers" --partitions "$PARTITIONS" \
+    --config retention.ms=604800000 "$1" >/dev/null
+}
+
 throughput() {
-  start_broker
-  "$BIN" send --brokers "$brokers" --generate --history "$N" --count 0 2>/dev/null
-  : >"$work/bare"; : >"$work/nps"; : >"$work/bare_cpu"; : >"$work/nps_cpu"
-  for r in $(seq "$ROUNDS"); do
-    "$PROBE" bare "$brokers" survey-responses "$N" >"$work/bare.out"
-    awk '{ print $(NF-1) }' "$work/bare.out" >>"$work/bare"
-    grep -o 'cpu [0-9.]*' "$work/bare.out" | cut -d' ' -f2 >>"$work/bare_cpu"
-    run_nps "bench-$r" "nps-$r.log" --snapshot-interval 10s
-    first=""
-    while :; do
-      c=$(metric "$mport" nps_events_consumed_total)
-      t=$(date +%s.%N)
-      if [ -z "$first" ] && [ "${c:-0}" -gt 0 ]; then first=$t; c0=$c; fi
-      if [ "${c:-0}" -ge "$N" ]; then break; fi
-      sleep 0.05
-    done
-    # First scrape with records to the last: rate over what was counted in between.
-    echo "($N - $c0) / ($t - $first)" | bc -l >>"$work/nps"
-    cpu_of "$nps" >>"$work/nps_cpu"
-    kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
-    printf 'round %s: bare %.0f/s, nps-stream %.0f/s\n' "$r" "$(tail -1 "$work/bare")" "$(tail -1 "$work/nps")"
-  done
-  bare=$(median <"$work/bare")
-  npsr=$(median <"$work/nps")
-  bare_cpu=$(median <"$work/bare_cpu")
-  nps_cpu=$(median <"$work/nps_cpu")
+  [ "${BROKER:-tansu}" = tansu ] || { echo "throughput runs on Tansu only" >&2; exit 1; }
   describe
-  printf 'throughput, %s answers on %s partitions, median of %s rounds:\n' "$N" "$PARTITIONS" "$ROUNDS"
-  printf '  bare consumer   %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
-    "$bare" "$bare_cpu" "$(echo "$bare_cpu * 1000000 / $N" | bc -l)"
-  printf '  nps-stream      %10.0f answers/s, %6.2f CPU s (%.2f µs per answer), %.0f%% of the bare rate\n' \
-    "$npsr" "$nps_cpu" "$(echo "$nps_cpu * 1000000 / $N" | bc -l)" "$(echo "100 * $npsr / $bare" | bc -l)"
-  kill -9 "${pids[0]}" 2>/dev/null || true
-  pids=()
+  local load share base rate cpu
+  for load in ordinary storm; do
+    share=0.20; base=bare
+    [ "$load" = storm ] && share=0.64 && base=forward
+    start_broker
+    "$PROBE" load "$brokers" survey-responses "$N" "$share"
+    : >"$work/base"; : >"$work/nps"; : >"$work/base_cpu"; : >"$work/nps_cpu"
+    for r in $(seq "$ROUNDS"); do
+      if [ "$base" = bare ]; then
+        "$PROBE" bare "$brokers" survey-responses "$N" >"$work/base.out"
+      else
+        topic_create "forwarded-$r"
+        "$PROBE" forward "$brokers" survey-responses "forwarded-$r" "$N" >"$work/base.out"
+      fi
+      awk '{ print $(NF-1) }' "$work/base.out" >>"$work/base"
+      grep -o 'cpu [0-9.]*' "$work/base.out" | cut -d' ' -f2 >>"$work/base_cpu"
+      topic_create "alerts-$load-$r"
+      run_nps "bench-$load-$r" "nps-$load-$r.log" --alerts-topic "alerts-$load-$r"
+      end=$("$PROBE" committed "$brokers" "bench-$load-$r" survey-responses "$N")
+      cpu_of "$nps" >>"$work/nps_cpu"
+      kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
+      start=$("$PROBE" first-emitted "$brokers" "alerts-$load-$r")
+      echo "$N * 1000 / ($end - $start)" | bc -l >>"$work/nps"
+      printf '%s round %s: %s %.0f/s, nps-stream %.0f/s\n' "$load" "$r" "$base" \
+        "$(tail -1 "$work/base")" "$(tail -1 "$work/nps")"
+    done
+    rate=$(median <"$work/base"); cpu=$(median <"$work/base_cpu")
+    nrate=$(median <"$work/nps"); ncpu=$(median <"$work/nps_cpu")
+    {
+      printf '%s (%s%% detractors), %s answers on %s partitions, median of %s rounds:\n' \
+        "$load" "${share#0.}" "$N" "$PARTITIONS" "$ROUNDS"
+      printf '  baseline (%s)  %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
+        "$base" "$rate" "$cpu" "$(echo "$cpu * 1000000 / $N" | bc -l)"
+      printf '  nps-stream          %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
+        "$nrate" "$ncpu" "$(echo "$ncpu * 1000000 / $N" | bc -l)"
+      printf '  ratio %s: %.2fx the rate, %.1fx the CPU per answer\n' "$load" \
+        "$(echo "$nrate / $rate" | bc -l)" "$(echo "$ncpu / $cpu" | bc -l)"
+    } >>"$work/summary"
+    kill -9 "${pids[0]}" 2>/dev/null || true
+    pids=()
+  done
+  cat "$work/summary"
 }
 
 latency() {
@@ -135,12 +162,13 @@ latency() {
 profile() {
   command -v perf >/dev/null || { echo "profile needs perf (Debian: linux-perf)" >&2; exit 1; }
   start_broker
-  "$BIN" send --brokers "$brokers" --generate --history "$N" --count 0 2>/dev/null
+  # The storm load by default (SHARE=0.20 for ordinary traffic).
+  "$PROBE" load "$brokers" survey-responses "$N" "${SHARE:-0.64}"
   local data=${PERF_DATA:-$work/perf.data}
   wrap=(perf record -F 499 --call-graph dwarf,16384 -o "$data" --)
   run_nps bench-profile profile.log --snapshot-interval 10s ${NPS_ARGS:-}
   wrap=()
-  until [ "$(metric "$mport" nps_events_consumed_total)" -ge "$N" ]; do sleep 0.2; done
+  "$PROBE" committed "$brokers" bench-profile survey-responses "$N" >/dev/null
   # $nps is perf: it stops recording and ends the service on SIGINT.
   kill -INT "$nps"; wait "$nps" 2>/dev/null || true
   describe

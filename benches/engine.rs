@@ -6,6 +6,10 @@
 //! - `aggregate_windows_only`: `Engine::record` with dedup off.
 //! - `aggregate`: `Engine::record` on validated responses.
 //! - `decode_validate_aggregate`: protobuf bytes → decode → validate → record.
+//! - `naive_decode_fold`: the baseline issue 20 names, what one would write
+//!   by hand: a fresh prost decode of each payload, then a counter per
+//!   (product, region) and category in a `HashMap` (no validation, no
+//!   windows, no dedup, no weights), on the same payloads.
 //!
 //! Run: `cargo bench --bench engine`. Figures are per event; README quotes
 //! them with the machine they ran on.
@@ -94,6 +98,21 @@ fn warm_engine(rng: &mut Rng, config: &EngineConfig) -> (Engine, u64) {
 
 fn obs(e: &Event) -> Observation<'_> {
     Observation::new(&e.id, &e.product, &e.region, e.score, e.t, e.weight)
+}
+
+/// The naive fold (see the header): per (product, region), promoters,
+/// passives and detractors.
+fn naive_fold(
+    counts: &mut std::collections::HashMap<(String, String), [u64; 3]>,
+    batch: &[Vec<u8>],
+) {
+    for bytes in batch {
+        if let Ok(m) = SurveyResponse::decode(bytes.as_slice()) {
+            let s = m.score.unwrap_or_default();
+            let c = counts.entry((m.product, m.region)).or_default();
+            c[usize::from(s < 9) + usize::from(s < 7)] += 1;
+        }
+    }
 }
 
 /// What the decode benchmarks time: each payload decoded, validated and
@@ -186,6 +205,26 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    let mut counts = std::collections::HashMap::new();
+    g.bench_function("naive_decode_fold", |b| {
+        b.iter_batched(
+            || {
+                let batch = events(&mut rng, next_id, BATCH, T0);
+                next_id += BATCH as u64;
+                batch
+                    .iter()
+                    .map(|e| payload(e, &mut rng))
+                    .collect::<Vec<_>>()
+            },
+            |batch| {
+                naive_fold(&mut counts, &batch);
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    black_box(counts.len());
 
     // The same with one record in ten a revision (issue 18): a response of
     // the batch before, its score changed and updated_at set, as survey

@@ -25,6 +25,16 @@
 //!   (`emitted_at` − that produce time: the part before nps-stream sent
 //!   the alert).
 //!
+//! - `committed BROKERS GROUP TOPIC N`: polls GROUP's committed offsets
+//!   of TOPIC every 100 ms until they add up to N (every record of a
+//!   topic loaded with N, offsets from 0, done: nps-stream commits an
+//!   offset only once its alert is acknowledged); prints that moment
+//!   (Unix ms). Light on the service measured, unlike scraping a
+//!   /metrics of several megabytes in a tight loop.
+//! - `first-emitted BROKERS ALERTS`: the earliest `emitted_at` (Unix ms)
+//!   of the first `DetractorAlert` of each partition of ALERTS, a topic of
+//!   one run: when nps-stream began to process.
+//!
 //! - `mock-broker TOPIC:PARTITIONS ...`: librdkafka's mock cluster with
 //!   these topics; prints its bootstrap address and serves until killed.
 //!
@@ -186,6 +196,83 @@ async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
         cpu_seconds(),
         n as f64 / secs
     );
+}
+
+async fn committed(brokers: &str, group: &str, topic: &str, n: i64) {
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let partitions = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    loop {
+        let done: i64 = probe
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .map(|t| {
+                t.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        if done >= n {
+            println!("{:.0}", now_ms());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn first_emitted(brokers: &str, alerts: &str) {
+    let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("first-{}", std::process::id()))
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let parts = c
+        .fetch_metadata(Some(alerts), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut first = f64::INFINITY;
+    for p in 0..parts {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(alerts, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+        c.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match c.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if let Some(t) = m
+                        .payload()
+                        .and_then(|b| DetractorAlert::decode(b).ok())
+                        .and_then(|a| a.emitted_at)
+                    {
+                        first = first.min(t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6);
+                    }
+                    break;
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                _ => {}
+            }
+        }
+    }
+    println!("{first:.0}");
 }
 
 /// Issue 20's load: see the module's header.
@@ -377,6 +464,8 @@ async fn main() {
         "latency" => {
             latency(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("IDLE")).await;
         }
+        "committed" => committed(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("N")).await,
+        "first-emitted" => first_emitted(&arg(1), &arg(2)),
         "mock-broker" => mock_broker(&args[1..]),
         _ => println!("probe: used by benches/e2e.sh (see its header); nothing to do here"),
     }
