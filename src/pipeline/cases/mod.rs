@@ -42,6 +42,7 @@ use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 
 mod context;
+mod outage;
 mod readback;
 mod records;
 mod setup;

@@ -1,0 +1,128 @@
+//! The case tracker cut off from the brokers: fetching paused, and resumed
+//! only once they list both topics again, with positions past the end of
+//! a log (a broker back without its data) started again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use super::context::CasesCtx;
+use super::lock;
+use super::records::Shell;
+
+impl Shell {
+    /// Pauses fetching (at once when this consumer loses every broker, at
+    /// the latest at the tick after the main consumer does), and resumes
+    /// only once the brokers list both topics again: a missing case-events
+    /// topic is created again, and the consumer's metadata is refreshed so
+    /// that it fetches by the topics' current ids (docs/operations.md,
+    /// Known issues: a fetch by the ids of a broker that came back without
+    /// its data crashes librdkafka). A partition whose position is then
+    /// past its log's end (the broker lost it) starts again from the reset
+    /// point, with its cases forgotten. False while paused.
+    pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {
+        let up = self.health.consumer_brokers_up();
+        if !self.paused {
+            if up == 0 {
+                self.pause(consumer);
+            }
+            return !self.paused;
+        }
+        if up <= 0 {
+            return false;
+        }
+        let settings = self.settings.clone();
+        let ready = crate::kafka::blocking(|| {
+            matches!(
+                super::setup::prepare(&settings),
+                Ok(super::setup::Ready::Partitions(_))
+            ) && [&settings.alerts_topic, &settings.cases.case_events_topic]
+                .into_iter()
+                .all(|topic| {
+                    crate::kafka::partition_count(consumer.client(), topic, Duration::from_secs(2))
+                        .is_some()
+                })
+        });
+        if !ready {
+            return false;
+        }
+        let Ok(assignment) = consumer.assignment() else {
+            return false;
+        };
+        self.reset_beyond_end(consumer, &assignment);
+        if consumer.resume(&assignment).is_ok() {
+            self.paused = false;
+            tracing::info!("case tracker: brokers reachable, fetching resumed");
+        }
+        !self.paused
+    }
+
+    /// Stops fetching every assigned partition (see `brokers_reachable`).
+    pub(super) fn pause(&mut self, consumer: &StreamConsumer<CasesCtx>) {
+        if self.paused {
+            return;
+        }
+        if let Ok(a) = consumer.assignment()
+            && consumer.pause(&a).is_ok()
+        {
+            self.paused = true;
+            tracing::warn!("case tracker: brokers unreachable, fetching paused");
+        }
+    }
+
+    /// Partitions whose position is past their log's end start again from
+    /// the reset point, their cases forgotten (the log they came from is
+    /// gone).
+    fn reset_beyond_end(
+        &self,
+        consumer: &StreamConsumer<CasesCtx>,
+        assignment: &rdkafka::TopicPartitionList,
+    ) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let mut gone = BTreeSet::new();
+        for e in assignment.elements() {
+            let pos = positions
+                .find_partition(e.topic(), e.partition())
+                .and_then(|x| match x.offset() {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let high = crate::kafka::blocking(|| {
+                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+            });
+            // ListOffsets raises the suspicion, a fetch decides (Tansu 0.6
+            // answers up to a batch below the true end).
+            if let (Some(pos), Ok((_, high))) = (pos, high)
+                && pos > high
+                && crate::kafka::blocking(|| {
+                    self.store.log_reaches(
+                        e.topic(),
+                        e.partition(),
+                        pos,
+                        high,
+                        Duration::from_secs(5),
+                    )
+                }) != Some(true)
+            {
+                gone.insert(e.partition());
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        tracing::warn!(partitions = ?gone, "case tracker: positions past the end of their logs (broker data lost); starting again from the reset point");
+        lock(&self.core).forget(&gone.iter().copied().collect::<Vec<_>>());
+        let offset = match self.settings.auto_offset_reset {
+            crate::config::OffsetReset::Earliest => rdkafka::Offset::Beginning,
+            crate::config::OffsetReset::Latest => rdkafka::Offset::End,
+        };
+        for e in assignment.elements() {
+            if gone.contains(&e.partition()) {
+                let _ = consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(2));
+            }
+        }
+    }
+}
