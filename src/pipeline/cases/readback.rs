@@ -21,19 +21,18 @@ use crate::pb::DetractorAlert;
 /// than by reading through.
 const MAX_GAP: i64 = 1_000;
 
+/// How long a partition's fetch is given to stop before it is assigned
+/// again (see `Read::partition`).
+const STOP_SETTLE: Duration = Duration::from_millis(100);
+
 /// A fetch of a record known to exist that brings nothing for this long
 /// starts further back (see `Read::partition`).
 const NOTHING_YET: Duration = Duration::from_millis(500);
 
-/// Reads alerts back: a consumer made afresh for each fetch start (reads
-/// come once a second at most, only when escalations are due). One reused
-/// across assignments was seen to deliver records fetched for the previous
-/// one first, which passed over the wanted offsets; and assigning the same
-/// partition again while librdkafka 2.12 is still stopping its previous
-/// fetch can send it two stops, which ends the process on an assertion
-/// (`rd_kafka_assignment_partition_stopped: rktp->rktp_started`,
-/// librdkafka #5573, fixed after 2.15): the 2026-12-02 soak rehearsal's
-/// instance A died on it while level-2 escalations were being read back.
+/// Reads alerts back: a consumer made afresh for each read (once a second
+/// at most, only when escalations are due), since one reused across
+/// assignments was seen to deliver records fetched for the previous one
+/// first, which passed over the wanted offsets.
 pub(super) struct Reader {
     config: rdkafka::ClientConfig,
     topic: String,
@@ -42,8 +41,8 @@ pub(super) struct Reader {
     health: Arc<Health>,
 }
 
-struct Read<'a> {
-    config: &'a rdkafka::ClientConfig,
+struct Read {
+    consumer: BaseConsumer,
     topic: String,
     health: Arc<Health>,
 }
@@ -90,10 +89,16 @@ impl Reader {
         if self.health.consumer_brokers_up() == 0 {
             return found;
         }
-        let read = Read {
-            config: &self.config,
-            topic: self.topic.clone(),
-            health: self.health.clone(),
+        let read = match self.config.create::<BaseConsumer>() {
+            Ok(consumer) => Read {
+                consumer,
+                topic: self.topic.clone(),
+                health: self.health.clone(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the alerts reader");
+                return found;
+            }
         };
         for (p, offsets) in wanted {
             if self.health.consumer_brokers_up() == 0 {
@@ -110,10 +115,10 @@ impl Reader {
     }
 }
 
-impl Read<'_> {
-    /// The fetch position of `consumer` in partition `p` of the alerts topic.
-    fn position(&self, consumer: &BaseConsumer, p: i32) -> Option<i64> {
-        let positions = consumer.position().ok()?;
+impl Read {
+    /// The fetch position in partition `p` of the alerts topic.
+    fn position(&self, p: i32) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
         match positions.find_partition(&self.topic, p)?.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
@@ -130,13 +135,26 @@ impl Read<'_> {
         let mut i = 0;
         // How far before the wanted offset the fetch starts (see below).
         let mut back = 0i64;
+        let mut again = false;
         while i < offsets.len() {
             let from = offsets[i].saturating_sub(back).max(0);
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))?;
-            // Fresh for each start (see `Reader`); dropped at the next.
-            let consumer: BaseConsumer = self.config.create()?;
-            consumer.assign(&tpl)?;
+            // The same partition again: its previous fetch is let stop
+            // first. Assigning it again while librdkafka 2.12 is still
+            // stopping it can send two stops, which ends the process on an
+            // assertion (`rd_kafka_assignment_partition_stopped:
+            // rktp->rktp_started`, librdkafka #5573, fixed after 2.15); the
+            // 2026-12-02 soak rehearsal's instance A died on it while
+            // level-2 escalations were being read back. (A fresh consumer
+            // for each start instead was too slow to fetch within the
+            // read's patience, and escalations went out without content.)
+            if again {
+                self.consumer.unassign()?;
+                std::thread::sleep(STOP_SETTLE);
+            }
+            again = true;
+            self.consumer.assign(&tpl)?;
             let mut first = true;
             let assigned = Instant::now();
             'fetch: loop {
@@ -149,7 +167,7 @@ impl Read<'_> {
                 if left.is_zero() || self.health.consumer_brokers_up() == 0 {
                     return Ok(());
                 }
-                match consumer.poll(left.min(Duration::from_millis(100))) {
+                match self.consumer.poll(left.min(Duration::from_millis(100))) {
                     // Tansu 0.6 answers a fetch from inside its last batch
                     // with nothing at all: further back.
                     None if first && from > 0 && assigned.elapsed() > NOTHING_YET => {
@@ -191,10 +209,7 @@ impl Read<'_> {
                         }
                         // Reached past the wanted offset: it is not there
                         // (deleted by retention).
-                        if self
-                            .position(&consumer, p)
-                            .is_some_and(|pos| pos > offsets[i])
-                        {
+                        if self.position(p).is_some_and(|pos| pos > offsets[i]) {
                             return Ok(());
                         }
                     }
