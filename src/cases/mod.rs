@@ -151,6 +151,9 @@ pub struct Tracker<O> {
     orphans: HashMap<AlertKey, Vec<Orphan<O>>>,
     orphan_expiry: BTreeSet<(i64, AlertKey)>,
     orphan_count: usize,
+    /// Handles of waiting events `open` applied, in the order of its
+    /// `applied` (see `take_released`).
+    released: Vec<O>,
     names: Vec<(Box<str>, Box<str>)>,
     name_ids: HashMap<(Box<str>, Box<str>), SegmentId>,
     counts: HashMap<(SegmentId, AlertPriority), Counts>,
@@ -221,6 +224,7 @@ impl<O> Tracker<O> {
             orphans: HashMap::new(),
             orphan_expiry: BTreeSet::new(),
             orphan_count: 0,
+            released: Vec::new(),
             names: Vec::new(),
             name_ids: HashMap::new(),
             counts: HashMap::new(),
@@ -360,10 +364,19 @@ impl<O> Tracker<O> {
                 self.orphan_count -= 1;
                 self.orphan_expiry.remove(&(o.expires, alert.alert));
                 applied.push(self.apply(slot, &o.event));
+                self.released.push(o.handle);
             }
         }
         // Whatever is already due (an alert read late) is left to `due`.
         Opened::New { repeat, applied }
+    }
+
+    /// The handles of the waiting events the last `open` applied, in the
+    /// order of its `applied`: whether such an event was read live is the
+    /// shell's to know, and its effects count even when the alert that
+    /// opened the case was replayed.
+    pub fn take_released(&mut self) -> Vec<O> {
+        std::mem::take(&mut self.released)
     }
 
     fn escalation(

@@ -242,9 +242,34 @@ fn events_before_their_alert_wait_then_apply_or_expire() {
             ..
         }]
     ));
+    // The handle of the event applied, for the shell to know whether it
+    // was read live; taken once.
+    assert_eq!(t.take_released(), vec!["e1"]);
+    assert!(t.take_released().is_empty());
     assert!(t.expire_orphans(35).is_empty());
     assert_eq!(t.expire_orphans(36), vec!["e2"]);
     assert_eq!(t.orphans(), 0);
+}
+
+#[test]
+fn a_late_contact_waiting_for_its_alert_escalates_when_the_alert_opens_the_case() {
+    let mut t = Tracker::<&str>::new(config());
+    // Normal: due 100 ms after opening; contacted at 150, read first.
+    t.event(0, &ev(1, CaseState::Contacted, 150), "late", 160);
+    let Opened::New { applied, .. } = t.open(&alert(1, "c", AlertPriority::Normal, 0)) else {
+        panic!()
+    };
+    assert!(
+        matches!(
+            applied.as_slice(),
+            [Applied::Moved {
+                missed: [Some(Escalation { level: 1, .. }), None],
+                ..
+            }]
+        ),
+        "{applied:?}"
+    );
+    assert_eq!(t.take_released(), vec!["late"]);
 }
 
 #[test]

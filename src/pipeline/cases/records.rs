@@ -205,15 +205,30 @@ impl Shell {
                 return None;
             }
         }
-        let opened = lock(&self.core).tracker.open(&input);
+        let (opened, released) = {
+            let mut c = lock(&self.core);
+            let opened = c.tracker.open(&input);
+            (opened, c.tracker.take_released())
+        };
         let Opened::New { repeat, applied } = opened else {
             return None;
         };
+        // Events that waited for this alert: what they cause counts when
+        // they were read live, even if this alert is replayed (after a
+        // restore, a late contact read live before its alert was replayed
+        // lost its escalation: the last 2026-12-02 rehearsal's 24); each
+        // such escalation holds back the record read live that caused it
+        // (the event, else this alert).
+        for (a, held) in applied.iter().zip(&released) {
+            if held.live {
+                self.count_applied(a, (Src::Events, held.record.offset()));
+            } else if live {
+                self.count_applied(a, (Src::Alerts, off));
+            }
+        }
+        drop(released);
         if !live {
             return None;
-        }
-        for a in &applied {
-            self.count_applied(a, (Src::Alerts, off));
         }
         let esc = repeat?;
         // Sent once this alert and the previous one are read back (the
