@@ -100,6 +100,13 @@ fn obs(e: &Event) -> Observation<'_> {
     Observation::new(&e.id, &e.product, &e.region, e.score, e.t, e.weight)
 }
 
+/// A batch of payloads of answers not seen before (ids from `next_id` on).
+fn fresh_payloads(rng: &mut Rng, next_id: &mut u64) -> Vec<Vec<u8>> {
+    let batch = events(rng, *next_id, BATCH, T0);
+    *next_id += BATCH as u64;
+    batch.iter().map(|e| payload(e, rng)).collect()
+}
+
 /// The naive fold (see the header): per (product, region), promoters,
 /// passives and detractors.
 fn naive_fold(
@@ -190,14 +197,7 @@ fn bench(c: &mut Criterion) {
     eprintln!("average payload: {avg_len} bytes");
     g.bench_function("decode_validate_aggregate", |b| {
         b.iter_batched(
-            || {
-                let batch = events(&mut rng, next_id, BATCH, T0);
-                next_id += BATCH as u64;
-                batch
-                    .iter()
-                    .map(|e| payload(e, &mut rng))
-                    .collect::<Vec<_>>()
-            },
+            || fresh_payloads(&mut rng, &mut next_id),
             |batch| {
                 decode_validate_record(&mut engine, &mut decoder, &batch, &limits);
                 batch
@@ -209,14 +209,7 @@ fn bench(c: &mut Criterion) {
     let mut counts = std::collections::HashMap::new();
     g.bench_function("naive_decode_fold", |b| {
         b.iter_batched(
-            || {
-                let batch = events(&mut rng, next_id, BATCH, T0);
-                next_id += BATCH as u64;
-                batch
-                    .iter()
-                    .map(|e| payload(e, &mut rng))
-                    .collect::<Vec<_>>()
-            },
+            || fresh_payloads(&mut rng, &mut next_id),
             |batch| {
                 naive_fold(&mut counts, &batch);
                 batch

@@ -170,18 +170,10 @@ async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
             continue;
         };
         if answer.score.is_some_and(|s| s <= 6) {
-            let mut record = BaseRecord::to(alerts)
+            let record = BaseRecord::to(alerts)
                 .key(answer.customer_id.as_str())
                 .payload(alert.as_slice());
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        producer.poll(Duration::from_millis(1));
-                        record = back;
-                    }
-                }
-            }
+            send_retrying(&producer, record);
             sent += 1;
         }
         producer.poll(Duration::ZERO);
@@ -198,18 +190,36 @@ async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
     );
 }
 
+/// How many partitions `topic` has, from the brokers' metadata.
+fn partitions_of(c: &rdkafka::consumer::BaseConsumer, topic: &str) -> i32 {
+    c.fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32)
+}
+
+/// Sends `record`, serving delivery reports while the producer's queue
+/// is full.
+fn send_retrying(producer: &BaseProducer<Acks>, mut record: BaseRecord<'_, str, [u8]>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                producer.poll(Duration::from_millis(1));
+                record = back;
+            }
+        }
+    }
+}
+
 async fn committed(brokers: &str, group: &str, topic: &str, n: i64) {
     let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .expect("consumer");
-    let partitions = probe
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata")
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len() as i32);
+    let partitions = partitions_of(&probe, topic);
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -242,12 +252,7 @@ fn first_emitted(brokers: &str, alerts: &str) {
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
-    let parts = c
-        .fetch_metadata(Some(alerts), Duration::from_secs(10))
-        .expect("metadata")
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len() as i32);
+    let parts = partitions_of(&c, alerts);
     let mut first = f64::INFINITY;
     for p in 0..parts {
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -325,18 +330,10 @@ fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64) {
             updated_at: None,
         };
         let bytes = answer.encode_to_vec();
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(id.as_str())
             .payload(bytes.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(5));
-                    record = back;
-                }
-            }
-        }
+        send_retrying(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(300)).expect("flush");
