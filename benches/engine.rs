@@ -6,6 +6,13 @@
 //! - `aggregate_windows_only`: `Engine::record` with dedup off.
 //! - `aggregate`: `Engine::record` on validated responses.
 //! - `decode_validate_aggregate`: protobuf bytes → decode → validate → record.
+//! - `alert_window_stats`: an answer counted, then its alert's window
+//!   figures (`Engine::segment_stats`: every window of its segment, merged
+//!   over the partitions), on the end-to-end loads' shape: 6 partitions,
+//!   1,000 segments, answers spread over 30 days (about 170 per segment
+//!   and partition); `_answers_only` is the same answers without the
+//!   figures, `_summed` the figures summed afresh over the rings each
+//!   time (as before they were kept between alerts). Per alert.
 //! - `naive_decode_fold`: the baseline issue 20 names, what one would write
 //!   by hand: a fresh prost decode of each payload, then a counter per
 //!   (product, region) and category in a `HashMap` (no validation, no
@@ -15,7 +22,7 @@
 //! them with the machine they ran on.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nps_stream::engine::{Engine, EngineConfig, Observation};
+use nps_stream::engine::{Engine, EngineConfig, KeyId, Observation, Outcome};
 use nps_stream::pb::SurveyResponse;
 use nps_stream::schema::{CHANNELS, Decoder, Limits, timestamp_from_ms};
 use prost::Message;
@@ -247,6 +254,89 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         )
+    });
+    g.finish();
+    drop(engine);
+    alert_window_stats(c, &mut rng);
+}
+
+/// Answers of the end-to-end loads' shape: 50 × 20 segments, event times
+/// spread over 30 days (dedup is off where they are used: no ids).
+fn events_over_30_days(rng: &mut Rng, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|_| Event {
+            id: String::new(),
+            product: format!("producto-{:02}", rng.below(50)),
+            region: format!("region-{:02}", rng.below(20)),
+            score: rng.below(11) as u32,
+            t: T0 - rng.below(30 * 86_400_000) as i64,
+            weight: 50.0 + rng.below(5_000) as f64,
+        })
+        .collect()
+}
+
+/// See the header: the window figures each alert carries.
+fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
+    const PARTITIONS: i32 = 6;
+    const ALERTS: usize = 10_000;
+    let mut engine = Engine::new(&EngineConfig {
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut keys: Vec<KeyId> = Vec::new();
+    for (i, e) in events_over_30_days(rng, 1_000_000).iter().enumerate() {
+        let partition = (i % PARTITIONS as usize) as i32;
+        if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), T0)
+            && keys.len() < ALERTS
+        {
+            keys.push(counted.key);
+        }
+    }
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.sample_size(20);
+    // As in the pipeline: each alert follows its answer into the segment,
+    // which the kept figures take in (the answers here are of the same
+    // shape: spread over 30 days, any partition).
+    g.bench_function("alert_window_stats", |b| {
+        b.iter_batched(
+            || events_over_30_days(rng, keys.len()),
+            |batch| {
+                for (i, e) in batch.iter().enumerate() {
+                    let partition = (i % PARTITIONS as usize) as i32;
+                    if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), T0) {
+                        black_box(engine.segment_stats(counted.key, T0));
+                    }
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // The same answers without the figures: what the figures add is the
+    // difference.
+    g.bench_function("alert_window_stats_answers_only", |b| {
+        b.iter_batched(
+            || events_over_30_days(rng, keys.len()),
+            |batch| {
+                for (i, e) in batch.iter().enumerate() {
+                    let partition = (i % PARTITIONS as usize) as i32;
+                    black_box(engine.record(partition, &obs(e), T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // The figures summed afresh over the rings for each alert (before they
+    // were kept between alerts).
+    g.bench_function("alert_window_stats_summed", |b| {
+        b.iter(|| {
+            for k in &keys {
+                black_box(engine.segment_stats_summed(*k, T0));
+            }
+        })
     });
     g.finish();
 }

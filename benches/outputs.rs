@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
         .find(|s| s.product == "producto-007" && s.region == "region-03")
         .map(|s| s.key)
         .unwrap();
-    let specs = engine.layout().specs();
+    let specs = engine.layout().specs().to_vec();
     let policy = AlertPolicy::default();
     let mut g = c.benchmark_group("alerts");
     g.throughput(Throughput::Elements(1));
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let stats = engine.segment_stats(key, T0);
+                let stats = engine.segment_stats_summed(key, T0);
                 let windows: Vec<_> = specs.iter().zip(stats).collect();
                 let alert = alerts::build(&valid, &windows, false, T0, &policy);
                 black_box(alerts::encode(&alert, format))

@@ -12,6 +12,7 @@
 //! The engine's `now` never goes backwards: a clock that steps back is
 //! treated as standing still.
 
+mod alert_stats;
 mod dedup;
 mod keys;
 mod nps;
@@ -376,6 +377,8 @@ pub struct Engine {
     now_ms: i64,
     /// `now_ms`'s bucket numbers, recomputed when the clock moves.
     now_index: NowIndex,
+    /// Alerts' window figures, kept between alerts.
+    alert_stats: alert_stats::AlertStats,
 }
 
 impl Engine {
@@ -410,6 +413,7 @@ impl Engine {
             keys: KeyTable::new(config.max_keys),
             partitions: BTreeMap::new(),
             now_ms: i64::MIN,
+            alert_stats: alert_stats::AlertStats::default(),
         })
     }
 
@@ -421,7 +425,12 @@ impl Engine {
     fn tick(&mut self, now: i64) -> i64 {
         if now > self.now_ms {
             self.now_ms = now;
-            self.now_index = self.layout.now_index(now);
+            let index = self.layout.now_index(now);
+            if !index.same_buckets(&self.now_index) {
+                // Buckets left a window: kept figures no longer hold.
+                self.alert_stats.forget_all();
+            }
+            self.now_index = index;
         }
         self.now_ms
     }
@@ -469,6 +478,7 @@ impl Engine {
                 && let Some(seg) = part.segments.get_mut(v.key)
             {
                 seg.remove(layout, v.t_ms, &self.now_index, old, f64::from(v.weight));
+                self.alert_stats.forget(v.key);
             }
         }
         let late = !layout.in_any_window_at(t, &self.now_index);
@@ -479,7 +489,21 @@ impl Engine {
             if created {
                 keys.hold(resolved.key);
             }
+            let moves_head = t > seg.latest_ms();
             seg.insert(layout, t, &self.now_index, obs.category, weight);
+            if moves_head {
+                self.alert_stats.forget(resolved.key);
+            } else {
+                let stats = &mut self.alert_stats;
+                stats.add(
+                    resolved.key,
+                    layout,
+                    &self.now_index,
+                    t,
+                    obs.category,
+                    weight,
+                );
+            }
         }
         let mut version = dedup::Version {
             content: obs.content,
@@ -572,8 +596,23 @@ impl Engine {
     }
 
     /// One segment's windows at `now`, merged over partitions (all empty if
-    /// no partition holds it).
-    pub fn segment_stats(&self, key: KeyId, now: i64) -> Vec<WindowStats> {
+    /// no partition holds it): what an alert carries. Kept between calls
+    /// while `now` leaves every window's oldest bucket in place (see
+    /// `alert_stats`).
+    pub fn segment_stats(&mut self, key: KeyId, now: i64) -> Vec<WindowStats> {
+        if now <= self.now_ms {
+            if let Some(kept) = self.alert_stats.get(key) {
+                return kept.to_vec();
+            }
+            let windows = self.segment_stats_summed(key, now);
+            self.alert_stats.put(key, &windows);
+            return windows;
+        }
+        self.segment_stats_summed(key, now)
+    }
+
+    /// `segment_stats` summed afresh over the rings.
+    pub fn segment_stats_summed(&self, key: KeyId, now: i64) -> Vec<WindowStats> {
         let now = self.now_ms.max(now);
         let mut windows = vec![WindowStats::default(); self.layout.len()];
         for part in self.partitions.values() {
@@ -606,6 +645,10 @@ impl Engine {
         }
         let longest = i64::try_from(self.layout.longest().as_millis()).unwrap_or(i64::MAX);
         report.keys_removed = self.keys.sweep(now.saturating_sub(longest));
+        if report.segments_expired > 0 || !report.keys_removed.is_empty() {
+            // Key ids may be handed out again.
+            self.alert_stats.forget_all();
+        }
         report
     }
 
@@ -617,6 +660,7 @@ impl Engine {
     /// Forgets a partition's state (its windows and dedup ids), e.g. when
     /// Kafka revokes it. Returns whether there was any.
     pub fn drop_partition(&mut self, partition: i32) -> bool {
+        self.alert_stats.forget_all();
         match self.partitions.remove(&partition) {
             Some(part) => {
                 for (key, _) in part.segments.iter() {
@@ -635,7 +679,7 @@ impl Engine {
             partitions: self.partitions.len(),
             ..Default::default()
         };
-        let mut heap = self.keys.heap_bytes();
+        let mut heap = self.keys.heap_bytes() + self.alert_stats.heap_bytes();
         for part in self.partitions.values() {
             g.segment_states += part.segments.len();
             g.dedup_ids += part.dedup.len();

@@ -304,6 +304,7 @@ impl Engine {
             }
         }
         self.partitions.insert(snap.partition, part);
+        self.alert_stats.forget_all();
         Ok(())
     }
 }

@@ -2,10 +2,10 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
-const DAY: i64 = 24 * HOUR;
-const T0: i64 = 1_763_800_000_000;
+pub(super) const MIN: i64 = 60_000;
+pub(super) const HOUR: i64 = 60 * MIN;
+pub(super) const DAY: i64 = 24 * HOUR;
+pub(super) const T0: i64 = 1_763_800_000_000;
 
 fn engine() -> Engine {
     Engine::new(&EngineConfig::default()).unwrap()
@@ -173,8 +173,9 @@ fn windows_slide_with_the_clock_without_new_traffic() {
     let mut e = engine();
     e.record(0, &obs("a", "p", "r", 9, T0, 1.0), T0);
     e.record(0, &obs("b", "p", "r", 3, T0 - 2 * HOUR, 1.0), T0);
-    let counts = |now| -> Vec<u64> {
-        e.segment_stats(e.keys.lookup("p", "r").unwrap(), now)
+    let mut counts = |now| -> Vec<u64> {
+        let key = e.keys.lookup("p", "r").unwrap();
+        e.segment_stats(key, now)
             .iter()
             .map(WindowStats::responses)
             .collect()
@@ -369,8 +370,8 @@ fn state_records_carry_one_partition_and_its_offset() {
 // ---- properties ---------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Ev {
-    partition: i32,
+pub(super) struct Ev {
+    pub(super) partition: i32,
     id: u8,
     product: u8,
     region: u8,
@@ -379,7 +380,7 @@ struct Ev {
     offset_ms: i64,
     weight: Option<u16>,
     /// How far the clock moves before this event.
-    step_ms: i64,
+    pub(super) step_ms: i64,
     /// A later version of its response (updated_at, minutes after T0).
     updated: Option<u8>,
     /// The same content as this id's last event (a duplicate, or a stale
@@ -387,7 +388,7 @@ struct Ev {
     again: bool,
 }
 
-fn ev() -> impl Strategy<Value = Ev> {
+pub(super) fn ev() -> impl Strategy<Value = Ev> {
     (
         0..3i32,
         0..60u8,
@@ -430,7 +431,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         )
 }
 
-fn windows() -> impl Strategy<Value = Vec<String>> {
+pub(super) fn windows() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
         Just(vec!["1h", "24h", "7d", "30d"]),
         Just(vec!["90m", "1d"]),
@@ -441,7 +442,7 @@ fn windows() -> impl Strategy<Value = Vec<String>> {
 
 /// Buckets per window: the default, one bitmap word with room to spare,
 /// and rings that span several words.
-fn buckets() -> impl Strategy<Value = u32> {
+pub(super) fn buckets() -> impl Strategy<Value = u32> {
     prop_oneof![3 => Just(48u32), 1 => Just(7), 1 => Just(64), 1 => Just(150)]
 }
 
@@ -464,7 +465,7 @@ struct Known {
 }
 
 /// One event as the engine gets it (and its content, the model's key).
-fn observe<'a>(
+pub(super) fn observe<'a>(
     ev: &Ev,
     last: &mut HashMap<u8, Ev>,
     now: i64,

@@ -596,6 +596,7 @@ impl Pipeline {
 #[derive(Default)]
 struct Counters {
     decoder: crate::schema::Decoder,
+    handles: Handles,
     consumed: u64,
     alerts: u64,
     promoters: u64,

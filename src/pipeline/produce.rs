@@ -134,7 +134,7 @@ pub(super) async fn send(
     topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-    headers: OwnedHeaders,
+    mut headers: OwnedHeaders,
 ) -> Delivery {
     let producer = out.producer;
     loop {
@@ -145,20 +145,27 @@ pub(super) async fn send(
             );
             return Delivery::Retry(owned(topic, key, payload, headers));
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(headers.clone());
+        // The headers go with the record and come back with a refusal: no
+        // copy on the common path.
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        match producer.get().send_result(record) {
+        let refused = match producer.get().send_result(record) {
             Ok(f) => return Delivery::InFlight(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((e, back)) => {
+                headers = back.headers.unwrap_or_else(OwnedHeaders::new);
+                e
+            }
+        };
+        match refused {
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err((e, _)) if too_large(&e) => {
+            e if too_large(&e) => {
                 if let Some(smaller) = shrink(&owned(topic, key, payload, headers.clone())) {
                     let headers = smaller.headers().cloned().unwrap_or_else(OwnedHeaders::new);
                     return Box::pin(send(out, topic, smaller.key(), smaller.payload(), headers))
@@ -167,7 +174,7 @@ pub(super) async fn send(
                 tracing::warn!(topic, error = %e, "produce refused, retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err((e, _)) => {
+            e => {
                 // A producer in a fatal state is replaced; anything else is
                 // a local problem: wait and try again, never drop or skip.
                 if !producer.renew_if_fatal() {

@@ -104,6 +104,23 @@ fn observation<'a>(response: &'a schema::ValidResponse, settings: &Settings) -> 
     }
 }
 
+/// The metrics every record moves, looked up in the exporter's registry
+/// once (a lookup hashes the name and takes a lock: on every record it
+/// showed in profiles).
+pub(super) struct Handles {
+    consumed: metrics::Counter,
+    delay: metrics::Histogram,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Handles {
+            consumed: metrics::counter!(m::EVENTS_CONSUMED_TOTAL),
+            delay: metrics::histogram!(m::END_TO_END_DELAY),
+        }
+    }
+}
+
 /// A record a response sends besides its windows.
 enum Emit {
     Alert(Box<crate::pb::DetractorAlert>, KeyId),
@@ -126,7 +143,7 @@ pub(super) async fn handle(
     let partition = msg.partition();
     let offset = msg.offset();
     stats.consumed += 1;
-    metrics::counter!(m::EVENTS_CONSUMED_TOTAL).increment(1);
+    stats.handles.consumed.increment(1);
     let headers = msg
         .headers()
         .into_iter()
@@ -141,7 +158,15 @@ pub(super) async fn handle(
     match decoded {
         Ok(response) => {
             // An error is a dead letter to send once the lock is let go.
-            let emits = record(&response, partition, settings, core, view, now);
+            let emits = record(
+                &response,
+                partition,
+                settings,
+                core,
+                view,
+                &stats.handles,
+                now,
+            );
             match emits {
                 Err(rejection) => {
                     stats.reject(&rejection);
@@ -182,6 +207,7 @@ fn record(
     settings: &Settings,
     core: &Mutex<Core>,
     view: &RwLock<View>,
+    handles: &Handles,
     now: i64,
 ) -> Result<[Option<Emit>; 2], Rejection> {
     let mut c = lock(core);
@@ -201,7 +227,7 @@ fn record(
         Outcome::Counted(counted, mark) => {
             count_response(view, counted.key, response.channel, counted.category);
             let delay = (now - response.responded_at_ms).max(0) as f64 / 1000.0;
-            metrics::histogram!(m::END_TO_END_DELAY).record(delay);
+            handles.delay.record(delay);
             (counted, mark, None)
         }
         // `nps_responses_total` counts a response once, as its first

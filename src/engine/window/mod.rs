@@ -176,6 +176,12 @@ impl WindowLayout {
         (0..self.len()).any(|w| self.bucket(w, t) > now.oldest_excluded[w])
     }
 
+    /// Whether window `w` holds event time `t` at `now` (where `insert`
+    /// places a response).
+    pub(crate) fn holds_at(&self, w: usize, t: i64, now: &NowIndex) -> bool {
+        self.bucket(w, t) > now.oldest_excluded[w]
+    }
+
     /// Bucket number of instant `t` in window `w`: ⌊t / bucket_ms⌋.
     #[inline]
     fn bucket(&self, w: usize, t: i64) -> i64 {
@@ -243,6 +249,13 @@ impl WindowLayout {
 pub(crate) struct NowIndex {
     pub(crate) now: i64,
     oldest_excluded: Vec<i64>,
+}
+
+impl NowIndex {
+    /// Whether every window's oldest bucket is the same at both instants.
+    pub(crate) fn same_buckets(&self, other: &NowIndex) -> bool {
+        self.oldest_excluded == other.oldest_excluded
+    }
 }
 
 /// Floor division and remainder by a positive constant: multiply-shift for
@@ -454,14 +467,18 @@ impl Segment {
 
     /// Visits the buckets in use in window `w`'s ring with their bucket
     /// numbers (the ring holds the numbers in (head − buckets, head]).
+    /// One division per ring, none per bucket: this runs for every alert,
+    /// over every bucket of the alert's segment in every partition.
     fn ring_buckets(&self, layout: &WindowLayout, w: usize, mut f: impl FnMut(i64, &Bucket)) {
         if self.latest_ms == NO_EVENT {
             return;
         }
-        let spec = &layout.specs[w];
-        let n = i64::from(spec.buckets);
-        let head = self.latest_ms.div_euclid(spec.bucket_ms);
-        let head_slot = head.rem_euclid(n);
+        let n = i64::from(layout.specs[w].buckets);
+        let head = layout.bucket(w, self.latest_ms);
+        let head_slot = layout.ring_slot(w, head) as i64;
+        // Slot s holds bucket number base + s up to the head's slot, and
+        // base + s − n after it (the ring's older half).
+        let base = head - head_slot;
         let words = layout.ring_words(w);
         let mut r = self.rank(words.start * 64);
         for (i, &word) in self.head[words].iter().enumerate() {
@@ -469,7 +486,8 @@ impl Segment {
             while x != 0 {
                 let slot = (i * 64) as i64 + i64::from(x.trailing_zeros());
                 x &= x - 1;
-                f(head - (head_slot - slot).rem_euclid(n), &self.buckets[r]);
+                let idx = base + slot - if slot > head_slot { n } else { 0 };
+                f(idx, &self.buckets[r]);
                 r += 1;
             }
         }
@@ -521,10 +539,10 @@ impl Segment {
         let weight_net = weight * category.sign();
         let mut placed = false;
         for w in 0..layout.len() {
-            let idx = layout.bucket(w, t);
-            if idx <= now.oldest_excluded[w] {
+            if !layout.holds_at(w, t, now) {
                 continue;
             }
+            let idx = layout.bucket(w, t);
             let head = layout.bucket(w, self.latest_ms);
             let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, idx));
             slot.count(category);
@@ -606,10 +624,9 @@ impl Segment {
         if self.latest_ms == NO_EVENT {
             return;
         }
-        let spec = &layout.specs[w];
-        let head = self.latest_ms.div_euclid(spec.bucket_ms);
+        let head = layout.bucket(w, self.latest_ms);
         // Buckets older than this have left the window at `now`.
-        let oldest = now.div_euclid(spec.bucket_ms) - i64::from(spec.buckets) + 1;
+        let oldest = layout.bucket(w, now) - i64::from(layout.specs[w].buckets) + 1;
         self.ring_buckets(layout, w, |idx, b| {
             if idx < oldest {
                 return;

@@ -1,0 +1,184 @@
+//! An alert's window figures, kept per segment between alerts.
+//!
+//! Every alert carries its segment's windows merged over the partitions
+//! this instance owns. Summed afresh, that is every bucket in use of every
+//! window of the segment in every partition (hundreds when answers spread
+//! over 30 days), for each alert: in an alert storm it was the largest
+//! single cost of the pipeline. So the merged figures are kept per segment
+//! once summed, and each answer counted into the segment afterwards is
+//! added to them, as the rings add it, so that the next alert reads them
+//! in O(windows).
+//!
+//! Kept figures are only used while they provably equal a fresh sum (up to
+//! the rounding of weight sums, below): they are summed again
+//!
+//! - when `now` moves any window's oldest bucket (buckets left a window:
+//!   at most once per bucket width of the shortest window);
+//! - for a segment whose newest bucket moved in any partition (the ring
+//!   closed a bucket and may have cleared slots), or from which an answer
+//!   was taken back (a revision);
+//! - for every segment after anything else changed the rings: a partition
+//!   dropped or restored, segments or keys swept (a key id may be reused).
+//!
+//! Counts are exact. Weight sums differ from a fresh sum only by rounding:
+//! closed buckets keep their sums in f32 (see `window`'s "Precision"),
+//! the kept figures add each weight in f64, a relative difference of about
+//! 1e-7, the precision weight sums have anyway.
+
+use super::KeyId;
+use super::nps::{Category, WindowStats};
+use super::window::{NowIndex, WindowLayout};
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct AlertStats {
+    /// By key id.
+    kept: Vec<Option<Kept>>,
+    /// Bumped by every change that makes all kept figures stale.
+    epoch: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Kept {
+    epoch: u64,
+    windows: Box<[WindowStats]>,
+}
+
+impl AlertStats {
+    /// The kept figures of `key`, if still those of a fresh sum at the
+    /// engine's `now`.
+    pub(super) fn get(&self, key: KeyId) -> Option<&[WindowStats]> {
+        let k = self.kept.get(key.index())?.as_ref()?;
+        (k.epoch == self.epoch).then_some(&k.windows)
+    }
+
+    /// Keeps `windows`, just summed at the engine's `now`, for `key`.
+    pub(super) fn put(&mut self, key: KeyId, windows: &[WindowStats]) {
+        if self.kept.len() <= key.index() {
+            self.kept.resize_with(key.index() + 1, || None);
+        }
+        self.kept[key.index()] = Some(Kept {
+            epoch: self.epoch,
+            windows: windows.into(),
+        });
+    }
+
+    /// One answer at event time `t` counted into `key`'s rings at `now`,
+    /// their newest buckets unmoved: added to the kept figures in every
+    /// window the rings placed it in.
+    pub(super) fn add(
+        &mut self,
+        key: KeyId,
+        layout: &WindowLayout,
+        now: &NowIndex,
+        t: i64,
+        category: Category,
+        weight: f64,
+    ) {
+        let epoch = self.epoch;
+        let Some(Some(k)) = self.kept.get_mut(key.index()) else {
+            return;
+        };
+        if k.epoch != epoch {
+            return;
+        }
+        for (w, out) in k.windows.iter_mut().enumerate() {
+            if layout.holds_at(w, t, now) {
+                out.add(category, weight);
+            }
+        }
+    }
+
+    /// `key`'s figures are to be summed afresh.
+    pub(super) fn forget(&mut self, key: KeyId) {
+        if let Some(slot) = self.kept.get_mut(key.index()) {
+            *slot = None;
+        }
+    }
+
+    /// Every key's figures are to be summed afresh (also when `now` moves a
+    /// window's oldest bucket: the engine's clock calls it).
+    pub(super) fn forget_all(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.kept.capacity() * std::mem::size_of::<Option<Kept>>()
+            + self
+                .kept
+                .iter()
+                .flatten()
+                .map(|k| std::mem::size_of_val(&*k.windows))
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{DAY, HOUR, T0, buckets, ev, observe, windows};
+    use super::super::{Engine, EngineConfig, Outcome};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// After every answer, revision, clock step, sweep and partition
+        /// drop, the figures an alert reads (kept or summed) are those
+        /// summed afresh over the rings.
+        #[test]
+        fn kept_figures_equal_a_fresh_sum(
+            windows in windows(),
+            buckets_per_window in buckets(),
+            events in proptest::collection::vec(ev(), 1..300),
+            // Mostly within one bucket of the shortest window, so that
+            // figures are kept from one answer to the next.
+            steps in proptest::collection::vec(prop_oneof![8 => 0..2_000i64, 1 => 0..3 * DAY], 300),
+            drops in proptest::collection::vec((0..300usize, 0..3i32), 0..3),
+        ) {
+            let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
+            let mut e = Engine::new(&cfg).unwrap();
+            let mut last = HashMap::new();
+            let mut now = T0;
+            for (i, (ev, step)) in events.iter().zip(steps).enumerate() {
+                now += step;
+                let mut names = Default::default();
+                let (o, ev) = observe(ev, &mut last, now, &mut names);
+                let key = match e.record(ev.partition, &o, now) {
+                    Outcome::Counted(c, _) => c.key,
+                    Outcome::Revised { counted, .. } => counted.key,
+                    _ => continue,
+                };
+                for &(at, p) in &drops {
+                    if at == i {
+                        e.drop_partition(p);
+                    }
+                }
+                if step > DAY {
+                    e.sweep(now);
+                }
+                // Twice: the second read is the kept figures.
+                for _ in 0..2 {
+                    let got = e.segment_stats(key, now);
+                    let want = e.segment_stats_summed(key, now);
+                    for (w, (a, b)) in got.iter().zip(&want).enumerate() {
+                        prop_assert_eq!(
+                            (a.promoters, a.passives, a.detractors),
+                            (b.promoters, b.passives, b.detractors),
+                            "window {} after event {}", w, i
+                        );
+                        let tol = 1e-6 * b.weight_total.max(1.0);
+                        prop_assert!((a.weight_net - b.weight_net).abs() <= tol);
+                        prop_assert!((a.weight_total - b.weight_total).abs() <= tol);
+                    }
+                }
+            }
+            // And an hour later, with no answer in between.
+            let later = now + HOUR;
+            let key = e.segments(later).first().map(|s| s.key);
+            if let Some(key) = key {
+                prop_assert_eq!(e.segment_stats(key, later), e.segment_stats_summed(key, later));
+            }
+        }
+    }
+}
