@@ -521,6 +521,32 @@ pub(crate) fn partition_count<C: rdkafka::ClientContext>(
     Some(t.partitions().len() as i32)
 }
 
+/// The end of `partition`'s log as librdkafka last heard it in a fetch
+/// answer: no request (rust-rdkafka has no binding for this call). `None`
+/// before the partition's first fetch.
+pub(crate) fn cached_log_end<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client's handle lives as long as the borrow; librdkafka
+    // reads the NUL-terminated topic name, writes the two offsets, and
+    // takes its own locks.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 /// The producer of alerts and dead letters, renewable: an idempotent
 /// producer whose broker lost its state (a broker restarted without its
 /// data) fails fatally and can never send again, so it is replaced by a

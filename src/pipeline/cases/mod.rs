@@ -46,6 +46,7 @@ mod outage;
 mod readback;
 mod records;
 mod setup;
+mod watermark;
 
 use context::CasesCtx;
 
@@ -139,6 +140,9 @@ struct Core {
     ledgers: [Ledger<Out>; 2],
     /// Next offset per (topic, partition) after the last record handled.
     next: BTreeMap<(Src, i32), i64>,
+    /// The timestamp of the last record handled per (topic, partition)
+    /// (see `watermark`).
+    read_at: BTreeMap<(Src, i32), i64>,
     /// Records below this were handled by a previous owner: replayed into
     /// the tracker without effects.
     replay_until: BTreeMap<(Src, i32), i64>,
@@ -239,6 +243,7 @@ impl Core {
             for src in [Src::Alerts, Src::Events] {
                 self.ledgers[src as usize].forget(*p);
                 self.next.remove(&(src, *p));
+                self.read_at.remove(&(src, *p));
                 self.replay_until.remove(&(src, *p));
                 self.catching_up.remove(&(src, *p));
                 self.realign.remove(&(src, *p));
@@ -256,6 +261,7 @@ impl Core {
             tracker: Tracker::new(settings.cases.tracker()),
             ledgers: [Ledger::default(), Ledger::default()],
             next: BTreeMap::new(),
+            read_at: BTreeMap::new(),
             replay_until: BTreeMap::new(),
             catching_up: BTreeMap::new(),
             assigned: BTreeSet::new(),

@@ -136,6 +136,9 @@ impl Shell {
             c.ledgers[src as usize].read(p, off, out);
         }
         c.next.insert((src, p), off + 1);
+        if let Some(ts) = msg.timestamp().to_millis() {
+            c.read_at.insert((src, p), ts);
+        }
         let sla = c.tracker.take_sla();
         drop(c);
         if live {
@@ -445,7 +448,11 @@ impl Shell {
         let now = self.clock.now_ms();
         self.realign(consumer);
         self.caught_up(consumer);
-        let expired = lock(&self.core).tracker.expire_orphans(now);
+        // Orphans wait for the alerts read so far, escalations for the case
+        // events (`watermark`).
+        let alerts_read = self.read_up_to(consumer, Src::Alerts, now);
+        let events_read = self.read_up_to(consumer, Src::Events, now);
+        let expired = lock(&self.core).tracker.expire_orphans(alerts_read);
         for held in expired {
             let dead = if held.live {
                 metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => "unknown_alert")
@@ -481,7 +488,7 @@ impl Shell {
                 // before it without effects, and must see the case still
                 // unescalated, so that it escalates again (at its own due
                 // check, or at a late contact read live).
-                let due = c.tracker.due(now);
+                let due = c.tracker.due(events_read);
                 let unread: Vec<Unread> = due
                     .into_iter()
                     .map(|esc| match c.next.get(&(Src::Events, esc.partition)) {
