@@ -28,6 +28,11 @@ use std::time::Duration;
 use super::nps::{Category, WindowStats};
 use crate::pb;
 
+mod arith;
+mod snapshot;
+use arith::Divisor;
+pub(crate) use arith::NowIndex;
+
 /// One configured window, with the bucket width derived from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -240,66 +245,6 @@ impl WindowLayout {
             && self.specs.iter().zip(other).all(|(a, b)| {
                 a.length_ms == b.length_ms && a.bucket_ms == b.bucket_ms && a.buckets == b.buckets
             })
-    }
-}
-
-/// For one `now`: per window, the newest bucket number that is already out
-/// of the window (⌊now / b⌋ − buckets).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NowIndex {
-    pub(crate) now: i64,
-    oldest_excluded: Vec<i64>,
-}
-
-impl NowIndex {
-    /// Whether every window's oldest bucket is the same at both instants.
-    pub(crate) fn same_buckets(&self, other: &NowIndex) -> bool {
-        self.oldest_excluded == other.oldest_excluded
-    }
-}
-
-/// Floor division and remainder by a positive constant: multiply-shift for
-/// non-negative operands, the hardware division for the rare negative ones
-/// (instants before 1970, the "no event" marker).
-#[derive(Debug, Clone, Copy)]
-struct Divisor {
-    fast: strength_reduce::StrengthReducedU64,
-    d: i64,
-}
-
-impl PartialEq for Divisor {
-    fn eq(&self, other: &Self) -> bool {
-        self.d == other.d
-    }
-}
-impl Eq for Divisor {}
-
-impl Divisor {
-    fn new(d: i64) -> Self {
-        // Layout construction guarantees d >= 1.
-        let d = d.max(1);
-        Divisor {
-            fast: strength_reduce::StrengthReducedU64::new(d as u64),
-            d,
-        }
-    }
-
-    #[inline]
-    fn div_floor(&self, x: i64) -> i64 {
-        if x >= 0 {
-            (x as u64 / self.fast) as i64
-        } else {
-            x.div_euclid(self.d)
-        }
-    }
-
-    #[inline]
-    fn rem_floor(&self, x: i64) -> i64 {
-        if x >= 0 {
-            (x as u64 % self.fast) as i64
-        } else {
-            x.rem_euclid(self.d)
-        }
     }
 }
 
@@ -652,113 +597,6 @@ impl Segment {
 
     pub(crate) fn latest_ms(&self) -> i64 {
         self.latest_ms
-    }
-
-    pub(crate) fn to_proto(
-        &self,
-        layout: &WindowLayout,
-        product: &str,
-        region: &str,
-    ) -> pb::SegmentSnapshot {
-        let rings = (0..layout.len())
-            .map(|w| {
-                let mut buckets = Vec::new();
-                self.ring_buckets(layout, w, |idx, b| {
-                    if !b.is_empty() {
-                        buckets.push(pb::BucketSnapshot {
-                            index: idx,
-                            promoters: b.promoters,
-                            passives: b.passives,
-                            detractors: b.detractors,
-                            weight_net: b.weight_net,
-                            weight_total: b.weight_total,
-                        });
-                    }
-                });
-                buckets.sort_unstable_by_key(|b| b.index);
-                let [open_weight_net, open_weight_total] = self.open(layout, w);
-                pb::RingSnapshot {
-                    open_weight_net,
-                    open_weight_total,
-                    buckets,
-                }
-            })
-            .collect();
-        pb::SegmentSnapshot {
-            product: product.to_string(),
-            region: region.to_string(),
-            latest_ms: self.latest_ms,
-            rings,
-        }
-    }
-
-    /// Adds a snapshotted segment into this one. Into an empty segment this
-    /// restores it exactly; into a live one (two segments folded into
-    /// `__other__`) it merges them.
-    pub(crate) fn absorb(
-        &mut self,
-        layout: &WindowLayout,
-        s: &pb::SegmentSnapshot,
-    ) -> Result<(), CorruptSegment> {
-        if s.rings.len() != layout.len() {
-            return Err(CorruptSegment("ring count differs from the window layout"));
-        }
-        if s.latest_ms == NO_EVENT {
-            return if s.rings.iter().all(|r| r.buckets.is_empty()) {
-                Ok(())
-            } else {
-                Err(CorruptSegment("buckets in a segment with no event"))
-            };
-        }
-        // Check everything before changing anything.
-        for (w, ring) in s.rings.iter().enumerate() {
-            let spec = &layout.specs[w];
-            let head = s.latest_ms.div_euclid(spec.bucket_ms);
-            let mut prev = i64::MIN;
-            for b in &ring.buckets {
-                if b.index <= head - i64::from(spec.buckets) || b.index > head || b.index <= prev {
-                    return Err(CorruptSegment("bucket outside its ring or out of order"));
-                }
-                prev = b.index;
-            }
-            let weights = [ring.open_weight_net, ring.open_weight_total];
-            if weights.iter().any(|x| !x.is_finite())
-                || ring
-                    .buckets
-                    .iter()
-                    .any(|b| !b.weight_net.is_finite() || !b.weight_total.is_finite())
-            {
-                return Err(CorruptSegment("weight is not finite"));
-            }
-        }
-        self.advance_to(layout, s.latest_ms);
-        for (w, ring) in s.rings.iter().enumerate() {
-            let spec = &layout.specs[w];
-            let n = i64::from(spec.buckets);
-            let own_head = self.latest_ms.div_euclid(spec.bucket_ms);
-            let their_head = s.latest_ms.div_euclid(spec.bucket_ms);
-            for b in &ring.buckets {
-                if b.index <= own_head - n || (b.promoters | b.passives | b.detractors) == 0 {
-                    continue; // older than what this ring still holds, or nothing
-                }
-                let (net, total) = if b.index == their_head {
-                    (ring.open_weight_net, ring.open_weight_total)
-                } else {
-                    (f64::from(b.weight_net), f64::from(b.weight_total))
-                };
-                let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, b.index));
-                slot.promoters = slot.promoters.saturating_add(b.promoters);
-                slot.passives = slot.passives.saturating_add(b.passives);
-                slot.detractors = slot.detractors.saturating_add(b.detractors);
-                if b.index == own_head {
-                    self.add_open(layout, w, net, total);
-                } else {
-                    slot.weight_net += net as f32;
-                    slot.weight_total += total as f32;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
