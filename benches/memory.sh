@@ -84,8 +84,11 @@ if [ -z "${SKIP_LOAD:-}" ]; then
 mport=$(free_port)
 wrap=()
 [ -z "${HEAPTRACK:-}" ] || wrap=(heaptrack -o "$work/heap")
+# NPS_ARGS: more flags for this instance (e.g. --cases off to leave the
+# case tracker's cases, which grow with the alerts, out of the figure).
+# shellcheck disable=SC2086
 "${wrap[@]}" "$BIN" run --brokers "$brokers" --group-id mem --metrics-addr "127.0.0.1:$mport" \
-  --dedup-max-ids 0 >"$work/mem.log" 2>&1 &
+  --dedup-max-ids 0 ${NPS_ARGS:-} >"$work/mem.log" 2>&1 &
 nps=$!
 pids+=("$nps")
 until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
