@@ -671,12 +671,15 @@ def main():
 
     # --- cases: every one worked and closed; late contacts escalated ----
     escalations = read_topic(brokers, ESCALATIONS)
-    level1, any_level = {}, {}
+    level1, any_level, sla_missed, repeats = {}, {}, set(), set()
     for _p, _o, _k, value, _h in escalations:
         e = json.loads(value)
         any_level.setdefault(e["alertId"], []).append((e.get("level"), e.get("reason")))
         if e.get("level") == 1:
             level1.setdefault(e["alertId"], set()).add(e["escalationId"])
+            # A repeat detractor's level 1 comes at once, whatever the
+            # contact: only contact_sla_missed says the SLA was missed.
+            (sla_missed if e.get("reason") == "contact_sla_missed" else repeats).add(e["alertId"])
     late = {a for a, (prio, emitted, contact) in crm.plans.items()
             if contact > emitted + SLA_MS.get(prio, SLA_MS["ALERT_PRIORITY_NORMAL"])}
     # What each late contact without an escalation looked like: every copy
@@ -706,7 +709,8 @@ def main():
         "cases_worked": len(crm.plans), "alerts_not_worked": len(alert_ids - crm.plans.keys()),
         "case_events_sent": crm.sent, "late_contacts": len(late),
         "late_without_escalation": len(late - level1.keys()),
-        "escalated_though_contacted_in_time": len(level1.keys() - late),
+        "escalated_though_contacted_in_time": len(sla_missed - late),
+        "repeat_detractor_escalations": len(repeats),
         "late_without_escalation_sample": unescalated,
         "escalation_records": len(escalations), "open_at_end": open_left,
         "orphan_events_at_end": orphans_left, "evicted": evicted,

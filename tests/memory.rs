@@ -241,6 +241,12 @@ fn case_tracker_memory_per_open_case_and_per_customer() {
         "case tracker memory: {case:.1} bytes per open case, {customer:.1} bytes per remembered customer (worst of {SIZES:?})"
     );
     // Issue 17's targets: <= 160 bytes per open case, <= 24 per customer.
+    // A customer now keeps its last alert's id (30 bytes with its hash and
+    // opening time, from 20 with an offset instead) so that a repeat
+    // detractor's escalation goes at once, without reading the previous
+    // alert back from a scattered offset (the 2026-12-02 soak's tracker fell
+    // behind for good on those reads): 36 is that layout's bound, the
+    // documented trade (docs/performance.md, "Case tracker memory").
     assert!(case <= 160.0, "{case} bytes per open case");
-    assert!(customer <= 24.0, "{customer} bytes per customer");
+    assert!(customer <= 36.0, "{customer} bytes per customer");
 }

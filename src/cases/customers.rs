@@ -1,6 +1,6 @@
 //! Remembered customers, for repeat detection: per partition, a customer's
 //! 64-bit id hash, when their last case opened (ms) and that case's alert
-//! offset, in 20 bytes.
+//! id, in 30 bytes.
 //!
 //! A hash table would cost 36–70 bytes per customer (its load swings
 //! between 44% and 87% as it doubles). Here most customers live in one
@@ -13,42 +13,45 @@
 
 use hashbrown::HashTable;
 
-/// A customer's last case: when it opened, and its alert's offset.
+use super::{AlertKey, halves, join};
+
+/// A customer's last case: when it opened, and its alert's id (a repeat
+/// detractor's escalation names it as `previous_alert_id` at once, with no
+/// read-back of the alerts topic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Last {
     pub opened_ms: i64,
-    pub offset: i64,
+    /// Zero when not known (restored from a format-2 snapshot, which kept
+    /// the alert's offset instead).
+    pub alert: AlertKey,
 }
 
-/// 48 bits of each: ms up to the year 10889, offsets up to 2.8e14.
-const MASK48: u64 = (1 << 48) - 1;
-
-/// One customer in the sorted array: 20 bytes, 4-aligned.
+/// One customer in the sorted array: 30 bytes, 2-aligned (ms in 48 bits:
+/// up to the year 10889).
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, packed(4))]
+#[repr(C, packed(2))]
 struct Entry {
     hash: u64,
-    /// opened ms (48 bits) and the offset's low 16 bits.
-    lo: u64,
-    /// The offset's high 32 bits.
-    hi: u32,
+    alert: [u64; 2],
+    ms_lo: u32,
+    ms_hi: u16,
 }
 
 impl Entry {
     fn new(hash: u64, last: Last) -> Entry {
-        let ms = (last.opened_ms.max(0) as u64).min(MASK48);
-        let off = (last.offset.max(0) as u64).min(MASK48);
+        let ms = last.opened_ms.clamp(0, (1 << 48) - 1) as u64;
         Entry {
             hash,
-            lo: ms | (off << 48),
-            hi: (off >> 16) as u32,
+            alert: halves(last.alert),
+            ms_lo: ms as u32,
+            ms_hi: (ms >> 32) as u16,
         }
     }
     fn last(&self) -> Last {
-        let (lo, hi) = (self.lo, self.hi);
+        let (alert, lo, hi) = (self.alert, self.ms_lo, self.ms_hi);
         Last {
-            opened_ms: (lo & MASK48) as i64,
-            offset: ((lo >> 48) | (u64::from(hi) << 16)) as i64,
+            opened_ms: (i64::from(hi) << 32) | i64::from(lo),
+            alert: join(alert),
         }
     }
     fn hash(&self) -> u64 {
@@ -323,17 +326,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn an_entry_is_20_bytes_and_keeps_48_bits_of_each() {
-        assert_eq!(std::mem::size_of::<Entry>(), 20);
+    fn an_entry_is_30_bytes_and_keeps_the_whole_alert_id() {
+        assert_eq!(std::mem::size_of::<Entry>(), 30);
         let last = Last {
             opened_ms: 1_767_225_600_123,
-            offset: (1 << 47) + 12_345,
+            alert: u128::MAX - 12_345,
         };
         assert_eq!(Entry::new(7, last).last(), last);
     }
 
     #[test]
-    fn a_million_customers_cost_about_20_bytes_each() {
+    fn a_million_customers_cost_about_30_bytes_each() {
         let mut ix = Index::default();
         for i in 0..1_000_000u64 {
             let h = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
@@ -341,16 +344,16 @@ mod tests {
                 h,
                 Last {
                     opened_ms: i as i64,
-                    offset: i as i64,
+                    alert: u128::from(i) << 64 | 1,
                 },
             );
         }
         assert_eq!(ix.len(), 1_000_000);
         let per = ix.heap_bytes() as f64 / 1e6;
-        assert!(per <= 24.0, "{per} bytes per customer");
+        assert!(per <= 33.0, "{per} bytes per customer");
         for i in (0..1_000_000u64).step_by(997) {
             let h = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
-            assert_eq!(ix.get(h).map(|l| l.offset), Some(i as i64));
+            assert_eq!(ix.get(h).map(|l| l.alert), Some(u128::from(i) << 64 | 1));
         }
     }
 
@@ -373,7 +376,7 @@ mod tests {
                 if probe {
                     prop_assert_eq!(ix.get(h), m.get(&h).copied());
                 } else {
-                    let l = Last { opened_ms: at, offset: at / 2 };
+                    let l = Last { opened_ms: at, alert: (at as u128) << 70 | k as u128 };
                     prop_assert_eq!(ix.set(h, l), m.insert(h, l).is_none());
                 }
             }

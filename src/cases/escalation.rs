@@ -60,12 +60,11 @@ pub fn escalation_id(alert: &str, level: u8) -> String {
     )
 }
 
-/// Builds the record; `alert` is the alert the case was opened from,
-/// `previous` a repeat detractor's previous alert (both read back).
+/// Builds the record; `alert` is the alert the case was opened from (at
+/// hand for a repeat detractor, read back at a due check).
 pub fn build(
     esc: &Escalation,
     alert: &DetractorAlert,
-    previous: Option<&DetractorAlert>,
     product: &str,
     region: &str,
     emitted_at_ms: i64,
@@ -76,7 +75,7 @@ pub fn build(
         alert_id: id,
         level: u32::from(esc.level),
         reason: esc.reason.as_str().into(),
-        previous_alert_id: previous.map(|p| p.alert_id.clone()).unwrap_or_default(),
+        previous_alert_id: esc.previous.map(alert_id).unwrap_or_default(),
         product: product.into(),
         region: region.into(),
         priority: esc.priority as i32,
@@ -158,7 +157,7 @@ mod tests {
             alert: crate::cases::alert_key(&a).unwrap(),
             level: 2,
             reason: EscalationReason::ContactSlaMissed,
-            previous_offset: None,
+            previous: None,
             segment: SegmentId(0),
             priority: AlertPriority::High,
             opened_at_ms: 1_000,
@@ -167,7 +166,7 @@ mod tests {
             partition: 0,
             alert_offset: 7,
         };
-        let r = build(&esc, &alert, None, "p", "r", 5_000);
+        let r = build(&esc, &alert, "p", "r", 5_000);
         assert_eq!(r.alert_id, a);
         assert_eq!(r.escalation_id, escalation_id(&a, 2));
         assert_eq!((r.level, r.reason.as_str()), (2, "contact_sla_missed"));
@@ -177,11 +176,12 @@ mod tests {
         assert_eq!(r.state, CaseState::Acknowledged as i32);
         assert_eq!(r.due_at.unwrap().seconds, 2);
         assert_eq!(key(&r), "c-1");
-        let prev = DetractorAlert {
-            alert_id: crate::alerts::alert_id("r-0"),
-            ..alert.clone()
+        let prev = crate::alerts::alert_id("r-0");
+        let esc = Escalation {
+            previous: crate::cases::alert_key(&prev),
+            ..esc
         };
-        let r = build(&esc, &alert, Some(&prev), "p", "r", 5_000);
-        assert_eq!(r.previous_alert_id, prev.alert_id);
+        let r = build(&esc, &alert, "p", "r", 5_000);
+        assert_eq!(r.previous_alert_id, prev);
     }
 }

@@ -27,8 +27,10 @@
 //!   comes back out of `expire_orphans` (the shell dead-letters it).
 //!
 //! Memory: a case keeps no strings (its segment is an id in a table of
-//! names; the escalation's customer id and comment are read back from the
-//! alert at `alert_offset` by the shell). See `Case` for the layout.
+//! names; a contact-SLA escalation's customer id and comment are read back
+//! from the alert at `alert_offset` by the shell; a repeat detractor's
+//! escalation is built from the alert at hand, and the previous alert's id
+//! is remembered with the customer). See `Case` for the layout.
 
 use std::collections::BTreeSet;
 
@@ -52,7 +54,7 @@ use customers::Last;
 pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot};
 pub use types::*;
 
-/// One case: 56 bytes, no strings (the `Tracker` doc says where the rest
+/// One case: 64 bytes, no strings (the `Tracker` doc says where the rest
 /// lives).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Case {
@@ -62,10 +64,9 @@ struct Case {
     state_at: i64,
     /// First CONTACTED/RESOLVED/UNREACHABLE, `NEVER` until then.
     contacted_at: i64,
-    /// A repeat detractor's previous alert: its offset in the alerts
-    /// topic (same partition: both keyed by the customer), `NO_PREVIOUS`
-    /// for none.
-    previous: i64,
+    /// A repeat detractor's previous alert id, in two halves; zero for
+    /// none (or not known: restored from a format-2 snapshot).
+    previous: [u64; 2],
     segment: SegmentId,
     partition: i32,
     /// `AlertPriority` and `CaseState`, as bytes.
@@ -78,7 +79,6 @@ struct Case {
 }
 
 const NEVER: i64 = i64::MAX;
-const NO_PREVIOUS: i64 = -1;
 
 /// An alert id as its high and low 64 bits: stored this way, a case, a due
 /// check or a customer needs no 16-byte alignment.
@@ -104,8 +104,8 @@ impl Case {
     fn contacted(&self) -> bool {
         self.contacted_at != NEVER
     }
-    fn previous_offset(&self) -> Option<i64> {
-        (self.previous != NO_PREVIOUS).then_some(self.previous)
+    fn previous(&self) -> Option<AlertKey> {
+        (self.previous != [0, 0]).then(|| join(self.previous))
     }
     /// When the check of escalation `level` (1 or 2) falls due: the
     /// priority's SLA after opening, or twice it.
@@ -316,7 +316,7 @@ impl<O> Tracker<O> {
             opened_at: alert.emitted_at_ms,
             state_at: alert.emitted_at_ms,
             contacted_at: NEVER,
-            previous: NO_PREVIOUS,
+            previous: [0, 0],
             segment,
             partition: alert.partition,
             priority: alert.priority as u8,
@@ -332,7 +332,7 @@ impl<O> Tracker<O> {
             // Remember the customer's latest case.
             let this = Last {
                 opened_ms: alert.emitted_at_ms,
-                offset: alert.offset,
+                alert: alert.alert,
             };
             let before = known.update(who, |b| match b {
                 Some(b) if b.opened_ms > alert.emitted_at_ms => b,
@@ -344,7 +344,7 @@ impl<O> Tracker<O> {
             if let Some(b) = before
                 && alert.emitted_at_ms.saturating_sub(b.opened_ms) <= horizon
             {
-                case.previous = b.offset;
+                case.previous = halves(b.alert);
                 case.escalated |= 1;
                 repeat =
                     Some(self.escalation(alert.alert, &case, 1, EscalationReason::RepeatDetractor));
@@ -390,7 +390,7 @@ impl<O> Tracker<O> {
             alert,
             level,
             reason,
-            previous_offset: case.previous_offset(),
+            previous: case.previous(),
             segment: case.segment,
             priority: case.priority(),
             opened_at_ms: case.opened_at,

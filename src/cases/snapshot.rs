@@ -2,7 +2,7 @@
 //! exactly (`CasesPartitionSnapshot` in proto/nps/v1/cases.proto). Events
 //! waiting for their alert are not in it (their records are read again).
 
-use super::{Case, Last, NEVER, NO_PREVIOUS, SegmentId, Tracker, halves, join};
+use super::{Case, Last, NEVER, SegmentId, Tracker, halves, join};
 use crate::pb::{self, AlertPriority, CaseState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +32,7 @@ impl<O> Tracker<O> {
             .filter(|(_, c)| c.partition == partition)
             .map(|(alert, c)| {
                 let [alert_hi, alert_lo] = halves(alert);
+                let [previous_hi, previous_lo] = c.previous;
                 let (product, region) = self.segment_name(c.segment);
                 pb::CaseRecord {
                     alert_hi,
@@ -40,7 +41,9 @@ impl<O> Tracker<O> {
                     opened_at_ms: c.opened_at,
                     state_at_ms: c.state_at,
                     contacted_at_ms: c.contacted().then_some(c.contacted_at),
-                    previous_offset: c.previous_offset(),
+                    previous_offset: None,
+                    previous_hi,
+                    previous_lo,
                     product: product.into(),
                     region: region.into(),
                     priority: i32::from(c.priority),
@@ -56,10 +59,15 @@ impl<O> Tracker<O> {
             .get(&partition)
             .into_iter()
             .flat_map(|known| known.iter())
-            .map(|(hash, c)| pb::CustomerRecord {
-                hash,
-                last_opened_ms: c.opened_ms,
-                alert_offset: c.offset,
+            .map(|(hash, c)| {
+                let [alert_hi, alert_lo] = halves(c.alert);
+                pb::CustomerRecord {
+                    hash,
+                    last_opened_ms: c.opened_ms,
+                    alert_offset: 0,
+                    alert_hi,
+                    alert_lo,
+                }
             })
             .collect();
         customers.sort_by_key(|c| (c.last_opened_ms, c.hash));
@@ -107,7 +115,8 @@ impl<O> Tracker<O> {
                 opened_at: c.opened_at_ms,
                 state_at: c.state_at_ms,
                 contacted_at: c.contacted_at_ms.unwrap_or(NEVER),
-                previous: c.previous_offset.unwrap_or(NO_PREVIOUS),
+                // Format 2 kept an offset: the id is not known.
+                previous: [c.previous_hi, c.previous_lo],
                 segment,
                 partition: p,
                 priority: AlertPriority::try_from(c.priority).unwrap_or_default() as u8,
@@ -140,7 +149,7 @@ impl<O> Tracker<O> {
         for c in &snap.customers {
             let last = Last {
                 opened_ms: c.last_opened_ms,
-                offset: c.alert_offset,
+                alert: join([c.alert_hi, c.alert_lo]),
             };
             if known.set(c.hash, last) {
                 self.customer_count += 1;
@@ -150,9 +159,13 @@ impl<O> Tracker<O> {
     }
 }
 
-/// Version of the cases snapshot envelope. 2: previous and last alerts
-/// by offset (1 kept their ids).
-pub const CASES_FORMAT_VERSION: u32 = 2;
+/// Version of the cases snapshot envelope written. 3: previous and last
+/// alerts by id (a repeat's escalation needs no read-back); 2 kept their
+/// offsets and is still read (those ids are then not known); 1 is not.
+pub const CASES_FORMAT_VERSION: u32 = 3;
+
+/// The oldest version still read.
+const OLDEST_READ: u32 = 2;
 
 /// Wraps a partition's snapshot in the versioned, checksummed envelope.
 pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
@@ -171,7 +184,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<pb::CasesPartitionSnapshot, Cases
     use prost::Message;
     let env = pb::SnapshotEnvelope::decode(bytes)
         .map_err(|e| CasesSnapshotError::Corrupt(e.to_string()))?;
-    if env.format_version != CASES_FORMAT_VERSION {
+    if !(OLDEST_READ..=CASES_FORMAT_VERSION).contains(&env.format_version) {
         return Err(CasesSnapshotError::Corrupt(format!(
             "format version {}",
             env.format_version
@@ -182,4 +195,83 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<pb::CasesPartitionSnapshot, Cases
     }
     pb::CasesPartitionSnapshot::decode(env.body.as_slice())
         .map_err(|e| CasesSnapshotError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::{AlertIn, CaseConfig, Opened};
+    use prost::Message;
+
+    fn envelope(version: u32, snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
+        let body = snap.encode_to_vec();
+        pb::SnapshotEnvelope {
+            format_version: version,
+            crc32: crc32fast::hash(&body),
+            body,
+        }
+        .encode_to_vec()
+    }
+
+    fn alert(n: u128, at: i64) -> AlertIn<'static> {
+        AlertIn {
+            alert: n,
+            customer_id: "ana",
+            product: "p",
+            region: "r",
+            priority: AlertPriority::Normal,
+            emitted_at_ms: at,
+            partition: 0,
+            offset: n as i64,
+        }
+    }
+
+    #[test]
+    fn format_3_keeps_the_previous_alert_id_and_format_2_is_still_read() {
+        let mut t = Tracker::<()>::new(CaseConfig::default());
+        t.open(&alert(11, 1_000));
+        t.open(&alert(12, 2_000));
+        let snap = t.partition_snapshot(0, 13, 0);
+        let back = decode_snapshot(&encode_snapshot(&snap)).unwrap();
+        assert_eq!(back, snap);
+        let mut u = Tracker::<()>::new(CaseConfig::default());
+        u.restore_partition(&back).unwrap();
+        // The customer's last alert (12) is named by the next repeat.
+        let Opened::New {
+            repeat: Some(e), ..
+        } = u.open(&alert(13, 3_000))
+        else {
+            panic!("not a repeat");
+        };
+        assert_eq!(e.previous, Some(12));
+
+        // Format 2 (offsets, no ids): read; the customer is still known,
+        // the previous alert's id is not.
+        let mut old = snap.clone();
+        for c in &mut old.cases {
+            (c.previous_hi, c.previous_lo) = (0, 0);
+            c.previous_offset = (c.alert_lo == 12).then_some(11);
+        }
+        for c in &mut old.customers {
+            (c.alert_hi, c.alert_lo, c.alert_offset) = (0, 0, 12);
+        }
+        let back = decode_snapshot(&envelope(2, &old)).unwrap();
+        let mut v = Tracker::<()>::new(CaseConfig::default());
+        v.restore_partition(&back).unwrap();
+        assert_eq!(v.len(), 2);
+        let Opened::New {
+            repeat: Some(e), ..
+        } = v.open(&alert(13, 3_000))
+        else {
+            panic!("not a repeat");
+        };
+        assert_eq!(e.previous, None);
+
+        for version in [1, 4] {
+            assert!(decode_snapshot(&envelope(version, &snap)).is_err());
+        }
+        let mut bad = pb::SnapshotEnvelope::decode(encode_snapshot(&snap).as_slice()).unwrap();
+        bad.crc32 ^= 1;
+        assert!(decode_snapshot(&bad.encode_to_vec()).is_err());
+    }
 }

@@ -165,7 +165,7 @@ mod tests {
             opened_at: n,
             state_at: n,
             contacted_at: super::super::NEVER,
-            previous: -1,
+            previous: [0, 0],
             segment: super::super::SegmentId(0),
             partition: 0,
             priority: 0,

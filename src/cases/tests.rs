@@ -198,7 +198,7 @@ fn a_repeat_detractor_escalates_at_once_naming_the_previous_alert() {
         panic!("not a repeat");
     };
     assert_eq!(
-        (e.level, e.reason, e.previous_offset, e.alert),
+        (e.level, e.reason, e.previous, e.alert),
         (1, EscalationReason::RepeatDetractor, Some(1), 2)
     );
     // Level 1 for the SLA is not sent again; level 2 is.
@@ -476,7 +476,7 @@ fn key_only(alert: u128, level: u8) -> Escalation {
         alert,
         level,
         reason: EscalationReason::ContactSlaMissed,
-        previous_offset: None,
+        previous: None,
         segment: SegmentId(0),
         priority: AlertPriority::Unspecified,
         opened_at_ms: 0,
@@ -552,7 +552,7 @@ proptest! {
                     waiting.sort_by_key(|e| e.occurred_at_ms);
                     let want_applied: Vec<Applied> = waiting.iter().map(|e| blank(m.apply(e))).collect();
                     let Opened::New { repeat, applied } = got else { panic!("known") };
-                    prop_assert_eq!(repeat.map(|e| (e.alert, e.level, e.previous_offset)), want_repeat.map(|p| (a, 1, Some(p as i64))));
+                    prop_assert_eq!(repeat.map(|e| (e.alert, e.level, e.previous)), want_repeat.map(|p| (a, 1, Some(p))));
                     prop_assert_eq!(applied.into_iter().map(blank).collect::<Vec<_>>(), want_applied);
                 }
                 Op::Event { alert: a, state, outcome, ago } => {
@@ -613,7 +613,7 @@ proptest! {
 
 #[test]
 fn a_case_holds_no_strings_and_stays_small() {
-    assert_eq!(std::mem::size_of::<Case>(), 56);
+    assert_eq!(std::mem::size_of::<Case>(), 64);
 }
 
 /// Runs one op on a tracker; what it answered, as text, and the clock.

@@ -42,16 +42,17 @@ impl EscalationReason {
     }
 }
 
-/// An escalation to emit. The shell reads the alert back (partition,
-/// offset) for the customer id, value, score and comment.
+/// An escalation to emit. For a repeat detractor the shell has the alert
+/// at hand; at a due check it reads the alert back (partition, offset) for
+/// the customer id, value, score and comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Escalation {
     pub alert: AlertKey,
     pub level: u8,
     pub reason: EscalationReason,
-    /// A repeat detractor's previous alert: its offset in the same
-    /// partition of the alerts topic (the shell reads its id back).
-    pub previous_offset: Option<i64>,
+    /// A repeat detractor's previous alert id (`None` when not a repeat,
+    /// or not known after a restore from a format-2 snapshot).
+    pub previous: Option<AlertKey>,
     pub segment: SegmentId,
     pub priority: AlertPriority,
     pub opened_at_ms: i64,

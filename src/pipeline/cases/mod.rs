@@ -59,10 +59,9 @@ enum Src {
 
 /// What a record caused, held in its place in the ledger.
 enum Out {
-    /// An escalation or a dead letter on its way.
+    /// An escalation (a repeat detractor's) or a dead letter on its way.
     Sent(Delivery),
-    /// An event waiting for its alert, or a repeat detractor's escalation
-    /// waiting for its alerts to be read back.
+    /// An event waiting for its alert.
     Held(Arc<Mutex<Slot>>),
 }
 
@@ -71,12 +70,8 @@ enum Slot {
     /// In the tracker: done when the tracker lets go of it (applied when
     /// its alert came; counted then, by its state).
     Waiting(crate::pb::CaseState),
-    /// On its way: the dead letter of an event whose alert never came, or
-    /// a repeat detractor's escalation.
+    /// On its way: the dead letter of an event whose alert never came.
     Sending(Delivery),
-    /// A repeat detractor's escalation, its alert and the previous one
-    /// being read back.
-    Reading,
     /// Its alert never came, during a replay (dead-lettered before).
     Done,
 }
@@ -88,12 +83,10 @@ struct Held {
     live: bool,
 }
 
-/// An escalation waiting for its alert (and a repeat's previous alert)
-/// to be read back.
+/// A due check's escalation waiting for its alert to be read back.
 struct Unread {
     since: Instant,
     esc: Escalation,
-    slot: Option<Arc<Mutex<Slot>>>,
     /// The record whose reading caused it (a late contact's event, or the
     /// alert that let a waiting late contact apply), or for an escalation
     /// at its due time, the next case event: no offset from it on is
@@ -107,11 +100,10 @@ struct Unread {
 }
 
 impl Unread {
-    fn new(esc: Escalation, slot: Option<Arc<Mutex<Slot>>>) -> Unread {
+    fn new(esc: Escalation) -> Unread {
         Unread {
             since: Instant::now(),
             esc,
-            slot,
             holds: None,
         }
     }
@@ -119,7 +111,7 @@ impl Unread {
     fn holding(esc: Escalation, cause: (Src, i64)) -> Unread {
         Unread {
             holds: Some(cause),
-            ..Unread::new(esc, None)
+            ..Unread::new(esc)
         }
     }
 }
@@ -152,8 +144,7 @@ struct Core {
     assigned: BTreeSet<i32>,
     /// Escalations sent, per alerts partition, not acknowledged yet.
     escalating: Vec<Escalating>,
-    /// Escalations whose alert is not read back yet (first try); a
-    /// repeat's with the slot holding its alert's offset.
+    /// Escalations whose alert is not read back yet.
     unread: Vec<Unread>,
     /// Snapshot writes not acknowledged yet.
     writes: Vec<(i32, DeliveryFuture)>,
@@ -203,7 +194,7 @@ impl Core {
                             *s = Slot::Done;
                             Step::Done
                         }
-                        Slot::Waiting(_) | Slot::Reading => Step::Waiting,
+                        Slot::Waiting(_) => Step::Waiting,
                         Slot::Done => Step::Done,
                         Slot::Sending(d) => step(d, producer),
                     }
@@ -582,7 +573,7 @@ mod tests {
             alert: 7,
             level: 1,
             reason: crate::cases::EscalationReason::ContactSlaMissed,
-            previous_offset: None,
+            previous: None,
             segment: crate::cases::SegmentId(0),
             priority: crate::pb::AlertPriority::High,
             opened_at_ms: 0,

@@ -128,7 +128,7 @@ impl Shell {
             c.live(src, p, off)
         };
         let out = match src {
-            Src::Alerts => self.alert(msg, p, off, live),
+            Src::Alerts => self.alert(msg, p, off, live, stop).await,
             Src::Events => self.event(msg, p, live, stop).await,
         };
         let mut c = lock(&self.core);
@@ -163,7 +163,14 @@ impl Shell {
         }
     }
 
-    fn alert(&mut self, msg: &BorrowedMessage<'_>, p: i32, off: i64, live: bool) -> Option<Out> {
+    async fn alert(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        p: i32,
+        off: i64,
+        live: bool,
+        stop: &Shutdown,
+    ) -> Option<Out> {
         let alert = msg
             .payload()
             .ok_or(AlertReadError::Undecodable)
@@ -234,21 +241,17 @@ impl Shell {
             return None;
         }
         let esc = repeat?;
-        // Sent once this alert and the previous one are read back (the
-        // tracker keeps the previous alert's offset, not its id); until
-        // then this alert's offset is held.
-        let slot = Arc::new(Mutex::new(Slot::Reading));
+        let alert = alert.ok()?;
         {
-            let mut c = lock(&self.core);
+            let c = lock(&self.core);
             let (product, region) = c.tracker.segment_name(esc.segment);
             metrics::counter!(m::REPEAT_DETRACTORS_TOTAL, "product" => product.to_string(), "region" => region.to_string())
                 .increment(1);
-            c.unread.push(Unread::new(esc, Some(slot.clone())));
         }
-        // Read back at the next tick, which holds reads while the brokers
-        // are unreachable (a fetch then, by a topic id the brokers lost,
-        // crashes librdkafka on Tansu's answer: docs/operations.md).
-        Some(Out::Held(slot))
+        // Sent at once, from the alert at hand and the previous alert's id
+        // the tracker remembers with the customer; this alert's offset is
+        // held until it is acknowledged.
+        Some(Out::Sent(self.escalate(&esc, &alert, stop).await))
     }
 
     async fn event(
@@ -358,7 +361,6 @@ impl Shell {
         &mut self,
         esc: &Escalation,
         alert: &DetractorAlert,
-        previous: Option<&DetractorAlert>,
         stop: &Shutdown,
     ) -> crate::pipeline::Delivery {
         let now = self.clock.now_ms();
@@ -367,7 +369,7 @@ impl Shell {
             let (p, r) = c.tracker.segment_name(esc.segment);
             (p.to_string(), r.to_string())
         };
-        let record = escalation::build(esc, alert, previous, &product, &region, now);
+        let record = escalation::build(esc, alert, &product, &region, now);
         self.summary.escalations += 1;
         metrics::counter!(m::CASE_ESCALATIONS_TOTAL,
             "product" => product,
@@ -493,7 +495,7 @@ impl Shell {
                     .into_iter()
                     .map(|esc| match c.next.get(&(Src::Events, esc.partition)) {
                         Some(&at) => Unread::holding(esc, (Src::Events, at)),
-                        None => Unread::new(esc, None),
+                        None => Unread::new(esc),
                     })
                     .collect();
                 c.unread.extend(unread);
@@ -558,7 +560,6 @@ impl Shell {
         for Unread { esc: e, .. } in &lock(&self.core).unread {
             let offsets = wanted.entry(e.partition).or_default();
             offsets.push(e.alert_offset);
-            offsets.extend(e.previous_offset);
         }
         if wanted.is_empty() {
             return;
@@ -589,26 +590,9 @@ impl Shell {
             let alert = found
                 .get(&(esc.partition, esc.alert_offset))
                 .filter(|a| crate::cases::alert_key(&a.alert_id) == Some(esc.alert));
-            // A repeat's previous alert: the same customer's, at its offset.
-            let previous = esc.previous_offset.map(|o| {
-                found
-                    .get(&(esc.partition, o))
-                    .filter(|p| alert.is_some_and(|a| a.customer_id == p.customer_id))
-            });
-            let patience_over = u.since.elapsed() >= READBACK_PATIENCE;
-            let d = match (alert, previous) {
-                (Some(a), None) => self.escalate(&esc, a, None, stop).await,
-                (Some(a), Some(Some(p))) => self.escalate(&esc, a, Some(p), stop).await,
-                (Some(a), Some(None)) if patience_over => {
-                    metrics::counter!(m::CASE_READBACK_ERRORS_TOTAL).increment(1);
-                    tracing::warn!(
-                        partition = esc.partition,
-                        offset = esc.previous_offset,
-                        "a repeat detractor's previous alert is not readable from the alerts topic (retention shorter than --repeat-horizon?): escalating without previous_alert_id"
-                    );
-                    self.escalate(&esc, a, None, stop).await
-                }
-                (None, _) if patience_over => {
+            let d = match alert {
+                Some(a) => self.escalate(&esc, a, stop).await,
+                None if u.since.elapsed() >= READBACK_PATIENCE => {
                     metrics::counter!(m::CASE_READBACK_ERRORS_TOTAL).increment(1);
                     tracing::warn!(
                         partition = esc.partition,
@@ -619,26 +603,18 @@ impl Shell {
                         alert_id: alert_id(esc.alert),
                         ..Default::default()
                     };
-                    self.escalate(&esc, &bare, None, stop).await
+                    self.escalate(&esc, &bare, stop).await
                 }
-                _ => {
+                None => {
                     keep.push(u);
                     continue;
                 }
             };
-            match u.slot {
-                // A repeat's: its alert's offset is held until it is sent.
-                Some(slot) => {
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Slot::Sending(d);
-                    }
-                }
-                None => lock(&self.core).escalating.push(super::Escalating {
-                    partition: esc.partition,
-                    delivery: d,
-                    holds: u.holds,
-                }),
-            }
+            lock(&self.core).escalating.push(super::Escalating {
+                partition: esc.partition,
+                delivery: d,
+                holds: u.holds,
+            });
         }
         lock(&self.core).unread.extend(keep);
     }
