@@ -127,6 +127,31 @@ impl<D> Ledger<D> {
         out
     }
 
+    /// Asks `step` after every delivery behind each partition's head, and
+    /// lets go of those done (the head's own wait still holds the commit).
+    /// Without it, a delivery done behind a record that waits long (a case
+    /// event waiting for its alert) counts as in flight until that record
+    /// is done. O(pending): for a loop that is held back, not per record.
+    pub(super) fn settle(&mut self, mut step: impl FnMut(&mut D) -> Step) -> u64 {
+        let mut retried = 0;
+        for queue in self.pending.values_mut() {
+            for entry in queue.iter_mut().skip(1) {
+                let Some(d) = entry.delivery.as_mut() else {
+                    continue;
+                };
+                match step(d) {
+                    Step::Retried => retried += 1,
+                    Step::Done => {
+                        entry.delivery = None;
+                        self.in_flight -= 1;
+                    }
+                    Step::Waiting => {}
+                }
+            }
+        }
+        retried
+    }
+
     /// The committable offsets not committed yet (`all`: every committable
     /// one, as a synchronous commit on revoke or shutdown wants), of
     /// `partitions` only when given.
@@ -266,6 +291,33 @@ mod tests {
         // The acknowledged one behind the head is done but keeps its place.
         assert_eq!(l.in_flight(), 3);
         assert_eq!(l.committable(None, true), vec![]);
+    }
+
+    #[test]
+    fn settling_lets_go_of_deliveries_done_behind_a_waiting_head_but_keeps_their_place() {
+        let mut l: Ledger<D> = Ledger::default();
+        l.read(0, 0, Some(D::Waiting));
+        l.read(0, 1, Some(D::Acked));
+        l.read(0, 2, Some(D::Failed));
+        l.read(0, 3, None);
+        l.read(1, 0, Some(D::Waiting));
+        l.read(1, 1, Some(D::Acked));
+        assert_eq!(l.drain(step).moved, vec![]);
+        assert_eq!(l.in_flight(), 5);
+        // The heads are left to `drain`; the failed one is sent again.
+        assert_eq!(l.settle(step), 1);
+        assert_eq!(l.in_flight(), 3);
+        assert_eq!(l.committable(None, true), vec![]);
+        // Once the heads are done, the settled ones are not asked again.
+        let mut asked = 0;
+        let mut acked = |d: &mut D| {
+            asked += 1;
+            *d = D::Acked;
+            Step::Done
+        };
+        assert_eq!(l.drain(&mut acked).moved, vec![(0, 4), (1, 2)]);
+        assert_eq!(asked, 3);
+        assert_eq!(l.in_flight(), 0);
     }
 
     #[test]

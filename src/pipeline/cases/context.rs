@@ -236,7 +236,7 @@ impl CasesCtx {
         loop {
             let busy = {
                 let mut c = lock(&self.core);
-                c.drain(&self.producer);
+                c.drain(&self.producer, false);
                 c.sending() > 0
             };
             if !busy || Instant::now() >= deadline {

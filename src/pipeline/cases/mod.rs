@@ -177,29 +177,14 @@ impl Core {
             .is_none_or(|u| offset >= *u)
     }
 
-    /// Asks after every delivery, sends failed ones again.
-    fn drain(&mut self, producer: &RenewableProducer) {
+    /// Asks after every delivery, sends failed ones again; `settle`: also
+    /// those behind each partition's head (see `Ledger::settle`).
+    fn drain(&mut self, producer: &RenewableProducer, settle: bool) {
         for ledger in &mut self.ledgers {
-            ledger.drain(|out| match out {
-                Out::Sent(d) => step(d, producer),
-                Out::Held(slot) => {
-                    let alone = Arc::strong_count(slot) == 1;
-                    let Ok(mut s) = slot.lock() else {
-                        return Step::Waiting;
-                    };
-                    match &mut *s {
-                        Slot::Waiting(state) if alone => {
-                            metrics::counter!(crate::metrics::CASE_EVENTS_TOTAL, "state" => records::state_label(*state))
-                                .increment(1);
-                            *s = Slot::Done;
-                            Step::Done
-                        }
-                        Slot::Waiting(_) => Step::Waiting,
-                        Slot::Done => Step::Done,
-                        Slot::Sending(d) => step(d, producer),
-                    }
-                }
-            });
+            ledger.drain(|out| step_out(out, producer));
+            if settle {
+                ledger.settle(|out| step_out(out, producer));
+            }
         }
         self.escalating
             .retain_mut(|e| step(&mut e.delivery, producer) != Step::Done);
@@ -330,6 +315,30 @@ impl Core {
             }
         }
         tpl
+    }
+}
+
+/// Where what a record caused stands.
+fn step_out(out: &mut Out, producer: &RenewableProducer) -> Step {
+    match out {
+        Out::Sent(d) => step(d, producer),
+        Out::Held(slot) => {
+            let alone = Arc::strong_count(slot) == 1;
+            let Ok(mut s) = slot.lock() else {
+                return Step::Waiting;
+            };
+            match &mut *s {
+                Slot::Waiting(state) if alone => {
+                    metrics::counter!(crate::metrics::CASE_EVENTS_TOTAL, "state" => records::state_label(*state))
+                        .increment(1);
+                    *s = Slot::Done;
+                    Step::Done
+                }
+                Slot::Waiting(_) => Step::Waiting,
+                Slot::Done => Step::Done,
+                Slot::Sending(d) => step(d, producer),
+            }
+        }
     }
 }
 
@@ -464,8 +473,13 @@ pub async fn run(
             _ = shutdown.recv() => break,
             _ = cut_off.notified() => shell.pause(&consumer),
             _ = ack_tick.tick() => {
-                lock(&shell.core).drain(&shell.producer);
-                if shell.backpressure.held() {
+                // Held back: what is done behind a waiting record no
+                // longer counts (else a case event waiting minutes for
+                // its alert could hold fetching paused, and so its alert
+                // unread, until its grace ran out).
+                let held = shell.backpressure.held();
+                lock(&shell.core).drain(&shell.producer, held);
+                if held {
                     let room = room(&shell.core);
                     shell.backpressure.release(&consumer, room, shell.paused);
                 }
@@ -535,7 +549,7 @@ impl records::Shell {
         loop {
             let left = {
                 let mut c = lock(&self.core);
-                c.drain(&self.producer);
+                c.drain(&self.producer, true);
                 c.sending()
             };
             if left == 0 || Instant::now() >= deadline {
