@@ -29,9 +29,12 @@
 #    produces RATE answers per second (default 10,000) for DURATION seconds
 #    (default 30). The probe reads the alerts and the answers as they
 #    arrive and prints p50/p99 of (alert readable − its answer's produce
-#    time, the input record's CreateTime), and the same for the answers
-#    themselves as the same-run baseline. NPS_ARGS adds flags to
-#    nps-stream (e.g. "-X fetch.wait.max.ms=10").
+#    time, the input record's CreateTime), and the same for two same-run
+#    baselines: the answers themselves (one trip through the broker), and
+#    a consume-and-forward consumer running beside nps-stream that sends
+#    an alert-sized record per detractor (two trips, as an alert makes).
+#    NPS_ARGS adds flags to nps-stream (e.g. "-X fetch.wait.max.ms=10");
+#    its -X properties go to the forwarder's consumer too.
 #
 # 3. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
 #    of the storm load (SHARE=0.20 for the ordinary one) are loaded, then
@@ -60,7 +63,7 @@ PROBE=$(ls -t target/release/deps/probe-* | grep -v '\.d$' | head -1)
 
 start_broker() {
   if [ "${BROKER:-tansu}" = mock ]; then
-    "$PROBE" mock-broker survey-responses:$PARTITIONS nps-detractor-alerts:$PARTITIONS survey-responses-dlq:1 >"$work/mock.out" &
+    "$PROBE" mock-broker survey-responses:$PARTITIONS nps-detractor-alerts:$PARTITIONS survey-responses-dlq:1 forwarded-latency:$PARTITIONS >"$work/mock.out" &
     pids+=($!)
     until [ -s "$work/mock.out" ]; do sleep 0.1; done
     brokers=$(head -1 "$work/mock.out")
@@ -145,11 +148,24 @@ latency() {
   count=$((RATE * SECONDS_LIVE))
   run_nps bench-latency latency.log ${NPS_ARGS:-}
   until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
-  # Reads the alerts as they come, until 5 s pass without one.
-  "$PROBE" latency "$brokers" nps-detractor-alerts survey-responses 5 >"$work/latency.out" &
+  # The second baseline, beside nps-stream: consume and forward an
+  # alert-sized record per detractor, its consumer given the same -X
+  # properties as nps-stream's.
+  [ "${BROKER:-tansu}" = mock ] || topic_create forwarded-latency
+  local props=() a
+  set -- ${NPS_ARGS:-}
+  while [ $# -gt 0 ]; do
+    a=$1; shift
+    if [ "$a" = -X ] && [ $# -gt 0 ]; then props+=("$1"); shift; fi
+  done
+  "$PROBE" forward "$brokers" survey-responses forwarded-latency "$count" "${props[@]}" >"$work/forward.out" &
+  pids+=("$!")
+  # Reads the alerts of both as they come, until 5 s pass without one.
+  "$PROBE" latency "$brokers" nps-detractor-alerts survey-responses 5 forwarded-latency >"$work/latency.out" &
   probe=$!
   pids+=("$probe")
-  sleep 2
+  # Both consumers join their groups before the answers start.
+  sleep 5
   "$BIN" send --brokers "$brokers" --generate --history 0 --rate "$RATE" --count "$count" \
     -X linger.ms=0 2>/dev/null
   wait "$probe" || true

@@ -11,19 +11,21 @@
 //!   auto commit) that decodes each of N records of TOPIC as a
 //!   `SurveyResponse`; prints the rate from the first record to the N-th
 //!   and the process's CPU time.
-//! - `forward BROKERS TOPIC ALERTS N`: the alert-storm baseline, "consume
-//!   and forward": the same consumer, plus a producer with librdkafka's
-//!   defaults that sends an alert-sized record (320 bytes, keyed by
+//! - `forward BROKERS TOPIC ALERTS N [KEY=VALUE ...]`: the alert-storm
+//!   baseline, "consume and forward": the same consumer, plus a producer
+//!   with librdkafka's defaults that sends an alert-sized record (a
+//!   `DetractorAlert` of 320 bytes naming the answer, keyed by
 //!   customer_id) to ALERTS for each detractor (score 0-6), and waits for
 //!   every delivery before it stops; the rate runs from the first record
 //!   to the last delivery.
-//! - `latency BROKERS ALERTS INPUT IDLE`: reads the protobuf
-//!   `DetractorAlert`s of the ALERTS topic and the answers of the INPUT
+//! - `latency BROKERS ALERTS INPUT IDLE [FORWARDED]`: reads the protobuf
+//!   `DetractorAlert`s of the ALERTS topic (and of FORWARDED, written by a
+//!   `forward` running beside nps-stream) and the answers of the INPUT
 //!   topic as they arrive, until IDLE seconds pass without an alert, and
 //!   prints in milliseconds the median and p99 of (the alert's read time −
 //!   its answer's produce time, the input record's CreateTime) and of
-//!   (`emitted_at` − that produce time: the part before nps-stream sent
-//!   the alert).
+//!   (`emitted_at` − that produce time: the part before the alert was
+//!   sent), for each stream, and what nps-stream adds at the median.
 //!
 //! - `committed BROKERS GROUP TOPIC N`: polls GROUP's committed offsets
 //!   of TOPIC every 100 ms until they add up to N (every record of a
@@ -155,13 +157,33 @@ impl ProducerContext for Acks {
 /// the comment), as issue 20's outside baseline used.
 const ALERT_BYTES: usize = 320;
 
-async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
-    let consumer = plain_consumer(brokers, topic, &[]);
+/// An alert-sized record for a detractor: a `DetractorAlert` naming the
+/// answer (so that `latency` can pair them) and when it was sent, padded
+/// with a comment to `ALERT_BYTES`.
+fn forwarded(answer: &SurveyResponse, buf: &mut Vec<u8>) {
+    let now = now_ms();
+    let mut alert = DetractorAlert {
+        alert_id: answer.response_id.clone(),
+        response_id: answer.response_id.clone(),
+        customer_id: answer.customer_id.clone(),
+        emitted_at: Some(nps_stream::schema::timestamp_from_ms(now as i64)),
+        ..Default::default()
+    };
+    let pad = ALERT_BYTES.saturating_sub(alert.encoded_len() + 3);
+    alert.comment = "x".repeat(pad);
+    buf.clear();
+    alert.encode(buf).expect("a Vec grows");
+}
+
+/// `extra`: KEY=VALUE properties for its consumer (the same as
+/// nps-stream's when the latencies are compared).
+async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64, extra: &[String]) {
+    let consumer = plain_consumer(brokers, topic, extra);
     let producer: BaseProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create_with_context(Acks::default())
         .expect("producer");
-    let alert = vec![0x5au8; ALERT_BYTES];
+    let mut alert = Vec::with_capacity(ALERT_BYTES + 16);
     let (mut sent, mut first) = (0u64, None);
     for _ in 0..n {
         let m = consumer.recv().await.expect("recv");
@@ -170,6 +192,7 @@ async fn forward(brokers: &str, topic: &str, alerts: &str, n: u64) {
             continue;
         };
         if answer.score.is_some_and(|s| s <= 6) {
+            forwarded(&answer, &mut alert);
             let record = BaseRecord::to(alerts)
                 .key(answer.customer_id.as_str())
                 .payload(alert.as_slice());
@@ -344,17 +367,75 @@ fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64) {
     assert_eq!(failed, 0, "answers not delivered");
 }
 
-async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64) {
-    let consumer = consumer(brokers, &[alerts, input], &[], true);
+/// One stream of alerts, paired with the answers' produce times.
+#[derive(Default)]
+struct Paired {
+    /// Alerts read before their answer: response_id → (read, emitted).
+    early: HashMap<String, (f64, f64)>,
+    /// Produce → readable, and produce → sent (`emitted_at`), in ms.
+    total: Vec<f64>,
+    before_send: Vec<f64>,
+}
+
+impl Paired {
+    fn alert(&mut self, produced: &HashMap<String, f64>, alert: DetractorAlert, read: f64) {
+        let emitted = alert.emitted_at.map_or(f64::NAN, |t| {
+            t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6
+        });
+        match produced.get(&alert.response_id) {
+            Some(ts) => {
+                self.total.push(read - ts);
+                self.before_send.push(emitted - ts);
+            }
+            None => {
+                self.early.insert(alert.response_id, (read, emitted));
+            }
+        }
+    }
+
+    fn answer(&mut self, id: &str, ts: f64) {
+        if let Some((read, emitted)) = self.early.remove(id) {
+            self.total.push(read - ts);
+            self.before_send.push(emitted - ts);
+        }
+    }
+
+    fn print(&mut self, what: &str) {
+        for v in [&mut self.total, &mut self.before_send] {
+            v.sort_by(f64::total_cmp);
+        }
+        let (total, sent) = (&self.total, &self.before_send);
+        if total.is_empty() {
+            println!("{what}: none read");
+            return;
+        }
+        println!(
+            "{what} latency over {} alerts: produce → readable p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+             produce → alert sent p50 {:.1} ms, p99 {:.1} ms",
+            total.len(),
+            percentile(total, 0.5),
+            percentile(total, 0.9),
+            percentile(total, 0.99),
+            total[total.len() - 1],
+            percentile(sent, 0.5),
+            percentile(sent, 0.99),
+        );
+    }
+}
+
+/// `forwarded`: the topic the consume-and-forward baseline writes to, read
+/// as a second stream of alerts.
+async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64, forwarded: Option<&str>) {
+    let mut topics = vec![alerts, input];
+    topics.extend(forwarded);
+    let consumer = consumer(brokers, &topics, &[], true);
     // response_id → when its answer was produced (the input record's
-    // CreateTime, set by the producer) or when its alert was read; a pair
-    // is complete whichever arrives second.
+    // CreateTime, set by the producer); an alert and its answer are paired
+    // whichever is read second.
     let mut produced: HashMap<String, f64> = HashMap::new();
-    let mut read_at: HashMap<String, (f64, f64)> = HashMap::new();
-    let mut total = Vec::new();
-    let mut before_send = Vec::new();
-    // The baseline: produce → readable for the answers themselves, read by
-    // this bare consumer.
+    let (mut ours, mut theirs) = (Paired::default(), Paired::default());
+    // The first baseline: produce → readable for the answers themselves,
+    // read by this bare consumer.
     let mut bare = Vec::new();
     let mut last_alert = Instant::now();
     let mut alerts_seen = 0usize;
@@ -374,38 +455,27 @@ async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64) {
                 continue;
             };
             let id = String::from_utf8_lossy(key).into_owned();
-            bare.push(now - ts as f64);
-            if let Some((read, emitted)) = read_at.remove(&id) {
-                total.push(read - ts as f64);
-                before_send.push(emitted - ts as f64);
-            } else {
-                produced.insert(id, ts as f64);
-            }
+            let ts = ts as f64;
+            bare.push(now - ts);
+            ours.answer(&id, ts);
+            theirs.answer(&id, ts);
+            produced.insert(id, ts);
             continue;
         }
         let Some(alert) = m.payload().and_then(|p| DetractorAlert::decode(p).ok()) else {
             continue;
         };
-        alerts_seen += 1;
-        last_alert = Instant::now();
-        let emitted = alert.emitted_at.map_or(f64::NAN, |t| {
-            t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6
-        });
-        match produced.remove(&alert.response_id) {
-            Some(ts) => {
-                total.push(now - ts);
-                before_send.push(emitted - ts);
-            }
-            None => {
-                read_at.insert(alert.response_id, (now, emitted));
-            }
+        if m.topic() == alerts {
+            alerts_seen += 1;
+            last_alert = Instant::now();
+            ours.alert(&produced, alert, now);
+        } else {
+            theirs.alert(&produced, alert, now);
         }
     }
-    for v in [&mut total, &mut before_send, &mut bare] {
-        v.sort_by(f64::total_cmp);
-    }
-    if total.is_empty() || bare.is_empty() {
-        println!("no alerts read");
+    bare.sort_by(f64::total_cmp);
+    if bare.is_empty() {
+        println!("no answers read");
         return;
     }
     println!(
@@ -416,17 +486,17 @@ async fn latency(brokers: &str, alerts: &str, input: &str, idle: u64) {
         percentile(&bare, 0.99),
         bare[bare.len() - 1],
     );
-    println!(
-        "alert latency over {} alerts: produce → readable p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
-         produce → alert sent p50 {:.1} ms, p99 {:.1} ms",
-        total.len(),
-        percentile(&total, 0.5),
-        percentile(&total, 0.9),
-        percentile(&total, 0.99),
-        total[total.len() - 1],
-        percentile(&before_send, 0.5),
-        percentile(&before_send, 0.99),
-    );
+    if forwarded.is_some() {
+        theirs.print("consume-and-forward");
+    }
+    ours.print("nps-stream alert");
+    if let (false, false) = (ours.total.is_empty(), theirs.total.is_empty()) {
+        println!(
+            "added by nps-stream at the median: {:.1} ms over the consume-and-forward baseline, {:.1} ms over the bare consumer",
+            percentile(&ours.total, 0.5) - percentile(&theirs.total, 0.5),
+            percentile(&ours.total, 0.5) - percentile(&bare, 0.5),
+        );
+    }
 }
 
 /// An embedded broker (librdkafka's mock cluster) with TOPIC:PARTITIONS
@@ -451,7 +521,10 @@ async fn main() {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
         "bare" => bare(&arg(1), &arg(2), arg(3).parse().expect("N"), &args[4..]).await,
-        "forward" => forward(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("N")).await,
+        "forward" => {
+            let n = arg(4).parse().expect("N");
+            forward(&arg(1), &arg(2), &arg(3), n, &args[5.min(args.len())..]).await;
+        }
         "load" => load(
             &arg(1),
             &arg(2),
@@ -459,7 +532,9 @@ async fn main() {
             arg(4).parse().expect("DETRACTOR_SHARE"),
         ),
         "latency" => {
-            latency(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("IDLE")).await;
+            let idle = arg(4).parse().expect("IDLE");
+            let forwarded = args.get(5).map(String::as_str);
+            latency(&arg(1), &arg(2), &arg(3), idle, forwarded).await;
         }
         "committed" => committed(&arg(1), &arg(2), &arg(3), arg(4).parse().expect("N")).await,
         "first-emitted" => first_emitted(&arg(1), &arg(2)),

@@ -5,7 +5,7 @@
 //! at hand.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -32,22 +32,29 @@ const STOP_SETTLE: Duration = Duration::from_millis(100);
 /// starts further back (see `Read::partition`).
 const NOTHING_YET: Duration = Duration::from_millis(500);
 
-/// Reads alerts back: a consumer made afresh for each read (once a second
-/// at most, only when escalations are due), since one reused across
-/// assignments was seen to deliver records fetched for the previous one
-/// first, which passed over the wanted offsets.
+/// Reads alerts back with one consumer kept between reads (unassigned
+/// between them), so the process's threads and file descriptors stay as
+/// they are; it is dropped while the brokers are out of reach and made
+/// again when they are back. Its fetch buffers are small: a read wants a
+/// few thousand alerts, and librdkafka's defaults would let it hold up to
+/// 64 MB ahead (the 2026-12-02 soak's RSS swung by about 50 MB with a
+/// consumer made afresh per read).
 pub(super) struct Reader {
     config: rdkafka::ClientConfig,
     topic: String,
     /// The main consumer's view of the brokers: a read stops (and drops
     /// its consumer) as soon as they are out of reach.
     health: Arc<Health>,
+    /// The consumer, and when it last let go of its assignment.
+    kept: Mutex<Option<(BaseConsumer, Instant)>>,
 }
 
-struct Read {
-    consumer: BaseConsumer,
-    topic: String,
-    health: Arc<Health>,
+struct Read<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    health: &'a Health,
+    /// When the consumer last let go of a partition (see `partition`).
+    unassigned: Instant,
 }
 
 impl Reader {
@@ -59,6 +66,9 @@ impl Reader {
                 ("enable.partition.eof", "true"),
                 ("fetch.wait.max.ms", "10"),
                 ("auto.offset.reset", "earliest"),
+                ("queued.max.messages.kbytes", "4096"),
+                ("fetch.max.bytes", "4194304"),
+                ("max.partition.fetch.bytes", "1048576"),
             ],
             &settings.kafka,
         );
@@ -77,11 +87,12 @@ impl Reader {
             config,
             topic: settings.alerts_topic.clone(),
             health,
+            kept: Mutex::new(None),
         })
     }
 
     /// The alerts at the wanted (partition, offsets), as far as they can be
-    /// read before `timeout`. Blocking.
+    /// read before `timeout`. Blocking; one read at a time.
     pub(super) fn read(
         &self,
         wanted: &BTreeMap<i32, Vec<i64>>,
@@ -89,19 +100,33 @@ impl Reader {
     ) -> HashMap<(i32, i64), DetractorAlert> {
         let deadline = Instant::now() + timeout;
         let mut found = HashMap::new();
+        let Ok(mut kept) = self.kept.lock() else {
+            return found;
+        };
         if self.health.consumer_brokers_up() == 0 {
+            // A fetch still on its way when a broker comes back without
+            // its data crashes librdkafka 2.12.1 (docs/operations.md,
+            // Known issues): no consumer is kept while they are gone.
+            *kept = None;
             return found;
         }
-        let read = match self.config.create::<BaseConsumer>() {
-            Ok(consumer) => Read {
-                consumer,
-                topic: self.topic.clone(),
-                health: self.health.clone(),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot create the alerts reader");
-                return found;
+        if kept.is_none() {
+            match self.config.create::<BaseConsumer>() {
+                Ok(consumer) => *kept = Some((consumer, Instant::now())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the alerts reader");
+                    return found;
+                }
             }
+        }
+        let Some((consumer, unassigned)) = kept.as_mut() else {
+            return found;
+        };
+        let mut read = Read {
+            consumer,
+            topic: &self.topic,
+            health: &self.health,
+            unassigned: *unassigned,
         };
         for (p, offsets) in wanted {
             if self.health.consumer_brokers_up() == 0 {
@@ -114,22 +139,35 @@ impl Reader {
                 tracing::debug!(partition = p, error = %e, "reading alerts back");
             }
         }
+        let ok = read.release();
+        *unassigned = read.unassigned;
+        if !ok || self.health.consumer_brokers_up() == 0 {
+            *kept = None;
+        }
         found
     }
 }
 
-impl Read {
+impl Read<'_> {
+    /// Lets go of the assignment (fetching stops); false if the consumer
+    /// refused, when it is better made again.
+    fn release(&mut self) -> bool {
+        let ok = self.consumer.unassign().is_ok();
+        self.unassigned = Instant::now();
+        ok
+    }
+
     /// The fetch position in partition `p` of the alerts topic.
     fn position(&self, p: i32) -> Option<i64> {
         let positions = self.consumer.position().ok()?;
-        match positions.find_partition(&self.topic, p)?.offset() {
+        match positions.find_partition(self.topic, p)?.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
         }
     }
 
     fn partition(
-        &self,
+        &mut self,
         p: i32,
         offsets: &[i64],
         deadline: Instant,
@@ -142,8 +180,8 @@ impl Read {
         while i < offsets.len() {
             let from = offsets[i].saturating_sub(back).max(0);
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))?;
-            // The same partition again: its previous fetch is let stop
+            tpl.add_partition_offset(self.topic, p, Offset::Offset(from))?;
+            // A partition assigned again: its previous fetch is let stop
             // first. Assigning it again while librdkafka 2.12 is still
             // stopping it can send two stops, which ends the process on an
             // assertion (`rd_kafka_assignment_partition_stopped:
@@ -152,11 +190,13 @@ impl Read {
             // level-2 escalations were being read back. (A fresh consumer
             // for each start instead was too slow to fetch within the
             // read's patience, and escalations went out without content.)
+            // The consumer is kept between reads and partitions: whatever
+            // it fetched last is let stop first.
             if again {
-                self.consumer.unassign()?;
-                std::thread::sleep(STOP_SETTLE);
+                self.release();
             }
             again = true;
+            std::thread::sleep(STOP_SETTLE.saturating_sub(self.unassigned.elapsed()));
             self.consumer.assign(&tpl)?;
             let mut first = true;
             let assigned = Instant::now();
