@@ -36,6 +36,9 @@ pub struct Health {
     producer_brokers_up: AtomicI64,
     /// Set while the last statistics of a client saw no broker up.
     outage_logged: AtomicBool,
+    /// How many times the consumer's statistics went from some brokers up
+    /// to none.
+    consumer_outages: std::sync::atomic::AtomicU64,
     /// Consumer lag per assigned input partition, from statistics.
     lags: Mutex<BTreeMap<i32, i64>>,
     /// Per assigned partition: how many statistics in a row saw the
@@ -71,6 +74,11 @@ impl Health {
     /// statistics.
     pub fn consumer_brokers_up(&self) -> i64 {
         self.consumer_brokers_up.load(Ordering::Relaxed)
+    }
+
+    /// How many outages the consumer has seen (all its brokers down).
+    pub fn consumer_outages(&self) -> u64 {
+        self.consumer_outages.load(Ordering::Relaxed)
     }
 
     pub fn lags(&self) -> Vec<(i32, i64)> {
@@ -141,6 +149,9 @@ impl Health {
             Role::State => return,
         };
         let before = slot.swap(up, Ordering::Relaxed);
+        if matches!(client, Role::Consumer) && up == 0 && before != 0 {
+            self.consumer_outages.fetch_add(1, Ordering::Relaxed);
+        }
         metrics::gauge!(m::KAFKA_BROKERS_UP, "client" => client.as_str()).set(up as f64);
         if up == 0 && before != 0 && !self.outage_logged.swap(true, Ordering::Relaxed) {
             tracing::error!(client = client.as_str(), "kafka brokers unreachable");
@@ -655,6 +666,24 @@ mod tests {
         let expect_probe = std::env::var_os("SSL_CERT_FILE").is_none()
             && std::env::var_os("SSL_CERT_DIR").is_none();
         assert_eq!(c.get("ssl.ca.location") == Some("probe"), expect_probe);
+    }
+
+    #[test]
+    fn a_consumer_outage_is_counted_once_each_time_every_broker_goes() {
+        let h = Health::new();
+        assert_eq!(h.consumer_outages(), 0);
+        // Unknown (-1) to none counts: the brokers were never seen.
+        for (role, up, outages) in [
+            (Role::Consumer, 0, 1),
+            (Role::Consumer, 0, 1),
+            (Role::Consumer, 2, 1),
+            (Role::Producer, 0, 1),
+            (Role::Consumer, 1, 1),
+            (Role::Consumer, 0, 2),
+        ] {
+            h.brokers_seen(role, up);
+            assert_eq!(h.consumer_outages(), outages, "{role:?} {up}");
+        }
     }
 
     #[test]

@@ -45,8 +45,15 @@ pub(super) struct Reader {
     /// The main consumer's view of the brokers: a read stops (and drops
     /// its consumer) as soon as they are out of reach.
     health: Arc<Health>,
-    /// The consumer, and when it last let go of its assignment.
-    kept: Mutex<Option<(BaseConsumer, Instant)>>,
+    /// The consumer, when it last let go of its assignment, and the
+    /// brokers' outages it was made after (`Health::consumer_outages`).
+    kept: Mutex<Option<Kept>>,
+}
+
+struct Kept {
+    consumer: BaseConsumer,
+    unassigned: Instant,
+    outages: u64,
 }
 
 struct Read<'a> {
@@ -103,30 +110,42 @@ impl Reader {
         let Ok(mut kept) = self.kept.lock() else {
             return found;
         };
-        if self.health.consumer_brokers_up() == 0 {
-            // A fetch still on its way when a broker comes back without
-            // its data crashes librdkafka 2.12.1 (docs/operations.md,
-            // Known issues): no consumer is kept while they are gone.
+        // A fetch still on its way when a broker comes back without its
+        // data crashes librdkafka 2.12.1 (docs/operations.md, Known
+        // issues): no consumer is kept while they are gone, nor one made
+        // before they were last gone (it may know the topics' old ids).
+        let outages = self.health.consumer_outages();
+        if self.health.consumer_brokers_up() == 0
+            || kept.as_ref().is_some_and(|k| k.outages != outages)
+        {
             *kept = None;
+        }
+        if self.health.consumer_brokers_up() == 0 {
             return found;
         }
         if kept.is_none() {
             match self.config.create::<BaseConsumer>() {
-                Ok(consumer) => *kept = Some((consumer, Instant::now())),
+                Ok(consumer) => {
+                    *kept = Some(Kept {
+                        consumer,
+                        unassigned: Instant::now(),
+                        outages,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the alerts reader");
                     return found;
                 }
             }
         }
-        let Some((consumer, unassigned)) = kept.as_mut() else {
+        let Some(k) = kept.as_mut() else {
             return found;
         };
         let mut read = Read {
-            consumer,
+            consumer: &k.consumer,
             topic: &self.topic,
             health: &self.health,
-            unassigned: *unassigned,
+            unassigned: k.unassigned,
         };
         for (p, offsets) in wanted {
             if self.health.consumer_brokers_up() == 0 {
@@ -140,7 +159,7 @@ impl Reader {
             }
         }
         let ok = read.release();
-        *unassigned = read.unassigned;
+        k.unassigned = read.unassigned;
         if !ok || self.health.consumer_brokers_up() == 0 {
             *kept = None;
         }
