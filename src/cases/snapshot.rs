@@ -203,14 +203,11 @@ mod tests {
     use crate::cases::{AlertIn, CaseConfig, Opened};
     use prost::Message;
 
+    /// `encode_snapshot`'s envelope, marked as another version.
     fn envelope(version: u32, snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
-        let body = snap.encode_to_vec();
-        pb::SnapshotEnvelope {
-            format_version: version,
-            crc32: crc32fast::hash(&body),
-            body,
-        }
-        .encode_to_vec()
+        let mut env = pb::SnapshotEnvelope::decode(encode_snapshot(snap).as_slice()).unwrap();
+        env.format_version = version;
+        env.encode_to_vec()
     }
 
     fn alert(n: u128, at: i64) -> AlertIn<'static> {

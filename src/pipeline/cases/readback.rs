@@ -57,11 +57,9 @@ struct Kept {
 }
 
 struct Read<'a> {
-    consumer: &'a BaseConsumer,
+    kept: &'a mut Kept,
     topic: &'a str,
     health: &'a Health,
-    /// When the consumer last let go of a partition (see `partition`).
-    unassigned: Instant,
 }
 
 impl Reader {
@@ -115,12 +113,11 @@ impl Reader {
         // issues): no consumer is kept while they are gone, nor one made
         // before they were last gone (it may know the topics' old ids).
         let outages = self.health.consumer_outages();
-        if self.health.consumer_brokers_up() == 0
-            || kept.as_ref().is_some_and(|k| k.outages != outages)
-        {
+        let down = self.health.consumer_brokers_up() == 0;
+        if down || kept.as_ref().is_some_and(|k| k.outages != outages) {
             *kept = None;
         }
-        if self.health.consumer_brokers_up() == 0 {
+        if down {
             return found;
         }
         if kept.is_none() {
@@ -142,10 +139,9 @@ impl Reader {
             return found;
         };
         let mut read = Read {
-            consumer: &k.consumer,
+            kept: k,
             topic: &self.topic,
             health: &self.health,
-            unassigned: k.unassigned,
         };
         for (p, offsets) in wanted {
             if self.health.consumer_brokers_up() == 0 {
@@ -159,7 +155,6 @@ impl Reader {
             }
         }
         let ok = read.release();
-        k.unassigned = read.unassigned;
         if !ok || self.health.consumer_brokers_up() == 0 {
             *kept = None;
         }
@@ -171,14 +166,14 @@ impl Read<'_> {
     /// Lets go of the assignment (fetching stops); false if the consumer
     /// refused, when it is better made again.
     fn release(&mut self) -> bool {
-        let ok = self.consumer.unassign().is_ok();
-        self.unassigned = Instant::now();
+        let ok = self.kept.consumer.unassign().is_ok();
+        self.kept.unassigned = Instant::now();
         ok
     }
 
     /// The fetch position in partition `p` of the alerts topic.
     fn position(&self, p: i32) -> Option<i64> {
-        let positions = self.consumer.position().ok()?;
+        let positions = self.kept.consumer.position().ok()?;
         match positions.find_partition(self.topic, p)?.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
@@ -215,8 +210,8 @@ impl Read<'_> {
                 self.release();
             }
             again = true;
-            std::thread::sleep(STOP_SETTLE.saturating_sub(self.unassigned.elapsed()));
-            self.consumer.assign(&tpl)?;
+            std::thread::sleep(STOP_SETTLE.saturating_sub(self.kept.unassigned.elapsed()));
+            self.kept.consumer.assign(&tpl)?;
             let mut first = true;
             let assigned = Instant::now();
             'fetch: loop {
@@ -229,7 +224,11 @@ impl Read<'_> {
                 if left.is_zero() || self.health.consumer_brokers_up() == 0 {
                     return Ok(());
                 }
-                match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                match self
+                    .kept
+                    .consumer
+                    .poll(left.min(Duration::from_millis(100)))
+                {
                     // Tansu 0.6 answers a fetch from inside its last batch
                     // with nothing at all: further back.
                     None if first && from > 0 && assigned.elapsed() > NOTHING_YET => {

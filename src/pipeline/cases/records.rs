@@ -12,7 +12,7 @@ use super::readback::Reader;
 use super::{Core, Held, Out, Slot, Src, Unread, lock};
 use crate::cases::escalation::{self, AlertReadError, alert_in, decode_alert};
 use crate::cases::event::decode_event;
-use crate::cases::{Applied, Escalation, Opened, SegmentId, alert_id};
+use crate::cases::{Applied, Escalation, EscalationReason, Opened, SegmentId, alert_id};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::kafka::RenewableProducer;
@@ -242,12 +242,6 @@ impl Shell {
         }
         let esc = repeat?;
         let alert = alert.ok()?;
-        {
-            let c = lock(&self.core);
-            let (product, region) = c.tracker.segment_name(esc.segment);
-            metrics::counter!(m::REPEAT_DETRACTORS_TOTAL, "product" => product.to_string(), "region" => region.to_string())
-                .increment(1);
-        }
         // Sent at once, from the alert at hand and the previous alert's id
         // the tracker remembers with the customer; this alert's offset is
         // held until it is acknowledged.
@@ -371,6 +365,10 @@ impl Shell {
         };
         let record = escalation::build(esc, alert, &product, &region, now);
         self.summary.escalations += 1;
+        if esc.reason == EscalationReason::RepeatDetractor {
+            metrics::counter!(m::REPEAT_DETRACTORS_TOTAL, "product" => product.clone(), "region" => region.clone())
+                .increment(1);
+        }
         metrics::counter!(m::CASE_ESCALATIONS_TOTAL,
             "product" => product,
             "region" => region,
