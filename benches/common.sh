@@ -6,8 +6,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release --quiet --bin nps-stream
-BIN=$PWD/target/release/nps-stream
+# NPS_BIN: measure another build instead (e.g. one made with
+# `--no-default-features`, glibc's malloc instead of jemalloc).
+if [ -z "${NPS_BIN:-}" ]; then
+  cargo build --release --quiet --bin nps-stream
+fi
+BIN=${NPS_BIN:-$PWD/target/release/nps-stream}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }

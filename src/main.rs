@@ -9,6 +9,12 @@ use nps_stream::config::{Cli, Command, Settings};
 use nps_stream::error::Error;
 use nps_stream::{demo, http, send, service, shutdown};
 
+/// jemalloc, which the `jemalloc` feature (on by default) also makes the
+/// C allocator of librdkafka: see Cargo.toml.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -638,11 +638,29 @@ fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Setting
     }
 }
 
-/// Hands the allocator's free pages back to the OS. glibc keeps what the
-/// Kafka clients' fetch queues and the snapshot records freed in its
-/// arenas, so without this the process's RSS stays at its peak, made of
-/// holes, long after the peak is over.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Hands the allocator's free pages back to the OS. The allocator keeps
+/// what the Kafka clients' fetch queues and the snapshot records freed, so
+/// without this the process's RSS stays at its peak, made of holes, long
+/// after the peak is over.
+#[cfg(feature = "jemalloc")]
+fn release_free_memory() {
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a NUL-terminated name, and the purge command reads and
+    // writes no value (null pointers, zero length).
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// As above, with glibc's allocator.
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
 fn release_free_memory() {
     // SAFETY: malloc_trim only walks and trims the allocator's own arenas;
     // it takes their locks and has no preconditions on the caller.
@@ -651,7 +669,10 @@ fn release_free_memory() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(all(
+    not(feature = "jemalloc"),
+    not(all(target_os = "linux", target_env = "gnu"))
+))]
 fn release_free_memory() {}
 
 /// Returns the deliveries still waiting, and whether an offset was freed.
