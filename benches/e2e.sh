@@ -100,7 +100,7 @@ throughput() {
   [ "${BROKER:-tansu}" = tansu ] || { echo "throughput runs on Tansu only" >&2; exit 1; }
   describe
   local load share base rate cpu
-  for load in ordinary storm; do
+  for load in ${LOADS:-ordinary storm}; do
     share=0.20; base=bare
     [ "$load" = storm ] && share=0.64 && base=forward
     start_broker
@@ -120,6 +120,7 @@ throughput() {
       end=$("$PROBE" committed "$brokers" "bench-$load-$r" survey-responses "$N")
       cpu_of "$nps" >>"$work/nps_cpu"
       kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
+      [ -z "${KEEP_LOGS:-}" ] || cp "$work/nps-$load-$r.log" "$KEEP_LOGS/"
       start=$("$PROBE" first-emitted "$brokers" "alerts-$load-$r")
       echo "$N * 1000 / ($end - $start)" | bc -l >>"$work/nps"
       printf '%s round %s: %s %.0f/s, nps-stream %.0f/s\n' "$load" "$r" "$base" \

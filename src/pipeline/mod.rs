@@ -81,6 +81,9 @@ pub const ALERT_ID_HEADER: &str = "nps.alert-id";
 /// Promoter event header: its event_id.
 pub const EVENT_ID_HEADER: &str = "nps.event-id";
 
+/// Records handled in one turn of the loop when they are already fetched.
+const BATCH: usize = 64;
+
 /// Deliveries waiting this long without any acknowledged, brokers
 /// reachable: the producer is replaced (`RenewableProducer::renew_stalled`).
 const STALL: Duration = Duration::from_secs(20);
@@ -301,15 +304,36 @@ pub async fn run(
             Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
             // Polled even when full: the partitions are paused instead
             // (see `Backpressure`), so the group keeps this member.
-            msg = consumer.recv() => match msg {
-                Ok(msg) => {
-                    pipeline.record(&msg, &consumer, &stop).await;
-                    let room = pending_room(&pipeline.core, pipeline.settings.max_pending);
-                    pipeline.backpressure.after_record(&consumer, room);
+            msg = consumer.recv() => {
+                let mut msg = msg;
+                // Then the records already fetched, up to a batch, without
+                // another turn of the loop's other arms (their timers and
+                // channels cost as much as a record's engine work); back to
+                // them as soon as deliveries are behind. A record is taken
+                // from the consumer only to be handled.
+                for taken in 1..=BATCH {
+                    match msg {
+                        Ok(msg) => {
+                            pipeline.record(&msg, &consumer, &stop).await;
+                            let room = pending_room(&pipeline.core, pipeline.settings.max_pending);
+                            pipeline.backpressure.after_record(&consumer, room);
+                            if !room {
+                                break;
+                            }
+                        }
+                        // Client-level errors (brokers down, ...) also reach
+                        // the context's error callback, which logs and
+                        // counts them.
+                        Err(e) => tracing::debug!(error = %e, "consume error"),
+                    }
+                    if taken == BATCH {
+                        break;
+                    }
+                    match consumer.recv().now_or_never() {
+                        Some(next) => msg = next,
+                        None => break,
+                    }
                 }
-                // Client-level errors (brokers down, ...) also reach the
-                // context's error callback, which logs and counts them.
-                Err(e) => tracing::debug!(error = %e, "consume error"),
             },
         }
     }
