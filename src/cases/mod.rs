@@ -287,6 +287,15 @@ impl<O> Tracker<O> {
         self.orphan_count
     }
 
+    /// The handles of `partition`'s events waiting for their alert.
+    pub fn orphans_of(&self, partition: i32) -> impl Iterator<Item = &O> {
+        self.orphans
+            .values()
+            .flatten()
+            .filter(move |o| o.partition == partition)
+            .map(|o| &o.handle)
+    }
+
     /// Open and overdue cases per (segment, priority), zeros included for
     /// what was ever seen (so a gauge goes back to 0).
     pub fn counts(&self) -> impl Iterator<Item = (SegmentId, AlertPriority, Counts)> + '_ {

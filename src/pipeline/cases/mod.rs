@@ -297,7 +297,19 @@ impl Core {
             return None;
         }
         let alerts = self.reflected(Src::Alerts, p)?;
+        // Events waiting for their alert are not in the snapshot: it
+        // starts at the first of them, so they are read again. (Read
+        // during a replay they are not in the ledger: without this, a
+        // revoke while restoring wrote them off, and the next owner opened
+        // their cases again with no contact: 5,346 cases stuck open after
+        // the broker freeze of the 2026-12-03 soak.)
+        let waiting = self
+            .tracker
+            .orphans_of(p)
+            .map(|h| rdkafka::Message::offset(&h.record))
+            .min();
         let events = self.reflected(Src::Events, p)?;
+        let events = waiting.map_or(events, |w| w.min(events));
         let snap = self.tracker.partition_snapshot(p, alerts, events);
         Some(crate::cases::encode_snapshot(&snap))
     }
@@ -635,6 +647,54 @@ mod tests {
         // Another partition's escalation holds nothing here.
         c.escalating[0].partition = 3;
         assert_eq!(committed(&c).0, Some(Offset::Offset(10)));
+    }
+
+    #[test]
+    fn a_snapshot_starts_its_events_at_the_first_one_waiting_for_its_alert() {
+        let settings = Settings::default();
+        let mut c = Core::new(&settings);
+        let event = |alert| crate::cases::EventIn {
+            alert,
+            state: crate::pb::CaseState::Contacted,
+            occurred_at_ms: 1_000,
+            outcome: crate::pb::CaseOutcome::Unspecified,
+        };
+        // Replayed (not live, so not in the ledger): events 0..10 of
+        // partition 2 read, those at 4 and 7 waiting for alerts not read
+        // yet; the alerts read up to 6.
+        for off in [4i64, 7] {
+            let record = OwnedMessage::new(
+                None,
+                None,
+                settings.cases.case_events_topic.clone(),
+                rdkafka::Timestamp::NotAvailable,
+                2,
+                off,
+                None,
+            );
+            let held = Held {
+                record,
+                slot: Arc::new(Mutex::new(Slot::Waiting(crate::pb::CaseState::Contacted))),
+                live: false,
+            };
+            let applied = c
+                .tracker
+                .event(2, &event(u128::from(off as u64) + 1), held, 0);
+            assert!(matches!(applied, crate::cases::Applied::Waiting));
+        }
+        c.next.insert((Src::Events, 2), 10);
+        c.next.insert((Src::Alerts, 2), 6);
+        let snap = |c: &Core| crate::cases::decode_snapshot(&c.snapshot(2).unwrap()).unwrap();
+        let s = snap(&c);
+        assert_eq!((s.alerts_next_offset, s.events_next_offset), (6, 4));
+        // Another partition's waiting events do not hold this one back.
+        c.next.insert((Src::Events, 1), 10);
+        c.next.insert((Src::Alerts, 1), 6);
+        let s = crate::cases::decode_snapshot(&c.snapshot(1).unwrap()).unwrap();
+        assert_eq!(s.events_next_offset, 10);
+        // Once nothing waits, the snapshot reflects every event read.
+        c.tracker.drop_partition(2);
+        assert_eq!(snap(&c).events_next_offset, 10);
     }
 
     #[test]
