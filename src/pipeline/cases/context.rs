@@ -276,7 +276,7 @@ pub(super) fn write_snapshots(
         if c.writes.iter().any(|(q, _)| *q == p) {
             continue;
         }
-        if let Some(bytes) = c.snapshot(p) {
+        if let Some(bytes) = c.snapshot_to_write(p) {
             match store.write(p, &bytes) {
                 Ok(f) => c.writes.push((p, f)),
                 Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),

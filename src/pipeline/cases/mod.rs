@@ -9,9 +9,11 @@
 //! refused event's dead letter), and an event waiting for its alert holds
 //! back its partition's offsets until it is applied or dead-lettered.
 //! Escalations that fall due are not tied to a record: a partition's
-//! snapshot waits until its escalations are acknowledged, so a restored
-//! snapshot never marks an unsent escalation as sent (after a crash one may
-//! be sent again, with the same escalation_id).
+//! snapshot is written only once the escalations on their way when it was
+//! taken are acknowledged (`snapshot`), so a restored snapshot never marks
+//! an unsent escalation as sent (after a crash one may be sent again, with
+//! the same escalation_id). Case events far ahead of their alerts stop
+//! until the alerts catch up (`brake`).
 //!
 //! State: per alerts partition, a `CasesPartitionSnapshot` on the state
 //! topic (key `<alerts topic>/<partition>`), restored on assignment; the
@@ -41,11 +43,13 @@ use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 
+mod brake;
 mod context;
 mod outage;
 mod readback;
 mod records;
 mod setup;
+mod snapshot;
 mod watermark;
 
 use context::CasesCtx;
@@ -120,6 +124,9 @@ impl Unread {
 /// `Unread::holds`).
 struct Escalating {
     partition: i32,
+    /// The case and level it escalates (what a snapshot waits for).
+    alert: crate::cases::AlertKey,
+    level: u8,
     delivery: Delivery,
     holds: Option<(Src, i64)>,
 }
@@ -148,6 +155,9 @@ struct Core {
     unread: Vec<Unread>,
     /// Snapshot writes not acknowledged yet.
     writes: Vec<(i32, DeliveryFuture)>,
+    /// Snapshots taken while escalations of their partition were on
+    /// their way, waiting for those to be delivered (`snapshot`).
+    captured: BTreeMap<i32, snapshot::Captured>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
     /// Partitions restored from a snapshot, fetching from before it:
@@ -230,6 +240,7 @@ impl Core {
             .retain(|u| !partitions.contains(&u.esc.partition));
         self.escalating
             .retain(|e| !partitions.contains(&e.partition));
+        self.captured.retain(|p, _| !partitions.contains(p));
     }
 
     fn new(settings: &Settings) -> Core {
@@ -244,16 +255,11 @@ impl Core {
             escalating: Vec::new(),
             unread: Vec::new(),
             writes: Vec::new(),
+            captured: BTreeMap::new(),
             stopped: false,
             realign: BTreeMap::new(),
             further_back: BTreeSet::new(),
         }
-    }
-
-    /// Whether escalations of alerts partition `p` are still on their way.
-    fn escalations_pending(&self, p: i32) -> bool {
-        self.escalating.iter().any(|e| e.partition == p)
-            || self.unread.iter().any(|u| u.esc.partition == p)
     }
 
     /// The first offset of (topic, partition) an undelivered escalation
@@ -275,43 +281,6 @@ impl Core {
             .filter(|(s, _)| *s == src)
             .map(|(_, o)| o)
             .min()
-    }
-
-    /// The offset of (topic, partition) the tracker's state reflects
-    /// everything before, as far as is delivered.
-    fn reflected(&self, src: Src, p: i32) -> Option<i64> {
-        let ledger = &self.ledgers[src as usize];
-        if ledger.idle(p) {
-            self.next.get(&(src, p)).copied()
-        } else {
-            ledger
-                .committable(Some(&[p]), true)
-                .first()
-                .map(|(_, o)| *o)
-        }
-    }
-
-    /// The snapshot of `p`, when its escalations are all delivered.
-    fn snapshot(&self, p: i32) -> Option<Vec<u8>> {
-        if self.escalations_pending(p) {
-            return None;
-        }
-        let alerts = self.reflected(Src::Alerts, p)?;
-        // Events waiting for their alert are not in the snapshot: it
-        // starts at the first of them, so they are read again. (Read
-        // during a replay they are not in the ledger: without this, a
-        // revoke while restoring wrote them off, and the next owner opened
-        // their cases again with no contact: 5,346 cases stuck open after
-        // the broker freeze of the 2026-12-03 soak.)
-        let waiting = self
-            .tracker
-            .orphans_of(p)
-            .map(|h| rdkafka::Message::offset(&h.record))
-            .min();
-        let events = self.reflected(Src::Events, p)?;
-        let events = waiting.map_or(events, |w| w.min(events));
-        let snap = self.tracker.partition_snapshot(p, alerts, events);
-        Some(crate::cases::encode_snapshot(&snap))
     }
 
     /// Done offsets of both topics, as Kafka wants them.
@@ -465,6 +434,7 @@ pub async fn run(
         reading: false,
         health,
         paused: false,
+        braked: BTreeSet::new(),
         backpressure: crate::pipeline::Backpressure::new("case tracker"),
         gauges: BTreeSet::new(),
         view,
@@ -506,6 +476,7 @@ pub async fn run(
                     shell.record(&msg, &stop).await;
                     let room = room(&shell.core);
                     shell.backpressure.after_record(&consumer, room);
+                    shell.brake_events(&consumer, false);
                 }
                 Err(e) => tracing::debug!(error = %e, "case tracker consume error"),
             },
@@ -584,6 +555,36 @@ impl records::Shell {
 mod tests {
     use super::*;
 
+    /// A level-1 escalation of a late contact.
+    pub(super) fn escalation(alert: u128, partition: i32) -> Escalation {
+        Escalation {
+            alert,
+            level: 1,
+            reason: crate::cases::EscalationReason::ContactSlaMissed,
+            previous: None,
+            segment: crate::cases::SegmentId(0),
+            priority: crate::pb::AlertPriority::High,
+            opened_at_ms: 0,
+            due_at_ms: 1,
+            state: crate::pb::CaseState::Contacted,
+            partition,
+            alert_offset: 3,
+        }
+    }
+
+    /// An escalation handed to the producer, not delivered yet.
+    pub(super) fn sent() -> Delivery {
+        Delivery::Retry(OwnedMessage::new(
+            None,
+            None,
+            "nps-case-escalations".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        ))
+    }
+
     #[test]
     fn a_late_contact_s_escalation_holds_its_event_back_from_the_commit() {
         let settings = Settings::default();
@@ -595,19 +596,7 @@ mod tests {
         for l in &mut c.ledgers {
             l.drain(|_| Step::Done);
         }
-        let esc = Escalation {
-            alert: 7,
-            level: 1,
-            reason: crate::cases::EscalationReason::ContactSlaMissed,
-            previous: None,
-            segment: crate::cases::SegmentId(0),
-            priority: crate::pb::AlertPriority::High,
-            opened_at_ms: 0,
-            due_at_ms: 1,
-            state: crate::pb::CaseState::Contacted,
-            partition: 2,
-            alert_offset: 3,
-        };
+        let esc = escalation(7, 2);
         let committed = |c: &Core| {
             let tpl = c.offsets(&settings, None);
             let at = |topic: &str| tpl.find_partition(topic, 2).map(|e| e.offset());
@@ -629,72 +618,17 @@ mod tests {
         );
         // Read back and on its way: still held.
         let u = c.unread.pop().unwrap();
-        let msg = rdkafka::message::OwnedMessage::new(
-            None,
-            None,
-            "nps-case-escalations".into(),
-            rdkafka::Timestamp::NotAvailable,
-            0,
-            0,
-            None,
-        );
         c.escalating.push(Escalating {
             partition: 2,
-            delivery: Delivery::Retry(msg),
+            alert: u.esc.alert,
+            level: u.esc.level,
+            delivery: sent(),
             holds: u.holds,
         });
         assert_eq!(committed(&c).0, Some(Offset::Offset(6)));
         // Another partition's escalation holds nothing here.
         c.escalating[0].partition = 3;
         assert_eq!(committed(&c).0, Some(Offset::Offset(10)));
-    }
-
-    #[test]
-    fn a_snapshot_starts_its_events_at_the_first_one_waiting_for_its_alert() {
-        let settings = Settings::default();
-        let mut c = Core::new(&settings);
-        let event = |alert| crate::cases::EventIn {
-            alert,
-            state: crate::pb::CaseState::Contacted,
-            occurred_at_ms: 1_000,
-            outcome: crate::pb::CaseOutcome::Unspecified,
-        };
-        // Replayed (not live, so not in the ledger): events 0..10 of
-        // partition 2 read, those at 4 and 7 waiting for alerts not read
-        // yet; the alerts read up to 6.
-        for off in [4i64, 7] {
-            let record = OwnedMessage::new(
-                None,
-                None,
-                settings.cases.case_events_topic.clone(),
-                rdkafka::Timestamp::NotAvailable,
-                2,
-                off,
-                None,
-            );
-            let held = Held {
-                record,
-                slot: Arc::new(Mutex::new(Slot::Waiting(crate::pb::CaseState::Contacted))),
-                live: false,
-            };
-            let applied = c
-                .tracker
-                .event(2, &event(u128::from(off as u64) + 1), held, 0);
-            assert!(matches!(applied, crate::cases::Applied::Waiting));
-        }
-        c.next.insert((Src::Events, 2), 10);
-        c.next.insert((Src::Alerts, 2), 6);
-        let snap = |c: &Core| crate::cases::decode_snapshot(&c.snapshot(2).unwrap()).unwrap();
-        let s = snap(&c);
-        assert_eq!((s.alerts_next_offset, s.events_next_offset), (6, 4));
-        // Another partition's waiting events do not hold this one back.
-        c.next.insert((Src::Events, 1), 10);
-        c.next.insert((Src::Alerts, 1), 6);
-        let s = crate::cases::decode_snapshot(&c.snapshot(1).unwrap()).unwrap();
-        assert_eq!(s.events_next_offset, 10);
-        // Once nothing waits, the snapshot reflects every event read.
-        c.tracker.drop_partition(2);
-        assert_eq!(snap(&c).events_next_offset, 10);
     }
 
     #[test]

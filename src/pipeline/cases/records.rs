@@ -51,6 +51,8 @@ pub(super) struct Shell {
     /// they are gone, as the main one does).
     pub(super) health: Arc<crate::kafka::Health>,
     pub(super) paused: bool,
+    /// Partitions whose case events are held back (`brake`).
+    pub(super) braked: BTreeSet<i32>,
     /// Fetching paused while `MAX_PENDING` records wait (see `room`).
     pub(super) backpressure: crate::pipeline::Backpressure,
     /// Label sets of the open/overdue gauges set last time (to zero those
@@ -448,6 +450,7 @@ impl Shell {
         let now = self.clock.now_ms();
         self.realign(consumer);
         self.caught_up(consumer);
+        self.brake_events(consumer, true);
         // Orphans wait for the alerts read so far, escalations for the case
         // events (`watermark`).
         let alerts_read = self.read_up_to(consumer, Src::Alerts, now);
@@ -610,6 +613,8 @@ impl Shell {
             };
             lock(&self.core).escalating.push(super::Escalating {
                 partition: esc.partition,
+                alert: esc.alert,
+                level: esc.level,
                 delivery: d,
                 holds: u.holds,
             });
