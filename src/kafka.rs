@@ -540,6 +540,16 @@ pub(crate) fn cached_log_end<C: rdkafka::ClientContext>(
     topic: &str,
     partition: i32,
 ) -> Option<i64> {
+    cached_watermarks(client, topic, partition).map(|(_, high)| high)
+}
+
+/// The start and end of `partition`'s log as librdkafka last heard them
+/// (see `cached_log_end`); the start is -1 when no answer told it.
+pub(crate) fn cached_watermarks<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client's handle lives as long as the borrow; librdkafka
@@ -555,7 +565,7 @@ pub(crate) fn cached_log_end<C: rdkafka::ClientContext>(
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+        .then_some((low, high))
 }
 
 /// The producer of alerts and dead letters, renewable: an idempotent

@@ -136,6 +136,22 @@ impl OutageGuard {
         self.paused_partitions.clear();
         self.told_missing = false;
         tracing::info!(topic, "fetching resumed");
+        // The others fetch again from their next record (`refetch`).
+        for e in assignment.elements() {
+            let p = e.partition();
+            if lost.contains(&p) {
+                continue;
+            }
+            let Some(next) = lock(core).next.get(&p).copied() else {
+                continue;
+            };
+            let realign = super::refetch(consumer, topic, p, next);
+            let mut c = lock(core);
+            match realign {
+                Some(r) => c.realign.insert(p, r),
+                None => c.realign.remove(&p),
+            };
+        }
         for p in lost {
             seek_to_reset_point(consumer, settings, p);
         }

@@ -96,8 +96,9 @@ impl Shell {
         // resumes the whole assignment when it lets go).
         if !self.backpressure.held() {
             let resume = list(&mut self.braked.difference(&want));
-            if resume.count() > 0 {
-                let _ = consumer.resume(&resume);
+            if resume.count() > 0 && consumer.resume(&resume).is_ok() {
+                let again = self.braked.difference(&want).map(|p| (Src::Events, *p));
+                self.refetch(consumer, again.collect());
             }
         }
         if want.is_empty() != self.braked.is_empty() {
@@ -115,6 +116,38 @@ impl Shell {
             }
         }
         self.braked = want;
+    }
+}
+
+impl Shell {
+    /// After a resume: `keys` fetch again from their next record
+    /// (`crate::pipeline::refetch`).
+    pub(super) fn refetch(&self, consumer: &StreamConsumer<CasesCtx>, keys: Vec<(Src, i32)>) {
+        for (src, p) in keys {
+            let topic = match src {
+                Src::Alerts => &self.settings.alerts_topic,
+                Src::Events => &self.settings.cases.case_events_topic,
+            };
+            let Some(next) = lock(&self.core).next.get(&(src, p)).copied() else {
+                continue;
+            };
+            let realign = crate::pipeline::refetch(consumer, topic, p, next);
+            let mut c = lock(&self.core);
+            match realign {
+                Some(r) => c.realign.insert((src, p), r),
+                None => c.realign.remove(&(src, p)),
+            };
+        }
+    }
+
+    /// `refetch` for both topics of every assigned partition.
+    pub(super) fn refetch_all(&self, consumer: &StreamConsumer<CasesCtx>) {
+        let keys = lock(&self.core)
+            .assigned
+            .iter()
+            .flat_map(|&p| [(Src::Alerts, p), (Src::Events, p)])
+            .collect();
+        self.refetch(consumer, keys);
     }
 }
 

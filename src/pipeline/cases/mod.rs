@@ -464,6 +464,9 @@ pub async fn run(
                 if held {
                     let room = room(&shell.core);
                     shell.backpressure.release(&consumer, room, shell.paused);
+                    if !shell.backpressure.held() && !shell.paused {
+                        shell.refetch_all(&consumer);
+                    }
                 }
             }
             _ = snapshot_tick.tick() => shell.snapshots(),

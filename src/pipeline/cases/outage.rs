@@ -53,6 +53,7 @@ impl Shell {
         self.reset_beyond_end(consumer, &assignment);
         if consumer.resume(&assignment).is_ok() {
             self.paused = false;
+            self.refetch_all(consumer);
             tracing::info!("case tracker: brokers reachable, fetching resumed");
         }
         !self.paused
