@@ -45,6 +45,7 @@ mod ledger;
 use crate::events::{self, Event};
 use ledger::{Ledger, Step};
 pub mod cases;
+mod memory;
 mod outage;
 pub(crate) mod produce;
 mod publish;
@@ -56,6 +57,7 @@ mod startup;
 pub(crate) use backpressure::Backpressure;
 pub(crate) use backpressure::refetch;
 use commit::*;
+pub(crate) use memory::release_free_memory;
 use outage::*;
 use produce::*;
 use publish::*;
@@ -681,49 +683,6 @@ fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Setting
         tracing::warn!("shutdown snapshots not acknowledged in time");
     }
 }
-
-/// Hands the allocator's free pages back to the OS. The allocator keeps
-/// what the Kafka clients' fetch queues and the snapshot records freed, so
-/// without this the process's RSS stays at its peak, made of holes, long
-/// after the peak is over.
-#[cfg(feature = "jemalloc")]
-fn release_free_memory() {
-    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages.
-    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
-    // SAFETY: a NUL-terminated name, and the purge command reads and
-    // writes no value (null pointers, zero length).
-    let status = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            PURGE_ALL.as_ptr().cast(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if status != 0 {
-        tracing::debug!(
-            status,
-            "jemalloc purge refused; free pages stay with the allocator"
-        );
-    }
-}
-
-/// As above, with glibc's allocator.
-#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks and trims the allocator's own arenas;
-    // it takes their locks and has no preconditions on the caller.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(all(
-    not(feature = "jemalloc"),
-    not(all(target_os = "linux", target_env = "gnu"))
-))]
-fn release_free_memory() {}
 
 /// Returns the deliveries still waiting, and whether an offset was freed.
 fn acknowledge(

@@ -278,7 +278,10 @@ pub(super) fn write_snapshots(
         }
         if let Some(bytes) = c.snapshot_to_write(p) {
             match store.write(p, &bytes) {
-                Ok(f) => c.writes.push((p, f)),
+                Ok(f) => {
+                    c.writes.push((p, f));
+                    c.purge = true;
+                }
                 Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
             }
         }

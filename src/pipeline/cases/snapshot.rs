@@ -209,4 +209,23 @@ mod tests {
         c.forget(&[2]);
         assert!(c.captured.is_empty());
     }
+
+    #[test]
+    fn the_allocator_gives_pages_back_once_a_round_of_writes_is_acknowledged() {
+        let mut c = Core::new(&Settings::default());
+        assert!(!c.take_purge(), "nothing written");
+        c.purge = true;
+        // A write queued on a producer with no broker: never acknowledged.
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .unwrap();
+        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to("state").payload(&[1u8][..]);
+        let write = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+        c.writes.push((2, write));
+        assert!(!c.take_purge(), "a write still on its way");
+        c.writes.clear();
+        assert!(c.take_purge());
+        assert!(!c.take_purge(), "once per round");
+    }
 }
