@@ -101,7 +101,10 @@ def main():
         # windows: right after the page renders a poll, the API is asked
         # the same query; kept when it answers from the same refresh.
         base = url.rstrip("/")
-        for _ in range(30):
+        # On a loaded machine (CI building and testing on the same two
+        # cores) a round trip can outlast a refresh many times in a row:
+        # 30 tries were not always enough (2026-12-03).
+        for _ in range(120):
             seen = state(driver)["rows_ms"]
             now = wait(driver, lambda s: s["rows_ms"] != seen, "a new poll")
             api = json.load(urllib.request.urlopen(f"{base}/api/v1/segments?{now['query']}"))
