@@ -400,23 +400,8 @@ impl Pipeline {
             self.backpressure.release(consumer, room, self.guard.paused);
             if !self.backpressure.held() && !self.guard.paused {
                 let owned: Vec<i32> = lock(&self.core).owned.iter().copied().collect();
-                self.refetch(consumer, &owned);
+                outage::refetch_partitions(consumer, &self.core, &self.settings.input_topic, owned);
             }
-        }
-    }
-
-    /// After a resume: `ps` fetch again from their next record (`refetch`).
-    fn refetch(&self, consumer: &StreamConsumer<ConsumerCtx>, ps: &[i32]) {
-        for &p in ps {
-            let Some(next) = lock(&self.core).next.get(&p).copied() else {
-                continue;
-            };
-            let realign = refetch(consumer, &self.settings.input_topic, p, next);
-            let mut c = lock(&self.core);
-            match realign {
-                Some(r) => c.realign.insert(p, r),
-                None => c.realign.remove(&p),
-            };
         }
     }
 

@@ -136,22 +136,14 @@ impl OutageGuard {
         self.paused_partitions.clear();
         self.told_missing = false;
         tracing::info!(topic, "fetching resumed");
-        // The others fetch again from their next record (`refetch`).
-        for e in assignment.elements() {
-            let p = e.partition();
-            if lost.contains(&p) {
-                continue;
-            }
-            let Some(next) = lock(core).next.get(&p).copied() else {
-                continue;
-            };
-            let realign = super::refetch(consumer, topic, p, next);
-            let mut c = lock(core);
-            match realign {
-                Some(r) => c.realign.insert(p, r),
-                None => c.realign.remove(&p),
-            };
-        }
+        // The others fetch again from their next record.
+        let kept: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .filter(|p| !lost.contains(p))
+            .collect();
+        refetch_partitions(consumer, core, topic, kept);
         for p in lost {
             seek_to_reset_point(consumer, settings, p);
         }
@@ -222,6 +214,27 @@ impl OutageGuard {
             }
             Err(e) => tracing::debug!(error = %e, "pausing fetches failed; retrying"),
         }
+    }
+}
+
+/// After a resume: partitions `ps` fetch again from their next record,
+/// realigning past what was handled (`super::refetch`).
+pub(super) fn refetch_partitions(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    core: &Mutex<Core>,
+    topic: &str,
+    ps: impl IntoIterator<Item = i32>,
+) {
+    for p in ps {
+        let Some(next) = lock(core).next.get(&p).copied() else {
+            continue;
+        };
+        let realign = super::refetch(consumer, topic, p, next);
+        let mut c = lock(core);
+        match realign {
+            Some(r) => c.realign.insert(p, r),
+            None => c.realign.remove(&p),
+        };
     }
 }
 

@@ -95,10 +95,10 @@ impl Shell {
         // A resume while backpressure holds everything would undo it (it
         // resumes the whole assignment when it lets go).
         if !self.backpressure.held() {
-            let resume = list(&mut self.braked.difference(&want));
+            let let_go: Vec<i32> = self.braked.difference(&want).copied().collect();
+            let resume = list(&mut let_go.iter());
             if resume.count() > 0 && consumer.resume(&resume).is_ok() {
-                let again = self.braked.difference(&want).map(|p| (Src::Events, *p));
-                self.refetch(consumer, again.collect());
+                self.refetch(consumer, let_go.iter().map(|p| (Src::Events, *p)).collect());
             }
         }
         if want.is_empty() != self.braked.is_empty() {
@@ -117,9 +117,7 @@ impl Shell {
         }
         self.braked = want;
     }
-}
 
-impl Shell {
     /// After a resume: `keys` fetch again from their next record
     /// (`crate::pipeline::refetch`).
     pub(super) fn refetch(&self, consumer: &StreamConsumer<CasesCtx>, keys: Vec<(Src, i32)>) {

@@ -213,9 +213,11 @@ impl Core {
 
     /// Whether the snapshot writes of a round are all acknowledged since
     /// the last call: their records (megabytes each) are freed, and the
-    /// allocator should give the pages back. Without it, jemalloc keeps
-    /// them for its 10 s decay, and the 2026-12-03 soak's RSS swung by
-    /// 15 MB (-16...+17%) with each 10 s round.
+    /// allocator should give the pages back rather than keep them for its
+    /// 10 s decay, as the pipeline does after its rounds. (It did not
+    /// remove the 15 MB swing of RSS with each 10 s round in the
+    /// 2026-12-03 soaks: that is live memory of the round itself; see
+    /// docs/reliability.md, "Eighth session".)
     fn take_purge(&mut self) -> bool {
         let due = self.purge && self.writes.is_empty();
         if due {
