@@ -257,9 +257,23 @@ impl CasesCtx {
     }
 }
 
+/// Sends partition `p`'s snapshot to the state topic; `Core::writes`
+/// follows its delivery.
+pub(super) fn write_snapshot(c: &mut Core, store: &StateStore, p: i32, bytes: &[u8]) {
+    match store.write(p, bytes) {
+        Ok(f) => {
+            c.writes.push((p, f));
+            c.purge = true;
+        }
+        Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
+    }
+}
+
 /// Writes the snapshot of each partition (of `partitions`, or every
-/// assigned one) whose escalations are delivered; waits for the writes
-/// until `deadline` (not at all when it has passed).
+/// assigned one) whose escalations are delivered, all at once (a revoke,
+/// a stop; the periodic rounds go one partition at a time,
+/// `Core::next_in_round`); waits for the writes until `deadline` (not at
+/// all when it has passed).
 pub(super) fn write_snapshots(
     core: &Mutex<Core>,
     store: &StateStore,
@@ -277,13 +291,7 @@ pub(super) fn write_snapshots(
             continue;
         }
         if let Some(bytes) = c.snapshot_to_write(p) {
-            match store.write(p, &bytes) {
-                Ok(f) => {
-                    c.writes.push((p, f));
-                    c.purge = true;
-                }
-                Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
-            }
+            write_snapshot(&mut c, store, p, &bytes);
         }
     }
     drop(c);

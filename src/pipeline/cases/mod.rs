@@ -161,6 +161,9 @@ struct Core {
     /// Snapshots taken while escalations of their partition were on
     /// their way, waiting for those to be delivered (`snapshot`).
     captured: BTreeMap<i32, snapshot::Captured>,
+    /// Partitions still to snapshot in this round, written one at a time
+    /// (`snapshot::next_in_round`).
+    round: BTreeSet<i32>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
     /// Partitions restored from a snapshot, fetching from before it:
@@ -211,13 +214,10 @@ impl Core {
         });
     }
 
-    /// Whether the snapshot writes of a round are all acknowledged since
-    /// the last call: their records (megabytes each) are freed, and the
-    /// allocator should give the pages back rather than keep them for its
-    /// 10 s decay, as the pipeline does after its rounds. (It did not
-    /// remove the 15 MB swing of RSS with each 10 s round in the
-    /// 2026-12-03 soaks: that is live memory of the round itself; see
-    /// docs/reliability.md, "Eighth session".)
+    /// Whether the snapshot writes are all acknowledged since the last
+    /// call: their records (megabytes each) are freed, and the allocator
+    /// should give the pages back rather than keep them for its 10 s
+    /// decay, as the pipeline does after its rounds.
     fn take_purge(&mut self) -> bool {
         let due = self.purge && self.writes.is_empty();
         if due {
@@ -259,6 +259,7 @@ impl Core {
         self.escalating
             .retain(|e| !partitions.contains(&e.partition));
         self.captured.retain(|p, _| !partitions.contains(p));
+        self.round.retain(|p| !partitions.contains(p));
     }
 
     fn new(settings: &Settings) -> Core {
@@ -275,6 +276,7 @@ impl Core {
             writes: Vec::new(),
             purge: false,
             captured: BTreeMap::new(),
+            round: BTreeSet::new(),
             stopped: false,
             realign: BTreeMap::new(),
             further_back: BTreeSet::new(),
@@ -482,6 +484,9 @@ pub async fn run(
                 let purge = {
                     let mut c = lock(&shell.core);
                     c.drain(&shell.producer, held);
+                    if let Some((p, bytes)) = c.next_in_round() {
+                        context::write_snapshot(&mut c, &shell.store, p, &bytes);
+                    }
                     c.take_purge()
                 };
                 if purge {

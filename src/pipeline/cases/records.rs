@@ -622,10 +622,10 @@ impl Shell {
         lock(&self.core).unread.extend(keep);
     }
 
-    /// Every `--snapshot-interval`: each partition whose escalations are
-    /// delivered.
+    /// Every `--snapshot-interval`: a round of every partition's
+    /// snapshot, written one at a time from the acknowledgement tick.
     pub(super) fn snapshots(&self) {
-        super::context::write_snapshots(&self.core, &self.store, None, Instant::now());
+        lock(&self.core).start_round();
     }
 
     /// The gauges from the tracker.
