@@ -278,6 +278,7 @@ pub async fn run(
         handler,
         commits,
         committing: false,
+        early: EarlyCommit::new(Instant::now()),
         stats: Counters::default(),
         guard: OutageGuard::default(),
         backpressure: Backpressure::new("pipeline"),
@@ -301,6 +302,7 @@ pub async fn run(
             _ = ack_tick.tick() => {
                 pipeline.acknowledge();
                 pipeline.release(&consumer);
+                pipeline.commit_early(&consumer);
             }
             _ = snapshot_tick.tick() => pipeline.snapshots_due(),
             _ = refresh.tick() => pipeline.refresh(&mut consumer),
@@ -337,6 +339,7 @@ pub async fn run(
                         None => break,
                     }
                 }
+                pipeline.early.records(Instant::now());
             },
         }
     }
@@ -366,6 +369,8 @@ struct Pipeline {
     commits: tokio::sync::mpsc::UnboundedSender<CommitOutcome>,
     /// A periodic commit is on its way: no second one before its answer.
     committing: bool,
+    /// When to commit before the one-second tick.
+    early: EarlyCommit,
     stats: Counters,
     guard: OutageGuard,
     /// Fetching paused while `max_pending` records wait for deliveries.
@@ -389,6 +394,9 @@ impl Pipeline {
         // Progress: nothing waiting, an offset freed, or fewer waiting.
         if in_flight == 0 || moved || in_flight < self.in_flight {
             self.progress = Instant::now();
+        }
+        if moved {
+            self.early.freed();
         }
         self.in_flight = in_flight;
     }
@@ -447,13 +455,31 @@ impl Pipeline {
         let s = &self.settings;
         rewind_beyond_end(&self.core, consumer, &self.store, &self.health, s);
         caught_up(&self.core, consumer, &self.health, &s.input_topic);
-        // Not while cut off: the group may be gone when the brokers come
-        // back, and its offsets with it.
-        if !self.guard.paused && !self.committing {
-            self.committing =
-                start_commit(consumer, &s.input_topic, &lock(&self.core), &self.commits);
-        }
+        self.start_commit(consumer);
         self.publish();
+    }
+
+    /// Starts a commit on its thread, unless one is on its way or the
+    /// brokers are cut off (the group may be gone when they come back, and
+    /// its offsets with it).
+    fn start_commit(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
+        if !self.guard.paused && !self.committing {
+            self.committing = start_commit(
+                consumer,
+                &self.settings.input_topic,
+                &lock(&self.core),
+                &self.commits,
+            );
+            self.early.started(Instant::now());
+        }
+    }
+
+    /// Commits before the one-second tick once reading is quiet and every
+    /// delivery is acknowledged (`EarlyCommit`).
+    fn commit_early(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
+        if self.early.due(Instant::now(), self.in_flight) {
+            self.start_commit(consumer);
+        }
     }
 
     /// False for a record the partition's snapshot already holds (and
