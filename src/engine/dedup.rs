@@ -51,6 +51,23 @@ pub(crate) struct Version {
     pub withdrawn: bool,
 }
 
+impl Version {
+    /// As a snapshot keeps it, naming its segment by `segment`.
+    pub(crate) fn to_proto(self, segment: u32) -> pb::VersionRecord {
+        pb::VersionRecord {
+            content: self.content,
+            comment: u32::from(self.comment),
+            score: u32::from(self.score),
+            updated_at_ms: self.updated_ms,
+            t_ms: self.t_ms,
+            segment,
+            weight: self.weight,
+            alerts: u32::from(self.alerts),
+            withdrawn: self.withdrawn,
+        }
+    }
+}
+
 /// A chunk takes ids first seen within this many ms of its first (24 bits
 /// of ms, ~4.7 h); a slower trickle closes it short.
 const SPAN_MS: i64 = 1 << 24;
@@ -333,7 +350,7 @@ impl Dedup {
     }
 
     /// Every remembered id, oldest first: (id, first sight, version).
-    fn iter(&self) -> impl Iterator<Item = (u64, i64, Version)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, i64, Version)> + '_ {
         self.ring
             .iter()
             .map(move |(_, e, seen)| (e.id, seen, e.version(seen, self.time)))
@@ -346,17 +363,7 @@ impl Dedup {
         for (id, seen, v) in self.iter() {
             s.id_hashes.push(id);
             s.seen_at_ms.push(seen);
-            s.versions.push(pb::VersionRecord {
-                content: v.content,
-                comment: u32::from(v.comment),
-                score: u32::from(v.score),
-                updated_at_ms: v.updated_ms,
-                t_ms: v.t_ms,
-                segment: name(v.key),
-                weight: v.weight,
-                alerts: u32::from(v.alerts),
-                withdrawn: v.withdrawn,
-            });
+            s.versions.push(v.to_proto(name(v.key)));
         }
         s
     }

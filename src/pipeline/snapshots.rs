@@ -82,9 +82,12 @@ impl Core {
         }
     }
 
-    /// Takes the next due periodic snapshot once nothing is staged.
+    /// Takes the next due periodic snapshot once nothing is staged and the
+    /// last write is acknowledged: one partition's record (megabytes, and
+    /// librdkafka's copy of it until delivered) at a time.
     pub(super) fn stage_due(&mut self, topic: &str) {
         while self.staged.is_empty()
+            && self.writes.is_empty()
             && let Some(p) = self.due.pop_first()
         {
             self.take_snapshots(topic, Some(&[p]));

@@ -326,6 +326,15 @@ proptest! {
                 partitions: vec![part],
             };
             prop_assert_eq!(snapshot::decode(&bytes).unwrap(), want);
+            // The dedup entries written straight into the record are the
+            // message's bytes.
+            if let Some(part) = e.partitions.get(&p) {
+                let mut direct = Vec::new();
+                e.encode_dedup(part, 3, &mut direct);
+                let mut tree = Vec::new();
+                prost::encoding::message::encode(3, &e.dedup_proto(part), &mut tree);
+                prop_assert_eq!(direct, tree);
+            }
         }
     }
 
