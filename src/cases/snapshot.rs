@@ -168,15 +168,26 @@ pub const CASES_FORMAT_VERSION: u32 = 3;
 const OLDEST_READ: u32 = 2;
 
 /// Wraps a partition's snapshot in the versioned, checksummed envelope.
+///
+/// Written in one buffer of the exact size, the body first: protobuf
+/// fields may come in any order, and the checksum is known only once the
+/// body is written. (Encoding the body, then the envelope around a copy of
+/// it, held the snapshot three times at once: megabytes a partition in the
+/// soak.)
 pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
     use prost::Message;
-    let body = snap.encode_to_vec();
-    pb::SnapshotEnvelope {
-        format_version: CASES_FORMAT_VERSION,
-        crc32: crc32fast::hash(&body),
-        body,
-    }
-    .encode_to_vec()
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let len = snap.encoded_len();
+    // Body's key and length, body, version (key + varint), checksum.
+    let mut buf = Vec::with_capacity(key_len(2) + encoded_len_varint(len as u64) + len + 16);
+    encode_key(2, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    let start = buf.len();
+    snap.encode_raw(&mut buf);
+    let crc = crc32fast::hash(&buf[start..]);
+    prost::encoding::uint32::encode(1, &CASES_FORMAT_VERSION, &mut buf);
+    prost::encoding::fixed32::encode(3, &crc, &mut buf);
+    buf
 }
 
 /// Opens an envelope written by `encode_snapshot`.
