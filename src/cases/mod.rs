@@ -51,7 +51,7 @@ mod types;
 use config::ms;
 pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
 use customers::Last;
-pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot};
+pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot, encode_snapshot_into};
 pub use types::*;
 
 /// One case: 64 bytes, no strings (the `Tracker` doc says where the rest

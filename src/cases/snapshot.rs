@@ -175,19 +175,27 @@ const OLDEST_READ: u32 = 2;
 /// it, held the snapshot three times at once: megabytes a partition in the
 /// soak.)
 pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode_snapshot_into(snap, &mut buf);
+    buf
+}
+
+/// `encode_snapshot` into `buf` (cleared first), whose memory a caller may
+/// keep from one snapshot to the next.
+pub fn encode_snapshot_into(snap: &pb::CasesPartitionSnapshot, buf: &mut Vec<u8>) {
     use prost::Message;
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
     let len = snap.encoded_len();
+    buf.clear();
     // Body's key and length, body, version (key + varint), checksum.
-    let mut buf = Vec::with_capacity(key_len(2) + encoded_len_varint(len as u64) + len + 16);
-    encode_key(2, WireType::LengthDelimited, &mut buf);
-    encode_varint(len as u64, &mut buf);
+    buf.reserve_exact(key_len(2) + encoded_len_varint(len as u64) + len + 16);
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
     let start = buf.len();
-    snap.encode_raw(&mut buf);
+    snap.encode_raw(buf);
     let crc = crc32fast::hash(&buf[start..]);
-    prost::encoding::uint32::encode(1, &CASES_FORMAT_VERSION, &mut buf);
-    prost::encoding::fixed32::encode(3, &crc, &mut buf);
-    buf
+    prost::encoding::uint32::encode(1, &CASES_FORMAT_VERSION, buf);
+    prost::encoding::fixed32::encode(3, &crc, buf);
 }
 
 /// Opens an envelope written by `encode_snapshot`.

@@ -228,26 +228,41 @@ impl Engine {
         source_topic: &str,
         next_offset: i64,
     ) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.partition_state_record_into(partition, source_topic, next_offset, &mut buf);
+        buf
+    }
+
+    /// `partition_state_record` written into `buf` (cleared first), whose
+    /// memory a caller may keep from one record to the next.
+    pub fn partition_state_record_into(
+        &self,
+        partition: i32,
+        source_topic: &str,
+        next_offset: i64,
+        buf: &mut Vec<u8>,
+    ) {
         use prost::encoding::{WireType, encode_key, encode_varint, message};
         // Envelope key + body length + EngineSnapshot.partitions key + length.
         const ROOM: usize = 2 * (1 + 10);
-        let mut buf = vec![0u8; ROOM];
+        buf.clear();
+        buf.resize(ROOM, 0);
         // PartitionSnapshot: segments, partition, dedup, source topic, offset.
         if let Some(part) = self.partitions.get(&partition) {
             for (product, region, seg) in self.named_segments(part) {
-                message::encode(2, &seg.to_proto(&self.layout, product, region), &mut buf);
+                message::encode(2, &seg.to_proto(&self.layout, product, region), buf);
             }
-            self.encode_dedup(part, 3, &mut buf);
+            self.encode_dedup(part, 3, buf);
         }
-        prost::encoding::int32::encode(1, &partition, &mut buf);
-        prost::encoding::string::encode(4, &source_topic.to_string(), &mut buf);
-        prost::encoding::int64::encode(5, &next_offset, &mut buf);
+        prost::encoding::int32::encode(1, &partition, buf);
+        prost::encoding::string::encode(4, &source_topic.to_string(), buf);
+        prost::encoding::int64::encode(5, &next_offset, buf);
         let part_len = buf.len() - ROOM;
         // EngineSnapshot: partitions (above), windows, clock.
         for w in self.layout.to_proto() {
-            message::encode(1, &w, &mut buf);
+            message::encode(1, &w, buf);
         }
-        prost::encoding::int64::encode(2, &self.now_ms, &mut buf);
+        prost::encoding::int64::encode(2, &self.now_ms, buf);
         let body_end = buf.len();
         // The two headers, right-aligned in the room.
         let mut head = Vec::with_capacity(ROOM);
@@ -263,10 +278,9 @@ impl Engine {
         buf[start..body_start].copy_from_slice(&outer);
         let crc = crc32fast::hash(&buf[body_start..body_end]);
         // Envelope: body (above), version, checksum.
-        prost::encoding::uint32::encode(1, &FORMAT_VERSION, &mut buf);
-        prost::encoding::fixed32::encode(3, &crc, &mut buf);
+        prost::encoding::uint32::encode(1, &FORMAT_VERSION, buf);
+        prost::encoding::fixed32::encode(3, &crc, buf);
         buf.drain(..start);
-        buf
     }
 
     /// Loads a state record written by `partition_state_record` for this

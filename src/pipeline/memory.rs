@@ -5,15 +5,23 @@
 /// what the Kafka clients' fetch queues and the snapshot records freed, so
 /// without this the process's RSS stays at its peak, made of holes, long
 /// after the peak is over.
+///
+/// With jemalloc, only the pages unused for its decay time (10 s): a
+/// purge of every free page after each snapshot round gave back the very
+/// pages the next round, 10 s later, took again, and RSS swung by the
+/// size of a round's records (15 MB and more in the 2026-12-03 soaks).
+/// jemalloc without a background thread decays only when asked or on
+/// allocation activity; this asks.
 #[cfg(feature = "jemalloc")]
 pub(crate) fn release_free_memory() {
-    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's unused dirty pages.
-    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
-    // SAFETY: a NUL-terminated name, and the purge command reads and
+    // "arena.<MALLCTL_ARENAS_ALL>.decay": every arena's unused pages past
+    // their decay time.
+    const DECAY_ALL: &[u8] = b"arena.4096.decay\0";
+    // SAFETY: a NUL-terminated name, and the decay command reads and
     // writes no value (null pointers, zero length).
     let status = unsafe {
         tikv_jemalloc_sys::mallctl(
-            PURGE_ALL.as_ptr().cast(),
+            DECAY_ALL.as_ptr().cast(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -23,7 +31,7 @@ pub(crate) fn release_free_memory() {
     if status != 0 {
         tracing::debug!(
             status,
-            "jemalloc purge refused; free pages stay with the allocator"
+            "jemalloc decay refused; free pages stay with the allocator"
         );
     }
 }

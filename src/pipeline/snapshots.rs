@@ -69,13 +69,16 @@ impl Core {
             if current == Some(next) {
                 continue;
             }
-            let bytes = self.engine.partition_state_record(p, topic, next);
+            let mut bytes = std::mem::take(&mut self.spare);
+            self.engine
+                .partition_state_record_into(p, topic, next, &mut bytes);
             if bytes.len() > self.snapshot_max_bytes {
                 events::SnapshotTooLarge {
                     partition: p,
                     bytes: bytes.len(),
                 }
                 .emit();
+                self.spare = bytes;
                 continue;
             }
             self.staged.insert(p, (next, bytes));
@@ -111,6 +114,7 @@ impl Core {
                 Ok(f) => {
                     self.snapshotted.insert(p, off);
                     self.writes.push((p, off, bytes.len(), f));
+                    self.spare = bytes;
                 }
                 Err(e) => {
                     tracing::debug!(partition = p, error = %e, "snapshot not accepted; will retry");

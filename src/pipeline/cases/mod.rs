@@ -164,6 +164,10 @@ struct Core {
     /// Partitions still to snapshot in this round, written one at a time
     /// (`snapshot::next_in_round`).
     round: BTreeSet<i32>,
+    /// The buffer the next snapshot is encoded into, kept from the last
+    /// one written (the producer has its own copy), so its megabytes are
+    /// not allocated and given back at each partition of each round.
+    spare: Vec<u8>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
     /// Partitions restored from a snapshot, fetching from before it:
@@ -214,12 +218,14 @@ impl Core {
         });
     }
 
-    /// Whether the snapshot writes are all acknowledged since the last
-    /// call: their records (megabytes each) are freed, and the allocator
-    /// should give the pages back rather than keep them for its 10 s
-    /// decay, as the pipeline does after its rounds.
+    /// Whether a round's snapshot writes are all acknowledged since the
+    /// last call: their records (megabytes each) are freed, and the
+    /// allocator should give the pages back rather than keep them for its
+    /// 10 s decay, as the pipeline does after its rounds. Once the round
+    /// is over, not after each partition: the pages one partition's
+    /// record freed serve the next one's.
     fn take_purge(&mut self) -> bool {
-        let due = self.purge && self.writes.is_empty();
+        let due = self.purge && self.writes.is_empty() && self.round.is_empty();
         if due {
             self.purge = false;
         }
@@ -277,6 +283,7 @@ impl Core {
             purge: false,
             captured: BTreeMap::new(),
             round: BTreeSet::new(),
+            spare: Vec::new(),
             stopped: false,
             realign: BTreeMap::new(),
             further_back: BTreeSet::new(),
@@ -486,6 +493,7 @@ pub async fn run(
                     c.drain(&shell.producer, held);
                     if let Some((p, bytes)) = c.next_in_round() {
                         context::write_snapshot(&mut c, &shell.store, p, &bytes);
+                        c.spare = bytes;
                     }
                     c.take_purge()
                 };

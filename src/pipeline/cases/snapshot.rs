@@ -53,8 +53,9 @@ impl Core {
         }
     }
 
-    /// The snapshot of `p` as the state is now, and what it waits for.
-    fn capture(&self, p: i32) -> Option<Captured> {
+    /// The snapshot of `p` as the state is now, written into `bytes`, and
+    /// the escalations it waits for.
+    fn capture(&self, p: i32, bytes: &mut Vec<u8>) -> Option<Vec<(AlertKey, u8)>> {
         let alerts = self.reflected(Src::Alerts, p)?;
         // Events waiting for their alert are not in the snapshot: it
         // starts at the first of them, so they are read again. (Read
@@ -70,18 +71,16 @@ impl Core {
         let events = self.reflected(Src::Events, p)?;
         let events = waiting.map_or(events, |w| w.min(events));
         let snap = self.tracker.partition_snapshot(p, alerts, events);
-        Some(Captured {
-            bytes: crate::cases::encode_snapshot(&snap),
-            waits: self.escalations_pending(p).into_iter().collect(),
-        })
+        crate::cases::encode_snapshot_into(&snap, bytes);
+        Some(self.escalations_pending(p).into_iter().collect())
     }
 
     /// The snapshot of `p`, when none of its escalations is on its way.
     #[cfg(test)]
     pub(super) fn snapshot(&self, p: i32) -> Option<Vec<u8>> {
-        self.capture(p)
-            .filter(|c| c.waits.is_empty())
-            .map(|c| c.bytes)
+        let mut bytes = Vec::new();
+        let waits = self.capture(p, &mut bytes)?;
+        waits.is_empty().then_some(bytes)
     }
 
     /// What to write for `p` now: the snapshot taken earlier once the
@@ -97,11 +96,16 @@ impl Core {
             }
             return self.captured.remove(&p).map(|c| c.bytes);
         }
-        let c = self.capture(p)?;
-        if c.waits.is_empty() {
-            return Some(c.bytes);
+        // Encoded into the buffer of the last one written (`spare`).
+        let mut bytes = std::mem::take(&mut self.spare);
+        let Some(waits) = self.capture(p, &mut bytes) else {
+            self.spare = bytes;
+            return None;
+        };
+        if waits.is_empty() {
+            return Some(bytes);
         }
-        self.captured.insert(p, c);
+        self.captured.insert(p, Captured { bytes, waits });
         None
     }
 }
@@ -300,6 +304,9 @@ mod tests {
         c.writes.push((2, write_on_its_way()));
         assert!(!c.take_purge(), "a write still on its way");
         c.writes.clear();
+        c.round = [3].into();
+        assert!(!c.take_purge(), "partitions of the round still to write");
+        c.round.clear();
         assert!(c.take_purge());
         assert!(!c.take_purge(), "once per round");
     }
