@@ -454,6 +454,34 @@ def read_topic(brokers, topic, idle=10.0, limit_s=900):
     return out
 
 
+def state_record_sizes(brokers, topic):
+    """The size of the latest state record of each key (an input or
+    alerts partition) in `topic`, in MiB: what a snapshot round encodes,
+    and what the producer holds a copy of until it is delivered."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "soak-state-sizes",
+                  "enable.auto.commit": False})
+    sizes = {}
+    try:
+        meta = c.list_topics(topic, timeout=30)
+        for p in sorted(meta.topics[topic].partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            start = max(lo, hi - 8)
+            c.assign([TopicPartition(topic, p, start)])
+            seen, deadline = 0, time.monotonic() + 30
+            while seen < hi - start and time.monotonic() < deadline:
+                m = c.poll(1.0)
+                if m is None or m.error():
+                    continue
+                seen += 1
+                key = (m.key() or b"").decode("utf-8", "replace")
+                sizes[key] = round(len(m.value() or b"") / 2**20, 2)
+    except Exception as e:  # a report line, not a check
+        log(f"state record sizes not read: {e}")
+    finally:
+        c.close()
+    return sizes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -758,7 +786,8 @@ def main():
         }
         ok &= abs(band[0]) <= 0.10 and band[1] <= 0.10
         ok &= max(thr) - min(thr) <= 2 and max(fds) - min(fds) <= 4
-    checks["resources"] = {"ok": ok, "quiet_from_s": quiet_from, "instances": res}
+    checks["resources"] = {"ok": ok, "quiet_from_s": quiet_from, "instances": res,
+                           "state_record_mib": state_record_sizes(brokers, "soak-state")}
     with open(os.path.join(work, "samples.json"), "w") as f:
         json.dump(samples, f)
 
