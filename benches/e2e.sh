@@ -20,8 +20,10 @@
 #      alerts, promoter events, case tracking, dead letters, commits),
 #      from its first alert's emitted_at to the moment the group's
 #      committed offsets cover every answer (an offset is committed only
-#      once its alert is acknowledged; commits come every second, so this
-#      counts up to a second against nps-stream). Each round writes its
+#      once its alert is acknowledged; besides the commit every second,
+#      nps-stream commits 50 ms after reading goes quiet with every
+#      delivery acknowledged, so this counts up to a quarter of a second
+#      against it, and the probe's 100 ms polls). Each round writes its
 #      alerts to a topic of its own. Progress is read from Kafka, not by
 #      scraping /metrics (several megabytes with 1,000 segments).
 #    CPU per answer is each process's user + system time over N.
