@@ -1,5 +1,7 @@
 //! Offset commits: the periodic one (synchronous, off the consuming task,
-//! its answer counted) and the synchronous ones on revoke and shutdown.
+//! its answer counted), the early one once reading is quiet and every
+//! delivery is acknowledged (`EarlyCommit`), and the synchronous ones on
+//! revoke and shutdown.
 
 use super::*;
 
@@ -78,6 +80,37 @@ pub(super) fn commit_done(core: &mut Core, (moved, result): CommitOutcome) {
     .emit();
     if result.is_ok() {
         core.ledger.committed(moved);
+    }
+}
+
+impl Pipeline {
+    /// Starts a commit on its thread, unless one is on its way or the
+    /// brokers are cut off (the group may be gone when they come back, and
+    /// its offsets with it).
+    pub(super) fn start_commit(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
+        if !self.guard.paused && !self.committing {
+            self.committing = start_commit(
+                consumer,
+                &self.settings.input_topic,
+                &lock(&self.core),
+                &self.commits,
+            );
+            self.early.started(Instant::now());
+        }
+    }
+
+    /// Commits before the one-second tick once reading is quiet and every
+    /// delivery is acknowledged (`EarlyCommit`).
+    pub(super) fn commit_early(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
+        if self.early.due(Instant::now(), self.in_flight) {
+            self.start_commit(consumer);
+        }
+    }
+
+    /// Records the periodic commit's answer.
+    pub(super) fn commit_answered(&mut self, outcome: CommitOutcome) {
+        self.committing = false;
+        commit_done(&mut lock(&self.core), outcome);
     }
 }
 

@@ -465,29 +465,6 @@ impl Pipeline {
         self.publish();
     }
 
-    /// Starts a commit on its thread, unless one is on its way or the
-    /// brokers are cut off (the group may be gone when they come back, and
-    /// its offsets with it).
-    fn start_commit(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
-        if !self.guard.paused && !self.committing {
-            self.committing = start_commit(
-                consumer,
-                &self.settings.input_topic,
-                &lock(&self.core),
-                &self.commits,
-            );
-            self.early.started(Instant::now());
-        }
-    }
-
-    /// Commits before the one-second tick once reading is quiet and every
-    /// delivery is acknowledged (`EarlyCommit`).
-    fn commit_early(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
-        if self.early.due(Instant::now(), self.in_flight) {
-            self.start_commit(consumer);
-        }
-    }
-
     /// False for a record the partition's snapshot already holds (and
     /// for the first record after a start still inside the snapshot's
     /// batch, which sends fetching further back): see `Realign`.
@@ -565,11 +542,6 @@ impl Pipeline {
             .map(|(p, _)| *p)
             .collect();
         self.further_back(consumer, &silent);
-    }
-
-    fn commit_answered(&mut self, outcome: CommitOutcome) {
-        self.committing = false;
-        commit_done(&mut lock(&self.core), outcome);
     }
 
     /// One record: replayed while its partition restores, else handled.
