@@ -71,6 +71,43 @@ pub fn decode(bytes: &[u8]) -> Result<pb::EngineSnapshot, SnapshotError> {
         .map_err(|e| SnapshotError::Undecodable(e.to_string()))
 }
 
+/// The segments a partition's dedup entries name, by index in order of
+/// first use: `DedupSnapshot.products` / `regions`.
+struct SegmentNames<'a> {
+    engine: &'a Engine,
+    index: std::collections::HashMap<super::KeyId, u32>,
+    products: Vec<&'a str>,
+    regions: Vec<&'a str>,
+}
+
+impl<'a> SegmentNames<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        SegmentNames {
+            engine,
+            index: Default::default(),
+            products: Vec::new(),
+            regions: Vec::new(),
+        }
+    }
+
+    /// The index of `key`'s segment, named on first use.
+    fn index(&mut self, key: super::KeyId) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let (p, r) = self
+            .engine
+            .keys
+            .name(key)
+            .unwrap_or((super::OTHER, super::OTHER));
+        self.products.push(p);
+        self.regions.push(r);
+        let i = self.products.len() as u32 - 1;
+        self.index.insert(key, i);
+        i
+    }
+}
+
 impl Engine {
     /// The whole engine's state.
     pub fn snapshot(&self) -> pb::EngineSnapshot {
@@ -118,19 +155,10 @@ impl Engine {
         };
         /// Room for the fields written after the dedup entries.
         const TAIL: usize = 4096;
-        let mut index: std::collections::HashMap<super::KeyId, u32> = Default::default();
-        let (mut products, mut regions) = (Vec::new(), Vec::new());
+        let mut names = SegmentNames::new(self);
         let (mut n, mut seen_len, mut versions_len) = (0usize, 0usize, 0usize);
         for (_, seen, v) in part.dedup.iter() {
-            let segment = *index.entry(v.key).or_insert_with(|| {
-                let (p, r) = self
-                    .keys
-                    .name(v.key)
-                    .unwrap_or((super::OTHER, super::OTHER));
-                products.push(p);
-                regions.push(r);
-                products.len() as u32 - 1
-            });
+            let segment = names.index(v.key);
             n += 1;
             seen_len += encoded_len_varint(seen as u64);
             let len = v.to_proto(segment).encoded_len();
@@ -149,8 +177,8 @@ impl Engine {
         let len = packed(1, 8 * n)
             + packed(2, seen_len)
             + versions_len
-            + strings(4, &products)
-            + strings(5, &regions);
+            + strings(4, &names.products)
+            + strings(5, &names.regions);
         buf.reserve(key_len(tag) + encoded_len_varint(len as u64) + len + TAIL);
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(len as u64, buf);
@@ -166,32 +194,23 @@ impl Engine {
                 encode_varint(seen as u64, buf);
             }
             for (_, _, v) in part.dedup.iter() {
-                let segment = index.get(&v.key).copied().unwrap_or_default();
-                message::encode(3, &v.to_proto(segment), buf);
+                message::encode(3, &v.to_proto(names.index(v.key)), buf);
             }
         }
-        for p in products {
+        for p in &names.products {
             string::encode(4, &p.to_string(), buf);
         }
-        for r in regions {
+        for r in &names.regions {
             string::encode(5, &r.to_string(), buf);
         }
     }
 
     /// A partition's dedup entries, versions naming their segments.
     pub(super) fn dedup_proto(&self, part: &PartitionState) -> pb::DedupSnapshot {
-        let mut index: std::collections::HashMap<super::KeyId, u32> = Default::default();
-        let (mut products, mut regions) = (Vec::new(), Vec::new());
-        let mut snap = part.dedup.to_proto(|key| {
-            *index.entry(key).or_insert_with(|| {
-                let (p, r) = self.keys.name(key).unwrap_or((super::OTHER, super::OTHER));
-                products.push(p.to_string());
-                regions.push(r.to_string());
-                products.len() as u32 - 1
-            })
-        });
-        snap.products = products;
-        snap.regions = regions;
+        let mut names = SegmentNames::new(self);
+        let mut snap = part.dedup.to_proto(|key| names.index(key));
+        snap.products = names.products.iter().map(|p| p.to_string()).collect();
+        snap.regions = names.regions.iter().map(|r| r.to_string()).collect();
         snap
     }
 
