@@ -258,15 +258,17 @@ impl CasesCtx {
 }
 
 /// Sends partition `p`'s snapshot to the state topic; `Core::writes`
-/// follows its delivery.
-pub(super) fn write_snapshot(c: &mut Core, store: &StateStore, p: i32, bytes: &[u8]) {
-    match store.write(p, bytes) {
+/// follows its delivery. The producer keeps its own copy: the buffer is
+/// kept for the next snapshot (`Core::spare`).
+pub(super) fn write_snapshot(c: &mut Core, store: &StateStore, p: i32, bytes: Vec<u8>) {
+    match store.write(p, &bytes) {
         Ok(f) => {
             c.writes.push((p, f));
             c.purge = true;
         }
         Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
     }
+    c.spare = bytes;
 }
 
 /// Writes the snapshot of each partition (of `partitions`, or every
@@ -291,7 +293,7 @@ pub(super) fn write_snapshots(
             continue;
         }
         if let Some(bytes) = c.snapshot_to_write(p) {
-            write_snapshot(&mut c, store, p, &bytes);
+            write_snapshot(&mut c, store, p, bytes);
         }
     }
     drop(c);

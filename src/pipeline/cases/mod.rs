@@ -492,8 +492,7 @@ pub async fn run(
                     let mut c = lock(&shell.core);
                     c.drain(&shell.producer, held);
                     if let Some((p, bytes)) = c.next_in_round() {
-                        context::write_snapshot(&mut c, &shell.store, p, &bytes);
-                        c.spare = bytes;
+                        context::write_snapshot(&mut c, &shell.store, p, bytes);
                     }
                     c.take_purge()
                 };

@@ -108,9 +108,7 @@ impl Core {
         self.captured.insert(p, Captured { bytes, waits });
         None
     }
-}
 
-impl Core {
     /// Starts a round of snapshots of every assigned partition, unless
     /// the last one is still going.
     pub(super) fn start_round(&mut self) {
