@@ -241,6 +241,7 @@ fn dockerfile_uses_the_binarys_real_commands_port_and_version() {
 
 #[test]
 fn healthcheck_command_probes_a_running_instance() {
+    let _heavy = heavy();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let probe = |path: &str| {
@@ -1199,6 +1200,7 @@ fn may_be_empty(expr: &str) -> bool {
 
 #[test]
 fn dashboard_panels_show_data_from_a_running_instance() {
+    let _heavy = heavy();
     if !(have_tool("prometheus") && have_tool("promtool")) {
         return;
     }

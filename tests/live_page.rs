@@ -159,6 +159,7 @@ fn browser() -> Option<String> {
 
 #[test]
 fn the_api_answers_every_parameter_and_equals_metrics() {
+    let _heavy = heavy();
     let svc = demo("api");
     let addr = svc.metrics_addr.clone();
 
@@ -209,6 +210,18 @@ fn the_api_answers_every_parameter_and_equals_metrics() {
         .map(|r| r["responses"].as_u64().unwrap())
         .collect();
     assert!(n.windows(2).all(|w| w[0] <= w[1]), "{n:?}");
+    for (key, field) in [
+        ("margin_of_error", "margin_of_error"),
+        ("weighted_nps", "weighted_nps"),
+    ] {
+        let rows = all_pages(&addr, &format!("window=30d&sort={key}&order=desc"));
+        assert_eq!(rows.len(), 20, "{key}");
+        let v: Vec<f64> = rows
+            .iter()
+            .map(|r| r[field].as_f64().unwrap_or(f64::NEG_INFINITY))
+            .collect();
+        assert!(v.windows(2).all(|w| w[0] >= w[1]), "sort={key}: {v:?}");
+    }
     for (query, keep) in [
         (
             "window=1h&product=Tarjeta%20Oro",
@@ -283,12 +296,31 @@ fn the_api_answers_every_parameter_and_equals_metrics() {
             .unwrap();
         assert!(counted >= n.as_f64().unwrap(), "{reason}");
     }
+    // The cases' figures hold together: the totals are the sums by
+    // priority, overdue and in-time closes are parts of the open and the
+    // closed, the share is their quotient, and the demo's detractors have
+    // opened cases.
     let cases = &s["cases"];
-    assert!(
-        cases["open"].as_u64().is_some()
-            && cases["open_by_priority"]["critical"].as_u64().is_some(),
-        "{s}"
+    let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {s}"));
+    let by = |k: &str| -> u64 {
+        ["normal", "high", "critical"]
+            .iter()
+            .map(|p| n(&cases[k][p]))
+            .sum()
+    };
+    let (open, overdue, closed, in_time) = (
+        n(&cases["open"]),
+        n(&cases["overdue"]),
+        n(&cases["closed"]),
+        n(&cases["closed_within_sla"]),
     );
+    assert_eq!(by("open_by_priority"), open, "{s}");
+    assert_eq!(by("overdue_by_priority"), overdue, "{s}");
+    assert!(open > 0 && overdue <= open && in_time <= closed, "{s}");
+    match cases["sla_met_share"].as_f64() {
+        Some(share) => assert!((share - in_time as f64 / closed as f64).abs() < 1e-9, "{s}"),
+        None => assert_eq!(closed, 0, "{s}"),
+    }
 
     // No customer data anywhere in the API or the page.
     let (_, page) = http_get(&addr, "/").unwrap();
@@ -301,6 +333,7 @@ fn the_api_answers_every_parameter_and_equals_metrics() {
 
 #[test]
 fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
+    let _heavy = heavy();
     let Some(python) = browser() else { return };
     let svc = demo("browser");
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-page");
@@ -413,6 +446,7 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
 /// API and on its page, which of the input's partitions it holds.
 #[test]
 fn an_instance_holding_part_of_the_input_says_so() {
+    let _heavy = heavy();
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     cluster.create_topic("survey-responses", 4, 1).unwrap();
     cluster.create_topic("nps-detractor-alerts", 2, 1).unwrap();

@@ -294,6 +294,84 @@ fn windows_match(m: &Metrics, all: &[(SurveyResponse, i64)]) -> Result<(), Strin
     Ok(())
 }
 
+/// Every answer of `all` with where it sits in the input topic
+/// (partition, offset of its first copy) and its age.
+type Placed = Vec<(i32, i64, SurveyResponse, i64)>;
+
+fn placed_answers(brokers: &str, all: &[(SurveyResponse, i64)]) -> Placed {
+    let mut at: BTreeMap<String, (i32, i64)> = BTreeMap::new();
+    for r in read_topic(brokers, INPUT, usize::MAX, Duration::from_secs(5)) {
+        let id = String::from_utf8(r.key.clone().unwrap_or_default()).unwrap_or_default();
+        at.entry(id).or_insert((r.partition, r.offset));
+    }
+    all.iter()
+        .map(|(r, age)| {
+            let (p, o) = at[&r.response_id];
+            (p, o, r.clone(), *age)
+        })
+        .collect()
+}
+
+/// An alert's window figures for its segment, against what the data
+/// allows: each window in order; its count at least the segment's
+/// answers in the window that precede the alert's in its own partition
+/// (read before it, whatever the interleaving), at most those plus every
+/// such answer of the other partitions; the promoters and detractors
+/// behind the NPS within the same bounds; no NPS for an empty window.
+fn segment_figures_within_bounds(a: &DetractorAlert, placed: &Placed) {
+    let (p0, o0) = placed
+        .iter()
+        .find(|(_, _, r, _)| r.response_id == a.response_id)
+        .map(|(p, o, _, _)| (*p, *o))
+        .unwrap();
+    let names: Vec<&str> = a.segment_nps.iter().map(|w| w.window.as_str()).collect();
+    assert_eq!(names, ["1h", "24h", "7d", "30d"], "{}", a.response_id);
+    for (w, (_, len)) in a.segment_nps.iter().zip(WINDOWS) {
+        // (answers, net promoters) sure to be counted, and maybe counted.
+        let (mut sure, mut maybe) = ((0i64, 0i64), (0i64, 0i64));
+        for (p, o, r, age) in placed {
+            if (r.product.as_str(), r.region.as_str()) != (a.product.as_str(), a.region.as_str())
+                || *age >= len
+            {
+                continue;
+            }
+            let s = r.score.unwrap();
+            let net = i64::from(s >= 9) - i64::from(s <= 6);
+            let slot = if *p == p0 && *o <= o0 {
+                &mut sure
+            } else if *p != p0 {
+                &mut maybe
+            } else {
+                continue;
+            };
+            slot.0 += 1;
+            slot.1 += net;
+        }
+        let n = w.responses as i64;
+        let what = format!("{} {}: {w:?}", a.response_id, w.window);
+        assert!(
+            sure.0 <= n && n <= sure.0 + maybe.0,
+            "count out of bounds, {what}"
+        );
+        match w.nps {
+            None => assert_eq!(n, 0, "{what}"),
+            Some(nps) => {
+                assert!(n > 0, "{what}");
+                // nps = 100 · net / n, net within the bounds of the answers.
+                let net = (nps * n as f64 / 100.0).round() as i64;
+                assert!(
+                    (nps - 100.0 * net as f64 / n as f64).abs() < 1e-6,
+                    "NPS not a whole net over the count, {what}"
+                );
+                let lowest = sure.1 - maybe.0;
+                let highest = sure.1 + maybe.0;
+                assert!(lowest <= net && net <= highest, "net out of bounds, {what}");
+                assert!(w.margin_of_error.is_some(), "{what}");
+            }
+        }
+    }
+}
+
 /// Waits until the windows are exactly the truth of `all`.
 fn wait_windows(svc: &mut Service, all: &[(SurveyResponse, i64)], timeout: Duration) {
     let deadline = std::time::Instant::now() + timeout;
@@ -315,6 +393,7 @@ fn wait_windows(svc: &mut Service, all: &[(SurveyResponse, i64)], timeout: Durat
 
 #[test]
 fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(600, now, "r");
@@ -355,19 +434,17 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let total = records.len() as f64;
 
     let mut svc = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e");
-    let m = svc.wait_for("every record consumed", Duration::from_secs(60), |m| {
+    svc.wait_for("every record consumed", Duration::from_secs(60), |m| {
         consumed(m) == total
     });
     assert_eq!(svc.status("/readyz"), Some(200));
     assert_eq!(svc.status("/healthz"), Some(200));
-    // Let a refresh (every second) publish the windows of the last record.
-    std::thread::sleep(Duration::from_millis(2500));
-    let m2 = svc.metrics().unwrap();
-    let _ = m;
-    let m = m2;
-
+    // The windows are published by a refresh every second: wait for the
+    // one that holds the last record.
     let mut all: Vec<(SurveyResponse, i64)> = data.clone();
     all.extend(framed.iter().cloned());
+    wait_windows(&mut svc, &all, Duration::from_secs(30));
+    let m = svc.metrics().unwrap();
     if let Err(e) = windows_match(&m, &all) {
         panic!("{e}");
     }
@@ -504,6 +581,7 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let mut seen = BTreeSet::new();
     let mut by_priority: BTreeMap<i32, f64> = BTreeMap::new();
     let mut critical_by_value = 0;
+    let placed = placed_answers(&brokers, &all);
     for rec in &alerts {
         assert_eq!(
             rec.header("content-type").as_deref(),
@@ -543,8 +621,7 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
             &r.customer_id
         };
         assert_eq!(rec.key.as_deref(), Some(want_key.as_bytes()));
-        assert_eq!(a.segment_nps.len(), 4);
-        assert_eq!(a.segment_nps[0].window, "1h");
+        segment_figures_within_bounds(&a, &placed);
         // One instance: its figures cover every input partition.
         assert_eq!((a.partitions_covered, a.partitions_total), (4, 4));
         // README: critical for a score ≤ 3 or a customer_value ≥ 10,000;
@@ -755,6 +832,7 @@ fn check_promoter_events(brokers: &str, all: &[(SurveyResponse, i64)], m: &Metri
 
 #[test]
 fn sigterm_during_a_steady_stream_loses_no_alert_and_no_dead_letter() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(4000, now, "s");
@@ -813,7 +891,8 @@ fn sigterm_during_a_steady_stream_loses_no_alert_and_no_dead_letter() {
 }
 
 #[test]
-fn demo_serves_nps_metrics_within_15_seconds() {
+fn demo_serves_nps_metrics_alerts_and_a_table() {
+    let _heavy = heavy();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut demo = Service::start(
@@ -821,7 +900,9 @@ fn demo_serves_nps_metrics_within_15_seconds() {
         port,
         "demo",
     );
-    let m = demo.wait_for("nps_score series", Duration::from_secs(15), |m| {
+    // A generous bound: on a loaded machine the demo's start (embedded
+    // broker, topics, a month of history) takes seconds.
+    let m = demo.wait_for("nps_score series", Duration::from_secs(90), |m| {
         m.count("nps_score") > 0
     });
     assert!(m.count("nps_window_responses") > 0);
@@ -866,6 +947,7 @@ fn send_lines_expecting_skips(args: &[&str], brokers: &str, text: &str) -> Strin
 
 #[test]
 fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(50, now, "json");
@@ -900,6 +982,7 @@ fn send_produces_json_lines_as_protobuf_and_reports_bad_lines() {
 
 #[test]
 fn send_case_events_validates_lines_and_keys_them_by_customer() {
+    let _heavy = heavy();
     use nps_stream::pb::{CaseEvent, CaseState};
     let (cluster, brokers) = cluster();
     cluster.create_topic("nps-case-events", 2, 1).unwrap();
@@ -953,6 +1036,7 @@ not json
 
 #[test]
 fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let good = dataset(2, now, "big");
@@ -1040,6 +1124,7 @@ fn check_config_validates_without_connecting() {
 
 #[test]
 fn send_generate_produces_history_then_a_paced_live_stream() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let out = std::process::Command::new(BIN)
         .args([
@@ -1111,6 +1196,7 @@ fn send_generate_produces_history_then_a_paced_live_stream() {
 
 #[test]
 fn tls_and_sasl_properties_are_accepted_by_the_kafka_clients() {
+    let _heavy = heavy();
     // Nobody listens on the port: the clients must start and keep
     // retrying, not refuse the configuration (librdkafka built without
     // OpenSSL refuses security.protocol=SASL_SSL outright).
@@ -1189,6 +1275,7 @@ fn process_all_then_stop(brokers: &str, group: &str, data: &[(SurveyResponse, i6
 
 #[test]
 fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
+    let _heavy = heavy();
     let (cluster, brokers) = cluster();
     cluster.create_topic(STATE, 4, 1).unwrap();
     let now = now_ms();
@@ -1198,10 +1285,15 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     let state = ["--state-topic", STATE];
     let args: Vec<&str> = FAST_SNAPSHOTS.iter().chain(&state).copied().collect();
     let mut svc = Service::run(&brokers, "g-kill", &args, "kill-1");
-    // A steady stream: 100 records every 100 ms, for 6 s.
+    // A steady stream: 100 records every 100 ms. Its second half waits
+    // for the kill, so the kill lands mid-stream however slow the machine.
     let b = brokers.clone();
+    let (killed, wait_kill) = std::sync::mpsc::channel::<()>();
     let feeder = std::thread::spawn(move || {
-        for chunk in records.chunks(100) {
+        for (i, chunk) in records.chunks(100).enumerate() {
+            if i == 30 {
+                let _ = wait_kill.recv();
+            }
             produce(&b, chunk);
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -1216,7 +1308,18 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     svc.child.kill().unwrap();
     svc.child.wait().unwrap();
     let (committed_at_kill, ends_at_kill) = committed_and_end(&brokers, "g-kill", 4);
-    assert!(!feeder.is_finished(), "the kill must land mid-stream");
+    let written: i64 = ends_at_kill
+        .iter()
+        .map(|e| match e {
+            Offset::Offset(o) => *o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        written, 3000,
+        "the first half written, the second held back"
+    );
+    killed.send(()).unwrap();
     feeder.join().unwrap();
     eprintln!("kill -9 at committed {committed_at_kill:?}, ends {ends_at_kill:?}");
 
@@ -1275,6 +1378,7 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
 
 #[test]
 fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(3000, now, "g");
@@ -1338,6 +1442,7 @@ fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
 
 #[test]
 fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(3000, now, "c");
@@ -1456,6 +1561,7 @@ fn first_offsets_of(brokers: &str, ids: &BTreeSet<String>) -> BTreeMap<i32, i64>
 
 #[test]
 fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_undelivered() {
+    let _heavy = heavy();
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let (cluster, brokers) = cluster();
     let now = now_ms();
@@ -1579,6 +1685,7 @@ fn broker_down_30s_and_refused_alert_writes_lose_nothing_and_commit_nothing_unde
 /// writes are accepted again everything is delivered and committed.
 #[test]
 fn deliveries_held_back_longer_than_the_poll_interval_keep_the_group_membership() {
+    let _heavy = heavy();
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let (cluster, brokers) = cluster();
     // 64% detractors: about 2,000 alerts and promoter events.
@@ -1663,6 +1770,7 @@ fn snapshot_behind_the_commit(
 
 #[test]
 fn a_restart_replays_from_the_snapshot_to_the_commit_without_alerts() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(4000, now, "rp");
@@ -1785,6 +1893,7 @@ alerts_topic = "file-alerts"
 /// structured fields.
 #[test]
 fn log_format_json_writes_one_json_object_per_line() {
+    let _heavy = heavy();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let dead = format!("127.0.0.1:{}", free_port());
@@ -1833,6 +1942,7 @@ fn log_format_json_writes_one_json_object_per_line() {
 /// 1 when lines were skipped, 0 when all went.
 #[test]
 fn send_exit_codes_tell_failed_deliveries_from_skipped_lines() {
+    let _heavy = heavy();
     let file = std::env::temp_dir().join(format!("nps-send-exit-{}.jsonl", rand_suffix()));
     let good = r#"{"responseId":"x-1","product":"P","region":"R","channel":"CHANNEL_WEB","score":9,"respondedAt":"2025-01-01T00:00:00Z"}"#;
     std::fs::write(&file, format!("{good}\nnot json\n")).unwrap();
@@ -1870,6 +1980,7 @@ fn send_exit_codes_tell_failed_deliveries_from_skipped_lines() {
 /// everything it did and exits 0.
 #[test]
 fn sigint_stops_like_sigterm_with_everything_committed() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let data = dataset(800, now_ms(), "int");
     produce(&brokers, &good_records(&data));
@@ -1893,6 +2004,7 @@ fn sigint_stops_like_sigterm_with_everything_committed() {
 /// 0, and exactly that many records are on the topic.
 #[test]
 fn send_flushes_and_exits_cleanly_on_sigterm() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let mut child = std::process::Command::new(BIN)
         .args([
@@ -1908,7 +2020,15 @@ fn send_flushes_and_exits_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // SIGTERM once the history and some live answers are on the topic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while topic_end_total(&brokers, INPUT) <= 320 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "send wrote too little"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -1980,6 +2100,7 @@ fn commit_offsets(brokers: &str, group: &str, offset: i64) {
 /// next.
 #[test]
 fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(400, now, "oor");
@@ -2023,15 +2144,43 @@ fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
             && m.get("nps_offset_resets_total", &[]) == Some(4.0)
             && m.get("nps_ready", &[]) == Some(1.0)
     });
-    // The end positions are resolved as fetching starts.
-    std::thread::sleep(Duration::from_secs(2));
+    // The end positions are resolved as fetching starts, and a record
+    // written before that is skipped with the rest: probe rounds of 40
+    // answers (every partition) until one round is counted in full.
+    let mut probes = 0.0;
+    let mut before = 0.0;
+    for round in 0.. {
+        assert!(round < 30, "no probe round counted in full");
+        let probe = dataset(40, now, &format!("oor-probe-{round}"));
+        produce(&brokers, &good_records(&probe));
+        probes += probe.len() as f64;
+        let full = before + probe.len() as f64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut counted = before;
+        while counted < full && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            counted = consumed(&svc.metrics().expect("metrics"));
+        }
+        before = counted;
+        if counted >= full {
+            break;
+        }
+    }
+    // Every partition is read to its end: nothing of the probes is left.
+    wait_committed(&brokers, "g-oor-latest", 4, Duration::from_secs(60), &svc);
+    let before = consumed(&svc.metrics().expect("metrics"));
+    assert!(before <= probes, "only probes counted so far: {before}");
     let later = dataset(40, now, "oor-later");
     produce(&brokers, &good_records(&later));
     wait_committed(&brokers, "g-oor-latest", 4, Duration::from_secs(60), &svc);
     let m = svc.wait_for("the later ones counted", Duration::from_secs(15), |m| {
-        m.sum("nps_responses_total", &[]) == later.len() as f64
+        m.sum("nps_responses_total", &[]) == before + later.len() as f64
     });
-    assert_eq!(consumed(&m), later.len() as f64, "none of the 400 before");
+    assert_eq!(
+        consumed(&m),
+        before + later.len() as f64,
+        "none of the 400 before"
+    );
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
@@ -2040,6 +2189,7 @@ fn a_committed_offset_beyond_the_log_starts_again_from_auto_offset_reset() {
 /// in `nps_cardinality_overflow_total`, exactly.
 #[test]
 fn segments_past_max_keys_are_counted_as_overflow_exactly() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let data = dataset(600, now_ms(), "ovf");
     produce(&brokers, &good_records(&data));
@@ -2059,7 +2209,9 @@ fn segments_past_max_keys_are_counted_as_overflow_exactly() {
         .map(|(r, _)| (r.product.clone(), r.region.clone()))
         .collect();
     assert_eq!(segments.len(), 6);
-    assert!(!admitted.is_empty() && admitted.len() < 6, "{admitted:?}");
+    // Exactly max_keys real segments (which three depends on the order
+    // the partitions were read in).
+    assert_eq!(admitted.len(), 3, "{admitted:?}");
     assert!(admitted.is_subset(&segments));
     let left_out = data
         .iter()
@@ -2075,7 +2227,8 @@ fn segments_past_max_keys_are_counted_as_overflow_exactly() {
 }
 
 /// No partition of `group` is committed past its offset in `limits` (its
-/// first undelivered alert); nothing committed at all is fine.
+/// first undelivered alert), and the stop committed something: at least
+/// one partition holds a committed offset.
 fn assert_not_committed_past(brokers: &str, group: &str, limits: &BTreeMap<i32, i64>) {
     let (committed, _) = committed_and_end(brokers, group, 4);
     for (p, first) in limits {
@@ -2083,6 +2236,33 @@ fn assert_not_committed_past(brokers: &str, group: &str, limits: &BTreeMap<i32, 
             Offset::Offset(c) => assert!(c <= *first, "partition {p}: {c} past {first}"),
             Offset::Invalid => {}
             other => panic!("partition {p}: {other:?}"),
+        }
+    }
+    assert!(
+        committed
+            .iter()
+            .any(|c| matches!(c, Offset::Offset(o) if *o > 0)),
+        "nothing committed at all: {committed:?}"
+    );
+}
+
+/// Every partition of `group` is committed exactly at its offset in
+/// `limits` (its first undelivered record), or at its end when it has
+/// none; nothing committed only where that offset is 0.
+fn assert_committed_at(brokers: &str, group: &str, limits: &BTreeMap<i32, i64>) {
+    let (committed, end) = committed_and_end(brokers, group, 4);
+    for (p, c) in committed.iter().enumerate() {
+        let want = match limits.get(&(p as i32)) {
+            Some(first) => *first,
+            None => match end[p] {
+                Offset::Offset(e) => e,
+                other => panic!("partition {p}: end {other:?}"),
+            },
+        };
+        match c {
+            Offset::Offset(o) => assert_eq!(*o, want, "partition {p}"),
+            Offset::Invalid if want == 0 => {}
+            other => panic!("partition {p}: committed {other:?}, want {want}"),
         }
     }
 }
@@ -2094,6 +2274,7 @@ fn assert_not_committed_past(brokers: &str, group: &str, limits: &BTreeMap<i32, 
 /// first undelivered alert.
 #[test]
 fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
+    let _heavy = heavy();
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let (cluster, brokers) = cluster();
     let data = dataset(400, now_ms(), "bound");
@@ -2122,9 +2303,9 @@ fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
         "took {took:?} for a 3 s bound:\n{}",
         svc.logs()
     );
-    let _ = status;
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    assert_not_committed_past(&brokers, "g-bound", &first_detractor);
+    assert_committed_at(&brokers, "g-bound", &first_detractor);
 }
 
 /// README, Input: the schema id may come in a `__value_schema_id` header
@@ -2133,6 +2314,7 @@ fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
 /// 1 MiB is read, one byte more is refused as `payload_too_large`.
 #[test]
 fn schema_id_header_and_the_one_mib_payload_limit_end_to_end() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let good = dataset(3, now, "hdr");
@@ -2239,6 +2421,7 @@ fn schema_id_header_and_the_one_mib_payload_limit_end_to_end() {
 /// partition restoring, and some samples do.
 #[test]
 fn readyz_is_503_while_partitions_restore_and_the_restore_is_reported() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let data = dataset(121_000, now, "rz");
@@ -2305,6 +2488,7 @@ fn readyz_is_503_while_partitions_restore_and_the_restore_is_reported() {
 /// the alerts go out, snapshots follow.
 #[test]
 fn no_snapshot_is_written_before_its_alerts_are_acknowledged() {
+    let _heavy = heavy();
     let (cluster, brokers) = cluster();
     let data = dataset(400, now_ms(), "snapack");
     produce(&brokers, &good_records(&data));
@@ -2371,6 +2555,7 @@ fn no_snapshot_is_written_before_its_alerts_are_acknowledged() {
 /// producer: the producer is renewed and every alert still arrives.
 #[test]
 fn a_fatal_producer_error_renews_the_producer_and_resends_its_alerts() {
+    let _heavy = heavy();
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let (cluster, brokers) = cluster();
     let data = dataset(300, now_ms(), "fatal");
@@ -2400,6 +2585,7 @@ fn a_fatal_producer_error_renews_the_producer_and_resends_its_alerts() {
 /// NpsStreamNotReady stays quiet), as is the one that works.
 #[test]
 fn an_idle_member_with_no_partition_is_ready() {
+    let _heavy = heavy();
     let c = MockCluster::new(1).unwrap();
     c.create_topic(INPUT, 1, 1).unwrap();
     c.create_topic(ALERTS, 1, 1).unwrap();
@@ -2456,6 +2642,7 @@ fn an_idle_member_with_no_partition_is_ready() {
 /// every partition's state (100 answers, their dedup ids) is over it.
 #[test]
 fn a_snapshot_over_the_limit_is_counted_too_large_and_the_partition_rebuilt() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let data = dataset(400, now_ms(), "big-state");
     produce(&brokers, &good_records(&data));
@@ -2518,6 +2705,7 @@ fn a_snapshot_over_the_limit_is_counted_too_large_and_the_partition_rebuilt() {
 /// nothing committed past the first undelivered alert.
 #[test]
 fn shutdown_is_bounded_when_the_producer_queue_is_full() {
+    let _heavy = heavy();
     let (cluster, brokers) = cluster();
     let data = dataset(400, now_ms(), "qfull");
     produce(&brokers, &good_records(&data));
@@ -2533,10 +2721,9 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
     ]);
     let mut svc = Service::run(&brokers, "g-qfull", &args, "qfull");
     // Reading starts; within a few detractors the queue is full.
-    svc.wait_for("records read", Duration::from_secs(60), |m| {
-        consumed(m) > 0.0
+    svc.wait_for("the producer's queue full", Duration::from_secs(60), |m| {
+        consumed(m) > 0.0 && m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) >= 10.0
     });
-    std::thread::sleep(Duration::from_secs(3));
     let asked = std::time::Instant::now();
     let status = svc.terminate(Duration::from_secs(60));
     let took = asked.elapsed();
@@ -2545,6 +2732,7 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
         "took {took:?} for a 3 s bound ({status}):\n{}",
         svc.logs()
     );
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
     assert_not_committed_past(&brokers, "g-qfull", &first_detractor);
 }
 
@@ -2555,6 +2743,7 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
 /// and every offset committed.
 #[test]
 fn records_with_thousands_of_headers_or_a_huge_header_are_dead_lettered_without_stalling() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let good = dataset(1, now_ms(), "edge").remove(0).0;
     let producer: BaseProducer = ClientConfig::new()

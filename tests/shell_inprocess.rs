@@ -132,6 +132,7 @@ fn run_until(settings: Settings, done: impl Fn(&View) -> bool) -> Duration {
 
 #[test]
 fn in_process_every_record_is_counted_alerted_once_and_committed_at_shutdown() {
+    let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let data = answers(300, "ip");
     produce(&brokers, &data);
@@ -150,6 +151,7 @@ fn in_process_every_record_is_counted_alerted_once_and_committed_at_shutdown() {
 
 #[test]
 fn in_process_shutdown_is_bounded_while_alerts_cannot_be_delivered() {
+    let _heavy = heavy();
     let (cluster, brokers) = cluster();
     let data = answers(60, "ipb");
     produce(&brokers, &data);

@@ -81,12 +81,59 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing else in this run will take: ports
+/// are handed out once each, from a range below the kernel's ephemeral
+/// range (32768–60999 on Linux), so no outgoing connection — a client's,
+/// a broker's, the mock cluster's own listeners, which bind port 0 — can
+/// be given one between the check here and the bind of the process the
+/// port is meant for. Each test process starts at its own offset in the
+/// range, and a port found in use is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
+}
+
+/// Held by a test that starts brokers or services for as long as it runs:
+/// such tests take one at a time, in this process and across test
+/// processes (a lock file), so two of them never share a 2-core machine's
+/// CPU and time-sensitive phases (session timeouts, SLAs) keep their
+/// margins.
+pub struct Heavy {
+    _in_process: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+pub fn heavy() -> Heavy {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join("nps-stream-heavy-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    Heavy {
+        _in_process: guard,
+        _file: file,
+    }
 }
 
 /// The service (or demo) as a child process; killed if still running when
@@ -224,6 +271,7 @@ pub fn customer_data_markers() -> Vec<&'static str> {
         "queja ",                     // tests/service_mock.rs comments
         "me encanta ",                // tests/service_mock.rs promoters
         "No resolvieron mi problema", // tests/real_broker.rs comments
+        "Nadie me llam",              // tests/cases_e2e.rs comments
     ];
     m.extend_from_slice(&nps_stream::generator::COMPLAINTS);
     m.extend_from_slice(&nps_stream::generator::PRAISES);
@@ -421,7 +469,10 @@ impl Record {
 }
 
 /// Reads every record of `topic` (all partitions, from the beginning)
-/// until `expected` were read or `timeout` passed.
+/// until `expected` were read or `timeout` passed; then on to each
+/// partition's end offset as the broker gives it at that moment, and a
+/// further second, so that records beyond the expected count (a late
+/// duplicate) are read too.
 pub fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -439,42 +490,60 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let poll = |out: &mut Vec<Record>, next: &mut BTreeMap<i32, i64>| {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            next.insert(m.partition(), m.offset() + 1);
+            out.push(Record::of(&m));
+        }
+    };
+    let deadline = Instant::now() + timeout;
     while out.len() < expected && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let mut headers = BTreeMap::new();
-            if let Some(h) = m.headers() {
-                for x in h.iter() {
-                    headers.insert(
-                        x.key.to_string(),
-                        x.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    );
-                }
-            }
-            out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                headers,
-            });
-        }
+        poll(&mut out, &mut next);
     }
-    // Linger briefly to catch records beyond the expected count.
-    let linger = Instant::now() + Duration::from_millis(500);
+    let ends: Vec<(i32, i64, i64)> = (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (p, low, high)
+        })
+        .collect();
+    let to_end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < to_end
+        && ends
+            .iter()
+            .any(|(p, low, high)| next.get(p).copied().unwrap_or(*low) < *high)
+    {
+        poll(&mut out, &mut next);
+    }
+    let linger = Instant::now() + Duration::from_secs(1);
     while Instant::now() < linger {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                headers: BTreeMap::new(),
-            });
-        }
+        poll(&mut out, &mut next);
     }
     out
+}
+
+impl Record {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for x in h.iter() {
+                headers.insert(
+                    x.key.to_string(),
+                    x.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                );
+            }
+        }
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
 }
 
 pub fn rand_suffix() -> String {
@@ -824,4 +893,34 @@ pub fn alerts_by_response(brokers: &str, at_least: usize) -> BTreeMap<String, Ve
         out.entry(a.response_id).or_default().push(a.alert_id);
     }
     out
+}
+
+/// The sum of `topic`'s end offsets over its partitions: how many records
+/// were ever written to it (topics the tests make are never compacted).
+pub fn topic_end_total(brokers: &str, topic: &str) -> i64 {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            probe
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .sum()
+}
+
+/// An alert's id as README documents it, computed here rather than by the
+/// crate: the 128-bit XXH3 of the response id, as 32 lowercase hex digits.
+pub fn expected_alert_id(response_id: &str) -> String {
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(response_id.as_bytes())
+    )
 }

@@ -70,11 +70,27 @@ def read(args):
     topic = md.topics.get(args.topic)
     if topic is None or topic.error is not None:
         raise KafkaException(f"topic {args.topic} not found")
-    consumer.assign([TopicPartition(args.topic, p, 0) for p in topic.partitions])
+    partitions = list(topic.partitions)
+    consumer.assign([TopicPartition(args.topic, p, 0) for p in partitions])
+    # Reads until --expect records came (or the timeout), then on to each
+    # partition's end offset as the broker gives it then, then one more
+    # second: a record beyond the expected count (a late duplicate) is read.
     deadline = time.monotonic() + args.timeout
     seen = 0
+    ends = None
+    next_offset = {}
     linger_until = None
     while time.monotonic() < deadline:
+        if seen >= args.expect and ends is None:
+            ends = {}
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(args.topic, p), timeout=10)
+                ends[p] = (low, high)
+            deadline = max(deadline, time.monotonic() + 10)
+        if ends is not None and linger_until is None and all(
+                next_offset.get(p, low) >= high for p, (low, high) in ends.items()):
+            linger_until = time.monotonic() + 1.0
         if linger_until is not None and time.monotonic() > linger_until:
             break
         msg = consumer.poll(0.2)
@@ -93,9 +109,8 @@ def read(args):
             "value_b64": base64.b64encode(msg.value()).decode() if msg.value() is not None else None,
             "headers": headers,
         }))
+        next_offset[msg.partition()] = msg.offset() + 1
         seen += 1
-        if seen >= args.expect and linger_until is None:
-            linger_until = time.monotonic() + 1.0
     consumer.close()
     print(f"read {seen}", file=sys.stderr)
 

@@ -138,12 +138,55 @@ pub(crate) fn observe<'a>(
     (o, ev)
 }
 
+/// The windows as README defines them, computed here from the
+/// configuration's own words rather than by the engine: a window of
+/// length W with B buckets has buckets W/B wide (ms, rounded down) and at
+/// `now` holds an event time `t` when `t`'s bucket is one of the B newest
+/// up to `now`'s.
+struct Model {
+    lengths: Vec<i64>,
+    buckets: i64,
+}
+
+impl Model {
+    fn of(cfg: &EngineConfig) -> Model {
+        let lengths = cfg
+            .windows
+            .iter()
+            .map(|w| {
+                let (n, unit) = w.split_at(w.len() - 1);
+                let n: i64 = n.parse().unwrap();
+                n * match unit {
+                    "m" => MIN,
+                    "h" => HOUR,
+                    "d" => DAY,
+                    other => panic!("unit {other}"),
+                }
+            })
+            .collect();
+        Model {
+            lengths,
+            buckets: i64::from(cfg.buckets_per_window),
+        }
+    }
+
+    fn holds(&self, w: usize, t: i64, now: i64) -> bool {
+        let width = self.lengths[w] / self.buckets;
+        t.div_euclid(width) > now.div_euclid(width) - self.buckets
+    }
+
+    fn late(&self, t: i64, now: i64) -> bool {
+        !(0..self.lengths.len()).any(|w| self.holds(w, t, now))
+    }
+}
+
 /// Runs the events through the engine and, independently, keeps what a
 /// brute-force model says is counted: the latest version of each response
 /// first seen within the horizon (earlier versions are taken out), every
 /// response forgotten past it as it was.
 fn run(
     e: &mut Engine,
+    model: &Model,
     events: &[Ev],
     start: i64,
     horizon: i64,
@@ -161,7 +204,7 @@ fn run(
             (o.category, o.weight, o.content, o.updated_at_ms);
         let out = e.record(ev.partition, &o, now);
         let t = (now + ev.offset_ms).min(now);
-        let late = !e.layout().in_any_window(t, now);
+        let late = model.late(t, now);
         let key = (ev.partition, ev.id);
         let known = seen.get(&key).filter(|k| k.first_seen > now - horizon);
         let place = Placed {
@@ -213,7 +256,7 @@ fn run(
 }
 
 fn brute_force(
-    layout: &WindowLayout,
+    model: &Model,
     placed: &[Placed],
     now: i64,
 ) -> BTreeMap<(String, String), Vec<WindowStats>> {
@@ -221,11 +264,10 @@ fn brute_force(
     for p in placed {
         let windows = out
             .entry((p.product.clone(), p.region.clone()))
-            .or_insert_with(|| vec![WindowStats::default(); layout.len()]);
-        for (w, spec) in layout.specs().iter().enumerate() {
-            let n = i64::from(spec.buckets);
-            if p.t.div_euclid(spec.bucket_ms) > now.div_euclid(spec.bucket_ms) - n {
-                windows[w].add(p.category, p.weight);
+            .or_insert_with(|| vec![WindowStats::default(); model.lengths.len()]);
+        for (w, stats) in windows.iter_mut().enumerate() {
+            if model.holds(w, p.t, now) {
+                stats.add(p.category, p.weight);
             }
         }
     }
@@ -285,12 +327,13 @@ proptest! {
     ) {
         let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let mut e = Engine::new(&cfg).unwrap();
-        let (now, placed, _) = run(&mut e, &events, T0, 24 * HOUR);
+        let model = Model::of(&cfg);
+        let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         for read_at in [now, now + read_after] {
-            assert_same(&by_name(&e, read_at), &brute_force(e.layout(), &placed, read_at));
+            assert_same(&by_name(&e, read_at), &brute_force(&model, &placed, read_at));
         }
         e.sweep(now + read_after);
-        assert_same(&by_name(&e, now + read_after), &brute_force(e.layout(), &placed, now + read_after));
+        assert_same(&by_name(&e, now + read_after), &brute_force(&model, &placed, now + read_after));
     }
 
     #[test]
@@ -299,10 +342,11 @@ proptest! {
         drop in 0..3i32,
     ) {
         let mut e = engine();
-        let (now, placed, _) = run(&mut e, &events, T0, 24 * HOUR);
+        let model = Model::of(&EngineConfig::default());
+        let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         e.drop_partition(drop);
         let rest: Vec<Placed> = placed.into_iter().filter(|p| p.partition != drop).collect();
-        assert_same(&by_name(&e, now), &brute_force(e.layout(), &rest, now));
+        assert_same(&by_name(&e, now), &brute_force(&model, &rest, now));
     }
 
     #[test]
@@ -313,7 +357,7 @@ proptest! {
     ) {
         let cfg = EngineConfig { windows, ..EngineConfig::default() };
         let mut e = Engine::new(&cfg).unwrap();
-        run(&mut e, &events, T0, 24 * HOUR);
+        run(&mut e, &Model::of(&cfg), &events, T0, 24 * HOUR);
         for p in 0..4 {
             let bytes = e.partition_state_record(p, "survey-responses", offset);
             let mut part = e.partition_snapshot(p).unwrap_or_default();
@@ -348,10 +392,11 @@ proptest! {
         let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let split = split.min(events.len());
         let mut straight = Engine::new(&cfg).unwrap();
-        let (end, _, all) = run(&mut straight, &events, T0, 24 * HOUR);
+        let model = Model::of(&cfg);
+        let (end, _, all) = run(&mut straight, &model, &events, T0, 24 * HOUR);
 
         let mut first = Engine::new(&cfg).unwrap();
-        let (mid, _, head) = run(&mut first, &events[..split], T0, 24 * HOUR);
+        let (mid, _, head) = run(&mut first, &model, &events[..split], T0, 24 * HOUR);
         let bytes = snapshot::encode(&first.snapshot());
         let mut resumed = Engine::restore(&cfg, &snapshot::decode(&bytes).unwrap()).unwrap();
         let mut tail_outs = Vec::new();
