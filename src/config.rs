@@ -594,7 +594,16 @@ impl Settings {
         {
             return Err(ConfigError::Reserved { key });
         }
-        Engine::new(&self.engine).map_err(|e| invalid("--windows / [engine]", e.to_string()))?;
+        Engine::new(&self.engine).map_err(|e| {
+            use crate::engine::ConfigError as E;
+            let flag = match e {
+                E::DedupHorizon => "--dedup-horizon",
+                E::MaxKeys => "--max-keys",
+                E::DedupMaxIds => "--dedup-max-ids",
+                E::Windows(_) | E::WindowsTooFine => "--windows / [engine]",
+            };
+            invalid(flag, e.to_string())
+        })?;
         if self.engine.max_keys == 0 {
             return Err(invalid("--max-keys", "must be at least 1"));
         }

@@ -83,6 +83,7 @@ fn errors_name_the_flag() {
     ));
     for (list, flag) in [
         (&["--windows", "1h,soon"][..], "--windows / [engine]"),
+        (&["--dedup-max-ids", "16777217"], "--dedup-max-ids"),
         (&["--metrics-addr", "nowhere"], "--metrics-addr"),
         (&["-X", "novalue"], "-X"),
         (&["--alerts-format", "xml"], "--alerts-format"),

@@ -1,0 +1,369 @@
+//! README's reference tables against the binary: the flags of `run` with
+//! their environment variables and defaults against `run --help` and
+//! `check-config`, and the metric table against a live scrape of /metrics
+//! (names, types and labels). Neither side may list what the other lacks.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The rows of the first Markdown table after the heading `heading`:
+/// cells trimmed, header and rule rows left out.
+fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+    let rows: Vec<Vec<String>> = text[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().trim_matches('|').trim().to_string())
+                .collect()
+        })
+        .collect();
+    rows.into_iter().skip(2).collect()
+}
+
+/// The code spans of a cell, in order.
+fn code_spans(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// A flag row of README: (flag, env, default).
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct FlagRow {
+    flag: String,
+    env: String,
+    default: Option<String>,
+}
+
+fn readme_flags() -> Vec<FlagRow> {
+    table_after(&readme(), "### Flags of `run`")
+        .into_iter()
+        .map(|cells| {
+            let flag = code_spans(&cells[0])[0]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            let env = code_spans(&cells[1]).first().cloned().unwrap_or_default();
+            let default = code_spans(&cells[2]).first().cloned();
+            FlagRow { flag, env, default }
+        })
+        .collect()
+}
+
+/// `run --help`, option by option: (flag, env, default).
+fn help_flags() -> Vec<FlagRow> {
+    let help = run_ok(Command::new(BIN).args(["run", "--help"]));
+    let mut out: Vec<FlagRow> = Vec::new();
+    let mut text = String::new();
+    let flush = |out: &mut Vec<FlagRow>, text: &str| {
+        let Some(last) = out.last_mut() else { return };
+        let field = |key: &str| {
+            let i = text.find(key)? + key.len();
+            let rest = &text[i..];
+            Some(rest[..rest.find(']')?].to_string())
+        };
+        last.env = field("[env: ")
+            .map(|e| e.trim_end_matches('=').to_string())
+            .unwrap_or_default();
+        // "67108864, 64 MiB": the value, then a note.
+        last.default = field("[default: ").map(|d| {
+            d.split(", ")
+                .next()
+                .unwrap_or_default()
+                .trim_matches('`')
+                .to_string()
+        });
+    };
+    for line in help
+        .lines()
+        .skip_while(|l| !l.starts_with("Options:"))
+        .skip(1)
+    {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if indent <= 6 && t.starts_with('-') {
+            flush(&mut out, &text);
+            text.clear();
+            let flag = t
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+                .or_else(|| t.split_whitespace().next())
+                .unwrap()
+                .to_string();
+            out.push(FlagRow {
+                flag,
+                env: String::new(),
+                default: None,
+            });
+        } else {
+            text.push_str(t);
+            text.push(' ');
+        }
+    }
+    flush(&mut out, &text);
+    out.retain(|r| r.flag != "--help");
+    out
+}
+
+#[test]
+fn readme_flag_table_is_run_help() {
+    let readme: BTreeMap<String, FlagRow> = readme_flags()
+        .into_iter()
+        .map(|r| (r.flag.clone(), r))
+        .collect();
+    let help: BTreeMap<String, FlagRow> = help_flags()
+        .into_iter()
+        .map(|r| (r.flag.clone(), r))
+        .collect();
+    let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
+        (readme.keys().collect(), help.keys().collect());
+    assert_eq!(a, b, "flags in README's table against `run --help`");
+    assert_eq!(help.len(), 33, "the flags of run: {:?}", help.keys());
+    for (flag, row) in &readme {
+        let h = &help[flag];
+        assert_eq!(row.env, h.env, "{flag}: environment variable");
+        // README writes "(required)" or nothing where there is no default.
+        assert_eq!(row.default, h.default, "{flag}: default");
+    }
+}
+
+/// check-config's printout of the settings, with `args` after `run`'s
+/// flags and `env` as the only NPS_* variables.
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check-config").args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NPS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A valid value other than the default, per flag of README's table.
+fn other_value(flag: &str, dir: &std::path::Path) -> String {
+    let v = match flag {
+        "--config" => {
+            let path = dir.join("other.toml");
+            std::fs::write(&path, "max_pending = 7\n").unwrap();
+            return path.to_str().unwrap().to_string();
+        }
+        "--brokers" => "other-broker:9092",
+        "--group-id" => "other-group",
+        "--input-topic" => "other-input",
+        "--alerts-topic" => "other-alerts",
+        "--dlq-topic" => "other-dlq",
+        "--metrics-addr" => "127.0.0.1:9999",
+        "--windows" => "1h,2d",
+        "-X" => "socket.timeout.ms=12345",
+        "--alerts-format" => "json",
+        "--auto-offset-reset" => "latest",
+        "--log-format" => "json",
+        "--max-keys" => "77",
+        "--buckets-per-window" => "12",
+        "--dedup-horizon" => "2h",
+        "--dedup-max-ids" => "1234",
+        "--max-future-skew" => "1m",
+        "--alert-threshold" => "4",
+        "--shutdown-timeout" => "7s",
+        "--state-topic" => "other-state",
+        "--snapshot-interval" => "3s",
+        "--snapshot-max-bytes" => "2048",
+        "--max-pending" => "99",
+        "--cases" => "off",
+        "--case-events-topic" => "other-case-events",
+        "--escalations-topic" => "other-escalations",
+        "--contact-sla" => "critical=1h",
+        "--repeat-horizon" => "10d",
+        "--orphan-grace" => "1m",
+        "--closed-retention" => "5d",
+        "--max-cases" => "999",
+        "--promoters" => "off",
+        "--promoter-topic" => "other-promoters",
+        other => panic!("no other value for {other}: add one here"),
+    };
+    v.to_string()
+}
+
+/// Every flag of README's table, through check-config: its README default
+/// given explicitly changes nothing; another value changes the settings,
+/// and the same value through its environment variable gives the same
+/// settings as through the flag.
+#[test]
+fn every_flag_and_environment_variable_sets_what_readme_says() {
+    let dir = std::env::temp_dir().join(format!("nps-readme-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base_args = ["--brokers", "x:1"];
+    let base = check_config(&base_args, &[]).unwrap();
+    for row in readme_flags() {
+        let flag = row.flag.as_str();
+        // The broker list is given by this test: its own row gives it alone.
+        let mut args: Vec<&str> = if flag == "--brokers" {
+            vec![]
+        } else {
+            base_args.to_vec()
+        };
+        if let Some(default) = &row.default {
+            let default = default.replace("<group-id>", "nps-stream");
+            let mut with = args.clone();
+            with.extend([flag, default.as_str()]);
+            assert_eq!(
+                check_config(&with, &[]),
+                Ok(base.clone()),
+                "{flag} {default}: README's default is not the default"
+            );
+        }
+        let value = other_value(flag, &dir);
+        let mut env_args = args.clone();
+        if flag == "--brokers" {
+            env_args.clear();
+        }
+        args.extend([flag, value.as_str()]);
+        let by_flag = check_config(&args, &[]).unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+        assert_ne!(by_flag, base, "{flag} {value} changed nothing");
+        let by_env = check_config(&env_args, &[(row.env.as_str(), value.as_str())])
+            .unwrap_or_else(|e| panic!("{}={value}: {e}", row.env));
+        assert_eq!(by_env, by_flag, "{} against {flag}", row.env);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// README: `--dedup-max-ids` is capped at 16,777,216 per partition.
+#[test]
+fn dedup_max_ids_takes_up_to_its_cap() {
+    let ok = check_config(&["--brokers", "x:1", "--dedup-max-ids", "16777216"], &[]).unwrap();
+    assert!(ok.contains("dedup_max_ids: 16777216"), "{ok}");
+    let refused = check_config(&["--brokers", "x:1", "--dedup-max-ids", "16777217"], &[]);
+    let e = refused.expect_err("one over the cap is refused");
+    assert!(
+        e.contains("exit status: 2") && e.contains("--dedup-max-ids"),
+        "{e}"
+    );
+}
+
+/// README's metric table: name → (type, label names).
+fn readme_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    table_after(&readme(), "| metric | type | labels |")
+        .into_iter()
+        .map(|cells| {
+            let name = code_spans(&cells[0])[0].clone();
+            let labels = code_spans(&cells[2]).into_iter().collect();
+            (name, (cells[1].clone(), labels))
+        })
+        .collect()
+}
+
+/// A scrape's metric families: name → (type, label names seen on its
+/// samples; `le` and `quantile` left out). Families with no sample yet
+/// have no label names.
+fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut w = rest.split_whitespace();
+            let (name, kind) = (w.next().unwrap(), w.next().unwrap());
+            out.insert(name.to_string(), (kind.to_string(), BTreeSet::new()));
+        }
+    }
+    for (name, labels, _) in Metrics::parse(text).samples {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| out.get(*f).is_some_and(|(k, _)| k == "histogram"))
+            })
+            .unwrap_or(&name)
+            .to_string();
+        let entry = out
+            .get_mut(&family)
+            .unwrap_or_else(|| panic!("{name}: no TYPE"));
+        entry
+            .1
+            .extend(labels.into_keys().filter(|k| k != "le" && k != "quantile"));
+    }
+    out
+}
+
+/// The metric table against a running demo (cases and promoter events on,
+/// malformed answers among the generated ones): every family it exports is
+/// in the table with its type and labels, and every name in the table is
+/// one the binary holds.
+#[test]
+fn readme_metric_table_is_what_the_binary_exports() {
+    let _heavy = heavy();
+    let table = readme_metrics();
+    assert!(table.len() >= 50, "{} metrics in README", table.len());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = Service::start(
+        &["demo", "--metrics-addr", &addr, "--table-every", "3600"],
+        port,
+        "readme-metrics",
+    );
+    demo.wait_for(
+        "cases, promoters and refusals",
+        Duration::from_secs(120),
+        |m| {
+            m.count("nps_cases_open") > 0
+                && m.count("nps_promoter_events_total") > 0
+                && m.count("nps_events_rejected_total") > 0
+                && m.count("nps_case_first_contact_seconds_count") > 0
+        },
+    );
+    let (_, text) = http_get(&demo.metrics_addr, "/metrics").unwrap();
+    let scraped = families(&text);
+    let mut wrong = Vec::new();
+    for (name, (kind, labels)) in &scraped {
+        match table.get(name) {
+            None => wrong.push(format!("{name} is exported, not in README")),
+            Some((k, l)) => {
+                if k != kind {
+                    wrong.push(format!("{name}: README says {k}, exported as {kind}"));
+                }
+                if !labels.is_empty() && l != labels {
+                    wrong.push(format!(
+                        "{name}: README's labels {l:?}, exported {labels:?}"
+                    ));
+                }
+            }
+        }
+    }
+    let binary = std::fs::read(BIN).unwrap();
+    for name in table.keys() {
+        if !binary.windows(name.len()).any(|w| w == name.as_bytes()) {
+            wrong.push(format!("{name} is in README, not in the binary"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(scraped.len() >= 35, "{} families exported", scraped.len());
+    assert!(demo.terminate(Duration::from_secs(30)).success());
+}
