@@ -128,8 +128,16 @@ pub fn heavy() -> Heavy {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    file.lock()
-        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor this function owns; the lock goes
+    // with the descriptor when `Heavy` drops the file.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "lock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
     Heavy {
         _in_process: guard,
         _file: file,
