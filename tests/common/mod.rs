@@ -3,6 +3,8 @@
 //! independently computed expectations.
 #![allow(dead_code)]
 
+pub mod mock;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

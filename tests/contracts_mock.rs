@@ -1,0 +1,315 @@
+//! Contracts of README that only a fault or an odd cluster shows, on
+//! librdkafka's mock cluster with the real binary: a producer stalled by
+//! retriable errors is renewed and loses nothing; the start-up topic
+//! contract (co-partitioned case topics, and nothing written to the
+//! topics of a feature turned off); revisions past the
+//! dedup bound dead-lettered, never counted twice.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::mock::*;
+use common::*;
+use nps_stream::pb::{DetractorAlert, SurveyResponse};
+use nps_stream::schema::timestamp_from_ms as ts;
+use prost::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+const EVENTS: &str = "nps-case-events";
+const ESCALATIONS: &str = "nps-case-escalations";
+
+/// Waits for the process to exit by itself; its status and logs.
+fn exit_of(svc: &mut Service, timeout: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = svc.child.try_wait().unwrap() {
+            return (status, svc.logs());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {timeout:?}:\n{}",
+            svc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The topics the cluster holds, from a metadata request for all topics
+/// (which creates none).
+fn topic_names(brokers: &str) -> BTreeSet<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    c.fetch_metadata(None, Duration::from_secs(10))
+        .unwrap()
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+/// README: deliveries that make no progress for 20 s while the brokers are
+/// reachable renew the producer. Every produce is answered with a
+/// retriable error (NOT_ENOUGH_REPLICAS) for longer than that: the
+/// producer is renewed, nothing is committed past a record whose alert or
+/// promoter event is undelivered, and once writes are accepted every
+/// detractor's alert arrives with its deterministic id.
+#[test]
+fn a_stalled_producer_is_renewed_and_every_alert_delivered_with_its_id() {
+    let _heavy = heavy();
+    let (cluster, brokers) = cluster();
+    let data = dataset(300, now_ms(), "stall");
+    produce(&brokers, &good_records(&data));
+    let first = first_delivery_offsets(&brokers, &data);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 1_000_000],
+    );
+    let mut svc = Service::run(&brokers, "g-stall", QUICK_REJOIN, "stall");
+    let started = Instant::now();
+    let m = svc.wait_for("the producer renewed", Duration::from_secs(120), |m| {
+        consumed(m) == data.len() as f64
+            && m.get("nps_producer_renewals_total", &[]).unwrap_or(0.0) >= 1.0
+    });
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "renewed after {:?}, before 20 s without progress",
+        started.elapsed()
+    );
+    assert!(m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) > 0.0);
+    // Committed exactly up to each partition's first record that sends
+    // something: the records before it needed no delivery.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (committed, _) = committed_and_end(&brokers, "g-stall", 4);
+        let at_first = first.iter().all(|(p, f)| {
+            committed[*p as usize] == rdkafka::Offset::Offset(*f)
+                || (*f == 0 && committed[*p as usize] == rdkafka::Offset::Invalid)
+        });
+        if at_first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed {committed:?}, want {first:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_committed_at(&brokers, "g-stall", &first);
+
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    wait_committed(&brokers, "g-stall", 4, Duration::from_secs(90), &svc);
+    let m = svc.wait_for(
+        "every delivery acknowledged",
+        Duration::from_secs(60),
+        |m| m.get("nps_pending_deliveries", &[]) == Some(0.0),
+    );
+    assert!(m.get("nps_producer_renewals_total", &[]).unwrap() >= 1.0);
+    let detractors = detractor_ids(&data);
+    let records = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(30));
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &records {
+        let a = DetractorAlert::decode(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(a.alert_id, expected_alert_id(&a.response_id));
+        assert_eq!(r.header("nps.alert-id"), Some(a.alert_id.clone()));
+        ids.entry(a.response_id).or_default().insert(a.alert_id);
+    }
+    let alerted: BTreeSet<String> = ids.keys().cloned().collect();
+    assert_eq!(alerted, detractors, "every detractor has its alert");
+    assert!(ids.values().all(|i| i.len() == 1));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// A mock cluster with the input, alerts and dead-letter topics, and
+/// `extra` topics with their partition counts.
+fn cluster_with(
+    extra: &[(&str, i32)],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let (c, b) = cluster();
+    for (t, p) in extra {
+        c.create_topic(t, *p, 1).unwrap();
+    }
+    (c, b)
+}
+
+/// README: the case-events topic must have as many partitions as the
+/// alerts topic; otherwise the start stops, naming both, with exit 1.
+#[test]
+fn case_topics_not_co_partitioned_stop_the_start_naming_both() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster_with(&[(EVENTS, 3), (ESCALATIONS, 2)]);
+    let mut svc = Service::run(&brokers, "g-mismatch", QUICK_REJOIN, "mismatch");
+    let (status, logs) = exit_of(&mut svc, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains(
+            "case tracking: nps-detractor-alerts has 2 partitions but nps-case-events has 3"
+        ),
+        "{logs}"
+    );
+}
+
+/// README: `--cases off` and `--promoters off` need no case or promoter
+/// topic and write nothing to them, whatever the answers.
+#[test]
+fn cases_and_promoters_off_write_nothing_to_their_topics() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster_with(&[(ESCALATIONS, 2), (PROMOTERS, 4)]);
+    let data = dataset(200, now_ms(), "off");
+    produce(&brokers, &good_records(&data));
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--cases", "off", "--promoters", "off"]);
+    let mut svc = Service::run(&brokers, "g-off", &args, "off");
+    wait_committed(&brokers, "g-off", 4, Duration::from_secs(90), &svc);
+    let m = svc.wait_for("all consumed", Duration::from_secs(30), |m| {
+        consumed(m) == data.len() as f64
+    });
+    assert_eq!(m.sum("nps_promoter_events_total", &[]), 0.0);
+    assert_eq!(m.count("nps_cases_open"), 0);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    // The alerts still go out, one per detractor.
+    let detractors = detractor_ids(&data);
+    let alerts = read_topic(&brokers, ALERTS, detractors.len(), Duration::from_secs(30));
+    assert_eq!(alerts.len(), detractors.len());
+    for t in [ESCALATIONS, PROMOTERS] {
+        assert_eq!(topic_end_total(&brokers, t), 0, "{t} written to");
+    }
+    assert!(
+        !topic_names(&brokers).contains(EVENTS),
+        "the case-events topic was created"
+    );
+}
+
+/// README, revisions: a version with `updated_at` whose response_id was
+/// pushed out by `--dedup-max-ids` is dead-lettered as
+/// `revision_after_horizon` and never counted twice; ids pushed out
+/// before their horizon are counted in `nps_dedup_evicted_early_total`.
+/// One input partition, 300 answers, room for 100: the first 200 are
+/// forgotten. Revisions of 10 forgotten and 10 remembered answers: the
+/// forgotten ones' are dead letters, the remembered ones' are counted, and
+/// the windows hold the first versions of the one and the revisions of
+/// the other.
+#[test]
+fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
+    let _heavy = heavy();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(INPUT, 1, 1).unwrap();
+    cluster.create_topic(ALERTS, 1, 1).unwrap();
+    cluster.create_topic(DLQ, 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let now = now_ms();
+    // Passives 10 minutes old: no alert, no promoter event.
+    let first: Vec<SurveyResponse> = (0..300)
+        .map(|i| SurveyResponse {
+            response_id: format!("bound-{i:03}"),
+            customer_id: format!("cust-b{i}"),
+            product: "Tarjeta Oro".into(),
+            region: "Norte".into(),
+            channel: nps_stream::pb::Channel::Email as i32,
+            score: Some(8),
+            responded_at: Some(ts(now - 10 * MIN)),
+            survey_id: "s".into(),
+            ..Default::default()
+        })
+        .collect();
+    let to_input = |answers: &[SurveyResponse]| -> Vec<Input> {
+        answers
+            .iter()
+            .map(|a| {
+                (
+                    Some(a.encode_to_vec()),
+                    a.response_id.clone().into_bytes(),
+                    None,
+                )
+            })
+            .collect()
+    };
+    produce(&brokers, &to_input(&first));
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--dedup-max-ids", "100", "--cases", "off"]);
+    let mut svc = Service::run(&brokers, "g-bound-ids", &args, "bound-ids");
+    svc.wait_for("the first versions", Duration::from_secs(60), |m| {
+        consumed(m) == 300.0
+            && m.get("nps_dedup_evicted_early_total", &[]) == Some(200.0)
+            && m.get("nps_dedup_ids", &[]) == Some(100.0)
+    });
+    // Revised to a 2, an hour later by updated_at.
+    let revise = |i: usize| {
+        let mut r = first[i].clone();
+        r.score = Some(2);
+        r.updated_at = Some(ts(now + HOUR / 60));
+        r
+    };
+    let forgotten: Vec<SurveyResponse> = (0..10).map(revise).collect();
+    let remembered: Vec<SurveyResponse> = (290..300).map(revise).collect();
+    let revisions: Vec<SurveyResponse> = forgotten.iter().chain(&remembered).cloned().collect();
+    produce(&brokers, &to_input(&revisions));
+    let m = svc.wait_for("the revisions", Duration::from_secs(60), |m| {
+        consumed(m) == 320.0
+            && m.get(
+                "nps_window_responses",
+                &[("window", "1h"), ("category", "detractor")],
+            ) == Some(10.0)
+    });
+    assert_eq!(
+        m.get(
+            "nps_events_rejected_total",
+            &[("reason", "revision_after_horizon")]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        m.get("nps_revisions_total", &[("effect", "score")]),
+        Some(10.0)
+    );
+    // Each answer once: 290 passives and the 10 revised to detractors.
+    for (category, n) in [("passive", 290.0), ("detractor", 10.0), ("promoter", 0.0)] {
+        assert_eq!(
+            m.get(
+                "nps_window_responses",
+                &[("window", "1h"), ("category", category)]
+            ),
+            Some(n),
+            "{category}"
+        );
+    }
+    assert_eq!(m.get("nps_dedup_evicted_early_total", &[]), Some(200.0));
+    assert_eq!(m.sum("nps_responses_total", &[]), 300.0);
+    let dead = read_topic(&brokers, DLQ, 10, Duration::from_secs(30));
+    let keys: BTreeSet<String> = dead
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.header("nps.dlq.reason").as_deref(),
+                Some("revision_after_horizon")
+            );
+            String::from_utf8(r.key.clone().unwrap()).unwrap()
+        })
+        .collect();
+    let want: BTreeSet<String> = forgotten.iter().map(|r| r.response_id.clone()).collect();
+    assert_eq!(keys, want);
+    assert_eq!(dead.len(), 10);
+    // Only the remembered ones' revisions alert.
+    let alerts = read_topic(&brokers, ALERTS, 10, Duration::from_secs(30));
+    let alerted: BTreeSet<String> = alerts
+        .iter()
+        .map(|r| {
+            DetractorAlert::decode(r.payload.as_deref().unwrap())
+                .unwrap()
+                .response_id
+        })
+        .collect();
+    let want: BTreeSet<String> = remembered.iter().map(|r| r.response_id.clone()).collect();
+    assert_eq!(alerted, want);
+    assert_eq!(alerts.len(), 10);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
