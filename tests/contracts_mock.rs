@@ -313,3 +313,190 @@ fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
     assert_eq!(alerts.len(), 10);
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
+
+/// Every topic renamed, and the thresholds moved, on a running service:
+/// `--input-topic`, `--alerts-topic`, `--dlq-topic`, `--promoter-topic`,
+/// `--case-events-topic`, `--escalations-topic`, `--alert-threshold 4`,
+/// `--max-future-skew 1m`, `--max-cases 3` and a 3 s contact SLA. The
+/// records go where the flags say and nowhere else; scores 5 and 6 raise
+/// no alert; an answer 3 minutes ahead is refused; two of five cases are
+/// evicted and the three kept escalate, as protobuf with their headers;
+/// the dead letters carry their source headers.
+#[test]
+fn renamed_topics_and_moved_thresholds_take_effect() {
+    let _heavy = heavy();
+    let (input, alerts, dlq, promoters, events, escalations) = (
+        "in-2",
+        "alerts-2",
+        "dlq-2",
+        "promoters-2",
+        "events-2",
+        "escalations-2",
+    );
+    let cluster = MockCluster::new(1).unwrap();
+    for (t, p) in [
+        (input, 2),
+        (alerts, 2),
+        (dlq, 1),
+        (promoters, 2),
+        (events, 2),
+        (escalations, 2),
+    ] {
+        cluster.create_topic(t, p, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let now = now_ms();
+    let answer = |i: usize, score: u32, at: i64| SurveyResponse {
+        response_id: format!("tuned-{i}"),
+        customer_id: format!("cust-t{i}"),
+        product: "Tarjeta Oro".into(),
+        region: "Sur".into(),
+        channel: nps_stream::pb::Channel::Sms as i32,
+        score: Some(score),
+        responded_at: Some(ts(at)),
+        survey_id: "s".into(),
+        ..Default::default()
+    };
+    // Five detractors at 2, one each at 5 and 6, two promoters, one answer
+    // 3 minutes ahead, one undecodable payload.
+    let mut good: Vec<SurveyResponse> = (0..5).map(|i| answer(i, 2, now - MIN)).collect();
+    good.extend([answer(5, 5, now - MIN), answer(6, 6, now - MIN)]);
+    good.extend([answer(7, 10, now - MIN), answer(8, 9, now - MIN)]);
+    let ahead = answer(9, 8, now + 3 * MIN);
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let mut records: Vec<(String, Vec<u8>)> = good
+        .iter()
+        .chain([&ahead])
+        .map(|a| (a.response_id.clone(), a.encode_to_vec()))
+        .collect();
+    records.push(("tuned-bad".into(), b"\xff\xfe not protobuf".to_vec()));
+    for (key, value) in &records {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(input)
+                    .key(key.as_str())
+                    .payload(value.as_slice()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let args = [
+        "-X",
+        "session.timeout.ms=6000",
+        "--input-topic",
+        input,
+        "--alerts-topic",
+        alerts,
+        "--dlq-topic",
+        dlq,
+        "--promoter-topic",
+        promoters,
+        "--case-events-topic",
+        events,
+        "--escalations-topic",
+        escalations,
+        "--alert-threshold",
+        "4",
+        "--max-future-skew",
+        "1m",
+        "--max-cases",
+        "3",
+        "--contact-sla",
+        "critical=3s,high=3s,normal=3s",
+    ];
+    let mut svc = Service::run(&brokers, "g-tuned", &args, "tuned");
+    let m = svc.wait_for(
+        "the answers, the evictions and the escalations",
+        Duration::from_secs(90),
+        |m| {
+            consumed(m) == records.len() as f64
+                && m.get("nps_cases_evicted_total", &[]) == Some(2.0)
+                && m.sum("nps_case_escalations_total", &[("level", "2")]) == 3.0
+        },
+    );
+    assert_eq!(m.sum("nps_case_escalations_total", &[("level", "1")]), 3.0);
+    assert_eq!(m.sum("nps_cases_open", &[]), 3.0);
+    for reason in ["future_timestamp", "undecodable"] {
+        assert_eq!(
+            m.get("nps_events_rejected_total", &[("reason", reason)]),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+
+    // Alerts: the five at 2, none for 5 and 6.
+    let got = read_topic(&brokers, alerts, 5, Duration::from_secs(30));
+    let alerted: BTreeSet<String> = got
+        .iter()
+        .map(|r| {
+            DetractorAlert::decode(r.payload.as_deref().unwrap())
+                .unwrap()
+                .response_id
+        })
+        .collect();
+    let want: BTreeSet<String> = (0..5).map(|i| format!("tuned-{i}")).collect();
+    assert_eq!(alerted, want);
+    assert_eq!(got.len(), 5);
+    assert_eq!(topic_end_total(&brokers, promoters), 2);
+    // Escalations: protobuf, with their headers, one per kept case and
+    // level.
+    let esc = read_topic(&brokers, escalations, 6, Duration::from_secs(30));
+    assert_eq!(esc.len(), 6);
+    let mut levels: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for r in &esc {
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(
+            r.header("nps.message-type").as_deref(),
+            Some("nps.v1.CaseEscalation")
+        );
+        let e = nps_stream::pb::CaseEscalation::decode(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(e.reason, "contact_sla_missed");
+        assert_eq!(
+            e.alert_id,
+            expected_alert_id(&format!("tuned-{}", &e.customer_id[6..]))
+        );
+        assert_eq!(r.key.as_deref(), Some(e.customer_id.as_bytes()));
+        levels.entry(e.customer_id).or_default().insert(e.level);
+    }
+    assert_eq!(levels.len(), 3, "{levels:?}");
+    assert!(levels.values().all(|l| l == &BTreeSet::from([1, 2])));
+    // Dead letters: with where they came from and when.
+    let dead = read_topic(&brokers, dlq, 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2);
+    let sources = read_topic(&brokers, input, records.len(), Duration::from_secs(30));
+    for d in &dead {
+        let key = d.key.clone().unwrap();
+        let src = sources
+            .iter()
+            .find(|s| s.key.as_ref() == Some(&key))
+            .unwrap();
+        assert_eq!(d.header("nps.dlq.source.topic").as_deref(), Some(input));
+        assert_eq!(
+            d.header("nps.dlq.source.partition"),
+            Some(src.partition.to_string())
+        );
+        assert_eq!(
+            d.header("nps.dlq.source.offset"),
+            Some(src.offset.to_string())
+        );
+        let failed_at: i64 = d.header("nps.dlq.failed_at_ms").unwrap().parse().unwrap();
+        assert!(
+            (now..now_ms()).contains(&failed_at),
+            "failed_at_ms {failed_at} outside the run"
+        );
+        assert_eq!(d.payload, src.payload, "the payload unchanged");
+    }
+    // Nothing went to the default topics.
+    let names = topic_names(&brokers);
+    for t in [INPUT, ALERTS, DLQ, PROMOTERS, EVENTS, ESCALATIONS] {
+        assert!(!names.contains(t), "{t} exists: {names:?}");
+    }
+}
