@@ -500,3 +500,153 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
         assert!(!names.contains(t), "{t} exists: {names:?}");
     }
 }
+
+/// A one-partition mock cluster with the input, alerts and dead-letter
+/// topics.
+fn one_partition() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    for t in [INPUT, ALERTS, DLQ] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
+/// An answer of customer `customer`, a minute old.
+fn answer_of(id: &str, customer: &str, score: u32, now: i64) -> SurveyResponse {
+    SurveyResponse {
+        response_id: id.into(),
+        customer_id: customer.into(),
+        product: "Seguro Auto".into(),
+        region: "Norte".into(),
+        channel: nps_stream::pb::Channel::Web as i32,
+        score: Some(score),
+        responded_at: Some(ts(now - MIN)),
+        survey_id: "s".into(),
+        ..Default::default()
+    }
+}
+
+fn send_answers(brokers: &str, answers: &[SurveyResponse]) {
+    let records: Vec<Input> = answers
+        .iter()
+        .map(|a| {
+            (
+                Some(a.encode_to_vec()),
+                a.response_id.clone().into_bytes(),
+                None,
+            )
+        })
+        .collect();
+    produce(brokers, &records);
+}
+
+/// `--dedup-horizon 10s` on a running service: a revision within the
+/// horizon replaces its first version; one that comes after it is
+/// dead-lettered as `revision_after_horizon`.
+#[test]
+fn a_revision_past_the_dedup_horizon_is_dead_lettered() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = one_partition();
+    let now = now_ms();
+    let first: Vec<SurveyResponse> = (0..2)
+        .map(|i| answer_of(&format!("hz-{i}"), &format!("cust-hz{i}"), 8, now))
+        .collect();
+    let revised = |i: usize| {
+        let mut r = first[i].clone();
+        r.score = Some(3);
+        r.updated_at = Some(ts(now));
+        r
+    };
+    send_answers(&brokers, &first);
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--dedup-horizon", "10s", "--cases", "off"]);
+    let mut svc = Service::run(&brokers, "g-horizon", &args, "horizon");
+    svc.wait_for("the first versions", Duration::from_secs(60), |m| {
+        consumed(m) == 2.0
+    });
+    let seen = Instant::now();
+    send_answers(&brokers, &[revised(0)]);
+    svc.wait_for(
+        "the revision within the horizon",
+        Duration::from_secs(60),
+        |m| consumed(m) == 3.0,
+    );
+    assert!(
+        seen.elapsed() < Duration::from_secs(10),
+        "the first revision came {:?} after its answer: not within the horizon",
+        seen.elapsed()
+    );
+    // Time passes beyond the horizon before the second revision is sent.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(seen.elapsed()));
+    send_answers(&brokers, &[revised(1)]);
+    let m = svc.wait_for(
+        "the revision after the horizon",
+        Duration::from_secs(60),
+        |m| {
+            consumed(m) == 4.0
+                && m.get(
+                    "nps_events_rejected_total",
+                    &[("reason", "revision_after_horizon")],
+                ) == Some(1.0)
+        },
+    );
+    assert_eq!(
+        m.get("nps_revisions_total", &[("effect", "score")]),
+        Some(1.0)
+    );
+    let dead = read_topic(&brokers, DLQ, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key.as_deref(), Some(b"hz-1".as_slice()));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
+/// `--repeat-horizon 10s` on a running service: a customer's second
+/// detractor answer within 10 s of the first case is a repeat (escalated
+/// at once); a third one more than 10 s after the second case is not.
+#[test]
+fn a_repeat_detractor_counts_only_within_the_repeat_horizon() {
+    let _heavy = heavy();
+    let (cluster, brokers) = one_partition();
+    for t in [EVENTS, ESCALATIONS] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let now = now_ms();
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--repeat-horizon", "10s", "--promoters", "off"]);
+    let mut svc = Service::run(&brokers, "g-repeat", &args, "repeat");
+    send_answers(&brokers, &[answer_of("rp-1", "cust-rp", 2, now)]);
+    svc.wait_for("the first case", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_open", &[]) == 1.0
+    });
+    let second = Instant::now();
+    send_answers(&brokers, &[answer_of("rp-2", "cust-rp", 2, now)]);
+    svc.wait_for("the repeat", Duration::from_secs(60), |m| {
+        m.sum("nps_repeat_detractors_total", &[]) == 1.0 && m.sum("nps_cases_open", &[]) == 2.0
+    });
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "the second case opened {:?} after it was sent: not within the horizon",
+        second.elapsed()
+    );
+    // Time passes beyond the horizon before the third answer is sent.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(second.elapsed()));
+    send_answers(&brokers, &[answer_of("rp-3", "cust-rp", 2, now)]);
+    let m = svc.wait_for("the third case", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_open", &[]) == 3.0
+    });
+    assert_eq!(m.sum("nps_repeat_detractors_total", &[]), 1.0);
+    assert_eq!(
+        m.sum(
+            "nps_case_escalations_total",
+            &[("reason", "repeat_detractor")]
+        ),
+        1.0
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    let esc = read_topic(&brokers, ESCALATIONS, 1, Duration::from_secs(30));
+    assert_eq!(esc.len(), 1);
+}

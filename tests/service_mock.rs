@@ -1144,6 +1144,41 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// `--buckets-per-window` on a running service: a restart with another
+/// bucket count finds every snapshot written with other windows
+/// (`layout`), rebuilds each partition by replaying its input (counted, no
+/// alert), and its windows are again exactly the data's.
+#[test]
+fn another_bucket_count_finds_the_snapshots_unusable_and_rebuilds() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster();
+    let data = dataset(1200, now_ms(), "layout");
+    process_all_then_stop(&brokers, "g-layout", &data);
+    let args: Vec<&str> = FAST_SNAPSHOTS
+        .iter()
+        .copied()
+        .chain(["--buckets-per-window", "12"])
+        .collect();
+    let mut svc = Service::run(&brokers, "g-layout", &args, "layout-2");
+    let m = svc.wait_for("rebuilt", Duration::from_secs(90), |m| {
+        restores(m, "rebuild") == 4.0
+            && m.get("nps_snapshot_errors_total", &[("reason", "layout")]) == Some(4.0)
+            && m.get("nps_state_restoring_partitions", &[]) == Some(0.0)
+    });
+    assert_eq!(restores(&m, "snapshot"), 0.0);
+    assert_eq!(
+        m.get("nps_state_replayed_total", &[]),
+        Some(data.len() as f64)
+    );
+    wait_windows(&mut svc, &data, Duration::from_secs(30));
+    // Replayed records raise no alert again: one per detractor in all.
+    let detractors = detractor_ids(&data);
+    let alerts = alerts_by_response(&brokers, detractors.len());
+    assert_eq!(alerts.len(), detractors.len());
+    assert!(alerts.values().all(|ids| ids.len() == 1));
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
 #[test]
 fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
     let _heavy = heavy();
