@@ -317,7 +317,8 @@ fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
 /// Every topic renamed, and the thresholds moved, on a running service:
 /// `--input-topic`, `--alerts-topic`, `--dlq-topic`, `--promoter-topic`,
 /// `--case-events-topic`, `--escalations-topic`, `--alert-threshold 4`,
-/// `--max-future-skew 1m`, `--max-cases 3` and a 3 s contact SLA. The
+/// `--max-future-skew 1m`, `--max-cases 3`, a 3 s contact SLA and the
+/// windows 1h and 2d. The
 /// records go where the flags say and nowhere else; scores 5 and 6 raise
 /// no alert; an answer 3 minutes ahead is refused; two of five cases are
 /// evicted and the three kept escalate, as protobuf with their headers;
@@ -407,6 +408,8 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
         "3",
         "--contact-sla",
         "critical=3s,high=3s,normal=3s",
+        "--windows",
+        "1h,2d",
     ];
     let mut svc = Service::run(&brokers, "g-tuned", &args, "tuned");
     let m = svc.wait_for(
@@ -420,6 +423,15 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
     );
     assert_eq!(m.sum("nps_case_escalations_total", &[("level", "1")]), 3.0);
     assert_eq!(m.sum("nps_cases_open", &[]), 3.0);
+    let windows: BTreeSet<String> = m
+        .series("nps_window_responses")
+        .into_iter()
+        .map(|l| l["window"].clone())
+        .collect();
+    assert_eq!(
+        windows,
+        BTreeSet::from(["1h".to_string(), "2d".to_string()])
+    );
     for reason in ["future_timestamp", "undecodable"] {
         assert_eq!(
             m.get("nps_events_rejected_total", &[("reason", reason)]),
@@ -649,4 +661,112 @@ fn a_repeat_detractor_counts_only_within_the_repeat_horizon() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
     let esc = read_topic(&brokers, ESCALATIONS, 1, Duration::from_secs(30));
     assert_eq!(esc.len(), 1);
+}
+
+/// A case event for `alert` of `customer`, as a CRM writes it.
+fn case_event(alert: &str, customer: &str, state: i32, outcome: i32) -> Input {
+    let e = nps_stream::pb::CaseEvent {
+        alert_id: alert.into(),
+        customer_id: customer.into(),
+        state,
+        occurred_at: Some(ts(now_ms())),
+        outcome,
+        ..Default::default()
+    };
+    (Some(e.encode_to_vec()), customer.as_bytes().to_vec(), None)
+}
+
+/// Produces `records` to `topic` (keys and values as given).
+fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (value, key, _) in records {
+        let mut r = rdkafka::producer::BaseRecord::<[u8], [u8]>::to(topic).key(key.as_slice());
+        if let Some(v) = value {
+            r = r.payload(v.as_slice());
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+}
+
+/// `--closed-retention 5s` on a running service: a REOPENED for a case
+/// closed within the retention reopens it; one for a case closed longer
+/// ago finds no case, waits `--orphan-grace` for an alert that never
+/// comes, and is dead-lettered as `unknown_alert`.
+#[test]
+fn a_case_closed_longer_than_closed_retention_is_forgotten() {
+    use nps_stream::pb::{CaseOutcome, CaseState};
+    let _heavy = heavy();
+    let (cluster, brokers) = one_partition();
+    for t in [EVENTS, ESCALATIONS] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let now = now_ms();
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend([
+        "--closed-retention",
+        "5s",
+        "--orphan-grace",
+        "3s",
+        "--promoters",
+        "off",
+    ]);
+    let mut svc = Service::run(&brokers, "g-retention", &args, "retention");
+    let (a, b) = ("cust-ret-a", "cust-ret-b");
+    send_answers(
+        &brokers,
+        &[answer_of("ret-a", a, 2, now), answer_of("ret-b", b, 2, now)],
+    );
+    svc.wait_for("two cases", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_open", &[]) == 2.0
+    });
+    let (alert_a, alert_b) = (expected_alert_id("ret-a"), expected_alert_id("ret-b"));
+    let resolved = CaseState::Resolved as i32;
+    let recovered = CaseOutcome::Recovered as i32;
+    produce_to(
+        &brokers,
+        EVENTS,
+        &[case_event(&alert_a, a, resolved, recovered)],
+    );
+    svc.wait_for("a closed", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_closed_total", &[]) == 1.0
+    });
+    let closed_a = Instant::now();
+    produce_to(
+        &brokers,
+        EVENTS,
+        &[case_event(&alert_b, b, resolved, recovered)],
+    );
+    svc.wait_for("b closed", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_closed_total", &[]) == 2.0
+    });
+    // b, closed just now, is reopened while a's retention runs out.
+    let reopened = CaseState::Reopened as i32;
+    produce_to(&brokers, EVENTS, &[case_event(&alert_b, b, reopened, 0)]);
+    svc.wait_for("b reopened", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_open", &[]) == 1.0
+    });
+    assert!(
+        closed_a.elapsed() < Duration::from_secs(5),
+        "b was reopened {:?} after a closed: not within the retention",
+        closed_a.elapsed()
+    );
+    // Time passes beyond a's retention before its REOPENED is sent.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(closed_a.elapsed()));
+    produce_to(&brokers, EVENTS, &[case_event(&alert_a, a, reopened, 0)]);
+    let m = svc.wait_for("a's REOPENED dead-lettered", Duration::from_secs(60), |m| {
+        m.get("nps_events_rejected_total", &[("reason", "unknown_alert")]) == Some(1.0)
+    });
+    assert_eq!(m.sum("nps_cases_open", &[]), 1.0, "only b is open again");
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    let dead = read_topic(&brokers, DLQ, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key.as_deref(), Some(a.as_bytes()));
+    assert_eq!(
+        dead[0].header("nps.dlq.source.topic").as_deref(),
+        Some(EVENTS)
+    );
 }
