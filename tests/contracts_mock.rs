@@ -384,8 +384,27 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
             .map_err(|(e, _)| e)
             .unwrap();
     }
+    // A record on the alerts topic that nps-stream did not write: the case
+    // tracker skips it.
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to(alerts)
+                .key("x")
+                .payload(b"\xff not an alert".as_slice()),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let config = std::env::temp_dir().join(format!("nps-tuned-{}.toml", rand_suffix()));
+    std::fs::write(
+        &config,
+        "[[targets]]\nproduct = \"Tarjeta Oro\"\nnps = 35\n[[targets]]\nproduct = \"Tarjeta Oro\"\nregion = \"Sur\"\nnps = 45\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_string();
     let args = [
+        "--config",
+        config_arg.as_str(),
         "-X",
         "session.timeout.ms=6000",
         "--input-topic",
@@ -423,6 +442,65 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
     );
     assert_eq!(m.sum("nps_case_escalations_total", &[("level", "1")]), 3.0);
     assert_eq!(m.sum("nps_cases_open", &[]), 3.0);
+    assert_eq!(
+        m.get(
+            "nps_case_alerts_skipped_total",
+            &[("reason", "undecodable")]
+        ),
+        Some(1.0)
+    );
+    // Every detractor's customer is remembered, evicted cases' too.
+    assert_eq!(m.get("nps_case_customers", &[]), Some(5.0));
+    assert_eq!(
+        m.get("nps_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("nps_target", &[("product", "Tarjeta Oro"), ("region", "")]),
+        Some(35.0)
+    );
+    assert_eq!(
+        m.get(
+            "nps_target",
+            &[("product", "Tarjeta Oro"), ("region", "Sur")]
+        ),
+        Some(45.0)
+    );
+    // One segment, held by each input partition that has one of its
+    // counted answers.
+    assert_eq!(m.get("nps_engine_keys", &[]), Some(1.0));
+    let sources = read_topic(&brokers, input, records.len(), Duration::from_secs(30));
+    let counted: BTreeSet<String> = good.iter().map(|a| a.response_id.clone()).collect();
+    let holding: BTreeSet<i32> = sources
+        .iter()
+        .filter(|r| counted.contains(&String::from_utf8(r.key.clone().unwrap()).unwrap()))
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(
+        m.get("nps_engine_segment_states", &[]),
+        Some(holding.len() as f64)
+    );
+    // The snapshot bytes acknowledged are the bytes of the snapshots the
+    // state topic holds (asked again while a snapshot round is on its way).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let acked = svc.metrics().unwrap().get("nps_snapshot_bytes_total", &[]);
+        // The pipeline's snapshots, keyed by input partition (the case
+        // tracker keeps its own there too, under other keys).
+        let held: usize = read_topic(&brokers, "g-tuned-state", 0, Duration::ZERO)
+            .iter()
+            .filter(|r| r.key.as_deref().is_some_and(|k| k.starts_with(b"in-2/")))
+            .map(|r| r.payload.as_ref().map_or(0, Vec::len))
+            .sum();
+        let again = svc.metrics().unwrap().get("nps_snapshot_bytes_total", &[]);
+        if acked.is_some() && acked == again && acked == Some(held as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "snapshot bytes {acked:?} against {held} on the state topic"
+        );
+    }
     let windows: BTreeSet<String> = m
         .series("nps_window_responses")
         .into_iter()
@@ -441,8 +519,11 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
     }
     assert!(svc.terminate(Duration::from_secs(30)).success());
 
-    // Alerts: the five at 2, none for 5 and 6.
-    let got = read_topic(&brokers, alerts, 5, Duration::from_secs(30));
+    // Alerts: the five at 2, none for 5 and 6 (and the foreign record).
+    let got: Vec<Record> = read_topic(&brokers, alerts, 6, Duration::from_secs(30))
+        .into_iter()
+        .filter(|r| r.key.as_deref() != Some(b"x".as_slice()))
+        .collect();
     let alerted: BTreeSet<String> = got
         .iter()
         .map(|r| {
@@ -483,7 +564,6 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
     // Dead letters: with where they came from and when.
     let dead = read_topic(&brokers, dlq, 2, Duration::from_secs(30));
     assert_eq!(dead.len(), 2);
-    let sources = read_topic(&brokers, input, records.len(), Duration::from_secs(30));
     for d in &dead {
         let key = d.key.clone().unwrap();
         let src = sources
@@ -651,6 +731,9 @@ fn a_repeat_detractor_counts_only_within_the_repeat_horizon() {
         m.sum("nps_cases_open", &[]) == 3.0
     });
     assert_eq!(m.sum("nps_repeat_detractors_total", &[]), 1.0);
+    assert_eq!(m.get("nps_case_customers", &[]), Some(1.0));
+    assert_eq!(m.get("nps_case_replaying_partitions", &[]), Some(0.0));
+    assert_eq!(m.get("nps_case_readback_errors_total", &[]), Some(0.0));
     assert_eq!(
         m.sum(
             "nps_case_escalations_total",
@@ -694,8 +777,8 @@ fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
 
 /// `--closed-retention 5s` on a running service: a REOPENED for a case
 /// closed within the retention reopens it; one for a case closed longer
-/// ago finds no case, waits `--orphan-grace` for an alert that never
-/// comes, and is dead-lettered as `unknown_alert`.
+/// ago finds no case, waits `--orphan-grace` (10 s) for an alert that
+/// never comes (an orphan event), and is dead-lettered as `unknown_alert`.
 #[test]
 fn a_case_closed_longer_than_closed_retention_is_forgotten() {
     use nps_stream::pb::{CaseOutcome, CaseState};
@@ -710,7 +793,7 @@ fn a_case_closed_longer_than_closed_retention_is_forgotten() {
         "--closed-retention",
         "5s",
         "--orphan-grace",
-        "3s",
+        "10s",
         "--promoters",
         "off",
     ]);
@@ -757,10 +840,16 @@ fn a_case_closed_longer_than_closed_retention_is_forgotten() {
     // Time passes beyond a's retention before its REOPENED is sent.
     std::thread::sleep(Duration::from_secs(8).saturating_sub(closed_a.elapsed()));
     produce_to(&brokers, EVENTS, &[case_event(&alert_a, a, reopened, 0)]);
+    svc.wait_for(
+        "a's REOPENED waiting for its alert",
+        Duration::from_secs(10),
+        |m| m.get("nps_case_orphan_events", &[]) == Some(1.0),
+    );
     let m = svc.wait_for("a's REOPENED dead-lettered", Duration::from_secs(60), |m| {
         m.get("nps_events_rejected_total", &[("reason", "unknown_alert")]) == Some(1.0)
     });
     assert_eq!(m.sum("nps_cases_open", &[]), 1.0, "only b is open again");
+    assert_eq!(m.get("nps_case_orphan_events", &[]), Some(0.0));
     assert!(svc.terminate(Duration::from_secs(30)).success());
     let dead = read_topic(&brokers, DLQ, 1, Duration::from_secs(30));
     assert_eq!(dead.len(), 1);

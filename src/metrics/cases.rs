@@ -46,6 +46,22 @@ pub const FIRST_CONTACT_BUCKETS: [f64; 15] = [
     345600.0, 604800.0,
 ];
 
+/// The tracker's unlabelled series, exported from its start rather than
+/// from their first change: a gauge reads 0 and a counter counts from 0,
+/// so `rate()` and alerts see them before anything happens.
+pub fn cases_start_at_zero() {
+    for name in [
+        CASES_EVICTED_TOTAL,
+        CASE_READBACK_ERRORS_TOTAL,
+        CASE_EVENTS_STALE_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [CASE_ORPHANS, CASE_CUSTOMERS, CASE_REPLAYING] {
+        metrics::gauge!(name).increment(0.0);
+    }
+}
+
 pub(super) fn describe() {
     describe_gauge!(
         CASES_OPEN,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod readme;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -393,6 +393,7 @@ pub async fn run(
                     group = %format!("{}-cases", settings.group_id),
                     "case tracking on"
                 );
+                crate::metrics::cases_start_at_zero();
                 break;
             }
             setup::Ready::Waiting(why) => {

@@ -1,0 +1,49 @@
+//! README's reference tables, parsed: the tests hold the binary and the
+//! deploy files to them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The rows of the first Markdown table after the heading `heading`:
+/// cells trimmed, header and rule rows left out.
+pub fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+    let rows: Vec<Vec<String>> = text[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().trim_matches('|').trim().to_string())
+                .collect()
+        })
+        .collect();
+    rows.into_iter().skip(2).collect()
+}
+
+/// The code spans of a cell, in order.
+pub fn code_spans(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+/// README's metric table: name → (type, label names).
+pub fn readme_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    table_after(&readme(), "| metric | type | labels |")
+        .into_iter()
+        .map(|cells| {
+            let name = code_spans(&cells[0])[0].clone();
+            let labels = code_spans(&cells[2]).into_iter().collect();
+            (name, (cells[1].clone(), labels))
+        })
+        .collect()
+}
