@@ -323,3 +323,50 @@ fn readme_metric_table_is_what_the_binary_exports() {
     assert!(scraped.len() >= 35, "{} families exported", scraped.len());
     assert!(demo.terminate(Duration::from_secs(30)).success());
 }
+
+/// docs/testing.md's table after `heading`: first cell's code span → the
+/// test named in the second.
+fn testing_table(heading: &str) -> BTreeMap<String, String> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/testing.md")).unwrap();
+    table_after(&text, heading)
+        .into_iter()
+        .map(|cells| {
+            let key = code_spans(&cells[0])[0].clone();
+            let test = code_spans(&cells[1]).first().cloned().unwrap_or_default();
+            (key, test)
+        })
+        .collect()
+}
+
+/// Whether `file::name` is a function of tests/<file>.rs.
+fn test_exists(path: &str) -> bool {
+    let Some((file, name)) = path.split_once("::") else {
+        return false;
+    };
+    let source = std::fs::read_to_string(format!("{}/tests/{file}.rs", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_default();
+    source.contains(&format!("\nfn {name}()"))
+}
+
+/// docs/testing.md maps every flag of README's table and every metric of
+/// its metric table to an existing test, and nothing else.
+#[test]
+fn docs_testing_maps_every_flag_and_metric_to_an_existing_test() {
+    let flags: BTreeSet<String> = readme_flags().into_iter().map(|r| r.flag).collect();
+    let metrics: BTreeSet<String> = readme_metrics().into_keys().collect();
+    for (heading, want) in [
+        ("## Every flag of `run` on a running service", &flags),
+        ("## Every metric with its expected value", &metrics),
+    ] {
+        let table = testing_table(heading);
+        let have: BTreeSet<String> = table.keys().cloned().collect();
+        assert_eq!(&have, want, "{heading}: rows against README");
+        let missing: Vec<String> = table
+            .iter()
+            .filter(|(_, test)| !test_exists(test))
+            .map(|(k, test)| format!("{k}: {test:?}"))
+            .collect();
+        assert!(missing.is_empty(), "{heading}: no such test: {missing:?}");
+    }
+}
