@@ -1066,11 +1066,12 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    // Mid-stream: snapshots written, records still arriving.
+    // Mid-stream: snapshots written, the first half read, the second
+    // half still to come.
     svc.wait_for("snapshots and progress", Duration::from_secs(60), |m| {
         m.get("nps_snapshots_written_total", &[("result", "ok")])
             .unwrap_or(0.0)
-            >= 8.0
+            >= 4.0
             && consumed(m) > 2000.0
     });
     svc.child.kill().unwrap();
