@@ -859,3 +859,60 @@ fn a_case_closed_longer_than_closed_retention_is_forgotten() {
         Some(EVENTS)
     );
 }
+
+/// README, revisions: a detractor revised to 7–10 gets a last alert
+/// revision with `withdrawn = true`, and its case closes as `withdrawn`
+/// with no escalation, however short the SLA.
+#[test]
+fn a_detractor_revised_to_a_promoter_withdraws_its_alert_and_closes_its_case() {
+    let _heavy = heavy();
+    let (cluster, brokers) = one_partition();
+    for t in [EVENTS, ESCALATIONS] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let now = now_ms();
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend([
+        "--contact-sla",
+        "critical=4s,high=4s,normal=4s",
+        "--promoters",
+        "off",
+    ]);
+    let mut svc = Service::run(&brokers, "g-withdrawn", &args, "withdrawn");
+    let first = answer_of("wd-1", "cust-wd", 2, now);
+    send_answers(&brokers, std::slice::from_ref(&first));
+    svc.wait_for("the case", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_open", &[]) == 1.0
+    });
+    let mut revised = first.clone();
+    revised.score = Some(9);
+    revised.updated_at = Some(ts(now));
+    send_answers(&brokers, &[revised]);
+    let m = svc.wait_for("the case withdrawn", Duration::from_secs(60), |m| {
+        m.sum("nps_cases_closed_total", &[("outcome", "withdrawn")]) == 1.0
+            && m.sum("nps_cases_open", &[]) == 0.0
+    });
+    assert_eq!(m.sum("nps_cases_closed_total", &[]), 1.0);
+    // Past twice the SLA: nothing escalated.
+    let closed = Instant::now();
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(closed.elapsed()));
+    let m = svc.metrics().expect("metrics");
+    assert_eq!(m.sum("nps_case_escalations_total", &[]), 0.0);
+    assert_eq!(m.sum("nps_cases_due_total", &[]), 0.0);
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+    assert_eq!(topic_end_total(&brokers, ESCALATIONS), 0);
+    let alerts: Vec<DetractorAlert> = read_topic(&brokers, ALERTS, 2, Duration::from_secs(30))
+        .iter()
+        .map(|r| DetractorAlert::decode(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let marks: Vec<(u32, bool, u32)> = alerts
+        .iter()
+        .map(|a| (a.revision, a.withdrawn, a.score))
+        .collect();
+    assert_eq!(marks, [(0, false, 2), (1, true, 9)]);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.alert_id == expected_alert_id("wd-1"))
+    );
+}

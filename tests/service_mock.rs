@@ -822,7 +822,7 @@ not json
 }
 
 #[test]
-fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
+fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value_then_its_key() {
     let _heavy = heavy();
     let (_cluster, brokers) = cluster();
     let now = now_ms();
@@ -830,22 +830,43 @@ fn a_dead_letter_too_large_for_the_producer_goes_out_without_its_value() {
     // Fits the input topic, but not once the dead-letter headers are added
     // (librdkafka's message.max.bytes is 1,000,000).
     let huge = vec![0xffu8; 999_800];
+    // A key that large: without its value it is still too large, so the
+    // key goes too.
+    let huge_key = vec![b'k'; 999_800];
     let records: Vec<Input> = vec![
         (Some(good[0].0.encode_to_vec()), b"g0".to_vec(), None),
         (Some(huge), b"huge".to_vec(), None),
         (Some(good[1].0.encode_to_vec()), b"g1".to_vec(), None),
+        (Some(b"\xff".to_vec()), huge_key, None),
     ];
     produce(&brokers, &records);
     let mut svc = Service::run(&brokers, "g-huge", &[], "huge");
-    let m = svc.wait_for("all three consumed", Duration::from_secs(60), |m| {
-        consumed(m) == 3.0
+    let m = svc.wait_for("all four consumed", Duration::from_secs(60), |m| {
+        consumed(m) == 4.0
     });
     assert_eq!(
         m.get("nps_events_rejected_total", &[("reason", "undecodable")]),
-        Some(1.0)
+        Some(2.0)
     );
-    let dead = read_topic(&brokers, DLQ, 1, Duration::from_secs(30));
-    assert_eq!(dead.len(), 1);
+    let mut dead = read_topic(&brokers, DLQ, 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2);
+    let keyless = dead
+        .iter()
+        .position(|d| d.key.is_none())
+        .expect("a dead letter without its key");
+    let keyless = dead.remove(keyless);
+    for marker in ["nps.value-dropped", "nps.key-dropped"] {
+        assert_eq!(
+            keyless.header(marker).as_deref(),
+            Some("too_large"),
+            "{marker}"
+        );
+    }
+    assert_eq!(keyless.payload, None);
+    assert_eq!(
+        keyless.header("nps.dlq.reason").as_deref(),
+        Some("undecodable")
+    );
     assert_eq!(dead[0].key.as_deref(), Some(&b"huge"[..]));
     assert_eq!(dead[0].payload, None, "value dropped");
     assert_eq!(
