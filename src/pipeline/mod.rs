@@ -154,7 +154,7 @@ struct Restore {
 /// process exits at once (status 70, EX_SOFTWARE) without committing, and
 /// whoever takes its partitions resumes from the last commit and snapshot,
 /// which lose nothing.
-fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+fn lock<T>(core: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match core.lock() {
         Ok(c) => c,
         Err(_) => {
@@ -698,3 +698,6 @@ fn acknowledge(
     }
     (in_flight, moved)
 }
+
+#[cfg(test)]
+mod tests;
