@@ -2517,10 +2517,26 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
         "queue.buffering.max.messages=10",
     ]);
     let mut svc = Service::run(&brokers, "g-qfull", &args, "qfull");
-    // Reading starts; within a few detractors the queue is full.
-    svc.wait_for("the producer's queue full", Duration::from_secs(60), |m| {
-        consumed(m) > 0.0 && m.get("nps_pending_deliveries", &[]).unwrap_or(0.0) >= 10.0
+    // Reading starts; within a few detractors the queue is full and
+    // reading stands still.
+    svc.wait_for("reading under way", Duration::from_secs(60), |m| {
+        consumed(m) > 0.0
     });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = consumed(&svc.metrics().unwrap());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = consumed(&svc.metrics().unwrap());
+        if now == last && now < data.len() as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading never stood still: {now} of {}",
+            data.len()
+        );
+        last = now;
+    }
     let asked = std::time::Instant::now();
     let status = svc.terminate(Duration::from_secs(60));
     let took = asked.elapsed();

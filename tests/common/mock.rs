@@ -291,8 +291,10 @@ pub fn first_offsets_of(brokers: &str, ids: &BTreeSet<String>) -> BTreeMap<i32, 
 }
 
 /// No partition of `group` is committed past its offset in `limits` (its
-/// first undelivered alert), and the stop committed something: at least
-/// one partition holds a committed offset.
+/// first undelivered alert). Nothing committed is allowed: with the
+/// producer's queue full, reading can stop before any partition reaches
+/// a record its commit could cover. (Where every partition is read to its
+/// end, `assert_committed_at` asks for the exact offsets.)
 pub fn assert_not_committed_past(brokers: &str, group: &str, limits: &BTreeMap<i32, i64>) {
     let (committed, _) = committed_and_end(brokers, group, 4);
     for (p, first) in limits {
@@ -302,12 +304,6 @@ pub fn assert_not_committed_past(brokers: &str, group: &str, limits: &BTreeMap<i
             other => panic!("partition {p}: {other:?}"),
         }
     }
-    assert!(
-        committed
-            .iter()
-            .any(|c| matches!(c, Offset::Offset(o) if *o > 0)),
-        "nothing committed at all: {committed:?}"
-    );
 }
 
 /// Every partition of `group` is committed exactly at its offset in
