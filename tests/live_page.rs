@@ -437,6 +437,73 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
         before.get(&(r["product"].to_string(), r["region"].to_string()))
             != Some(&r["responses"].to_string())
     }));
+
+    // It polls: the rows showed three refreshes with nothing touched.
+    let polled = next("polled");
+    assert!(
+        polled["refreshes"].as_array().unwrap().len() >= 3,
+        "{polled}"
+    );
+
+    // A click on the NPS header sorts by NPS, descending; another one,
+    // ascending (segments without an NPS last, then first).
+    let sorted = next("sorted");
+    for (order, descending) in [("desc", true), ("asc", false)] {
+        let rows = sorted[order].as_array().unwrap();
+        assert_eq!(rows.len(), 20, "{order}");
+        let nps: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r["nps"].as_str().and_then(|t| t.parse().ok()))
+            .collect();
+        assert!(
+            nps.windows(2).all(|w| if descending {
+                w[0] >= w[1]
+            } else {
+                w[0] <= w[1]
+            }),
+            "{order}: {nps:?}"
+        );
+    }
+
+    // Pages of 7: 7, 7 and 6 rows, each segment once, in the default
+    // order (product, then region); "next" disabled on the last, and
+    // "previous" back on page 2.
+    let paged = next("paged");
+    let pages: Vec<&Vec<Value>> = paged["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_array().unwrap())
+        .collect();
+    let sizes: Vec<usize> = pages.iter().map(|p| p.len()).collect();
+    assert_eq!(sizes, [7, 7, 6], "{paged}");
+    let names: Vec<(String, String)> = pages
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|r| {
+            (
+                r["product"].as_str().unwrap().to_string(),
+                r["region"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut sorted_names = names.clone();
+    sorted_names.sort();
+    sorted_names.dedup();
+    assert_eq!(names, sorted_names, "every segment once, in order");
+    assert_eq!(names.len(), 20);
+    assert_eq!(
+        paged["info"],
+        serde_json::json!(["page 1 of 3", "page 2 of 3", "page 3 of 3"])
+    );
+    assert_eq!(paged["next_disabled"], true);
+    let back: Vec<&Value> = paged["back"].as_array().unwrap().iter().collect();
+    let page_two: Vec<&Value> = pages[1].iter().collect();
+    let key = |r: &&Value| (r["product"].clone(), r["region"].clone());
+    assert_eq!(
+        back.iter().map(key).collect::<Vec<_>>(),
+        page_two.iter().map(key).collect::<Vec<_>>()
+    );
     assert!(child.wait().unwrap().success());
     assert!(out.join("live-page.png").is_file());
     eprintln!("screenshot: {}", out.join("live-page.png").display());

@@ -9,6 +9,10 @@ Prints one JSON line per step on stdout:
   {"step": "updated", ...}  once the responses shown have changed (it
                             waits for a line on stdin first: the test
                             sends answers, then says so)
+  {"step": "polled", ...}   the refreshes the rows showed, untouched
+  {"step": "sorted", ...}   the rows after a click on NPS, then another
+  {"step": "paged", ...}    pages 1-3 at ?per_page=7, and page 2 again
+                            after "previous"
 and writes OUT_DIR/live-page.png (the page some seconds after loading).
 
     browser.py --note URL
@@ -135,6 +139,36 @@ def main():
         # A few more polls, so that the trends and rates have points.
         time.sleep(6)
         driver.save_screenshot(f"{out}/live-page.png")
+        # Polling: the rows are fetched again every 2 s, untouched.
+        stamps = set()
+        deadline = time.monotonic() + 30
+        while len(stamps) < 3 and time.monotonic() < deadline:
+            stamps.add(state(driver)["rows_ms"])
+            time.sleep(0.5)
+        emit("polled", {"refreshes": sorted(stamps)})
+        # Click-to-sort: NPS, descending first, then ascending.
+        header = driver.find_element(By.CSS_SELECTOR, 'th[data-sort="nps"]')
+        sorted_rows = {}
+        for order in ["desc", "asc"]:
+            header.click()
+            sorted_rows[order] = wait(driver, lambda s: f"sort=nps&order={order}" in s["query"] and s["rows"],
+                                      f"rows sorted by NPS, {order}")["rows"]
+        emit("sorted", sorted_rows)
+        # Paging: 7 rows a page (the page's ?per_page=), next and previous.
+        driver.get(url.rstrip("/") + "/?per_page=7")
+        first = wait(driver, lambda s: s["ready"] and s["rows"] and "page=1&" in s["query"], "page 1")
+        pages = [first["rows"]]
+        info = [driver.find_element(By.ID, "pageinfo").text]
+        for n in [2, 3]:
+            driver.find_element(By.ID, "next").click()
+            s = wait(driver, lambda s: f"page={n}&" in s["query"] and s["rows"], f"page {n}")
+            pages.append(s["rows"])
+            info.append(driver.find_element(By.ID, "pageinfo").text)
+        next_disabled = driver.find_element(By.ID, "next").get_property("disabled")
+        driver.find_element(By.ID, "prev").click()
+        back = wait(driver, lambda s: "page=2&" in s["query"] and s["rows"], "page 2 again")
+        emit("paged", {"pages": pages, "info": info, "next_disabled": next_disabled,
+                       "back": back["rows"], "query": first["query"]})
     finally:
         driver.quit()
 
