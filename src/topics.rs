@@ -104,21 +104,79 @@ impl Admin {
         for replication in [TopicReplication::Fixed(-1), TopicReplication::Fixed(1)] {
             let new = NewTopic::new(topic, partitions, replication);
             match futures::executor::block_on(self.admin.create_topics([&new], &opts)) {
-                Ok(results) => match results.first() {
-                    Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-                        tracing::info!(topic, partitions, "topic created");
-                        return Ok(());
+                Ok(results) => {
+                    let answer = results
+                        .first()
+                        .map(|r| r.as_ref().map(|_| ()).map_err(|e| e.1));
+                    match verdict(answer) {
+                        Verdict::Created => {
+                            tracing::info!(topic, partitions, "topic created");
+                            return Ok(());
+                        }
+                        Verdict::Refused(why) => return Err(Missing::Refused(why)),
+                        Verdict::TryAnother(why) => last = why,
                     }
-                    Some(Err((_, code @ RDKafkaErrorCode::TopicAuthorizationFailed)))
-                    | Some(Err((_, code @ RDKafkaErrorCode::ClusterAuthorizationFailed))) => {
-                        return Err(Missing::Refused(format!("{code}")));
-                    }
-                    Some(Err((_, code))) => last = format!("{code}"),
-                    None => last = "no answer".into(),
-                },
+                }
                 Err(e) => return Err(Missing::Waiting(format!("creating {topic}: {e}"))),
             }
         }
         Err(Missing::Refused(last))
+    }
+}
+
+/// What a CreateTopics answer means for the topic.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Created now, or it already was.
+    Created,
+    /// No rights to create it: no retry changes that.
+    Refused(String),
+    /// Refused for this replication factor (or not answered): the next
+    /// one may do.
+    TryAnother(String),
+}
+
+fn verdict(answer: Option<Result<(), RDKafkaErrorCode>>) -> Verdict {
+    match answer {
+        Some(Ok(())) | Some(Err(RDKafkaErrorCode::TopicAlreadyExists)) => Verdict::Created,
+        Some(Err(
+            code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed),
+        )) => Verdict::Refused(format!("{code}")),
+        Some(Err(code)) => Verdict::TryAnother(format!("{code}")),
+        None => Verdict::TryAnother("no answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Verdict, verdict};
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    /// No broker the tests start refuses CreateTopics (librdkafka's mock
+    /// cluster does not answer it, Tansu 0.6 has no ACLs), so the reading
+    /// of its answers is tested here: authorization errors stop the start,
+    /// other errors try the next replication factor.
+    #[test]
+    fn create_topics_answers_are_read_as_created_refused_or_try_another() {
+        assert_eq!(verdict(Some(Ok(()))), Verdict::Created);
+        assert_eq!(
+            verdict(Some(Err(Code::TopicAlreadyExists))),
+            Verdict::Created
+        );
+        for code in [
+            Code::TopicAuthorizationFailed,
+            Code::ClusterAuthorizationFailed,
+        ] {
+            assert_eq!(
+                verdict(Some(Err(code))),
+                Verdict::Refused(format!("{code}"))
+            );
+        }
+        assert_eq!(
+            verdict(Some(Err(Code::InvalidReplicationFactor))),
+            Verdict::TryAnother(format!("{}", Code::InvalidReplicationFactor))
+        );
+        assert_eq!(verdict(None), Verdict::TryAnother("no answer".into()));
     }
 }
