@@ -166,8 +166,7 @@ fn cases_and_promoters_off_write_nothing_to_their_topics() {
     let (_cluster, brokers) = cluster_with(&[(ESCALATIONS, 2), (PROMOTERS, 4)]);
     let data = dataset(200, now_ms(), "off");
     produce(&brokers, &good_records(&data));
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend(["--cases", "off", "--promoters", "off"]);
+    let args = quick_with(&["--cases", "off", "--promoters", "off"]);
     let mut svc = Service::run(&brokers, "g-off", &args, "off");
     wait_committed(&brokers, "g-off", 4, Duration::from_secs(90), &svc);
     let m = svc.wait_for("all consumed", Duration::from_secs(30), |m| {
@@ -234,8 +233,7 @@ fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
             .collect()
     };
     produce(&brokers, &to_input(&first));
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend(["--dedup-max-ids", "100", "--cases", "off"]);
+    let args = quick_with(&["--dedup-max-ids", "100", "--cases", "off"]);
     let mut svc = Service::run(&brokers, "g-bound-ids", &args, "bound-ids");
     svc.wait_for("the first versions", Duration::from_secs(60), |m| {
         consumed(m) == 300.0
@@ -607,6 +605,27 @@ fn one_partition() -> (
     (cluster, brokers)
 }
 
+/// `one_partition`, with the case-events and escalations topics.
+fn one_partition_with_cases() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let (cluster, brokers) = one_partition();
+    for t in [EVENTS, ESCALATIONS] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    (cluster, brokers)
+}
+
+/// The flags of a quick-rejoin instance, then `extra`.
+fn quick_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    QUICK_REJOIN
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
 /// An answer of customer `customer`, a minute old.
 fn answer_of(id: &str, customer: &str, score: u32, now: i64) -> SurveyResponse {
     SurveyResponse {
@@ -654,8 +673,7 @@ fn a_revision_past_the_dedup_horizon_is_dead_lettered() {
         r
     };
     send_answers(&brokers, &first);
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend(["--dedup-horizon", "10s", "--cases", "off"]);
+    let args = quick_with(&["--dedup-horizon", "10s", "--cases", "off"]);
     let mut svc = Service::run(&brokers, "g-horizon", &args, "horizon");
     svc.wait_for("the first versions", Duration::from_secs(60), |m| {
         consumed(m) == 2.0
@@ -702,13 +720,9 @@ fn a_revision_past_the_dedup_horizon_is_dead_lettered() {
 #[test]
 fn a_repeat_detractor_counts_only_within_the_repeat_horizon() {
     let _heavy = heavy();
-    let (cluster, brokers) = one_partition();
-    for t in [EVENTS, ESCALATIONS] {
-        cluster.create_topic(t, 1, 1).unwrap();
-    }
+    let (_cluster, brokers) = one_partition_with_cases();
     let now = now_ms();
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend(["--repeat-horizon", "10s", "--promoters", "off"]);
+    let args = quick_with(&["--repeat-horizon", "10s", "--promoters", "off"]);
     let mut svc = Service::run(&brokers, "g-repeat", &args, "repeat");
     send_answers(&brokers, &[answer_of("rp-1", "cust-rp", 2, now)]);
     svc.wait_for("the first case", Duration::from_secs(60), |m| {
@@ -783,13 +797,9 @@ fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
 fn a_case_closed_longer_than_closed_retention_is_forgotten() {
     use nps_stream::pb::{CaseOutcome, CaseState};
     let _heavy = heavy();
-    let (cluster, brokers) = one_partition();
-    for t in [EVENTS, ESCALATIONS] {
-        cluster.create_topic(t, 1, 1).unwrap();
-    }
+    let (_cluster, brokers) = one_partition_with_cases();
     let now = now_ms();
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend([
+    let args = quick_with(&[
         "--closed-retention",
         "5s",
         "--orphan-grace",
@@ -866,13 +876,9 @@ fn a_case_closed_longer_than_closed_retention_is_forgotten() {
 #[test]
 fn a_detractor_revised_to_a_promoter_withdraws_its_alert_and_closes_its_case() {
     let _heavy = heavy();
-    let (cluster, brokers) = one_partition();
-    for t in [EVENTS, ESCALATIONS] {
-        cluster.create_topic(t, 1, 1).unwrap();
-    }
+    let (_cluster, brokers) = one_partition_with_cases();
     let now = now_ms();
-    let mut args = QUICK_REJOIN.to_vec();
-    args.extend([
+    let args = quick_with(&[
         "--contact-sla",
         "critical=4s,high=4s,normal=4s",
         "--promoters",
