@@ -1351,7 +1351,7 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
 
     let mut svc = Service::run(&brokers, "g-corrupt", FAST_SNAPSHOTS, "corrupt-2");
     svc.wait_for("restored", Duration::from_secs(60), |m| {
-        restores(m, "rebuild") == 4.0
+        restores(m, "snapshot") + restores(m, "rebuild") == 4.0
     });
     wait_windows(&mut svc, &data, Duration::from_secs(30));
     let m = svc.metrics().unwrap();
