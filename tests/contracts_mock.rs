@@ -220,19 +220,7 @@ fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
             ..Default::default()
         })
         .collect();
-    let to_input = |answers: &[SurveyResponse]| -> Vec<Input> {
-        answers
-            .iter()
-            .map(|a| {
-                (
-                    Some(a.encode_to_vec()),
-                    a.response_id.clone().into_bytes(),
-                    None,
-                )
-            })
-            .collect()
-    };
-    produce(&brokers, &to_input(&first));
+    send_answers(&brokers, &first);
     let args = quick_with(&["--dedup-max-ids", "100", "--cases", "off"]);
     let mut svc = Service::run(&brokers, "g-bound-ids", &args, "bound-ids");
     svc.wait_for("the first versions", Duration::from_secs(60), |m| {
@@ -250,7 +238,7 @@ fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
     let forgotten: Vec<SurveyResponse> = (0..10).map(revise).collect();
     let remembered: Vec<SurveyResponse> = (290..300).map(revise).collect();
     let revisions: Vec<SurveyResponse> = forgotten.iter().chain(&remembered).cloned().collect();
-    produce(&brokers, &to_input(&revisions));
+    send_answers(&brokers, &revisions);
     let m = svc.wait_for("the revisions", Duration::from_secs(60), |m| {
         consumed(m) == 320.0
             && m.get(
@@ -362,37 +350,30 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
     good.extend([answer(5, 5, now - MIN), answer(6, 6, now - MIN)]);
     good.extend([answer(7, 10, now - MIN), answer(8, 9, now - MIN)]);
     let ahead = answer(9, 8, now + 3 * MIN);
-    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let mut records: Vec<(String, Vec<u8>)> = good
+    let mut records: Vec<Input> = good
         .iter()
         .chain([&ahead])
-        .map(|a| (a.response_id.clone(), a.encode_to_vec()))
-        .collect();
-    records.push(("tuned-bad".into(), b"\xff\xfe not protobuf".to_vec()));
-    for (key, value) in &records {
-        producer
-            .send(
-                rdkafka::producer::BaseRecord::to(input)
-                    .key(key.as_str())
-                    .payload(value.as_slice()),
+        .map(|a| {
+            (
+                Some(a.encode_to_vec()),
+                a.response_id.clone().into_bytes(),
+                None,
             )
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+        })
+        .collect();
+    records.push((
+        Some(b"\xff\xfe not protobuf".to_vec()),
+        b"tuned-bad".to_vec(),
+        None,
+    ));
+    produce_to(&brokers, input, &records);
     // A record on the alerts topic that nps-stream did not write: the case
     // tracker skips it.
-    producer
-        .send(
-            rdkafka::producer::BaseRecord::to(alerts)
-                .key("x")
-                .payload(b"\xff not an alert".as_slice()),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    produce_to(
+        &brokers,
+        alerts,
+        &[(Some(b"\xff not an alert".to_vec()), b"x".to_vec(), None)],
+    );
     let config = std::env::temp_dir().join(format!("nps-tuned-{}.toml", rand_suffix()));
     std::fs::write(
         &config,
@@ -771,22 +752,6 @@ fn case_event(alert: &str, customer: &str, state: i32, outcome: i32) -> Input {
         ..Default::default()
     };
     (Some(e.encode_to_vec()), customer.as_bytes().to_vec(), None)
-}
-
-/// Produces `records` to `topic` (keys and values as given).
-fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
-    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    for (value, key, _) in records {
-        let mut r = rdkafka::producer::BaseRecord::<[u8], [u8]>::to(topic).key(key.as_slice());
-        if let Some(v) = value {
-            r = r.payload(v.as_slice());
-        }
-        producer.send(r).map_err(|(e, _)| e).unwrap();
-    }
-    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
 }
 
 /// `--closed-retention 15s` on a running service: a REOPENED for a case

@@ -162,14 +162,21 @@ pub type Input = (
     Option<(&'static str, &'static str)>,
 );
 
+/// Produces `records` to the input topic.
 pub fn produce(brokers: &str, records: &[Input]) {
+    produce_to(brokers, INPUT, records);
+}
+
+/// Produces `records` to `topic`, waiting for room when the producer's
+/// queue is full.
+pub fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .create()
         .unwrap();
     for (payload, key, header) in records {
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(INPUT).key(key.as_slice());
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key.as_slice());
         if let Some(p) = payload {
             r = r.payload(p.as_slice());
         }
