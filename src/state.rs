@@ -291,7 +291,7 @@ impl StateStore {
         let key = self.key(partition);
         // Fresh metadata before assigning: after a broker lost its data the
         // state topic may be gone or have a new id, and a fetch by a stale
-        // id can crash librdkafka 2.12 (see the pipeline's OutageGuard).
+        // id crashes librdkafka 2.12 as released (see the pipeline's OutageGuard).
         if self.partition_count(&self.topic).is_none() {
             return Err(StateReadError::TopicMissing {
                 topic: self.topic.clone(),

@@ -10,8 +10,9 @@ use super::*;
 /// A broker that comes back without its data (or with the topic
 /// recreated) no longer knows the topic id the consumer fetched with. Some
 /// brokers (Tansu 0.6) answer such a fetch with a zero topic id and a
-/// leader hint, which librdkafka 2.12 turns into a metadata update for a
-/// topic with neither name nor id, and crashes on (docs/operations.md, Known issues).
+/// leader hint, which librdkafka 2.12 as released turns into a metadata
+/// update for a topic with neither name nor id, and crashes on (the copy
+/// in vendor/rdkafka-sys skips it; docs/operations.md, Known issues).
 /// Fresh metadata gives the consumer the topic's new id first; a topic
 /// that is not there yet is waited for, fetching nothing.
 #[derive(Default)]

@@ -24,7 +24,8 @@ pub(super) struct CasesCtx {
     health: Arc<Health>,
     /// Told when this consumer loses every broker: the loop pauses
     /// fetching at once rather than at its next tick (a fetch still going
-    /// when a broker comes back without its data crashes librdkafka).
+    /// when a broker comes back without its data crashes librdkafka as
+    /// released).
     pub(super) cut_off: Arc<tokio::sync::Notify>,
     core: Arc<Mutex<Core>>,
     producer: Arc<RenewableProducer>,

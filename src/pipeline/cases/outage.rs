@@ -18,7 +18,7 @@ impl Shell {
     /// topic is created again, and the consumer's metadata is refreshed so
     /// that it fetches by the topics' current ids (docs/operations.md,
     /// Known issues: a fetch by the ids of a broker that came back without
-    /// its data crashes librdkafka). A partition whose position is then
+    /// its data crashes librdkafka as released). A partition whose position is then
     /// past its log's end (the broker lost it) starts again from the reset
     /// point, with its cases forgotten. False while paused.
     pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {

@@ -109,7 +109,7 @@ impl Reader {
             return found;
         };
         // A fetch still on its way when a broker comes back without its
-        // data crashes librdkafka 2.12.1 (docs/operations.md, Known
+        // data crashes librdkafka 2.12.1 as released (docs/operations.md, Known
         // issues): no consumer is kept while they are gone, nor one made
         // before they were last gone (it may know the topics' old ids).
         let outages = self.health.consumer_outages();
@@ -218,7 +218,7 @@ impl Read<'_> {
                 let left = deadline.saturating_duration_since(Instant::now());
                 // Brokers out of reach: stop now. A fetch still on its way
                 // when a broker comes back without its data (new topic
-                // ids) gets an answer that crashes librdkafka 2.12.1
+                // ids) gets an answer that crashes librdkafka 2.12.1 as released
                 // (docs/operations.md, Known issues): the consumer must be
                 // gone by then.
                 if left.is_zero() || self.health.consumer_brokers_up() == 0 {
