@@ -15,44 +15,11 @@ use common::*;
 use nps_stream::pb::{DetractorAlert, SurveyResponse};
 use nps_stream::schema::timestamp_from_ms as ts;
 use prost::Message;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const EVENTS: &str = "nps-case-events";
 const ESCALATIONS: &str = "nps-case-escalations";
-
-/// Waits for the process to exit by itself; its status and logs.
-fn exit_of(svc: &mut Service, timeout: Duration) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = svc.child.try_wait().unwrap() {
-            return (status, svc.logs());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running after {timeout:?}:\n{}",
-            svc.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The topics the cluster holds, from a metadata request for all topics
-/// (which creates none).
-fn topic_names(brokers: &str) -> BTreeSet<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    c.fetch_metadata(None, Duration::from_secs(10))
-        .unwrap()
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .collect()
-}
 
 /// README: deliveries that make no progress for 20 s while the brokers are
 /// reachable renew the producer. Every produce is answered with a
@@ -148,7 +115,7 @@ fn case_topics_not_co_partitioned_stop_the_start_naming_both() {
     let _heavy = heavy();
     let (_cluster, brokers) = cluster_with(&[(EVENTS, 3), (ESCALATIONS, 2)]);
     let mut svc = Service::run(&brokers, "g-mismatch", QUICK_REJOIN, "mismatch");
-    let (status, logs) = exit_of(&mut svc, Duration::from_secs(60));
+    let (status, logs) = svc.exit_within(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{logs}");
     assert!(
         logs.contains(
@@ -886,4 +853,39 @@ fn a_detractor_revised_to_a_promoter_withdraws_its_alert_and_closes_its_case() {
             .iter()
             .all(|a| a.alert_id == expected_alert_id("wd-1"))
     );
+}
+
+/// README: offset commits are counted by result. The broker refuses the
+/// next three OffsetCommit requests with an error librdkafka does not
+/// retry by itself (OFFSET_METADATA_TOO_LARGE): exactly three commits are
+/// counted `error`, the service commits again, and the group ends committed
+/// at the end of the log with the commits after them counted `ok`.
+#[test]
+fn refused_offset_commits_are_counted_then_made_again() {
+    let _heavy = heavy();
+    let (cluster, brokers) = one_partition();
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 3],
+    );
+    let now = now_ms();
+    let answers: Vec<SurveyResponse> = (0..5)
+        .map(|i| answer_of(&format!("cm-{i}"), &format!("cust-cm{i}"), 9, now))
+        .collect();
+    send_answers(&brokers, &answers);
+    let args = quick_with(&["--cases", "off", "--promoters", "off"]);
+    let mut svc = Service::run(&brokers, "g-commits", &args, "commits");
+    svc.wait_for("the answers", Duration::from_secs(60), |m| {
+        consumed(m) == 5.0
+    });
+    wait_committed(&brokers, "g-commits", 1, Duration::from_secs(60), &svc);
+    let commits = |m: &Metrics, result: &str| {
+        m.get("nps_offset_commits_total", &[("result", result)])
+            .unwrap_or(0.0)
+    };
+    let m = svc.wait_for("the commit counted", Duration::from_secs(30), |m| {
+        commits(m, "ok") >= 1.0
+    });
+    assert_eq!(commits(&m, "error"), 3.0, "{}", svc.logs());
+    assert!(svc.terminate(Duration::from_secs(30)).success());
 }

@@ -1004,22 +1004,37 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     topics(&tansu, 2);
     let brokers = tansu.brokers();
     let mut svc = Service::run(&brokers, "g-outage", &[], "outage");
-    let first = generate(2_000, 4, 2, 0x0a, now_ms());
-    send_data(&brokers, &first);
-    svc.wait_for("first batch", Duration::from_secs(120), |m| {
-        consumed(m) == 2_000.0
-    });
-    svc.wait_for("ready", Duration::from_secs(30), |m| {
-        m.get("nps_ready", &[]) == Some(1.0)
+    // A live stream of 200 answers a second, running until the broker dies
+    // under it.
+    let mut feeder = generate_feed(&brokers, 0, 200);
+    svc.wait_for("the stream under way", Duration::from_secs(120), |m| {
+        consumed(m) >= 400.0 && m.get("nps_ready", &[]) == Some(1.0)
     });
     assert_eq!(svc.status("/readyz"), Some(200));
 
     tansu.kill();
+    assert!(
+        feeder.try_wait().unwrap().is_none(),
+        "the stream was still being written when the broker died"
+    );
     // Still up, still serving metrics, and saying what is wrong.
-    svc.wait_for("outage in metrics", Duration::from_secs(60), |m| {
+    let m = svc.wait_for("outage in metrics", Duration::from_secs(60), |m| {
         m.get("nps_kafka_brokers_up", &[("client", "consumer")]) == Some(0.0)
             && m.get("nps_ready", &[]) == Some(0.0)
     });
+    let _ = feeder.kill();
+    let _ = feeder.wait();
+    // What was fetched before the cut is counted within a moment; then the
+    // count stands still.
+    let mut before = consumed(&m);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = consumed(&svc.metrics().expect("metrics during the outage"));
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     assert_eq!(svc.status("/readyz"), Some(503));
     assert!(svc.status("/healthz") == Some(200));
     assert!(
@@ -1052,14 +1067,15 @@ fn broker_outage_is_survived_and_reported_then_traffic_resumes() {
     svc.wait_for(
         "second batch after the outage",
         Duration::from_secs(180),
-        |m| consumed(m) >= 3_000.0,
+        |m| consumed(m) >= before + 1_000.0,
     );
     svc.wait_for("ready again", Duration::from_secs(60), |m| {
         m.get("nps_ready", &[]) == Some(1.0)
     });
-    // Each record of each log read once: the first batch's log is gone
-    // with the old broker, the second is read from its start.
-    assert_eq!(consumed(&svc.metrics().unwrap()), 3_000.0);
+    // Each record of each log read once: nothing was read while cut off,
+    // the first log is gone with the old broker, the second is read from
+    // its start.
+    assert_eq!(consumed(&svc.metrics().unwrap()), before + 1_000.0);
     // The partitions' state went with them (the state topic too): the
     // windows now hold exactly the second batch, series by series.
     wait_windows(
@@ -1435,4 +1451,79 @@ fn a_snapshot_inside_a_record_batch_loses_nothing_after_it() {
     });
     assert!(svc.logs().contains("from=\"snapshot\""), "{}", svc.logs());
     assert!(svc.terminate(Duration::from_secs(60)).success());
+}
+
+/// README: nps-stream creates the case topics and the promoter topic when
+/// they are missing; where ACLs forbid it, the start stops (exit 1) with
+/// an error naming the topic and the flag that turns the feature off.
+/// Tansu has no ACLs, so a proxy in front of it (tests/py/acl_proxy.py)
+/// answers every CreateTopics as a broker does for a principal without
+/// CREATE: TOPIC_AUTHORIZATION_FAILED. Nothing is created.
+#[test]
+fn topic_creation_refused_by_acls_stops_the_start_naming_topic_and_flag() {
+    let _heavy = heavy();
+    let Some(python) = parts() else { return };
+    let (port, proxy_port) = (free_port(), free_port());
+    let tansu = Tansu::start_advertising(port, proxy_port);
+    topics(&tansu, 2);
+    // The state topic exists: only the feature topics are missing.
+    tansu.create_topic("g-acl-state", 2);
+    tansu.create_topic(PROMOTERS, 2);
+    let mut proxy = std::process::Command::new(&python)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/acl_proxy.py"),
+            "--listen",
+            &proxy_port.to_string(),
+            "--upstream",
+            &tansu.brokers(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the ACL proxy");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        proxy.stdout.take().expect("the proxy's stdout"),
+    ));
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("listening"));
+    let brokers = format!("127.0.0.1:{proxy_port}");
+
+    // Case tracking on (the default): the case-events topic is refused.
+    let mut svc = Service::run(&brokers, "g-acl", &[], "acl-cases");
+    let (status, logs) = svc.exit_within(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains(
+            "case tracking: topic nps-case-events is missing and cannot be created \
+             (TopicAuthorizationFailed (Broker: Topic authorization failed)); create it with 3 partitions \
+             (as many as the alerts topic), or run with --cases off"
+        ),
+        "{logs}"
+    );
+    // Promoter events on, to a topic that is missing: refused too.
+    let args = ["--cases", "off", "--promoter-topic", "promoters-new"];
+    let mut svc = Service::run(&brokers, "g-acl", &args, "acl-promoters");
+    let (status, logs) = svc.exit_within(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains(
+            "promoter events: topic promoters-new is missing and cannot be created \
+             (TopicAuthorizationFailed (Broker: Topic authorization failed)); create it, name another with \
+             --promoter-topic, or run with --promoters off"
+        ),
+        "{logs}"
+    );
+    let listed = topic_names(&brokers);
+    for t in ["nps-case-events", "nps-case-escalations", "promoters-new"] {
+        assert!(!listed.contains(t), "{t} was created: {listed:?}");
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let refused: BTreeSet<String> = lines
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("refused ").map(str::to_string))
+        .collect();
+    assert_eq!(
+        refused,
+        BTreeSet::from(["nps-case-events".to_string(), "promoters-new".to_string()])
+    );
 }

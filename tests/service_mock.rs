@@ -1837,20 +1837,7 @@ fn sigint_stops_like_sigterm_with_everything_committed() {
 fn send_flushes_and_exits_cleanly_on_sigterm() {
     let _heavy = heavy();
     let (_cluster, brokers) = cluster();
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "send",
-            "--brokers",
-            &brokers,
-            "--generate",
-            "--history",
-            "300",
-            "--rate",
-            "400",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = generate_feed(&brokers, 300, 400);
     // SIGTERM once the history and some live answers are on the topic.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while topic_end_total(&brokers, INPUT) <= 320 {

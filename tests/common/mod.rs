@@ -209,6 +209,22 @@ impl Service {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits for the process to exit by itself; its status and logs.
+    pub fn exit_within(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn metrics(&self) -> Option<Metrics> {
         http_get(&self.metrics_addr, "/metrics").map(|(_, body)| Metrics::parse(&body))
     }
@@ -575,6 +591,42 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// `send --generate`: `history` answers spread over the past, then a live
+/// stream of `rate` a second until stopped; stderr piped (its summary),
+/// stdout discarded.
+pub fn generate_feed(brokers: &str, history: u32, rate: u32) -> Child {
+    Command::new(BIN)
+        .args([
+            "send",
+            "--brokers",
+            brokers,
+            "--generate",
+            "--history",
+            &history.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start send --generate")
+}
+
+/// The topics the cluster holds, from a metadata request for all topics
+/// (which creates none).
+pub fn topic_names(brokers: &str) -> std::collections::BTreeSet<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    c.fetch_metadata(None, Duration::from_secs(10))
+        .unwrap()
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
 /// A Tansu broker (memory storage) on 127.0.0.1, killed when dropped.
 pub struct Tansu {
     pub child: Option<Child>,
@@ -584,16 +636,23 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start(port: u16) -> Tansu {
+        Tansu::start_advertising(port, port)
+    }
+
+    /// A broker on `port` that tells clients to reach it on `advertised`
+    /// (where a proxy in front of it listens).
+    pub fn start_advertising(port: u16, advertised: u16) -> Tansu {
         let log_path = std::env::temp_dir().join(format!("nps-tansu-{port}-{}.log", rand_suffix()));
         let log = std::fs::File::create(&log_path).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new("tansu")
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
                 "--storage-engine",
                 "memory://tansu/",
             ])
