@@ -6,6 +6,7 @@
 #   bash fuzz/run.sh 60            # each target 60 s (what the test command runs, shorter)
 #   bash fuzz/run.sh 1200          # the long run (20 minutes per target)
 #   bash fuzz/run.sh 60 config_toml  # one target
+#   bash fuzz/run.sh build         # only build the targets (the test command does it early)
 #
 # The corpus grows in fuzz/corpus/<target> (not committed), starting from
 # the committed seeds in fuzz/seeds/<target>. A crash or hang leaves its
@@ -21,6 +22,8 @@ set -euo pipefail
 secs=${1:-60}
 shift || true
 cd "$(dirname "$0")/.."
+build_only=false
+[ "$secs" != build ] || build_only=true
 all=(survey_payload snapshot_restore config_toml send_json_line case_event revisions)
 targets=("${@:-${all[@]}}")
 if [ $# -eq 0 ]; then targets=("${all[@]}"); fi
@@ -32,6 +35,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 flags=(-s none)  # default build: optimized, with debug assertions and overflow checks
 cargo fuzz build "${flags[@]}" >&2
+if $build_only; then exit 0; fi
 
 status=0
 summary=()

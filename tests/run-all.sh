@@ -2,11 +2,50 @@
 # The whole test suite, as README's quick start and CI run it:
 #   bash tests/run-all.sh
 # Installs what the tests need when it is missing, then runs formatting and
-# lint checks and every test. Exits non-zero on the first failure.
+# lint checks, every test and a short fuzzing run. Exits non-zero on the
+# first failure.
+#
+# The two long builds, Tansu (for tests/real_broker.rs) and cargo-fuzz's
+# build of the fuzz targets, run in the background at the lowest CPU
+# priority while the other tests run: those tests mostly wait on brokers,
+# clocks and timeouts, so the builds take the idle cores and the tests keep
+# theirs. The real-broker tests run last, once Tansu is there.
+#
+# NPS_TOOLS_ROOT (default ~/.cargo) is where `cargo install` puts Tansu
+# and cargo-fuzz; an empty directory there measures a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s  (%ss)\n' "$*" "$SECONDS"; }
+logs=$(mktemp -d)
+log="$logs/cargo-test.log"
+
+# background NAME COMMAND...: runs COMMAND niced in its own process group,
+# its output in a log; finish NAME waits for it and fails the suite,
+# showing the log, if it failed. A suite that stops early stops them too.
+declare -A jobs=()
+background() {
+  local name=$1
+  shift
+  setsid nice -n 19 "$@" >"$logs/$name.log" 2>&1 &
+  jobs[$name]=$!
+  echo "$name: started in the background"
+}
+cleanup() {
+  local pid
+  for pid in "${jobs[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+finish() {
+  local name=$1
+  if ! wait "${jobs[$name]}"; then
+    tail -60 "$logs/$name.log" >&2
+    echo "$name: FAILED" >&2
+    exit 1
+  fi
+  echo "$name: done"
+}
 
 step "toolchain"
 if ! command -v cargo >/dev/null; then
@@ -40,15 +79,6 @@ if ! command -v openssl >/dev/null; then
   apt_install openssl
 fi
 
-step "tansu (Kafka-compatible broker for the real-broker tests)"
-TANSU_VERSION=0.6.0
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "building tansu $TANSU_VERSION once (about 10-15 minutes; reused afterwards)"
-  cargo install tansu --locked --features dynostore --version "$TANSU_VERSION"
-fi
-tansu --version
-
 step "chromium and chromedriver (the live page's browser test), Debian packages"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   apt_install chromium chromium-driver fonts-dejavu-core
@@ -78,6 +108,22 @@ kubernetes-validate --version
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1
 
+step "tansu (Kafka-compatible broker for the real-broker tests) and cargo-fuzz: built in the background when missing"
+TOOLS_ROOT=${NPS_TOOLS_ROOT:-$HOME/.cargo}
+export PATH="$TOOLS_ROOT/bin:$PATH"
+TANSU_VERSION=0.6.0
+if "$TOOLS_ROOT/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  tansu --version
+else
+  # Built once (about 15 minutes at release settings, fewer at opt-level 1,
+  # which is all a test broker needs), reused afterwards.
+  background tansu env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 \
+    cargo install tansu --locked --features dynostore --version "$TANSU_VERSION" --root "$TOOLS_ROOT"
+fi
+# The fuzz step's build (cargo-fuzz installed when missing), run now so
+# that it is done when the fuzzing starts.
+background fuzz-build env CARGO_INSTALL_ROOT="$TOOLS_ROOT" bash fuzz/run.sh build
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
@@ -85,14 +131,23 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo test"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-cargo test --locked 2>&1 | tee "$log"
+step "cargo test (everything but the real-broker tests)"
+targets=()
+for f in tests/*.rs; do
+  t=$(basename "$f" .rs)
+  [ "$t" = real_broker ] || targets+=(--test "$t")
+done
+cargo test --locked --lib --bins "${targets[@]}" 2>&1 | tee "$log"
+
+step "cargo test --test real_broker (Tansu)"
+[ -z "${jobs[tansu]:-}" ] || finish tansu
+tansu --version
+cargo test --locked --test real_broker 2>&1 | tee -a "$log"
 
 step "fuzz: every target for ${NPS_FUZZ_SECONDS:=30}s (cargo-fuzz, installed when missing)"
 # The seeds and every past finding were replayed by `cargo test` above
 # (tests/fuzz_seeds.rs); this searches for new ones, briefly.
+finish fuzz-build
 bash fuzz/run.sh "$NPS_FUZZ_SECONDS"
 
 # One closing line for the whole suite.
