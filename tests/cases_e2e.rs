@@ -408,7 +408,7 @@ fn setup(tag: &str) -> Run {
 /// create topics: they are made here), for what Tansu cannot do: a kill -9'd
 /// member's partitions are not reassigned there.
 fn setup_mock(tag: &str) -> Run {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let cluster = common::mock::Cluster::new();
     for (topic, partitions) in [
         (INPUT, 4),
         (ALERTS, 3),

@@ -15,7 +15,6 @@ use common::*;
 use nps_stream::pb::{DetractorAlert, SurveyResponse};
 use nps_stream::schema::timestamp_from_ms as ts;
 use prost::Message;
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const EVENTS: &str = "nps-case-events";
@@ -95,12 +94,7 @@ fn a_stalled_producer_is_renewed_and_every_alert_delivered_with_its_id() {
 
 /// A mock cluster with the input, alerts and dead-letter topics, and
 /// `extra` topics with their partition counts.
-fn cluster_with(
-    extra: &[(&str, i32)],
-) -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
+fn cluster_with(extra: &[(&str, i32)]) -> (Cluster, String) {
     let (c, b) = cluster();
     for (t, p) in extra {
         c.create_topic(t, *p, 1).unwrap();
@@ -167,7 +161,7 @@ fn cases_and_promoters_off_write_nothing_to_their_topics() {
 #[test]
 fn revisions_past_the_dedup_bound_are_dead_lettered_and_never_counted_twice() {
     let _heavy = heavy();
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = Cluster::new();
     cluster.create_topic(INPUT, 1, 1).unwrap();
     cluster.create_topic(ALERTS, 1, 1).unwrap();
     cluster.create_topic(DLQ, 1, 1).unwrap();
@@ -287,7 +281,7 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
         "events-2",
         "escalations-2",
     );
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = Cluster::new();
     for (t, p) in [
         (input, 2),
         (alerts, 2),
@@ -541,11 +535,8 @@ fn renamed_topics_and_moved_thresholds_take_effect() {
 
 /// A one-partition mock cluster with the input, alerts and dead-letter
 /// topics.
-fn one_partition() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let cluster = MockCluster::new(1).unwrap();
+fn one_partition() -> (Cluster, String) {
+    let cluster = Cluster::new();
     for t in [INPUT, ALERTS, DLQ] {
         cluster.create_topic(t, 1, 1).unwrap();
     }
@@ -554,10 +545,7 @@ fn one_partition() -> (
 }
 
 /// `one_partition`, with the case-events and escalations topics.
-fn one_partition_with_cases() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
+fn one_partition_with_cases() -> (Cluster, String) {
     let (cluster, brokers) = one_partition();
     for t in [EVENTS, ESCALATIONS] {
         cluster.create_topic(t, 1, 1).unwrap();

@@ -514,7 +514,7 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
 #[test]
 fn an_instance_holding_part_of_the_input_says_so() {
     let _heavy = heavy();
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let cluster = common::mock::Cluster::new();
     cluster.create_topic("survey-responses", 4, 1).unwrap();
     cluster.create_topic("nps-detractor-alerts", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();

@@ -774,10 +774,8 @@ fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
     );
 }
 
-fn mock_cluster_with_topics(
-    partitions: i32,
-) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+fn mock_cluster_with_topics(partitions: i32) -> common::mock::Cluster {
+    let cluster = common::mock::Cluster::new();
     cluster.create_topic(INPUT, partitions, 1).unwrap();
     cluster.create_topic(ALERTS, 1, 1).unwrap();
     cluster.create_topic(DLQ, 1, 1).unwrap();

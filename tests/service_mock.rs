@@ -17,7 +17,6 @@ use prost::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -2370,7 +2369,7 @@ fn a_fatal_producer_error_renews_the_producer_and_resends_its_alerts() {
 #[test]
 fn an_idle_member_with_no_partition_is_ready() {
     let _heavy = heavy();
-    let c = MockCluster::new(1).unwrap();
+    let c = Cluster::new();
     c.create_topic(INPUT, 1, 1).unwrap();
     c.create_topic(ALERTS, 1, 1).unwrap();
     c.create_topic(DLQ, 1, 1).unwrap();

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use common::mock::Cluster;
 use common::*;
 use nps_stream::clock::SystemClock;
 use nps_stream::config::{Cli, Command, Settings};
@@ -20,7 +21,6 @@ use nps_stream::schema::timestamp_from_ms as ts;
 use prost::Message;
 use rdkafka::Offset;
 use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const INPUT: &str = "survey-responses";
@@ -84,11 +84,8 @@ fn produce(brokers: &str, data: &[SurveyResponse]) {
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let c = MockCluster::new(1).unwrap();
+fn cluster() -> (Cluster, String) {
+    let c = Cluster::new();
     c.create_topic(INPUT, 2, 1).unwrap();
     c.create_topic(ALERTS, 1, 1).unwrap();
     c.create_topic("survey-responses-dlq", 1, 1).unwrap();

@@ -12,7 +12,8 @@ use rdkafka::Offset;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use std::mem::ManuallyDrop;
 
 use super::{Metrics, Service, committed_and_end, read_topic};
 
@@ -201,11 +202,68 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[Input]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-pub fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let c = MockCluster::new(1).unwrap();
+/// A one-broker mock cluster whose groups form at once. librdkafka's mock
+/// coordinator holds the first member of an empty group for
+/// `group.initial.rebalance.delay.ms` (3 s, as Kafka does), on every start
+/// of a service and of its case tracker; the tests start services some
+/// hundred times. Derefs to rdkafka's `MockCluster`.
+pub struct Cluster {
+    mock: ManuallyDrop<MockCluster<'static, DefaultProducerContext>>,
+    /// The client that owns the mock cluster; it outlives `mock`.
+    _owner: Box<BaseProducer>,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let owner: Box<BaseProducer> = Box::new(
+            ClientConfig::new()
+                .set("test.mock.num.brokers", "1")
+                .create()
+                .expect("a client with a mock cluster"),
+        );
+        // SAFETY: the client's handle is valid while `owner` lives, and
+        // the mock cluster it returns lives as long as the client; the
+        // setter only writes the cluster's default under its lock.
+        unsafe {
+            let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+            assert!(!raw.is_null(), "the client has no mock cluster");
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
+        }
+        let mock = owner
+            .client()
+            .mock_cluster()
+            .expect("the client's mock cluster");
+        // SAFETY: `mock` borrows the client in `owner`, a heap allocation
+        // that never moves and is dropped only after `mock` (see Drop).
+        let mock = unsafe {
+            std::mem::transmute::<
+                MockCluster<'_, DefaultProducerContext>,
+                MockCluster<'static, DefaultProducerContext>,
+            >(mock)
+        };
+        Cluster {
+            mock: ManuallyDrop::new(mock),
+            _owner: owner,
+        }
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = MockCluster<'static, DefaultProducerContext>;
+    fn deref(&self) -> &Self::Target {
+        &self.mock
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before the client it borrows.
+        unsafe { ManuallyDrop::drop(&mut self.mock) }
+    }
+}
+
+pub fn cluster() -> (Cluster, String) {
+    let c = Cluster::new();
     c.create_topic(INPUT, 4, 1).unwrap();
     c.create_topic(ALERTS, 2, 1).unwrap();
     c.create_topic(DLQ, 1, 1).unwrap();
