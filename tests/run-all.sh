@@ -5,11 +5,13 @@
 # lint checks, every test and a short fuzzing run. Exits non-zero on the
 # first failure.
 #
-# The two long builds, Tansu (for tests/real_broker.rs) and cargo-fuzz's
-# build of the fuzz targets, run in the background at the lowest CPU
-# priority while the other tests run: those tests mostly wait on brokers,
-# clocks and timeouts, so the builds take the idle cores and the tests keep
-# theirs. The real-broker tests run last, once Tansu is there.
+# What the tests do not need at once runs in the background, niced, while
+# the tests run: those mostly wait on brokers, clocks and timeouts, so
+# the background takes the idle cores and the tests keep theirs. That is
+# the Tansu build (for tests/real_broker.rs, which run last, once it is
+# there), clippy (in a target directory of its own, so that it never holds
+# the test build's lock), and the fuzzing (its build, then each target for
+# NPS_FUZZ_SECONDS).
 #
 # NPS_TOOLS_ROOT (default ~/.cargo) is where `cargo install` puts Tansu
 # and cargo-fuzz; an empty directory there measures a fresh machine.
@@ -20,16 +22,27 @@ step() { printf '\n==> %s  (%ss)\n' "$*" "$SECONDS"; }
 logs=$(mktemp -d)
 log="$logs/cargo-test.log"
 
-# background NAME COMMAND...: runs COMMAND niced in its own process group,
-# its output in a log; finish NAME waits for it and fails the suite,
-# showing the log, if it failed. A suite that stops early stops them too.
+# background NAME NICENESS COMMAND...: runs COMMAND at that niceness in its
+# own process group, its output in a log; finish NAME [LINES] waits for it
+# and fails the suite, showing the log, if it failed (else shows its last
+# LINES lines). A suite that stops early stops them too.
 declare -A jobs=()
 background() {
-  local name=$1
-  shift
-  setsid nice -n 19 "$@" >"$logs/$name.log" 2>&1 &
+  local name=$1 niceness=$2
+  shift 2
+  setsid nice -n "$niceness" "$@" >"$logs/$name.log" 2>&1 &
   jobs[$name]=$!
   echo "$name: started in the background"
+}
+finish() {
+  local name=$1 lines=${2:-0}
+  if ! wait "${jobs[$name]}"; then
+    tail -60 "$logs/$name.log" >&2
+    echo "$name: FAILED" >&2
+    exit 1
+  fi
+  [ "$lines" = 0 ] || tail -"$lines" "$logs/$name.log"
+  echo "$name: done ($SECONDS s)"
 }
 cleanup() {
   local pid
@@ -37,15 +50,6 @@ cleanup() {
   rm -rf "$logs"
 }
 trap cleanup EXIT
-finish() {
-  local name=$1
-  if ! wait "${jobs[$name]}"; then
-    tail -60 "$logs/$name.log" >&2
-    echo "$name: FAILED" >&2
-    exit 1
-  fi
-  echo "$name: done"
-}
 
 step "toolchain"
 if ! command -v cargo >/dev/null; then
@@ -108,28 +112,28 @@ kubernetes-validate --version
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1
 
-step "tansu (Kafka-compatible broker for the real-broker tests) and cargo-fuzz: built in the background when missing"
+step "background: tansu (when missing), clippy, fuzzing"
 TOOLS_ROOT=${NPS_TOOLS_ROOT:-$HOME/.cargo}
 export PATH="$TOOLS_ROOT/bin:$PATH"
 TANSU_VERSION=0.6.0
 if "$TOOLS_ROOT/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   tansu --version
 else
-  # Built once (about 15 minutes at release settings, fewer at opt-level 1,
-  # which is all a test broker needs), reused afterwards.
-  background tansu env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 \
+  # Built once, reused afterwards; opt-level 1 is all a test broker needs
+  # and builds faster. Less nice than the others: the tests wait for it.
+  background tansu 10 env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 \
     cargo install tansu --locked --features dynostore --version "$TANSU_VERSION" --root "$TOOLS_ROOT"
 fi
-# The fuzz step's build (cargo-fuzz installed when missing), run now so
-# that it is done when the fuzzing starts.
-background fuzz-build env CARGO_INSTALL_ROOT="$TOOLS_ROOT" bash fuzz/run.sh build
+background clippy 19 env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/clippy" \
+  cargo clippy --all-targets --locked -- -D warnings
+# Every fuzz target for NPS_FUZZ_SECONDS (cargo-fuzz installed when
+# missing). The seeds and every past finding are replayed by `cargo test`
+# (tests/fuzz_seeds.rs); this searches for new ones, briefly.
+background fuzz 19 env CARGO_INSTALL_ROOT="$TOOLS_ROOT" bash fuzz/run.sh "${NPS_FUZZ_SECONDS:=30}"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (everything but the real-broker tests)"
 targets=()
@@ -144,11 +148,9 @@ step "cargo test --test real_broker (Tansu)"
 tansu --version
 cargo test --locked --test real_broker 2>&1 | tee -a "$log"
 
-step "fuzz: every target for ${NPS_FUZZ_SECONDS:=30}s (cargo-fuzz, installed when missing)"
-# The seeds and every past finding were replayed by `cargo test` above
-# (tests/fuzz_seeds.rs); this searches for new ones, briefly.
-finish fuzz-build
-bash fuzz/run.sh "$NPS_FUZZ_SECONDS"
+step "clippy --all-targets -D warnings, and fuzzing ${NPS_FUZZ_SECONDS}s per target (background)"
+finish clippy 3
+finish fuzz 6
 
 # One closing line for the whole suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
