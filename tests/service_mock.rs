@@ -220,8 +220,10 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let total = records.len() as f64;
 
     let mut svc = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e");
-    svc.wait_for("every record consumed", Duration::from_secs(60), |m| {
-        consumed(m) == total
+    // Readiness is published by the one-second refresh: it may follow the
+    // last record by up to a second.
+    svc.wait_for("every record consumed, ready", Duration::from_secs(60), |m| {
+        consumed(m) == total && m.get("nps_ready", &[]) == Some(1.0)
     });
     assert_eq!(svc.status("/readyz"), Some(200));
     assert_eq!(svc.status("/healthz"), Some(200));
@@ -1077,17 +1079,22 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     // for the kill, so the kill lands mid-stream however slow the machine.
     let b = brokers.clone();
     let (killed, wait_kill) = std::sync::mpsc::channel::<()>();
+    let (half, first_half_written) = std::sync::mpsc::channel::<()>();
     let feeder = std::thread::spawn(move || {
         for (i, chunk) in records.chunks(100).enumerate() {
             if i == 30 {
+                let _ = half.send(());
                 let _ = wait_kill.recv();
             }
             produce(&b, chunk);
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    // Mid-stream: snapshots written, the first half read, the second
-    // half still to come.
+    // Mid-stream: the first half written, snapshots written, more than
+    // two thirds of it read, the second half still to come.
+    first_half_written
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the feeder wrote the first half");
     svc.wait_for("snapshots and progress", Duration::from_secs(60), |m| {
         m.get("nps_snapshots_written_total", &[("result", "ok")])
             .unwrap_or(0.0)
