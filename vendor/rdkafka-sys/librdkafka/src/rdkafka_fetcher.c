@@ -485,9 +485,10 @@ rd_kafka_handle_Fetch_metadata_update(rd_kafka_broker_t *rkb,
                                     &Partition->CurrentLeader);
                                 changed_partition++;
                         }
-                        /* nps-stream patch: partitions without a leader
-                         * were counted but not filled in; the count covers
-                         * only those filled in (librdkafka issue #5280). */
+                        /* nps-stream patch: the tag parser counts the
+                         * partitions without a leader too, which are not
+                         * filled in here; the count covers only those
+                         * filled in (librdkafka issue #5280). */
                         md->topics[changed_topic].partition_cnt =
                             changed_partition;
                         changed_topic++;

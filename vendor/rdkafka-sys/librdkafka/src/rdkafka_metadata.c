@@ -2090,8 +2090,8 @@ rd_kafka_metadata_update_op(rd_kafka_t *rk, rd_kafka_metadata_internal_t *mdi) {
                 /* nps-stream patch: a Fetch response's leader-change tags
                  * name a topic by id only; a broker that answers a zero id
                  * (Tansu 0.6, for a topic it does not know) leaves nothing
-                 * to look the topic up by, and the lookup by a NULL name
-                 * crashed. */
+                 * to look the topic up by (a lookup by its NULL name would
+                 * dereference it). */
                 if (!by_id && !md->topics[i].topic) {
                         rd_kafka_dbg(rk, METADATA, "METADATAUPDATE",
                                      "Leader change for a topic without "
