@@ -222,9 +222,11 @@ fn responses_become_metrics_alerts_and_dead_letters_with_offsets_committed() {
     let mut svc = Service::run(&brokers, "g-e2e", QUICK_REJOIN, "e2e");
     // Readiness is published by the one-second refresh: it may follow the
     // last record by up to a second.
-    svc.wait_for("every record consumed, ready", Duration::from_secs(60), |m| {
-        consumed(m) == total && m.get("nps_ready", &[]) == Some(1.0)
-    });
+    svc.wait_for(
+        "every record consumed, ready",
+        Duration::from_secs(60),
+        |m| consumed(m) == total && m.get("nps_ready", &[]) == Some(1.0),
+    );
     assert_eq!(svc.status("/readyz"), Some(200));
     assert_eq!(svc.status("/healthz"), Some(200));
     // The windows are published by a refresh every second: wait for the
