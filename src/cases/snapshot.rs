@@ -171,9 +171,8 @@ const OLDEST_READ: u32 = 2;
 ///
 /// Written in one buffer of the exact size, the body first: protobuf
 /// fields may come in any order, and the checksum is known only once the
-/// body is written. (Encoding the body, then the envelope around a copy of
-/// it, held the snapshot three times at once: megabytes a partition in the
-/// soak.)
+/// body is written. The snapshot is held once, never copied into an
+/// envelope.
 pub fn encode_snapshot(snap: &pb::CasesPartitionSnapshot) -> Vec<u8> {
     let mut buf = Vec::new();
     encode_snapshot_into(snap, &mut buf);

@@ -70,7 +70,8 @@ pub enum ClosedAs {
     Churned,
     Unreachable,
     Unspecified,
-    /// The response was revised out of alerting (issue 18).
+    /// The response was revised out of alerting (a revision withdrew its
+    /// alert).
     Withdrawn,
 }
 

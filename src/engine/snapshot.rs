@@ -141,11 +141,9 @@ impl Engine {
 
     /// `dedup_proto`'s message, encoded as field `tag` straight into
     /// `buf` (room reserved for it and the record's last fields): the
-    /// message's arrays are never made. They took about 70 bytes an entry
-    /// against 44 encoded, and grew by doubling: with the soak's 150,000
-    /// entries a partition, some 20 MB alive for a moment at each
-    /// partition's snapshot, the largest part of RSS's swing with the
-    /// snapshot rounds (docs/reliability.md, "Ninth session"). Two passes
+    /// message's arrays, about 70 bytes an entry against 44 encoded and
+    /// grown by doubling, are never made (docs/reliability.md, "Ninth
+    /// session", has what they cost). Two passes
     /// over the entries: the first for the lengths and the segments'
     /// indexes, the second writes. The bytes are `dedup_proto`'s (a test
     /// holds it).
