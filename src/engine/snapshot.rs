@@ -142,8 +142,7 @@ impl Engine {
     /// `dedup_proto`'s message, encoded as field `tag` straight into
     /// `buf` (room reserved for it and the record's last fields): the
     /// message's arrays, about 70 bytes an entry against 44 encoded and
-    /// grown by doubling, are never made (docs/reliability.md, "Ninth
-    /// session", has what they cost). Two passes
+    /// grown by doubling, are never made. Two passes
     /// over the entries: the first for the lengths and the segments'
     /// indexes, the second writes. The bytes are `dedup_proto`'s (a test
     /// holds it).
