@@ -1000,7 +1000,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 /// rules, and Prometheus's own `up`.
 fn known_series() -> BTreeSet<String> {
     let mut known: BTreeSet<String> = ["up".to_string()].into();
-    for n in common::readme::readme_metrics().keys() {
+    for n in common::reference::reference_metrics().keys() {
         known.insert(n.to_string());
         for suffix in ["_bucket", "_sum", "_count"] {
             known.insert(format!("{n}{suffix}"));

@@ -8,7 +8,7 @@
 //! customer_id), hands them in, asks `due(now)` every second, and turns
 //! what comes out into records and metrics.
 //!
-//! Rules (README, "Closing the loop"):
+//! Rules (docs/closing-the-loop.md):
 //! - A case opens at the alert's `emitted_at`; it is due `sla(priority)`
 //!   later. It meets its SLA when CONTACTED, RESOLVED or UNREACHABLE comes
 //!   at or before its due time (by the event's `occurred_at`);

@@ -4,8 +4,7 @@
 //! A loop that simply stops polling its consumer when it is full leaves
 //! the group after `max.poll.interval.ms` (5 minutes by default) of slow
 //! deliveries: librdkafka takes a consumer that is not polled for dead and
-//! gives its partitions away (the 2026-12-02 soak's case tracker did). So
-//! the partitions are paused instead, and the loop polls on: librdkafka
+//! gives its partitions away. So the partitions are paused instead, and the loop polls on: librdkafka
 //! then hands out no record of a paused partition (it drops what it had
 //! fetched ahead, and fetches again from the next record when resumed),
 //! while rebalances and errors are still served.
@@ -88,9 +87,9 @@ impl Backpressure {
 /// librdkafka had fetched ahead, and a resume fetches from the next record,
 /// often inside a record batch: Tansu 0.6 answers such a fetch with the
 /// batch after it (docs/operations.md, Known issues), so the rest of the
-/// batch was never read. In the 2026-12-03 soak a case tracker held back
-/// for 8 ms skipped a batch of alerts, whose events were dead-lettered as
-/// `unknown_alert` 10 minutes later. `None` when nothing is to be skipped
+/// batch would never be read (for the case tracker, a batch of alerts
+/// whose events end dead-lettered as `unknown_alert`). `None` when
+/// nothing is to be skipped
 /// (or the seek failed, said in the log).
 pub(crate) fn refetch<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,

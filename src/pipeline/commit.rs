@@ -123,8 +123,8 @@ const EARLY_GAP: Duration = Duration::from_millis(200);
 /// (no record for `QUIET`) and every delivery is acknowledged, so the
 /// group's committed offsets, and the lag that Kafka's tools show from
 /// them, reach the end of a burst within a fraction of a second instead of
-/// up to a second later (the step that cost the 2026-12-03 throughput run
-/// 0.86x; see docs/performance.md). At most one every `EARLY_GAP`: a
+/// up to a second later (docs/performance.md has what this costs in
+/// throughput). At most one every `EARLY_GAP`: a
 /// trickle of records does not turn into a commit per record. Takes `now`
 /// as an argument, does no I/O.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 /// With jemalloc, only the pages unused for its decay time (10 s): a
 /// purge of every free page after each snapshot round gave back the very
 /// pages the next round, 10 s later, took again, and RSS swung by the
-/// size of a round's records (15 MB and more in the 2026-12-03 soaks).
+/// size of a round's records.
 /// jemalloc without a background thread decays only when asked or on
 /// allocation activity; this asks.
 #[cfg(feature = "jemalloc")]

@@ -305,10 +305,10 @@ pub(super) fn position_beyond_end(position: i64, high: i64) -> bool {
 /// The statistics only raise the suspicion (`Health::take_beyond_end`):
 /// their high watermark can be stale, e.g. left from an earlier
 /// assignment of the same partition to this consumer, while the position
-/// comes from a newer snapshot. The soak caught that: a partition taken
-/// back from a departing instance was rewound to the earliest offset and
-/// its whole log counted a second time. So the broker is asked for the
-/// watermark, and only a position beyond it rewinds.
+/// comes from a newer snapshot; a partition taken back from a departing
+/// instance would be rewound to the earliest offset and its whole log
+/// counted a second time. So the broker is asked for the watermark, and
+/// only a position beyond it rewinds.
 pub(super) fn rewind_beyond_end(
     core: &Mutex<Core>,
     consumer: &StreamConsumer<ConsumerCtx>,

@@ -141,7 +141,7 @@ impl Rebalancer {
         // (the topic was recreated or truncated): what the log holds now was
         // never processed, so it is not replayed without alerts (nor waited
         // for up to an offset that may never come) but read live from the
-        // reset point, as README promises. ListOffsets only raises the
+        // reset point, as docs/guarantees.md promises. ListOffsets only raises the
         // suspicion; a fetch decides (`StateStore::log_reaches`: Tansu 0.6
         // answers below the true end, by up to a batch).
         if position_beyond_end(until, high) && !self.log_reaches(partition, until, high) {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
-pub mod readme;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

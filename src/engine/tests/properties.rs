@@ -138,7 +138,7 @@ pub(crate) fn observe<'a>(
     (o, ev)
 }
 
-/// The windows as README defines them, computed here from the
+/// The windows as docs/windows.md defines them, computed here from the
 /// configuration's own words rather than by the engine: a window of
 /// length W with B buckets has buckets W/B wide (ms, rounded down) and at
 /// `now` holds an event time `t` when `t`'s bucket is one of the B newest

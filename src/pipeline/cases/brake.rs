@@ -4,10 +4,10 @@
 //! bounded by `max_orphans`: past it the oldest are given up, and their
 //! cases, opened when the alert comes, never see their contact. The two
 //! topics are fetched side by side, and after a restore or a rebalance the
-//! case events can run ahead: in the 2026-12-03 soak an instance that took
-//! two partitions replaying minutes of both reached the 100,000 bound in
-//! 5 seconds, gave up the oldest, and was left with 33,000 cases open and
-//! overdue although worked and closed. So while many events wait, each
+//! case events can run ahead: an instance that takes two partitions
+//! replaying minutes of both can reach the 100,000 bound in seconds, give
+//! up the oldest, and be left with thousands of cases open and overdue
+//! although worked and closed. So while many events wait, each
 //! partition whose alerts have more to read stops fetching its case
 //! events, until the alerts catch up (fewer wait, or its alerts are read to
 //! their end). Alerts are never held back this way: only reading them

@@ -96,10 +96,9 @@ struct Unread {
     /// at its due time, the next case event: no offset from it on is
     /// committed until the escalation is delivered, so whoever takes the
     /// partition after a crash or a rebalance reads that record again live
-    /// and escalates again. (Without it, the commit passed the contact,
-    /// the next owner replayed it without effects, and the escalation was
-    /// lost: 27 and 43 late contacts in two 5-minute soak rehearsals on
-    /// 2026-12-02, each next to a rebalance.)
+    /// and escalates again. (Without it, the commit would pass the
+    /// contact, the next owner would replay it without effects, and the
+    /// escalation would be lost.)
     holds: Option<(Src, i64)>,
 }
 
@@ -542,8 +541,8 @@ fn room(core: &Mutex<Core>) -> bool {
 
 /// Whether reading goes on with `in_flight` records not yet done, of
 /// which `orphans` are case events waiting for their alert. Those do not
-/// count: only reading on brings their alerts (counting them stalled the
-/// tracker for good once 10,000 waited, in the 2026-12-02 soak), and they
+/// count: only reading on brings their alerts (counting them would stall
+/// the tracker for good once enough of them wait), and they
 /// have their own bounds (`--orphan-grace`, `max_orphans`).
 fn room_for(in_flight: usize, orphans: usize, escalating: usize) -> bool {
     in_flight.saturating_sub(orphans) + escalating < MAX_PENDING

@@ -37,8 +37,8 @@ const NOTHING_YET: Duration = Duration::from_millis(500);
 /// they are; it is dropped while the brokers are out of reach and made
 /// again when they are back. Its fetch buffers are small: a read wants a
 /// few thousand alerts, and librdkafka's defaults would let it hold up to
-/// 64 MB ahead (the 2026-12-02 soak's RSS swung by about 50 MB with a
-/// consumer made afresh per read).
+/// 64 MB ahead (docs/reliability.md has the memory a consumer made afresh
+/// per read costs).
 pub(super) struct Reader {
     config: rdkafka::ClientConfig,
     topic: String,
@@ -199,11 +199,10 @@ impl Read<'_> {
             // first. Assigning it again while librdkafka 2.12 is still
             // stopping it can send two stops, which ends the process on an
             // assertion (`rd_kafka_assignment_partition_stopped:
-            // rktp->rktp_started`, librdkafka #5573, fixed after 2.15); the
-            // 2026-12-02 soak rehearsal's instance A died on it while
-            // level-2 escalations were being read back. (A fresh consumer
-            // for each start instead was too slow to fetch within the
-            // read's patience, and escalations went out without content.)
+            // rktp->rktp_started`, librdkafka #5573, fixed after 2.15). A
+            // fresh consumer for each start instead is too slow to fetch
+            // within the read's patience, and escalations would go out
+            // without content.
             // The consumer is kept between reads and partitions: whatever
             // it fetched last is let stop first.
             if again {

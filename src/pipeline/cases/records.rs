@@ -196,7 +196,7 @@ impl Shell {
                 return None;
             }
         };
-        // A revision of the response behind a case (issue 18): withdrawn,
+        // A revision of the response behind a case: withdrawn,
         // it closes the case; a detractor again, it opens it again.
         let (withdrawn, revision) = alert
             .as_ref()
@@ -227,8 +227,8 @@ impl Shell {
         };
         // Events that waited for this alert: what they cause counts when
         // they were read live, even if this alert is replayed (after a
-        // restore, a late contact read live before its alert was replayed
-        // lost its escalation: the last 2026-12-02 rehearsal's 24); each
+        // restore, a late contact read live before its alert is replayed
+        // would otherwise lose its escalation); each
         // such escalation holds back the record read live that caused it
         // (the event, else this alert).
         for (a, held) in applied.iter().zip(&released) {

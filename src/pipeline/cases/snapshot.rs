@@ -2,14 +2,12 @@
 //!
 //! A snapshot marks the escalations it reflects as sent (their bits in
 //! each case), so it must not reach the state topic before they are
-//! delivered: a restore would never send them. Before, a partition with
-//! any escalation on its way was not snapshotted at all; under a steady
-//! flow of escalations (the soak's 20 per second) there always was one,
-//! and a partition went 5 to 7 minutes without a snapshot. The next owner
-//! then replayed minutes of both topics, its case events far ahead of
-//! their alerts (the 2026-12-03 soak). Now a snapshot is taken at each
+//! delivered: a restore would never send them. A snapshot is taken at each
 //! round (`Captured`) and written once the escalations that were on their
 //! way *when it was taken* are delivered; later ones do not hold it back.
+//! (Waiting for a moment with no escalation on its way would, under a
+//! steady flow of escalations, leave a partition without a snapshot for
+//! minutes, and its next owner replaying minutes of both topics.)
 
 use std::collections::BTreeSet;
 
@@ -60,9 +58,8 @@ impl Core {
         // Events waiting for their alert are not in the snapshot: it
         // starts at the first of them, so they are read again. (Read
         // during a replay they are not in the ledger: without this, a
-        // revoke while restoring wrote them off, and the next owner opened
-        // their cases again with no contact: 5,346 cases stuck open after
-        // the broker freeze of the 2026-12-03 soak.)
+        // revoke while restoring would write them off, and the next owner
+        // would open their cases again with no contact, stuck open.)
         let waiting = self
             .tracker
             .orphans_of(p)
@@ -118,10 +115,9 @@ impl Core {
     }
 
     /// The round's next snapshot to write, once the one before is
-    /// acknowledged: one partition's records (megabytes with the soak's
-    /// 33,000 customers a partition) are alive at a time, not every
-    /// partition's at once (RSS swung by 15 MB with each round in the
-    /// 2026-12-03 soaks). A partition whose snapshot waits for its
+    /// acknowledged: one partition's records (megabytes with tens of
+    /// thousands of customers a partition) are alive at a time, not every
+    /// partition's at once. A partition whose snapshot waits for its
     /// escalations holds the round there; one with nothing to snapshot
     /// yet (not read from) is passed.
     pub(super) fn next_in_round(&mut self) -> Option<(i32, Vec<u8>)> {

@@ -6,19 +6,17 @@
 //! them, a burst, a slow machine) would otherwise escalate cases whose
 //! contact is waiting in the unread part of the log, and each of those
 //! escalations costs a read-back of its alert, which puts the tracker
-//! further behind. The 2026-12-02 30-minute soak at 2,000 answers/s went
-//! that way: 517,845 cases escalated although contacted in time. In the
-//! same way, a case event waiting for its alert (an orphan) is only given
-//! up once the alerts written up to its grace have been read.
+//! further behind, until most cases contacted in time are escalated. In
+//! the same way, a case event waiting for its alert (an orphan) is only
+//! given up once the alerts written up to its grace have been read.
 //!
 //! So the tracker's clock for due escalations is the case events' read
 //! time, for orphans the alerts': the wall clock less `IN_TRANSIT_MS`
 //! when every assigned partition of the topic is read to its end
 //! (librdkafka's high watermark from the last fetch), else the time of the
 //! last record read from the partition furthest behind. The margin is for
-//! a record written just before now that no fetch has answered yet: in
-//! the 2026-12-02 soaks, 8 and 18 cases contacted just in time were
-//! escalated without it.
+//! a record written just before now that no fetch has answered yet: a case
+//! contacted just in time would be escalated without it.
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 

@@ -1,10 +1,12 @@
-//! README's reference tables, parsed: the tests hold the binary and the
-//! deploy files to them.
+//! The reference tables of docs/, parsed: the tests hold the binary and
+//! the deploy files to them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 
 /// The rows of the first Markdown table after the heading `heading`:
@@ -12,7 +14,7 @@ pub fn readme() -> String {
 pub fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
     let start = text
         .find(heading)
-        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        .unwrap_or_else(|| panic!("no {heading:?} in the text"));
     let rows: Vec<Vec<String>> = text[start..]
         .lines()
         .skip_while(|l| !l.starts_with('|'))
@@ -36,9 +38,9 @@ pub fn code_spans(cell: &str) -> Vec<String> {
         .collect()
 }
 
-/// README's metric table: name → (type, label names).
-pub fn readme_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    table_after(&readme(), "| metric | type | labels |")
+/// docs/metrics.md's table: name → (type, label names).
+pub fn reference_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    table_after(&repo_file("docs/metrics.md"), "| metric | type | labels |")
         .into_iter()
         .map(|cells| {
             let name = code_spans(&cells[0])[0].clone();

@@ -1,7 +1,10 @@
-//! README's reference tables against the binary: the flags of `run` with
-//! their environment variables and defaults against `run --help` and
-//! `check-config`, and the metric table against a live scrape of /metrics
-//! (names, types and labels). Neither side may list what the other lacks.
+//! The reference tables of docs/ against the binary: the flags of `run`
+//! (docs/configuration.md) with their environment variables and defaults
+//! against `run --help` and `check-config`, and the metric table
+//! (docs/metrics.md) against a live scrape of /metrics (names, types and
+//! labels). Neither side may list what the other lacks. Also: every link of
+//! README and docs/ resolves, README stays a front door, and the comments
+//! of src/ tell the mechanism rather than its history.
 
 mod common;
 
@@ -9,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use common::readme::*;
+use common::reference::*;
 use common::*;
 
-/// A flag row of README: (flag, env, default).
+/// A row of docs/configuration.md's flag table: (flag, env, default).
 #[derive(Debug, PartialEq, Eq, Clone)]
 struct FlagRow {
     flag: String,
@@ -20,8 +23,8 @@ struct FlagRow {
     default: Option<String>,
 }
 
-fn readme_flags() -> Vec<FlagRow> {
-    table_after(&readme(), "### Flags of `run`")
+fn documented_flags() -> Vec<FlagRow> {
+    table_after(&repo_file("docs/configuration.md"), "## Flags of `run`")
         .into_iter()
         .map(|cells| {
             let flag = code_spans(&cells[0])[0]
@@ -92,8 +95,8 @@ fn help_flags() -> Vec<FlagRow> {
 }
 
 #[test]
-fn readme_flag_table_is_run_help() {
-    let readme: BTreeMap<String, FlagRow> = readme_flags()
+fn flag_table_is_run_help() {
+    let readme: BTreeMap<String, FlagRow> = documented_flags()
         .into_iter()
         .map(|r| (r.flag.clone(), r))
         .collect();
@@ -103,12 +106,12 @@ fn readme_flag_table_is_run_help() {
         .collect();
     let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
         (readme.keys().collect(), help.keys().collect());
-    assert_eq!(a, b, "flags in README's table against `run --help`");
+    assert_eq!(a, b, "flags in docs/configuration.md against `run --help`");
     assert_eq!(help.len(), 33, "the flags of run: {:?}", help.keys());
     for (flag, row) in &readme {
         let h = &help[flag];
         assert_eq!(row.env, h.env, "{flag}: environment variable");
-        // README writes "(required)" or nothing where there is no default.
+        // The table writes "(required)" or nothing where there is no default.
         assert_eq!(row.default, h.default, "{flag}: default");
     }
 }
@@ -137,7 +140,7 @@ fn check_config(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
     }
 }
 
-/// A valid value other than the default, per flag of README's table.
+/// A valid value other than the default, per flag of the table.
 fn other_value(flag: &str, dir: &std::path::Path) -> String {
     let v = match flag {
         "--config" => {
@@ -182,17 +185,17 @@ fn other_value(flag: &str, dir: &std::path::Path) -> String {
     v.to_string()
 }
 
-/// Every flag of README's table, through check-config: its README default
+/// Every flag of the table, through check-config: its documented default
 /// given explicitly changes nothing; another value changes the settings,
 /// and the same value through its environment variable gives the same
 /// settings as through the flag.
 #[test]
-fn every_flag_and_environment_variable_sets_what_readme_says() {
+fn every_flag_and_environment_variable_sets_what_the_table_says() {
     let dir = std::env::temp_dir().join(format!("nps-readme-{}", rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let base_args = ["--brokers", "x:1"];
     let base = check_config(&base_args, &[]).unwrap();
-    for row in readme_flags() {
+    for row in documented_flags() {
         let flag = row.flag.as_str();
         // The broker list is given by this test: its own row gives it alone.
         let mut args: Vec<&str> = if flag == "--brokers" {
@@ -207,7 +210,7 @@ fn every_flag_and_environment_variable_sets_what_readme_says() {
             assert_eq!(
                 check_config(&with, &[]),
                 Ok(base.clone()),
-                "{flag} {default}: README's default is not the default"
+                "{flag} {default}: the documented default is not the default"
             );
         }
         let value = other_value(flag, &dir);
@@ -225,7 +228,7 @@ fn every_flag_and_environment_variable_sets_what_readme_says() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// README: `--dedup-max-ids` is capped at 16,777,216 per partition.
+/// docs/configuration.md: `--dedup-max-ids` is capped at 16,777,216 per partition.
 #[test]
 fn dedup_max_ids_takes_up_to_its_cap() {
     let ok = check_config(&["--brokers", "x:1", "--dedup-max-ids", "16777216"], &[]).unwrap();
@@ -274,10 +277,14 @@ fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
 /// in the table with its type and labels, and every name in the table is
 /// one the binary holds.
 #[test]
-fn readme_metric_table_is_what_the_binary_exports() {
+fn metric_table_is_what_the_binary_exports() {
     let _heavy = heavy();
-    let table = readme_metrics();
-    assert!(table.len() >= 50, "{} metrics in README", table.len());
+    let table = reference_metrics();
+    assert!(
+        table.len() >= 50,
+        "{} metrics in docs/metrics.md",
+        table.len()
+    );
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut demo = Service::start(
@@ -300,14 +307,16 @@ fn readme_metric_table_is_what_the_binary_exports() {
     let mut wrong = Vec::new();
     for (name, (kind, labels)) in &scraped {
         match table.get(name) {
-            None => wrong.push(format!("{name} is exported, not in README")),
+            None => wrong.push(format!("{name} is exported, not in docs/metrics.md")),
             Some((k, l)) => {
                 if k != kind {
-                    wrong.push(format!("{name}: README says {k}, exported as {kind}"));
+                    wrong.push(format!(
+                        "{name}: docs/metrics.md says {k}, exported as {kind}"
+                    ));
                 }
                 if !labels.is_empty() && l != labels {
                     wrong.push(format!(
-                        "{name}: README's labels {l:?}, exported {labels:?}"
+                        "{name}: documented labels {l:?}, exported {labels:?}"
                     ));
                 }
             }
@@ -316,7 +325,7 @@ fn readme_metric_table_is_what_the_binary_exports() {
     let binary = std::fs::read(BIN).unwrap();
     for name in table.keys() {
         if !binary.windows(name.len()).any(|w| w == name.as_bytes()) {
-            wrong.push(format!("{name} is in README, not in the binary"));
+            wrong.push(format!("{name} is in docs/metrics.md, not in the binary"));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -327,9 +336,7 @@ fn readme_metric_table_is_what_the_binary_exports() {
 /// docs/testing.md's table after `heading`: first cell's code span → the
 /// test named in the second.
 fn testing_table(heading: &str) -> BTreeMap<String, String> {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/testing.md")).unwrap();
-    table_after(&text, heading)
+    table_after(&repo_file("docs/testing.md"), heading)
         .into_iter()
         .map(|cells| {
             let key = code_spans(&cells[0])[0].clone();
@@ -349,19 +356,19 @@ fn test_exists(path: &str) -> bool {
     source.contains(&format!("\nfn {name}()"))
 }
 
-/// docs/testing.md maps every flag of README's table and every metric of
-/// its metric table to an existing test, and nothing else.
+/// docs/testing.md maps every flag of docs/configuration.md and every
+/// metric of docs/metrics.md to an existing test, and nothing else.
 #[test]
 fn docs_testing_maps_every_flag_and_metric_to_an_existing_test() {
-    let flags: BTreeSet<String> = readme_flags().into_iter().map(|r| r.flag).collect();
-    let metrics: BTreeSet<String> = readme_metrics().into_keys().collect();
+    let flags: BTreeSet<String> = documented_flags().into_iter().map(|r| r.flag).collect();
+    let metrics: BTreeSet<String> = reference_metrics().into_keys().collect();
     for (heading, want) in [
         ("## Every flag of `run` on a running service", &flags),
         ("## Every metric with its expected value", &metrics),
     ] {
         let table = testing_table(heading);
         let have: BTreeSet<String> = table.keys().cloned().collect();
-        assert_eq!(&have, want, "{heading}: rows against README");
+        assert_eq!(&have, want, "{heading}: rows against the reference tables");
         let missing: Vec<String> = table
             .iter()
             .filter(|(_, test)| !test_exists(test))
@@ -369,4 +376,181 @@ fn docs_testing_maps_every_flag_and_metric_to_an_existing_test() {
             .collect();
         assert!(missing.is_empty(), "{heading}: no such test: {missing:?}");
     }
+}
+
+// ------------------------------------------------------- the docs themselves
+
+/// The Markdown files a reader follows: README and everything in docs/.
+fn markdown_files() -> Vec<String> {
+    let mut files = vec!["README.md".to_string()];
+    let dir = format!("{}/docs", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            files.push(format!("docs/{name}"));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The lines of a Markdown text outside its fenced code blocks.
+fn prose_lines(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped but `-`
+/// and `_`, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    prose_lines(text)
+        .into_iter()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect()
+}
+
+/// The targets of a text's inline links `[text](target)`, outside code.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose_lines(text) {
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let Some(j) = after.find(')') else { break };
+            targets.push(after[..j].to_string());
+            rest = &after[j..];
+        }
+    }
+    targets
+}
+
+/// Every relative link of README and docs/ names a file of the repository
+/// and, with `#anchor`, a heading of that file.
+#[test]
+fn every_link_of_readme_and_docs_resolves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = repo_file(&file);
+        let dir = root.join(&file).parent().unwrap().to_path_buf();
+        for target in link_targets(&text) {
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            checked += 1;
+            let (path, fragment) = match target.split_once('#') {
+                Some((p, f)) => (p, Some(f)),
+                None => (target.as_str(), None),
+            };
+            let resolved = if path.is_empty() {
+                root.join(&file)
+            } else {
+                dir.join(path)
+            };
+            if !resolved.exists() {
+                broken.push(format!("{file}: {target}: no such file"));
+                continue;
+            }
+            if let Some(fragment) = fragment {
+                let target_text = std::fs::read_to_string(&resolved).unwrap_or_default();
+                if !anchors(&target_text).contains(fragment) {
+                    broken.push(format!("{file}: {target}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 60, "only {checked} links checked");
+}
+
+/// README is a front door: at most 250 lines, the two commands of its
+/// quick start, and a link to every page of docs/.
+#[test]
+fn readme_is_a_front_door_linking_every_page_of_docs() {
+    let readme = repo_file("README.md");
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README has {lines} lines");
+    for command in ["cargo run --release -- demo", "bash tests/run-all.sh"] {
+        assert!(
+            readme.contains(&format!("```\n{command}\n```")),
+            "{command}"
+        );
+    }
+    let linked: BTreeSet<String> = link_targets(&readme)
+        .into_iter()
+        .map(|t| t.split('#').next().unwrap_or_default().to_string())
+        .collect();
+    for file in markdown_files()
+        .into_iter()
+        .filter(|f| f.starts_with("docs/"))
+    {
+        assert!(linked.contains(&file), "README does not link {file}");
+    }
+}
+
+/// The comments of src/ explain the mechanism; dates, soak runs, numbered
+/// rounds of work and issue numbers belong in docs/ and commit messages.
+#[test]
+fn src_comments_tell_the_mechanism_not_its_history() {
+    let diary = regex::Regex::new(
+        r"(?x)
+        \b(19|20)\d\d-\d\d\b                      # a date
+        | (?i:\bsoak) | (?i:\brehears)            # soak runs
+        | (?i:\b(round|session|iteration)\s+\d+)  # numbered rounds of work
+        | (?i:\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|last|previous|this)\s+session\b)
+        | (?i:\bissue\s+\#?\d+)
+        | \bBefore,\s",
+    )
+    .unwrap();
+    // A timestamp in a comment documents a value, not a day of work.
+    let timestamp = regex::Regex::new(r"\d{4}-\d\d-\d\dT[\d:.]+Z?").unwrap();
+    let mut found = Vec::new();
+    let mut files = 0;
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let Some(i) = line.find("//") else { continue };
+                if diary.is_match(&timestamp.replace_all(&line[i..], "")) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(files > 50, "{files} source files");
+    assert!(
+        found.is_empty(),
+        "history in comments:\n{}",
+        found.join("\n")
+    );
 }
