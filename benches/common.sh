@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # NPS_BIN: measure another build instead (e.g. one made with
-# `--no-default-features`, glibc's malloc instead of jemalloc).
+# `--no-default-features --features tls`, glibc's malloc instead of
+# jemalloc).
 if [ -z "${NPS_BIN:-}" ]; then
   cargo build --release --quiet --bin nps-stream
 fi

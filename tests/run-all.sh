@@ -2,16 +2,15 @@
 # The whole test suite, as README's quick start and CI run it:
 #   bash tests/run-all.sh
 # Installs what the tests need when it is missing, then runs formatting and
-# lint checks, every test and a short fuzzing run. Exits non-zero on the
-# first failure.
+# lint checks, every test and a short fuzzing run. Exits non-zero when any
+# of them fails (every test binary is run, then the failures are shown).
 #
 # What the tests do not need at once runs in the background, niced, while
 # the tests run: those mostly wait on brokers, clocks and timeouts, so
 # the background takes the idle cores and the tests keep theirs. That is
-# the Tansu build (for tests/real_broker.rs, which run last, once it is
-# there), clippy (in a target directory of its own, so that it never holds
-# the test build's lock), and the fuzzing (its build, then each target for
-# NPS_FUZZ_SECONDS).
+# the Tansu build (started first, for tests/real_broker.rs, which run
+# last), clippy and the fuzzing (its build, then each target for
+# NPS_FUZZ_SECONDS), both started once the tests are built.
 #
 # NPS_TOOLS_ROOT (default ~/.cargo) is where `cargo install` puts Tansu
 # and cargo-fuzz; an empty directory there measures a fresh machine.
@@ -112,7 +111,7 @@ kubernetes-validate --version
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1
 
-step "background: tansu (when missing), clippy, fuzzing"
+step "background: tansu (when missing)"
 TOOLS_ROOT=${NPS_TOOLS_ROOT:-$HOME/.cargo}
 export PATH="$TOOLS_ROOT/bin:$PATH"
 TANSU_VERSION=0.6.0
@@ -124,29 +123,87 @@ else
   background tansu 10 env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 \
     cargo install tansu --locked --features dynostore --version "$TANSU_VERSION" --root "$TOOLS_ROOT"
 fi
-background clippy 19 env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/clippy" \
-  cargo clippy --all-targets --locked -- -D warnings
-# Every fuzz target for NPS_FUZZ_SECONDS (cargo-fuzz installed when
-# missing). The seeds and every past finding are replayed by `cargo test`
-# (tests/fuzz_seeds.rs); this searches for new ones, briefly.
-background fuzz 19 env CARGO_INSTALL_ROOT="$TOOLS_ROOT" bash fuzz/run.sh "${NPS_FUZZ_SECONDS:=30}"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
-step "cargo test (everything but the real-broker tests)"
-targets=()
-for f in tests/*.rs; do
-  t=$(basename "$f" .rs)
-  [ "$t" = real_broker ] || targets+=(--test "$t")
-done
-cargo test --locked --lib --bins "${targets[@]}" 2>&1 | tee "$log"
+# Every test binary is built at once, then run directly rather than
+# through `cargo test`, so that cargo's lock on the target directory is
+# free for clippy, which shares that directory and with it the build
+# scripts' output (OpenSSL, jemalloc and librdkafka, built from source:
+# most of a cold build).
+step "cargo test --no-run (builds every test)"
+cargo test --locked --no-run --message-format=json-render-diagnostics >"$logs/build.json"
+mapfile -t binaries < <("$NPS_PYTHON" -c '
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])
+' "$logs/build.json")
+echo "${#binaries[@]} test binaries"
 
-step "cargo test --test real_broker (Tansu)"
+background clippy 19 cargo clippy --all-targets --locked -- -D warnings
+# Every fuzz target for NPS_FUZZ_SECONDS (cargo-fuzz installed when
+# missing). The seeds and every past finding are replayed by the tests
+# (tests/fuzz_seeds.rs); this searches for new ones, briefly.
+background fuzz 19 env CARGO_INSTALL_ROOT="$TOOLS_ROOT" bash fuzz/run.sh "${NPS_FUZZ_SECONDS:=30}"
+
+# run_tests LOG BINARY...: runs each test binary ("kind name path") from
+# the repository's root, as `cargo test` does, its output appended to LOG
+# and a line per binary on standard output; fails if any failed, after
+# running them all.
+run_tests() {
+  local out=$1 status=0 kind name path start
+  shift
+  for b in "$@"; do
+    read -r kind name path <<<"$b"
+    start=$SECONDS
+    echo "     Running $kind $name" >>"$out"
+    if CARGO_MANIFEST_DIR=$PWD "$path" >>"$out" 2>&1; then
+      echo "$kind $name: ok ($((SECONDS - start)) s)"
+    else
+      status=1
+      echo "FAILED: $kind $name" >>"$out"
+      echo "$kind $name: FAILED ($((SECONDS - start)) s)"
+    fi
+  done
+  return $status
+}
+# The tests that start services take a lock (tests/common, `heavy`) and
+# run one at a time, here; the others run beside them, in the background,
+# a little niced: the unit tests and the light integration tests compute,
+# the heavy ones mostly wait on brokers and clocks.
+light=() heavy=() broker=()
+for b in "${binaries[@]}"; do
+  read -r kind name _ <<<"$b"
+  case "$kind:$name" in
+    test:real_broker) broker+=("$b") ;;
+    test:*) if grep -q 'heavy()' "tests/$name.rs"; then heavy+=("$b"); else light+=("$b"); fi ;;
+    *) light+=("$b") ;;
+  esac
+done
+step "tests: ${#heavy[@]} binaries of heavy tests here, ${#light[@]} light ones in the background"
+status=0
+setsid nice -n 5 bash -c "$(declare -f run_tests)"'; run_tests "$0" "$@"' \
+  "$logs/light.log" "${light[@]}" >"$logs/light.out" 2>&1 &
+jobs[light]=$!
+run_tests "$log" "${heavy[@]}" || status=1
+wait "${jobs[light]}" || status=1
+cat "$logs/light.out"
+cat "$logs/light.log" >>"$log"
+
+step "real-broker tests (Tansu)"
 [ -z "${jobs[tansu]:-}" ] || finish tansu
 tansu --version
-cargo test --locked --test real_broker 2>&1 | tee -a "$log"
+run_tests "$log" "${broker[@]}" || status=1
+if [ $status != 0 ]; then
+  grep -E -B2 -A60 '^failures:$' "$log" | head -400 >&2
+  grep -E '^FAILED' "$log" >&2
+  echo "tests FAILED" >&2
+  exit 1
+fi
 
 step "clippy --all-targets -D warnings, and fuzzing ${NPS_FUZZ_SECONDS}s per target (background)"
 finish clippy 3
