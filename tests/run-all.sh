@@ -130,9 +130,10 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 # Every test binary is built at once, then run directly rather than
 # through `cargo test`, so that cargo's lock on the target directory is
-# free for clippy, which shares that directory and with it the build
-# scripts' output (OpenSSL, jemalloc and librdkafka, built from source:
-# most of a cold build).
+# free for clippy, started after the build: the build scripts of OpenSSL,
+# jemalloc and librdkafka (C, built from source) are most of a cold build,
+# and clippy runs them again (its units are not the build's), so it waits
+# until the tests leave the cores idle.
 step "cargo test --no-run (builds every test)"
 cargo test --locked --no-run --message-format=json-render-diagnostics >"$logs/build.json"
 mapfile -t binaries < <("$NPS_PYTHON" -c '
