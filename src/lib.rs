@@ -48,6 +48,7 @@ pub mod alerts;
 pub mod cases;
 pub mod clock;
 pub mod config;
+pub mod consumer;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -148,22 +148,10 @@ struct Restore {
     from: &'static str,
 }
 
-/// The pipeline's shared state, locked. A poisoned lock means a panic left
-/// it half changed: going on could drop a record silently (a later commit
-/// would pass its offset) or snapshot state no commit matches. So the
-/// process exits at once (status 70, EX_SOFTWARE) without committing, and
-/// whoever takes its partitions resumes from the last commit and snapshot,
-/// which lose nothing.
+/// The pipeline's shared state, locked (`crate::consumer::lock`: a
+/// poisoned lock ends the process with status 70).
 fn lock<T>(core: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match core.lock() {
-        Ok(c) => c,
-        Err(_) => {
-            tracing::error!(
-                "pipeline state poisoned by a panic: exiting without committing; the next owner resumes from the last commit"
-            );
-            std::process::exit(70);
-        }
-    }
+    crate::consumer::lock(core, "pipeline")
 }
 
 /// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
@@ -698,6 +686,3 @@ fn acknowledge(
     }
     (in_flight, moved)
 }
-
-#[cfg(test)]
-mod tests;

@@ -3,6 +3,7 @@
 //! partition (snapshot, replay up to the commit, or the reset point).
 
 use super::*;
+use crate::consumer::restore::{Known, Plan, Start, StateFrom};
 use rdkafka::producer::Producer;
 
 /// Rebalance handling, called inside `recv`.
@@ -84,16 +85,55 @@ impl Rebalancer {
         }
     }
 
-    /// Restores one assigned partition; returns where it starts, if its
-    /// state must be rebuilt by replaying input up to which offset, where
-    /// the state came from, and the log's low watermark when it was read.
+    /// Restores one assigned partition; returns its plan (where it starts,
+    /// what it replays, where its state came from) and the log's low
+    /// watermark when it was read.
     pub(super) fn restore(
         &self,
         consumer: &BaseConsumer<ConsumerCtx>,
         partition: i32,
         committed: Option<i64>,
-    ) -> (Offset, Option<i64>, &'static str, Option<i64>) {
-        let snapshot = match self.store.read_latest(partition, self.timeout) {
+    ) -> (Plan, Option<i64>) {
+        let snapshot = self.restore_snapshot(partition);
+        let mut known = Known {
+            snapshot,
+            committed,
+            low: None,
+            committed_beyond_log: false,
+            reset: self.reset,
+        };
+        if let Some(until) = committed {
+            let marks = consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+                .ok();
+            // Only a low watermark the broker gave is handed on.
+            known.low = marks.map(|(low, _)| low);
+            let high = marks.map_or(i64::MAX, |(_, high)| high);
+            // ListOffsets only raises the suspicion of a commit past the
+            // log's end; a fetch decides (`StateStore::log_reaches`: Tansu
+            // 0.6 answers below the true end, by up to a batch).
+            known.committed_beyond_log =
+                position_beyond_end(until, high) && !self.log_reaches(partition, until, high);
+            if known.committed_beyond_log {
+                events::OffsetReset {
+                    partition,
+                    reset: self.reset.as_str(),
+                    cause: events::ResetCause::CommittedBeyondLog {
+                        committed: until,
+                        log_end: high,
+                    },
+                }
+                .emit();
+            }
+        }
+        (Plan::for_partition(&known), known.low)
+    }
+
+    /// Reads `partition`'s latest snapshot and restores it into the engine;
+    /// returns the offset it continues from, or `None` when there is none
+    /// or it cannot be used (said in the log and counted).
+    fn restore_snapshot(&self, partition: i32) -> Option<i64> {
+        match self.store.read_latest(partition, self.timeout) {
             Ok(Some(bytes)) => {
                 tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
                 let mut core = lock(&self.core);
@@ -122,51 +162,7 @@ impl Rebalancer {
                 .emit();
                 None
             }
-        };
-        let (start, from) = match (snapshot, committed) {
-            (Some(s), _) => (Offset::Offset(s), "snapshot"),
-            (None, Some(_)) => (Offset::Beginning, "rebuild"),
-            (None, None) => (Offset::Invalid, "empty"),
-        };
-        let Some(until) = committed else {
-            return (start, None, from, None);
-        };
-        let marks = consumer
-            .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-            .ok();
-        let (low, high) = marks.unwrap_or((0, i64::MAX));
-        // Only a low watermark the broker gave is handed on.
-        let known_low = marks.map(|(low, _)| low);
-        // A committed offset past the end of the log belongs to another log
-        // (the topic was recreated or truncated): what the log holds now was
-        // never processed, so it is not replayed without alerts (nor waited
-        // for up to an offset that may never come) but read live from the
-        // reset point, as docs/guarantees.md promises. ListOffsets only raises the
-        // suspicion; a fetch decides (`StateStore::log_reaches`: Tansu 0.6
-        // answers below the true end, by up to a batch).
-        if position_beyond_end(until, high) && !self.log_reaches(partition, until, high) {
-            events::OffsetReset {
-                partition,
-                reset: self.reset.as_str(),
-                cause: events::ResetCause::CommittedBeyondLog {
-                    committed: until,
-                    log_end: high,
-                },
-            }
-            .emit();
-            let reset = match self.reset {
-                crate::config::OffsetReset::Earliest => Offset::Beginning,
-                crate::config::OffsetReset::Latest => Offset::End,
-            };
-            return (reset, None, from, known_low);
         }
-        // Replay only what the log still holds. (Not capped by the high
-        // watermark: some brokers answer one below the true end.)
-        let first = match start {
-            Offset::Offset(s) => s.max(low),
-            _ => low,
-        };
-        (start, (first < until).then_some(until), from, known_low)
     }
 }
 
@@ -233,10 +229,17 @@ impl RebalanceHandler for Rebalancer {
                     Offset::Offset(o) if o >= 0 => Some(o),
                     _ => None,
                 });
-            let (start, replay_until, from, low) = self.restore(consumer, p, c);
+            let (plan, low) = self.restore(consumer, p, c);
+            let from = plan.from.as_str();
+            let start = match plan.start {
+                Start::At(s) => Offset::Offset(s),
+                Start::Earliest => Offset::Beginning,
+                Start::Latest => Offset::End,
+                Start::Client => Offset::Invalid,
+            };
             // From a snapshot: a little before it (see `Realign`).
-            let realign = match start {
-                Offset::Offset(s) if s > 0 => {
+            let realign = match plan.start {
+                Start::At(s) if s > 0 => {
                     // (The high watermark cannot tell whether `s` is at
                     // the end: Tansu 0.6 answers the last batch's base
                     // offset + 1.)
@@ -261,9 +264,7 @@ impl RebalanceHandler for Rebalancer {
                 Some(r) => core.realign.insert(p, r),
                 None => core.realign.remove(&p),
             };
-            if let Offset::Offset(s) = start
-                && from == "snapshot"
-            {
+            if let (Start::At(s), StateFrom::Snapshot) = (plan.start, plan.from) {
                 core.next.insert(p, s);
                 core.snapshotted.insert(p, s);
                 // A snapshot is written only once every alert and dead
@@ -275,7 +276,7 @@ impl RebalanceHandler for Rebalancer {
                     core.ledger.done_up_to(p, s);
                 }
             }
-            match replay_until {
+            match plan.replay_until {
                 Some(until) => {
                     tracing::info!(
                         partition = p,

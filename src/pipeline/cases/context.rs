@@ -16,7 +16,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Core, Src, commit_sync, lock};
-use crate::config::{OffsetReset, Settings};
+use crate::config::Settings;
+use crate::consumer::restore::{Known, Plan};
 use crate::kafka::{Health, RenewableProducer, Role, blocking, log_client, on_client_error};
 use crate::state::StateStore;
 
@@ -168,25 +169,23 @@ impl CasesCtx {
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, p, timeout)
-                    .unwrap_or((0, 0));
-                let from = match (&snapshot, done) {
-                    (Some(s), _) => match src {
+                let marks = consumer.fetch_watermarks(&topic, p, timeout).ok();
+                let (low, high) = marks.unwrap_or((0, 0));
+                let reset = self.settings.auto_offset_reset;
+                // A commit past the log's end is not looked for here: the
+                // replay waits for the offset (`Core::replay_until`).
+                let plan = Plan::for_partition(&Known {
+                    snapshot: snapshot.as_ref().map(|s| match src {
                         Src::Alerts => s.alerts_next_offset,
                         Src::Events => s.events_next_offset,
-                    },
-                    // State lost but work committed: rebuild from the start.
-                    (None, Some(_)) => low,
-                    (None, None) => match self.settings.auto_offset_reset {
-                        OffsetReset::Earliest => low,
-                        OffsetReset::Latest => high,
-                    },
-                };
-                let from = from.max(low);
-                if let Some(d) = done
-                    && d > from
-                {
+                    }),
+                    committed: done,
+                    low: marks.map(|(low, _)| low),
+                    committed_beyond_log: false,
+                    reset,
+                });
+                let from = plan.first_offset(low, high, reset);
+                if let Some(d) = plan.replay_until {
                     c.replay_until.insert((src, p), d);
                 }
                 c.ledgers[src as usize].done_up_to(p, done.unwrap_or(from).max(from));

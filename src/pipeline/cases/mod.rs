@@ -177,16 +177,10 @@ struct Core {
     further_back: BTreeSet<(Src, i32)>,
 }
 
+/// The tracker's state, locked (`crate::consumer::lock`: a poisoned lock
+/// ends the process with status 70).
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
-    match core.lock() {
-        Ok(c) => c,
-        Err(_) => {
-            tracing::error!(
-                "case tracker state poisoned by a panic: exiting without committing; the next owner resumes from the last commit"
-            );
-            std::process::exit(70);
-        }
-    }
+    crate::consumer::lock(core, "case tracker")
 }
 
 impl Core {

@@ -1,4 +1,4 @@
-//! The pipeline module's own rules.
+//! The shells' shared rules.
 
 use std::sync::Mutex;
 
@@ -19,14 +19,14 @@ fn a_poisoned_lock_exits_with_status_70() {
             })
             .join()
         });
-        drop(super::lock(&core));
+        drop(super::lock(&core, "test"));
         unreachable!("lock returned on a poisoned mutex");
     }
     let exe = std::env::current_exe().unwrap();
     let status = std::process::Command::new(exe)
         .args([
             "--exact",
-            "pipeline::tests::a_poisoned_lock_exits_with_status_70",
+            "consumer::tests::a_poisoned_lock_exits_with_status_70",
             "--test-threads=1",
         ])
         .env(CHILD, "1")
