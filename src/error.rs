@@ -4,7 +4,7 @@
 //! that callers can tell them apart. Only `main` turns them into text and
 //! an exit code. Refusals of records and of snapshots have their own
 //! types with `reason()` labels (`schema::Rejection`,
-//! `engine::SnapshotError`, `state::StateReadError`).
+//! `engine::SnapshotError`, `StateReadError`).
 
 use std::net::SocketAddr;
 
@@ -80,3 +80,37 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why a partition's latest snapshot could not be read. `reason()` is the
+/// label of `nps_state_read_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum StateReadError {
+    #[error("state topic {topic} not on the brokers")]
+    TopicMissing { topic: String },
+    #[error("watermarks of {topic}/{partition}: {source}")]
+    Watermarks {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("cannot read {topic}/{partition}: {source}")]
+    Assign {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("timed out reading {topic}/{partition}")]
+    Timeout { topic: String, partition: i32 },
+}
+
+impl StateReadError {
+    /// A metric label: what kind of failure, no topic names.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateReadError::TopicMissing { .. } => "topic_missing",
+            StateReadError::Watermarks { .. } => "watermarks",
+            StateReadError::Assign { .. } => "assign",
+            StateReadError::Timeout { .. } => "timeout",
+        }
+    }
+}

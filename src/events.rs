@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use crate::engine::SnapshotError;
+use crate::error::StateReadError;
 use crate::metrics as m;
 use crate::schema::Rejection;
-use crate::state::StateReadError;
 
 /// Something the shell observed, to log and count.
 pub(crate) trait Event {

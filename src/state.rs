@@ -62,39 +62,7 @@ impl rdkafka::producer::ProducerContext for StateCtx {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
-/// Why a partition's latest snapshot could not be read. `reason()` is the
-/// label of `nps_state_read_errors_total`.
-#[derive(Debug, thiserror::Error)]
-pub enum StateReadError {
-    #[error("state topic {topic} not on the brokers")]
-    TopicMissing { topic: String },
-    #[error("watermarks of {topic}/{partition}: {source}")]
-    Watermarks {
-        topic: String,
-        partition: i32,
-        source: KafkaError,
-    },
-    #[error("cannot read {topic}/{partition}: {source}")]
-    Assign {
-        topic: String,
-        partition: i32,
-        source: KafkaError,
-    },
-    #[error("timed out reading {topic}/{partition}")]
-    Timeout { topic: String, partition: i32 },
-}
-
-impl StateReadError {
-    /// A metric label: what kind of failure, no topic names.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            StateReadError::TopicMissing { .. } => "topic_missing",
-            StateReadError::Watermarks { .. } => "watermarks",
-            StateReadError::Assign { .. } => "assign",
-            StateReadError::Timeout { .. } => "timeout",
-        }
-    }
-}
+pub use crate::error::StateReadError;
 
 /// Writes and reads partition snapshots on the state topic.
 pub struct StateStore {

@@ -11,12 +11,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::Settings;
-use crate::error::Error;
-use crate::kafka::client_config;
+use rdkafka::ClientConfig;
 
-/// A metadata client and an admin client on the settings' brokers.
+use crate::error::Error;
+
+/// A metadata client and an admin client on the brokers of a client
+/// configuration (`kafka::client_config`).
 pub struct Admin {
+    config: ClientConfig,
     meta: BaseConsumer,
     admin: AdminClient<DefaultClientContext>,
 }
@@ -32,13 +34,14 @@ pub enum Missing {
 }
 
 impl Admin {
-    pub fn new(settings: &Settings, what: &'static str) -> Result<Admin, Error> {
+    pub fn new(config: &ClientConfig, what: &'static str) -> Result<Admin, Error> {
         let client = |source| Error::Client { what, source };
-        let mut config = client_config(&settings.brokers, &[], &settings.kafka);
+        let mut config = config.clone();
         config.set("statistics.interval.ms", "0");
         Ok(Admin {
             meta: config.create().map_err(client)?,
             admin: config.create().map_err(client)?,
+            config,
         })
     }
 
@@ -52,19 +55,10 @@ impl Admin {
     /// on a producer's metadata request (`auto.create.topics.enable`, with
     /// the broker's default partition count). For topics whose partition
     /// count does not matter.
-    pub fn ensure_any(
-        &self,
-        settings: &Settings,
-        topic: &str,
-        partitions: i32,
-    ) -> Result<i32, Missing> {
+    pub fn ensure_any(&self, topic: &str, partitions: i32) -> Result<i32, Missing> {
         match self.ensure(topic, partitions) {
             Err(Missing::Waiting(why)) => {
-                let producer: Option<BaseProducer> =
-                    client_config(&settings.brokers, &[], &settings.kafka)
-                        .set("statistics.interval.ms", "0")
-                        .create()
-                        .ok();
+                let producer: Option<BaseProducer> = self.config.create().ok();
                 if let Some(p) = producer {
                     let _ = p
                         .client()

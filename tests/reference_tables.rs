@@ -554,3 +554,78 @@ fn src_comments_tell_the_mechanism_not_its_history() {
         found.join("\n")
     );
 }
+
+/// The `.rs` files under `dir`, test modules left out (`tests.rs`, files
+/// under a `tests/` folder).
+fn source_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "tests") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// No two top-level modules of src/ reach each other through `crate::`
+/// paths: each layer uses only those below it.
+#[test]
+fn src_modules_import_no_circle() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let path = regex::Regex::new(r"crate::([a-z_]+)").unwrap();
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap().path();
+        let name = entry.file_stem().unwrap().to_string_lossy().to_string();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let files = if entry.is_dir() {
+            source_files(&entry)
+        } else {
+            vec![entry.clone()]
+        };
+        let deps = uses.entry(name.clone()).or_default();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // A test module at the end of a file is not a dependency.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            deps.extend(path.captures_iter(code).map(|c| c[1].to_string()));
+        }
+        deps.remove(&name);
+        deps.remove("pb");
+    }
+    assert!(uses.len() > 15, "{} modules", uses.len());
+    // A path from each module back to itself, breadth first.
+    let mut circles = Vec::new();
+    for start in uses.keys() {
+        let mut paths = vec![vec![start.clone()]];
+        let mut seen = BTreeSet::new();
+        while let Some(p) = paths.pop() {
+            for next in uses.get(p.last().unwrap()).into_iter().flatten() {
+                if next == start {
+                    circles.push(format!("{} -> {start}", p.join(" -> ")));
+                } else if seen.insert(next.clone()) {
+                    let mut longer = p.clone();
+                    longer.push(next.clone());
+                    paths.insert(0, longer);
+                }
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles:\n{}",
+        circles.join("\n")
+    );
+}

@@ -13,6 +13,7 @@
 //! treated as standing still.
 
 mod alert_stats;
+mod content;
 mod dedup;
 mod keys;
 mod nps;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) use content::FieldHasher;
 pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
 pub use nps::{Category, WindowStats};
@@ -107,7 +109,7 @@ impl<'a> Observation<'a> {
         responded_at_ms: i64,
         weight: f64,
     ) -> Self {
-        let mut h = crate::schema::FieldHasher::default();
+        let mut h = FieldHasher::default();
         h.field(product.as_bytes());
         h.field(region.as_bytes());
         h.field(&score.to_le_bytes());

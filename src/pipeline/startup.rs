@@ -63,10 +63,11 @@ pub(super) async fn promoter_topic(
         let (tx, asking) = tokio::sync::oneshot::channel();
         let s = settings.clone();
         std::thread::spawn(move || {
-            let ready =
-                crate::topics::Admin::new(&s, "the promoter topic's admin client").map(|admin| {
+            let config = client_config(&s.brokers, &[], &s.kafka);
+            let ready = crate::topics::Admin::new(&config, "the promoter topic's admin client")
+                .map(|admin| {
                     let partitions = admin.partitions(&s.input_topic).unwrap_or(1);
-                    admin.ensure_any(&s, &s.promoters.topic, partitions)
+                    admin.ensure_any(&s.promoters.topic, partitions)
                 });
             tx.send(ready)
         });
@@ -141,8 +142,9 @@ fn watch_promoter_topic(
                 continue;
             }
             tracing::warn!(topic = %topic, "promoter topic missing (a broker back without its data?): creating it again");
-            let made = crate::topics::Admin::new(&settings, "the promoter topic's admin client")
-                .map(|admin| admin.ensure_any(&settings, topic, partitions));
+            let config = client_config(&settings.brokers, &[], &settings.kafka);
+            let made = crate::topics::Admin::new(&config, "the promoter topic's admin client")
+                .map(|admin| admin.ensure_any(topic, partitions));
             if !matches!(made, Ok(Ok(_))) {
                 tracing::warn!(topic = %topic, "promoter topic not created yet; trying again");
             }

@@ -18,7 +18,8 @@ pub(super) enum Ready {
 /// Checks (and creates where missing) the topics case tracking uses.
 /// Blocking: run it off the async task.
 pub(super) fn prepare(settings: &Settings) -> Result<Ready, Error> {
-    let admin = Admin::new(settings, "the case tracker's admin client")?;
+    let config = crate::kafka::client_config(&settings.brokers, &[], &settings.kafka);
+    let admin = Admin::new(&config, "the case tracker's admin client")?;
     let cases = &settings.cases;
     let Some(alerts) = admin.partitions(&settings.alerts_topic) else {
         return Ok(Ready::Waiting(format!(
