@@ -6,42 +6,47 @@
 //! detractor alert per detractor, and dead-letters what it cannot accept.
 //!
 //! # Layout
+//! The same map as docs/design.md's module table (a test holds them
+//! together). Pure cores, which take `now` as an argument and do no I/O:
 //! - [`pb`]: the types generated from `proto/nps/v1/*.proto` (prost), with
 //!   their protobuf-JSON mapping (pbjson).
 //! - [`schema`]: decoding (plain protobuf and Confluent Schema Registry
 //!   framing) and validation; every refusal is a named [`schema::Reason`].
-//! - [`engine`]: the pure NPS engine: bucketed rolling windows, NPS math,
-//!   dedup, cardinality guard, per-partition state and snapshots. No clock,
-//!   no I/O, no Kafka, no metrics.
-//! - [`cases`]: the pure case tracker (closing the loop: contact SLAs,
+//! - [`engine`]: the NPS engine: bucketed rolling windows, NPS math,
+//!   dedup and revisions, cardinality guard, per-partition state and
+//!   snapshots. No clock, no I/O, no Kafka, no metrics.
+//! - [`cases`]: the case tracker (closing the loop: contact SLAs,
 //!   escalations, repeat detractors), case-event decoding and validation,
-//!   the escalation record, per-partition snapshots. Not driven by the
-//!   shell yet.
+//!   the escalation record, per-partition snapshots.
 //! - [`alerts`]: which detractors raise an alert, its priority, content,
 //!   deterministic id, Kafka key and encoding (protobuf or JSON).
+//! - [`promoters`]: which promoters raise an event, its tier and actions,
+//!   content, id, key and encoding.
+//! - [`generator`]: the demo's deterministic answers.
+//! - [`consumer`]: what both consumer shells share: the restore plan of an
+//!   assigned partition, and the state lock.
+//!
+//! The shell, which does the I/O and reads the clock:
 //! - [`config`]: flags, `NPS_*` environment and TOML file, validated before
 //!   anything connects.
-//! - [`metrics`]: metric names (the contract), descriptions, and the
-//!   rendering of the per-window gauges.
 //! - [`kafka`]: rdkafka client settings (with the TLS CA default), the
 //!   consumer and producer contexts (statistics, errors, rebalances), the
-//!   shared health view and the renewable producer. The shell's own calls
-//!   on the clients (`pipeline`, `state`, `send`) are outside it.
+//!   shared health view and the renewable producer.
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
-//! - [`pipeline`]: the async shell: the consume loop (`mod.rs`) and one
-//!   file per job: `records` (one record through decode, engine, alert or
-//!   dead letter; replay), `produce` (sending, retrying, oversize records),
-//!   `ledger` (pending deliveries per partition, committable offsets),
-//!   `commit`, `snapshots` (when a snapshot may be written), `rebalance`
-//!   (revoke and restore), `outage` (brokers out of reach).
+//! - [`topics`]: output topics created when missing, with the partitions
+//!   of the topic they follow.
+//! - [`pipeline`]: the consume loop of the NPS pipeline, and of the case
+//!   tracker (`pipeline::cases`).
 //! - [`clock`]: the wall clock behind a trait, read by the shell only.
 //! - [`error`]: why a command could not start or had to stop, typed.
 //! - `events` (private): the shell's telemetry, one type per occurrence
 //!   whose `emit()` logs and counts together.
-//! - [`http`]: /metrics, /healthz, /readyz.
+//! - [`metrics`]: metric names (the contract), descriptions, and the
+//!   rendering of the per-window gauges.
+//! - [`http`]: /metrics, /healthz, /readyz, the live page and its API.
 //! - [`service`]: wiring of `run`; [`demo`]: the embedded-Kafka demo;
-//!   [`send`]: JSON lines (or [`generator`] answers) to protobuf records;
+//!   [`send`]: JSON lines (or generated answers) to protobuf records;
 //!   [`shutdown`]: the signal.
 
 pub mod alerts;

@@ -629,3 +629,40 @@ fn src_modules_import_no_circle() {
         circles.join("\n")
     );
 }
+
+/// src/lib.rs's layout and docs/design.md's module table name the same
+/// top-level modules, and every module lib.rs declares.
+#[test]
+fn lib_layout_and_design_map_name_every_module() {
+    let lib = repo_file("src/lib.rs");
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches("pub ");
+            let name = l.strip_prefix("mod ")?;
+            Some(name.trim_end_matches([';', '{', ' ']).to_string())
+        })
+        .collect();
+    let in_layout: BTreeSet<String> = lib
+        .lines()
+        .skip_while(|l| *l != "//! # Layout")
+        .filter_map(|l| l.strip_prefix("//!"))
+        .flat_map(|l| {
+            code_spans(l)
+                .into_iter()
+                .map(|s| s.trim_matches(['[', ']']).to_string())
+                .filter(|s| declared.contains(s))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let design = repo_file("docs/design.md");
+    let mapped: BTreeSet<String> = table_after(&design, "| module | owns | must never |")
+        .iter()
+        .map(|cells| code_spans(&cells[0])[0].clone())
+        .filter(|m| m != "main.rs")
+        .map(|m| m.split('/').next().unwrap().to_string())
+        .collect();
+    assert!(declared.len() > 15, "{declared:?}");
+    assert_eq!(in_layout, declared, "lib.rs's layout against its modules");
+    assert_eq!(mapped, declared, "docs/design.md's map against lib.rs");
+}
