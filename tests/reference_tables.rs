@@ -666,3 +666,22 @@ fn lib_layout_and_design_map_name_every_module() {
     assert_eq!(in_layout, declared, "lib.rs's layout against its modules");
     assert_eq!(mapped, declared, "docs/design.md's map against lib.rs");
 }
+
+/// No module of src/ takes another's names wholesale: every import names
+/// what it uses (a test module's `use super::*` is fine).
+#[test]
+fn src_has_no_glob_imports_between_modules() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let glob = regex::Regex::new(r"(?m)^\s*(pub(\([a-z]+\))? )?use [\w:]+::\*;").unwrap();
+    let mut found = Vec::new();
+    let files = source_files(&src);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for m in glob.find_iter(code) {
+            found.push(format!("{}: {}", f.display(), m.as_str().trim()));
+        }
+    }
+    assert!(files.len() > 50, "{} files", files.len());
+    assert!(found.is_empty(), "glob imports:\n{}", found.join("\n"));
+}

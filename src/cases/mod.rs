@@ -52,7 +52,9 @@ use config::ms;
 pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
 use customers::Last;
 pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot, encode_snapshot_into};
-pub use types::*;
+pub use types::{
+    AlertIn, Applied, ClosedAs, Escalation, EscalationReason, EventIn, Opened, SegmentId,
+};
 
 /// One case: 64 bytes, no strings (the `Tracker` doc says where the rest
 /// lives).

@@ -16,7 +16,12 @@ use std::fmt::Write;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 mod cases;
-pub use cases::*;
+pub use cases::{
+    CASE_ALERTS_SKIPPED_TOTAL, CASE_CUSTOMERS, CASE_ESCALATIONS_TOTAL, CASE_EVENTS_STALE_TOTAL,
+    CASE_EVENTS_TOTAL, CASE_FIRST_CONTACT, CASE_NAMES, CASE_ORPHANS, CASE_READBACK_ERRORS_TOTAL,
+    CASE_REPLAYING, CASES_CLOSED_TOTAL, CASES_DUE_TOTAL, CASES_EVICTED_TOTAL, CASES_OPEN,
+    CASES_OVERDUE, FIRST_CONTACT_BUCKETS, REPEAT_DETRACTORS_TOTAL, cases_start_at_zero,
+};
 
 // Per-segment series (rendered by `SegmentSeries`).
 pub const RESPONSES_TOTAL: &str = "nps_responses_total";
@@ -286,7 +291,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 mod series;
-pub use series::*;
+pub use series::{RenderCursor, SegmentSeries};
 
 /// Renders the consumer lag of the assigned partitions.
 pub fn render_lag(topic: &str, lags: &[(i32, i64)]) -> String {

@@ -6,10 +6,15 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::*;
 use crate::engine::{Category, KeyId, SegmentStats, WindowSpec, WindowStats};
+use crate::metrics::{
+    DETRACTOR_ALERTS_TOTAL, NPS_MARGIN_OF_ERROR, NPS_SCORE, NPS_WEIGHT_NET, NPS_WEIGHT_TOTAL,
+    NPS_WEIGHTED_SCORE, NPS_WINDOW_RESPONSES, PROMOTER_EVENTS_TOTAL,
+    PROMOTER_EVENTS_WITHDRAWN_TOTAL, RESPONSES_TOTAL, escape, header,
+};
 use crate::pb::{AlertPriority, Channel};
 use crate::promoters::MAX_TIERS;
+
 /// Channel label values, by protobuf number.
 const CHANNEL_LABELS: [&str; 7] = [
     "unspecified",

@@ -3,7 +3,17 @@
 //! delivery is acknowledged (`EarlyCommit`), and the synchronous ones on
 //! revoke and shutdown.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::lock;
+use crate::events::{self, Event};
+use crate::kafka::ConsumerCtx;
+use crate::pipeline::{Core, Pipeline};
 
 /// Commits the done offsets of `partitions`: in async mode only those that
 /// moved since the last commit (an async commit that failed is caught by the

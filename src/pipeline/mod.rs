@@ -16,35 +16,27 @@
 //! the same task; a revoke finishes the partition's pending deliveries
 //! (bounded by the shutdown timeout), commits and drops its state.
 
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::kafka::{ConsumerCtx, Health, RenewableProducer, client_config};
+use crate::metrics::{self as m, View};
+use crate::schema::Rejection;
+use crate::shutdown::Shutdown;
+use crate::state::StateStore;
+use futures::FutureExt;
+use ledger::Ledger;
+use rdkafka::Offset;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::producer::DeliveryFuture;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
-
-use crate::alerts::{self, MESSAGE_TYPE};
-use crate::config::Settings;
-use crate::engine::{Category, Engine, KeyId, Outcome};
-use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer, client_config};
-use crate::metrics::{self as m, View};
-use crate::schema::{self, Rejection};
-use crate::shutdown::Shutdown;
-use crate::state::{StateConfig, StateStore};
-use crate::topics::Missing;
-
 mod backpressure;
+pub mod cases;
 mod commit;
 mod ledger;
-use crate::events::{self, Event};
-use ledger::{Ledger, Step};
-pub mod cases;
 mod memory;
 mod outage;
 pub(crate) mod produce;
@@ -56,19 +48,27 @@ mod snapshots;
 mod startup;
 pub(crate) use backpressure::Backpressure;
 pub(crate) use backpressure::refetch;
-use commit::*;
 pub(crate) use memory::release_free_memory;
-use outage::*;
-use produce::*;
-use publish::*;
 pub(crate) use realign::{Realign, Seen};
-use rebalance::*;
-use records::*;
-use startup::*;
 
 pub use produce::VALUE_DROPPED;
 
 use crate::clock::Clock;
+use crate::pipeline::commit::CommitOutcome;
+use crate::pipeline::commit::EarlyCommit;
+use crate::pipeline::commit::commit;
+use crate::pipeline::outage::OutageGuard;
+use crate::pipeline::outage::rewind_beyond_end;
+use crate::pipeline::produce::Outbox;
+use crate::pipeline::publish::refresh_view;
+use crate::pipeline::rebalance::Rebalancer;
+use crate::pipeline::records::Handles;
+use crate::pipeline::records::caught_up;
+use crate::pipeline::records::handle;
+use crate::pipeline::records::replay;
+use crate::pipeline::startup::open_store;
+use crate::pipeline::startup::promoter_topic;
+use crate::pipeline::startup::subscribed_consumer;
 
 /// Dead-letter headers, besides the record's own.
 pub const DLQ_REASON: &str = "nps.dlq.reason";

@@ -2,7 +2,19 @@
 //! input topic is back, offsets the brokers forgot dropped, and a member
 //! left without partitions after an outage made to rejoin.
 
-use super::*;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::lock;
+use crate::config::Settings;
+use crate::events::{self, Event};
+use crate::kafka::{ConsumerCtx, Health};
+use crate::pipeline::Core;
+use crate::state::StateStore;
 
 /// Stops fetching while no broker is reachable, and starts again only once
 /// a broker answers metadata for the input topic with its partitions.

@@ -2,7 +2,19 @@
 //! queue (never past a shutdown), sending failed records again, and
 //! records too large for the broker sent without their value.
 
-use super::*;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::ledger::Step;
+use crate::events::{self, Event};
+use crate::kafka::RenewableProducer;
+use crate::pipeline::{CONTENT_TYPE, Core, Delivery, MESSAGE_TYPE_HEADER};
+use crate::shutdown::Shutdown;
 
 pub(super) enum Ack {
     /// Delivered.

@@ -2,7 +2,13 @@
 //! live page and its API) and the demo: the windows swept and taken from
 //! the engine, the engine's gauges, and the pipeline's counts.
 
-use super::*;
+use std::sync::{Mutex, RwLock};
+
+use super::lock;
+use crate::clock::Clock;
+use crate::kafka::Health;
+use crate::metrics::{self as m, View};
+use crate::pipeline::{Core, Counters};
 
 /// Sweeps the engine, refreshes the per-segment series (and the table,
 /// when kept) and publishes the counts, the partitions held and the time.

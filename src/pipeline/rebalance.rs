@@ -2,9 +2,24 @@
 //! partitions' work and snapshots them; an assignment restores each
 //! partition (snapshot, replay up to the commit, or the reset point).
 
-use super::*;
-use crate::consumer::restore::{Known, Plan, Start, StateFrom};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::lock;
+use super::outage::position_beyond_end;
+use super::realign::Realign;
+use crate::consumer::restore::{Known, Plan, Start, StateFrom};
+use crate::events::{self, Event};
+use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer};
+use crate::metrics as m;
+use crate::pipeline::commit::commit;
+use crate::pipeline::{Core, Restore};
+use crate::state::StateStore;
 
 /// Rebalance handling, called inside `recv`.
 pub(super) struct Rebalancer {

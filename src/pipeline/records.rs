@@ -2,8 +2,26 @@
 //! engine, its alert or dead letter sent; or replayed without either while
 //! its partition restores.
 
-use super::*;
-use crate::engine::Observation;
+use std::sync::{Mutex, RwLock};
+
+use rdkafka::Offset;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+
+use super::lock;
+use super::produce::{emitted_headers, send};
+use crate::alerts::{self, MESSAGE_TYPE};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::engine::{Category, KeyId, Observation, Outcome};
+use crate::events::{self, Event};
+use crate::kafka::{ConsumerCtx, Health};
+use crate::metrics::{self as m, View};
+use crate::pipeline::{
+    ALERT_ID_HEADER, Core, Counters, DLQ_ERROR, DLQ_FAILED_AT, DLQ_OFFSET, DLQ_PARTITION,
+    DLQ_REASON, DLQ_TOPIC, Delivery, EVENT_ID_HEADER, Outbox,
+};
+use crate::schema::{self, Rejection};
 
 /// Counts a response in its segment's `nps_responses_total`: under the
 /// view's shared lock (the counters are atomics), or its exclusive one the

@@ -2,7 +2,15 @@
 //! moved, staged until every alert and dead letter it covers is
 //! acknowledged, then written to the state topic.
 
-use super::*;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+
+use crate::events::{self, Event};
+use crate::kafka::Health;
+use crate::metrics as m;
+use crate::pipeline::Core;
+use crate::state::StateStore;
 
 impl Core {
     /// Forgets everything about partitions no longer owned.

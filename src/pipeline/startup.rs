@@ -1,8 +1,18 @@
 //! Before the first record: the state topic opened, the promoter topic
 //! made sure of, the input consumer subscribed.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::Producer as _;
+
+use crate::config::Settings;
+use crate::kafka::{ConsumerCtx, Health, RenewableProducer, client_config};
+use crate::pipeline::Rebalancer;
+use crate::shutdown::Shutdown;
+use crate::state::{StateConfig, StateStore};
+use crate::topics::Missing;
 
 /// Opens the state store, asking again until the brokers answer. None
 /// when a shutdown came first.
