@@ -922,13 +922,17 @@ fn lose_one_and_gain_one(brokers: &str, assignor: &str, loss: Loss, session: &st
     let snapshots_before_join = restores_of(&[&a, &c], &["snapshot"]);
     let eager = assignor != "cooperative-sticky";
     // Under cooperative-sticky only the partitions that change owner are
-    // restored, each once from its snapshot; under eager assignment every
-    // rebalance restores every partition, each from its snapshot.
+    // restored, each once from its snapshot. Under eager assignment the
+    // generation that settles restores every partition, each from its
+    // snapshot; a generation cut short before it (a member that joins
+    // again mid-rebalance starts the next one) restores only the shares of
+    // the members that applied it, so the count is at least the partition
+    // count, not a multiple of it.
     let restored_as_moved = |restored: f64, moved: f64, what: &str| {
         if eager {
             assert!(
-                restored > 0.0 && restored % f64::from(total) == 0.0,
-                "{what}: {restored} snapshot restores, not a whole number of rebalances of {total} partitions"
+                restored >= f64::from(total) && restored.fract() == 0.0,
+                "{what}: {restored} snapshot restores, fewer than the {total} partitions"
             );
         } else {
             assert_eq!(

@@ -122,10 +122,7 @@ impl Shell {
     /// (`crate::pipeline::refetch`).
     pub(super) fn refetch(&self, consumer: &StreamConsumer<CasesCtx>, keys: Vec<(Src, i32)>) {
         for (src, p) in keys {
-            let topic = match src {
-                Src::Alerts => &self.settings.alerts_topic,
-                Src::Events => &self.settings.cases.case_events_topic,
-            };
+            let topic = src.topic(&self.settings);
             let Some(next) = lock(&self.core).next.get(&(src, p)).copied() else {
                 continue;
             };

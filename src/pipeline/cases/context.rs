@@ -118,21 +118,6 @@ pub(super) fn subscribe(
 }
 
 impl CasesCtx {
-    fn topic(&self, src: Src) -> &str {
-        match src {
-            Src::Alerts => &self.settings.alerts_topic,
-            Src::Events => &self.settings.cases.case_events_topic,
-        }
-    }
-
-    fn src(&self, topic: &str) -> Src {
-        if topic == self.settings.alerts_topic {
-            Src::Alerts
-        } else {
-            Src::Events
-        }
-    }
-
     /// Restores each assigned partition and sets where both topics start.
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let timeout = Duration::from_secs(10);
@@ -161,7 +146,7 @@ impl CasesCtx {
                 }
             };
             for src in [Src::Alerts, Src::Events] {
-                let topic = self.topic(src).to_string();
+                let topic = src.topic(&self.settings).to_string();
                 let done = committed
                     .as_ref()
                     .and_then(|t| t.find_partition(&topic, p))
@@ -223,7 +208,7 @@ impl CasesCtx {
         let parts: Vec<i32> = tpl
             .elements()
             .iter()
-            .filter(|e| self.src(e.topic()) == Src::Alerts)
+            .filter(|e| Src::of(e.topic(), &self.settings) == Src::Alerts)
             .map(|e| e.partition())
             .collect();
         // After the loop's stop (closing the consumer), all is done.

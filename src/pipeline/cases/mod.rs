@@ -61,6 +61,25 @@ enum Src {
     Events = 1,
 }
 
+impl Src {
+    /// The topic it names in `settings`.
+    fn topic(self, settings: &Settings) -> &str {
+        match self {
+            Src::Alerts => &settings.alerts_topic,
+            Src::Events => &settings.cases.case_events_topic,
+        }
+    }
+
+    /// Which of the two a record's `topic` is.
+    fn of(topic: &str, settings: &Settings) -> Src {
+        if topic == settings.alerts_topic {
+            Src::Alerts
+        } else {
+            Src::Events
+        }
+    }
+}
+
 /// What a record caused, held in its place in the ledger.
 enum Out {
     /// An escalation (a repeat detractor's) or a dead letter on its way.

@@ -95,11 +95,7 @@ impl Shell {
     /// One record of either topic.
     pub(super) async fn record(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
         let (p, off) = (msg.partition(), msg.offset());
-        let src = if msg.topic() == self.settings.alerts_topic {
-            Src::Alerts
-        } else {
-            Src::Events
-        };
+        let src = Src::of(msg.topic(), &self.settings);
         let live = {
             let mut c = lock(&self.core);
             if let Some(r) = c.realign.get_mut(&(src, p)) {
@@ -417,10 +413,7 @@ impl Shell {
                 .collect()
         };
         for (src, p, from) in seeks {
-            let topic = match src {
-                Src::Alerts => &self.settings.alerts_topic,
-                Src::Events => &self.settings.cases.case_events_topic,
-            };
+            let topic = src.topic(&self.settings);
             tracing::debug!(
                 partition = p,
                 from,
@@ -530,11 +523,7 @@ impl Shell {
         };
         tracing::debug!(positions = ?positions, waiting = ?c.catching_up, "case tracker catching up");
         for e in positions.elements() {
-            let src = if e.topic() == self.settings.alerts_topic {
-                Src::Alerts
-            } else {
-                Src::Events
-            };
+            let src = Src::of(e.topic(), &self.settings);
             if let rdkafka::Offset::Offset(pos) = e.offset()
                 && c.catching_up
                     .get(&(src, e.partition()))

@@ -35,10 +35,7 @@ impl Shell {
         src: Src,
         now: i64,
     ) -> i64 {
-        let topic = match src {
-            Src::Alerts => &self.settings.alerts_topic,
-            Src::Events => &self.settings.cases.case_events_topic,
-        };
+        let topic = src.topic(&self.settings);
         let c = lock(&self.core);
         let standing = c.assigned.iter().map(|&p| Standing {
             next: c.next.get(&(src, p)).copied(),
