@@ -525,29 +525,18 @@ fn src_comments_tell_the_mechanism_not_its_history() {
     // A timestamp in a comment documents a value, not a day of work.
     let timestamp = regex::Regex::new(r"\d{4}-\d\d-\d\dT[\d:.]+Z?").unwrap();
     let mut found = Vec::new();
-    let mut files = 0;
-    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            files += 1;
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let Some(i) = line.find("//") else { continue };
-                if diary.is_match(&timestamp.replace_all(&line[i..], "")) {
-                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src, Tests::In);
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let Some(i) = line.find("//") else { continue };
+            if diary.is_match(&timestamp.replace_all(&line[i..], "")) {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
             }
         }
     }
-    assert!(files > 50, "{files} source files");
+    assert!(files.len() > 50, "{} source files", files.len());
     assert!(
         found.is_empty(),
         "history in comments:\n{}",
@@ -555,21 +544,31 @@ fn src_comments_tell_the_mechanism_not_its_history() {
     );
 }
 
-/// The `.rs` files under `dir`, test modules left out (`tests.rs`, files
-/// under a `tests/` folder).
-fn source_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Whether a walk of src/ takes the test modules (`tests.rs`, files under
+/// a `tests/` folder).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tests {
+    In,
+    Out,
+}
+
+/// The `.rs` files under `dir`, with or without the test modules.
+fn rust_files(dir: &std::path::Path, tests: Tests) -> Vec<std::path::PathBuf> {
+    let is_test = |path: &std::path::Path| {
+        path.file_name()
+            .is_some_and(|n| n == "tests" || n == "tests.rs")
+    };
     let mut out = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
+            if tests == Tests::Out && is_test(&path) {
+                continue;
+            }
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "tests") {
-                    dirs.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "rs")
-                && path.file_name().is_some_and(|n| n != "tests.rs")
-            {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
                 out.push(path);
             }
         }
@@ -591,7 +590,7 @@ fn src_modules_import_no_circle() {
             continue;
         }
         let files = if entry.is_dir() {
-            source_files(&entry)
+            rust_files(&entry, Tests::Out)
         } else {
             vec![entry.clone()]
         };
@@ -674,7 +673,7 @@ fn src_has_no_glob_imports_between_modules() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let glob = regex::Regex::new(r"(?m)^\s*(pub(\([a-z]+\))? )?use [\w:]+::\*;").unwrap();
     let mut found = Vec::new();
-    let files = source_files(&src);
+    let files = rust_files(&src, Tests::Out);
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
