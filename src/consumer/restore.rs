@@ -77,9 +77,6 @@ pub struct Plan {
     /// Records before this offset are replayed without effects.
     pub replay_until: Option<i64>,
     pub from: StateFrom,
-    /// The committed offset was past the log: started from the reset
-    /// point, read live.
-    pub reset: bool,
 }
 
 impl Plan {
@@ -100,7 +97,6 @@ impl Plan {
                 start,
                 replay_until: None,
                 from,
-                reset: false,
             };
         };
         if known.committed_beyond_log {
@@ -112,7 +108,6 @@ impl Plan {
                 start,
                 replay_until: None,
                 from,
-                reset: true,
             };
         }
         // Replay only what the log still holds. (Not capped by the high
@@ -126,7 +121,6 @@ impl Plan {
             start,
             replay_until: (first < until).then_some(until),
             from,
-            reset: false,
         }
     }
 
@@ -159,12 +153,11 @@ mod tests {
         }
     }
 
-    fn plan(start: Start, replay_until: Option<i64>, from: StateFrom, reset: bool) -> Plan {
+    fn plan(start: Start, replay_until: Option<i64>, from: StateFrom) -> Plan {
         Plan {
             start,
             replay_until,
             from,
-            reset,
         }
     }
 
@@ -176,50 +169,47 @@ mod tests {
             // A snapshot behind the commit: replay from it to the commit.
             (
                 known(Some(100), Some(150), Some(0)),
-                plan(Start::At(100), Some(150), Snapshot, false),
+                plan(Start::At(100), Some(150), Snapshot),
             ),
             // A snapshot at the commit (or past it): nothing to replay.
             (
                 known(Some(150), Some(150), Some(0)),
-                plan(Start::At(150), None, Snapshot, false),
+                plan(Start::At(150), None, Snapshot),
             ),
             (
                 known(Some(160), Some(150), Some(0)),
-                plan(Start::At(160), None, Snapshot, false),
+                plan(Start::At(160), None, Snapshot),
             ),
             // The log's start past both: only what the log holds is replayed.
             (
                 known(Some(100), Some(150), Some(150)),
-                plan(Start::At(100), None, Snapshot, false),
+                plan(Start::At(100), None, Snapshot),
             ),
             (
                 known(Some(100), Some(150), Some(120)),
-                plan(Start::At(100), Some(150), Snapshot, false),
+                plan(Start::At(100), Some(150), Snapshot),
             ),
             // A snapshot and no commit.
             (
                 known(Some(100), None, Some(0)),
-                plan(Start::At(100), None, Snapshot, false),
+                plan(Start::At(100), None, Snapshot),
             ),
             // No snapshot, committed work: rebuilt from the log's start.
             (
                 known(None, Some(150), Some(0)),
-                plan(Start::Earliest, Some(150), Rebuild, false),
+                plan(Start::Earliest, Some(150), Rebuild),
             ),
             (
                 known(None, Some(150), Some(150)),
-                plan(Start::Earliest, None, Rebuild, false),
+                plan(Start::Earliest, None, Rebuild),
             ),
             // Watermarks unknown: the log is taken to start at 0.
             (
                 known(None, Some(150), None),
-                plan(Start::Earliest, Some(150), Rebuild, false),
+                plan(Start::Earliest, Some(150), Rebuild),
             ),
             // Nothing at all: the client's start.
-            (
-                known(None, None, Some(0)),
-                plan(Start::Client, None, Empty, false),
-            ),
+            (known(None, None, Some(0)), plan(Start::Client, None, Empty)),
         ];
         for (k, want) in rows {
             assert_eq!(Plan::for_partition(&k), want, "{k:?}");
@@ -238,7 +228,7 @@ mod tests {
                     reset,
                     ..known(snapshot, Some(500), Some(0))
                 };
-                assert_eq!(Plan::for_partition(&k), plan(start, None, from, true));
+                assert_eq!(Plan::for_partition(&k), plan(start, None, from));
             }
         }
         // Without a commit there is nothing to be past.
@@ -248,13 +238,13 @@ mod tests {
         };
         assert_eq!(
             Plan::for_partition(&k),
-            plan(Start::Client, None, StateFrom::Empty, false)
+            plan(Start::Client, None, StateFrom::Empty)
         );
     }
 
     #[test]
     fn first_offset_resolves_each_start_against_the_watermarks() {
-        let at = |start| plan(start, None, StateFrom::Empty, false);
+        let at = |start| plan(start, None, StateFrom::Empty);
         use OffsetReset::{Earliest, Latest};
         assert_eq!(at(Start::At(5)).first_offset(10, 50, Earliest), 10);
         assert_eq!(at(Start::At(20)).first_offset(10, 50, Earliest), 20);
