@@ -187,13 +187,14 @@ for b in "${binaries[@]}"; do
 done
 step "tests: ${#heavy[@]} binaries of heavy tests here, ${#light[@]} light ones in the background"
 status=0
-setsid nice -n 5 bash -c "$(declare -f run_tests)"'; run_tests "$0" "$@"' \
-  "$logs/light.log" "${light[@]}" >"$logs/light.out" 2>&1 &
-jobs[light]=$!
+background light 5 bash -c "$(declare -f run_tests)"'; run_tests "$0" "$@"' \
+  "$logs/light-tests.log" "${light[@]}"
 run_tests "$log" "${heavy[@]}" || status=1
+# Waited for here rather than with `finish`: a failure is reported with
+# the others below.
 wait "${jobs[light]}" || status=1
-cat "$logs/light.out"
-cat "$logs/light.log" >>"$log"
+cat "$logs/light.log"
+cat "$logs/light-tests.log" >>"$log"
 
 step "real-broker tests (Tansu)"
 [ -z "${jobs[tansu]:-}" ] || finish tansu
