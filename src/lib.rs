@@ -24,7 +24,9 @@
 //!   content, id, key and encoding.
 //! - [`generator`]: the demo's deterministic answers.
 //! - [`consumer`]: what both consumer shells share: the restore plan of an
-//!   assigned partition, and the state lock.
+//!   assigned partition, the ledger of pending deliveries, the realign of a
+//!   restored partition, backpressure that pauses partitions and polls on,
+//!   and the state lock.
 //!
 //! The shell, which does the I/O and reads the clock:
 //! - [`config`]: flags, `NPS_*` environment and TOML file, validated before

@@ -3,6 +3,10 @@
 //! lock on an application's state that a panic must not leave half
 //! changed.
 
+pub(crate) mod backpressure;
+pub(crate) mod ledger;
+pub(crate) mod memory;
+pub(crate) mod realign;
 pub mod restore;
 
 use std::sync::{Mutex, MutexGuard};

@@ -17,6 +17,7 @@
 //! (bounded by the shutdown timeout), commits and drops its state.
 
 use crate::config::Settings;
+use crate::consumer::ledger::Ledger;
 use crate::engine::Engine;
 use crate::kafka::{ConsumerCtx, Health, RenewableProducer, client_config};
 use crate::metrics::{self as m, View};
@@ -24,7 +25,6 @@ use crate::schema::Rejection;
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 use futures::FutureExt;
-use ledger::Ledger;
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
@@ -33,23 +33,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-mod backpressure;
 pub mod cases;
 mod commit;
-mod ledger;
-mod memory;
 mod outage;
 pub(crate) mod produce;
 mod publish;
-mod realign;
 mod rebalance;
 pub(crate) mod records;
 mod snapshots;
 mod startup;
-pub(crate) use backpressure::Backpressure;
-pub(crate) use backpressure::refetch;
-pub(crate) use memory::release_free_memory;
-pub(crate) use realign::{Realign, Seen};
+use crate::consumer::backpressure::Backpressure;
+use crate::consumer::memory::release_free_memory;
+use crate::consumer::realign::{Realign, Seen};
 
 pub use produce::VALUE_DROPPED;
 

@@ -231,7 +231,7 @@ impl OutageGuard {
 }
 
 /// After a resume: partitions `ps` fetch again from their next record,
-/// realigning past what was handled (`super::refetch`).
+/// realigning past what was handled (`crate::consumer::backpressure::refetch`).
 pub(super) fn refetch_partitions(
     consumer: &StreamConsumer<ConsumerCtx>,
     core: &Mutex<Core>,
@@ -242,7 +242,7 @@ pub(super) fn refetch_partitions(
         let Some(next) = lock(core).next.get(&p).copied() else {
             continue;
         };
-        let realign = super::refetch(consumer, topic, p, next);
+        let realign = crate::consumer::backpressure::refetch(consumer, topic, p, next);
         let mut c = lock(core);
         match realign {
             Some(r) => c.realign.insert(p, r),

@@ -10,7 +10,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::ledger::Step;
+use crate::consumer::ledger::Step;
 use crate::events::{self, Event};
 use crate::kafka::RenewableProducer;
 use crate::pipeline::{CONTENT_TYPE, Core, Delivery, MESSAGE_TYPE_HEADER};

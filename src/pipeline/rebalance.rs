@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::lock;
 use super::outage::position_beyond_end;
-use super::realign::Realign;
+use crate::consumer::realign::Realign;
 use crate::consumer::restore::{Known, Plan, Start, StateFrom};
 use crate::events::{self, Event};
 use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer};

@@ -119,14 +119,14 @@ impl Shell {
     }
 
     /// After a resume: `keys` fetch again from their next record
-    /// (`crate::pipeline::refetch`).
+    /// (`crate::consumer::backpressure::refetch`).
     pub(super) fn refetch(&self, consumer: &StreamConsumer<CasesCtx>, keys: Vec<(Src, i32)>) {
         for (src, p) in keys {
             let topic = src.topic(&self.settings);
             let Some(next) = lock(&self.core).next.get(&(src, p)).copied() else {
                 continue;
             };
-            let realign = crate::pipeline::refetch(consumer, topic, p, next);
+            let realign = crate::consumer::backpressure::refetch(consumer, topic, p, next);
             let mut c = lock(&self.core);
             match realign {
                 Some(r) => c.realign.insert((src, p), r),

@@ -182,7 +182,7 @@ impl CasesCtx {
                 // skips what it holds (Tansu 0.6 answers a fetch from inside
                 // a batch with the next one: docs/operations.md).
                 let realign = snapshot.as_ref().and_then(|_| {
-                    crate::pipeline::Realign::start(from, low, std::time::Instant::now())
+                    crate::consumer::realign::Realign::start(from, low, std::time::Instant::now())
                 });
                 let fetch_from = realign.map_or(from, |r| r.from());
                 match realign {

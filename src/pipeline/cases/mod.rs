@@ -34,11 +34,11 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::DeliveryFuture;
 
 use super::Delivery;
-use super::ledger::{Ledger, Step};
 use super::produce::{Ack, poll_delivery, send_again};
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::consumer::ledger::{Ledger, Step};
 use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
@@ -190,8 +190,8 @@ struct Core {
     stopped: bool,
     /// Partitions restored from a snapshot, fetching from before it:
     /// records before its offset are in the snapshot (skipped); a start
-    /// still inside its batch goes further back (`crate::pipeline::Realign`).
-    realign: BTreeMap<(Src, i32), crate::pipeline::Realign>,
+    /// still inside its batch goes further back (`crate::consumer::realign::Realign`).
+    realign: BTreeMap<(Src, i32), crate::consumer::realign::Realign>,
     /// Realigning partitions to send further back at the next tick.
     further_back: BTreeSet<(Src, i32)>,
 }
@@ -476,7 +476,7 @@ pub async fn run(
         health,
         paused: false,
         braked: BTreeSet::new(),
-        backpressure: crate::pipeline::Backpressure::new("case tracker"),
+        backpressure: crate::consumer::backpressure::Backpressure::new("case tracker"),
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),
@@ -510,7 +510,7 @@ pub async fn run(
                     c.take_purge()
                 };
                 if purge {
-                    crate::pipeline::release_free_memory();
+                    crate::consumer::memory::release_free_memory();
                 }
                 if held {
                     let room = room(&shell.core);

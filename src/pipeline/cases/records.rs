@@ -54,7 +54,7 @@ pub(super) struct Shell {
     /// Partitions whose case events are held back (`brake`).
     pub(super) braked: BTreeSet<i32>,
     /// Fetching paused while `MAX_PENDING` records wait (see `room`).
-    pub(super) backpressure: crate::pipeline::Backpressure,
+    pub(super) backpressure: crate::consumer::backpressure::Backpressure,
     /// Label sets of the open/overdue gauges set last time (to zero those
     /// that are gone).
     pub(super) gauges: BTreeSet<(SegmentId, i32)>,

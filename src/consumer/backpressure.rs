@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 
-use super::Realign;
+use super::realign::Realign;
 
 /// Whether this loop holds its partitions paused because it is full.
 #[derive(Debug)]

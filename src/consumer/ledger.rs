@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// A delivery's state, as the shell's `step` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
+pub(crate) enum Step {
     /// Acknowledged by the broker.
     Done,
     /// Still on its way.
@@ -33,7 +33,7 @@ struct Entry<D> {
     delivery: Option<D>,
 }
 
-pub(super) struct Ledger<D> {
+pub(crate) struct Ledger<D> {
     pending: BTreeMap<i32, VecDeque<Entry<D>>>,
     /// Per partition, the next offset to commit (last done + 1).
     done: BTreeMap<i32, i64>,
@@ -45,11 +45,11 @@ pub(super) struct Ledger<D> {
 
 /// What a `drain` did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Drained {
+pub(crate) struct Drained {
     /// Partitions whose committable offset moved, and where to.
-    pub(super) moved: Vec<(i32, i64)>,
+    pub(crate) moved: Vec<(i32, i64)>,
     /// Deliveries the shell sent again.
-    pub(super) retried: u64,
+    pub(crate) retried: u64,
 }
 
 impl<D> Default for Ledger<D> {
@@ -66,7 +66,7 @@ impl<D> Default for Ledger<D> {
 impl<D> Ledger<D> {
     /// Records that `offset` of `partition` was read (offsets come in
     /// order), with the delivery it caused, if any.
-    pub(super) fn read(&mut self, partition: i32, offset: i64, delivery: Option<D>) {
+    pub(crate) fn read(&mut self, partition: i32, offset: i64, delivery: Option<D>) {
         if delivery.is_some() {
             self.in_flight += 1;
         }
@@ -81,7 +81,7 @@ impl<D> Ledger<D> {
     /// failed (`Retried`), the deliveries behind it are asked too: failures
     /// come in bursts (a broker gone, a producer renewed) and are better
     /// sent again at once than one per turn.
-    pub(super) fn drain(&mut self, mut step: impl FnMut(&mut D) -> Step) -> Drained {
+    pub(crate) fn drain(&mut self, mut step: impl FnMut(&mut D) -> Step) -> Drained {
         let mut out = Drained::default();
         for (p, queue) in self.pending.iter_mut() {
             let mut last = None;
@@ -132,7 +132,7 @@ impl<D> Ledger<D> {
     /// Without it, a delivery done behind a record that waits long (a case
     /// event waiting for its alert) counts as in flight until that record
     /// is done. O(pending): for a loop that is held back, not per record.
-    pub(super) fn settle(&mut self, mut step: impl FnMut(&mut D) -> Step) -> u64 {
+    pub(crate) fn settle(&mut self, mut step: impl FnMut(&mut D) -> Step) -> u64 {
         let mut retried = 0;
         for queue in self.pending.values_mut() {
             for entry in queue.iter_mut().skip(1) {
@@ -155,7 +155,7 @@ impl<D> Ledger<D> {
     /// The committable offsets not committed yet (`all`: every committable
     /// one, as a synchronous commit on revoke or shutdown wants), of
     /// `partitions` only when given.
-    pub(super) fn committable(&self, partitions: Option<&[i32]>, all: bool) -> Vec<(i32, i64)> {
+    pub(crate) fn committable(&self, partitions: Option<&[i32]>, all: bool) -> Vec<(i32, i64)> {
         self.done
             .iter()
             .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
@@ -165,31 +165,31 @@ impl<D> Ledger<D> {
     }
 
     /// Records a commit the broker accepted.
-    pub(super) fn committed(&mut self, offsets: impl IntoIterator<Item = (i32, i64)>) {
+    pub(crate) fn committed(&mut self, offsets: impl IntoIterator<Item = (i32, i64)>) {
         self.committed.extend(offsets);
     }
 
     /// Whether an offset of `partition` was committed while it was owned.
-    pub(super) fn was_committed(&self, partition: i32) -> bool {
+    pub(crate) fn was_committed(&self, partition: i32) -> bool {
         self.committed.contains_key(&partition)
     }
 
     /// Marks `offset` of `partition` done without a record: restored state
     /// (a snapshot) reflects everything before it, so it is committable
     /// even when its own commit was lost and no record follows.
-    pub(super) fn done_up_to(&mut self, partition: i32, offset: i64) {
+    pub(crate) fn done_up_to(&mut self, partition: i32, offset: i64) {
         self.done.insert(partition, offset);
     }
 
     /// Drops what is committable for `partition` and not committed (an
     /// offset the brokers no longer hold: the next record sets it again).
-    pub(super) fn forget_done(&mut self, partition: i32) {
+    pub(crate) fn forget_done(&mut self, partition: i32) {
         self.done.remove(&partition);
     }
 
     /// Forgets `partition` entirely (revoked, or its log gone): nothing
     /// pending or done of it will be committed.
-    pub(super) fn forget(&mut self, partition: i32) {
+    pub(crate) fn forget(&mut self, partition: i32) {
         if let Some(q) = self.pending.remove(&partition) {
             self.in_flight -= q.iter().filter(|e| e.delivery.is_some()).count();
         }
@@ -198,18 +198,18 @@ impl<D> Ledger<D> {
     }
 
     /// Whether `partition` has nothing pending.
-    pub(super) fn idle(&self, partition: i32) -> bool {
+    pub(crate) fn idle(&self, partition: i32) -> bool {
         self.pending.get(&partition).is_none_or(VecDeque::is_empty)
     }
 
     /// Whether a snapshot reflecting the records of `partition` before
     /// `offset` may be written: every one of them is done.
-    pub(super) fn snapshot_ready(&self, partition: i32, offset: i64) -> bool {
+    pub(crate) fn snapshot_ready(&self, partition: i32, offset: i64) -> bool {
         self.done.get(&partition).is_some_and(|d| *d >= offset) || self.idle(partition)
     }
 
     /// Pending deliveries `counted` says to count.
-    pub(super) fn count_pending(&self, counted: impl Fn(&D) -> bool) -> usize {
+    pub(crate) fn count_pending(&self, counted: impl Fn(&D) -> bool) -> usize {
         self.pending
             .values()
             .flatten()
@@ -218,7 +218,7 @@ impl<D> Ledger<D> {
     }
 
     /// Deliveries not yet done.
-    pub(super) fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }
 }
