@@ -87,7 +87,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let stats = engine.segment_stats_summed(key, T0);
                 let windows: Vec<_> = specs.iter().zip(stats).collect();
-                let alert = alerts::build(&valid, &windows, false, T0, &policy);
+                let alert =
+                    alerts::build(&valid, &windows, &alerts::Context::default(), T0, &policy);
                 black_box(alerts::encode(&alert, format))
             })
         });

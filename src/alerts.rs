@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::engine::{WindowSpec, WindowStats};
+use crate::engine::{AlertMark, WindowSpec, WindowStats};
 use crate::pb::{AlertPriority, DetractorAlert, WindowNps};
 use crate::schema::{ValidResponse, timestamp_from_ms as timestamp};
 
@@ -99,16 +99,33 @@ pub fn alert_id(response_id: &str) -> String {
     )
 }
 
+/// What an alert says besides its response and its windows: whether the
+/// response came late, which version of the alert it is (the engine's
+/// mark: a revision, or a withdrawal of a response revised out of
+/// detracting), and the share of the input its window figures cover (the
+/// input partitions this instance owns, of the topic's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Context {
+    pub late: bool,
+    pub mark: AlertMark,
+    pub partitions_covered: u32,
+    pub partitions_total: u32,
+}
+
 /// Builds the alert for a detractor. `windows` are the segment's windows as
-/// they stand after this response was counted.
+/// they stand after this response was counted. A withdrawal's one
+/// priority reason is `withdrawn`.
 pub fn build(
     response: &ValidResponse,
     windows: &[(&WindowSpec, WindowStats)],
-    late: bool,
+    context: &Context,
     emitted_at_ms: i64,
     policy: &AlertPolicy,
 ) -> DetractorAlert {
-    let (priority, reasons) = policy.priority(response);
+    let (priority, mut reasons) = policy.priority(response);
+    if context.mark.withdrawn {
+        reasons = vec!["withdrawn"];
+    }
     let m = &response.msg;
     DetractorAlert {
         alert_id: alert_id(&m.response_id),
@@ -135,13 +152,12 @@ pub fn build(
             })
             .collect(),
         emitted_at: Some(timestamp(emitted_at_ms)),
-        late,
+        late: context.late,
         attributes: m.attributes.clone(),
-        revision: 0,
-        withdrawn: false,
-        // The caller knows the instance's share of the input.
-        partitions_covered: 0,
-        partitions_total: 0,
+        revision: context.mark.revision,
+        withdrawn: context.mark.withdrawn,
+        partitions_covered: context.partitions_covered,
+        partitions_total: context.partitions_total,
     }
 }
 
@@ -263,7 +279,13 @@ mod tests {
             (&layout.specs()[1], WindowStats::default()),
         ];
         let r = response(2, Some(1500.0), "cust-9");
-        let a = build(&r, &windows, false, NOW, &AlertPolicy::default());
+        let a = build(
+            &r,
+            &windows,
+            &Context::default(),
+            NOW,
+            &AlertPolicy::default(),
+        );
         assert_eq!(a.alert_id, alert_id("resp-42"));
         assert_eq!(
             (a.product.as_str(), a.region.as_str(), a.score),
@@ -281,7 +303,7 @@ mod tests {
         let anonymous = build(
             &response(2, None, ""),
             &windows,
-            false,
+            &Context::default(),
             NOW,
             &AlertPolicy::default(),
         );
@@ -289,11 +311,48 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawal_says_so_in_its_reasons_and_carries_its_revision_and_share() {
+        let context = Context {
+            late: false,
+            mark: AlertMark {
+                revision: 2,
+                withdrawn: true,
+            },
+            partitions_covered: 3,
+            partitions_total: 12,
+        };
+        let a = build(
+            &response(2, Some(1500.0), "c"),
+            &[],
+            &context,
+            NOW,
+            &AlertPolicy::default(),
+        );
+        assert_eq!((a.revision, a.withdrawn), (2, true));
+        assert_eq!(a.priority_reasons, vec!["withdrawn".to_string()]);
+        assert_eq!((a.partitions_covered, a.partitions_total), (3, 12));
+        // The priority stays the policy's: only the reasons say withdrawn.
+        assert_eq!(a.priority, AlertPriority::Critical as i32);
+        let first = build(
+            &response(2, Some(1500.0), "c"),
+            &[],
+            &Context::default(),
+            NOW,
+            &AlertPolicy::default(),
+        );
+        assert_eq!((first.revision, first.withdrawn), (0, false));
+        assert_ne!(first.priority_reasons, vec!["withdrawn".to_string()]);
+    }
+
+    #[test]
     fn both_formats_round_trip() {
         let a = build(
             &response(1, None, "c"),
             &[],
-            true,
+            &Context {
+                late: true,
+                ..Context::default()
+            },
             NOW,
             &AlertPolicy::default(),
         );

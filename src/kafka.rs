@@ -1,21 +1,20 @@
-//! All rdkafka code: client configuration, the consumer and producer
-//! contexts (statistics, errors, rebalances) and the shared health view.
+//! rdkafka clients: their configuration, the producer's context, the
+//! shared health view (fed by every client's statistics and errors), the
+//! renewable producer, and cached metadata lookups. The consumer's context
+//! and its rebalances are the consumer driver's (the `consumer` module).
 //!
-//! Owns nothing of the NPS logic; rebalances are handed to a
-//! `RebalanceHandler` that the pipeline implements.
+//! Owns nothing of the NPS logic.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
-use rdkafka::TopicPartitionList;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::events::Event;
 use crate::metrics as m;
@@ -40,10 +39,10 @@ pub struct Health {
     /// to none.
     consumer_outages: std::sync::atomic::AtomicU64,
     /// Consumer lag per assigned input partition, from statistics.
-    lags: Mutex<BTreeMap<i32, i64>>,
+    pub(crate) lags: Mutex<BTreeMap<i32, i64>>,
     /// Per assigned partition: how many statistics in a row saw the
     /// consumer's next fetch offset beyond the log end.
-    beyond_end: Mutex<BTreeMap<i32, u32>>,
+    pub(crate) beyond_end: Mutex<BTreeMap<i32, u32>>,
     /// When each kind of client error was last logged (throttling).
     logged_errors: Mutex<BTreeMap<(&'static str, String), std::time::Instant>>,
 }
@@ -142,7 +141,7 @@ impl Health {
         }
     }
 
-    fn brokers_seen(&self, client: Role, up: i64) {
+    pub(crate) fn brokers_seen(&self, client: Role, up: i64) {
         let slot = match client {
             Role::Consumer => &self.consumer_brokers_up,
             Role::Producer => &self.producer_brokers_up,
@@ -183,7 +182,7 @@ impl Role {
     }
 }
 
-fn count_up(stats: &Statistics) -> i64 {
+pub(crate) fn count_up(stats: &Statistics) -> i64 {
     stats
         .brokers
         .values()
@@ -263,109 +262,6 @@ fn is_other_role_property(message: &str) -> bool {
         || message.contains("is a producer property and will be ignored by this consumer instance")
 }
 
-/// What the pipeline does when Kafka moves partitions. Called on the
-/// consumer's polling thread, inside `recv`.
-pub trait RebalanceHandler: Send + Sync {
-    /// Before `partitions` are taken away: finish and commit their work
-    /// and snapshot their state, unless `lost` (another member may own
-    /// them already): then only drop it.
-    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool);
-    /// Before `partitions` are given to this instance: restore their state
-    /// and set in `tpl` the offset each starts from.
-    fn assign(
-        &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-        partitions: &[i32],
-        tpl: &mut TopicPartitionList,
-    );
-}
-
-/// The consumer's context: health, lag, errors and rebalances.
-pub struct ConsumerCtx {
-    pub health: Arc<Health>,
-    pub input_topic: String,
-    pub handler: Arc<dyn RebalanceHandler>,
-}
-
-impl ConsumerCtx {
-    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements()
-            .iter()
-            .filter(|e| e.topic() == self.input_topic)
-            .map(|e| e.partition())
-            .collect()
-    }
-}
-
-impl ClientContext for ConsumerCtx {
-    fn stats(&self, stats: Statistics) {
-        self.health.brokers_seen(Role::Consumer, count_up(&stats));
-        if let Some(topic) = stats.topics.get(&self.input_topic) {
-            if let (Ok(mut lags), Ok(mut beyond)) =
-                (self.health.lags.lock(), self.health.beyond_end.lock())
-            {
-                for (p, part) in &topic.partitions {
-                    // Only partitions this instance consumes.
-                    if *p < 0 || !lags.contains_key(p) {
-                        continue;
-                    }
-                    if part.consumer_lag >= 0 {
-                        lags.insert(*p, part.consumer_lag);
-                    }
-                    if part.hi_offset >= 0 && part.next_offset > part.hi_offset {
-                        *beyond.entry(*p).or_insert(0) += 1;
-                    } else {
-                        beyond.remove(p);
-                    }
-                }
-            }
-        }
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        // Told at once, rather than at the next statistics.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.brokers_seen(Role::Consumer, 0);
-        }
-        on_client_error(&self.health, Role::Consumer, &error, reason);
-    }
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        log_client(level, fac, log_message);
-    }
-}
-
-impl ConsumerContext for ConsumerCtx {
-    // Only commits librdkafka makes by itself report here (none: auto
-    // commit is off); the pipeline counts its own commits' answers.
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        _offsets: &rdkafka::TopicPartitionList,
-    ) {
-        match result {
-            Ok(()) => metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1),
-            Err(e) => {
-                metrics::counter!(m::COMMITS_TOTAL, "result" => "error").increment(1);
-                tracing::debug!(error = %e, "offset commit failed");
-            }
-        }
-    }
-
-    // Replaces rdkafka's default so that the handler can set where each
-    // assigned partition starts (the offset its restored state reflects)
-    // before the assignment takes effect.
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        // The handler blocks (waits for deliveries, reads the state topic,
-        // asks the brokers for offsets), and this runs inside the async
-        // consumer's `recv`.
-        blocking(|| self.rebalance_now(consumer, err, tpl));
-    }
-}
-
 /// Runs blocking work that librdkafka's callbacks bring into an async
 /// task: on a worker of a multi-threaded runtime, tokio first hands the
 /// worker's other tasks to another thread (the HTTP server and the signal
@@ -379,88 +275,6 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
-}
-
-impl ConsumerCtx {
-    fn rebalance_now(
-        &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = !consumer_protocol_is_eager(consumer);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts = self.partitions(tpl);
-                tracing::info!(partitions = ?parts, "partitions assigned");
-                self.handler.assign(consumer, &parts, tpl);
-                self.health.joined.store(true, Ordering::Relaxed);
-                let done = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "assigning partitions failed");
-                }
-                if let Ok(mut lags) = self.health.lags.lock() {
-                    for p in &parts {
-                        lags.entry(*p).or_insert(0);
-                    }
-                }
-                let total = match consumer.assignment() {
-                    Ok(a) => self.partitions(&a).len(),
-                    Err(_) => parts.len(),
-                };
-                self.health.assigned.store(total, Ordering::Relaxed);
-                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let parts = self.partitions(tpl);
-                let lost = consumer.assignment_lost();
-                tracing::info!(partitions = ?parts, lost, "partitions revoked");
-                self.handler.revoke(consumer, &parts, lost);
-                self.health.forget_lag(&parts);
-                let done = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, "unassigning partitions failed");
-                }
-                // An eager rebalance revokes everything; cooperative only some.
-                let left = if cooperative {
-                    self.health
-                        .assigned
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(parts.len())
-                } else {
-                    0
-                };
-                self.health.assigned.store(left, Ordering::Relaxed);
-                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
-            }
-            other => {
-                let code: RDKafkaErrorCode = other.into();
-                tracing::warn!(error = %code, "rebalance error");
-                let parts = self.partitions(tpl);
-                self.handler.revoke(consumer, &parts, true);
-                let _ = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-            }
-        }
-    }
-}
-
-fn consumer_protocol_is_eager(consumer: &BaseConsumer<ConsumerCtx>) -> bool {
-    matches!(
-        consumer.rebalance_protocol(),
-        rdkafka::consumer::RebalanceProtocol::Eager
-    )
 }
 
 /// A client's settings: brokers, statistics every second (health, lag),

@@ -26,7 +26,8 @@
 //! - [`consumer`]: what both consumer shells share: the restore plan of an
 //!   assigned partition, the ledger of pending deliveries, the realign of a
 //!   restored partition, backpressure that pauses partitions and polls on,
-//!   and the state lock.
+//!   the output registry and the sending of what the cores emit, the wait
+//!   for the brokers before a loop starts, and the state lock.
 //!
 //! The shell, which does the I/O and reads the clock:
 //! - [`config`]: flags, `NPS_*` environment and TOML file, validated before

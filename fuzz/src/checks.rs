@@ -75,7 +75,16 @@ pub fn survey_payload(data: &[u8]) {
     let stats = engine.segment_stats(key, NOW_MS);
     let specs = engine.layout().specs();
     let windows: Vec<_> = specs.iter().zip(stats).collect();
-    let alert = alerts::build(&valid, &windows, late, NOW_MS, &AlertPolicy::default());
+    let alert = alerts::build(
+        &valid,
+        &windows,
+        &alerts::Context {
+            late,
+            ..Default::default()
+        },
+        NOW_MS,
+        &AlertPolicy::default(),
+    );
     assert_eq!(alert.alert_id, alerts::alert_id(&valid.msg.response_id));
     let (bytes, _) = alerts::encode(&alert, AlertFormat::Protobuf);
     let back = DetractorAlert::decode(bytes.as_slice()).expect("own protobuf alert decodes");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 
+use super::holds::{Hold, Holds};
 use super::realign::Realign;
 
 /// Whether this loop holds its partitions paused because it is full.
@@ -21,12 +22,13 @@ use super::realign::Realign;
 pub(crate) struct Backpressure {
     /// Whose fetching, for the log.
     what: &'static str,
-    held: bool,
+    /// The consumer's holds (`Hold::Behind` is this one's).
+    holds: Holds,
 }
 
 impl Backpressure {
-    pub(crate) fn new(what: &'static str) -> Backpressure {
-        Backpressure { what, held: false }
+    pub(crate) fn new(what: &'static str, holds: Holds) -> Backpressure {
+        Backpressure { what, holds }
     }
 
     /// After a record: pauses every assigned partition while there is no
@@ -42,42 +44,37 @@ impl Backpressure {
         }
         match consumer.assignment().and_then(|a| consumer.pause(&a)) {
             Ok(()) => {
-                if !self.held {
+                if !self.held() {
                     tracing::info!(
                         what = self.what,
                         "deliveries behind: fetching paused until they catch up"
                     );
                 }
-                self.held = true;
+                self.holds.set(Hold::Behind, true);
             }
             Err(e) => tracing::debug!(error = %e, "pausing fetches failed; retrying"),
         }
     }
 
-    /// Once there is `room` again: resumes the assignment, unless
-    /// `paused_otherwise` (cut off from the brokers: that pause resumes by
-    /// itself once they are back).
-    pub(crate) fn release<C: ConsumerContext>(
-        &mut self,
-        consumer: &StreamConsumer<C>,
-        room: bool,
-        paused_otherwise: bool,
-    ) {
-        if !self.held || !room {
+    /// Once there is `room` again: resumes the assignment, unless the
+    /// consumer is cut off from the brokers (that pause ends by itself once
+    /// they are back).
+    pub(crate) fn release<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>, room: bool) {
+        if !self.held() || !room {
             return;
         }
-        if !paused_otherwise {
+        if !self.holds.has(Hold::CutOff) {
             if let Err(e) = consumer.assignment().and_then(|a| consumer.resume(&a)) {
                 tracing::debug!(error = %e, "resuming fetches failed; retrying");
                 return;
             }
             tracing::info!(what = self.what, "deliveries caught up: fetching resumed");
         }
-        self.held = false;
+        self.holds.set(Hold::Behind, false);
     }
 
     pub(crate) fn held(&self) -> bool {
-        self.held
+        self.holds.has(Hold::Behind)
     }
 }
 

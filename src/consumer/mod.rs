@@ -4,8 +4,13 @@
 //! changed.
 
 pub(crate) mod backpressure;
+pub mod context;
+pub(crate) mod holds;
 pub(crate) mod ledger;
 pub(crate) mod memory;
+pub mod outputs;
+pub(crate) mod produce;
+pub(crate) mod ready;
 pub(crate) mod realign;
 pub mod restore;
 

@@ -36,3 +36,231 @@ fn a_poisoned_lock_exits_with_status_70() {
         .unwrap();
     assert_eq!(status.code(), Some(70));
 }
+
+/// The driver's pause rules against librdkafka's mock cluster: a group,
+/// its members, their rebalances.
+mod group {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::TopicPartitionList;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use crate::consumer::backpressure::Backpressure;
+    use crate::consumer::context::{ConsumerCtx, RebalanceHandler};
+    use crate::consumer::holds::{Hold, Holds};
+    use crate::kafka::Health;
+
+    const TOPIC: &str = "answers";
+
+    /// Counts the rebalances a member goes through.
+    #[derive(Default)]
+    struct Rebalances {
+        assigned: AtomicUsize,
+        revoked: AtomicUsize,
+        lost: AtomicUsize,
+    }
+
+    impl RebalanceHandler for Rebalances {
+        fn revoke(&self, _: &BaseConsumer<ConsumerCtx>, _: &[i32], lost: bool) {
+            self.revoked.fetch_add(1, Ordering::SeqCst);
+            if lost {
+                self.lost.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn assign(&self, _: &BaseConsumer<ConsumerCtx>, _: &[i32], _: &mut TopicPartitionList) {
+            self.assigned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Member {
+        consumer: StreamConsumer<ConsumerCtx>,
+        rebalances: Arc<Rebalances>,
+        holds: Holds,
+        /// (partition, offset) of every record handed out.
+        got: BTreeSet<(i32, i64)>,
+    }
+
+    /// A one-broker mock cluster, owned by the producer returned, whose
+    /// groups form at once (its coordinator's initial rebalance delay is
+    /// 3 s otherwise), with `TOPIC` of `partitions` partitions and `per`
+    /// records in each; and its bootstrap servers.
+    fn cluster(partitions: i32, per: i64) -> (BaseProducer, String) {
+        let owner: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .unwrap();
+        // SAFETY: the client's handle is valid while `owner` lives, and the
+        // mock cluster it returns lives as long as the client; the setter
+        // only writes the cluster's default under its lock.
+        unsafe {
+            let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+            assert!(!raw.is_null());
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
+        }
+        let brokers = {
+            let mock = owner.client().mock_cluster().unwrap();
+            mock.create_topic(TOPIC, partitions, 1).unwrap();
+            mock.bootstrap_servers()
+        };
+        for p in 0..partitions {
+            for i in 0..per {
+                let key = format!("{p}-{i}");
+                owner
+                    .send(BaseRecord::to(TOPIC).partition(p).key(&key).payload("x"))
+                    .unwrap();
+            }
+        }
+        owner.flush(Duration::from_secs(10)).unwrap();
+        (owner, brokers)
+    }
+
+    fn member(brokers: &str, group: &str) -> Member {
+        let rebalances = Arc::new(Rebalances::default());
+        let holds = Holds::default();
+        let consumer: StreamConsumer<ConsumerCtx> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "1000")
+            .set("heartbeat.interval.ms", "100")
+            .set("max.poll.interval.ms", "1500")
+            .create_with_context(ConsumerCtx {
+                health: Health::new(),
+                input_topic: TOPIC.into(),
+                handler: rebalances.clone(),
+                holds: holds.clone(),
+            })
+            .unwrap();
+        consumer.subscribe(&[TOPIC]).unwrap();
+        Member {
+            consumer,
+            rebalances,
+            holds,
+            got: BTreeSet::new(),
+        }
+    }
+
+    /// Polls every member in turn for `span` (the driver's loop keeps
+    /// polling, whatever it holds); returns how many records came.
+    async fn pump(members: &mut [&mut Member], span: Duration) -> usize {
+        let until = Instant::now() + span;
+        let mut n = 0;
+        while Instant::now() < until {
+            for m in members.iter_mut() {
+                let polled =
+                    tokio::time::timeout(Duration::from_millis(20), m.consumer.recv()).await;
+                if let Ok(Ok(msg)) = polled {
+                    m.got.insert((msg.partition(), msg.offset()));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Polls until `done` or a minute passes (a failure, naming `what`).
+    async fn pump_until(
+        what: &str,
+        members: &mut [&mut Member],
+        done: impl Fn(&[&mut Member]) -> bool,
+    ) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done(members) {
+            assert!(Instant::now() < until, "not within a minute: {what}");
+            pump(members, Duration::from_millis(100)).await;
+        }
+    }
+
+    fn assigned(m: &Member) -> usize {
+        m.consumer.assignment().map_or(0, |a| a.count())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backpressure_keeps_polling_and_the_member_outlives_max_poll_interval() {
+        let (_cluster, brokers) = cluster(2, 50);
+        let mut held = member(&brokers, "held");
+        pump_until("a first record", &mut [&mut held], |m| !m[0].got.is_empty()).await;
+        let mut pressure = Backpressure::new("test", held.holds.clone());
+        pressure.after_record(&held.consumer, false);
+        assert!(pressure.held() && held.holds.has(Hold::Behind));
+        let before = held.got.len();
+        // Paused three times longer than max.poll.interval.ms (1.5 s),
+        // polling on as the driver's loop does.
+        pump(&mut [&mut held], Duration::from_millis(4_500)).await;
+        assert_eq!(
+            held.rebalances.revoked.load(Ordering::SeqCst),
+            0,
+            "the member left its group"
+        );
+        assert_eq!(held.rebalances.assigned.load(Ordering::SeqCst), 1);
+        assert_eq!(assigned(&held), 2);
+        // At most what was fetched before the pause took effect.
+        let during = held.got.len() - before;
+        pressure.release(&held.consumer, true);
+        assert!(!pressure.held());
+        pump_until("every record after the release", &mut [&mut held], |m| {
+            m[0].got.len() == 100
+        })
+        .await;
+        assert!(during < 100, "fetching went on while paused");
+
+        // The same pause without polling: librdkafka takes the member for
+        // dead after max.poll.interval.ms and its partitions are lost.
+        let mut idle = member(&brokers, "idle");
+        pump_until("a first record", &mut [&mut idle], |m| !m[0].got.is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        pump(&mut [&mut idle], Duration::from_secs(2)).await;
+        assert!(
+            idle.rebalances.revoked.load(Ordering::SeqCst) >= 1,
+            "a member not polled for 3 × max.poll.interval.ms kept its partitions"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_that_come_and_go_while_held_never_stay_paused() {
+        let (_cluster, brokers) = cluster(2, 50);
+        let mut a = member(&brokers, "g");
+        pump_until("both partitions", &mut [&mut a], |m| assigned(m[0]) == 2).await;
+        // Cut off: every assigned partition paused, as the outage guard
+        // does.
+        a.holds.set(Hold::CutOff, true);
+        a.consumer.pause(&a.consumer.assignment().unwrap()).unwrap();
+        let seen = a.got.len();
+        // A second member joins: each gets one partition; `a`'s comes in
+        // paused (it holds), the other left it resumed.
+        let mut b = member(&brokers, "g");
+        pump_until("one partition each", &mut [&mut a, &mut b], |m| {
+            assigned(m[0]) == 1 && assigned(m[1]) == 1
+        })
+        .await;
+        pump(&mut [&mut a, &mut b], Duration::from_secs(1)).await;
+        assert!(a.got.len() - seen < 100, "a held member fetched");
+        let a_partition = a.consumer.assignment().unwrap().elements()[0].partition();
+        assert!(
+            a.got.iter().filter(|(p, _)| *p == a_partition).count() <= seen,
+            "a partition assigned while held fetched"
+        );
+        // Back in reach: only what is assigned is resumed.
+        a.holds.set(Hold::CutOff, false);
+        a.consumer
+            .resume(&a.consumer.assignment().unwrap())
+            .unwrap();
+        // The other member leaves: its partition comes back to `a`, which
+        // must fetch it (librdkafka kept its pause flag while it was
+        // away, unless it left resumed).
+        drop(b);
+        pump_until("every record of both partitions", &mut [&mut a], |m| {
+            m[0].got.len() == 100
+        })
+        .await;
+        let per_partition = |p: i32| a.got.iter().filter(|(q, _)| *q == p).count();
+        assert_eq!((per_partition(0), per_partition(1)), (50, 50));
+    }
+}

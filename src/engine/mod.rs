@@ -145,7 +145,7 @@ pub struct Counted {
 
 /// An alert record to send for this version: its revision number (0 for
 /// the response's first alert) and whether it withdraws the alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AlertMark {
     pub revision: u32,
     pub withdrawn: bool,

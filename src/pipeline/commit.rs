@@ -11,8 +11,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::lock;
+use crate::consumer::context::ConsumerCtx;
 use crate::events::{self, Event};
-use crate::kafka::ConsumerCtx;
 use crate::pipeline::{Core, Pipeline};
 
 /// Commits the done offsets of `partitions`: in async mode only those that
@@ -98,7 +98,7 @@ impl Pipeline {
     /// brokers are cut off (the group may be gone when they come back, and
     /// its offsets with it).
     pub(super) fn start_commit(&mut self, consumer: &Arc<StreamConsumer<ConsumerCtx>>) {
-        if !self.guard.paused && !self.committing {
+        if !self.guard.paused() && !self.committing {
             self.committing = start_commit(
                 consumer,
                 &self.settings.input_topic,

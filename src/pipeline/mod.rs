@@ -17,9 +17,10 @@
 //! (bounded by the shutdown timeout), commits and drops its state.
 
 use crate::config::Settings;
+use crate::consumer::context::ConsumerCtx;
 use crate::consumer::ledger::Ledger;
 use crate::engine::Engine;
-use crate::kafka::{ConsumerCtx, Health, RenewableProducer, client_config};
+use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::metrics::{self as m, View};
 use crate::schema::Rejection;
 use crate::shutdown::Shutdown;
@@ -27,7 +28,7 @@ use crate::state::StateStore;
 use futures::FutureExt;
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,25 +37,24 @@ use std::time::{Duration, Instant};
 pub mod cases;
 mod commit;
 mod outage;
-pub(crate) mod produce;
 mod publish;
 mod rebalance;
 pub(crate) mod records;
 mod snapshots;
 mod startup;
 use crate::consumer::backpressure::Backpressure;
+use crate::consumer::holds::Holds;
 use crate::consumer::memory::release_free_memory;
 use crate::consumer::realign::{Realign, Seen};
 
-pub use produce::VALUE_DROPPED;
-
 use crate::clock::Clock;
+use crate::consumer::outputs::Outputs;
+use crate::consumer::produce::{Delivery, Outbox, finish_until};
 use crate::pipeline::commit::CommitOutcome;
 use crate::pipeline::commit::EarlyCommit;
 use crate::pipeline::commit::commit;
 use crate::pipeline::outage::OutageGuard;
 use crate::pipeline::outage::rewind_beyond_end;
-use crate::pipeline::produce::Outbox;
 use crate::pipeline::publish::refresh_view;
 use crate::pipeline::rebalance::Rebalancer;
 use crate::pipeline::records::Handles;
@@ -62,22 +62,8 @@ use crate::pipeline::records::caught_up;
 use crate::pipeline::records::handle;
 use crate::pipeline::records::replay;
 use crate::pipeline::startup::open_store;
-use crate::pipeline::startup::promoter_topic;
+use crate::pipeline::startup::output_topics;
 use crate::pipeline::startup::subscribed_consumer;
-
-/// Dead-letter headers, besides the record's own.
-pub const DLQ_REASON: &str = "nps.dlq.reason";
-pub const DLQ_ERROR: &str = "nps.dlq.error";
-pub const DLQ_TOPIC: &str = "nps.dlq.source.topic";
-pub const DLQ_PARTITION: &str = "nps.dlq.source.partition";
-pub const DLQ_OFFSET: &str = "nps.dlq.source.offset";
-pub const DLQ_FAILED_AT: &str = "nps.dlq.failed_at_ms";
-/// Alert headers.
-pub const CONTENT_TYPE: &str = "content-type";
-pub const MESSAGE_TYPE_HEADER: &str = "nps.message-type";
-pub const ALERT_ID_HEADER: &str = "nps.alert-id";
-/// Promoter event header: its event_id.
-pub const EVENT_ID_HEADER: &str = "nps.event-id";
 
 /// Records handled in one turn of the loop when they are already fetched.
 const BATCH: usize = 64;
@@ -85,12 +71,6 @@ const BATCH: usize = 64;
 /// Deliveries waiting this long without any acknowledged, brokers
 /// reachable: the producer is replaced (`RenewableProducer::renew_stalled`).
 const STALL: Duration = Duration::from_secs(20);
-
-enum Delivery {
-    InFlight(DeliveryFuture),
-    /// Failed and not yet accepted again by the producer.
-    Retry(OwnedMessage),
-}
 
 /// State shared between the loop and the rebalance callback (which runs on
 /// the same task, inside `recv`, never while the loop holds the lock).
@@ -188,28 +168,25 @@ pub async fn run(
     );
 
     // Beside the state topic's opening: both may wait for a broker's answer.
-    let promoters = settings.promoters.enabled.then(|| {
+    let outputs_ready = {
         let (settings, shutdown) = (settings.clone(), shutdown.clone());
         let producer = producer.clone();
-        tokio::spawn(async move { promoter_topic(&settings, producer, shutdown).await })
-    });
+        tokio::spawn(async move { output_topics(&settings, producer, shutdown).await })
+    };
     let Some(store) = open_store(&settings, &health, &mut shutdown).await else {
         return Ok(());
     };
 
-    // Held while the pipeline runs: the promoter topic's watch.
-    let _promoter_topic = match promoters {
-        Some(ready) => match ready.await {
-            Ok(Ok(Some(watch))) => Some(watch),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            // Only a panic: the process is ending.
-            Err(e) => {
-                tracing::error!(error = %e, "preparing the promoter topic failed");
-                None
-            }
-        },
-        None => None,
+    // Held while the pipeline runs: the output topics' watch.
+    let _output_topics = match outputs_ready.await {
+        Ok(Ok(Some(watch))) => Some(watch),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        // Only a panic: the process is ending.
+        Err(e) => {
+            tracing::error!(error = %e, "preparing the output topics failed");
+            None
+        }
     };
     if let Ok(mut v) = view.write() {
         v.series.set_tiers(&settings.promoters.tier_names());
@@ -243,7 +220,8 @@ pub async fn run(
     });
     // Owned by the loop, beside the pipeline: a record borrows it while the
     // pipeline handles the record.
-    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler)?);
+    let holds = Holds::default();
+    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler, &holds)?);
     let (commits, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(
         topic = %settings.input_topic,
@@ -254,6 +232,7 @@ pub async fn run(
         windows = ?window_names,
         "consuming"
     );
+    let outputs = Outputs::new(&settings);
     let mut pipeline = Pipeline {
         settings,
         clock,
@@ -269,8 +248,10 @@ pub async fn run(
         committing: false,
         early: EarlyCommit::new(Instant::now()),
         stats: Counters::default(),
-        guard: OutageGuard::default(),
-        backpressure: Backpressure::new("pipeline"),
+        outputs,
+        guard: OutageGuard::new(holds.clone()),
+        backpressure: Backpressure::new("pipeline", holds.clone()),
+        holds,
         progress: Instant::now(),
         in_flight: 0,
     };
@@ -361,9 +342,14 @@ struct Pipeline {
     /// When to commit before the one-second tick.
     early: EarlyCommit,
     stats: Counters,
+    /// Where alerts, promoter events and dead letters go.
+    outputs: Outputs,
     guard: OutageGuard,
     /// Fetching paused while `max_pending` records wait for deliveries.
     backpressure: Backpressure,
+    /// Why fetching is held paused (the guard's and the backpressure's),
+    /// shared with the consumer's rebalance callback.
+    holds: Holds,
     /// When a delivery was last acknowledged (or none was waiting), and
     /// how many waited then.
     progress: Instant,
@@ -394,8 +380,8 @@ impl Pipeline {
     fn release(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
         if self.backpressure.held() {
             let room = pending_room(&self.core, self.settings.max_pending);
-            self.backpressure.release(consumer, room, self.guard.paused);
-            if !self.backpressure.held() && !self.guard.paused {
+            self.backpressure.release(consumer, room);
+            if !self.backpressure.held() && !self.guard.paused() {
                 let owned: Vec<i32> = lock(&self.core).owned.iter().copied().collect();
                 outage::refetch_partitions(consumer, &self.core, &self.settings.input_topic, owned);
             }
@@ -408,7 +394,7 @@ impl Pipeline {
         let stalled = self.progress.elapsed();
         if self.in_flight > 0
             && stalled >= STALL
-            && !self.guard.paused
+            && !self.guard.paused()
             && self.health.consumer_brokers_up() > 0
         {
             self.producer.renew_stalled(stalled);
@@ -435,7 +421,7 @@ impl Pipeline {
         {
             // Closing it leaves the group, which makes the coordinator
             // start a new generation for the new member.
-            match subscribed_consumer(s, &self.health, &self.handler) {
+            match subscribed_consumer(s, &self.health, &self.handler, &self.holds) {
                 Ok(fresh) => *consumer = Arc::new(fresh),
                 Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
             }
@@ -542,6 +528,7 @@ impl Pipeline {
             let out = Outbox {
                 producer: &self.producer,
                 stop,
+                outputs: &self.outputs,
             };
             handle(
                 msg,
@@ -574,22 +561,18 @@ impl Pipeline {
         tracing::info!("shutting down: flushing alerts and dead letters");
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         let _ = self.handler.stop_by.set(deadline);
-        loop {
-            let left = {
+        let left = crate::kafka::blocking(|| {
+            finish_until(deadline, &self.producer, || {
                 let mut c = lock(&self.core);
                 c.drain(&self.producer);
-                c.ledger.in_flight()
-            };
-            if left == 0 || Instant::now() >= deadline {
-                if left > 0 {
-                    tracing::warn!(
-                        pending = left,
-                        "shutdown timeout: unacknowledged deliveries stay uncommitted"
-                    );
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+                c.ledger.in_flight() > 0
+            })
+        });
+        if left {
+            tracing::warn!(
+                pending = lock(&self.core).ledger.in_flight(),
+                "shutdown timeout: unacknowledged deliveries stay uncommitted"
+            );
         }
         commit(
             consumer,

@@ -11,8 +11,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::lock;
 use crate::config::Settings;
+use crate::consumer::context::ConsumerCtx;
+use crate::consumer::holds::{Hold, Holds};
 use crate::events::{self, Event};
-use crate::kafka::{ConsumerCtx, Health};
+use crate::kafka::Health;
 use crate::pipeline::Core;
 use crate::state::StateStore;
 
@@ -27,13 +29,11 @@ use crate::state::StateStore;
 /// in vendor/rdkafka-sys skips it; docs/operations.md, Known issues).
 /// Fresh metadata gives the consumer the topic's new id first; a topic
 /// that is not there yet is waited for, fetching nothing.
-#[derive(Default)]
 pub(super) struct OutageGuard {
-    pub(super) paused: bool,
-    /// The partitions paused: librdkafka keeps a partition paused through
-    /// a rebalance (a lost assignment given back), so these are resumed
-    /// whether or not they are still assigned.
-    pub(super) paused_partitions: Vec<i32>,
+    /// The consumer's holds: `Hold::CutOff` is this guard's.
+    holds: Holds,
+    /// The outage paused a non-empty assignment (see `watch`).
+    had_partitions: bool,
     pub(super) told_missing: bool,
     /// After an outage that took this member's partitions, until when to
     /// watch for them to come back, and when the group was last rejoined.
@@ -61,6 +61,22 @@ pub(super) fn topic_listed(
 }
 
 impl OutageGuard {
+    pub(super) fn new(holds: Holds) -> OutageGuard {
+        OutageGuard {
+            holds,
+            had_partitions: false,
+            told_missing: false,
+            watch_until: None,
+            rejoined: None,
+            rejoins: 0,
+        }
+    }
+
+    /// Fetching is paused for the outage.
+    pub(super) fn paused(&self) -> bool {
+        self.holds.has(Hold::CutOff)
+    }
+
     /// Returns true when the consumer should be replaced by a new one
     /// (see `watch`).
     pub(super) fn check(
@@ -73,7 +89,7 @@ impl OutageGuard {
     ) -> bool {
         let topic = settings.input_topic.as_str();
         let up = health.consumer_brokers_up();
-        if !self.paused {
+        if !self.paused() {
             if up == 0 {
                 self.pause(consumer);
                 return false;
@@ -130,23 +146,19 @@ impl OutageGuard {
         };
         // Snapshots need it before the next restore or write.
         tokio::task::block_in_place(|| store.ensure_topic());
-        // An empty assignment: the group may have re-formed while the
-        // topic was missing (see `watch`).
-        let mut resume = assignment.clone();
-        for &p in &self.paused_partitions {
-            if resume.find_partition(topic, p).is_none() {
-                resume.add_partition(topic, p);
-            }
-        }
-        if let Err(e) = consumer.resume(&resume) {
+        // Only what is assigned: partitions that left while paused were
+        // resumed on their way out (`Holds`). An empty assignment: the
+        // group may have re-formed while the topic was missing (see
+        // `watch`).
+        if let Err(e) = consumer.resume(&assignment) {
             tracing::warn!(error = %e, "resuming fetches failed; retrying");
             return false;
         }
-        self.paused = false;
-        if !self.paused_partitions.is_empty() {
+        self.holds.set(Hold::CutOff, false);
+        if self.had_partitions {
             self.watch_until = Some(Instant::now() + REJOIN_WATCH);
         }
-        self.paused_partitions.clear();
+        self.had_partitions = false;
         self.told_missing = false;
         tracing::info!(topic, "fetching resumed");
         // The others fetch again from their next record.
@@ -215,17 +227,21 @@ impl OutageGuard {
     }
 
     pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+        // Set first: a partition assigned from now on comes in paused.
+        self.holds.set(Hold::CutOff, true);
         let paused = consumer.assignment().and_then(|a| {
             consumer.pause(&a)?;
-            Ok(a.elements().iter().map(|e| e.partition()).collect())
+            Ok(a.count() > 0)
         });
         match paused {
-            Ok(partitions) => {
-                self.paused = true;
-                self.paused_partitions = partitions;
+            Ok(had_partitions) => {
+                self.had_partitions = had_partitions;
                 tracing::info!("fetching paused until a broker answers for the input topic");
             }
-            Err(e) => tracing::debug!(error = %e, "pausing fetches failed; retrying"),
+            Err(e) => {
+                self.holds.set(Hold::CutOff, false);
+                tracing::debug!(error = %e, "pausing fetches failed; retrying");
+            }
         }
     }
 }

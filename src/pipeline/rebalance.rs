@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::lock;
 use super::outage::position_beyond_end;
+use crate::consumer::context::{ConsumerCtx, RebalanceHandler};
+use crate::consumer::produce::finish_until;
 use crate::consumer::realign::Realign;
 use crate::consumer::restore::{Known, Plan, Start, StateFrom};
 use crate::events::{self, Event};
-use crate::kafka::{ConsumerCtx, Health, RebalanceHandler, RenewableProducer};
+use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
 use crate::pipeline::commit::commit;
 use crate::pipeline::{Core, Restore};
@@ -49,28 +50,18 @@ impl Rebalancer {
     /// Waits (bounded) for the partitions' pending deliveries, then commits
     /// what is done. Offsets of what did not finish stay uncommitted: the
     /// next owner redoes it.
-    ///
-    /// The wait is librdkafka's flush, woken by the broker's answers (not a
-    /// polling loop), cut in short slices so that a failed delivery is sent
-    /// again promptly by the next `drain`.
     pub(super) fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
-        let deadline = self.deadline();
-        let mut core = lock(&self.core);
-        loop {
+        finish_until(self.deadline(), &self.producer, || {
+            let mut core = lock(&self.core);
             core.drain(&self.producer);
-            let busy = partitions.iter().any(|p| !core.ledger.idle(*p));
-            let now = Instant::now();
-            if !busy || now >= deadline {
-                break;
-            }
-            let slice = (deadline - now).min(Duration::from_millis(50));
-            if self.producer.get().flush(slice).is_err() && Instant::now() < now + slice {
-                // Flush refused at once (a fatal producer, renewed by the
-                // next drain): do not spin until the deadline.
-                std::thread::sleep(slice.min(Duration::from_millis(10)));
-            }
-        }
-        commit(consumer, &self.topic, &mut core, Some(partitions));
+            partitions.iter().any(|p| !core.ledger.idle(*p))
+        });
+        commit(
+            consumer,
+            &self.topic,
+            &mut lock(&self.core),
+            Some(partitions),
+        );
     }
 }
 

@@ -6,21 +6,19 @@ use std::sync::{Mutex, RwLock};
 
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::lock;
-use super::produce::{emitted_headers, send};
-use crate::alerts::{self, MESSAGE_TYPE};
+use crate::alerts;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::consumer::context::ConsumerCtx;
+use crate::consumer::produce::{Delivery, Outbox};
 use crate::engine::{Category, KeyId, Observation, Outcome};
 use crate::events::{self, Event};
-use crate::kafka::{ConsumerCtx, Health};
+use crate::kafka::Health;
 use crate::metrics::{self as m, View};
-use crate::pipeline::{
-    ALERT_ID_HEADER, Core, Counters, DLQ_ERROR, DLQ_FAILED_AT, DLQ_OFFSET, DLQ_PARTITION,
-    DLQ_REASON, DLQ_TOPIC, Delivery, EVENT_ID_HEADER, Outbox,
-};
+use crate::pipeline::{Core, Counters};
 use crate::schema::{self, Rejection};
 
 /// Counts a response in its segment's `nps_responses_total`: under the
@@ -188,12 +186,12 @@ pub(super) async fn handle(
             match emits {
                 Err(rejection) => {
                     stats.reject(&rejection);
-                    deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
+                    deliveries[0] = Some(dead_letter(msg, &rejection, out, now).await);
                 }
                 Ok(emits) => {
                     for (slot, emit) in deliveries.iter_mut().zip(emits) {
                         if let Some(emit) = emit {
-                            *slot = Some(send_emit(emit, settings, out, view, stats).await);
+                            *slot = Some(send_emit(emit, out, view, stats).await);
                         }
                     }
                 }
@@ -202,7 +200,7 @@ pub(super) async fn handle(
         }
         Err(rejection) => {
             stats.reject(&rejection);
-            deliveries[0] = Some(dead_letter(msg, &rejection, settings, out, now).await);
+            deliveries[0] = Some(dead_letter(msg, &rejection, out, now).await);
         }
     }
     let mut c = lock(core);
@@ -274,14 +272,13 @@ fn record(
         let stats_now = c.engine.segment_stats(counted.key, now);
         let specs = c.engine.layout().specs();
         let windows: Vec<_> = specs.iter().zip(stats_now).collect();
-        let mut alert = alerts::build(response, &windows, counted.late, now, &settings.alerts);
-        alert.revision = mark.revision;
-        alert.withdrawn = mark.withdrawn;
-        alert.partitions_covered = c.owned.len() as u32;
-        alert.partitions_total = c.input_partitions;
-        if mark.withdrawn {
-            alert.priority_reasons = vec!["withdrawn".into()];
-        }
+        let context = alerts::Context {
+            late: counted.late,
+            mark,
+            partitions_covered: c.owned.len() as u32,
+            partitions_total: c.input_partitions,
+        };
+        let alert = alerts::build(response, &windows, &context, now, &settings.alerts);
         Emit::Alert(Box::new(alert), counted.key)
     });
     let promoter = settings
@@ -302,34 +299,19 @@ fn record(
     Ok([alert, promoter])
 }
 
-/// Sends an alert or a promoter event, with its content type, message type
-/// and id headers, and counts it.
+/// Sends an alert or a promoter event through the registry, and counts
+/// it in its segment.
 async fn send_emit(
     emit: Emit,
-    settings: &Settings,
     out: &Outbox<'_>,
     view: &RwLock<View>,
     stats: &mut Counters,
 ) -> Delivery {
-    let format = settings.alerts_format;
-    let (topic, key, id, message_type, (bytes, content_type)) = match &emit {
-        Emit::Alert(a, _) => (
-            &settings.alerts_topic,
-            alerts::key(a),
-            (ALERT_ID_HEADER, a.alert_id.as_str()),
-            MESSAGE_TYPE,
-            alerts::encode(a.as_ref(), format),
-        ),
-        Emit::Promoter(e, _, _) => (
-            &settings.promoters.topic,
-            crate::promoters::key(e),
-            (EVENT_ID_HEADER, e.event_id.as_str()),
-            crate::promoters::MESSAGE_TYPE,
-            alerts::encode(e.as_ref(), format),
-        ),
+    let output = match &emit {
+        Emit::Alert(a, _) => out.outputs.emit(a.as_ref()),
+        Emit::Promoter(e, _, _) => out.outputs.emit(e.as_ref()),
     };
-    let headers = emitted_headers(content_type, message_type, id);
-    let delivery = send(out, topic, Some(key.as_bytes()), Some(&bytes), headers).await;
+    let delivery = out.output(output).await;
     match &emit {
         Emit::Alert(a, segment) => {
             if let Ok(v) = view.read() {
@@ -352,7 +334,6 @@ async fn send_emit(
 pub(super) async fn dead_letter(
     msg: &BorrowedMessage<'_>,
     rejection: &Rejection,
-    settings: &Settings,
     out: &Outbox<'_>,
     now: i64,
 ) -> Delivery {
@@ -362,57 +343,9 @@ pub(super) async fn dead_letter(
         rejection,
     }
     .emit();
-    let headers = dlq_headers(
-        msg,
-        rejection.reason().as_str(),
-        &rejection.to_string(),
-        now,
-    );
-    send(out, &settings.dlq_topic, msg.key(), msg.payload(), headers).await
-}
-
-/// A dead letter's headers: the record's own, then why it was refused and
-/// where it came from.
-pub(super) fn dlq_headers(
-    msg: &impl Message,
-    reason: &str,
-    detail: &str,
-    now: i64,
-) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new();
-    if let Some(h) = msg.headers() {
-        for header in h.iter() {
-            headers = headers.insert(header);
-        }
-    }
-    let (partition, offset, failed_at) = (
-        msg.partition().to_string(),
-        msg.offset().to_string(),
-        now.to_string(),
-    );
-    headers
-        .insert(Header {
-            key: DLQ_REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: DLQ_ERROR,
-            value: Some(detail),
-        })
-        .insert(Header {
-            key: DLQ_TOPIC,
-            value: Some(msg.topic()),
-        })
-        .insert(Header {
-            key: DLQ_PARTITION,
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: DLQ_OFFSET,
-            value: Some(offset.as_str()),
-        })
-        .insert(Header {
-            key: DLQ_FAILED_AT,
-            value: Some(failed_at.as_str()),
-        })
+    let reason = rejection.reason().as_str();
+    let output = out
+        .outputs
+        .dead_letter(msg, reason, &rejection.to_string(), now);
+    out.output(output).await
 }

@@ -7,12 +7,25 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 
 use crate::events::{self, Event};
-use crate::kafka::Health;
+use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
 use crate::pipeline::Core;
 use crate::state::StateStore;
 
 impl Core {
+    /// Asks after every pending delivery (acknowledged, failed, waiting),
+    /// sends failed ones again in their place, and lets the ledger move
+    /// the committable offsets. Returns the partitions whose committable
+    /// offset moved.
+    pub(super) fn drain(&mut self, producer: &RenewableProducer) -> Vec<(i32, i64)> {
+        let drained = self.ledger.drain(|delivery| delivery.step(producer));
+        events::DeliveriesRetried {
+            count: drained.retried,
+        }
+        .emit();
+        drained.moved
+    }
+
     /// Forgets everything about partitions no longer owned.
     pub(super) fn forget(&mut self, partitions: &[i32], health: &Health) {
         for p in partitions {

@@ -1,5 +1,6 @@
-//! Before the first record: the state topic opened, the promoter topic
-//! made sure of, the input consumer subscribed.
+//! Before the first record: the state topic opened, the output topics
+//! created like the input made sure of and watched, the input consumer
+//! subscribed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::Producer as _;
 
 use crate::config::Settings;
-use crate::kafka::{ConsumerCtx, Health, RenewableProducer, client_config};
+use crate::consumer::context::ConsumerCtx;
+use crate::consumer::holds::Holds;
+use crate::consumer::outputs::{Creation, Outputs};
+use crate::consumer::ready::{Ready, wait_until_ready};
+use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::pipeline::Rebalancer;
 use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
@@ -21,142 +26,121 @@ pub(super) async fn open_store(
     health: &Arc<Health>,
     shutdown: &mut Shutdown,
 ) -> Option<Arc<StateStore>> {
-    loop {
-        // On a thread of its own (blocking requests), which a shutdown
-        // does not wait for.
-        let (tx, opening) = tokio::sync::oneshot::channel();
-        {
-            let (settings, health) = (settings.clone(), health.clone());
-            std::thread::spawn(move || {
-                let config = StateConfig {
-                    brokers: &settings.brokers,
-                    properties: &settings.kafka,
-                    state_topic: &settings.state_topic,
-                    input_topic: &settings.input_topic,
-                    snapshot_max_bytes: settings.snapshot_max_bytes,
-                };
-                tx.send(StateStore::open(&config, health).map(Box::new))
-            });
-        }
-        let opened = tokio::select! {
-            _ = shutdown.recv() => return None,
-            r = opening => r.unwrap_or(Err(crate::error::Error::StateTopicUnavailable {
-                topic: settings.state_topic.clone(),
-            })),
+    let (settings, health) = (settings.clone(), health.clone());
+    let opened = wait_until_ready("the state topic", shutdown, move || {
+        let config = StateConfig {
+            brokers: &settings.brokers,
+            properties: &settings.kafka,
+            state_topic: &settings.state_topic,
+            input_topic: &settings.input_topic,
+            snapshot_max_bytes: settings.snapshot_max_bytes,
         };
-        match opened {
-            Ok(store) => return Some(Arc::<StateStore>::from(store)),
-            Err(e) => {
-                tracing::warn!(error = %e, "state topic not available yet; retrying");
-                tokio::select! {
-                    _ = shutdown.recv() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                }
-            }
-        }
-    }
+        Ok::<_, ()>(match StateStore::open(&config, health.clone()) {
+            Ok(store) => Ready::Yes(Arc::new(store)),
+            Err(e) => Ready::Waiting(e.to_string()),
+        })
+    });
+    opened.await.ok().flatten()
 }
 
-/// Makes sure the promoter events topic exists (created, as many
-/// partitions as the input, when missing), asking again while the brokers
-/// cannot say; then keeps it there (see `watch_promoter_topic`). None
-/// when a shutdown came first.
-pub(super) async fn promoter_topic(
+/// Makes sure the output topics created like the input
+/// (`Creation::LikeInput`: the promoter events topic, when on) exist,
+/// created with as many partitions as the input when missing, asking again
+/// while the brokers cannot say; then keeps them there (see
+/// `watch_topics`). None when a shutdown came first.
+pub(super) async fn output_topics(
     settings: &Settings,
     producer: Arc<RenewableProducer>,
     mut shutdown: Shutdown,
 ) -> crate::error::Result<Option<TopicWatch>> {
-    let mut warned = false;
-    loop {
-        // On a thread of its own (blocking requests), which a shutdown
-        // does not wait for (the runtime would wait for spawn_blocking).
-        let (tx, asking) = tokio::sync::oneshot::channel();
+    let outputs = Outputs::new(settings);
+    let topics: Vec<(&'static str, String)> = outputs
+        .created(Creation::LikeInput)
+        .map(|(name, topic)| (name, topic.to_string()))
+        .collect();
+    let mut made = Vec::new();
+    for (name, topic) in topics {
         let s = settings.clone();
-        std::thread::spawn(move || {
+        let wanted = topic.clone();
+        let ready = wait_until_ready(name, &mut shutdown, move || {
             let config = client_config(&s.brokers, &[], &s.kafka);
-            let ready = crate::topics::Admin::new(&config, "the promoter topic's admin client")
-                .map(|admin| {
+            let admin = crate::topics::Admin::new(&config, "the output topics' admin client")
+                .map_err(|e| e.to_string());
+            let partitions = match admin {
+                Ok(admin) => {
                     let partitions = admin.partitions(&s.input_topic).unwrap_or(1);
-                    admin.ensure_any(&s.promoters.topic, partitions)
-                });
-            tx.send(ready)
+                    admin.ensure_any(&wanted, partitions)
+                }
+                Err(e) => Err(Missing::Waiting(e)),
+            };
+            match partitions {
+                Ok(n) => Ok(Ready::Yes(n)),
+                Err(Missing::Waiting(why)) => Ok(Ready::Waiting(why)),
+                Err(Missing::Refused(reason)) => Err(reason),
+            }
         });
-        let ready = tokio::select! {
-            _ = shutdown.recv() => return Ok(None),
-            r = asking => r.unwrap_or_else(|_| Ok(Err(Missing::Waiting("no answer".into()))))?,
-        };
-        let why = match ready {
-            Ok(partitions) => {
-                tracing::info!(topic = %settings.promoters.topic, partitions, "promoter events on");
-                return Ok(Some(watch_promoter_topic(
-                    settings.clone(),
-                    producer,
-                    partitions,
-                )));
+        match ready.await {
+            Ok(Some(partitions)) => {
+                tracing::info!(topic = %topic, partitions, "{name} topic ready");
+                made.push((name, topic, partitions));
             }
-            Err(Missing::Refused(reason)) => {
-                return Err(crate::error::Error::PromoterTopic {
-                    topic: settings.promoters.topic.clone(),
-                    reason,
-                });
-            }
-            Err(Missing::Waiting(why)) => why,
-        };
-        if !warned {
-            tracing::warn!(reason = %why, "promoter events wait for their topic");
-            warned = true;
-        }
-        tokio::select! {
-            _ = shutdown.recv() => return Ok(None),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            Ok(None) => return Ok(None),
+            Err(reason) => return Err(crate::error::Error::PromoterTopic { topic, reason }),
         }
     }
+    Ok(Some(watch_topics(settings.clone(), producer, made)))
 }
 
 /// Keeps a topic nps-stream created while it runs; dropping it stops the
 /// watching.
 pub(super) struct TopicWatch(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
-/// How often the promoter topic's presence is checked.
+/// How often the watched topics' presence is checked.
 const TOPIC_CHECK: Duration = Duration::from_secs(10);
 
-/// Creates the promoter topic again (as many partitions as before) when
+/// Creates each watched topic again (as many partitions as before) when
 /// the brokers no longer list it, as the state topic is: a broker back
-/// without its data would otherwise fail every promoter event, and hold
-/// back every later offset, until someone created it by hand. Checked
-/// every 10 s, on a thread of its own (blocking requests), with the
-/// pipeline's producer's client (a metadata request for every topic,
+/// without its data would otherwise fail every record sent to it, and
+/// hold back every later offset, until someone created it by hand.
+/// Checked every 10 s, on a thread of its own (blocking requests), with
+/// the pipeline's producer's client (a metadata request for every topic,
 /// which creates none): clients of its own would hold about ten threads
 /// and as many connections for a check that is almost always fine. The
-/// admin client is made only when the topic is missing.
-fn watch_promoter_topic(
+/// admin client is made only when a topic is missing.
+fn watch_topics(
     settings: Settings,
     producer: Arc<RenewableProducer>,
-    partitions: i32,
+    topics: Vec<(&'static str, String, i32)>,
 ) -> TopicWatch {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
+    if topics.is_empty() {
+        return TopicWatch(tx);
+    }
     std::thread::spawn(move || {
-        let topic = &settings.promoters.topic;
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TOPIC_CHECK) {
-            let listed = producer
+            let Ok(md) = producer
                 .get()
                 .client()
                 .fetch_metadata(None, Duration::from_secs(5))
-                .map(|md| {
-                    md.topics()
-                        .iter()
-                        .any(|t| t.name() == topic.as_str() && t.error().is_none())
-                });
-            // No answer (brokers away): nothing to say yet.
-            if listed.unwrap_or(true) {
+            else {
+                // No answer (brokers away): nothing to say yet.
                 continue;
-            }
-            tracing::warn!(topic = %topic, "promoter topic missing (a broker back without its data?): creating it again");
-            let config = client_config(&settings.brokers, &[], &settings.kafka);
-            let made = crate::topics::Admin::new(&config, "the promoter topic's admin client")
-                .map(|admin| admin.ensure_any(topic, partitions));
-            if !matches!(made, Ok(Ok(_))) {
-                tracing::warn!(topic = %topic, "promoter topic not created yet; trying again");
+            };
+            for (name, topic, partitions) in &topics {
+                let listed = md
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic.as_str() && t.error().is_none());
+                if listed {
+                    continue;
+                }
+                tracing::warn!(topic = %topic, "{name} topic missing (a broker back without its data?): creating it again");
+                let config = client_config(&settings.brokers, &[], &settings.kafka);
+                let made = crate::topics::Admin::new(&config, "the output topics' admin client")
+                    .map(|admin| admin.ensure_any(topic, *partitions));
+                if !matches!(made, Ok(Ok(_))) {
+                    tracing::warn!(topic = %topic, "{name} topic not created yet; trying again");
+                }
             }
         }
     });
@@ -168,6 +152,7 @@ pub(super) fn subscribed_consumer(
     settings: &Settings,
     health: &Arc<Health>,
     handler: &Arc<Rebalancer>,
+    holds: &Holds,
 ) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
     let consumer: StreamConsumer<ConsumerCtx> = client_config(
         &settings.brokers,
@@ -190,6 +175,7 @@ pub(super) fn subscribed_consumer(
         health: health.clone(),
         input_topic: settings.input_topic.clone(),
         handler: handler.clone(),
+        holds: holds.clone(),
     })
     .map_err(|source| crate::error::Error::Client {
         what: "the Kafka consumer",

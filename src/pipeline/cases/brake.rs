@@ -58,7 +58,7 @@ impl Shell {
             return;
         }
         // Cut off from the brokers, everything is paused already.
-        if self.paused {
+        if self.cut_off() {
             return;
         }
         let alerts = self.settings.alerts_topic.clone();

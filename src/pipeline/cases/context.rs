@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Core, Src, commit_sync, lock};
 use crate::config::Settings;
+use crate::consumer::holds::Holds;
+use crate::consumer::produce::finish_until;
 use crate::consumer::restore::{Known, Plan};
 use crate::kafka::{Health, RenewableProducer, Role, blocking, log_client, on_client_error};
 use crate::state::StateStore;
@@ -32,6 +33,9 @@ pub(super) struct CasesCtx {
     producer: Arc<RenewableProducer>,
     store: Arc<StateStore>,
     settings: Settings,
+    /// Why the loop holds fetching paused: partitions come in paused while
+    /// it does, and leave resumed (`Holds`).
+    pub(super) holds: Holds,
 }
 
 impl ClientContext for CasesCtx {
@@ -59,9 +63,11 @@ impl ConsumerContext for CasesCtx {
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "case tracker: assigning partitions failed");
                 }
+                self.holds.on_assigned(consumer, tpl);
             }
             _ => {
                 self.revoke(consumer, tpl);
+                self.holds.on_revoking(consumer, tpl);
                 let _ = consumer.unassign();
             }
         });
@@ -99,6 +105,7 @@ pub(super) fn subscribe(
         producer: producer.clone(),
         store: store.clone(),
         settings: settings.clone(),
+        holds: Holds::default(),
     })
     .map_err(|source| crate::error::Error::Client {
         what: "the case tracker's consumer",
@@ -218,17 +225,11 @@ impl CasesCtx {
         } else {
             Instant::now() + self.settings.shutdown_timeout
         };
-        loop {
-            let busy = {
-                let mut c = lock(&self.core);
-                c.drain(&self.producer, false);
-                c.sending() > 0
-            };
-            if !busy || Instant::now() >= deadline {
-                break;
-            }
-            let _ = self.producer.get().flush(Duration::from_millis(20));
-        }
+        finish_until(deadline, &self.producer, || {
+            let mut c = lock(&self.core);
+            c.drain(&self.producer, false);
+            c.sending() > 0
+        });
         if !stopped {
             commit_sync(consumer, &lock(&self.core), &self.settings, Some(&parts));
             write_snapshots(&self.core, &self.store, Some(&parts), deadline);

@@ -33,12 +33,12 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::DeliveryFuture;
 
-use super::Delivery;
-use super::produce::{Ack, poll_delivery, send_again};
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::ledger::{Ledger, Step};
+use crate::consumer::produce::{Delivery, finish_until};
+use crate::consumer::ready::wait_until_ready;
 use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
@@ -219,7 +219,7 @@ impl Core {
             }
         }
         self.escalating
-            .retain_mut(|e| step(&mut e.delivery, producer) != Step::Done);
+            .retain_mut(|e| e.delivery.step(producer) != Step::Done);
         self.writes.retain_mut(|(p, f)| match f.now_or_never() {
             None => true,
             Some(Ok(Ok(_))) => false,
@@ -342,7 +342,7 @@ impl Core {
 /// Where what a record caused stands.
 fn step_out(out: &mut Out, producer: &RenewableProducer) -> Step {
     match out {
-        Out::Sent(d) => step(d, producer),
+        Out::Sent(d) => d.step(producer),
         Out::Held(slot) => {
             let alone = Arc::strong_count(slot) == 1;
             let Ok(mut s) = slot.lock() else {
@@ -357,19 +357,8 @@ fn step_out(out: &mut Out, producer: &RenewableProducer) -> Step {
                 }
                 Slot::Waiting(_) => Step::Waiting,
                 Slot::Done => Step::Done,
-                Slot::Sending(d) => step(d, producer),
+                Slot::Sending(d) => d.step(producer),
             }
-        }
-    }
-}
-
-fn step(d: &mut Delivery, producer: &RenewableProducer) -> Step {
-    match poll_delivery(d) {
-        Ack::Done => Step::Done,
-        Ack::NotYet => Step::Waiting,
-        Ack::Failed(msg, too_big) => {
-            *d = send_again(producer, msg, too_big);
-            Step::Retried
         }
     }
 }
@@ -387,39 +376,20 @@ pub async fn run(
     if !settings.cases.enabled {
         return Ok(());
     }
-    let mut warned = false;
-    loop {
-        let s = settings.clone();
-        let ready = tokio::task::spawn_blocking(move || setup::prepare(&s));
-        let ready = tokio::select! {
-            _ = shutdown.recv() => return Ok(()),
-            r = ready => r.unwrap_or_else(|e| Ok(setup::Ready::Waiting(e.to_string())))?,
-        };
-        match ready {
-            setup::Ready::Partitions(n) => {
-                tracing::info!(
-                    alerts = %settings.alerts_topic,
-                    case_events = %settings.cases.case_events_topic,
-                    escalations = %settings.cases.escalations_topic,
-                    partitions = n,
-                    group = %format!("{}-cases", settings.group_id),
-                    "case tracking on"
-                );
-                crate::metrics::cases_start_at_zero();
-                break;
-            }
-            setup::Ready::Waiting(why) => {
-                if !warned {
-                    tracing::warn!(reason = %why, "case tracking waits for its topics");
-                    warned = true;
-                }
-                tokio::select! {
-                    _ = shutdown.recv() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                }
-            }
-        }
-    }
+    let s = settings.clone();
+    let ready = wait_until_ready("case tracking", &mut shutdown, move || setup::prepare(&s));
+    let Some(n) = ready.await? else {
+        return Ok(());
+    };
+    tracing::info!(
+        alerts = %settings.alerts_topic,
+        case_events = %settings.cases.case_events_topic,
+        escalations = %settings.cases.escalations_topic,
+        partitions = n,
+        group = %format!("{}-cases", settings.group_id),
+        "case tracking on"
+    );
+    crate::metrics::cases_start_at_zero();
     // Its own Health: the readiness and broker gauges are the main
     // pipeline's (two producers reporting into one would flip them).
     let mut producer_config = client_config(
@@ -464,6 +434,7 @@ pub async fn run(
     let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core::new(&settings)));
     let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
+    let outputs = crate::consumer::outputs::Outputs::new(&settings);
     let mut shell = records::Shell {
         settings,
         clock,
@@ -474,12 +445,16 @@ pub async fn run(
         readbacks,
         reading: false,
         health,
-        paused: false,
+        holds: consumer.context().holds.clone(),
         braked: BTreeSet::new(),
-        backpressure: crate::consumer::backpressure::Backpressure::new("case tracker"),
+        backpressure: crate::consumer::backpressure::Backpressure::new(
+            "case tracker",
+            consumer.context().holds.clone(),
+        ),
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),
+        outputs,
     };
     let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,8 +489,8 @@ pub async fn run(
                 }
                 if held {
                     let room = room(&shell.core);
-                    shell.backpressure.release(&consumer, room, shell.paused);
-                    if !shell.backpressure.held() && !shell.paused {
+                    shell.backpressure.release(&consumer, room);
+                    if !shell.backpressure.held() && !shell.cut_off() {
                         shell.refetch_all(&consumer);
                     }
                 }
@@ -583,17 +558,13 @@ impl records::Shell {
     /// final snapshots.
     async fn stop(self, consumer: &StreamConsumer<CasesCtx>) {
         let deadline = Instant::now() + self.settings.shutdown_timeout;
-        loop {
-            let left = {
+        crate::kafka::blocking(|| {
+            finish_until(deadline, &self.producer, || {
                 let mut c = lock(&self.core);
                 c.drain(&self.producer, true);
-                c.sending()
-            };
-            if left == 0 || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+                c.sending() > 0
+            })
+        });
         let mut c = lock(&self.core);
         commit_sync(consumer, &c, &self.settings, None);
         // The revoke that closing the consumer brings has nothing left to

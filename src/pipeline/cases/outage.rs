@@ -10,6 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use super::context::CasesCtx;
 use super::lock;
 use super::records::Shell;
+use crate::consumer::holds::Hold;
 
 impl Shell {
     /// Pauses fetching (at once when this consumer loses every broker, at
@@ -23,11 +24,11 @@ impl Shell {
     /// point, with its cases forgotten. False while paused.
     pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {
         let up = self.health.consumer_brokers_up();
-        if !self.paused {
+        if !self.cut_off() {
             if up == 0 {
                 self.pause(consumer);
             }
-            return !self.paused;
+            return !self.cut_off();
         }
         if up <= 0 {
             return false;
@@ -36,7 +37,7 @@ impl Shell {
         let ready = crate::kafka::blocking(|| {
             matches!(
                 super::setup::prepare(&settings),
-                Ok(super::setup::Ready::Partitions(_))
+                Ok(crate::consumer::ready::Ready::Yes(_))
             ) && [&settings.alerts_topic, &settings.cases.case_events_topic]
                 .into_iter()
                 .all(|topic| {
@@ -51,24 +52,34 @@ impl Shell {
             return false;
         };
         self.reset_beyond_end(consumer, &assignment);
+        // Only what is assigned: partitions that left while paused were
+        // resumed on their way out (`Holds`).
         if consumer.resume(&assignment).is_ok() {
-            self.paused = false;
+            self.holds.set(Hold::CutOff, false);
             self.refetch_all(consumer);
             tracing::info!("case tracker: brokers reachable, fetching resumed");
         }
-        !self.paused
+        !self.cut_off()
+    }
+
+    /// Fetching is paused because the brokers are out of reach.
+    pub(super) fn cut_off(&self) -> bool {
+        self.holds.has(Hold::CutOff)
     }
 
     /// Stops fetching every assigned partition (see `brokers_reachable`).
     pub(super) fn pause(&mut self, consumer: &StreamConsumer<CasesCtx>) {
-        if self.paused {
+        if self.cut_off() {
             return;
         }
+        // Set first: a partition assigned from now on comes in paused.
+        self.holds.set(Hold::CutOff, true);
         if let Ok(a) = consumer.assignment()
             && consumer.pause(&a).is_ok()
         {
-            self.paused = true;
             tracing::warn!("case tracker: brokers unreachable, fetching paused");
+        } else {
+            self.holds.set(Hold::CutOff, false);
         }
     }
 

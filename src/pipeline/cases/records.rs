@@ -15,22 +15,17 @@ use crate::cases::event::decode_event;
 use crate::cases::{Applied, Escalation, EscalationReason, Opened, SegmentId, alert_id};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::consumer::outputs::Outputs;
+use crate::consumer::produce::{Delivery, Outbox};
+use crate::consumer::realign::Seen;
 use crate::kafka::RenewableProducer;
 use crate::metrics as m;
 use crate::pb::{AlertPriority, CaseState, DetractorAlert};
-use crate::pipeline::ALERT_ID_HEADER;
-use crate::pipeline::Seen;
-use crate::pipeline::produce::emitted_headers;
-use crate::pipeline::produce::{Outbox, send};
-use crate::pipeline::records::dlq_headers;
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
 
 /// Alerts read back, by (partition, offset).
 pub(super) type Found = std::collections::HashMap<(i32, i64), DetractorAlert>;
-
-/// The message type header of an escalation.
-pub const ESCALATION_MESSAGE_TYPE: &str = "nps.v1.CaseEscalation";
 
 /// How long an escalation waits for its alert to be read back before it
 /// goes out without the alert's content.
@@ -50,7 +45,9 @@ pub(super) struct Shell {
     /// The main pipeline's view of the brokers (this consumer pauses when
     /// they are gone, as the main one does).
     pub(super) health: Arc<crate::kafka::Health>,
-    pub(super) paused: bool,
+    /// Why fetching is held paused (cut off, deliveries behind), shared
+    /// with the consumer's rebalance callback.
+    pub(super) holds: crate::consumer::holds::Holds,
     /// Partitions whose case events are held back (`brake`).
     pub(super) braked: BTreeSet<i32>,
     /// Fetching paused while `MAX_PENDING` records wait (see `room`).
@@ -61,6 +58,8 @@ pub(super) struct Shell {
     /// The demo's totals, published to `view` every second.
     pub(super) view: Arc<std::sync::RwLock<crate::metrics::View>>,
     pub(super) summary: crate::metrics::CaseSummary,
+    /// Where escalations and dead letters go.
+    pub(super) outputs: Outputs,
 }
 
 fn priority_label(p: AlertPriority) -> &'static str {
@@ -89,6 +88,7 @@ impl Shell {
         Outbox {
             producer: &self.producer,
             stop,
+            outputs: &self.outputs,
         }
     }
 
@@ -272,15 +272,11 @@ impl Shell {
                     reason,
                     "case event refused"
                 );
-                let headers = dlq_headers(msg, reason, &rejection.to_string(), now);
-                let d = send(
-                    &self.out(stop),
-                    &self.settings.dlq_topic,
-                    msg.key(),
-                    msg.payload(),
-                    headers,
-                )
-                .await;
+                let out = self.out(stop);
+                let dead = out
+                    .outputs
+                    .dead_letter(msg, reason, &rejection.to_string(), now);
+                let d = out.output(dead).await;
                 Some(Out::Sent(d))
             }
             Ok((_, ev)) => {
@@ -354,7 +350,7 @@ impl Shell {
         esc: &Escalation,
         alert: &DetractorAlert,
         stop: &Shutdown,
-    ) -> crate::pipeline::Delivery {
+    ) -> Delivery {
         let now = self.clock.now_ms();
         let (product, region) = {
             let c = lock(&self.core);
@@ -374,20 +370,8 @@ impl Shell {
             "reason" => esc.reason.as_str(),
             "level" => esc.level.to_string())
         .increment(1);
-        let (bytes, content_type) = crate::alerts::encode(&record, self.settings.alerts_format);
-        let headers = emitted_headers(
-            content_type,
-            ESCALATION_MESSAGE_TYPE,
-            (ALERT_ID_HEADER, record.alert_id.as_str()),
-        );
-        send(
-            &self.out(stop),
-            &self.settings.cases.escalations_topic,
-            Some(escalation::key(&record).as_bytes()),
-            Some(&bytes),
-            headers,
-        )
-        .await
+        let out = self.out(stop);
+        out.output(out.outputs.emit(&record)).await
     }
 
     /// Partitions whose start was still inside their snapshot's batch (a
@@ -457,18 +441,11 @@ impl Shell {
                     "no alert with this alert_id was read within --orphan-grace ({})",
                     humantime::format_duration(self.settings.cases.orphan_grace)
                 );
-                let headers = dlq_headers(&held.record, "unknown_alert", &detail, now);
-                let r = &held.record;
-                Slot::Sending(
-                    send(
-                        &self.out(stop),
-                        &self.settings.dlq_topic,
-                        r.key(),
-                        r.payload(),
-                        headers,
-                    )
-                    .await,
-                )
+                let out = self.out(stop);
+                let dead = out
+                    .outputs
+                    .dead_letter(&held.record, "unknown_alert", &detail, now);
+                Slot::Sending(out.output(dead).await)
             } else {
                 Slot::Done
             };

@@ -1,23 +1,18 @@
 //! Before case tracking starts: the alerts and case-events topics must be
-//! co-partitioned; the case-events and escalations topics are created
-//! (as many partitions as the alerts topic) when missing.
+//! co-partitioned; the case-events topic and the outputs created like the
+//! alerts topic (`Creation::LikeAlerts`: escalations) are created, as many
+//! partitions as the alerts topic, when missing.
 
 use crate::config::Settings;
+use crate::consumer::outputs::{Creation, Outputs};
+use crate::consumer::ready::Ready;
 use crate::error::Error;
 use crate::topics::{Admin, Missing};
 
-/// What the brokers said.
-pub(super) enum Ready {
-    /// Both topics are there with this many partitions each.
-    Partitions(i32),
-    /// Not yet (the alerts topic does not exist yet, a topic creation timed
-    /// out): ask again.
-    Waiting(String),
-}
-
-/// Checks (and creates where missing) the topics case tracking uses.
-/// Blocking: run it off the async task.
-pub(super) fn prepare(settings: &Settings) -> Result<Ready, Error> {
+/// Checks (and creates where missing) the topics case tracking uses;
+/// `Ready::Yes` with both topics' partition count. Blocking: run it off
+/// the async task.
+pub(super) fn prepare(settings: &Settings) -> Result<Ready<i32>, Error> {
     let config = crate::kafka::client_config(&settings.brokers, &[], &settings.kafka);
     let admin = Admin::new(&config, "the case tracker's admin client")?;
     let cases = &settings.cases;
@@ -27,13 +22,17 @@ pub(super) fn prepare(settings: &Settings) -> Result<Ready, Error> {
             settings.alerts_topic
         )));
     };
-    for topic in [&cases.case_events_topic, &cases.escalations_topic] {
+    let outputs = Outputs::new(settings);
+    let outputs = outputs
+        .created(Creation::LikeAlerts)
+        .map(|(_, topic)| topic);
+    for topic in std::iter::once(cases.case_events_topic.as_str()).chain(outputs) {
         match admin.ensure(topic, alerts) {
             Ok(_) => {}
             Err(Missing::Waiting(why)) => return Ok(Ready::Waiting(why)),
             Err(Missing::Refused(reason)) => {
                 return Err(Error::CasesTopic {
-                    topic: topic.clone(),
+                    topic: topic.to_string(),
                     partitions: alerts,
                     reason,
                 });
@@ -41,7 +40,7 @@ pub(super) fn prepare(settings: &Settings) -> Result<Ready, Error> {
         }
     }
     match admin.partitions(&cases.case_events_topic) {
-        Some(events) if events == alerts => Ok(Ready::Partitions(alerts)),
+        Some(events) if events == alerts => Ok(Ready::Yes(alerts)),
         Some(events) => Err(Error::CasesPartitions {
             alerts_topic: settings.alerts_topic.clone(),
             alerts,

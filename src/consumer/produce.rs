@@ -1,22 +1,44 @@
-//! Sending alerts and dead letters: waiting for room in the producer's
-//! queue (never past a shutdown), sending failed records again, and
-//! records too large for the broker sent without their value.
+//! Sending what the cores emit (`outputs::Output`): waiting for room in
+//! the producer's queue (never past a shutdown), asking after each
+//! delivery, sending failed records again in their place, and records too
+//! large for the broker sent without their value.
 
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::consumer::ledger::Step;
-use crate::events::{self, Event};
+use super::ledger::Step;
+use super::outputs::{HEADERS_DROPPED, KEY_DROPPED, Output, Outputs, VALUE_DROPPED};
 use crate::kafka::RenewableProducer;
-use crate::pipeline::{CONTENT_TYPE, Core, Delivery, MESSAGE_TYPE_HEADER};
 use crate::shutdown::Shutdown;
 
-pub(super) enum Ack {
+/// A record handed to the producer, until the broker acknowledges it.
+pub(crate) enum Delivery {
+    InFlight(DeliveryFuture),
+    /// Failed and not yet accepted again by the producer.
+    Retry(OwnedMessage),
+}
+
+impl Delivery {
+    /// Where it stands: acknowledged, waiting, or failed and handed to
+    /// the producer again (in its place: what it holds back stays held).
+    pub(crate) fn step(&mut self, producer: &RenewableProducer) -> Step {
+        match poll_delivery(self) {
+            Ack::Done => Step::Done,
+            Ack::NotYet => Step::Waiting,
+            Ack::Failed(msg, too_big) => {
+                *self = send_again(producer, msg, too_big);
+                Step::Retried
+            }
+        }
+    }
+}
+
+enum Ack {
     /// Delivered.
     Done,
     /// Failed after librdkafka's own retries, or waiting to be sent again;
@@ -25,7 +47,7 @@ pub(super) enum Ack {
     NotYet,
 }
 
-pub(super) fn poll_delivery(d: &mut Delivery) -> Ack {
+fn poll_delivery(d: &mut Delivery) -> Ack {
     match d {
         Delivery::Retry(msg) => Ack::Failed(msg.clone(), false),
         Delivery::InFlight(fut) => match fut.now_or_never() {
@@ -44,11 +66,7 @@ pub(super) fn poll_delivery(d: &mut Delivery) -> Ack {
 
 /// Hands a failed record to the producer again (renewing it first if it
 /// failed fatally); keeps it for the next turn if the producer refuses.
-pub(super) fn send_again(
-    producer: &RenewableProducer,
-    msg: OwnedMessage,
-    too_big: bool,
-) -> Delivery {
+fn send_again(producer: &RenewableProducer, msg: OwnedMessage, too_big: bool) -> Delivery {
     producer.renew_if_fatal();
     // A record at its smallest that is still too large is kept as it is
     // and retried: it can only be a broker whose limit is below a few
@@ -73,7 +91,7 @@ pub(super) fn send_again(
 /// (`nps.value-dropped`), then without the record's own headers, keeping
 /// nps-stream's (`nps.headers-dropped`), then without its key
 /// (`nps.key-dropped`). `None` when there is nothing left to drop.
-pub(super) fn shrink(msg: &OwnedMessage) -> Option<OwnedMessage> {
+pub(crate) fn shrink(msg: &OwnedMessage) -> Option<OwnedMessage> {
     let ours = |h: &rdkafka::message::Header<'_, &[u8]>| h.key.starts_with("nps.");
     let headers = msg.headers().cloned().unwrap_or_else(OwnedHeaders::new);
     let has_foreign = headers.iter().any(|h| !ours(&h));
@@ -112,10 +130,7 @@ pub(super) fn shrink(msg: &OwnedMessage) -> Option<OwnedMessage> {
     ))
 }
 
-pub(super) fn resend(
-    producer: &RenewableProducer,
-    msg: &OwnedMessage,
-) -> Result<DeliveryFuture, KafkaError> {
+fn resend(producer: &RenewableProducer, msg: &OwnedMessage) -> Result<DeliveryFuture, KafkaError> {
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(msg.topic());
     if let Some(k) = msg.key() {
         record = record.key(k);
@@ -131,9 +146,11 @@ pub(super) fn resend(
 
 /// Where records go out: the producer, and the shutdown signal that ends
 /// any wait for it.
-pub(super) struct Outbox<'a> {
-    pub(super) producer: &'a RenewableProducer,
-    pub(super) stop: &'a Shutdown,
+pub(crate) struct Outbox<'a> {
+    pub(crate) producer: &'a RenewableProducer,
+    pub(crate) stop: &'a Shutdown,
+    /// Which topic each sink writes to, and how records are encoded.
+    pub(crate) outputs: &'a Outputs,
 }
 
 /// Sends a record, waiting while the producer's local queue is full or
@@ -141,7 +158,7 @@ pub(super) struct Outbox<'a> {
 /// the record is kept as a delivery to retry, which holds its offset back
 /// (uncommitted, so the next owner sends it), and the shutdown bound
 /// holds whatever the broker does.
-pub(super) async fn send(
+pub(crate) async fn send(
     out: &Outbox<'_>,
     topic: &str,
     key: Option<&[u8]>,
@@ -218,59 +235,55 @@ fn owned(
 
 /// Whether a produce failed because the record exceeds a size limit
 /// (`message.max.bytes`, or the topic's `max.message.bytes`).
-pub(super) fn too_large(e: &KafkaError) -> bool {
+fn too_large(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::MessageSizeTooLarge)
     )
 }
 
-/// Headers saying what of a record too large for the broker was dropped
-/// so that it could go out.
-pub const VALUE_DROPPED: &str = "nps.value-dropped";
-pub const HEADERS_DROPPED: &str = "nps.headers-dropped";
-pub const KEY_DROPPED: &str = "nps.key-dropped";
-
-impl Core {
-    /// Asks after every pending delivery (acknowledged, failed, waiting),
-    /// sends failed ones again in their place, and lets the ledger move
-    /// the committable offsets. Returns the partitions whose committable
-    /// offset moved.
-    pub(super) fn drain(&mut self, producer: &RenewableProducer) -> Vec<(i32, i64)> {
-        let drained = self.ledger.drain(|delivery| match poll_delivery(delivery) {
-            Ack::Done => Step::Done,
-            Ack::NotYet => Step::Waiting,
-            Ack::Failed(msg, too_big) => {
-                *delivery = send_again(producer, msg, too_big);
-                Step::Retried
-            }
-        });
-        events::DeliveriesRetried {
-            count: drained.retried,
-        }
-        .emit();
-        drained.moved
+impl Outbox<'_> {
+    /// Sends what a core emitted to its sink's topic (see `send`).
+    pub(crate) async fn output(&self, output: Output) -> Delivery {
+        send(
+            self,
+            self.outputs.topic(output.sink),
+            output.key.as_deref(),
+            output.value.as_deref(),
+            output.headers,
+        )
+        .await
     }
 }
 
-/// The headers of a record nps-stream emits: its content type, its
-/// message type and its id (`nps.alert-id` or `nps.event-id`).
-pub(crate) fn emitted_headers(
-    content_type: &str,
-    message_type: &str,
-    id: (&str, &str),
-) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: CONTENT_TYPE,
-            value: Some(content_type),
-        })
-        .insert(Header {
-            key: MESSAGE_TYPE_HEADER,
-            value: Some(message_type),
-        })
-        .insert(Header {
-            key: id.0,
-            value: Some(id.1),
-        })
+/// Longest wait for the producer between two looks at what is left.
+const FINISH_SLICE: Duration = Duration::from_millis(50);
+
+/// Waits until `busy` says nothing is left, or until `deadline`; returns
+/// whether something was still left. `busy` drains (asks after every
+/// delivery, sends failed ones again) and says whether any is still on its
+/// way. Between two calls the wait is librdkafka's flush, woken by the
+/// broker's answers (not a polling loop), cut in slices of at most 50 ms
+/// so that a failed delivery is sent again promptly. Blocking: from an
+/// async task, run it through `crate::kafka::blocking`.
+pub(crate) fn finish_until(
+    deadline: std::time::Instant,
+    producer: &RenewableProducer,
+    mut busy: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        if !busy() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let slice = (deadline - now).min(FINISH_SLICE);
+        if producer.get().flush(slice).is_err() && std::time::Instant::now() < now + slice {
+            // Flush refused at once (a fatal producer, renewed by the next
+            // drain): no spinning until the deadline.
+            std::thread::sleep(slice.min(Duration::from_millis(10)));
+        }
+    }
 }

@@ -1,0 +1,210 @@
+//! The input consumer's context: broker health and lag from its
+//! statistics, errors, commits, and rebalances handed to the loop's
+//! `RebalanceHandler` inside `recv`, with the loop's holds applied to the
+//! partitions that come and go (`Holds`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rdkafka::ClientContext;
+use rdkafka::TopicPartitionList;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+
+use super::holds::Holds;
+use crate::kafka::{Health, Role, blocking, count_up, log_client, on_client_error};
+use crate::metrics as m;
+
+/// What the pipeline does when Kafka moves partitions. Called on the
+/// consumer's polling thread, inside `recv`.
+pub trait RebalanceHandler: Send + Sync {
+    /// Before `partitions` are taken away: finish and commit their work
+    /// and snapshot their state, unless `lost` (another member may own
+    /// them already): then only drop it.
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool);
+    /// Before `partitions` are given to this instance: restore their state
+    /// and set in `tpl` the offset each starts from.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: &[i32],
+        tpl: &mut TopicPartitionList,
+    );
+}
+
+/// The consumer's context: health, lag, errors and rebalances.
+pub struct ConsumerCtx {
+    pub health: Arc<Health>,
+    pub input_topic: String,
+    pub handler: Arc<dyn RebalanceHandler>,
+    /// Why the loop holds fetching paused: partitions come in paused while
+    /// it does, and leave resumed (`Holds`).
+    pub(crate) holds: Holds,
+}
+
+impl ConsumerCtx {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.input_topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        self.health.brokers_seen(Role::Consumer, count_up(&stats));
+        if let Some(topic) = stats.topics.get(&self.input_topic) {
+            if let (Ok(mut lags), Ok(mut beyond)) =
+                (self.health.lags.lock(), self.health.beyond_end.lock())
+            {
+                for (p, part) in &topic.partitions {
+                    // Only partitions this instance consumes.
+                    if *p < 0 || !lags.contains_key(p) {
+                        continue;
+                    }
+                    if part.consumer_lag >= 0 {
+                        lags.insert(*p, part.consumer_lag);
+                    }
+                    if part.hi_offset >= 0 && part.next_offset > part.hi_offset {
+                        *beyond.entry(*p).or_insert(0) += 1;
+                    } else {
+                        beyond.remove(p);
+                    }
+                }
+            }
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Told at once, rather than at the next statistics.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.brokers_seen(Role::Consumer, 0);
+        }
+        on_client_error(&self.health, Role::Consumer, &error, reason);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_client(level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    // Only commits librdkafka makes by itself report here (none: auto
+    // commit is off); the pipeline counts its own commits' answers.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1),
+            Err(e) => {
+                metrics::counter!(m::COMMITS_TOTAL, "result" => "error").increment(1);
+                tracing::debug!(error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    // Replaces rdkafka's default so that the handler can set where each
+    // assigned partition starts (the offset its restored state reflects)
+    // before the assignment takes effect.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        // The handler blocks (waits for deliveries, reads the state topic,
+        // asks the brokers for offsets), and this runs inside the async
+        // consumer's `recv`.
+        blocking(|| self.rebalance_now(consumer, err, tpl));
+    }
+}
+
+impl ConsumerCtx {
+    fn rebalance_now(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = !consumer_protocol_is_eager(consumer);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts = self.partitions(tpl);
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                self.handler.assign(consumer, &parts, tpl);
+                self.health.joined.store(true, Ordering::Relaxed);
+                let done = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                self.holds.on_assigned(consumer, tpl);
+                if let Ok(mut lags) = self.health.lags.lock() {
+                    for p in &parts {
+                        lags.entry(*p).or_insert(0);
+                    }
+                }
+                let total = match consumer.assignment() {
+                    Ok(a) => self.partitions(&a).len(),
+                    Err(_) => parts.len(),
+                };
+                self.health.assigned.store(total, Ordering::Relaxed);
+                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts = self.partitions(tpl);
+                let lost = consumer.assignment_lost();
+                tracing::info!(partitions = ?parts, lost, "partitions revoked");
+                self.handler.revoke(consumer, &parts, lost);
+                self.health.forget_lag(&parts);
+                self.holds.on_revoking(consumer, tpl);
+                let done = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "unassigning partitions failed");
+                }
+                // An eager rebalance revokes everything; cooperative only some.
+                let left = if cooperative {
+                    self.health
+                        .assigned
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(parts.len())
+                } else {
+                    0
+                };
+                self.health.assigned.store(left, Ordering::Relaxed);
+                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+                let parts = self.partitions(tpl);
+                self.handler.revoke(consumer, &parts, true);
+                self.holds.on_revoking(consumer, tpl);
+                let _ = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+            }
+        }
+    }
+}
+
+fn consumer_protocol_is_eager(consumer: &BaseConsumer<ConsumerCtx>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        rdkafka::consumer::RebalanceProtocol::Eager
+    )
+}
