@@ -1,25 +1,28 @@
-//! The input consumer's context: broker health and lag from its
-//! statistics, errors, commits, and rebalances handed to the loop's
-//! `RebalanceHandler` inside `recv`, with the loop's holds applied to the
-//! partitions that come and go (`Holds`).
+//! A loop's consumer: the recipe both loops share (`subscribe`: group,
+//! offsets committed by the loop only, assignor), and its context: broker
+//! health and lag from its statistics, errors, and rebalances handed to
+//! the loop's `RebalanceHandler` inside `recv`, with the loop's holds
+//! applied to the partitions that come and go (`Holds`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::holds::Holds;
-use crate::kafka::{Health, Role, blocking, count_up, log_client, on_client_error};
+use crate::config::OffsetReset;
+use crate::kafka::{Health, Role, blocking, client_config, count_up, log_client, on_client_error};
 use crate::metrics as m;
 
-/// What the pipeline does when Kafka moves partitions. Called on the
-/// consumer's polling thread, inside `recv`.
+/// What a loop does when Kafka moves partitions. Called on the consumer's
+/// polling thread, inside `recv`.
 pub trait RebalanceHandler: Send + Sync {
     /// Before `partitions` are taken away: finish and commit their work
     /// and snapshot their state, unless `lost` (another member may own
@@ -38,11 +41,93 @@ pub trait RebalanceHandler: Send + Sync {
 /// The consumer's context: health, lag, errors and rebalances.
 pub struct ConsumerCtx {
     pub health: Arc<Health>,
+    /// The topic whose partitions the handler is told about and whose lag
+    /// the health view follows (the first subscribed).
     pub input_topic: String,
     pub handler: Arc<dyn RebalanceHandler>,
     /// Why the loop holds fetching paused: partitions come in paused while
     /// it does, and leave resumed (`Holds`).
     pub(crate) holds: Holds,
+    /// Told when this consumer loses every broker, so that its loop can
+    /// pause fetching at once rather than at its next tick (a fetch still
+    /// going when a broker comes back without its data crashes librdkafka
+    /// as released: docs/operations.md, Known issues).
+    pub(crate) cut_off: Arc<tokio::sync::Notify>,
+    /// This consumer's assignment and commits are the service's
+    /// (`nps_assigned_partitions`, `nps_commits_total`): the pipeline's,
+    /// not the case tracker's.
+    pub(crate) reports: bool,
+}
+
+/// How a loop's consumer differs from the recipe both share.
+pub(crate) struct Recipe<'a> {
+    pub(crate) brokers: &'a str,
+    /// The user's `-X` properties.
+    pub(crate) properties: &'a BTreeMap<String, String>,
+    pub(crate) group: &'a str,
+    /// The first is the one whose partitions the handler is told about.
+    pub(crate) topics: &'a [&'a str],
+    pub(crate) reset: OffsetReset,
+    /// Partition *i* of every topic to one member (range assignor): the
+    /// case tracker's alerts and case events meet.
+    pub(crate) co_partitioned: bool,
+    /// Statistics every second feed the health view, and the assignment
+    /// and commits are reported (`ConsumerCtx::reports`): the pipeline's.
+    pub(crate) reports: bool,
+    /// Its name in errors.
+    pub(crate) what: &'static str,
+}
+
+/// A loop's consumer, subscribed. Offsets are committed by the loop
+/// itself, only behind finished work (auto commit and offset store off).
+pub(crate) fn subscribe(
+    recipe: &Recipe<'_>,
+    health: Arc<Health>,
+    handler: Arc<dyn RebalanceHandler>,
+    holds: Holds,
+) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
+    let mut config = client_config(
+        recipe.brokers,
+        &[
+            ("auto.offset.reset", recipe.reset.as_str()),
+            // librdkafka's default is 5 minutes: a group that formed while
+            // a topic was missing (created after nps-stream started) would
+            // wait that long to notice it. One small metadata request
+            // every 10 s.
+            ("topic.metadata.refresh.interval.ms", "10000"),
+        ],
+        recipe.properties,
+    );
+    if !recipe.reports {
+        config.set("statistics.interval.ms", "0");
+    }
+    config
+        .set("group.id", recipe.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    if recipe.co_partitioned {
+        config.set("partition.assignment.strategy", "range");
+    }
+    let consumer: StreamConsumer<ConsumerCtx> = config
+        .create_with_context(ConsumerCtx {
+            health,
+            input_topic: recipe.topics.first().map_or("", |t| *t).to_string(),
+            handler,
+            holds,
+            cut_off: Arc::new(tokio::sync::Notify::new()),
+            reports: recipe.reports,
+        })
+        .map_err(|source| crate::error::Error::Client {
+            what: recipe.what,
+            source,
+        })?;
+    consumer
+        .subscribe(recipe.topics)
+        .map_err(|source| crate::error::Error::Subscribe {
+            topic: recipe.topics.join(","),
+            source,
+        })?;
+    Ok(consumer)
 }
 
 impl ConsumerCtx {
@@ -83,6 +168,7 @@ impl ClientContext for ConsumerCtx {
         // Told at once, rather than at the next statistics.
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.brokers_seen(Role::Consumer, 0);
+            self.cut_off.notify_one();
         }
         on_client_error(&self.health, Role::Consumer, &error, reason);
     }
@@ -99,6 +185,9 @@ impl ConsumerContext for ConsumerCtx {
         result: rdkafka::error::KafkaResult<()>,
         _offsets: &rdkafka::TopicPartitionList,
     ) {
+        if !self.reports {
+            return;
+        }
         match result {
             Ok(()) => metrics::counter!(m::COMMITS_TOTAL, "result" => "ok").increment(1),
             Err(e) => {
@@ -135,7 +224,10 @@ impl ConsumerCtx {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = self.partitions(tpl);
-                tracing::info!(partitions = ?parts, "partitions assigned");
+                // The case tracker's handler says it in its own words.
+                if self.reports {
+                    tracing::info!(partitions = ?parts, "partitions assigned");
+                }
                 self.handler.assign(consumer, &parts, tpl);
                 self.health.joined.store(true, Ordering::Relaxed);
                 let done = if cooperative {
@@ -157,12 +249,16 @@ impl ConsumerCtx {
                     Err(_) => parts.len(),
                 };
                 self.health.assigned.store(total, Ordering::Relaxed);
-                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
+                if self.reports {
+                    metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let parts = self.partitions(tpl);
                 let lost = consumer.assignment_lost();
-                tracing::info!(partitions = ?parts, lost, "partitions revoked");
+                if self.reports {
+                    tracing::info!(partitions = ?parts, lost, "partitions revoked");
+                }
                 self.handler.revoke(consumer, &parts, lost);
                 self.health.forget_lag(&parts);
                 self.holds.on_revoking(consumer, tpl);
@@ -184,7 +280,9 @@ impl ConsumerCtx {
                     0
                 };
                 self.health.assigned.store(left, Ordering::Relaxed);
-                metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
+                if self.reports {
+                    metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
+                }
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();

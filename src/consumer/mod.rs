@@ -5,6 +5,7 @@
 
 pub(crate) mod backpressure;
 pub mod context;
+pub(crate) mod driver;
 pub(crate) mod holds;
 pub(crate) mod ledger;
 pub(crate) mod memory;

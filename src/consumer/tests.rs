@@ -51,8 +51,9 @@ mod group {
     use rdkafka::message::Message;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+    use crate::config::OffsetReset;
     use crate::consumer::backpressure::Backpressure;
-    use crate::consumer::context::{ConsumerCtx, RebalanceHandler};
+    use crate::consumer::context::{ConsumerCtx, RebalanceHandler, Recipe, subscribe};
     use crate::consumer::holds::{Hold, Holds};
     use crate::kafka::Health;
 
@@ -120,25 +121,31 @@ mod group {
         (owner, brokers)
     }
 
+    /// A member of `group`, from the loops' recipe, with short session
+    /// and poll intervals.
     fn member(brokers: &str, group: &str) -> Member {
         let rebalances = Arc::new(Rebalances::default());
         let holds = Holds::default();
-        let consumer: StreamConsumer<ConsumerCtx> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "1000")
-            .set("heartbeat.interval.ms", "100")
-            .set("max.poll.interval.ms", "1500")
-            .create_with_context(ConsumerCtx {
-                health: Health::new(),
-                input_topic: TOPIC.into(),
-                handler: rebalances.clone(),
-                holds: holds.clone(),
-            })
-            .unwrap();
-        consumer.subscribe(&[TOPIC]).unwrap();
+        let properties = [
+            ("session.timeout.ms", "1000"),
+            ("heartbeat.interval.ms", "100"),
+            ("max.poll.interval.ms", "1500"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let recipe = Recipe {
+            brokers,
+            properties: &properties,
+            group,
+            topics: &[TOPIC],
+            reset: OffsetReset::Earliest,
+            co_partitioned: false,
+            reports: false,
+            what: "a test member",
+        };
+        let consumer =
+            subscribe(&recipe, Health::new(), rebalances.clone(), holds.clone()).unwrap();
         Member {
             consumer,
             rebalances,

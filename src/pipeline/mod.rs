@@ -25,7 +25,6 @@ use crate::metrics::{self as m, View};
 use crate::schema::Rejection;
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
-use futures::FutureExt;
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -42,7 +41,7 @@ mod rebalance;
 pub(crate) mod records;
 mod snapshots;
 mod startup;
-use crate::consumer::backpressure::Backpressure;
+use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::holds::Holds;
 use crate::consumer::memory::release_free_memory;
 use crate::consumer::realign::{Realign, Seen};
@@ -64,9 +63,6 @@ use crate::pipeline::records::replay;
 use crate::pipeline::startup::open_store;
 use crate::pipeline::startup::output_topics;
 use crate::pipeline::startup::subscribed_consumer;
-
-/// Records handled in one turn of the loop when they are already fetched.
-const BATCH: usize = 64;
 
 /// Deliveries waiting this long without any acknowledged, brokers
 /// reachable: the producer is replaced (`RenewableProducer::renew_stalled`).
@@ -221,8 +217,8 @@ pub async fn run(
     // Owned by the loop, beside the pipeline: a record borrows it while the
     // pipeline handles the record.
     let holds = Holds::default();
-    let mut consumer = Arc::new(subscribed_consumer(&settings, &health, &handler, &holds)?);
-    let (commits, mut commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = Arc::new(subscribed_consumer(&settings, &health, &handler, &holds)?);
+    let (commits, commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(
         topic = %settings.input_topic,
         group = %settings.group_id,
@@ -233,7 +229,7 @@ pub async fn run(
         "consuming"
     );
     let outputs = Outputs::new(&settings);
-    let mut pipeline = Pipeline {
+    let pipeline = Pipeline {
         settings,
         clock,
         view,
@@ -250,70 +246,20 @@ pub async fn run(
         stats: Counters::default(),
         outputs,
         guard: OutageGuard::new(holds.clone()),
-        backpressure: Backpressure::new("pipeline", holds.clone()),
         holds,
         progress: Instant::now(),
         in_flight: 0,
     };
 
-    let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
-    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut refresh = tokio::time::interval(Duration::from_secs(1));
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut snapshot_tick = tokio::time::interval(pipeline.settings.snapshot_interval);
-    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    snapshot_tick.reset();
-    // Seen by the producer's retry loops, which run inside a select arm.
-    let stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.recv() => break,
-            _ = ack_tick.tick() => {
-                pipeline.acknowledge();
-                pipeline.release(&consumer);
-                pipeline.commit_early(&consumer);
-            }
-            _ = snapshot_tick.tick() => pipeline.snapshots_due(),
-            _ = refresh.tick() => pipeline.refresh(&mut consumer),
-            Some(outcome) = commit_outcomes.recv() => pipeline.commit_answered(outcome),
-            // Polled even when full: the partitions are paused instead
-            // (see `Backpressure`), so the group keeps this member.
-            msg = consumer.recv() => {
-                let mut msg = msg;
-                // Then the records already fetched, up to a batch, without
-                // another turn of the loop's other arms (their timers and
-                // channels cost as much as a record's engine work); back to
-                // them as soon as deliveries are behind. A record is taken
-                // from the consumer only to be handled.
-                for taken in 1..=BATCH {
-                    match msg {
-                        Ok(msg) => {
-                            pipeline.record(&msg, &consumer, &stop).await;
-                            let room = pending_room(&pipeline.core, pipeline.settings.max_pending);
-                            pipeline.backpressure.after_record(&consumer, room);
-                            if !room {
-                                break;
-                            }
-                        }
-                        // Client-level errors (brokers down, ...) also reach
-                        // the context's error callback, which logs and
-                        // counts them.
-                        Err(e) => tracing::debug!(error = %e, "consume error"),
-                    }
-                    if taken == BATCH {
-                        break;
-                    }
-                    match consumer.recv().now_or_never() {
-                        Some(next) => msg = next,
-                        None => break,
-                    }
-                }
-                pipeline.early.records(Instant::now());
-            },
-        }
-    }
-    pipeline.stop(&consumer).await;
+    let snapshot_interval = pipeline.settings.snapshot_interval;
+    drive(
+        pipeline,
+        consumer,
+        commit_outcomes,
+        shutdown,
+        snapshot_interval,
+    )
+    .await;
     Ok(())
 }
 
@@ -345,10 +291,8 @@ struct Pipeline {
     /// Where alerts, promoter events and dead letters go.
     outputs: Outputs,
     guard: OutageGuard,
-    /// Fetching paused while `max_pending` records wait for deliveries.
-    backpressure: Backpressure,
-    /// Why fetching is held paused (the guard's and the backpressure's),
-    /// shared with the consumer's rebalance callback.
+    /// Why fetching is held paused (the guard's and the driver's
+    /// backpressure), shared with the consumer's rebalance callback.
     holds: Holds,
     /// When a delivery was last acknowledged (or none was waiting), and
     /// how many waited then.
@@ -357,37 +301,6 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Frees offsets behind acknowledged deliveries; writes snapshots whose
-    /// alerts are all delivered.
-    fn acknowledge(&mut self) {
-        let (in_flight, moved) = acknowledge(
-            &self.core,
-            &self.producer,
-            &self.store,
-            &self.settings.input_topic,
-        );
-        // Progress: nothing waiting, an offset freed, or fewer waiting.
-        if in_flight == 0 || moved || in_flight < self.in_flight {
-            self.progress = Instant::now();
-        }
-        if moved {
-            self.early.freed();
-        }
-        self.in_flight = in_flight;
-    }
-
-    /// Resumes fetching paused by `Backpressure` once there is room.
-    fn release(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
-        if self.backpressure.held() {
-            let room = pending_room(&self.core, self.settings.max_pending);
-            self.backpressure.release(consumer, room);
-            if !self.backpressure.held() && !self.guard.paused() {
-                let owned: Vec<i32> = lock(&self.core).owned.iter().copied().collect();
-                outage::refetch_partitions(consumer, &self.core, &self.settings.input_topic, owned);
-            }
-        }
-    }
-
     /// Replaces the producer when deliveries have waited without any
     /// progress for `STALL` while the brokers are reachable.
     fn unstall(&mut self) {
@@ -400,38 +313,6 @@ impl Pipeline {
             self.producer.renew_stalled(stalled);
             self.progress = Instant::now();
         }
-    }
-
-    /// Every partition becomes due for its periodic snapshot.
-    fn snapshots_due(&self) {
-        let mut c = lock(&self.core);
-        c.due = c.next.keys().copied().collect();
-        c.round = true;
-    }
-
-    /// The one-second tick: outage handling (which may replace the
-    /// `consumer`), resets, restores caught up, the periodic commit, the
-    /// view.
-    fn refresh(&mut self, consumer: &mut Arc<StreamConsumer<ConsumerCtx>>) {
-        self.realign_silent(consumer);
-        let s = &self.settings;
-        if self
-            .guard
-            .check(consumer, &self.core, &self.store, &self.health, s)
-        {
-            // Closing it leaves the group, which makes the coordinator
-            // start a new generation for the new member.
-            match subscribed_consumer(s, &self.health, &self.handler, &self.holds) {
-                Ok(fresh) => *consumer = Arc::new(fresh),
-                Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
-            }
-        }
-        self.unstall();
-        let s = &self.settings;
-        rewind_beyond_end(&self.core, consumer, &self.store, &self.health, s);
-        caught_up(&self.core, consumer, &self.health, &s.input_topic);
-        self.start_commit(consumer);
-        self.publish();
     }
 
     /// False for a record the partition's snapshot already holds (and
@@ -513,13 +394,28 @@ impl Pipeline {
         self.further_back(consumer, &silent);
     }
 
+    fn publish(&mut self) {
+        refresh_view(
+            &self.core,
+            &*self.clock,
+            &self.view,
+            &self.window_names,
+            &mut self.stats,
+            self.keep_table,
+            &self.health,
+        );
+    }
+}
+
+/// The NPS pipeline on the consumer driver: each method is one arm of the
+/// loop.
+impl App for Pipeline {
+    const NAME: &'static str = "pipeline";
+    const BATCH: usize = 64;
+    type Event = CommitOutcome;
+
     /// One record: replayed while its partition restores, else handled.
-    async fn record(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        consumer: &StreamConsumer<ConsumerCtx>,
-        stop: &Shutdown,
-    ) {
+    async fn record(&mut self, msg: &BorrowedMessage<'_>, consumer: &Input, stop: &Shutdown) {
         if !self.realigned(msg, consumer) {
             return;
         }
@@ -543,21 +439,82 @@ impl Pipeline {
         }
     }
 
-    fn publish(&mut self) {
-        refresh_view(
+    fn room(&self) -> bool {
+        pending_room(&self.core, self.settings.max_pending)
+    }
+
+    fn after_records(&mut self) {
+        self.early.records(Instant::now());
+    }
+
+    /// Frees offsets behind acknowledged deliveries; writes snapshots whose
+    /// alerts are all delivered.
+    fn acknowledge(&mut self, consumer: &Input, _held: bool) {
+        let (in_flight, moved) = acknowledge(
             &self.core,
-            &*self.clock,
-            &self.view,
-            &self.window_names,
-            &mut self.stats,
-            self.keep_table,
-            &self.health,
+            &self.producer,
+            &self.store,
+            &self.settings.input_topic,
         );
+        // Progress: nothing waiting, an offset freed, or fewer waiting.
+        if in_flight == 0 || moved || in_flight < self.in_flight {
+            self.progress = Instant::now();
+        }
+        if moved {
+            self.early.freed();
+        }
+        self.in_flight = in_flight;
+        self.commit_early(consumer);
+    }
+
+    fn cut_off(&self) -> bool {
+        self.guard.paused()
+    }
+
+    fn refetch(&mut self, consumer: &Input) {
+        let owned: Vec<i32> = lock(&self.core).owned.iter().copied().collect();
+        outage::refetch_partitions(consumer, &self.core, &self.settings.input_topic, owned);
+    }
+
+    /// Every partition becomes due for its periodic snapshot.
+    fn snapshots_due(&mut self) {
+        let mut c = lock(&self.core);
+        c.due = c.next.keys().copied().collect();
+        c.round = true;
+    }
+
+    /// The one-second tick: outage handling (which may replace the
+    /// `consumer`), resets, restores caught up, the periodic commit, the
+    /// view.
+    async fn tick(&mut self, consumer: &mut Input, _stop: &Shutdown) {
+        self.realign_silent(consumer);
+        let s = &self.settings;
+        if self
+            .guard
+            .check(consumer, &self.core, &self.store, &self.health, s)
+        {
+            // Closing it leaves the group, which makes the coordinator
+            // start a new generation for the new member.
+            match subscribed_consumer(s, &self.health, &self.handler, &self.holds) {
+                Ok(fresh) => *consumer = Arc::new(fresh),
+                Err(e) => tracing::warn!(error = %e, "recreating the consumer failed; retrying"),
+            }
+        }
+        self.unstall();
+        let s = &self.settings;
+        rewind_beyond_end(&self.core, consumer, &self.store, &self.health, s);
+        caught_up(&self.core, consumer, &self.health, &s.input_topic);
+        self.start_commit(consumer);
+        self.publish();
+    }
+
+    async fn event(&mut self, outcome: CommitOutcome, _stop: &Shutdown) {
+        self.commit_answered(outcome);
     }
 
     /// After the loop: waits (bounded) for pending deliveries, commits what
     /// is done, writes the final snapshots.
-    async fn stop(mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+    async fn stop(mut self, consumer: &Input) {
         tracing::info!("shutting down: flushing alerts and dead letters");
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         let _ = self.handler.stop_by.set(deadline);
@@ -575,7 +532,7 @@ impl Pipeline {
             );
         }
         commit(
-            consumer,
+            consumer.as_ref(),
             &self.settings.input_topic,
             &mut lock(&self.core),
             None,

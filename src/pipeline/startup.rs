@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::Producer as _;
 
 use crate::config::Settings;
-use crate::consumer::context::ConsumerCtx;
+use crate::consumer::context::{ConsumerCtx, Recipe, subscribe};
 use crate::consumer::holds::Holds;
 use crate::consumer::outputs::{Creation, Outputs};
 use crate::consumer::ready::{Ready, wait_until_ready};
@@ -154,38 +154,15 @@ pub(super) fn subscribed_consumer(
     handler: &Arc<Rebalancer>,
     holds: &Holds,
 ) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
-    let consumer: StreamConsumer<ConsumerCtx> = client_config(
-        &settings.brokers,
-        &[
-            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
-            // librdkafka's default is 5 minutes: a group that formed while
-            // the input topic was missing (created after nps-stream
-            // started) would wait that long to notice it. One small
-            // metadata request every 10 s.
-            ("topic.metadata.refresh.interval.ms", "10000"),
-        ],
-        &settings.kafka,
-    )
-    // Owned by nps-stream: offsets are committed by the pipeline itself,
-    // every second and on revoke and shutdown, only behind finished work.
-    .set("group.id", &settings.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .create_with_context(ConsumerCtx {
-        health: health.clone(),
-        input_topic: settings.input_topic.clone(),
-        handler: handler.clone(),
-        holds: holds.clone(),
-    })
-    .map_err(|source| crate::error::Error::Client {
+    let recipe = Recipe {
+        brokers: &settings.brokers,
+        properties: &settings.kafka,
+        group: &settings.group_id,
+        topics: &[&settings.input_topic],
+        reset: settings.auto_offset_reset,
+        co_partitioned: false,
+        reports: true,
         what: "the Kafka consumer",
-        source,
-    })?;
-    consumer
-        .subscribe(&[&settings.input_topic])
-        .map_err(|source| crate::error::Error::Subscribe {
-            topic: settings.input_topic.clone(),
-            source,
-        })?;
-    Ok(consumer)
+    };
+    subscribe(&recipe, health.clone(), handler.clone(), holds.clone())
 }

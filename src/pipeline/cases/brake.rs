@@ -18,9 +18,9 @@ use std::collections::BTreeSet;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
-use super::context::CasesCtx;
 use super::records::Shell;
 use super::{Src, lock};
+use crate::consumer::context::ConsumerCtx;
 
 /// Waiting events from which a partition's case events stop while its
 /// alerts are behind.
@@ -52,7 +52,7 @@ impl Shell {
     /// module's doc). After each record (cheap unless the bound is
     /// crossed) and at each tick (`tick`), which also pauses again what a
     /// resume of the whole assignment (backpressure) let go.
-    pub(super) fn brake_events(&mut self, consumer: &StreamConsumer<CasesCtx>, tick: bool) {
+    pub(super) fn brake_events(&mut self, consumer: &StreamConsumer<ConsumerCtx>, tick: bool) {
         let orphans = lock(&self.core).tracker.orphans();
         if !tick && (orphans <= ORPHANS_HIGH || !self.braked.is_empty()) {
             return;
@@ -94,7 +94,7 @@ impl Shell {
         }
         // A resume while backpressure holds everything would undo it (it
         // resumes the whole assignment when it lets go).
-        if !self.backpressure.held() {
+        if !self.holds.has(crate::consumer::holds::Hold::Behind) {
             let let_go: Vec<i32> = self.braked.difference(&want).copied().collect();
             let resume = list(&mut let_go.iter());
             if resume.count() > 0 && consumer.resume(&resume).is_ok() {
@@ -120,7 +120,7 @@ impl Shell {
 
     /// After a resume: `keys` fetch again from their next record
     /// (`crate::consumer::backpressure::refetch`).
-    pub(super) fn refetch(&self, consumer: &StreamConsumer<CasesCtx>, keys: Vec<(Src, i32)>) {
+    pub(super) fn refetch(&self, consumer: &StreamConsumer<ConsumerCtx>, keys: Vec<(Src, i32)>) {
         for (src, p) in keys {
             let topic = src.topic(&self.settings);
             let Some(next) = lock(&self.core).next.get(&(src, p)).copied() else {
@@ -136,7 +136,7 @@ impl Shell {
     }
 
     /// `refetch` for both topics of every assigned partition.
-    pub(super) fn refetch_all(&self, consumer: &StreamConsumer<CasesCtx>) {
+    pub(super) fn refetch_all(&self, consumer: &StreamConsumer<ConsumerCtx>) {
         let keys = lock(&self.core)
             .assigned
             .iter()

@@ -1,132 +1,84 @@
-//! The case tracker's consumer: subscribed to the alerts and case-events
-//! topics with the range assignor (partition *i* of both to one member),
-//! and its rebalances, handled inside `recv`: a revoke finishes, commits
-//! and snapshots the partitions; an assignment restores each one (its
-//! snapshot, then a replay up to the committed offsets).
+//! The case tracker's consumer: the shared recipe, subscribed to the
+//! alerts and case-events topics with the range assignor (partition *i*
+//! of both to one member), and its rebalances, handled inside `recv`: a
+//! revoke finishes, commits and snapshots the partitions; an assignment
+//! restores each one (its snapshot, then a replay up to the committed
+//! offsets).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Core, Src, commit_sync, lock};
 use crate::config::Settings;
+use crate::consumer::context::{ConsumerCtx, RebalanceHandler, Recipe};
 use crate::consumer::holds::Holds;
 use crate::consumer::produce::finish_until;
 use crate::consumer::restore::{Known, Plan};
-use crate::kafka::{Health, RenewableProducer, Role, blocking, log_client, on_client_error};
+use crate::kafka::{Health, RenewableProducer};
 use crate::state::StateStore;
 
-pub(super) struct CasesCtx {
-    health: Arc<Health>,
-    /// Told when this consumer loses every broker: the loop pauses
-    /// fetching at once rather than at its next tick (a fetch still going
-    /// when a broker comes back without its data crashes librdkafka as
-    /// released).
-    pub(super) cut_off: Arc<tokio::sync::Notify>,
+/// The case tracker's rebalances: a revoke finishes, commits and
+/// snapshots the partitions; an assignment restores each one.
+struct Rebalancer {
     core: Arc<Mutex<Core>>,
     producer: Arc<RenewableProducer>,
     store: Arc<StateStore>,
     settings: Settings,
-    /// Why the loop holds fetching paused: partitions come in paused while
-    /// it does, and leave resumed (`Holds`).
-    pub(super) holds: Holds,
 }
 
-impl ClientContext for CasesCtx {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
-            self.cut_off.notify_one();
-        }
-        on_client_error(&self.health, Role::Consumer, &error, reason);
-    }
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_client(level, fac, message);
-    }
-}
-
-impl ConsumerContext for CasesCtx {
-    fn rebalance(
+impl RebalanceHandler for Rebalancer {
+    fn assign(
         &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        _alerts_partitions: &[i32],
         tpl: &mut TopicPartitionList,
     ) {
-        blocking(|| match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.assign(consumer, tpl);
-                if let Err(e) = consumer.assign(tpl) {
-                    tracing::error!(error = %e, "case tracker: assigning partitions failed");
-                }
-                self.holds.on_assigned(consumer, tpl);
-            }
-            _ => {
-                self.revoke(consumer, tpl);
-                self.holds.on_revoking(consumer, tpl);
-                let _ = consumer.unassign();
-            }
-        });
+        self.restore(consumer, tpl);
+    }
+
+    /// A lost assignment is finished too: what is delivered is committed
+    /// (another owner only reads it again).
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, alerts_partitions: &[i32], _lost: bool) {
+        self.finish(consumer, alerts_partitions);
     }
 }
 
 /// The case tracker's consumer, subscribed to both topics.
 pub(super) fn subscribe(
     settings: &Settings,
-    health: &Arc<Health>,
     core: &Arc<Mutex<Core>>,
     producer: &Arc<RenewableProducer>,
     store: &Arc<StateStore>,
-) -> crate::error::Result<StreamConsumer<CasesCtx>> {
+) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
     let group = format!("{}-cases", settings.group_id);
-    let consumer: StreamConsumer<CasesCtx> = crate::kafka::client_config(
-        &settings.brokers,
-        &[
-            ("auto.offset.reset", settings.auto_offset_reset.as_str()),
-            ("topic.metadata.refresh.interval.ms", "10000"),
-        ],
-        &settings.kafka,
-    )
-    .set("statistics.interval.ms", "0")
-    .set("group.id", &group)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    // Range hands partition i of every subscribed topic to one member:
-    // a case and its events meet.
-    .set("partition.assignment.strategy", "range")
-    .create_with_context(CasesCtx {
-        health: health.clone(),
-        cut_off: Arc::new(tokio::sync::Notify::new()),
+    let recipe = Recipe {
+        brokers: &settings.brokers,
+        properties: &settings.kafka,
+        group: &group,
+        topics: &[&settings.alerts_topic, &settings.cases.case_events_topic],
+        reset: settings.auto_offset_reset,
+        co_partitioned: true,
+        reports: false,
+        what: "the case tracker's consumer",
+    };
+    let handler = Rebalancer {
         core: core.clone(),
         producer: producer.clone(),
         store: store.clone(),
         settings: settings.clone(),
-        holds: Holds::default(),
-    })
-    .map_err(|source| crate::error::Error::Client {
-        what: "the case tracker's consumer",
-        source,
-    })?;
-    let topics = [
-        settings.alerts_topic.as_str(),
-        settings.cases.case_events_topic.as_str(),
-    ];
-    consumer
-        .subscribe(&topics)
-        .map_err(|source| crate::error::Error::Subscribe {
-            topic: topics.join(","),
-            source,
-        })?;
-    Ok(consumer)
+    };
+    // Its own Health: the readiness and broker gauges are the main
+    // pipeline's.
+    crate::consumer::context::subscribe(&recipe, Health::new(), Arc::new(handler), Holds::default())
 }
 
-impl CasesCtx {
+impl Rebalancer {
     /// Restores each assigned partition and sets where both topics start.
-    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+    fn restore(&self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &mut TopicPartitionList) {
         let timeout = Duration::from_secs(10);
         let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let committed = consumer.committed_offsets(tpl.clone(), timeout).ok();
@@ -211,13 +163,7 @@ impl CasesCtx {
 
     /// Finishes the partitions' deliveries (bounded), commits, snapshots
     /// and forgets them.
-    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let parts: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| Src::of(e.topic(), &self.settings) == Src::Alerts)
-            .map(|e| e.partition())
-            .collect();
+    fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, parts: &[i32]) {
         // After the loop's stop (closing the consumer), all is done.
         let stopped = lock(&self.core).stopped;
         let deadline = if stopped {
@@ -231,12 +177,12 @@ impl CasesCtx {
             c.sending() > 0
         });
         if !stopped {
-            commit_sync(consumer, &lock(&self.core), &self.settings, Some(&parts));
-            write_snapshots(&self.core, &self.store, Some(&parts), deadline);
+            commit_sync(consumer, &lock(&self.core), &self.settings, Some(parts));
+            write_snapshots(&self.core, &self.store, Some(parts), deadline);
         }
         let mut c = lock(&self.core);
-        c.forget(&parts);
-        for p in &parts {
+        c.forget(parts);
+        for p in parts {
             c.assigned.remove(p);
         }
         tracing::info!(partitions = ?parts, "case tracker partitions revoked");

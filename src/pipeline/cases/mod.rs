@@ -24,18 +24,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::DeliveryFuture;
 
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::ledger::{Ledger, Step};
 use crate::consumer::produce::{Delivery, finish_until};
 use crate::consumer::ready::wait_until_ready;
@@ -52,7 +53,7 @@ mod setup;
 mod snapshot;
 mod watermark;
 
-use context::CasesCtx;
+use crate::consumer::context::ConsumerCtx;
 
 /// Which topic a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -431,11 +432,11 @@ pub async fn run(
         }
     };
     let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
-    let (readbacks, mut read_back) = tokio::sync::mpsc::unbounded_channel();
+    let (readbacks, read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core::new(&settings)));
-    let consumer = context::subscribe(&settings, &Health::new(), &core, &producer, &store)?;
+    let consumer = context::subscribe(&settings, &core, &producer, &store)?;
     let outputs = crate::consumer::outputs::Outputs::new(&settings);
-    let mut shell = records::Shell {
+    let shell = records::Shell {
         settings,
         clock,
         core,
@@ -447,72 +448,85 @@ pub async fn run(
         health,
         holds: consumer.context().holds.clone(),
         braked: BTreeSet::new(),
-        backpressure: crate::consumer::backpressure::Backpressure::new(
-            "case tracker",
-            consumer.context().holds.clone(),
-        ),
         gauges: BTreeSet::new(),
         view,
         summary: crate::metrics::CaseSummary::default(),
         outputs,
     };
-    let mut ack_tick = tokio::time::interval(Duration::from_millis(5));
-    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut second = tokio::time::interval(Duration::from_secs(1));
-    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut snapshot_tick = tokio::time::interval(shell.settings.snapshot_interval);
-    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    snapshot_tick.reset();
-    let stop = shutdown.clone();
-    let cut_off = consumer.context().cut_off.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.recv() => break,
-            _ = cut_off.notified() => shell.pause(&consumer),
-            _ = ack_tick.tick() => {
-                // Held back: what is done behind a waiting record no
-                // longer counts (else a case event waiting minutes for
-                // its alert could hold fetching paused, and so its alert
-                // unread, until its grace ran out).
-                let held = shell.backpressure.held();
-                let purge = {
-                    let mut c = lock(&shell.core);
-                    c.drain(&shell.producer, held);
-                    if let Some((p, bytes)) = c.next_in_round() {
-                        context::write_snapshot(&mut c, &shell.store, p, bytes);
-                    }
-                    c.take_purge()
-                };
-                if purge {
-                    crate::consumer::memory::release_free_memory();
-                }
-                if held {
-                    let room = room(&shell.core);
-                    shell.backpressure.release(&consumer, room);
-                    if !shell.backpressure.held() && !shell.cut_off() {
-                        shell.refetch_all(&consumer);
-                    }
-                }
+    let snapshot_interval = shell.settings.snapshot_interval;
+    drive(
+        shell,
+        Arc::new(consumer),
+        read_back,
+        shutdown,
+        snapshot_interval,
+    )
+    .await;
+    Ok(())
+}
+
+/// The case tracker on the consumer driver.
+impl App for records::Shell {
+    const NAME: &'static str = "case tracker";
+    const BATCH: usize = 1;
+    type Event = records::Found;
+
+    async fn record(&mut self, msg: &BorrowedMessage<'_>, _consumer: &Input, stop: &Shutdown) {
+        records::Shell::record(self, msg, stop).await;
+    }
+
+    fn room(&self) -> bool {
+        room(&self.core)
+    }
+
+    fn after_record(&mut self, consumer: &Input) {
+        self.brake_events(consumer, false);
+    }
+
+    /// Held back: what is done behind a waiting record no longer counts
+    /// (else a case event waiting minutes for its alert could hold
+    /// fetching paused, and so its alert unread, until its grace ran out).
+    fn acknowledge(&mut self, _consumer: &Input, held: bool) {
+        let purge = {
+            let mut c = lock(&self.core);
+            c.drain(&self.producer, held);
+            if let Some((p, bytes)) = c.next_in_round() {
+                context::write_snapshot(&mut c, &self.store, p, bytes);
             }
-            _ = snapshot_tick.tick() => shell.snapshots(),
-            _ = second.tick() => shell.tick(&consumer, &stop).await,
-            Some(found) = read_back.recv() => shell.readback_done(found, &stop).await,
-            // Polled even when full: the partitions are paused instead
-            // (see `Backpressure`), so the group keeps this member.
-            msg = consumer.recv() => match msg {
-                Ok(msg) => {
-                    shell.record(&msg, &stop).await;
-                    let room = room(&shell.core);
-                    shell.backpressure.after_record(&consumer, room);
-                    shell.brake_events(&consumer, false);
-                }
-                Err(e) => tracing::debug!(error = %e, "case tracker consume error"),
-            },
+            c.take_purge()
+        };
+        if purge {
+            crate::consumer::memory::release_free_memory();
         }
     }
-    shell.stop(&consumer).await;
-    Ok(())
+
+    fn cut_off(&self) -> bool {
+        records::Shell::cut_off(self)
+    }
+
+    fn brokers_lost(&mut self, consumer: &Input) {
+        self.pause(consumer);
+    }
+
+    fn refetch(&mut self, consumer: &Input) {
+        self.refetch_all(consumer);
+    }
+
+    fn snapshots_due(&mut self) {
+        self.snapshots();
+    }
+
+    async fn tick(&mut self, consumer: &mut Input, stop: &Shutdown) {
+        records::Shell::tick(self, consumer, stop).await;
+    }
+
+    async fn event(&mut self, found: records::Found, stop: &Shutdown) {
+        self.readback_done(found, stop).await;
+    }
+
+    async fn stop(self, consumer: &Input) {
+        records::Shell::stop(self, consumer).await;
+    }
 }
 
 /// Most deliveries awaiting acknowledgement before reading pauses.
@@ -539,7 +553,7 @@ fn room_for(in_flight: usize, orphans: usize, escalating: usize) -> bool {
 /// Commits the done offsets of `partitions` (all when `None`) and waits
 /// for the answer.
 fn commit_sync(
-    consumer: &impl Consumer<CasesCtx>,
+    consumer: &impl Consumer<ConsumerCtx>,
     core: &Core,
     settings: &Settings,
     partitions: Option<&[i32]>,
@@ -556,7 +570,7 @@ fn commit_sync(
 impl records::Shell {
     /// After the loop: waits (bounded) for deliveries, commits, writes the
     /// final snapshots.
-    async fn stop(self, consumer: &StreamConsumer<CasesCtx>) {
+    async fn stop(self, consumer: &StreamConsumer<ConsumerCtx>) {
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         crate::kafka::blocking(|| {
             finish_until(deadline, &self.producer, || {

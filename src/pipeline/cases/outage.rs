@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
-use super::context::CasesCtx;
 use super::lock;
 use super::records::Shell;
+use crate::consumer::context::ConsumerCtx;
 use crate::consumer::holds::Hold;
 
 impl Shell {
@@ -22,7 +22,7 @@ impl Shell {
     /// its data crashes librdkafka as released). A partition whose position is then
     /// past its log's end (the broker lost it) starts again from the reset
     /// point, with its cases forgotten. False while paused.
-    pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<CasesCtx>) -> bool {
+    pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<ConsumerCtx>) -> bool {
         let up = self.health.consumer_brokers_up();
         if !self.cut_off() {
             if up == 0 {
@@ -68,7 +68,7 @@ impl Shell {
     }
 
     /// Stops fetching every assigned partition (see `brokers_reachable`).
-    pub(super) fn pause(&mut self, consumer: &StreamConsumer<CasesCtx>) {
+    pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
         if self.cut_off() {
             return;
         }
@@ -88,7 +88,7 @@ impl Shell {
     /// gone).
     fn reset_beyond_end(
         &self,
-        consumer: &StreamConsumer<CasesCtx>,
+        consumer: &StreamConsumer<ConsumerCtx>,
         assignment: &rdkafka::TopicPartitionList,
     ) {
         let Ok(positions) = consumer.position() else {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use super::context::CasesCtx;
 use super::readback::Reader;
 use super::{Core, Held, Out, Slot, Src, Unread, lock};
 use crate::cases::escalation::{self, AlertReadError, alert_in, decode_alert};
@@ -15,6 +14,7 @@ use crate::cases::event::decode_event;
 use crate::cases::{Applied, Escalation, EscalationReason, Opened, SegmentId, alert_id};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::consumer::context::ConsumerCtx;
 use crate::consumer::outputs::Outputs;
 use crate::consumer::produce::{Delivery, Outbox};
 use crate::consumer::realign::Seen;
@@ -50,8 +50,6 @@ pub(super) struct Shell {
     pub(super) holds: crate::consumer::holds::Holds,
     /// Partitions whose case events are held back (`brake`).
     pub(super) braked: BTreeSet<i32>,
-    /// Fetching paused while `MAX_PENDING` records wait (see `room`).
-    pub(super) backpressure: crate::consumer::backpressure::Backpressure,
     /// Label sets of the open/overdue gauges set last time (to zero those
     /// that are gone).
     pub(super) gauges: BTreeSet<(SegmentId, i32)>,
@@ -377,7 +375,7 @@ impl Shell {
     /// Partitions whose start was still inside their snapshot's batch (a
     /// record past the snapshot came first, or nothing for a second): they
     /// start eight times further back.
-    fn realign(&mut self, consumer: &StreamConsumer<CasesCtx>) {
+    fn realign(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
         let now = std::time::Instant::now();
         let seeks: Vec<(Src, i32, i64)> = {
             let mut c = lock(&self.core);
@@ -420,7 +418,7 @@ impl Shell {
 
     /// Every second: catching up, orphans, due escalations, the commit and
     /// the gauges.
-    pub(super) async fn tick(&mut self, consumer: &StreamConsumer<CasesCtx>, stop: &Shutdown) {
+    pub(super) async fn tick(&mut self, consumer: &StreamConsumer<ConsumerCtx>, stop: &Shutdown) {
         if !self.brokers_reachable(consumer) {
             return;
         }
@@ -490,7 +488,7 @@ impl Shell {
 
     /// Clears the partitions whose consumer position reached the end seen
     /// at assignment.
-    fn caught_up(&self, consumer: &StreamConsumer<CasesCtx>) {
+    fn caught_up(&self, consumer: &StreamConsumer<ConsumerCtx>) {
         let mut c = lock(&self.core);
         if c.catching_up.is_empty() {
             return;

@@ -21,9 +21,9 @@
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
 use super::Src;
-use super::context::CasesCtx;
 use super::lock;
 use super::records::Shell;
+use crate::consumer::context::ConsumerCtx;
 
 impl Shell {
     /// The instant up to which `src`'s assigned partitions were read, at
@@ -31,7 +31,7 @@ impl Shell {
     /// the last fetches: no request.
     pub(super) fn read_up_to(
         &self,
-        consumer: &StreamConsumer<CasesCtx>,
+        consumer: &StreamConsumer<ConsumerCtx>,
         src: Src,
         now: i64,
     ) -> i64 {
