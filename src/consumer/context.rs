@@ -138,6 +138,114 @@ impl ConsumerCtx {
             .map(|e| e.partition())
             .collect()
     }
+
+    fn rebalance_now(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = !consumer_protocol_is_eager(consumer);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assigned(consumer, tpl, cooperative);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked(consumer, tpl, cooperative);
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+                let parts = self.partitions(tpl);
+                self.handler.revoke(consumer, &parts, true);
+                self.holds.on_revoking(consumer, tpl);
+                let _ = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+            }
+        }
+    }
+
+    /// `tpl` given to this member: the handler restores each partition and
+    /// sets where it starts, then the assignment takes effect.
+    fn assigned(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        tpl: &mut TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let parts = self.partitions(tpl);
+        // The case tracker's handler says it in its own words.
+        if self.reports {
+            tracing::info!(partitions = ?parts, "partitions assigned");
+        }
+        self.handler.assign(consumer, &parts, tpl);
+        self.health.joined.store(true, Ordering::Relaxed);
+        let done = if cooperative {
+            consumer.incremental_assign(tpl)
+        } else {
+            consumer.assign(tpl)
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "assigning partitions failed");
+        }
+        self.holds.on_assigned(consumer, tpl);
+        if let Ok(mut lags) = self.health.lags.lock() {
+            for p in &parts {
+                lags.entry(*p).or_insert(0);
+            }
+        }
+        let total = match consumer.assignment() {
+            Ok(a) => self.partitions(&a).len(),
+            Err(_) => parts.len(),
+        };
+        self.set_assigned(total);
+    }
+
+    /// `tpl` taken away: the handler finishes (or, lost, drops) each
+    /// partition's work, then the assignment ends.
+    fn revoked(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        tpl: &TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let parts = self.partitions(tpl);
+        let lost = consumer.assignment_lost();
+        if self.reports {
+            tracing::info!(partitions = ?parts, lost, "partitions revoked");
+        }
+        self.handler.revoke(consumer, &parts, lost);
+        self.health.forget_lag(&parts);
+        self.holds.on_revoking(consumer, tpl);
+        let done = if cooperative {
+            consumer.incremental_unassign(tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "unassigning partitions failed");
+        }
+        // An eager rebalance revokes everything; cooperative only some.
+        let left = if cooperative {
+            self.health
+                .assigned
+                .load(Ordering::Relaxed)
+                .saturating_sub(parts.len())
+        } else {
+            0
+        };
+        self.set_assigned(left);
+    }
+
+    fn set_assigned(&self, n: usize) {
+        self.health.assigned.store(n, Ordering::Relaxed);
+        if self.reports {
+            metrics::gauge!(m::ASSIGNED_PARTITIONS).set(n as f64);
+        }
+    }
 }
 
 impl ClientContext for ConsumerCtx {
@@ -210,93 +318,6 @@ impl ConsumerContext for ConsumerCtx {
         // asks the brokers for offsets), and this runs inside the async
         // consumer's `recv`.
         blocking(|| self.rebalance_now(consumer, err, tpl));
-    }
-}
-
-impl ConsumerCtx {
-    fn rebalance_now(
-        &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = !consumer_protocol_is_eager(consumer);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts = self.partitions(tpl);
-                // The case tracker's handler says it in its own words.
-                if self.reports {
-                    tracing::info!(partitions = ?parts, "partitions assigned");
-                }
-                self.handler.assign(consumer, &parts, tpl);
-                self.health.joined.store(true, Ordering::Relaxed);
-                let done = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "assigning partitions failed");
-                }
-                self.holds.on_assigned(consumer, tpl);
-                if let Ok(mut lags) = self.health.lags.lock() {
-                    for p in &parts {
-                        lags.entry(*p).or_insert(0);
-                    }
-                }
-                let total = match consumer.assignment() {
-                    Ok(a) => self.partitions(&a).len(),
-                    Err(_) => parts.len(),
-                };
-                self.health.assigned.store(total, Ordering::Relaxed);
-                if self.reports {
-                    metrics::gauge!(m::ASSIGNED_PARTITIONS).set(total as f64);
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let parts = self.partitions(tpl);
-                let lost = consumer.assignment_lost();
-                if self.reports {
-                    tracing::info!(partitions = ?parts, lost, "partitions revoked");
-                }
-                self.handler.revoke(consumer, &parts, lost);
-                self.health.forget_lag(&parts);
-                self.holds.on_revoking(consumer, tpl);
-                let done = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, "unassigning partitions failed");
-                }
-                // An eager rebalance revokes everything; cooperative only some.
-                let left = if cooperative {
-                    self.health
-                        .assigned
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(parts.len())
-                } else {
-                    0
-                };
-                self.health.assigned.store(left, Ordering::Relaxed);
-                if self.reports {
-                    metrics::gauge!(m::ASSIGNED_PARTITIONS).set(left as f64);
-                }
-            }
-            other => {
-                let code: RDKafkaErrorCode = other.into();
-                tracing::warn!(error = %code, "rebalance error");
-                let parts = self.partitions(tpl);
-                self.handler.revoke(consumer, &parts, true);
-                self.holds.on_revoking(consumer, tpl);
-                let _ = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-            }
-        }
     }
 }
 

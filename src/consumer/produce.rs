@@ -287,3 +287,27 @@ pub(crate) fn finish_until(
         }
     }
 }
+
+/// A loop's producer: idempotent (a record retried by librdkafka is
+/// written once), batching for 5 ms. `reports`: its statistics feed
+/// `health` (the pipeline's); the case tracker's producer reports none,
+/// so that two producers never flip one readiness gauge.
+pub(crate) fn producer(
+    brokers: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+    health: std::sync::Arc<crate::kafka::Health>,
+    reports: bool,
+    what: &'static str,
+) -> crate::error::Result<std::sync::Arc<RenewableProducer>> {
+    let mut config = crate::kafka::client_config(
+        brokers,
+        &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        properties,
+    );
+    if !reports {
+        config.set("statistics.interval.ms", "0");
+    }
+    RenewableProducer::new(config, health)
+        .map(std::sync::Arc::new)
+        .map_err(|source| crate::error::Error::Client { what, source })
+}

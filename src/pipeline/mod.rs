@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::ledger::Ledger;
 use crate::engine::Engine;
-use crate::kafka::{Health, RenewableProducer, client_config};
+use crate::kafka::{Health, RenewableProducer};
 use crate::metrics::{self as m, View};
 use crate::schema::Rejection;
 use crate::shutdown::Shutdown;
@@ -60,8 +60,7 @@ use crate::pipeline::records::Handles;
 use crate::pipeline::records::caught_up;
 use crate::pipeline::records::handle;
 use crate::pipeline::records::replay;
-use crate::pipeline::startup::open_store;
-use crate::pipeline::startup::output_topics;
+use crate::pipeline::startup::prepare;
 use crate::pipeline::startup::subscribed_consumer;
 
 /// Deliveries waiting this long without any acknowledged, brokers
@@ -148,86 +147,25 @@ pub async fn run(
         .map(|s| s.name.clone())
         .collect();
 
-    let producer = Arc::new(
-        RenewableProducer::new(
-            client_config(
-                &settings.brokers,
-                &[("enable.idempotence", "true"), ("linger.ms", "5")],
-                &settings.kafka,
-            ),
-            health.clone(),
-        )
-        .map_err(|source| crate::error::Error::Client {
-            what: "the Kafka producer",
-            source,
-        })?,
-    );
-
-    // Beside the state topic's opening: both may wait for a broker's answer.
-    let outputs_ready = {
-        let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        let producer = producer.clone();
-        tokio::spawn(async move { output_topics(&settings, producer, shutdown).await })
-    };
-    let Some(store) = open_store(&settings, &health, &mut shutdown).await else {
+    let Some((producer, store, _output_topics)) =
+        prepare(&settings, &health, &mut shutdown).await?
+    else {
         return Ok(());
-    };
-
-    // Held while the pipeline runs: the output topics' watch.
-    let _output_topics = match outputs_ready.await {
-        Ok(Ok(Some(watch))) => Some(watch),
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        // Only a panic: the process is ending.
-        Err(e) => {
-            tracing::error!(error = %e, "preparing the output topics failed");
-            None
-        }
     };
     if let Ok(mut v) = view.write() {
         v.series.set_tiers(&settings.promoters.tier_names());
     }
 
-    let core = Arc::new(Mutex::new(Core {
-        engine,
-        ledger: Ledger::default(),
-        next: BTreeMap::new(),
-        restoring: BTreeMap::new(),
-        snapshotted: BTreeMap::new(),
-        staged: BTreeMap::new(),
-        due: BTreeSet::new(),
-        round: false,
-        writes: Vec::new(),
-        spare: Vec::new(),
-        snapshot_max_bytes: settings.snapshot_max_bytes,
-        realign: BTreeMap::new(),
-        owned: BTreeSet::new(),
-        input_partitions: 0,
-    }));
-    let handler = Arc::new(Rebalancer {
-        core: core.clone(),
-        producer: producer.clone(),
-        store: store.clone(),
-        health: health.clone(),
-        topic: settings.input_topic.clone(),
-        timeout: settings.shutdown_timeout,
-        stop_by: std::sync::OnceLock::new(),
-        reset: settings.auto_offset_reset,
-    });
+    let core = Arc::new(Mutex::new(Core::new(engine, settings.snapshot_max_bytes)));
+    let handler = Arc::new(Rebalancer::new(
+        &settings, &core, &producer, &store, &health,
+    ));
     // Owned by the loop, beside the pipeline: a record borrows it while the
     // pipeline handles the record.
     let holds = Holds::default();
     let consumer = Arc::new(subscribed_consumer(&settings, &health, &handler, &holds)?);
     let (commits, commit_outcomes) = tokio::sync::mpsc::unbounded_channel();
-    tracing::info!(
-        topic = %settings.input_topic,
-        group = %settings.group_id,
-        alerts = %settings.alerts_topic,
-        dlq = %settings.dlq_topic,
-        state = %settings.state_topic,
-        windows = ?window_names,
-        "consuming"
-    );
+    announce(&settings, &window_names);
     let outputs = Outputs::new(&settings);
     let pipeline = Pipeline {
         settings,
@@ -261,6 +199,19 @@ pub async fn run(
     )
     .await;
     Ok(())
+}
+
+/// Says in the log what the pipeline consumes and where it writes.
+fn announce(settings: &Settings, window_names: &[String]) {
+    tracing::info!(
+        topic = %settings.input_topic,
+        group = %settings.group_id,
+        alerts = %settings.alerts_topic,
+        dlq = %settings.dlq_topic,
+        state = %settings.state_topic,
+        windows = ?window_names,
+        "consuming"
+    );
 }
 
 /// The async shell's state, owned by the one task that runs the loop: each

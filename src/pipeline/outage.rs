@@ -100,22 +100,8 @@ impl OutageGuard {
             return false;
         }
         // Once a second, only while paused.
-        match topic_listed(consumer, topic) {
-            Ok(true) => {}
-            Ok(false) => {
-                if !self.told_missing {
-                    self.told_missing = true;
-                    tracing::warn!(
-                        topic,
-                        "input topic not on the brokers; fetching stays paused until it is"
-                    );
-                }
-                return false;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "metadata after the outage not available yet");
-                return false;
-            }
+        if !self.input_listed(consumer, topic) {
+            return false;
         }
         // What is assigned now: a rebalance may have happened.
         let assignment = match consumer.assignment() {
@@ -125,24 +111,8 @@ impl OutageGuard {
                 return false;
             }
         };
-        let lost = if assignment.count() == 0 {
-            Vec::new()
-        } else {
-            match tokio::task::block_in_place(|| {
-                consumer.committed_offsets(assignment.clone(), Duration::from_secs(5))
-            }) {
-                Ok(theirs) => forget_lost_offsets(
-                    core,
-                    health,
-                    topic,
-                    settings.auto_offset_reset.as_str(),
-                    &theirs,
-                ),
-                Err(e) => {
-                    tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
-                    return false;
-                }
-            }
+        let Some(lost) = lost_offsets(consumer, &assignment, core, health, settings) else {
+            return false;
         };
         // Snapshots need it before the next restore or write.
         tokio::task::block_in_place(|| store.ensure_topic());
@@ -173,6 +143,28 @@ impl OutageGuard {
             seek_to_reset_point(consumer, settings, p);
         }
         false
+    }
+
+    /// Whether the brokers list the input topic with its partitions (said
+    /// once in the log while they do not).
+    fn input_listed(&mut self, consumer: &StreamConsumer<ConsumerCtx>, topic: &str) -> bool {
+        match topic_listed(consumer, topic) {
+            Ok(true) => true,
+            Ok(false) => {
+                if !self.told_missing {
+                    self.told_missing = true;
+                    tracing::warn!(
+                        topic,
+                        "input topic not on the brokers; fetching stays paused until it is"
+                    );
+                }
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata after the outage not available yet");
+                false
+            }
+        }
     }
 
     /// After an outage that took this member's partitions: while it has
@@ -264,6 +256,37 @@ pub(super) fn refetch_partitions(
             Some(r) => c.realign.insert(p, r),
             None => c.realign.remove(&p),
         };
+    }
+}
+
+/// After an outage: the assigned partitions whose committed offsets the
+/// brokers forgot (`forget_lost_offsets`); None while the brokers cannot
+/// say.
+fn lost_offsets(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    assignment: &TopicPartitionList,
+    core: &Mutex<Core>,
+    health: &Health,
+    settings: &Settings,
+) -> Option<Vec<i32>> {
+    if assignment.count() == 0 {
+        return Some(Vec::new());
+    }
+    let asked = tokio::task::block_in_place(|| {
+        consumer.committed_offsets(assignment.clone(), Duration::from_secs(5))
+    });
+    match asked {
+        Ok(theirs) => Some(forget_lost_offsets(
+            core,
+            health,
+            &settings.input_topic,
+            settings.auto_offset_reset.as_str(),
+            &theirs,
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "committed offsets after the outage unknown; retrying");
+            None
+        }
     }
 }
 

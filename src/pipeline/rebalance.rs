@@ -40,6 +40,25 @@ pub(super) struct Rebalancer {
 }
 
 impl Rebalancer {
+    pub(super) fn new(
+        settings: &crate::config::Settings,
+        core: &Arc<Mutex<Core>>,
+        producer: &Arc<RenewableProducer>,
+        store: &Arc<StateStore>,
+        health: &Arc<Health>,
+    ) -> Rebalancer {
+        Rebalancer {
+            core: core.clone(),
+            producer: producer.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            topic: settings.input_topic.clone(),
+            timeout: settings.shutdown_timeout,
+            stop_by: std::sync::OnceLock::new(),
+            reset: settings.auto_offset_reset,
+        }
+    }
+
     /// How long a revoke may wait from now: the shutdown timeout, and
     /// never past a stop's bound.
     fn deadline(&self) -> Instant {
@@ -63,9 +82,7 @@ impl Rebalancer {
             Some(partitions),
         );
     }
-}
 
-impl Rebalancer {
     /// Writes the final snapshots of `partitions` (those whose records are
     /// all acknowledged) and waits for them, bounded.
     pub(super) fn final_snapshots(&self, partitions: &[i32]) {
@@ -170,9 +187,7 @@ impl Rebalancer {
             }
         }
     }
-}
 
-impl Rebalancer {
     /// Whether the input log of `partition` reaches `end` although
     /// ListOffsets answered `high`: asked of a fetch. Unanswered, the
     /// broker's answer stands.
@@ -189,6 +204,105 @@ impl Rebalancer {
             );
         }
         answer == Some(true)
+    }
+
+    /// A partition starting at an offset starts fetching a little before
+    /// it (see `Realign`); `low`: the log's start, when already read.
+    fn realign(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        p: i32,
+        start: Start,
+        low: Option<i64>,
+    ) -> Option<Realign> {
+        let Start::At(s) = start else {
+            return None;
+        };
+        if s <= 0 {
+            return None;
+        }
+        // (The high watermark cannot tell whether `s` is at the end: Tansu
+        // 0.6 answers the last batch's base offset + 1.)
+        let low = low.unwrap_or_else(|| {
+            consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                .map_or(s, |(low, _)| low)
+        });
+        Realign::start(s, low, Instant::now())
+    }
+
+    /// Starts assigned partition `p`, committed at `c`: its state restored,
+    /// where it fetches from set in `tpl`, its replay up to the commit
+    /// begun.
+    fn start(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        p: i32,
+        c: Option<i64>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let started = Instant::now();
+        let (plan, low) = self.restore(consumer, p, c);
+        let from = plan.from.as_str();
+        let start = match plan.start {
+            Start::At(s) => Offset::Offset(s),
+            Start::Earliest => Offset::Beginning,
+            Start::Latest => Offset::End,
+            Start::Client => Offset::Invalid,
+        };
+        let realign = self.realign(consumer, p, plan.start, low);
+        let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from()));
+        if !matches!(fetch_from, Offset::Invalid) {
+            if let Err(e) = tpl.set_partition_offset(&self.topic, p, fetch_from) {
+                tracing::error!(partition = p, error = %e, "cannot set the start offset");
+            }
+        }
+        let mut core = lock(&self.core);
+        match realign {
+            Some(r) => core.realign.insert(p, r),
+            None => core.realign.remove(&p),
+        };
+        if let (Start::At(s), StateFrom::Snapshot) = (plan.start, plan.from) {
+            core.next.insert(p, s);
+            core.snapshotted.insert(p, s);
+            // A snapshot is written only once every alert and dead
+            // letter before it is delivered, but the commit that
+            // follows it can be lost (a broker gone in between): what
+            // it reflects is done, so it is committed, even if no
+            // record comes after it.
+            if c.is_none_or(|c| s > c) {
+                core.ledger.done_up_to(p, s);
+            }
+        }
+        match plan.replay_until {
+            Some(until) => {
+                tracing::info!(
+                    partition = p,
+                    from,
+                    start = ?start,
+                    until,
+                    "partition restoring: replaying input up to the committed offset, without alerts"
+                );
+                core.restoring.insert(
+                    p,
+                    Restore {
+                        until,
+                        started,
+                        replayed: 0,
+                        from,
+                    },
+                );
+                self.health.restoring.fetch_add(1, Ordering::Relaxed);
+            }
+            None => events::RestoreDone {
+                partition: p,
+                from,
+                replayed: 0,
+                started,
+            }
+            .emit(),
+        }
+        metrics::gauge!(m::STATE_RESTORING).set(core.restoring.len() as f64);
     }
 }
 
@@ -227,7 +341,6 @@ impl RebalanceHandler for Rebalancer {
             .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))
             .ok();
         for &p in partitions {
-            let started = Instant::now();
             let c = committed
                 .as_ref()
                 .and_then(|t| t.find_partition(&self.topic, p))
@@ -235,82 +348,7 @@ impl RebalanceHandler for Rebalancer {
                     Offset::Offset(o) if o >= 0 => Some(o),
                     _ => None,
                 });
-            let (plan, low) = self.restore(consumer, p, c);
-            let from = plan.from.as_str();
-            let start = match plan.start {
-                Start::At(s) => Offset::Offset(s),
-                Start::Earliest => Offset::Beginning,
-                Start::Latest => Offset::End,
-                Start::Client => Offset::Invalid,
-            };
-            // From a snapshot: a little before it (see `Realign`).
-            let realign = match plan.start {
-                Start::At(s) if s > 0 => {
-                    // (The high watermark cannot tell whether `s` is at
-                    // the end: Tansu 0.6 answers the last batch's base
-                    // offset + 1.)
-                    // Read once: `restore` did when there was a commit.
-                    let low = low.unwrap_or_else(|| {
-                        consumer
-                            .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
-                            .map_or(s, |(low, _)| low)
-                    });
-                    Realign::start(s, low, Instant::now())
-                }
-                _ => None,
-            };
-            let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from()));
-            if !matches!(fetch_from, Offset::Invalid) {
-                if let Err(e) = tpl.set_partition_offset(&self.topic, p, fetch_from) {
-                    tracing::error!(partition = p, error = %e, "cannot set the start offset");
-                }
-            }
-            let mut core = lock(&self.core);
-            match realign {
-                Some(r) => core.realign.insert(p, r),
-                None => core.realign.remove(&p),
-            };
-            if let (Start::At(s), StateFrom::Snapshot) = (plan.start, plan.from) {
-                core.next.insert(p, s);
-                core.snapshotted.insert(p, s);
-                // A snapshot is written only once every alert and dead
-                // letter before it is delivered, but the commit that
-                // follows it can be lost (a broker gone in between): what
-                // it reflects is done, so it is committed, even if no
-                // record comes after it.
-                if c.is_none_or(|c| s > c) {
-                    core.ledger.done_up_to(p, s);
-                }
-            }
-            match plan.replay_until {
-                Some(until) => {
-                    tracing::info!(
-                        partition = p,
-                        from,
-                        start = ?start,
-                        until,
-                        "partition restoring: replaying input up to the committed offset, without alerts"
-                    );
-                    core.restoring.insert(
-                        p,
-                        Restore {
-                            until,
-                            started,
-                            replayed: 0,
-                            from,
-                        },
-                    );
-                    self.health.restoring.fetch_add(1, Ordering::Relaxed);
-                }
-                None => events::RestoreDone {
-                    partition: p,
-                    from,
-                    replayed: 0,
-                    started,
-                }
-                .emit(),
-            }
-            metrics::gauge!(m::STATE_RESTORING).set(core.restoring.len() as f64);
+            self.start(consumer, p, c, tpl);
         }
     }
 }

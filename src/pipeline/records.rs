@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::produce::{Delivery, Outbox};
-use crate::engine::{Category, KeyId, Observation, Outcome};
+use crate::engine::{AlertMark, Category, Counted, KeyId, Observation, Outcome};
 use crate::events::{self, Event};
 use crate::kafka::Health;
 use crate::metrics::{self as m, View};
@@ -268,6 +268,23 @@ fn record(
     if counted.overflowed {
         metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
     }
+    Ok(emits(
+        &mut c, response, &counted, mark, before, settings, now,
+    ))
+}
+
+/// What a counted response sends: its alert (`mark`: the engine says it
+/// alerts, and which version) and its promoter event (`before`: the
+/// category of the version it revises).
+fn emits(
+    c: &mut Core,
+    response: &schema::ValidResponse,
+    counted: &Counted,
+    mark: Option<AlertMark>,
+    before: Option<Category>,
+    settings: &Settings,
+    now: i64,
+) -> [Option<Emit>; 2] {
     let alert = mark.map(|mark| {
         let stats_now = c.engine.segment_stats(counted.key, now);
         let specs = c.engine.layout().specs();
@@ -296,7 +313,7 @@ fn record(
             );
             Emit::Promoter(Box::new(event), counted.key, tier)
         });
-    Ok([alert, promoter])
+    [alert, promoter]
 }
 
 /// Sends an alert or a promoter event through the registry, and counts

@@ -2,10 +2,13 @@
 //! moved, staged until every alert and dead letter it covers is
 //! acknowledged, then written to the state topic.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 
+use crate::consumer::ledger::Ledger;
+use crate::engine::Engine;
 use crate::events::{self, Event};
 use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
@@ -13,6 +16,25 @@ use crate::pipeline::Core;
 use crate::state::StateStore;
 
 impl Core {
+    pub(super) fn new(engine: Engine, snapshot_max_bytes: usize) -> Core {
+        Core {
+            engine,
+            ledger: Ledger::default(),
+            next: BTreeMap::new(),
+            restoring: BTreeMap::new(),
+            snapshotted: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            due: BTreeSet::new(),
+            round: false,
+            writes: Vec::new(),
+            spare: Vec::new(),
+            snapshot_max_bytes,
+            realign: BTreeMap::new(),
+            owned: BTreeSet::new(),
+            input_partitions: 0,
+        }
+    }
+
     /// Asks after every pending delivery (acknowledged, failed, waiting),
     /// sends failed ones again in their place, and lets the ledger move
     /// the committable offsets. Returns the partitions whose committable

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::consumer::context::{ConsumerCtx, Recipe, subscribe};
 use crate::consumer::holds::Holds;
 use crate::consumer::outputs::{Creation, Outputs};
+use crate::consumer::produce::producer;
 use crate::consumer::ready::{Ready, wait_until_ready};
 use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::pipeline::Rebalancer;
@@ -19,20 +20,64 @@ use crate::shutdown::Shutdown;
 use crate::state::{StateConfig, StateStore};
 use crate::topics::Missing;
 
-/// Opens the state store, asking again until the brokers answer. None
+/// What the pipeline starts with: its producer, the state store, and the
+/// watch over the output topics it created (held while it runs). None
 /// when a shutdown came first.
+pub(super) async fn prepare(
+    settings: &Settings,
+    health: &Arc<Health>,
+    shutdown: &mut Shutdown,
+) -> crate::error::Result<Option<(Arc<RenewableProducer>, Arc<StateStore>, Option<TopicWatch>)>> {
+    let producer = producer(
+        &settings.brokers,
+        &settings.kafka,
+        health.clone(),
+        true,
+        "the Kafka producer",
+    )?;
+
+    // Beside the state topic's opening: both may wait for a broker's answer.
+    let outputs_ready = {
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        let producer = producer.clone();
+        tokio::spawn(async move { output_topics(&settings, producer, shutdown).await })
+    };
+    let opened = open_store(settings, &settings.input_topic, health, shutdown);
+    let Some(store) = opened.await else {
+        return Ok(None);
+    };
+
+    // Held while the pipeline runs: the output topics' watch.
+    let output_watch = match outputs_ready.await {
+        Ok(Ok(Some(watch))) => Some(watch),
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(e)) => return Err(e),
+        // Only a panic: the process is ending.
+        Err(e) => {
+            tracing::error!(error = %e, "preparing the output topics failed");
+            None
+        }
+    };
+    Ok(Some((producer, store, output_watch)))
+}
+
+/// Opens the state store of the partitions of `input_topic` (the
+/// pipeline's input, the tracker's alerts), asking again until the brokers
+/// answer. None when a shutdown came first.
 pub(super) async fn open_store(
     settings: &Settings,
+    input_topic: &str,
     health: &Arc<Health>,
     shutdown: &mut Shutdown,
 ) -> Option<Arc<StateStore>> {
     let (settings, health) = (settings.clone(), health.clone());
+    let input_topic = input_topic.to_string();
     let opened = wait_until_ready("the state topic", shutdown, move || {
         let config = StateConfig {
             brokers: &settings.brokers,
             properties: &settings.kafka,
             state_topic: &settings.state_topic,
-            input_topic: &settings.input_topic,
+            input_topic: &input_topic,
             snapshot_max_bytes: settings.snapshot_max_bytes,
         };
         Ok::<_, ()>(match StateStore::open(&config, health.clone()) {

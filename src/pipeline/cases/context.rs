@@ -84,26 +84,7 @@ impl Rebalancer {
         let committed = consumer.committed_offsets(tpl.clone(), timeout).ok();
         let mut c = lock(&self.core);
         for &p in &parts {
-            let snapshot = match self.store.read_latest(p, timeout) {
-                Ok(Some(bytes)) => match crate::cases::decode_snapshot(&bytes) {
-                    Ok(s) => match c.tracker.restore_partition(&s) {
-                        Ok(()) => Some(s),
-                        Err(e) => {
-                            tracing::warn!(partition = p, error = %e, "case snapshot refused; rebuilding from the topics");
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "case snapshot unreadable; rebuilding from the topics");
-                        None
-                    }
-                },
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "case snapshot not read; rebuilding from the topics");
-                    None
-                }
-            };
+            let snapshot = self.restore_snapshot(&mut c, p, timeout);
             for src in [Src::Alerts, Src::Events] {
                 let topic = src.topic(&self.settings).to_string();
                 let done = committed
@@ -159,6 +140,30 @@ impl Rebalancer {
                 "case tracker partition assigned"
             );
         }
+    }
+
+    /// Reads partition `p`'s latest snapshot and restores it into the
+    /// tracker; None when there is none or it cannot be used (said in the
+    /// log): the partition is rebuilt from the topics.
+    fn restore_snapshot(
+        &self,
+        c: &mut Core,
+        p: i32,
+        timeout: Duration,
+    ) -> Option<crate::pb::CasesPartitionSnapshot> {
+        let why = match self.store.read_latest(p, timeout) {
+            Ok(None) => return None,
+            Ok(Some(bytes)) => match crate::cases::decode_snapshot(&bytes) {
+                Ok(s) => match c.tracker.restore_partition(&s) {
+                    Ok(()) => return Some(s),
+                    Err(e) => format!("case snapshot refused: {e}"),
+                },
+                Err(e) => format!("case snapshot unreadable: {e}"),
+            },
+            Err(e) => format!("case snapshot not read: {e}"),
+        };
+        tracing::warn!(partition = p, error = %why, "rebuilding the partition's cases from the topics");
+        None
     }
 
     /// Finishes the partitions' deliveries (bounded), commits, snapshots

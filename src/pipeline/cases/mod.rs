@@ -33,16 +33,16 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::DeliveryFuture;
 
+use super::startup::open_store;
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::ledger::{Ledger, Step};
-use crate::consumer::produce::{Delivery, finish_until};
+use crate::consumer::produce::{Delivery, finish_until, producer};
 use crate::consumer::ready::wait_until_ready;
-use crate::kafka::{Health, RenewableProducer, client_config};
+use crate::kafka::{Health, RenewableProducer};
 use crate::shutdown::Shutdown;
-use crate::state::{StateConfig, StateStore};
 
 mod brake;
 mod context;
@@ -392,44 +392,17 @@ pub async fn run(
     );
     crate::metrics::cases_start_at_zero();
     // Its own Health: the readiness and broker gauges are the main
-    // pipeline's (two producers reporting into one would flip them).
-    let mut producer_config = client_config(
+    // pipeline's.
+    let producer = producer(
         &settings.brokers,
-        &[("enable.idempotence", "true"), ("linger.ms", "5")],
         &settings.kafka,
-    );
-    producer_config.set("statistics.interval.ms", "0");
-    let producer = Arc::new(
-        RenewableProducer::new(producer_config, Health::new()).map_err(|source| {
-            crate::error::Error::Client {
-                what: "the case tracker's producer",
-                source,
-            }
-        })?,
-    );
-    let store = {
-        let s = settings.clone();
-        let health = health.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            StateStore::open(
-                &StateConfig {
-                    brokers: &s.brokers,
-                    properties: &s.kafka,
-                    state_topic: &s.state_topic,
-                    input_topic: &s.alerts_topic,
-                    snapshot_max_bytes: s.snapshot_max_bytes,
-                },
-                health,
-            )
-        });
-        match opened.await {
-            Ok(r) => Arc::new(r?),
-            Err(_) => {
-                return Err(crate::error::Error::StateTopicUnavailable {
-                    topic: settings.state_topic.clone(),
-                });
-            }
-        }
+        Health::new(),
+        false,
+        "the case tracker's producer",
+    )?;
+    let opened = open_store(&settings, &settings.alerts_topic, &health, &mut shutdown);
+    let Some(store) = opened.await else {
+        return Ok(());
     };
     let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
     let (readbacks, read_back) = tokio::sync::mpsc::unbounded_channel();

@@ -39,6 +39,17 @@ const NOTHING_YET: Duration = Duration::from_millis(500);
 /// few thousand alerts, and librdkafka's defaults would let it hold up to
 /// 64 MB ahead (docs/reliability.md has the memory a consumer made afresh
 /// per read costs).
+/// How a fetch from one start ended.
+enum Fetched {
+    /// The read is over: out of time, brokers gone, or the wanted offset
+    /// is not in the log any more.
+    Over,
+    /// The start was inside a record batch: start further back.
+    FurtherBack,
+    /// Past what was wanted from here: the next start.
+    Next,
+}
+
 pub(super) struct Reader {
     config: rdkafka::ClientConfig,
     topic: String,
@@ -180,6 +191,28 @@ impl Read<'_> {
         }
     }
 
+    /// Starts fetching partition `p` at `from`; `again`: the consumer
+    /// fetched something before in this read.
+    ///
+    /// A partition assigned again: its previous fetch is let stop first.
+    /// Assigning it again while librdkafka 2.12 is still stopping it can
+    /// send two stops, which ends the process on an assertion
+    /// (`rd_kafka_assignment_partition_stopped: rktp->rktp_started`,
+    /// librdkafka #5573, fixed after 2.15). A fresh consumer for each start
+    /// instead is too slow to fetch within the read's patience, and
+    /// escalations would go out without content. The consumer is kept
+    /// between reads and partitions: whatever it fetched last is let stop
+    /// first.
+    fn fetch_from(&mut self, p: i32, from: i64, again: bool) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, p, Offset::Offset(from))?;
+        if again {
+            self.release();
+        }
+        std::thread::sleep(STOP_SETTLE.saturating_sub(self.kept.unassigned.elapsed()));
+        self.kept.consumer.assign(&tpl)
+    }
+
     fn partition(
         &mut self,
         p: i32,
@@ -188,95 +221,95 @@ impl Read<'_> {
         found: &mut HashMap<(i32, i64), DetractorAlert>,
     ) -> Result<(), KafkaError> {
         let mut i = 0;
-        // How far before the wanted offset the fetch starts (see below).
+        // How far before the wanted offset the fetch starts (see `fetch`).
         let mut back = 0i64;
         let mut again = false;
         while i < offsets.len() {
             let from = offsets[i].saturating_sub(back).max(0);
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(self.topic, p, Offset::Offset(from))?;
-            // A partition assigned again: its previous fetch is let stop
-            // first. Assigning it again while librdkafka 2.12 is still
-            // stopping it can send two stops, which ends the process on an
-            // assertion (`rd_kafka_assignment_partition_stopped:
-            // rktp->rktp_started`, librdkafka #5573, fixed after 2.15). A
-            // fresh consumer for each start instead is too slow to fetch
-            // within the read's patience, and escalations would go out
-            // without content.
-            // The consumer is kept between reads and partitions: whatever
-            // it fetched last is let stop first.
-            if again {
-                self.release();
-            }
+            self.fetch_from(p, from, again)?;
             again = true;
-            std::thread::sleep(STOP_SETTLE.saturating_sub(self.kept.unassigned.elapsed()));
-            self.kept.consumer.assign(&tpl)?;
-            let mut first = true;
-            let assigned = Instant::now();
-            'fetch: loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Brokers out of reach: stop now. A fetch still on its way
-                // when a broker comes back without its data (new topic
-                // ids) gets an answer that crashes librdkafka 2.12.1 as released
-                // (docs/operations.md, Known issues): the consumer must be
-                // gone by then.
-                if left.is_zero() || self.health.consumer_brokers_up() == 0 {
-                    return Ok(());
-                }
-                match self
-                    .kept
-                    .consumer
-                    .poll(left.min(Duration::from_millis(100)))
-                {
-                    // Tansu 0.6 answers a fetch from inside its last batch
-                    // with nothing at all: further back.
-                    None if first && from > 0 && assigned.elapsed() > NOTHING_YET => {
-                        back = (back * 4).max(16);
-                        break 'fetch;
-                    }
-                    None => {}
-                    Some(Ok(m)) if m.partition() == p => {
-                        let at = m.offset();
-                        tracing::trace!(partition = p, at, wanted = ?&offsets[i..], "alert read back");
-                        // Tansu 0.6 answers a fetch from inside a record
-                        // batch with the next batch: start further back
-                        // (Kafka itself returns the batch holding it).
-                        if first && at > offsets[i] && from > 0 {
-                            back = (back * 4).max(16);
-                            break 'fetch;
-                        }
-                        first = false;
-                        if offsets[i..].binary_search(&at).is_ok()
-                            && let Some(Ok(alert)) = m.payload().map(decode_alert)
-                        {
-                            found.insert((p, at), alert);
-                        }
-                        while i < offsets.len() && offsets[i] <= at {
-                            i += 1;
-                        }
-                        if i == offsets.len() || offsets[i] > at + MAX_GAP {
-                            back = 0;
-                            break 'fetch;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(KafkaError::PartitionEOF(q))) if q == p => {
-                        // Nothing from inside the last batch (Tansu, as
-                        // above): further back.
-                        if first && from > 0 {
-                            back = (back * 4).max(16);
-                            break 'fetch;
-                        }
-                        // Reached past the wanted offset: it is not there
-                        // (deleted by retention).
-                        if self.position(p).is_some_and(|pos| pos > offsets[i]) {
-                            return Ok(());
-                        }
-                    }
-                    Some(Err(e)) => tracing::debug!(error = %e, "alerts read back"),
-                }
+            match self.fetch(p, offsets, &mut i, from, deadline, found) {
+                Fetched::Over => return Ok(()),
+                Fetched::FurtherBack => back = (back * 4).max(16),
+                Fetched::Next => back = 0,
             }
         }
         Ok(())
+    }
+
+    /// Reads partition `p` from `from` (just assigned), keeping the alerts
+    /// at `offsets[*i..]` and moving `*i` past what it read, until the
+    /// start proves wrong, a gap larger than `MAX_GAP` asks for a new
+    /// start, or the read is over.
+    fn fetch(
+        &mut self,
+        p: i32,
+        offsets: &[i64],
+        i: &mut usize,
+        from: i64,
+        deadline: Instant,
+        found: &mut HashMap<(i32, i64), DetractorAlert>,
+    ) -> Fetched {
+        let mut first = true;
+        let assigned = Instant::now();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Brokers out of reach: stop now. A fetch still on its way
+            // when a broker comes back without its data (new topic
+            // ids) gets an answer that crashes librdkafka 2.12.1 as released
+            // (docs/operations.md, Known issues): the consumer must be
+            // gone by then.
+            if left.is_zero() || self.health.consumer_brokers_up() == 0 {
+                return Fetched::Over;
+            }
+            match self
+                .kept
+                .consumer
+                .poll(left.min(Duration::from_millis(100)))
+            {
+                // Tansu 0.6 answers a fetch from inside its last batch
+                // with nothing at all: further back.
+                None if first && from > 0 && assigned.elapsed() > NOTHING_YET => {
+                    return Fetched::FurtherBack;
+                }
+                None => {}
+                Some(Ok(m)) if m.partition() == p => {
+                    let at = m.offset();
+                    tracing::trace!(partition = p, at, wanted = ?&offsets[*i..], "alert read back");
+                    // Tansu 0.6 answers a fetch from inside a record
+                    // batch with the next batch: start further back
+                    // (Kafka itself returns the batch holding it).
+                    if first && at > offsets[*i] && from > 0 {
+                        return Fetched::FurtherBack;
+                    }
+                    first = false;
+                    if offsets[*i..].binary_search(&at).is_ok()
+                        && let Some(Ok(alert)) = m.payload().map(decode_alert)
+                    {
+                        found.insert((p, at), alert);
+                    }
+                    while *i < offsets.len() && offsets[*i] <= at {
+                        *i += 1;
+                    }
+                    if *i == offsets.len() || offsets[*i] > at + MAX_GAP {
+                        return Fetched::Next;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(q))) if q == p => {
+                    // Nothing from inside the last batch (Tansu, as
+                    // above): further back.
+                    if first && from > 0 {
+                        return Fetched::FurtherBack;
+                    }
+                    // Reached past the wanted offset: it is not there
+                    // (deleted by retention).
+                    if self.position(p).is_some_and(|pos| pos > offsets[*i]) {
+                        return Fetched::Over;
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "alerts read back"),
+            }
+        }
     }
 }

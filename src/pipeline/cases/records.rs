@@ -159,6 +159,33 @@ impl Shell {
         }
     }
 
+    /// A revision of the response behind a case: withdrawn, it closes the
+    /// case; a detractor again, it opens it again. Whether the alert was
+    /// one (and is done with).
+    fn revised(
+        &mut self,
+        alert: &DetractorAlert,
+        input: &crate::cases::AlertIn<'_>,
+        off: i64,
+        live: bool,
+    ) -> bool {
+        if !alert.withdrawn && alert.revision == 0 {
+            return false;
+        }
+        let applied = {
+            let mut c = lock(&self.core);
+            if alert.withdrawn {
+                c.tracker.withdraw(input.alert, input.emitted_at_ms)
+            } else {
+                c.tracker.reinstate(input.alert, input.emitted_at_ms)
+            }
+        };
+        if live && let Some(a) = &applied {
+            self.count_applied(a, (Src::Alerts, off));
+        }
+        alert.withdrawn || applied.is_some()
+    }
+
     async fn alert(
         &mut self,
         msg: &BorrowedMessage<'_>,
@@ -190,26 +217,10 @@ impl Shell {
                 return None;
             }
         };
-        // A revision of the response behind a case: withdrawn,
-        // it closes the case; a detractor again, it opens it again.
-        let (withdrawn, revision) = alert
-            .as_ref()
-            .map_or((false, 0), |a| (a.withdrawn, a.revision));
-        if withdrawn || revision > 0 {
-            let applied = {
-                let mut c = lock(&self.core);
-                if withdrawn {
-                    c.tracker.withdraw(input.alert, input.emitted_at_ms)
-                } else {
-                    c.tracker.reinstate(input.alert, input.emitted_at_ms)
-                }
-            };
-            if withdrawn || applied.is_some() {
-                if live && let Some(a) = &applied {
-                    self.count_applied(a, (Src::Alerts, off));
-                }
-                return None;
-            }
+        if let Ok(a) = &alert
+            && self.revised(a, &input, off, live)
+        {
+            return None;
         }
         let (opened, released) = {
             let mut c = lock(&self.core);
