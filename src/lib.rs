@@ -23,24 +23,25 @@
 //! - [`promoters`]: which promoters raise an event, its tier and actions,
 //!   content, id, key and encoding.
 //! - [`generator`]: the demo's deterministic answers.
-//! - [`consumer`]: what both consumer shells share: the restore plan of an
-//!   assigned partition, the ledger of pending deliveries, the realign of a
-//!   restored partition, backpressure that pauses partitions and polls on,
-//!   the output registry and the sending of what the cores emit, the wait
-//!   for the brokers before a loop starts, and the state lock.
 //!
 //! The shell, which does the I/O and reads the clock:
 //! - [`config`]: flags, `NPS_*` environment and TOML file, validated before
 //!   anything connects.
 //! - [`kafka`]: rdkafka client settings (with the TLS CA default), the
-//!   consumer and producer contexts (statistics, errors, rebalances), the
-//!   shared health view and the renewable producer.
+//!   producer's context, the shared health view and the renewable
+//!   producer.
+//! - [`consumer`]: the one consumer driver both applications run on (the
+//!   loop, the consumer recipe and context, backpressure that pauses
+//!   partitions and polls on), the restore plan of an assigned partition,
+//!   the ledger of pending deliveries, the realign of a restored
+//!   partition, the output registry and the sending of what the cores
+//!   emit, the wait for the brokers before a loop starts, the state lock.
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
 //! - [`topics`]: output topics created when missing, with the partitions
 //!   of the topic they follow.
-//! - [`pipeline`]: the consume loop of the NPS pipeline, and of the case
-//!   tracker (`pipeline::cases`).
+//! - [`pipeline`]: the NPS pipeline and the case tracker
+//!   (`pipeline::cases`), each an application of the consumer driver.
 //! - [`clock`]: the wall clock behind a trait, read by the shell only.
 //! - [`error`]: why a command could not start or had to stop, typed.
 //! - `events` (private): the shell's telemetry, one type per occurrence
