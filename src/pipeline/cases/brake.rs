@@ -58,7 +58,7 @@ impl Shell {
             return;
         }
         // Cut off from the brokers, everything is paused already.
-        if self.cut_off() {
+        if self.holds.has(crate::consumer::holds::Hold::CutOff) {
             return;
         }
         let alerts = self.settings.alerts_topic.clone();

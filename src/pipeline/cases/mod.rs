@@ -38,6 +38,7 @@ use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::driver::{App, Input, drive};
+use crate::consumer::holds::Hold;
 use crate::consumer::ledger::{Ledger, Step};
 use crate::consumer::produce::{Delivery, finish_until, producer};
 use crate::consumer::ready::wait_until_ready;
@@ -445,7 +446,7 @@ impl App for records::Shell {
     type Event = records::Found;
 
     async fn record(&mut self, msg: &BorrowedMessage<'_>, _consumer: &Input, stop: &Shutdown) {
-        records::Shell::record(self, msg, stop).await;
+        self.take(msg, stop).await;
     }
 
     fn room(&self) -> bool {
@@ -474,7 +475,7 @@ impl App for records::Shell {
     }
 
     fn cut_off(&self) -> bool {
-        records::Shell::cut_off(self)
+        self.holds.has(Hold::CutOff)
     }
 
     fn brokers_lost(&mut self, consumer: &Input) {
@@ -490,7 +491,7 @@ impl App for records::Shell {
     }
 
     async fn tick(&mut self, consumer: &mut Input, stop: &Shutdown) {
-        records::Shell::tick(self, consumer, stop).await;
+        self.every_second(consumer, stop).await;
     }
 
     async fn event(&mut self, found: records::Found, stop: &Shutdown) {
@@ -498,7 +499,7 @@ impl App for records::Shell {
     }
 
     async fn stop(self, consumer: &Input) {
-        records::Shell::stop(self, consumer).await;
+        self.finish(consumer).await;
     }
 }
 
@@ -543,7 +544,7 @@ fn commit_sync(
 impl records::Shell {
     /// After the loop: waits (bounded) for deliveries, commits, writes the
     /// final snapshots.
-    async fn stop(self, consumer: &StreamConsumer<ConsumerCtx>) {
+    async fn finish(self, consumer: &StreamConsumer<ConsumerCtx>) {
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         crate::kafka::blocking(|| {
             finish_until(deadline, &self.producer, || {

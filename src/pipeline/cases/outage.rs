@@ -10,6 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use super::lock;
 use super::records::Shell;
 use crate::consumer::context::ConsumerCtx;
+use crate::consumer::driver::App;
 use crate::consumer::holds::Hold;
 
 impl Shell {
@@ -24,11 +25,11 @@ impl Shell {
     /// point, with its cases forgotten. False while paused.
     pub(super) fn brokers_reachable(&mut self, consumer: &StreamConsumer<ConsumerCtx>) -> bool {
         let up = self.health.consumer_brokers_up();
-        if !self.cut_off() {
+        if !App::cut_off(self) {
             if up == 0 {
                 self.pause(consumer);
             }
-            return !self.cut_off();
+            return !App::cut_off(self);
         }
         if up <= 0 {
             return false;
@@ -59,17 +60,12 @@ impl Shell {
             self.refetch_all(consumer);
             tracing::info!("case tracker: brokers reachable, fetching resumed");
         }
-        !self.cut_off()
-    }
-
-    /// Fetching is paused because the brokers are out of reach.
-    pub(super) fn cut_off(&self) -> bool {
-        self.holds.has(Hold::CutOff)
+        !App::cut_off(self)
     }
 
     /// Stops fetching every assigned partition (see `brokers_reachable`).
     pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
-        if self.cut_off() {
+        if App::cut_off(self) {
             return;
         }
         // Set first: a partition assigned from now on comes in paused.

@@ -91,7 +91,7 @@ impl Shell {
     }
 
     /// One record of either topic.
-    pub(super) async fn record(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
+    pub(super) async fn take(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
         let (p, off) = (msg.partition(), msg.offset());
         let src = Src::of(msg.topic(), &self.settings);
         let live = {
@@ -429,7 +429,7 @@ impl Shell {
 
     /// Every second: catching up, orphans, due escalations, the commit and
     /// the gauges.
-    pub(super) async fn tick(&mut self, consumer: &StreamConsumer<ConsumerCtx>, stop: &Shutdown) {
+    pub(super) async fn every_second(&mut self, consumer: &StreamConsumer<ConsumerCtx>, stop: &Shutdown) {
         if !self.brokers_reachable(consumer) {
             return;
         }
