@@ -429,7 +429,11 @@ impl Shell {
 
     /// Every second: catching up, orphans, due escalations, the commit and
     /// the gauges.
-    pub(super) async fn every_second(&mut self, consumer: &StreamConsumer<ConsumerCtx>, stop: &Shutdown) {
+    pub(super) async fn every_second(
+        &mut self,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        stop: &Shutdown,
+    ) {
         if !self.brokers_reachable(consumer) {
             return;
         }
