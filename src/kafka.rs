@@ -387,10 +387,16 @@ pub(crate) fn cached_watermarks<C: rdkafka::ClientContext>(
 /// data) fails fatally and can never send again, so it is replaced by a
 /// fresh one. Dropping the old one fails what it still held back to the
 /// pipeline, which sends it again on the new one.
+/// How long records kept to retry wait after a refusal.
+const REFUSED_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct RenewableProducer {
     current: std::sync::RwLock<FutureProducer<ProducerCtx>>,
     config: ClientConfig,
     health: Arc<Health>,
+    /// Until when records kept to retry wait, after the producer refused
+    /// one at once (`refused`).
+    refused_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl RenewableProducer {
@@ -402,7 +408,25 @@ impl RenewableProducer {
             current: std::sync::RwLock::new(producer),
             config,
             health,
+            refused_until: Mutex::new(None),
         })
+    }
+
+    /// The producer refused a record at once (a topic it knows to fail:
+    /// authorization, a topic gone): every record kept to retry waits
+    /// `REFUSED_WAIT` before the next try, so that thousands of them
+    /// waiting make one try every 100 ms, not thousands.
+    pub(crate) fn refused(&self) {
+        if let Ok(mut until) = self.refused_until.lock() {
+            *until = Some(std::time::Instant::now() + REFUSED_WAIT);
+        }
+    }
+
+    /// Whether records kept to retry wait still (see `refused`).
+    pub(crate) fn refusing(&self) -> bool {
+        self.refused_until
+            .lock()
+            .is_ok_and(|until| until.is_some_and(|t| std::time::Instant::now() < t))
     }
 
     /// The producer to use now (a cheap handle).

@@ -19,7 +19,9 @@ use crate::shutdown::Shutdown;
 /// A record handed to the producer, until the broker acknowledges it.
 pub(crate) enum Delivery {
     InFlight(DeliveryFuture),
-    /// Failed and not yet accepted again by the producer.
+    /// Failed, or refused by the producer, and not yet accepted again:
+    /// handed to it again at the next look, unless it is refusing
+    /// (`RenewableProducer::refusing`).
     Retry(OwnedMessage),
 }
 
@@ -27,7 +29,7 @@ impl Delivery {
     /// Where it stands: acknowledged, waiting, or failed and handed to
     /// the producer again (in its place: what it holds back stays held).
     pub(crate) fn step(&mut self, producer: &RenewableProducer) -> Step {
-        match poll_delivery(self) {
+        match poll_delivery(self, producer) {
             Ack::Done => Step::Done,
             Ack::NotYet => Step::Waiting,
             Ack::Failed(msg, too_big) => {
@@ -47,8 +49,9 @@ enum Ack {
     NotYet,
 }
 
-fn poll_delivery(d: &mut Delivery) -> Ack {
+fn poll_delivery(d: &mut Delivery, producer: &RenewableProducer) -> Ack {
     match d {
+        Delivery::Retry(_) if producer.refusing() => Ack::NotYet,
         Delivery::Retry(msg) => Ack::Failed(msg.clone(), false),
         Delivery::InFlight(fut) => match fut.now_or_never() {
             None => Ack::NotYet,
@@ -80,6 +83,7 @@ fn send_again(producer: &RenewableProducer, msg: OwnedMessage, too_big: bool) ->
         Ok(f) => Delivery::InFlight(f),
         Err(e) => {
             tracing::debug!(error = %e, "resend refused, will retry");
+            producer.refused();
             Delivery::Retry(msg)
         }
     }
@@ -204,14 +208,38 @@ pub(crate) async fn send(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             e => {
-                // A producer in a fatal state is replaced; anything else is
-                // a local problem: wait and try again, never drop or skip.
+                // A producer in a fatal state is replaced, and the record
+                // tried again at once. Any other refusal keeps the record
+                // as a delivery to retry: its offset stays held back, never
+                // dropped or skipped, and the loop reads on, so that one
+                // topic refusing does not stop the partitions whose records
+                // do not write to it.
                 if !producer.renew_if_fatal() {
-                    tracing::warn!(topic, error = %e, "produce refused, retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    warn_refused(topic, &e);
+                    producer.refused();
+                    return Delivery::Retry(owned(topic, key, payload, headers));
                 }
             }
         }
+    }
+}
+
+/// Says in the log that the producer refuses records, at most once a
+/// second (every record to a refusing topic is refused).
+fn warn_refused(topic: &str, e: &KafkaError) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let due = LAST.lock().map_or(true, |mut last| {
+        let due = last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            *last = Some(now);
+        }
+        due
+    });
+    if due {
+        tracing::warn!(topic, error = %e, "produce refused, retrying");
+    } else {
+        tracing::debug!(topic, error = %e, "produce refused, retrying");
     }
 }
 
