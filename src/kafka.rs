@@ -422,6 +422,12 @@ impl RenewableProducer {
         }
     }
 
+    /// Whether a refusal of this kind is said in the log now: the health
+    /// view's throttle for client errors, once a minute per kind.
+    pub(crate) fn should_log(&self, error: &KafkaError) -> bool {
+        self.health.should_log(Role::Producer, error)
+    }
+
     /// Whether records kept to retry wait still (see `refused`).
     pub(crate) fn refusing(&self) -> bool {
         self.refused_until

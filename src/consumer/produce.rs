@@ -215,31 +215,18 @@ pub(crate) async fn send(
                 // topic refusing does not stop the partitions whose records
                 // do not write to it.
                 if !producer.renew_if_fatal() {
-                    warn_refused(topic, &e);
+                    // Every record to a refusing topic is refused: said
+                    // once a minute per kind.
+                    if producer.should_log(&e) {
+                        tracing::warn!(topic, error = %e, "produce refused, retrying");
+                    } else {
+                        tracing::debug!(topic, error = %e, "produce refused, retrying");
+                    }
                     producer.refused();
                     return Delivery::Retry(owned(topic, key, payload, headers));
                 }
             }
         }
-    }
-}
-
-/// Says in the log that the producer refuses records, at most once a
-/// second (every record to a refusing topic is refused).
-fn warn_refused(topic: &str, e: &KafkaError) {
-    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-    let now = std::time::Instant::now();
-    let due = LAST.lock().map_or(true, |mut last| {
-        let due = last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        if due {
-            *last = Some(now);
-        }
-        due
-    });
-    if due {
-        tracing::warn!(topic, error = %e, "produce refused, retrying");
-    } else {
-        tracing::debug!(topic, error = %e, "produce refused, retrying");
     }
 }
 
