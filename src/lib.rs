@@ -40,8 +40,10 @@
 //!   partition, a partition's latest one read back on assignment.
 //! - [`topics`]: output topics created when missing, with the partitions
 //!   of the topic they follow.
-//! - [`pipeline`]: the NPS pipeline and the case tracker
-//!   (`pipeline::cases`), each an application of the consumer driver.
+//! - [`pipeline`]: the NPS pipeline, an application of the consumer
+//!   driver: answers in, windows, alerts, promoter events, snapshots.
+//! - [`tracker`]: the case tracker, the driver's other application:
+//!   alerts and case events in, escalations out.
 //! - [`clock`]: the wall clock behind a trait, read by the shell only.
 //! - [`error`]: why a command could not start or had to stop, typed.
 //! - `events` (private): the shell's telemetry, one type per occurrence
@@ -74,6 +76,7 @@ pub mod service;
 pub mod shutdown;
 pub mod state;
 pub mod topics;
+pub mod tracker;
 
 /// Generated protobuf types of package `nps.v1`.
 #[allow(clippy::all, missing_docs)]

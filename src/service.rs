@@ -93,7 +93,7 @@ pub async fn run(
         let trigger = trigger.clone();
         tokio::spawn(async move {
             let r =
-                pipeline::cases::run(settings, Arc::new(SystemClock), shutdown, health, view).await;
+                crate::tracker::run(settings, Arc::new(SystemClock), shutdown, health, view).await;
             if r.is_err() {
                 trigger.fire();
             }

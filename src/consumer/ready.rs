@@ -57,6 +57,35 @@ where
     }
 }
 
+/// Opens the state store of the partitions of `input_topic` (the
+/// pipeline's input, the tracker's alerts), asking again until the brokers
+/// answer. None when a shutdown came first.
+pub(crate) async fn open_store(
+    settings: &crate::config::Settings,
+    input_topic: &str,
+    health: &std::sync::Arc<crate::kafka::Health>,
+    shutdown: &mut crate::shutdown::Shutdown,
+) -> Option<std::sync::Arc<crate::state::StateStore>> {
+    let (settings, health) = (settings.clone(), health.clone());
+    let input_topic = input_topic.to_string();
+    let opened = wait_until_ready("the state topic", shutdown, move || {
+        let config = crate::state::StateConfig {
+            brokers: &settings.brokers,
+            properties: &settings.kafka,
+            state_topic: &settings.state_topic,
+            input_topic: &input_topic,
+            snapshot_max_bytes: settings.snapshot_max_bytes,
+        };
+        Ok::<_, ()>(
+            match crate::state::StateStore::open(&config, health.clone()) {
+                Ok(store) => Ready::Yes(std::sync::Arc::new(store)),
+                Err(e) => Ready::Waiting(e.to_string()),
+            },
+        )
+    });
+    opened.await.ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

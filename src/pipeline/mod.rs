@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-pub mod cases;
 mod commit;
 mod outage;
 mod publish;

@@ -13,11 +13,11 @@ use crate::consumer::context::{ConsumerCtx, Recipe, subscribe};
 use crate::consumer::holds::Holds;
 use crate::consumer::outputs::{Creation, Outputs};
 use crate::consumer::produce::producer;
-use crate::consumer::ready::{Ready, wait_until_ready};
+use crate::consumer::ready::{Ready, open_store, wait_until_ready};
 use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::pipeline::Rebalancer;
 use crate::shutdown::Shutdown;
-use crate::state::{StateConfig, StateStore};
+use crate::state::StateStore;
 use crate::topics::Missing;
 
 /// What the pipeline starts with: its producer, the state store, and the
@@ -59,33 +59,6 @@ pub(super) async fn prepare(
         }
     };
     Ok(Some((producer, store, output_watch)))
-}
-
-/// Opens the state store of the partitions of `input_topic` (the
-/// pipeline's input, the tracker's alerts), asking again until the brokers
-/// answer. None when a shutdown came first.
-pub(super) async fn open_store(
-    settings: &Settings,
-    input_topic: &str,
-    health: &Arc<Health>,
-    shutdown: &mut Shutdown,
-) -> Option<Arc<StateStore>> {
-    let (settings, health) = (settings.clone(), health.clone());
-    let input_topic = input_topic.to_string();
-    let opened = wait_until_ready("the state topic", shutdown, move || {
-        let config = StateConfig {
-            brokers: &settings.brokers,
-            properties: &settings.kafka,
-            state_topic: &settings.state_topic,
-            input_topic: &input_topic,
-            snapshot_max_bytes: settings.snapshot_max_bytes,
-        };
-        Ok::<_, ()>(match StateStore::open(&config, health.clone()) {
-            Ok(store) => Ready::Yes(Arc::new(store)),
-            Err(e) => Ready::Waiting(e.to_string()),
-        })
-    });
-    opened.await.ok().flatten()
 }
 
 /// Makes sure the output topics created like the input

@@ -1,7 +1,7 @@
-//! The case tracker's shell: a second consumer, in group
-//! `<group_id>-cases`, reads the alerts topic back and the case-events
-//! topic (co-partitioned: partition *i* of both goes to one member, by the
-//! range assignor), drives the pure tracker (`crate::cases`), and sends
+//! The case tracker, the consumer driver's second application: a consumer
+//! of its own, in group `<group_id>-cases`, reads the alerts topic back
+//! and the case-events topic (co-partitioned: partition *i* of both goes
+//! to one member, by the range assignor), drives the pure tracker (`crate::cases`), and sends
 //! escalations and dead letters.
 //!
 //! Offsets, as in the main pipeline: a record's offset is committed only
@@ -33,7 +33,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::DeliveryFuture;
 
-use super::startup::open_store;
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -41,7 +40,7 @@ use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::holds::Hold;
 use crate::consumer::ledger::{Ledger, Step};
 use crate::consumer::produce::{Delivery, finish_until, producer};
-use crate::consumer::ready::wait_until_ready;
+use crate::consumer::ready::{open_store, wait_until_ready};
 use crate::kafka::{Health, RenewableProducer};
 use crate::shutdown::Shutdown;
 
