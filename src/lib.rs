@@ -32,10 +32,11 @@
 //!   producer.
 //! - [`consumer`]: the one consumer driver both applications run on (the
 //!   loop, the consumer recipe and context, backpressure that pauses
-//!   partitions and polls on), the restore plan of an assigned partition,
-//!   the ledger of pending deliveries, the realign of a restored
-//!   partition, the output registry and the sending of what the cores
-//!   emit, the wait for the brokers before a loop starts, the state lock.
+//!   partitions and polls on), an assigned partition's start and its
+//!   restore plan, each partition's position and realign, seeks, the
+//!   ledger of pending deliveries, snapshot rounds and writes, the output
+//!   registry and the sending of what the cores emit, the wait for the
+//!   brokers before a loop starts, the state lock.
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
 //! - [`topics`]: output topics created when missing, with the partitions

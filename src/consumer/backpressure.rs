@@ -9,13 +9,9 @@
 //! fetched ahead, and fetches again from the next record when resumed),
 //! while rebalances and errors are still served.
 
-use std::time::{Duration, Instant};
-
-use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 
 use super::holds::{Hold, Holds};
-use super::realign::Realign;
 
 /// Whether this loop holds its partitions paused because it is full.
 #[derive(Debug)]
@@ -75,42 +71,5 @@ impl Backpressure {
 
     pub(crate) fn held(&self) -> bool {
         self.holds.has(Hold::Behind)
-    }
-}
-
-/// After a resume, `partition` of `topic` fetches again from a little
-/// before `next`, the first record not handled yet; the `Realign` returned
-/// (to keep for the partition) skips what was handled. A pause drops what
-/// librdkafka had fetched ahead, and a resume fetches from the next record,
-/// often inside a record batch: Tansu 0.6 answers such a fetch with the
-/// batch after it (docs/operations.md, Known issues), so the rest of the
-/// batch would never be read (for the case tracker, a batch of alerts
-/// whose events end dead-lettered as `unknown_alert`). `None` when
-/// nothing is to be skipped
-/// (or the seek failed, said in the log).
-pub(crate) fn refetch<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> Option<Realign> {
-    let low = crate::kafka::cached_watermarks(consumer.client(), topic, partition)
-        .map_or(0, |(low, _)| low.max(0));
-    let realign = Realign::start(next, low, Instant::now());
-    let from = realign.map_or(next, |r| r.from());
-    let sought = crate::kafka::blocking(|| {
-        consumer.seek(
-            topic,
-            partition,
-            Offset::Offset(from),
-            Duration::from_secs(5),
-        )
-    });
-    match sought {
-        Ok(()) => realign,
-        Err(e) => {
-            tracing::warn!(topic, partition, error = %e, "seek after a resume failed");
-            None
-        }
     }
 }

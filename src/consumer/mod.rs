@@ -1,8 +1,13 @@
-//! What both consumer shells (the NPS pipeline and the case tracker) share:
-//! how a partition's start is decided on assignment (`restore`), and the
-//! lock on an application's state that a panic must not leave half
-//! changed.
+//! The consumer driver both applications (the NPS pipeline, the case
+//! tracker) run on, and what they share: the loop (`driver`), the consumer
+//! and its rebalances (`context`, `holds`), an assigned partition's start
+//! (`assign`, `restore`), positions and seeks (`positions`, `realign`,
+//! `seek`), deliveries and commits (`produce`, `ledger`, `backpressure`),
+//! snapshots (`snapshots`), outputs (`outputs`), the wait for the brokers
+//! (`ready`), and the lock on an application's state that a panic must not
+//! leave half changed.
 
+pub(crate) mod assign;
 pub(crate) mod backpressure;
 pub mod context;
 pub(crate) mod driver;
@@ -10,10 +15,13 @@ pub(crate) mod holds;
 pub(crate) mod ledger;
 pub(crate) mod memory;
 pub mod outputs;
+pub(crate) mod positions;
 pub(crate) mod produce;
 pub(crate) mod ready;
 pub(crate) mod realign;
 pub mod restore;
+pub(crate) mod seek;
+pub(crate) mod snapshots;
 
 use std::sync::{Mutex, MutexGuard};
 

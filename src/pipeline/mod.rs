@@ -25,10 +25,8 @@ use crate::metrics::{self as m, View};
 use crate::schema::Rejection;
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
-use rdkafka::Offset;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::DeliveryFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -43,7 +41,9 @@ mod startup;
 use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::holds::Holds;
 use crate::consumer::memory::release_free_memory;
-use crate::consumer::realign::{Realign, Seen};
+use crate::consumer::positions::{Positions, Take};
+use crate::consumer::seek;
+use crate::consumer::snapshots::Snapshots;
 
 use crate::clock::Clock;
 use crate::consumer::outputs::Outputs;
@@ -72,34 +72,18 @@ struct Core {
     engine: Engine,
     /// Which offsets are committable, behind which deliveries.
     ledger: Ledger<Delivery>,
-    /// Per partition, the offset after the last record in the engine: what
-    /// a snapshot taken now reflects.
-    next: BTreeMap<i32, i64>,
+    /// Per partition, the offset after the last record in the engine (what
+    /// a snapshot taken now reflects), and the realign of one started
+    /// before its snapshot's offset.
+    positions: Positions<i32>,
     /// Partitions replaying input to rebuild their state.
     restoring: BTreeMap<i32, Restore>,
-    /// Offset of the last snapshot handed to the state topic per partition.
-    snapshotted: BTreeMap<i32, i64>,
-    /// Snapshots taken but not written yet: a snapshot is written only
-    /// once every alert and dead letter of the records it reflects is
-    /// acknowledged, so restoring it never skips an undelivered alert.
-    staged: BTreeMap<i32, (i64, Vec<u8>)>,
-    /// Partitions due for a periodic snapshot, taken one at a time (each
-    /// once the previous one is written): a single record's worth of
-    /// memory at a time, however many partitions this instance owns.
-    due: BTreeSet<i32>,
-    /// A periodic round of snapshots is under way.
-    round: bool,
-    /// Snapshot writes awaiting acknowledgement: partition, offset, size.
-    writes: Vec<(i32, i64, usize, DeliveryFuture)>,
-    /// The buffer the next snapshot is encoded into, kept from the last
-    /// one written (the producer has its own copy): its megabytes stay
-    /// the same pages instead of being allocated and given back each
-    /// round, which swung RSS with every round.
-    spare: Vec<u8>,
+    /// Snapshot rounds, snapshots staged until every alert and dead
+    /// letter of the records they reflect is acknowledged (restoring one
+    /// never skips an undelivered alert), their writes.
+    snapshots: Snapshots<()>,
     /// Largest snapshot written (`--snapshot-max-bytes`).
     snapshot_max_bytes: usize,
-    /// Partitions started before their snapshot's offset (see `Realign`).
-    realign: BTreeMap<i32, Realign>,
     /// Input partitions this instance owns, and the topic's count (read at
     /// each assignment; 0 when unknown): the share an alert's window
     /// figures cover.
@@ -267,81 +251,41 @@ impl Pipeline {
 
     /// False for a record the partition's snapshot already holds (and
     /// for the first record after a start still inside the snapshot's
-    /// batch, which sends fetching further back): see `Realign`.
+    /// batch, which sends fetching further back): see `Positions`.
     fn realigned(
         &mut self,
         msg: &BorrowedMessage<'_>,
         consumer: &StreamConsumer<ConsumerCtx>,
     ) -> bool {
         let (p, at) = (msg.partition(), msg.offset());
-        let seen = {
+        let (take, back) = {
             let mut c = lock(&self.core);
-            let Some(r) = c.realign.get_mut(&p) else {
-                return true;
-            };
-            let seen = r.seen(at);
-            let want = r.want();
-            if matches!(seen, Seen::Take | Seen::Gap) {
-                c.realign.remove(&p);
-            }
-            if seen == Seen::Gap {
-                tracing::warn!(
-                    partition = p,
-                    snapshot = want,
-                    first = at,
-                    "records between the snapshot and the first one fetched were not returned by the broker"
-                );
-            }
-            seen
+            let take = c.positions.record(p, at);
+            (take, c.positions.seeks_waiting())
         };
-        match seen {
-            Seen::Skip => false,
-            Seen::Take | Seen::Gap => true,
-            Seen::FurtherBack => {
-                self.further_back(consumer, &[p]);
+        match take {
+            Take::Yes => true,
+            Take::Gap { want } => {
+                seek::gap(msg.topic(), p, want, at);
+                true
+            }
+            Take::Skip => {
+                if back {
+                    self.further_back(consumer);
+                }
                 false
             }
         }
     }
 
-    /// Starts partitions `ps` eight times further before their snapshots.
-    fn further_back(&self, consumer: &StreamConsumer<ConsumerCtx>, ps: &[i32]) {
-        let now = Instant::now();
-        for &p in ps {
-            let Some(from) = lock(&self.core)
-                .realign
-                .get_mut(&p)
-                .map(|r| r.further_back(now))
-            else {
-                continue;
-            };
-            tracing::debug!(
-                partition = p,
-                from,
-                "start was inside the snapshot's batch: further back"
-            );
-            let topic = self.settings.input_topic.clone();
-            let done = tokio::task::block_in_place(|| {
-                consumer.seek(&topic, p, Offset::Offset(from), Duration::from_secs(5))
-            });
-            if let Err(e) = done {
-                tracing::warn!(partition = p, error = %e, "seek failed");
-                lock(&self.core).realign.remove(&p);
-            }
+    /// Starts realigning partitions further before their snapshots, as
+    /// their positions ask (`Positions::seeks`).
+    fn further_back(&self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let seeks = lock(&self.core).positions.seeks(Instant::now());
+        let topic = self.settings.input_topic.as_str();
+        for p in seek::further_back(consumer, seeks, |p| (topic, p)) {
+            lock(&self.core).positions.realign(p, None);
         }
-    }
-
-    /// Partitions that got nothing for a second since their start before
-    /// the snapshot: further back (see `Realign::silent`).
-    fn realign_silent(&self, consumer: &StreamConsumer<ConsumerCtx>) {
-        let now = Instant::now();
-        let silent: Vec<i32> = lock(&self.core)
-            .realign
-            .iter()
-            .filter(|(_, r)| r.silent(now))
-            .map(|(p, _)| *p)
-            .collect();
-        self.further_back(consumer, &silent);
     }
 
     fn publish(&mut self) {
@@ -429,15 +373,15 @@ impl App for Pipeline {
     /// Every partition becomes due for its periodic snapshot.
     fn snapshots_due(&mut self) {
         let mut c = lock(&self.core);
-        c.due = c.next.keys().copied().collect();
-        c.round = true;
+        let partitions: Vec<i32> = c.positions.keys().collect();
+        c.snapshots.start_round(partitions);
     }
 
     /// The one-second tick: outage handling (which may replace the
     /// `consumer`), resets, restores caught up, the periodic commit, the
     /// view.
     async fn tick(&mut self, consumer: &mut Input, _stop: &Shutdown) {
-        self.realign_silent(consumer);
+        self.further_back(consumer);
         let s = &self.settings;
         if self
             .guard
@@ -487,7 +431,9 @@ impl App for Pipeline {
             &mut lock(&self.core),
             None,
         );
-        shutdown_snapshots(&self.core, &self.store, &self.settings);
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let topic = &self.settings.input_topic;
+        lock(&self.core).final_snapshots(&self.store, topic, None, deadline);
         self.publish();
         tracing::info!(
             consumed = self.stats.consumed,
@@ -526,26 +472,6 @@ fn pending_room(core: &Mutex<Core>, max_pending: usize) -> bool {
     lock(core).ledger.in_flight() < max_pending
 }
 
-/// Snapshots every partition whose records are all acknowledged and waits
-/// (bounded) for the writes: a restart restores them with no replay.
-fn shutdown_snapshots(core: &Mutex<Core>, store: &StateStore, settings: &Settings) {
-    let deadline = Instant::now() + settings.shutdown_timeout;
-    let mut c = lock(core);
-    c.take_snapshots(&settings.input_topic, None);
-    c.write_snapshots(store);
-    if !c.staged.is_empty() {
-        let parts: Vec<i32> = c.staged.keys().copied().collect();
-        tracing::warn!(partitions = ?parts, "deliveries unacknowledged: no shutdown snapshot for these; the next owner replays");
-    }
-    while !c.writes.is_empty() && Instant::now() < deadline {
-        let _ = store.flush(Duration::from_millis(100));
-        c.write_snapshots(store);
-    }
-    if !c.writes.is_empty() {
-        tracing::warn!("shutdown snapshots not acknowledged in time");
-    }
-}
-
 /// Returns the deliveries still waiting, and whether an offset was freed.
 fn acknowledge(
     core: &Mutex<Core>,
@@ -559,11 +485,7 @@ fn acknowledge(
         c.stage_due(topic);
         c.write_snapshots(store);
         metrics::gauge!(m::PENDING_DELIVERIES).set(c.ledger.in_flight() as f64);
-        let over = c.round && c.due.is_empty() && c.staged.is_empty() && c.writes.is_empty();
-        if over {
-            c.round = false;
-        }
-        (over, c.ledger.in_flight(), moved)
+        (c.snapshots.round_over(), c.ledger.in_flight(), moved)
     };
     if round_over {
         // The records of the round are in the broker and freed.

@@ -13,6 +13,7 @@ use super::lock;
 use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::holds::{Hold, Holds};
+use crate::consumer::seek;
 use crate::events::{self, Event};
 use crate::kafka::Health;
 use crate::pipeline::Core;
@@ -140,7 +141,12 @@ impl OutageGuard {
             .collect();
         refetch_partitions(consumer, core, topic, kept);
         for p in lost {
-            seek_to_reset_point(consumer, settings, p);
+            seek::seek(
+                consumer,
+                topic,
+                p,
+                seek::reset_point(settings.auto_offset_reset),
+            );
         }
         false
     }
@@ -239,7 +245,7 @@ impl OutageGuard {
 }
 
 /// After a resume: partitions `ps` fetch again from their next record,
-/// realigning past what was handled (`crate::consumer::backpressure::refetch`).
+/// realigning past what was handled (`seek::refetch`).
 pub(super) fn refetch_partitions(
     consumer: &StreamConsumer<ConsumerCtx>,
     core: &Mutex<Core>,
@@ -247,15 +253,11 @@ pub(super) fn refetch_partitions(
     ps: impl IntoIterator<Item = i32>,
 ) {
     for p in ps {
-        let Some(next) = lock(core).next.get(&p).copied() else {
+        let Some(next) = lock(core).positions.next(p) else {
             continue;
         };
-        let realign = crate::consumer::backpressure::refetch(consumer, topic, p, next);
-        let mut c = lock(core);
-        match realign {
-            Some(r) => c.realign.insert(p, r),
-            None => c.realign.remove(&p),
-        };
+        let realign = seek::refetch(consumer, topic, p, next);
+        lock(core).positions.realign(p, realign);
     }
 }
 
@@ -327,28 +329,6 @@ pub(super) fn forget_lost_offsets(
     lost
 }
 
-pub(super) fn seek_to_reset_point(
-    consumer: &StreamConsumer<ConsumerCtx>,
-    settings: &Settings,
-    p: i32,
-) {
-    let to = match settings.auto_offset_reset {
-        crate::config::OffsetReset::Earliest => Offset::Beginning,
-        crate::config::OffsetReset::Latest => Offset::End,
-    };
-    if let Err(e) = consumer.seek(&settings.input_topic, p, to, Duration::from_secs(5)) {
-        tracing::warn!(partition = p, error = %e, "seek failed; will retry");
-    }
-}
-
-/// Whether a position may be beyond the end of a log whose high watermark
-/// the broker has just answered. One past the reported end is allowed:
-/// some brokers answer one below the true end; Tansu 0.6 answers up to a
-/// batch below it, so a fetch confirms (`StateStore::log_reaches`).
-pub(super) fn position_beyond_end(position: i64, high: i64) -> bool {
-    position > high.saturating_add(1)
-}
-
 /// Starts again from the reset point on partitions whose position is
 /// beyond the end of their log, dropping what is pending for the old log:
 /// its offsets mean nothing any more.
@@ -368,36 +348,14 @@ pub(super) fn rewind_beyond_end(
     settings: &Settings,
 ) {
     for p in health.take_beyond_end() {
-        let position = lock(core).next.get(&p).copied();
+        let position = lock(core).positions.next(p);
         let Some(position) = position else {
             continue; // nothing read or restored yet: nothing to be beyond
         };
-        let asked = crate::kafka::blocking(|| {
-            consumer.fetch_watermarks(&settings.input_topic, p, Duration::from_secs(5))
-        });
-        // ListOffsets can answer below the true end (Tansu 0.6, by up to
-        // a batch): a fetch confirms.
         let topic = settings.input_topic.as_str();
-        let confirmed = |high| {
-            crate::kafka::blocking(|| {
-                store.log_reaches(topic, p, position, high, Duration::from_secs(5))
-            }) != Some(true)
-        };
-        match asked {
-            Ok((_, high)) if position_beyond_end(position, high) && confirmed(high) => {}
-            Ok((_, high)) => {
-                tracing::debug!(
-                    partition = p,
-                    position,
-                    high,
-                    "not beyond the end after all"
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(partition = p, error = %e, "watermarks unknown: not rewinding");
-                continue;
-            }
+        if seek::beyond_end(consumer, store, topic, p, position) != Some(true) {
+            tracing::debug!(partition = p, position, "not beyond the end after all");
+            continue;
         }
         events::OffsetReset {
             partition: p,
@@ -406,22 +364,11 @@ pub(super) fn rewind_beyond_end(
         }
         .emit();
         lock(core).rewind(p, health);
-        seek_to_reset_point(consumer, settings, p);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::position_beyond_end;
-
-    #[test]
-    fn only_a_position_past_the_fresh_end_is_beyond_it() {
-        // At the end, or one past what some brokers report as the end.
-        assert!(!position_beyond_end(100, 100));
-        assert!(!position_beyond_end(101, 100));
-        assert!(!position_beyond_end(5, 100));
-        // A log recreated on a broker that lost its data.
-        assert!(position_beyond_end(5_000, 12));
-        assert!(!position_beyond_end(i64::MAX, i64::MAX));
+        seek::seek(
+            consumer,
+            topic,
+            p,
+            seek::reset_point(settings.auto_offset_reset),
+        );
     }
 }

@@ -10,11 +10,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::lock;
-use super::outage::position_beyond_end;
+use crate::consumer::assign::{self, Facts, Started};
 use crate::consumer::context::{ConsumerCtx, RebalanceHandler};
 use crate::consumer::produce::finish_until;
-use crate::consumer::realign::Realign;
-use crate::consumer::restore::{Known, Plan, Start, StateFrom};
+use crate::consumer::restore::{Start, StateFrom};
 use crate::events::{self, Event};
 use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
@@ -83,75 +82,6 @@ impl Rebalancer {
         );
     }
 
-    /// Writes the final snapshots of `partitions` (those whose records are
-    /// all acknowledged) and waits for them, bounded.
-    pub(super) fn final_snapshots(&self, partitions: &[i32]) {
-        let mut core = lock(&self.core);
-        core.take_snapshots(&self.topic, Some(partitions));
-        core.write_snapshots(&self.store);
-        let unfinished: Vec<i32> = partitions
-            .iter()
-            .copied()
-            .filter(|p| core.staged.contains_key(p))
-            .collect();
-        if !unfinished.is_empty() {
-            tracing::warn!(partitions = ?unfinished, "deliveries unacknowledged: no final snapshot; the next owner replays from the previous one");
-        }
-        let deadline = self.deadline();
-        while core.writes.iter().any(|(p, ..)| partitions.contains(p)) {
-            let _ = self.store.flush(Duration::from_millis(100));
-            core.write_snapshots(&self.store);
-            if Instant::now() >= deadline {
-                tracing::warn!("final snapshots not acknowledged in time");
-                break;
-            }
-        }
-    }
-
-    /// Restores one assigned partition; returns its plan (where it starts,
-    /// what it replays, where its state came from) and the log's low
-    /// watermark when it was read.
-    pub(super) fn restore(
-        &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-        partition: i32,
-        committed: Option<i64>,
-    ) -> (Plan, Option<i64>) {
-        let snapshot = self.restore_snapshot(partition);
-        let mut known = Known {
-            snapshot,
-            committed,
-            low: None,
-            committed_beyond_log: false,
-            reset: self.reset,
-        };
-        if let Some(until) = committed {
-            let marks = consumer
-                .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-                .ok();
-            // Only a low watermark the broker gave is handed on.
-            known.low = marks.map(|(low, _)| low);
-            let high = marks.map_or(i64::MAX, |(_, high)| high);
-            // ListOffsets only raises the suspicion of a commit past the
-            // log's end; a fetch decides (`StateStore::log_reaches`: Tansu
-            // 0.6 answers below the true end, by up to a batch).
-            known.committed_beyond_log =
-                position_beyond_end(until, high) && !self.log_reaches(partition, until, high);
-            if known.committed_beyond_log {
-                events::OffsetReset {
-                    partition,
-                    reset: self.reset.as_str(),
-                    cause: events::ResetCause::CommittedBeyondLog {
-                        committed: until,
-                        log_end: high,
-                    },
-                }
-                .emit();
-            }
-        }
-        (Plan::for_partition(&known), known.low)
-    }
-
     /// Reads `partition`'s latest snapshot and restores it into the engine;
     /// returns the offset it continues from, or `None` when there is none
     /// or it cannot be used (said in the log and counted).
@@ -188,49 +118,6 @@ impl Rebalancer {
         }
     }
 
-    /// Whether the input log of `partition` reaches `end` although
-    /// ListOffsets answered `high`: asked of a fetch. Unanswered, the
-    /// broker's answer stands.
-    fn log_reaches(&self, partition: i32, end: i64, high: i64) -> bool {
-        let answer =
-            self.store
-                .log_reaches(&self.topic, partition, end, high, Duration::from_secs(5));
-        if answer.is_none() {
-            tracing::warn!(
-                partition,
-                end,
-                high,
-                "log end unconfirmed by a fetch; trusting ListOffsets"
-            );
-        }
-        answer == Some(true)
-    }
-
-    /// A partition starting at an offset starts fetching a little before
-    /// it (see `Realign`); `low`: the log's start, when already read.
-    fn realign(
-        &self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-        p: i32,
-        start: Start,
-        low: Option<i64>,
-    ) -> Option<Realign> {
-        let Start::At(s) = start else {
-            return None;
-        };
-        if s <= 0 {
-            return None;
-        }
-        // (The high watermark cannot tell whether `s` is at the end: Tansu
-        // 0.6 answers the last batch's base offset + 1.)
-        let low = low.unwrap_or_else(|| {
-            consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
-                .map_or(s, |(low, _)| low)
-        });
-        Realign::start(s, low, Instant::now())
-    }
-
     /// Starts assigned partition `p`, committed at `c`: its state restored,
     /// where it fetches from set in `tpl`, its replay up to the commit
     /// begun.
@@ -242,29 +129,34 @@ impl Rebalancer {
         tpl: &mut TopicPartitionList,
     ) {
         let started = Instant::now();
-        let (plan, low) = self.restore(consumer, p, c);
-        let from = plan.from.as_str();
-        let start = match plan.start {
-            Start::At(s) => Offset::Offset(s),
-            Start::Earliest => Offset::Beginning,
-            Start::Latest => Offset::End,
-            Start::Client => Offset::Invalid,
+        let facts = Facts {
+            topic: &self.topic,
+            partition: p,
+            snapshot: self.restore_snapshot(p),
+            committed: c,
+            reset: self.reset,
         };
-        let realign = self.realign(consumer, p, plan.start, low);
-        let fetch_from = realign.map_or(start, |r| Offset::Offset(r.from()));
-        if !matches!(fetch_from, Offset::Invalid) {
-            if let Err(e) = tpl.set_partition_offset(&self.topic, p, fetch_from) {
-                tracing::error!(partition = p, error = %e, "cannot set the start offset");
+        let Started {
+            plan,
+            realign,
+            committed_beyond_log,
+            high,
+            ..
+        } = assign::start(consumer, &self.store, &facts, tpl);
+        if let (true, Some(committed), Some(log_end)) = (committed_beyond_log, c, high) {
+            events::OffsetReset {
+                partition: p,
+                reset: self.reset.as_str(),
+                cause: events::ResetCause::CommittedBeyondLog { committed, log_end },
             }
+            .emit();
         }
+        let from = plan.from.as_str();
         let mut core = lock(&self.core);
-        match realign {
-            Some(r) => core.realign.insert(p, r),
-            None => core.realign.remove(&p),
-        };
+        core.positions.realign(p, realign);
         if let (Start::At(s), StateFrom::Snapshot) = (plan.start, plan.from) {
-            core.next.insert(p, s);
-            core.snapshotted.insert(p, s);
+            core.positions.set_next(p, s);
+            core.snapshots.restored(p, s);
             // A snapshot is written only once every alert and dead
             // letter before it is delivered, but the commit that
             // follows it can be lost (a broker gone in between): what
@@ -279,7 +171,7 @@ impl Rebalancer {
                 tracing::info!(
                     partition = p,
                     from,
-                    start = ?start,
+                    start = ?plan.start,
                     until,
                     "partition restoring: replaying input up to the committed offset, without alerts"
                 );
@@ -310,7 +202,8 @@ impl RebalanceHandler for Rebalancer {
     fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool) {
         if !lost {
             self.finish(consumer, partitions);
-            self.final_snapshots(partitions);
+            let deadline = self.deadline();
+            lock(&self.core).final_snapshots(&self.store, &self.topic, Some(partitions), deadline);
         }
         lock(&self.core).forget(partitions, &self.health);
     }

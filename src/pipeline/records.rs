@@ -100,7 +100,7 @@ pub(super) fn replay(
             .record(partition, &observation(&response, settings), now);
     }
     metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
-    c.next.insert(partition, offset + 1);
+    c.positions.handled(partition, offset);
     c.ledger.read(partition, offset, None);
     if let Some(r) = c.restoring.get_mut(&partition) {
         r.replayed += 1;
@@ -204,7 +204,7 @@ pub(super) async fn handle(
         }
     }
     let mut c = lock(core);
-    c.next.insert(partition, offset + 1);
+    c.positions.handled(partition, offset);
     let mut sent = deliveries.into_iter().flatten().peekable();
     if sent.peek().is_none() {
         c.ledger.read(partition, offset, None);

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
-use futures::FutureExt;
-
 use crate::consumer::ledger::Ledger;
+use crate::consumer::positions::Positions;
+use crate::consumer::snapshots::{Snapshots, Staged};
 use crate::engine::Engine;
 use crate::events::{self, Event};
 use crate::kafka::{Health, RenewableProducer};
@@ -20,16 +20,10 @@ impl Core {
         Core {
             engine,
             ledger: Ledger::default(),
-            next: BTreeMap::new(),
+            positions: Positions::default(),
             restoring: BTreeMap::new(),
-            snapshotted: BTreeMap::new(),
-            staged: BTreeMap::new(),
-            due: BTreeSet::new(),
-            round: false,
-            writes: Vec::new(),
-            spare: Vec::new(),
+            snapshots: Snapshots::default(),
             snapshot_max_bytes,
-            realign: BTreeMap::new(),
             owned: BTreeSet::new(),
             input_partitions: 0,
         }
@@ -54,10 +48,8 @@ impl Core {
             self.owned.remove(p);
             self.engine.drop_partition(*p);
             self.ledger.forget(*p);
-            self.next.remove(p);
-            self.snapshotted.remove(p);
-            self.staged.remove(p);
-            self.realign.remove(p);
+            self.positions.forget(*p);
+            self.snapshots.forget(*p);
             if self.restoring.remove(p).is_some() {
                 health.restoring.fetch_sub(1, Ordering::Relaxed);
             }
@@ -71,9 +63,8 @@ impl Core {
     /// to them, and a restore in progress ends.
     pub(super) fn rewind(&mut self, partition: i32, health: &Health) {
         self.ledger.forget(partition);
-        self.next.remove(&partition);
-        self.staged.remove(&partition);
-        self.realign.remove(&partition);
+        self.positions.forget(partition);
+        self.snapshots.forget(partition);
         self.restored(partition, health);
     }
 
@@ -98,21 +89,16 @@ impl Core {
     /// records are acknowledged.
     pub(super) fn take_snapshots(&mut self, topic: &str, only: Option<&[i32]>) {
         let parts: Vec<(i32, i64)> = self
-            .next
-            .iter()
-            .filter(|(p, _)| only.is_none_or(|o| o.contains(p)))
-            .map(|(p, n)| (*p, *n))
+            .positions
+            .keys()
+            .filter(|p| only.is_none_or(|o| o.contains(p)))
+            .filter_map(|p| Some((p, self.positions.next(p)?)))
             .collect();
         for (p, next) in parts {
-            let current = self
-                .staged
-                .get(&p)
-                .map(|(o, _)| *o)
-                .or(self.snapshotted.get(&p).copied());
-            if current == Some(next) {
+            if self.snapshots.current(p) == Some(next) {
                 continue;
             }
-            let mut bytes = std::mem::take(&mut self.spare);
+            let mut bytes = self.snapshots.buffer();
             self.engine
                 .partition_state_record_into(p, topic, next, &mut bytes);
             if bytes.len() > self.snapshot_max_bytes {
@@ -121,10 +107,15 @@ impl Core {
                     bytes: bytes.len(),
                 }
                 .emit();
-                self.spare = bytes;
+                self.snapshots.give_back(bytes);
                 continue;
             }
-            self.staged.insert(p, (next, bytes));
+            let staged = Staged {
+                offset: next,
+                bytes,
+                waits: (),
+            };
+            self.snapshots.stage(p, staged);
         }
     }
 
@@ -132,65 +123,61 @@ impl Core {
     /// last write is acknowledged: one partition's record (megabytes, and
     /// librdkafka's copy of it until delivered) at a time.
     pub(super) fn stage_due(&mut self, topic: &str) {
-        while self.staged.is_empty()
-            && self.writes.is_empty()
-            && let Some(p) = self.due.pop_first()
-        {
+        while let Some(p) = self.snapshots.next_due() {
             self.take_snapshots(topic, Some(&[p]));
         }
     }
 
     /// Writes the staged snapshots whose records are all acknowledged, and
-    /// counts the writes acknowledged since.
+    /// counts the writes answered since.
     pub(super) fn write_snapshots(&mut self, store: &StateStore) {
-        let ready: Vec<i32> = self
-            .staged
-            .iter()
-            .filter(|(p, (off, _))| self.ledger.snapshot_ready(**p, *off))
-            .map(|(p, _)| *p)
+        let ledger = &self.ledger;
+        let written = self.snapshots.write(
+            |p, bytes| store.write(p, bytes),
+            |p, s| ledger.snapshot_ready(p, s.offset),
+        );
+        written_events(written);
+    }
+
+    /// Snapshots `partitions` (every one when `None`) whose records are
+    /// all acknowledged, and waits for the writes until `deadline`: a
+    /// revoke's or a stop's, so that the next owner restores them with no
+    /// replay.
+    pub(super) fn final_snapshots(
+        &mut self,
+        store: &StateStore,
+        topic: &str,
+        partitions: Option<&[i32]>,
+        deadline: std::time::Instant,
+    ) {
+        self.take_snapshots(topic, partitions);
+        let ledger = &self.ledger;
+        let (written, late) = self.snapshots.wait(store, partitions, deadline, |p, s| {
+            ledger.snapshot_ready(p, s.offset)
+        });
+        written_events(written);
+        let unfinished: Vec<i32> = self
+            .snapshots
+            .staged_partitions()
+            .into_iter()
+            .filter(|p| partitions.is_none_or(|ps| ps.contains(p)))
             .collect();
-        for p in ready {
-            let Some((off, bytes)) = self.staged.remove(&p) else {
-                continue;
-            };
-            match store.write(p, &bytes) {
-                Ok(f) => {
-                    self.snapshotted.insert(p, off);
-                    self.writes.push((p, off, bytes.len(), f));
-                    self.spare = bytes;
-                }
-                Err(e) => {
-                    tracing::debug!(partition = p, error = %e, "snapshot not accepted; will retry");
-                    self.staged.insert(p, (off, bytes));
-                }
-            }
+        if !unfinished.is_empty() {
+            tracing::warn!(partitions = ?unfinished, "deliveries unacknowledged: no final snapshot; the next owner replays from the previous one");
         }
-        let snapshotted = &mut self.snapshotted;
-        self.writes
-            .retain_mut(|(p, off, size, f)| match f.now_or_never() {
-                None => true,
-                Some(Ok(Ok(_))) => {
-                    events::SnapshotWritten {
-                        partition: *p,
-                        bytes: *size,
-                        ok: true,
-                    }
-                    .emit();
-                    false
-                }
-                Some(_) => {
-                    events::SnapshotWritten {
-                        partition: *p,
-                        bytes: *size,
-                        ok: false,
-                    }
-                    .emit();
-                    // Taken again at the next interval.
-                    if snapshotted.get(p) == Some(off) {
-                        snapshotted.remove(p);
-                    }
-                    false
-                }
-            });
+        if late {
+            tracing::warn!("final snapshots not acknowledged in time");
+        }
+    }
+}
+
+fn written_events(written: Vec<crate::consumer::snapshots::Written>) {
+    for w in written {
+        events::SnapshotWritten {
+            partition: w.partition,
+            bytes: w.bytes,
+            ok: w.ok,
+        }
+        .emit();
     }
 }

@@ -65,7 +65,7 @@ impl Shell {
         let want = {
             let c = lock(&self.core);
             let behind = c.assigned.iter().map(|&p| {
-                let next = c.next.get(&(Src::Alerts, p)).copied();
+                let next = c.positions.next((Src::Alerts, p));
                 let end = crate::kafka::cached_log_end(consumer.client(), &alerts, p);
                 let behind = match (next, end) {
                     (Some(n), Some(e)) => n < e,
@@ -119,19 +119,15 @@ impl Shell {
     }
 
     /// After a resume: `keys` fetch again from their next record
-    /// (`crate::consumer::backpressure::refetch`).
+    /// (`crate::consumer::seek::refetch`).
     pub(super) fn refetch(&self, consumer: &StreamConsumer<ConsumerCtx>, keys: Vec<(Src, i32)>) {
         for (src, p) in keys {
             let topic = src.topic(&self.settings);
-            let Some(next) = lock(&self.core).next.get(&(src, p)).copied() else {
+            let Some(next) = lock(&self.core).positions.next((src, p)) else {
                 continue;
             };
-            let realign = crate::consumer::backpressure::refetch(consumer, topic, p, next);
-            let mut c = lock(&self.core);
-            match realign {
-                Some(r) => c.realign.insert((src, p), r),
-                None => c.realign.remove(&(src, p)),
-            };
+            let realign = crate::consumer::seek::refetch(consumer, topic, p, next);
+            lock(&self.core).positions.realign((src, p), realign);
         }
     }
 

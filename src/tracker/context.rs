@@ -14,10 +14,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Core, Src, commit_sync, lock};
 use crate::config::Settings;
+use crate::consumer::assign::{self, Facts};
 use crate::consumer::context::{ConsumerCtx, RebalanceHandler, Recipe};
 use crate::consumer::holds::Holds;
 use crate::consumer::produce::finish_until;
-use crate::consumer::restore::{Known, Plan};
 use crate::kafka::{Health, RenewableProducer};
 use crate::state::StateStore;
 
@@ -86,51 +86,38 @@ impl Rebalancer {
         for &p in &parts {
             let snapshot = self.restore_snapshot(&mut c, p, timeout);
             for src in [Src::Alerts, Src::Events] {
-                let topic = src.topic(&self.settings).to_string();
+                let topic = src.topic(&self.settings);
                 let done = committed
                     .as_ref()
-                    .and_then(|t| t.find_partition(&topic, p))
+                    .and_then(|t| t.find_partition(topic, p))
                     .and_then(|e| match e.offset() {
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
-                let marks = consumer.fetch_watermarks(&topic, p, timeout).ok();
-                let (low, high) = marks.unwrap_or((0, 0));
-                let reset = self.settings.auto_offset_reset;
-                // A commit past the log's end is not looked for here: the
-                // replay waits for the offset (`Core::replay_until`).
-                let plan = Plan::for_partition(&Known {
+                let facts = Facts {
+                    topic,
+                    partition: p,
                     snapshot: snapshot.as_ref().map(|s| match src {
                         Src::Alerts => s.alerts_next_offset,
                         Src::Events => s.events_next_offset,
                     }),
                     committed: done,
-                    low: marks.map(|(low, _)| low),
-                    committed_beyond_log: false,
-                    reset,
-                });
-                let from = plan.first_offset(low, high, reset);
-                if let Some(d) = plan.replay_until {
+                    reset: self.settings.auto_offset_reset,
+                };
+                let started = assign::start(consumer, &self.store, &facts, tpl);
+                if let Some(d) = started.plan.replay_until {
                     c.replay_until.insert((src, p), d);
                 }
-                c.ledgers[src as usize].done_up_to(p, done.unwrap_or(from).max(from));
-                c.next.insert((src, p), from);
-                if high > from {
-                    c.catching_up.insert((src, p), high);
-                }
-                // From a snapshot: fetching starts a little before it and
-                // skips what it holds (Tansu 0.6 answers a fetch from inside
-                // a batch with the next one: docs/operations.md).
-                let realign = snapshot.as_ref().and_then(|_| {
-                    crate::consumer::realign::Realign::start(from, low, std::time::Instant::now())
-                });
-                let fetch_from = realign.map_or(from, |r| r.from());
-                match realign {
-                    Some(r) => c.realign.insert((src, p), r),
-                    None => c.realign.remove(&(src, p)),
+                c.positions.realign((src, p), started.realign);
+                let Some(first) = started.first else {
+                    continue;
                 };
-                if let Some(mut e) = tpl.find_partition(&topic, p) {
-                    let _ = e.set_offset(Offset::Offset(fetch_from));
+                // A commit past the log's end belongs to a log that is gone.
+                let done = done.filter(|_| !started.committed_beyond_log);
+                c.ledgers[src as usize].done_up_to(p, done.unwrap_or(first).max(first));
+                c.positions.set_next((src, p), first);
+                if let Some(high) = started.high.filter(|high| *high > first) {
+                    c.catching_up.insert((src, p), high);
                 }
             }
             c.assigned.insert(p);
@@ -183,7 +170,7 @@ impl Rebalancer {
         });
         if !stopped {
             commit_sync(consumer, &lock(&self.core), &self.settings, Some(parts));
-            write_snapshots(&self.core, &self.store, Some(parts), deadline);
+            lock(&self.core).final_snapshots(&self.store, Some(parts), deadline);
         }
         let mut c = lock(&self.core);
         c.forget(parts);
@@ -191,56 +178,5 @@ impl Rebalancer {
             c.assigned.remove(p);
         }
         tracing::info!(partitions = ?parts, "case tracker partitions revoked");
-    }
-}
-
-/// Sends partition `p`'s snapshot to the state topic; `Core::writes`
-/// follows its delivery. The producer keeps its own copy: the buffer is
-/// kept for the next snapshot (`Core::spare`).
-pub(super) fn write_snapshot(c: &mut Core, store: &StateStore, p: i32, bytes: Vec<u8>) {
-    match store.write(p, &bytes) {
-        Ok(f) => {
-            c.writes.push((p, f));
-            c.purge = true;
-        }
-        Err(e) => tracing::warn!(partition = p, error = %e, "case snapshot not written"),
-    }
-    c.spare = bytes;
-}
-
-/// Writes the snapshot of each partition (of `partitions`, or every
-/// assigned one) whose escalations are delivered, all at once (a revoke,
-/// a stop; the periodic rounds go one partition at a time,
-/// `Core::next_in_round`); waits for the writes until `deadline` (not at
-/// all when it has passed).
-pub(super) fn write_snapshots(
-    core: &Mutex<Core>,
-    store: &StateStore,
-    partitions: Option<&[i32]>,
-    deadline: Instant,
-) {
-    let mut c = lock(core);
-    let parts: Vec<i32> = match partitions {
-        Some(ps) => ps.to_vec(),
-        None => c.assigned.iter().copied().collect(),
-    };
-    for p in parts {
-        // A write for this partition still on its way: the next round.
-        if c.writes.iter().any(|(q, _)| *q == p) {
-            continue;
-        }
-        if let Some(bytes) = c.snapshot_to_write(p) {
-            write_snapshot(&mut c, store, p, bytes);
-        }
-    }
-    drop(c);
-    while Instant::now() < deadline {
-        let _ = store.flush(Duration::from_millis(100));
-        let mut c = lock(core);
-        c.writes
-            .retain_mut(|(_, f)| futures::FutureExt::now_or_never(f).is_none());
-        if c.writes.is_empty() {
-            break;
-        }
     }
 }

@@ -26,12 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use futures::FutureExt;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
-use rdkafka::producer::DeliveryFuture;
 
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
@@ -39,8 +37,10 @@ use crate::config::Settings;
 use crate::consumer::driver::{App, Input, drive};
 use crate::consumer::holds::Hold;
 use crate::consumer::ledger::{Ledger, Step};
+use crate::consumer::positions::Positions;
 use crate::consumer::produce::{Delivery, finish_until, producer};
 use crate::consumer::ready::{open_store, wait_until_ready};
+use crate::consumer::snapshots::Snapshots;
 use crate::kafka::{Health, RenewableProducer};
 use crate::shutdown::Shutdown;
 
@@ -156,8 +156,11 @@ struct Core {
     tracker: Tracker<Held>,
     /// Per source topic.
     ledgers: [Ledger<Out>; 2],
-    /// Next offset per (topic, partition) after the last record handled.
-    next: BTreeMap<(Src, i32), i64>,
+    /// Per (topic, partition), the next offset after the last record
+    /// handled, and the realign of one restored from a snapshot (records
+    /// before its offset are in the snapshot; a start still inside its
+    /// batch goes further back).
+    positions: Positions<(Src, i32)>,
     /// The timestamp of the last record handled per (topic, partition)
     /// (see `watermark`).
     read_at: BTreeMap<(Src, i32), i64>,
@@ -172,29 +175,13 @@ struct Core {
     escalating: Vec<Escalating>,
     /// Escalations whose alert is not read back yet.
     unread: Vec<Unread>,
-    /// Snapshot writes not acknowledged yet.
-    writes: Vec<(i32, DeliveryFuture)>,
-    /// Snapshots were written since the allocator last gave its free
-    /// pages back (`take_purge`).
-    purge: bool,
-    /// Snapshots taken while escalations of their partition were on
-    /// their way, waiting for those to be delivered (`snapshot`).
-    captured: BTreeMap<i32, snapshot::Captured>,
-    /// Partitions still to snapshot in this round, written one at a time
-    /// (`snapshot::next_in_round`).
-    round: BTreeSet<i32>,
-    /// The buffer the next snapshot is encoded into, kept from the last
-    /// one written (the producer has its own copy), so its megabytes are
-    /// not allocated and given back at each partition of each round.
-    spare: Vec<u8>,
+    /// Snapshot rounds (one partition at a time), snapshots staged until
+    /// the escalations on their way when they were taken are delivered (a
+    /// restored snapshot never marks an unsent escalation as sent), their
+    /// writes.
+    snapshots: Snapshots<snapshot::Waits>,
     /// The loop has stopped (its final commit and snapshots are done).
     stopped: bool,
-    /// Partitions restored from a snapshot, fetching from before it:
-    /// records before its offset are in the snapshot (skipped); a start
-    /// still inside its batch goes further back (`crate::consumer::realign::Realign`).
-    realign: BTreeMap<(Src, i32), crate::consumer::realign::Realign>,
-    /// Realigning partitions to send further back at the next tick.
-    further_back: BTreeSet<(Src, i32)>,
 }
 
 /// The tracker's state, locked (`crate::consumer::lock`: a poisoned lock
@@ -221,28 +208,6 @@ impl Core {
         }
         self.escalating
             .retain_mut(|e| e.delivery.step(producer) != Step::Done);
-        self.writes.retain_mut(|(p, f)| match f.now_or_never() {
-            None => true,
-            Some(Ok(Ok(_))) => false,
-            Some(r) => {
-                tracing::warn!(partition = *p, result = ?r.err(), "case snapshot write failed; the next one follows");
-                false
-            }
-        });
-    }
-
-    /// Whether a round's snapshot writes are all acknowledged since the
-    /// last call: their records (megabytes each) are freed, and the
-    /// allocator should give the pages back rather than keep them for its
-    /// 10 s decay, as the pipeline does after its rounds. Once the round
-    /// is over, not after each partition: the pages one partition's
-    /// record freed serve the next one's.
-    fn take_purge(&mut self) -> bool {
-        let due = self.purge && self.writes.is_empty() && self.round.is_empty();
-        if due {
-            self.purge = false;
-        }
-        due
     }
 
     /// Records on their way to the broker (escalations, dead letters):
@@ -265,41 +230,34 @@ impl Core {
             self.tracker.drop_partition(*p);
             for src in [Src::Alerts, Src::Events] {
                 self.ledgers[src as usize].forget(*p);
-                self.next.remove(&(src, *p));
+                self.positions.forget((src, *p));
                 self.read_at.remove(&(src, *p));
                 self.replay_until.remove(&(src, *p));
                 self.catching_up.remove(&(src, *p));
-                self.realign.remove(&(src, *p));
-                self.further_back.remove(&(src, *p));
             }
         }
         self.unread
             .retain(|u| !partitions.contains(&u.esc.partition));
         self.escalating
             .retain(|e| !partitions.contains(&e.partition));
-        self.captured.retain(|p, _| !partitions.contains(p));
-        self.round.retain(|p| !partitions.contains(p));
+        for p in partitions {
+            self.snapshots.forget(*p);
+        }
     }
 
     fn new(settings: &Settings) -> Core {
         Core {
             tracker: Tracker::new(settings.cases.tracker()),
             ledgers: [Ledger::default(), Ledger::default()],
-            next: BTreeMap::new(),
+            positions: Positions::default(),
             read_at: BTreeMap::new(),
             replay_until: BTreeMap::new(),
             catching_up: BTreeMap::new(),
             assigned: BTreeSet::new(),
             escalating: Vec::new(),
             unread: Vec::new(),
-            writes: Vec::new(),
-            purge: false,
-            captured: BTreeMap::new(),
-            round: BTreeSet::new(),
-            spare: Vec::new(),
+            snapshots: Snapshots::default(),
             stopped: false,
-            realign: BTreeMap::new(),
-            further_back: BTreeSet::new(),
         }
     }
 
@@ -444,8 +402,8 @@ impl App for records::Shell {
     const BATCH: usize = 1;
     type Event = records::Found;
 
-    async fn record(&mut self, msg: &BorrowedMessage<'_>, _consumer: &Input, stop: &Shutdown) {
-        self.take(msg, stop).await;
+    async fn record(&mut self, msg: &BorrowedMessage<'_>, consumer: &Input, stop: &Shutdown) {
+        self.take(msg, consumer, stop).await;
     }
 
     fn room(&self) -> bool {
@@ -463,10 +421,9 @@ impl App for records::Shell {
         let purge = {
             let mut c = lock(&self.core);
             c.drain(&self.producer, held);
-            if let Some((p, bytes)) = c.next_in_round() {
-                context::write_snapshot(&mut c, &self.store, p, bytes);
-            }
-            c.take_purge()
+            let store = &self.store;
+            snapshot::said(c.snapshot_round(|p, bytes| store.write(p, bytes)));
+            c.snapshots.round_over()
         };
         if purge {
             crate::consumer::memory::release_free_memory();
@@ -557,8 +514,8 @@ impl records::Shell {
         // The revoke that closing the consumer brings has nothing left to
         // wait for: done here, within the same bound.
         c.stopped = true;
+        c.final_snapshots(&self.store, None, deadline);
         drop(c);
-        context::write_snapshots(&self.core, &self.store, None, deadline);
         tracing::info!("case tracker stopped");
     }
 }

@@ -12,6 +12,7 @@ use super::records::Shell;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::driver::App;
 use crate::consumer::holds::Hold;
+use crate::consumer::seek;
 
 impl Shell {
     /// Pauses fetching (at once when this consumer loses every broker, at
@@ -92,30 +93,12 @@ impl Shell {
         };
         let mut gone = BTreeSet::new();
         for e in assignment.elements() {
-            let pos = positions
-                .find_partition(e.topic(), e.partition())
-                .and_then(|x| match x.offset() {
-                    rdkafka::Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            let high = crate::kafka::blocking(|| {
-                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-            });
-            // ListOffsets raises the suspicion, a fetch decides (Tansu 0.6
-            // answers up to a batch below the true end).
-            if let (Some(pos), Ok((_, high))) = (pos, high)
-                && pos > high
-                && crate::kafka::blocking(|| {
-                    self.store.log_reaches(
-                        e.topic(),
-                        e.partition(),
-                        pos,
-                        high,
-                        Duration::from_secs(5),
-                    )
-                }) != Some(true)
+            let (topic, p) = (e.topic(), e.partition());
+            let pos = positions.find_partition(topic, p).map(|x| x.offset());
+            if let Some(rdkafka::Offset::Offset(pos)) = pos
+                && seek::beyond_end(consumer, &self.store, topic, p, pos) == Some(true)
             {
-                gone.insert(e.partition());
+                gone.insert(p);
             }
         }
         if gone.is_empty() {
@@ -123,13 +106,10 @@ impl Shell {
         }
         tracing::warn!(partitions = ?gone, "case tracker: positions past the end of their logs (broker data lost); starting again from the reset point");
         lock(&self.core).forget(&gone.iter().copied().collect::<Vec<_>>());
-        let offset = match self.settings.auto_offset_reset {
-            crate::config::OffsetReset::Earliest => rdkafka::Offset::Beginning,
-            crate::config::OffsetReset::Latest => rdkafka::Offset::End,
-        };
+        let to = seek::reset_point(self.settings.auto_offset_reset);
         for e in assignment.elements() {
             if gone.contains(&e.partition()) {
-                let _ = consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(2));
+                seek::seek(consumer, e.topic(), e.partition(), to);
             }
         }
     }

@@ -16,8 +16,9 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::outputs::Outputs;
+use crate::consumer::positions::Take;
 use crate::consumer::produce::{Delivery, Outbox};
-use crate::consumer::realign::Seen;
+use crate::consumer::seek;
 use crate::kafka::RenewableProducer;
 use crate::metrics as m;
 use crate::pb::{AlertPriority, CaseState, DetractorAlert};
@@ -91,34 +92,26 @@ impl Shell {
     }
 
     /// One record of either topic.
-    pub(super) async fn take(&mut self, msg: &BorrowedMessage<'_>, stop: &Shutdown) {
+    pub(super) async fn take(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        stop: &Shutdown,
+    ) {
         let (p, off) = (msg.partition(), msg.offset());
         let src = Src::of(msg.topic(), &self.settings);
         let live = {
             let mut c = lock(&self.core);
-            if let Some(r) = c.realign.get_mut(&(src, p)) {
-                let want = r.want();
-                match r.seen(off) {
-                    // In the snapshot already.
-                    Seen::Skip => return,
-                    // The start was still inside the snapshot's batch:
-                    // the next tick seeks further back.
-                    Seen::FurtherBack => {
-                        c.further_back.insert((src, p));
-                        return;
+            match c.positions.record((src, p), off) {
+                Take::Yes => {}
+                Take::Gap { want } => seek::gap(msg.topic(), p, want, off),
+                Take::Skip => {
+                    let back = c.positions.seeks_waiting();
+                    drop(c);
+                    if back {
+                        self.further_back(consumer);
                     }
-                    Seen::Take => {
-                        c.realign.remove(&(src, p));
-                    }
-                    Seen::Gap => {
-                        c.realign.remove(&(src, p));
-                        tracing::warn!(
-                            partition = p,
-                            snapshot = want,
-                            first = off,
-                            "case tracker: records between the snapshot and the first one fetched were not returned by the broker"
-                        );
-                    }
+                    return;
                 }
             }
             c.live(src, p, off)
@@ -131,7 +124,7 @@ impl Shell {
         if live {
             c.ledgers[src as usize].read(p, off, out);
         }
-        c.next.insert((src, p), off + 1);
+        c.positions.handled((src, p), off);
         if let Some(ts) = msg.timestamp().to_millis() {
             c.read_at.insert((src, p), ts);
         }
@@ -383,47 +376,14 @@ impl Shell {
         out.output(out.outputs.emit(&record)).await
     }
 
-    /// Partitions whose start was still inside their snapshot's batch (a
-    /// record past the snapshot came first, or nothing for a second): they
-    /// start eight times further back.
-    fn realign(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
-        let now = std::time::Instant::now();
-        let seeks: Vec<(Src, i32, i64)> = {
-            let mut c = lock(&self.core);
-            let mut todo = std::mem::take(&mut c.further_back);
-            todo.extend(
-                c.realign
-                    .iter()
-                    .filter(|(_, r)| r.silent(now))
-                    .map(|(k, _)| *k),
-            );
-            todo.into_iter()
-                .filter_map(|k| {
-                    c.realign
-                        .get_mut(&k)
-                        .map(|r| (k.0, k.1, r.further_back(now)))
-                })
-                .collect()
-        };
-        for (src, p, from) in seeks {
-            let topic = src.topic(&self.settings);
-            tracing::debug!(
-                partition = p,
-                from,
-                "case tracker: start was inside the snapshot's batch: further back"
-            );
-            let done = crate::kafka::blocking(|| {
-                consumer.seek(
-                    topic,
-                    p,
-                    rdkafka::Offset::Offset(from),
-                    Duration::from_secs(5),
-                )
-            });
-            if let Err(e) = done {
-                tracing::warn!(partition = p, error = %e, "case tracker: seek failed");
-                lock(&self.core).realign.remove(&(src, p));
-            }
+    /// Starts realigning partitions further before their snapshots, as
+    /// their positions ask (`Positions::seeks`).
+    fn further_back(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let seeks = lock(&self.core).positions.seeks(Instant::now());
+        let settings = &self.settings;
+        let failed = seek::further_back(consumer, seeks, |(src, p)| (src.topic(settings), p));
+        for key in failed {
+            lock(&self.core).positions.realign(key, None);
         }
     }
 
@@ -438,7 +398,7 @@ impl Shell {
             return;
         }
         let now = self.clock.now_ms();
-        self.realign(consumer);
+        self.further_back(consumer);
         self.caught_up(consumer);
         self.brake_events(consumer, true);
         // Orphans wait for the alerts read so far, escalations for the case
@@ -477,8 +437,8 @@ impl Shell {
                 let due = c.tracker.due(events_read);
                 let unread: Vec<Unread> = due
                     .into_iter()
-                    .map(|esc| match c.next.get(&(Src::Events, esc.partition)) {
-                        Some(&at) => Unread::holding(esc, (Src::Events, at)),
+                    .map(|esc| match c.positions.next((Src::Events, esc.partition)) {
+                        Some(at) => Unread::holding(esc, (Src::Events, at)),
                         None => Unread::new(esc),
                     })
                     .collect();
@@ -604,7 +564,9 @@ impl Shell {
     /// Every `--snapshot-interval`: a round of every partition's
     /// snapshot, written one at a time from the acknowledgement tick.
     pub(super) fn snapshots(&self) {
-        lock(&self.core).start_round();
+        let mut c = lock(&self.core);
+        let assigned = c.assigned.clone();
+        c.snapshots.start_round(assigned);
     }
 
     /// The gauges from the tracker.

@@ -11,38 +11,44 @@
 
 use std::collections::BTreeSet;
 
-use super::{Core, Src};
-use crate::cases::AlertKey;
+use std::time::Instant;
 
-/// A snapshot taken, waiting for escalations to be delivered.
-pub(super) struct Captured {
-    bytes: Vec<u8>,
-    /// (case, level) of the escalations on their way when it was taken.
-    waits: Vec<(AlertKey, u8)>,
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::DeliveryFuture;
+
+use super::{Core, Escalating, Src, Unread};
+use crate::cases::AlertKey;
+use crate::consumer::snapshots::{Staged, Written};
+use crate::state::StateStore;
+
+/// What a staged snapshot waits for: the (case, level) of the escalations
+/// on their way when it was taken.
+pub(super) type Waits = Vec<(AlertKey, u8)>;
+
+/// The escalations of alerts partition `p` still on their way.
+fn escalations_pending(
+    escalating: &[Escalating],
+    unread: &[Unread],
+    p: i32,
+) -> BTreeSet<(AlertKey, u8)> {
+    let sending = escalating
+        .iter()
+        .filter(|e| e.partition == p)
+        .map(|e| (e.alert, e.level));
+    let unread = unread
+        .iter()
+        .filter(|u| u.esc.partition == p)
+        .map(|u| (u.esc.alert, u.esc.level));
+    sending.chain(unread).collect()
 }
 
 impl Core {
-    /// The escalations of alerts partition `p` still on their way.
-    fn escalations_pending(&self, p: i32) -> BTreeSet<(AlertKey, u8)> {
-        let sending = self
-            .escalating
-            .iter()
-            .filter(|e| e.partition == p)
-            .map(|e| (e.alert, e.level));
-        let unread = self
-            .unread
-            .iter()
-            .filter(|u| u.esc.partition == p)
-            .map(|u| (u.esc.alert, u.esc.level));
-        sending.chain(unread).collect()
-    }
-
     /// The offset of (topic, partition) the tracker's state reflects
     /// everything before, as far as is delivered.
     fn reflected(&self, src: Src, p: i32) -> Option<i64> {
         let ledger = &self.ledgers[src as usize];
         if ledger.idle(p) {
-            self.next.get(&(src, p)).copied()
+            self.positions.next((src, p))
         } else {
             ledger
                 .committable(Some(&[p]), true)
@@ -51,9 +57,9 @@ impl Core {
         }
     }
 
-    /// The snapshot of `p` as the state is now, written into `bytes`, and
-    /// the escalations it waits for.
-    fn capture(&self, p: i32, bytes: &mut Vec<u8>) -> Option<Vec<(AlertKey, u8)>> {
+    /// The snapshot of `p` as the state is now, written into `bytes`, its
+    /// alerts offset, and the escalations it waits for.
+    fn capture(&self, p: i32, bytes: &mut Vec<u8>) -> Option<(i64, Waits)> {
         let alerts = self.reflected(Src::Alerts, p)?;
         // Events waiting for their alert are not in the snapshot: it
         // starts at the first of them, so they are read again. (Read
@@ -69,72 +75,95 @@ impl Core {
         let events = waiting.map_or(events, |w| w.min(events));
         let snap = self.tracker.partition_snapshot(p, alerts, events);
         crate::cases::encode_snapshot_into(&snap, bytes);
-        Some(self.escalations_pending(p).into_iter().collect())
+        let waits = escalations_pending(&self.escalating, &self.unread, p);
+        Some((alerts, waits.into_iter().collect()))
     }
 
     /// The snapshot of `p`, when none of its escalations is on its way.
     #[cfg(test)]
     pub(super) fn snapshot(&self, p: i32) -> Option<Vec<u8>> {
         let mut bytes = Vec::new();
-        let waits = self.capture(p, &mut bytes)?;
+        let (_, waits) = self.capture(p, &mut bytes)?;
         waits.is_empty().then_some(bytes)
     }
 
-    /// What to write for `p` now: the snapshot taken earlier once the
-    /// escalations it waited for are delivered; else one taken now, at
-    /// once if nothing is on its way, or kept until that is delivered.
-    pub(super) fn snapshot_to_write(&mut self, p: i32) -> Option<Vec<u8>> {
-        if self.captured.contains_key(&p) {
-            let pending = self.escalations_pending(p);
-            let c = self.captured.get_mut(&p)?;
-            c.waits.retain(|w| pending.contains(w));
-            if !c.waits.is_empty() {
-                return None;
-            }
-            return self.captured.remove(&p).map(|c| c.bytes);
+    /// Takes `p`'s snapshot and stages it until the escalations on their
+    /// way now are delivered; not while one taken earlier still waits
+    /// (under a steady flow of escalations, a snapshot that waited for a
+    /// moment with none on their way would never be written).
+    pub(super) fn stage(&mut self, p: i32) {
+        if self.snapshots.is_staged(p) || self.snapshots.writing(p) {
+            return;
         }
-        // Encoded into the buffer of the last one written (`spare`).
-        let mut bytes = std::mem::take(&mut self.spare);
-        let Some(waits) = self.capture(p, &mut bytes) else {
-            self.spare = bytes;
-            return None;
-        };
-        if waits.is_empty() {
-            return Some(bytes);
-        }
-        self.captured.insert(p, Captured { bytes, waits });
-        None
-    }
-
-    /// Starts a round of snapshots of every assigned partition, unless
-    /// the last one is still going.
-    pub(super) fn start_round(&mut self) {
-        if self.round.is_empty() {
-            self.round = self.assigned.clone();
+        let mut bytes = self.snapshots.buffer();
+        match self.capture(p, &mut bytes) {
+            Some((offset, waits)) => self.snapshots.stage(
+                p,
+                Staged {
+                    offset,
+                    bytes,
+                    waits,
+                },
+            ),
+            None => self.snapshots.give_back(bytes),
         }
     }
 
-    /// The round's next snapshot to write, once the one before is
-    /// acknowledged: one partition's records (megabytes with tens of
-    /// thousands of customers a partition) are alive at a time, not every
-    /// partition's at once. A partition whose snapshot waits for its
-    /// escalations holds the round there; one with nothing to snapshot
-    /// yet (not read from) is passed.
-    pub(super) fn next_in_round(&mut self) -> Option<(i32, Vec<u8>)> {
-        if !self.writes.is_empty() {
-            return None;
+    /// The round's next snapshots: taken one partition at a time, each
+    /// written once its escalations are delivered (`send`:
+    /// `StateStore::write`).
+    pub(super) fn snapshot_round(
+        &mut self,
+        send: impl FnMut(i32, &[u8]) -> KafkaResult<DeliveryFuture>,
+    ) -> Vec<Written> {
+        while let Some(p) = self.snapshots.next_due() {
+            self.stage(p);
         }
-        while let Some(&p) = self.round.first() {
-            if let Some(bytes) = self.snapshot_to_write(p) {
-                self.round.remove(&p);
-                return Some((p, bytes));
-            }
-            if self.captured.contains_key(&p) {
-                return None;
-            }
-            self.round.remove(&p);
+        let (escalating, unread) = (&self.escalating, &self.unread);
+        self.snapshots
+            .write(send, |p, s| delivered(escalating, unread, p, &mut s.waits))
+    }
+
+    /// Snapshots `partitions` (every assigned one when `None`) all at
+    /// once (a revoke, a stop), and waits for the writes until `deadline`.
+    pub(super) fn final_snapshots(
+        &mut self,
+        store: &StateStore,
+        partitions: Option<&[i32]>,
+        deadline: Instant,
+    ) {
+        let parts: Vec<i32> =
+            partitions.map_or_else(|| self.assigned.iter().copied().collect(), <[i32]>::to_vec);
+        for p in parts {
+            self.stage(p);
         }
-        None
+        let (escalating, unread) = (&self.escalating, &self.unread);
+        let (written, _) = self.snapshots.wait(store, partitions, deadline, |p, s| {
+            delivered(escalating, unread, p, &mut s.waits)
+        });
+        said(written);
+    }
+}
+
+/// Whether the escalations a snapshot of `p` waits for are delivered
+/// (those delivered are struck off).
+fn delivered(escalating: &[Escalating], unread: &[Unread], p: i32, waits: &mut Waits) -> bool {
+    if waits.is_empty() {
+        return true;
+    }
+    let pending = escalations_pending(escalating, unread, p);
+    waits.retain(|w| pending.contains(w));
+    waits.is_empty()
+}
+
+/// Says in the log which snapshot writes failed (the next round writes
+/// them again).
+pub(super) fn said(written: Vec<Written>) {
+    for w in written.iter().filter(|w| !w.ok) {
+        tracing::warn!(
+            partition = w.partition,
+            "case snapshot write failed; the next one follows"
+        );
     }
 }
 
@@ -147,6 +176,7 @@ mod tests {
     use super::super::tests::{escalation, sent};
     use super::super::*;
     use crate::config::Settings;
+    use crate::consumer::snapshots::tests::write_on_its_way;
 
     #[test]
     fn a_snapshot_starts_its_events_at_the_first_one_waiting_for_its_alert() {
@@ -181,14 +211,14 @@ mod tests {
                 .event(2, &event(u128::from(off as u64) + 1), held, 0);
             assert!(matches!(applied, crate::cases::Applied::Waiting));
         }
-        c.next.insert((Src::Events, 2), 10);
-        c.next.insert((Src::Alerts, 2), 6);
+        c.positions.set_next((Src::Events, 2), 10);
+        c.positions.set_next((Src::Alerts, 2), 6);
         let snap = |c: &Core| crate::cases::decode_snapshot(&c.snapshot(2).unwrap()).unwrap();
         let s = snap(&c);
         assert_eq!((s.alerts_next_offset, s.events_next_offset), (6, 4));
         // Another partition's waiting events do not hold this one back.
-        c.next.insert((Src::Events, 1), 10);
-        c.next.insert((Src::Alerts, 1), 6);
+        c.positions.set_next((Src::Events, 1), 10);
+        c.positions.set_next((Src::Alerts, 1), 6);
         let s = crate::cases::decode_snapshot(&c.snapshot(1).unwrap()).unwrap();
         assert_eq!(s.events_next_offset, 10);
         // Once nothing waits, the snapshot reflects every event read.
@@ -196,25 +226,34 @@ mod tests {
         assert_eq!(snap(&c).events_next_offset, 10);
     }
 
+    /// The round's snapshots written now, by their alerts offset.
+    fn written(c: &mut Core) -> Vec<i64> {
+        let mut sent = Vec::new();
+        let _ = c.snapshot_round(|_, bytes| {
+            let snap = crate::cases::decode_snapshot(bytes).unwrap();
+            sent.push(snap.alerts_next_offset);
+            Ok(write_on_its_way())
+        });
+        c.snapshots.acknowledge_all();
+        sent
+    }
+
     #[test]
     fn a_snapshot_waits_only_for_the_escalations_on_their_way_when_it_was_taken() {
         let settings = Settings::default();
         let mut c = Core::new(&settings);
-        c.next.insert((Src::Events, 2), 10);
-        c.next.insert((Src::Alerts, 2), 6);
-        let alerts_at = |bytes: Vec<u8>| {
-            crate::cases::decode_snapshot(&bytes)
-                .unwrap()
-                .alerts_next_offset
-        };
+        c.positions.set_next((Src::Events, 2), 10);
+        c.positions.set_next((Src::Alerts, 2), 6);
         // Nothing on its way: written at once.
-        assert_eq!(c.snapshot_to_write(2).map(alerts_at), Some(6));
+        c.stage(2);
+        assert_eq!(written(&mut c), [6]);
         // An escalation waiting for its alert: the snapshot taken now waits.
         c.unread.push(Unread::new(escalation(7, 2)));
-        assert!(c.snapshot_to_write(2).is_none());
+        c.stage(2);
+        assert!(written(&mut c).is_empty());
         // The state moves on and another escalation starts; the first is
         // read back and sent, not delivered yet.
-        c.next.insert((Src::Alerts, 2), 9);
+        c.positions.set_next((Src::Alerts, 2), 9);
         c.unread.push(Unread::new(escalation(8, 2)));
         let u = c.unread.remove(0);
         c.escalating.push(Escalating {
@@ -224,32 +263,25 @@ mod tests {
             delivery: sent(),
             holds: None,
         });
-        assert!(c.snapshot_to_write(2).is_none());
+        c.stage(2);
+        assert!(written(&mut c).is_empty());
         // Another partition's escalations do not hold it back.
         c.unread.push(Unread::new(escalation(9, 1)));
         // Delivered: the snapshot taken before is written, as it was then,
         // although the second escalation is still on its way.
         c.escalating.clear();
-        assert_eq!(c.snapshot_to_write(2).map(alerts_at), Some(6));
+        assert_eq!(written(&mut c), [6]);
         // The next one waits for the second.
-        assert!(c.snapshot_to_write(2).is_none());
+        c.stage(2);
+        assert!(written(&mut c).is_empty());
         c.unread.retain(|u| u.esc.alert != 8);
-        assert_eq!(c.snapshot_to_write(2).map(alerts_at), Some(9));
+        assert_eq!(written(&mut c), [9]);
         // A revoked partition's waiting snapshot is dropped with it.
         c.unread.push(Unread::new(escalation(10, 2)));
-        assert!(c.snapshot_to_write(2).is_none());
+        c.stage(2);
+        assert!(written(&mut c).is_empty());
         c.forget(&[2]);
-        assert!(c.captured.is_empty());
-    }
-
-    /// A delivery that never completes (a producer with no broker).
-    fn write_on_its_way() -> rdkafka::producer::DeliveryFuture {
-        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .create()
-            .unwrap();
-        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to("state").payload(&[1u8][..]);
-        producer.send_result(record).map_err(|(e, _)| e).unwrap()
+        assert!(!c.snapshots.is_staged(2));
     }
 
     #[test]
@@ -258,50 +290,38 @@ mod tests {
         let mut c = Core::new(&settings);
         c.assigned = [1, 2, 3, 4].into();
         for p in [1, 2, 4] {
-            c.next.insert((Src::Events, p), 10);
-            c.next.insert((Src::Alerts, p), 6);
+            c.positions.set_next((Src::Events, p), 10);
+            c.positions.set_next((Src::Alerts, p), 6 + i64::from(p));
         }
-        assert!(c.next_in_round().is_none(), "no round started");
-        c.start_round();
-        let (p, _) = c.next_in_round().unwrap();
-        assert_eq!(p, 1);
-        c.writes.push((1, write_on_its_way()));
+        assert!(written(&mut c).is_empty(), "no round started");
+        c.snapshots.start_round(c.assigned.clone());
+        let mut on_its_way = Vec::new();
+        let _ = c.snapshot_round(|p, _| {
+            on_its_way.push(p);
+            Ok(write_on_its_way())
+        });
+        assert_eq!(on_its_way, [1]);
         assert!(
-            c.next_in_round().is_none(),
+            c.snapshot_round(|_, _| unreachable!()).is_empty(),
             "partition 1's write on its way"
         );
         // A tick while the round goes on does not start it again.
-        c.start_round();
-        c.writes.clear();
+        c.snapshots.start_round(c.assigned.clone());
+        c.snapshots.acknowledge_all();
         // Partition 2's snapshot waits for an escalation: the round waits
         // there.
         c.unread.push(Unread::new(escalation(7, 2)));
-        assert!(c.next_in_round().is_none());
-        assert!(c.next_in_round().is_none());
+        assert!(written(&mut c).is_empty());
+        assert!(written(&mut c).is_empty());
         c.unread.clear();
-        assert_eq!(c.next_in_round().map(|(p, _)| p), Some(2));
+        assert_eq!(written(&mut c), [8]);
         // Partition 3 has nothing to snapshot (never read): passed.
-        assert_eq!(c.next_in_round().map(|(p, _)| p), Some(4));
-        assert!(c.next_in_round().is_none(), "the round is over");
-        assert!(c.round.is_empty());
+        assert_eq!(written(&mut c), [10]);
+        assert!(written(&mut c).is_empty(), "the round is over");
+        assert!(c.snapshots.round_over());
         // A revoke takes a partition out of the round.
-        c.start_round();
+        c.snapshots.start_round(c.assigned.clone());
         c.forget(&[1]);
-        assert_eq!(c.next_in_round().map(|(p, _)| p), Some(2));
-    }
-
-    #[test]
-    fn the_allocator_gives_pages_back_once_a_round_of_writes_is_acknowledged() {
-        let mut c = Core::new(&Settings::default());
-        assert!(!c.take_purge(), "nothing written");
-        c.purge = true;
-        c.writes.push((2, write_on_its_way()));
-        assert!(!c.take_purge(), "a write still on its way");
-        c.writes.clear();
-        c.round = [3].into();
-        assert!(!c.take_purge(), "partitions of the round still to write");
-        c.round.clear();
-        assert!(c.take_purge());
-        assert!(!c.take_purge(), "once per round");
+        assert_eq!(written(&mut c), [8]);
     }
 }

@@ -38,7 +38,7 @@ impl Shell {
         let topic = src.topic(&self.settings);
         let c = lock(&self.core);
         let standing = c.assigned.iter().map(|&p| Standing {
-            next: c.next.get(&(src, p)).copied(),
+            next: c.positions.next((src, p)),
             high: crate::kafka::cached_log_end(consumer.client(), topic, p),
             last_read: c.read_at.get(&(src, p)).copied(),
         });
