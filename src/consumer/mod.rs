@@ -11,6 +11,7 @@ pub(crate) mod assign;
 pub(crate) mod backpressure;
 pub mod context;
 pub(crate) mod driver;
+pub(crate) mod handover;
 pub(crate) mod holds;
 pub(crate) mod ledger;
 pub(crate) mod memory;

@@ -57,7 +57,7 @@ mod group {
     use crate::consumer::holds::{Hold, Holds};
     use crate::kafka::Health;
 
-    const TOPIC: &str = "answers";
+    pub(super) const TOPIC: &str = "answers";
 
     /// Counts the rebalances a member goes through.
     #[derive(Default)]
@@ -91,7 +91,7 @@ mod group {
     /// groups form at once (its coordinator's initial rebalance delay is
     /// 3 s otherwise), with `TOPIC` of `partitions` partitions and `per`
     /// records in each; and its bootstrap servers.
-    fn cluster(partitions: i32, per: i64) -> (BaseProducer, String) {
+    pub(super) fn cluster(partitions: i32, per: i64) -> (BaseProducer, String) {
         let owner: BaseProducer = ClientConfig::new()
             .set("test.mock.num.brokers", "1")
             .create()
@@ -119,6 +119,18 @@ mod group {
         }
         owner.flush(Duration::from_secs(10)).unwrap();
         (owner, brokers)
+    }
+
+    /// The state store of `TOPIC` on the cluster at `brokers`.
+    pub(super) fn store(brokers: &str) -> crate::state::StateStore {
+        let state = crate::state::StateConfig {
+            brokers,
+            properties: &Default::default(),
+            state_topic: "state",
+            input_topic: TOPIC,
+            snapshot_max_bytes: 1 << 20,
+        };
+        crate::state::StateStore::open(&state, Health::new()).unwrap()
     }
 
     /// A member of `group`, from the loops' recipe, with short session
@@ -269,5 +281,234 @@ mod group {
         .await;
         let per_partition = |p: i32| a.got.iter().filter(|(q, _)| *q == p).count();
         assert_eq!((per_partition(0), per_partition(1)), (50, 50));
+    }
+}
+
+/// Hand-overs against librdkafka's mock cluster: a revoke while a
+/// delivery is on its way.
+mod handover {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaResult;
+    use rdkafka::producer::{FutureRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::group::{TOPIC, cluster};
+    use crate::consumer::handover::{Handed, Handover};
+    use crate::consumer::ledger::Ledger;
+    use crate::consumer::produce::{Delivery, producer};
+    use crate::kafka::{Health, RenewableProducer};
+    use crate::state::StateStore;
+
+    /// Ten records of partition 0 read, the one at offset 5 with a
+    /// delivery on its way.
+    struct Book {
+        ledger: Ledger<Delivery>,
+        snapshots: Vec<Option<Vec<i32>>>,
+        forgotten: Vec<i32>,
+        commits: usize,
+    }
+
+    impl Handed for Book {
+        fn drain(&mut self, producer: &RenewableProducer, _settle: bool) {
+            self.ledger.drain(|d| d.step(producer));
+        }
+        fn waiting(&self, partitions: Option<&[i32]>) -> bool {
+            partitions
+                .unwrap_or(&[0])
+                .iter()
+                .any(|p| !self.ledger.idle(*p))
+        }
+        fn offsets(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in self.ledger.committable(partitions, true) {
+                tpl.add_partition_offset(TOPIC, p, Offset::Offset(o))
+                    .unwrap();
+            }
+            tpl
+        }
+        fn committed(&mut self, _offsets: &TopicPartitionList, result: &KafkaResult<()>) {
+            result.as_ref().unwrap();
+            self.commits += 1;
+        }
+        fn final_snapshots(&mut self, _: &StateStore, partitions: Option<&[i32]>, _: Instant) {
+            self.snapshots.push(partitions.map(<[i32]>::to_vec));
+        }
+        fn forget(&mut self, partitions: &[i32]) {
+            self.forgotten.extend(partitions);
+            for p in partitions {
+                self.ledger.forget(*p);
+            }
+        }
+    }
+
+    fn book(producer: &RenewableProducer) -> Mutex<Book> {
+        let mut ledger = Ledger::default();
+        for offset in 0..10 {
+            let delivery = (offset == 5).then(|| {
+                let record = FutureRecord::<(), [u8]>::to("out").payload(&b"alert"[..]);
+                Delivery::InFlight(
+                    producer
+                        .get()
+                        .send_result(record)
+                        .map_err(|(e, _)| e)
+                        .unwrap(),
+                )
+            });
+            ledger.read(0, offset, delivery);
+        }
+        Mutex::new(Book {
+            ledger,
+            snapshots: Vec::new(),
+            forgotten: Vec::new(),
+            commits: 0,
+        })
+    }
+
+    fn committed(consumer: &BaseConsumer) -> Offset {
+        let mut ask = TopicPartitionList::new();
+        ask.add_partition(TOPIC, 0);
+        let got = consumer
+            .committed_offsets(ask, Duration::from_secs(10))
+            .unwrap();
+        got.find_partition(TOPIC, 0).unwrap().offset()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoke_mid_delivery_commits_only_what_is_delivered_within_the_bound() {
+        let (owner, brokers) = cluster(1, 10);
+        let mock = owner.client().mock_cluster().unwrap();
+        mock.create_topic("out", 1, 1).unwrap();
+        // Commits outside a group's generation, as a member's own.
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "handover")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let producer =
+            producer(&brokers, &Default::default(), Health::new(), false, "test").unwrap();
+        let store = super::group::store(&brokers);
+        // Every answer from the broker takes 1.5 s.
+        mock.broker_round_trip_time(1, Duration::from_millis(1_500))
+            .unwrap();
+
+        // A bound shorter than the delivery: the commit stops at the
+        // record whose delivery is on its way, and the partition is
+        // forgotten with it.
+        let short = Handover::new("test", Duration::from_millis(200));
+        let core = book(&producer);
+        short.revoke(&core, &consumer, &producer, &store, &[0], false);
+        assert_eq!(committed(&consumer), Offset::Offset(5));
+        let b = core.lock().unwrap();
+        assert_eq!((b.commits, b.forgotten.as_slice()), (1, &[0][..]));
+        assert_eq!(b.snapshots, [Some(vec![0])]);
+        drop(b);
+
+        // A bound longer than the delivery: the revoke waits for it, and
+        // commits every record.
+        let long = Handover::new("test", Duration::from_secs(20));
+        let core = book(&producer);
+        long.revoke(&core, &consumer, &producer, &store, &[0], false);
+        assert_eq!(committed(&consumer), Offset::Offset(10));
+
+        // Lost, or after the stop: nothing committed or written, the
+        // partition forgotten.
+        let core = book(&producer);
+        long.revoke(&core, &consumer, &producer, &store, &[0], true);
+        assert!(!long.stop(&core, &consumer, &producer, &store));
+        let after_stop = core.lock().unwrap().commits;
+        long.revoke(&core, &consumer, &producer, &store, &[0], false);
+        let b = core.lock().unwrap();
+        assert_eq!(b.commits, after_stop, "a revoke after the stop committed");
+        assert_eq!(b.forgotten, [0, 0]);
+        assert_eq!(b.snapshots, [None], "only the stop wrote snapshots");
+    }
+}
+
+/// An assigned partition's start against librdkafka's mock cluster: the
+/// broker's watermarks, a commit past the log confirmed by a fetch, and
+/// where fetching starts.
+mod assign {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::group::{TOPIC, cluster};
+    use crate::config::OffsetReset;
+    use crate::consumer::assign::{Facts, start};
+    use crate::consumer::realign::REALIGN_BACK;
+    use crate::consumer::restore::{Start, StateFrom};
+
+    #[test]
+    fn a_partition_starts_before_its_snapshot_replays_to_its_commit_and_a_commit_past_the_log_resets()
+     {
+        let (_owner, brokers) = cluster(1, 3_000);
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "assign")
+            .create()
+            .unwrap();
+        let store = super::group::store(&brokers);
+        let facts = |snapshot, committed| Facts {
+            topic: TOPIC,
+            partition: 0,
+            snapshot,
+            committed,
+            reset: OffsetReset::Earliest,
+        };
+        let fetch_from = |tpl: &TopicPartitionList| tpl.find_partition(TOPIC, 0).unwrap().offset();
+        let assigned = || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(TOPIC, 0);
+            tpl
+        };
+
+        // A snapshot at 2,500 and a commit at 2,800: fetching starts
+        // REALIGN_BACK before the snapshot, the replay runs to the commit.
+        let mut tpl = assigned();
+        let s = start(
+            &consumer,
+            &store,
+            &facts(Some(2_500), Some(2_800)),
+            &mut tpl,
+        );
+        assert_eq!(s.plan.start, Start::At(2_500));
+        assert_eq!(s.plan.from, StateFrom::Snapshot);
+        assert_eq!(s.plan.replay_until, Some(2_800));
+        assert_eq!((s.first, s.high), (Some(2_500), Some(3_000)));
+        assert!(!s.committed_beyond_log);
+        let from = 2_500 - REALIGN_BACK;
+        assert_eq!(s.realign.map(|r| r.from()), Some(from));
+        assert_eq!(fetch_from(&tpl), Offset::Offset(from));
+
+        // A commit past the log's end (a log recreated): from the reset
+        // point, nothing replayed.
+        let mut tpl = assigned();
+        let s = start(&consumer, &store, &facts(None, Some(50_000)), &mut tpl);
+        assert!(s.committed_beyond_log);
+        assert_eq!((s.plan.start, s.plan.replay_until), (Start::Earliest, None));
+        assert_eq!(fetch_from(&tpl), Offset::Beginning);
+        // At the end of the log, the commit is the log's.
+        let s = start(
+            &consumer,
+            &store,
+            &facts(None, Some(3_000)),
+            &mut assigned(),
+        );
+        assert!(!s.committed_beyond_log);
+        assert_eq!(s.plan.replay_until, Some(3_000));
+
+        // Nothing known: the client's start (its committed offset, else
+        // the reset point), the tpl left as it was.
+        let mut tpl = assigned();
+        let s = start(&consumer, &store, &facts(None, None), &mut tpl);
+        assert_eq!(
+            (s.plan.start, s.plan.from),
+            (Start::Client, StateFrom::Empty)
+        );
+        assert_eq!(s.first, Some(0));
+        assert_eq!(fetch_from(&tpl), Offset::Invalid);
     }
 }

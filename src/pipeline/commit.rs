@@ -15,26 +15,8 @@ use crate::consumer::context::ConsumerCtx;
 use crate::events::{self, Event};
 use crate::pipeline::{Core, Pipeline};
 
-/// Commits the done offsets of `partitions`: in async mode only those that
-/// moved since the last commit (an async commit that failed is caught by the
-/// next sync one), in sync mode all of them. Offsets are only ever committed
-/// from `done`: behind work whose every effect is acknowledged.
-pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    topic: &str,
-    core: &mut Core,
-    partitions: Option<&[i32]>,
-) {
-    let moved = core.ledger.committable(partitions, true);
-    if moved.is_empty() {
-        return;
-    }
-    let result = consumer.commit(&offsets(topic, &moved), CommitMode::Sync);
-    commit_done(core, (moved, result));
-}
-
 /// The offsets to commit, as Kafka wants them.
-fn offsets(topic: &str, moved: &[(i32, i64)]) -> TopicPartitionList {
+pub(super) fn offsets(topic: &str, moved: &[(i32, i64)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     for (p, off) in moved {
         let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*off));

@@ -47,10 +47,9 @@ use crate::consumer::snapshots::Snapshots;
 
 use crate::clock::Clock;
 use crate::consumer::outputs::Outputs;
-use crate::consumer::produce::{Delivery, Outbox, finish_until};
+use crate::consumer::produce::{Delivery, Outbox};
 use crate::pipeline::commit::CommitOutcome;
 use crate::pipeline::commit::EarlyCommit;
-use crate::pipeline::commit::commit;
 use crate::pipeline::outage::OutageGuard;
 use crate::pipeline::outage::rewind_beyond_end;
 use crate::pipeline::publish::refresh_view;
@@ -69,6 +68,9 @@ const STALL: Duration = Duration::from_secs(20);
 /// State shared between the loop and the rebalance callback (which runs on
 /// the same task, inside `recv`, never while the loop holds the lock).
 struct Core {
+    /// The input topic.
+    topic: String,
+    health: Arc<Health>,
     engine: Engine,
     /// Which offsets are committable, behind which deliveries.
     ledger: Ledger<Delivery>,
@@ -139,7 +141,12 @@ pub async fn run(
         v.series.set_tiers(&settings.promoters.tier_names());
     }
 
-    let core = Arc::new(Mutex::new(Core::new(engine, settings.snapshot_max_bytes)));
+    let core = Arc::new(Mutex::new(Core::new(
+        engine,
+        settings.snapshot_max_bytes,
+        &settings.input_topic,
+        &health,
+    )));
     let handler = Arc::new(Rebalancer::new(
         &settings, &core, &producer, &store, &health,
     ));
@@ -314,7 +321,7 @@ impl App for Pipeline {
             return;
         }
         let s = &self.settings;
-        if !replay(msg, s, &*self.clock, &self.core, &self.health) {
+        if !replay(msg, s, &*self.clock, &self.core) {
             let out = Outbox {
                 producer: &self.producer,
                 stop,
@@ -397,7 +404,7 @@ impl App for Pipeline {
         self.unstall();
         let s = &self.settings;
         rewind_beyond_end(&self.core, consumer, &self.store, &self.health, s);
-        caught_up(&self.core, consumer, &self.health, &s.input_topic);
+        caught_up(&self.core, consumer);
         self.start_commit(consumer);
         self.publish();
     }
@@ -410,30 +417,14 @@ impl App for Pipeline {
     /// is done, writes the final snapshots.
     async fn stop(mut self, consumer: &Input) {
         tracing::info!("shutting down: flushing alerts and dead letters");
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
-        let _ = self.handler.stop_by.set(deadline);
-        let left = crate::kafka::blocking(|| {
-            finish_until(deadline, &self.producer, || {
-                let mut c = lock(&self.core);
-                c.drain(&self.producer);
-                c.ledger.in_flight() > 0
-            })
-        });
-        if left {
+        let (core, store) = (&*self.core, &*self.store);
+        let handover = &self.handler.handover;
+        if handover.stop(core, consumer.as_ref(), &self.producer, store) {
             tracing::warn!(
-                pending = lock(&self.core).ledger.in_flight(),
+                pending = lock(core).ledger.in_flight(),
                 "shutdown timeout: unacknowledged deliveries stay uncommitted"
             );
         }
-        commit(
-            consumer.as_ref(),
-            &self.settings.input_topic,
-            &mut lock(&self.core),
-            None,
-        );
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
-        let topic = &self.settings.input_topic;
-        lock(&self.core).final_snapshots(&self.store, topic, None, deadline);
         self.publish();
         tracing::info!(
             consumed = self.stats.consumed,

@@ -112,7 +112,7 @@ impl OutageGuard {
                 return false;
             }
         };
-        let Some(lost) = lost_offsets(consumer, &assignment, core, health, settings) else {
+        let Some(lost) = lost_offsets(consumer, &assignment, core, settings) else {
             return false;
         };
         // Snapshots need it before the next restore or write.
@@ -268,7 +268,6 @@ fn lost_offsets(
     consumer: &StreamConsumer<ConsumerCtx>,
     assignment: &TopicPartitionList,
     core: &Mutex<Core>,
-    health: &Health,
     settings: &Settings,
 ) -> Option<Vec<i32>> {
     if assignment.count() == 0 {
@@ -280,7 +279,6 @@ fn lost_offsets(
     match asked {
         Ok(theirs) => Some(forget_lost_offsets(
             core,
-            health,
             &settings.input_topic,
             settings.auto_offset_reset.as_str(),
             &theirs,
@@ -301,7 +299,6 @@ fn lost_offsets(
 /// the next record sets again.
 pub(super) fn forget_lost_offsets(
     core: &Mutex<Core>,
-    health: &Health,
     topic: &str,
     reset: &'static str,
     theirs: &TopicPartitionList,
@@ -320,7 +317,7 @@ pub(super) fn forget_lost_offsets(
                 cause: events::ResetCause::CommitForgotten,
             }
             .emit();
-            c.rewind(p, health);
+            c.rewind(p);
             lost.push(p);
         } else {
             c.ledger.forget_done(p);
@@ -363,7 +360,7 @@ pub(super) fn rewind_beyond_end(
             cause: events::ResetCause::PositionBeyondEnd,
         }
         .emit();
-        lock(core).rewind(p, health);
+        lock(core).rewind(p);
         seek::seek(
             consumer,
             topic,

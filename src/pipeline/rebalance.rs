@@ -12,12 +12,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::lock;
 use crate::consumer::assign::{self, Facts, Started};
 use crate::consumer::context::{ConsumerCtx, RebalanceHandler};
-use crate::consumer::produce::finish_until;
+use crate::consumer::handover::Handover;
 use crate::consumer::restore::{Start, StateFrom};
 use crate::events::{self, Event};
 use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
-use crate::pipeline::commit::commit;
 use crate::pipeline::{Core, Restore};
 use crate::state::StateStore;
 
@@ -28,11 +27,9 @@ pub(super) struct Rebalancer {
     pub(super) store: Arc<StateStore>,
     pub(super) health: Arc<Health>,
     pub(super) topic: String,
-    pub(super) timeout: Duration,
-    /// Set when the pipeline stops: the end of the shutdown's bound, which
-    /// the revoke of its leaving the group does not wait past (the bound
-    /// is one, not one per step).
-    pub(super) stop_by: std::sync::OnceLock<Instant>,
+    /// Revokes and the stop: deliveries waited for, commits, final
+    /// snapshots.
+    pub(super) handover: Handover,
     /// Where a partition starts whose committed offset its log does not
     /// hold (`--auto-offset-reset`).
     pub(super) reset: crate::config::OffsetReset,
@@ -52,41 +49,16 @@ impl Rebalancer {
             store: store.clone(),
             health: health.clone(),
             topic: settings.input_topic.clone(),
-            timeout: settings.shutdown_timeout,
-            stop_by: std::sync::OnceLock::new(),
+            handover: Handover::new("pipeline", settings.shutdown_timeout),
             reset: settings.auto_offset_reset,
         }
-    }
-
-    /// How long a revoke may wait from now: the shutdown timeout, and
-    /// never past a stop's bound.
-    fn deadline(&self) -> Instant {
-        let own = Instant::now() + self.timeout;
-        self.stop_by.get().map_or(own, |stop| own.min(*stop))
-    }
-
-    /// Waits (bounded) for the partitions' pending deliveries, then commits
-    /// what is done. Offsets of what did not finish stay uncommitted: the
-    /// next owner redoes it.
-    pub(super) fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32]) {
-        finish_until(self.deadline(), &self.producer, || {
-            let mut core = lock(&self.core);
-            core.drain(&self.producer);
-            partitions.iter().any(|p| !core.ledger.idle(*p))
-        });
-        commit(
-            consumer,
-            &self.topic,
-            &mut lock(&self.core),
-            Some(partitions),
-        );
     }
 
     /// Reads `partition`'s latest snapshot and restores it into the engine;
     /// returns the offset it continues from, or `None` when there is none
     /// or it cannot be used (said in the log and counted).
     fn restore_snapshot(&self, partition: i32) -> Option<i64> {
-        match self.store.read_latest(partition, self.timeout) {
+        match self.store.read_latest(partition, self.handover.timeout) {
             Ok(Some(bytes)) => {
                 tracing::debug!(partition, bytes = bytes.len(), "snapshot read");
                 let mut core = lock(&self.core);
@@ -200,12 +172,9 @@ impl Rebalancer {
 
 impl RebalanceHandler for Rebalancer {
     fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, partitions: &[i32], lost: bool) {
-        if !lost {
-            self.finish(consumer, partitions);
-            let deadline = self.deadline();
-            lock(&self.core).final_snapshots(&self.store, &self.topic, Some(partitions), deadline);
-        }
-        lock(&self.core).forget(partitions, &self.health);
+        let (core, store) = (&*self.core, &*self.store);
+        self.handover
+            .revoke(core, consumer, &self.producer, store, partitions, lost);
     }
 
     fn assign(
@@ -230,7 +199,7 @@ impl RebalanceHandler for Rebalancer {
             }
         }
         let committed = consumer
-            .committed_offsets(ask, self.timeout)
+            .committed_offsets(ask, self.handover.timeout)
             .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))
             .ok();
         for &p in partitions {

@@ -16,7 +16,6 @@ use crate::consumer::context::ConsumerCtx;
 use crate::consumer::produce::{Delivery, Outbox};
 use crate::engine::{AlertMark, Category, Counted, KeyId, Observation, Outcome};
 use crate::events::{self, Event};
-use crate::kafka::Health;
 use crate::metrics::{self as m, View};
 use crate::pipeline::{Core, Counters};
 use crate::schema::{self, Rejection};
@@ -41,12 +40,7 @@ pub(super) fn count_response(
 
 /// Ends the restores whose partition's position reached its replay end
 /// without a record at that offset (compacted, deleted or idle logs).
-pub(super) fn caught_up(
-    core: &Mutex<Core>,
-    consumer: &StreamConsumer<ConsumerCtx>,
-    health: &Health,
-    topic: &str,
-) {
+pub(super) fn caught_up(core: &Mutex<Core>, consumer: &StreamConsumer<ConsumerCtx>) {
     let mut c = lock(core);
     if c.restoring.is_empty() {
         return;
@@ -59,13 +53,13 @@ pub(super) fn caught_up(
         .iter()
         .filter(|(p, r)| {
             positions
-                .find_partition(topic, **p)
+                .find_partition(&c.topic, **p)
                 .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= r.until))
         })
         .map(|(p, _)| *p)
         .collect();
     for p in reached {
-        c.restored(p, health);
+        c.restored(p);
     }
 }
 
@@ -77,7 +71,6 @@ pub(super) fn replay(
     settings: &Settings,
     clock: &dyn Clock,
     core: &Mutex<Core>,
-    health: &Health,
 ) -> bool {
     let (partition, offset) = (msg.partition(), msg.offset());
     let mut c = lock(core);
@@ -85,7 +78,7 @@ pub(super) fn replay(
         return false;
     };
     if offset >= until {
-        c.restored(partition, health);
+        c.restored(partition);
         return false;
     }
     let now = clock.now_ms();
@@ -106,7 +99,7 @@ pub(super) fn replay(
         r.replayed += 1;
     }
     if offset + 1 >= until {
-        c.restored(partition, health);
+        c.restored(partition);
     }
     true
 }

@@ -3,8 +3,11 @@
 //! acknowledged, then written to the state topic.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
+use crate::consumer::handover::Handed;
 use crate::consumer::ledger::Ledger;
 use crate::consumer::positions::Positions;
 use crate::consumer::snapshots::{Snapshots, Staged};
@@ -13,11 +16,21 @@ use crate::events::{self, Event};
 use crate::kafka::{Health, RenewableProducer};
 use crate::metrics as m;
 use crate::pipeline::Core;
+use crate::pipeline::commit::{commit_done, offsets};
 use crate::state::StateStore;
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
 
 impl Core {
-    pub(super) fn new(engine: Engine, snapshot_max_bytes: usize) -> Core {
+    pub(super) fn new(
+        engine: Engine,
+        snapshot_max_bytes: usize,
+        topic: &str,
+        health: &Arc<Health>,
+    ) -> Core {
         Core {
+            topic: topic.to_string(),
+            health: health.clone(),
             engine,
             ledger: Ledger::default(),
             positions: Positions::default(),
@@ -42,38 +55,23 @@ impl Core {
         drained.moved
     }
 
-    /// Forgets everything about partitions no longer owned.
-    pub(super) fn forget(&mut self, partitions: &[i32], health: &Health) {
-        for p in partitions {
-            self.owned.remove(p);
-            self.engine.drop_partition(*p);
-            self.ledger.forget(*p);
-            self.positions.forget(*p);
-            self.snapshots.forget(*p);
-            if self.restoring.remove(p).is_some() {
-                health.restoring.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
-    }
-
     /// Forgets the offsets of `partition`'s log, which is gone (recreated,
     /// truncated, or lost by the brokers), keeping its windows: what is
     /// pending or done is never committed, no snapshot or replay refers
     /// to them, and a restore in progress ends.
-    pub(super) fn rewind(&mut self, partition: i32, health: &Health) {
+    pub(super) fn rewind(&mut self, partition: i32) {
         self.ledger.forget(partition);
         self.positions.forget(partition);
         self.snapshots.forget(partition);
-        self.restored(partition, health);
+        self.restored(partition);
     }
 
     /// Ends the restore of `partition`: it goes live.
-    pub(super) fn restored(&mut self, partition: i32, health: &Health) {
+    pub(super) fn restored(&mut self, partition: i32) {
         let Some(r) = self.restoring.remove(&partition) else {
             return;
         };
-        health.restoring.fetch_sub(1, Ordering::Relaxed);
+        self.health.restoring.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
         events::RestoreDone {
             partition,
@@ -138,19 +136,60 @@ impl Core {
         );
         written_events(written);
     }
+}
+
+fn written_events(written: Vec<crate::consumer::snapshots::Written>) {
+    for w in written {
+        events::SnapshotWritten {
+            partition: w.partition,
+            bytes: w.bytes,
+            ok: w.ok,
+        }
+        .emit();
+    }
+}
+
+/// The pipeline's state as a revoke and the stop see it.
+impl Handed for Core {
+    fn drain(&mut self, producer: &RenewableProducer, _settle: bool) {
+        Core::drain(self, producer);
+    }
+
+    fn waiting(&self, partitions: Option<&[i32]>) -> bool {
+        match partitions {
+            Some(ps) => ps.iter().any(|p| !self.ledger.idle(*p)),
+            None => self.ledger.in_flight() > 0,
+        }
+    }
+
+    fn offsets(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+        offsets(&self.topic, &self.ledger.committable(partitions, true))
+    }
+
+    fn committed(&mut self, offsets: &TopicPartitionList, result: &KafkaResult<()>) {
+        let moved = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        commit_done(self, (moved, result.clone()));
+    }
 
     /// Snapshots `partitions` (every one when `None`) whose records are
     /// all acknowledged, and waits for the writes until `deadline`: a
     /// revoke's or a stop's, so that the next owner restores them with no
     /// replay.
-    pub(super) fn final_snapshots(
+    fn final_snapshots(
         &mut self,
         store: &StateStore,
-        topic: &str,
         partitions: Option<&[i32]>,
-        deadline: std::time::Instant,
+        deadline: Instant,
     ) {
-        self.take_snapshots(topic, partitions);
+        let topic = self.topic.clone();
+        self.take_snapshots(&topic, partitions);
         let ledger = &self.ledger;
         let (written, late) = self.snapshots.wait(store, partitions, deadline, |p, s| {
             ledger.snapshot_ready(p, s.offset)
@@ -169,15 +208,19 @@ impl Core {
             tracing::warn!("final snapshots not acknowledged in time");
         }
     }
-}
 
-fn written_events(written: Vec<crate::consumer::snapshots::Written>) {
-    for w in written {
-        events::SnapshotWritten {
-            partition: w.partition,
-            bytes: w.bytes,
-            ok: w.ok,
+    /// Forgets everything about partitions no longer owned.
+    fn forget(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.owned.remove(p);
+            self.engine.drop_partition(*p);
+            self.ledger.forget(*p);
+            self.positions.forget(*p);
+            self.snapshots.forget(*p);
+            if self.restoring.remove(p).is_some() {
+                self.health.restoring.fetch_sub(1, Ordering::Relaxed);
+            }
         }
-        .emit();
+        metrics::gauge!(m::STATE_RESTORING).set(self.restoring.len() as f64);
     }
 }

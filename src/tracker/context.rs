@@ -7,17 +7,17 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Core, Src, commit_sync, lock};
+use super::{Core, Src, lock};
 use crate::config::Settings;
 use crate::consumer::assign::{self, Facts};
 use crate::consumer::context::{ConsumerCtx, RebalanceHandler, Recipe};
+use crate::consumer::handover::Handover;
 use crate::consumer::holds::Holds;
-use crate::consumer::produce::finish_until;
 use crate::kafka::{Health, RenewableProducer};
 use crate::state::StateStore;
 
@@ -28,6 +28,7 @@ struct Rebalancer {
     producer: Arc<RenewableProducer>,
     store: Arc<StateStore>,
     settings: Settings,
+    handover: Arc<Handover>,
 }
 
 impl RebalanceHandler for Rebalancer {
@@ -40,10 +41,18 @@ impl RebalanceHandler for Rebalancer {
         self.restore(consumer, tpl);
     }
 
-    /// A lost assignment is finished too: what is delivered is committed
-    /// (another owner only reads it again).
-    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, alerts_partitions: &[i32], _lost: bool) {
-        self.finish(consumer, alerts_partitions);
+    /// Through the shared hand-over (`consumer::handover`): a lost
+    /// assignment is only forgotten.
+    fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, alerts_partitions: &[i32], lost: bool) {
+        let (core, store) = (&*self.core, &*self.store);
+        self.handover.revoke(
+            core,
+            consumer,
+            &self.producer,
+            store,
+            alerts_partitions,
+            lost,
+        );
     }
 }
 
@@ -53,6 +62,7 @@ pub(super) fn subscribe(
     core: &Arc<Mutex<Core>>,
     producer: &Arc<RenewableProducer>,
     store: &Arc<StateStore>,
+    handover: &Arc<Handover>,
 ) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
     let group = format!("{}-cases", settings.group_id);
     let recipe = Recipe {
@@ -70,6 +80,7 @@ pub(super) fn subscribe(
         producer: producer.clone(),
         store: store.clone(),
         settings: settings.clone(),
+        handover: handover.clone(),
     };
     // Its own Health: the readiness and broker gauges are the main
     // pipeline's.
@@ -151,32 +162,5 @@ impl Rebalancer {
         };
         tracing::warn!(partition = p, error = %why, "rebuilding the partition's cases from the topics");
         None
-    }
-
-    /// Finishes the partitions' deliveries (bounded), commits, snapshots
-    /// and forgets them.
-    fn finish(&self, consumer: &BaseConsumer<ConsumerCtx>, parts: &[i32]) {
-        // After the loop's stop (closing the consumer), all is done.
-        let stopped = lock(&self.core).stopped;
-        let deadline = if stopped {
-            Instant::now()
-        } else {
-            Instant::now() + self.settings.shutdown_timeout
-        };
-        finish_until(deadline, &self.producer, || {
-            let mut c = lock(&self.core);
-            c.drain(&self.producer, false);
-            c.sending() > 0
-        });
-        if !stopped {
-            commit_sync(consumer, &lock(&self.core), &self.settings, Some(parts));
-            lock(&self.core).final_snapshots(&self.store, Some(parts), deadline);
-        }
-        let mut c = lock(&self.core);
-        c.forget(parts);
-        for p in parts {
-            c.assigned.remove(p);
-        }
-        tracing::info!(partitions = ?parts, "case tracker partitions revoked");
     }
 }

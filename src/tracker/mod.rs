@@ -15,6 +15,11 @@
 //! the same escalation_id). Case events far ahead of their alerts stop
 //! until the alerts catch up (`brake`).
 //!
+//! The loop's state (`records::Shell`) has an impl block per concern, in
+//! that concern's file: records, due checks and escalations (`records`),
+//! the outage (`outage`), case events held back (`brake`), how far both
+//! topics are read (`watermark`); the driver's arms are `impl App` here.
+//!
 //! State: per alerts partition, a `CasesPartitionSnapshot` on the state
 //! topic (key `<alerts topic>/<partition>`), restored on assignment; the
 //! records between it and the committed offsets are replayed without
@@ -28,21 +33,23 @@ use std::time::Instant;
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 
 use crate::cases::{Escalation, Tracker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::driver::{App, Input, drive};
+use crate::consumer::handover::{Handed, Handover};
 use crate::consumer::holds::Hold;
 use crate::consumer::ledger::{Ledger, Step};
 use crate::consumer::positions::Positions;
-use crate::consumer::produce::{Delivery, finish_until, producer};
+use crate::consumer::produce::{Delivery, producer};
 use crate::consumer::ready::{open_store, wait_until_ready};
 use crate::consumer::snapshots::Snapshots;
 use crate::kafka::{Health, RenewableProducer};
 use crate::shutdown::Shutdown;
+use crate::state::StateStore;
 
 mod brake;
 mod context;
@@ -52,8 +59,6 @@ mod records;
 mod setup;
 mod snapshot;
 mod watermark;
-
-use crate::consumer::context::ConsumerCtx;
 
 /// Which topic a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -180,8 +185,8 @@ struct Core {
     /// restored snapshot never marks an unsent escalation as sent), their
     /// writes.
     snapshots: Snapshots<snapshot::Waits>,
-    /// The loop has stopped (its final commit and snapshots are done).
-    stopped: bool,
+    /// The alerts and case-events topics (`Src`).
+    topics: [String; 2],
 }
 
 /// The tracker's state, locked (`crate::consumer::lock`: a poisoned lock
@@ -257,7 +262,10 @@ impl Core {
             escalating: Vec::new(),
             unread: Vec::new(),
             snapshots: Snapshots::default(),
-            stopped: false,
+            topics: [
+                settings.alerts_topic.clone(),
+                settings.cases.case_events_topic.clone(),
+            ],
         }
     }
 
@@ -283,12 +291,9 @@ impl Core {
     }
 
     /// Done offsets of both topics, as Kafka wants them.
-    fn offsets(&self, settings: &Settings, partitions: Option<&[i32]>) -> TopicPartitionList {
+    fn offsets(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for (src, topic) in [
-            (Src::Alerts, &settings.alerts_topic),
-            (Src::Events, &settings.cases.case_events_topic),
-        ] {
+        for (src, topic) in [Src::Alerts, Src::Events].into_iter().zip(&self.topics) {
             for (p, off) in self.ledgers[src as usize].committable(partitions, true) {
                 let off = self.held(src, p).map_or(off, |h| h.min(off));
                 let _ = tpl.add_partition_offset(topic, p, Offset::Offset(off));
@@ -365,7 +370,8 @@ pub async fn run(
     let reader = Arc::new(readback::Reader::new(&settings, health.clone())?);
     let (readbacks, read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core::new(&settings)));
-    let consumer = context::subscribe(&settings, &core, &producer, &store)?;
+    let handover = Arc::new(Handover::new("case tracker", settings.shutdown_timeout));
+    let consumer = context::subscribe(&settings, &core, &producer, &store, &handover)?;
     let outputs = crate::consumer::outputs::Outputs::new(&settings);
     let shell = records::Shell {
         settings,
@@ -383,6 +389,7 @@ pub async fn run(
         view,
         summary: crate::metrics::CaseSummary::default(),
         outputs,
+        handover,
     };
     let snapshot_interval = shell.settings.snapshot_interval;
     drive(
@@ -454,8 +461,12 @@ impl App for records::Shell {
         self.readback_done(found, stop).await;
     }
 
+    /// Deliveries waited for (bounded), the final commit and snapshots.
     async fn stop(self, consumer: &Input) {
-        self.finish(consumer).await;
+        let (core, store) = (&*self.core, &*self.store);
+        self.handover
+            .stop(core, consumer.as_ref(), &self.producer, store);
+        tracing::info!("case tracker stopped");
     }
 }
 
@@ -480,43 +491,38 @@ fn room_for(in_flight: usize, orphans: usize, escalating: usize) -> bool {
     in_flight.saturating_sub(orphans) + escalating < MAX_PENDING
 }
 
-/// Commits the done offsets of `partitions` (all when `None`) and waits
-/// for the answer.
-fn commit_sync(
-    consumer: &impl Consumer<ConsumerCtx>,
-    core: &Core,
-    settings: &Settings,
-    partitions: Option<&[i32]>,
-) {
-    let tpl = core.offsets(settings, partitions);
-    if tpl.count() == 0 {
-        return;
+/// The tracker's state as a revoke and the stop see it.
+impl Handed for Core {
+    fn drain(&mut self, producer: &RenewableProducer, settle: bool) {
+        Core::drain(self, producer, settle);
     }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-        tracing::warn!(error = %e, "case tracker commit failed");
-    }
-}
 
-impl records::Shell {
-    /// After the loop: waits (bounded) for deliveries, commits, writes the
-    /// final snapshots.
-    async fn finish(self, consumer: &StreamConsumer<ConsumerCtx>) {
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
-        crate::kafka::blocking(|| {
-            finish_until(deadline, &self.producer, || {
-                let mut c = lock(&self.core);
-                c.drain(&self.producer, true);
-                c.sending() > 0
-            })
-        });
-        let mut c = lock(&self.core);
-        commit_sync(consumer, &c, &self.settings, None);
-        // The revoke that closing the consumer brings has nothing left to
-        // wait for: done here, within the same bound.
-        c.stopped = true;
-        c.final_snapshots(&self.store, None, deadline);
-        drop(c);
-        tracing::info!("case tracker stopped");
+    /// Escalations and dead letters on their way, of every partition:
+    /// events waiting for their alert are not waited for (they stay
+    /// uncommitted and are read again by the next owner).
+    fn waiting(&self, _partitions: Option<&[i32]>) -> bool {
+        self.sending() > 0
+    }
+
+    fn offsets(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+        Core::offsets(self, partitions)
+    }
+
+    fn final_snapshots(
+        &mut self,
+        store: &StateStore,
+        partitions: Option<&[i32]>,
+        deadline: Instant,
+    ) {
+        Core::final_snapshots(self, store, partitions, deadline);
+    }
+
+    fn forget(&mut self, partitions: &[i32]) {
+        Core::forget(self, partitions);
+        for p in partitions {
+            self.assigned.remove(p);
+        }
+        tracing::info!(partitions = ?partitions, "case tracker partitions revoked");
     }
 }
 
@@ -567,7 +573,7 @@ mod tests {
         }
         let esc = escalation(7, 2);
         let committed = |c: &Core| {
-            let tpl = c.offsets(&settings, None);
+            let tpl = c.offsets(None);
             let at = |topic: &str| tpl.find_partition(topic, 2).map(|e| e.offset());
             (
                 at(&settings.cases.case_events_topic),

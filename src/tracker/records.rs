@@ -59,6 +59,8 @@ pub(super) struct Shell {
     pub(super) summary: crate::metrics::CaseSummary,
     /// Where escalations and dead letters go.
     pub(super) outputs: Outputs,
+    /// Revokes and the stop (shared with the rebalance callback).
+    pub(super) handover: Arc<crate::consumer::handover::Handover>,
 }
 
 fn priority_label(p: AlertPriority) -> &'static str {
@@ -451,7 +453,7 @@ impl Shell {
         self.start_readback();
         {
             let c = lock(&self.core);
-            let tpl = c.offsets(&self.settings, None);
+            let tpl = c.offsets(None);
             if tpl.count() > 0
                 && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
             {
