@@ -1,20 +1,25 @@
-//! The async shell: Kafka in, engine, alerts and dead letters out, offsets
-//! committed only behind what is done.
+//! The NPS pipeline: answers in, engine, alerts, promoter events and dead
+//! letters out, offsets committed only behind what is done.
 //!
 //! Invariant (at-least-once): the offset of a record becomes committable
 //! only after the record is in the engine and its alert or dead letter (if
 //! any) is acknowledged by the broker, and only in order: a record whose
 //! delivery is still pending holds back the offsets of every later record
 //! of its partition. The pipeline commits those offsets itself (auto-commit
-//! is off): every second, and synchronously on revoke and shutdown. A crash therefore loses nothing; it can only make the
-//! next owner redo work after the last commit (the alerts it re-sends carry
-//! the same alert_id).
+//! is off): every second, and synchronously on revoke and shutdown. A
+//! crash therefore loses nothing; it can only make the next owner redo
+//! work after the last commit (the alerts it re-sends carry the same
+//! alert_id).
 //!
-//! One task owns the loop. Each turn it serves, in order: shutdown first,
-//! then acknowledgements (to free offsets), then the refresh tick (window
-//! gauges, sweep), then one new record. Rebalances arrive inside `recv` on
-//! the same task; a revoke finishes the partition's pending deliveries
-//! (bounded by the shutdown timeout), commits and drops its state.
+//! The pipeline is an application of the consumer driver
+//! (`consumer::driver`): `impl App for Pipeline` below holds the loop's
+//! arms. Rebalances arrive inside `recv` on the same task; a revoke hands
+//! its partitions over (`consumer::handover`: deliveries waited for,
+//! bounded by the shutdown timeout, a commit, final snapshots).
+//!
+//! Two types have an impl block per concern, in that concern's file:
+//! `Pipeline` (the loop's arms here, commits in `commit`) and `Core` (its
+//! book-keeping and snapshots in `snapshots`).
 
 use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;

@@ -1,8 +1,8 @@
 //! The case tracker, the consumer driver's second application: a consumer
 //! of its own, in group `<group_id>-cases`, reads the alerts topic back
 //! and the case-events topic (co-partitioned: partition *i* of both goes
-//! to one member, by the range assignor), drives the pure tracker (`crate::cases`), and sends
-//! escalations and dead letters.
+//! to one member, by the range assignor), drives the pure tracker
+//! (`crate::cases`), and sends escalations and dead letters.
 //!
 //! Offsets, as in the main pipeline: a record's offset is committed only
 //! once what it caused is acknowledged (a repeat detractor's escalation, a
@@ -19,6 +19,8 @@
 //! that concern's file: records, due checks and escalations (`records`),
 //! the outage (`outage`), case events held back (`brake`), how far both
 //! topics are read (`watermark`); the driver's arms are `impl App` here.
+//! The shared state (`Core`) likewise: offsets and hand-over here, what a
+//! snapshot holds and when it goes in `snapshot`.
 //!
 //! State: per alerts partition, a `CasesPartitionSnapshot` on the state
 //! topic (key `<alerts topic>/<partition>`), restored on assignment; the
