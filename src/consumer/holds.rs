@@ -46,6 +46,43 @@ impl Holds {
         self.0.load(Ordering::SeqCst) != 0
     }
 
+    /// Cut off from the brokers: every assigned partition paused, the hold
+    /// set first (a partition assigned from now on comes in paused).
+    /// Whether the assignment had partitions; None when pausing failed
+    /// (the hold is off again: the next look tries again).
+    pub(crate) fn cut_off<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) -> Option<bool> {
+        self.set(Hold::CutOff, true);
+        let paused = consumer.assignment().and_then(|a| {
+            consumer.pause(&a)?;
+            Ok(a.count() > 0)
+        });
+        match paused {
+            Ok(had) => Some(had),
+            Err(e) => {
+                self.set(Hold::CutOff, false);
+                tracing::debug!(error = %e, "pausing fetches failed; retrying");
+                None
+            }
+        }
+    }
+
+    /// Back in reach: `assignment` resumed, and the cut-off hold ended.
+    /// Only what is assigned: partitions that left while paused were
+    /// resumed on their way out. False when resuming failed (the next
+    /// look tries again).
+    pub(crate) fn reconnected<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        assignment: &TopicPartitionList,
+    ) -> bool {
+        if let Err(e) = consumer.resume(assignment) {
+            tracing::warn!(error = %e, "resuming fetches failed; retrying");
+            return false;
+        }
+        self.set(Hold::CutOff, false);
+        true
+    }
+
     /// In the rebalance callback, once `tpl` is assigned: paused at once
     /// while any hold is on.
     pub(crate) fn on_assigned<C: ConsumerContext>(

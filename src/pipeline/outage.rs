@@ -117,15 +117,11 @@ impl OutageGuard {
         };
         // Snapshots need it before the next restore or write.
         tokio::task::block_in_place(|| store.ensure_topic());
-        // Only what is assigned: partitions that left while paused were
-        // resumed on their way out (`Holds`). An empty assignment: the
-        // group may have re-formed while the topic was missing (see
-        // `watch`).
-        if let Err(e) = consumer.resume(&assignment) {
-            tracing::warn!(error = %e, "resuming fetches failed; retrying");
+        // An empty assignment: the group may have re-formed while the
+        // topic was missing (see `watch`).
+        if !self.holds.reconnected(consumer, &assignment) {
             return false;
         }
-        self.holds.set(Hold::CutOff, false);
         if self.had_partitions {
             self.watch_until = Some(Instant::now() + REJOIN_WATCH);
         }
@@ -225,21 +221,9 @@ impl OutageGuard {
     }
 
     pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
-        // Set first: a partition assigned from now on comes in paused.
-        self.holds.set(Hold::CutOff, true);
-        let paused = consumer.assignment().and_then(|a| {
-            consumer.pause(&a)?;
-            Ok(a.count() > 0)
-        });
-        match paused {
-            Ok(had_partitions) => {
-                self.had_partitions = had_partitions;
-                tracing::info!("fetching paused until a broker answers for the input topic");
-            }
-            Err(e) => {
-                self.holds.set(Hold::CutOff, false);
-                tracing::debug!(error = %e, "pausing fetches failed; retrying");
-            }
+        if let Some(had_partitions) = self.holds.cut_off(consumer) {
+            self.had_partitions = had_partitions;
+            tracing::info!("fetching paused until a broker answers for the input topic");
         }
     }
 }

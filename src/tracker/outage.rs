@@ -11,7 +11,6 @@ use super::lock;
 use super::records::Shell;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::driver::App;
-use crate::consumer::holds::Hold;
 use crate::consumer::seek;
 
 impl Shell {
@@ -54,10 +53,7 @@ impl Shell {
             return false;
         };
         self.reset_beyond_end(consumer, &assignment);
-        // Only what is assigned: partitions that left while paused were
-        // resumed on their way out (`Holds`).
-        if consumer.resume(&assignment).is_ok() {
-            self.holds.set(Hold::CutOff, false);
+        if self.holds.reconnected(consumer, &assignment) {
             self.refetch_all(consumer);
             tracing::info!("case tracker: brokers reachable, fetching resumed");
         }
@@ -66,17 +62,8 @@ impl Shell {
 
     /// Stops fetching every assigned partition (see `brokers_reachable`).
     pub(super) fn pause(&mut self, consumer: &StreamConsumer<ConsumerCtx>) {
-        if App::cut_off(self) {
-            return;
-        }
-        // Set first: a partition assigned from now on comes in paused.
-        self.holds.set(Hold::CutOff, true);
-        if let Ok(a) = consumer.assignment()
-            && consumer.pause(&a).is_ok()
-        {
+        if !App::cut_off(self) && self.holds.cut_off(consumer).is_some() {
             tracing::warn!("case tracker: brokers unreachable, fetching paused");
-        } else {
-            self.holds.set(Hold::CutOff, false);
         }
     }
 
