@@ -64,8 +64,8 @@ impl Handover {
     }
 
     /// A revoke of `partitions`. `lost`: another member may own them
-    /// already (the session expired), so nothing is committed or written
-    /// for them.
+    /// already (the coordinator stopped hearing from this one in time), so
+    /// nothing is committed or written for them.
     pub(crate) fn revoke<H: Handed, C: ConsumerContext>(
         &self,
         core: &Mutex<H>,
@@ -124,7 +124,7 @@ impl Handover {
 
 /// Commits the done offsets of `partitions` (every one when `None`) and
 /// waits for the broker's answer.
-pub(crate) fn commit<H: Handed, C: ConsumerContext>(
+fn commit<H: Handed, C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     core: &mut H,
     partitions: Option<&[i32]>,

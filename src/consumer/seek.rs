@@ -92,12 +92,19 @@ pub(crate) fn refetch<C: ConsumerContext>(
         .flatten()
 }
 
-/// Where `--auto-offset-reset` starts a partition.
-pub(crate) fn reset_point(reset: OffsetReset) -> Offset {
-    match reset {
+/// Seeks `partition` of `topic` to where `--auto-offset-reset` starts a
+/// partition (the log it was read from is gone); false when it failed.
+pub(crate) fn to_reset_point<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    reset: OffsetReset,
+) -> bool {
+    let to = match reset {
         OffsetReset::Earliest => Offset::Beginning,
         OffsetReset::Latest => Offset::End,
-    }
+    };
+    seek(consumer, topic, partition, to)
 }
 
 /// Whether a position may be beyond the end of a log whose high watermark

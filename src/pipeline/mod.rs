@@ -356,12 +356,7 @@ impl App for Pipeline {
     /// Frees offsets behind acknowledged deliveries; writes snapshots whose
     /// alerts are all delivered.
     fn acknowledge(&mut self, consumer: &Input, _held: bool) {
-        let (in_flight, moved) = acknowledge(
-            &self.core,
-            &self.producer,
-            &self.store,
-            &self.settings.input_topic,
-        );
+        let (in_flight, moved) = acknowledge(&self.core, &self.producer, &self.store);
         // Progress: nothing waiting, an offset freed, or fewer waiting.
         if in_flight == 0 || moved || in_flight < self.in_flight {
             self.progress = Instant::now();
@@ -473,12 +468,11 @@ fn acknowledge(
     core: &Mutex<Core>,
     producer: &RenewableProducer,
     store: &StateStore,
-    topic: &str,
 ) -> (usize, bool) {
     let (round_over, in_flight, moved) = {
         let mut c = lock(core);
         let moved = !c.drain(producer).is_empty();
-        c.stage_due(topic);
+        c.stage_due();
         c.write_snapshots(store);
         metrics::gauge!(m::PENDING_DELIVERIES).set(c.ledger.in_flight() as f64);
         (c.snapshots.round_over(), c.ledger.in_flight(), moved)

@@ -137,12 +137,7 @@ impl OutageGuard {
             .collect();
         refetch_partitions(consumer, core, topic, kept);
         for p in lost {
-            seek::seek(
-                consumer,
-                topic,
-                p,
-                seek::reset_point(settings.auto_offset_reset),
-            );
+            seek::to_reset_point(consumer, topic, p, settings.auto_offset_reset);
         }
         false
     }
@@ -345,11 +340,6 @@ pub(super) fn rewind_beyond_end(
         }
         .emit();
         lock(core).rewind(p);
-        seek::seek(
-            consumer,
-            topic,
-            p,
-            seek::reset_point(settings.auto_offset_reset),
-        );
+        seek::to_reset_point(consumer, topic, p, settings.auto_offset_reset);
     }
 }

@@ -85,7 +85,7 @@ impl Core {
     /// Takes a snapshot of every partition whose state moved since its
     /// last one (`only`: of these partitions only), staged until its
     /// records are acknowledged.
-    pub(super) fn take_snapshots(&mut self, topic: &str, only: Option<&[i32]>) {
+    pub(super) fn take_snapshots(&mut self, only: Option<&[i32]>) {
         let parts: Vec<(i32, i64)> = self
             .positions
             .keys()
@@ -98,7 +98,7 @@ impl Core {
             }
             let mut bytes = self.snapshots.buffer();
             self.engine
-                .partition_state_record_into(p, topic, next, &mut bytes);
+                .partition_state_record_into(p, &self.topic, next, &mut bytes);
             if bytes.len() > self.snapshot_max_bytes {
                 events::SnapshotTooLarge {
                     partition: p,
@@ -120,9 +120,9 @@ impl Core {
     /// Takes the next due periodic snapshot once nothing is staged and the
     /// last write is acknowledged: one partition's record (megabytes, and
     /// librdkafka's copy of it until delivered) at a time.
-    pub(super) fn stage_due(&mut self, topic: &str) {
+    pub(super) fn stage_due(&mut self) {
         while let Some(p) = self.snapshots.next_due() {
-            self.take_snapshots(topic, Some(&[p]));
+            self.take_snapshots(Some(&[p]));
         }
     }
 
@@ -188,8 +188,7 @@ impl Handed for Core {
         partitions: Option<&[i32]>,
         deadline: Instant,
     ) {
-        let topic = self.topic.clone();
-        self.take_snapshots(&topic, partitions);
+        self.take_snapshots(partitions);
         let ledger = &self.ledger;
         let (written, late) = self.snapshots.wait(store, partitions, deadline, |p, s| {
             ledger.snapshot_ready(p, s.offset)

@@ -93,10 +93,10 @@ impl Shell {
         }
         tracing::warn!(partitions = ?gone, "case tracker: positions past the end of their logs (broker data lost); starting again from the reset point");
         lock(&self.core).forget(&gone.iter().copied().collect::<Vec<_>>());
-        let to = seek::reset_point(self.settings.auto_offset_reset);
+        let reset = self.settings.auto_offset_reset;
         for e in assignment.elements() {
             if gone.contains(&e.partition()) {
-                seek::seek(consumer, e.topic(), e.partition(), to);
+                seek::to_reset_point(consumer, e.topic(), e.partition(), reset);
             }
         }
     }
