@@ -18,8 +18,10 @@ use crate::schema::Limits;
 
 mod cases;
 mod promoters;
+mod themes;
 pub use cases::{CasesArgs, CasesSettings};
 pub use promoters::PromotersArgs;
+pub use themes::{ThemesArgs, ThemesSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -182,6 +184,8 @@ pub struct RunArgs {
     pub cases: CasesArgs,
     #[command(flatten)]
     pub promoters: PromotersArgs,
+    #[command(flatten)]
+    pub themes: ThemesArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -332,6 +336,8 @@ pub struct Settings {
     /// Target NPS per product or product × region (`[[targets]]`),
     /// exported as `nps_target` for the `NpsBelowTarget` rule.
     pub targets: Vec<Target>,
+    /// Comment themes: `themes = "on"|"off"` or the `[[themes]]` taxonomy.
+    pub themes: ThemesSettings,
 }
 
 /// One `[[targets]]` entry: the NPS a product (every region) or a product
@@ -369,6 +375,7 @@ impl Default for Settings {
             cases: CasesSettings::default(),
             promoters: crate::promoters::PromoterPolicy::default(),
             targets: Vec::new(),
+            themes: ThemesSettings::default(),
         }
     }
 }
@@ -576,6 +583,7 @@ impl Settings {
         }
         self.cases.apply(&args.cases)?;
         promoters::apply(self, &args.promoters)?;
+        self.themes.apply(&args.themes)?;
         Ok(())
     }
 
@@ -631,6 +639,7 @@ impl Settings {
         check_topic("--dlq-topic", &self.dlq_topic)?;
         self.cases.validate(&self.alerts_topic)?;
         promoters::validate(self)?;
+        self.themes.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.targets {
             if t.product.is_empty() || t.region.as_deref() == Some("") {

@@ -76,6 +76,7 @@ pub mod send;
 pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod themes;
 pub mod topics;
 pub mod tracker;
 

@@ -331,3 +331,45 @@ fn promoter_settings_come_from_flags_and_the_file_and_are_checked() {
     assert_eq!(e.flag(), "[promoters]");
     assert!(e.to_string().contains("label value"), "{e}");
 }
+
+#[test]
+fn theme_settings_come_from_the_flag_and_the_file_and_are_checked() {
+    let s = Settings::resolve(&args(&["--brokers", "b"]), false).unwrap();
+    assert!(s.themes.enabled);
+    assert_eq!(s.themes.taxonomy, crate::themes::default_specs());
+    assert!(s.themes.taxonomy().is_some());
+    let s = Settings::resolve(&args(&["--brokers", "b", "--themes", "off"]), false).unwrap();
+    assert!(!s.themes.enabled);
+    assert!(s.themes.taxonomy().is_none());
+    let s = Settings::from_toml("brokers = \"b\"\nthemes = \"off\"\n", false).unwrap();
+    assert!(!s.themes.enabled);
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n[[themes]]\nname = \"wait\"\npatterns = [\"lent*\", \"tiempo de espera\"]\n[[themes]]\nname = \"app\"\npatterns = [\"app\"]\n",
+        false,
+    )
+    .unwrap();
+    let t = s.themes.taxonomy().unwrap();
+    assert_eq!(t.names(), ["app", "wait"]);
+    assert_eq!(t.names_of(t.classify("La app, lentísima")), ["app", "wait"]);
+    let refused = |text: &str| Settings::from_toml(text, false).unwrap_err();
+    let e = refused("brokers = \"b\"\n[[themes]]\nname = \"Espera\"\npatterns = [\"x\"]\n");
+    assert_eq!(e.flag(), "[[themes]]");
+    assert!(e.to_string().contains("`Espera`"), "{e}");
+    let e = refused("brokers = \"b\"\n[[themes]]\nname = \"a\"\npatterns = []\n");
+    assert!(e.to_string().contains("1 to 64 patterns"), "{e}");
+    let many: String = (0..65)
+        .map(|i| format!("[[themes]]\nname = \"t{i}\"\npatterns = [\"x\"]\n"))
+        .collect();
+    let e = refused(&format!("brokers = \"b\"\n{many}"));
+    assert!(e.to_string().contains("at most 64 themes"), "{e}");
+    let e = refused("brokers = \"b\"\n[[themes]]\nname = \"a\"\npattern = [\"x\"]\n");
+    assert!(e.to_string().contains("pattern"), "{e}");
+    let e = refused("brokers = \"b\"\nthemes = \"maybe\"\n");
+    assert!(e.to_string().contains("maybe"), "{e}");
+    assert_eq!(
+        Settings::resolve(&args(&["--brokers", "b", "--themes", "x"]), false)
+            .unwrap_err()
+            .flag(),
+        "--themes"
+    );
+}

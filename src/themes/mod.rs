@@ -1,0 +1,394 @@
+//! Comment themes: which topics of a taxonomy a comment mentions. Pure:
+//! no clock, no I/O; the taxonomy is the user's (`[[themes]]`) or the one
+//! shipped in the binary (`default.toml`).
+//!
+//! Comments and patterns are normalised the same way: Unicode lowercase,
+//! compatibility decomposition (NFKD), combining marks removed (so
+//! `Atención` reads `atencion`), then split into words, each a maximal run
+//! of letters or digits. A pattern matches when its words occur one after
+//! the other in the comment's words; a pattern word ending in `*` matches
+//! every word that starts with it (`lent*`: `lento`, `lentitud`). A
+//! comment mentions a theme when any of its patterns matches.
+//!
+//! Themes are numbered in name order, so a `ThemeSet` (a bit per theme)
+//! lists its names sorted. Matching looks each comment word up once among
+//! the patterns' first words (and once per distinct length of the
+//! prefix patterns' first words), so its cost grows with the comment, not
+//! with the taxonomy.
+
+use std::cell::RefCell;
+
+use hashbrown::HashMap;
+use serde::Deserialize;
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// Most themes in a taxonomy: a `ThemeSet` is 64 bits.
+pub const MAX_THEMES: usize = 64;
+/// Most patterns per theme.
+pub const MAX_PATTERNS: usize = 64;
+/// Longest theme name (it is a label value).
+pub const MAX_NAME: usize = 32;
+
+/// One `[[themes]]` entry of the settings file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThemeSpec {
+    /// Label-safe: 1 to 32 of `a-z`, `0-9`, `_`.
+    pub name: String,
+    /// 1 to 64 words or phrases.
+    pub patterns: Vec<String>,
+}
+
+/// A set of themes of one taxonomy: bit i is theme i (in name order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ThemeSet(pub u64);
+
+impl ThemeSet {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, theme: usize) -> bool {
+        theme < MAX_THEMES && self.0 >> theme & 1 == 1
+    }
+
+    /// The theme numbers in the set, ascending.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        let mut x = self.0;
+        std::iter::from_fn(move || {
+            if x == 0 {
+                return None;
+            }
+            let i = x.trailing_zeros() as usize;
+            x &= x - 1;
+            Some(i)
+        })
+    }
+}
+
+/// Why a taxonomy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaxonomyError {
+    #[error("at most {MAX_THEMES} themes, got {0}")]
+    TooMany(usize),
+    #[error("theme name `{0}` must be 1 to {MAX_NAME} characters of a-z, 0-9 and _")]
+    Name(String),
+    #[error("theme `{0}` is listed twice")]
+    Duplicate(String),
+    #[error("theme `{name}` must have 1 to {MAX_PATTERNS} patterns, has {count}")]
+    Patterns { name: String, count: usize },
+    #[error("theme `{name}`: pattern `{pattern}` {why}")]
+    Pattern {
+        name: String,
+        pattern: String,
+        why: &'static str,
+    },
+}
+
+/// A pattern word: the whole word, or (`*`) a prefix of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Word {
+    text: Box<str>,
+    prefix: bool,
+}
+
+impl Word {
+    fn matches(&self, word: &str) -> bool {
+        if self.prefix {
+            word.starts_with(&*self.text)
+        } else {
+            word == &*self.text
+        }
+    }
+}
+
+/// A pattern, found by its first word: the theme it marks and the words
+/// that must follow.
+#[derive(Debug, Clone)]
+struct Pattern {
+    theme: u8,
+    rest: Box<[Word]>,
+}
+
+/// A validated taxonomy, ready to match.
+#[derive(Debug, Clone)]
+pub struct Taxonomy {
+    /// Theme names, sorted: theme i is `names[i]`.
+    names: Vec<String>,
+    patterns: Vec<Pattern>,
+    /// Patterns by their first word, whole.
+    exact: HashMap<Box<str>, Vec<u16>>,
+    /// Patterns by their first word, a prefix (`*`).
+    prefixed: HashMap<Box<str>, Vec<u16>>,
+    /// The byte lengths of `prefixed`'s keys, ascending.
+    prefix_lens: Vec<usize>,
+    /// Every theme's bit.
+    all: u64,
+}
+
+/// The themes shipped in the binary (`src/themes/default.toml`).
+pub fn default_specs() -> Vec<ThemeSpec> {
+    #[derive(Deserialize)]
+    struct File {
+        themes: Vec<ThemeSpec>,
+    }
+    // The file is part of the source; a unit test parses and validates it.
+    toml::from_str::<File>(include_str!("default.toml"))
+        .map(|f| f.themes)
+        .unwrap_or_default()
+}
+
+fn label_safe(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Taxonomy {
+    /// Checks `specs` (names, counts, every pattern has a word) and indexes
+    /// the patterns.
+    pub fn new(specs: &[ThemeSpec]) -> Result<Taxonomy, TaxonomyError> {
+        if specs.len() > MAX_THEMES {
+            return Err(TaxonomyError::TooMany(specs.len()));
+        }
+        let mut sorted: Vec<&ThemeSpec> = specs.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut t = Taxonomy {
+            names: Vec::with_capacity(sorted.len()),
+            patterns: Vec::new(),
+            exact: HashMap::new(),
+            prefixed: HashMap::new(),
+            prefix_lens: Vec::new(),
+            all: 0,
+        };
+        for (i, spec) in sorted.iter().enumerate() {
+            if !label_safe(&spec.name) {
+                return Err(TaxonomyError::Name(spec.name.clone()));
+            }
+            if t.names.last() == Some(&spec.name) {
+                return Err(TaxonomyError::Duplicate(spec.name.clone()));
+            }
+            if !(1..=MAX_PATTERNS).contains(&spec.patterns.len()) {
+                return Err(TaxonomyError::Patterns {
+                    name: spec.name.clone(),
+                    count: spec.patterns.len(),
+                });
+            }
+            for p in &spec.patterns {
+                let refuse = |why| TaxonomyError::Pattern {
+                    name: spec.name.clone(),
+                    pattern: p.clone(),
+                    why,
+                };
+                let words = pattern_words(p).map_err(refuse)?;
+                let Some((first, rest)) = words.split_first() else {
+                    return Err(refuse("has no letters or digits"));
+                };
+                let id = t.patterns.len() as u16;
+                let by_first = if first.prefix {
+                    &mut t.prefixed
+                } else {
+                    &mut t.exact
+                };
+                by_first.entry(first.text.clone()).or_default().push(id);
+                t.patterns.push(Pattern {
+                    theme: i as u8,
+                    rest: rest.into(),
+                });
+            }
+            t.names.push(spec.name.clone());
+            t.all |= 1 << i;
+        }
+        t.prefix_lens = t.prefixed.keys().map(|k| k.len()).collect();
+        t.prefix_lens.sort_unstable();
+        t.prefix_lens.dedup();
+        Ok(t)
+    }
+
+    /// Theme names, sorted: theme i is `names()[i]`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The names of the themes in `set`, sorted.
+    pub fn names_of(&self, set: ThemeSet) -> Vec<String> {
+        set.iter()
+            .filter_map(|i| self.names.get(i).cloned())
+            .collect()
+    }
+
+    /// The themes `comment` mentions.
+    pub fn classify(&self, comment: &str) -> ThemeSet {
+        if comment.is_empty() || self.patterns.is_empty() {
+            return ThemeSet(0);
+        }
+        thread_local! {
+            static WORDS: RefCell<Words> = RefCell::new(Words::default());
+        }
+        WORDS.with_borrow_mut(|w| {
+            w.read(comment);
+            ThemeSet(self.find(w))
+        })
+    }
+
+    fn find(&self, w: &Words) -> u64 {
+        let mut found = 0;
+        for i in 0..w.len() {
+            let word = w.word(i);
+            if let Some(ids) = self.exact.get(word) {
+                self.try_patterns(ids, w, i, &mut found);
+            }
+            for &len in &self.prefix_lens {
+                if len > word.len() {
+                    break;
+                }
+                if let Some(ids) = word.get(..len).and_then(|head| self.prefixed.get(head)) {
+                    self.try_patterns(ids, w, i, &mut found);
+                }
+            }
+            if found == self.all {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Marks the themes of the patterns `ids` whose words follow word `i`.
+    fn try_patterns(&self, ids: &[u16], w: &Words, i: usize, found: &mut u64) {
+        for &id in ids {
+            let p = &self.patterns[usize::from(id)];
+            if *found >> p.theme & 1 == 1 || i + p.rest.len() >= w.len() {
+                continue;
+            }
+            let follows = p
+                .rest
+                .iter()
+                .enumerate()
+                .all(|(k, pw)| pw.matches(w.word(i + 1 + k)));
+            if follows {
+                *found |= 1 << p.theme;
+            }
+        }
+    }
+}
+
+/// A text's normalised words: the letters and digits, folded, with where
+/// each word ends.
+#[derive(Debug, Default)]
+pub struct Words {
+    text: String,
+    /// Byte ranges of the words in `text`.
+    spans: Vec<(u32, u32)>,
+    /// Where the word being read starts.
+    open: Option<usize>,
+}
+
+impl Words {
+    /// Reads `text`'s words (replacing what was read before).
+    pub fn read(&mut self, text: &str) {
+        self.text.clear();
+        self.spans.clear();
+        self.open = None;
+        for c in text.chars() {
+            fold(c, |d| self.put(d));
+        }
+        self.put(None);
+    }
+
+    /// A letter or digit (`Some`) or a boundary (`None`).
+    fn put(&mut self, c: Option<char>) {
+        match c {
+            Some(c) => {
+                self.open.get_or_insert(self.text.len());
+                self.text.push(c);
+            }
+            None => {
+                if let Some(start) = self.open.take() {
+                    self.spans.push((start as u32, self.text.len() as u32));
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Word `i` (`i < len()`).
+    pub fn word(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.text[a as usize..b as usize]
+    }
+
+    /// Every word, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.word(i))
+    }
+}
+
+/// `c` lowercased, decomposed (NFKD) and without combining marks, as
+/// letters or digits (`Some`) and boundaries (`None`).
+#[inline]
+fn fold(c: char, mut put: impl FnMut(Option<char>)) {
+    if c.is_ascii() {
+        put(c.is_ascii_alphanumeric().then(|| c.to_ascii_lowercase()));
+        return;
+    }
+    for lower in c.to_lowercase() {
+        decompose_compatible(lower, |d| {
+            if !is_combining_mark(d) {
+                put(d.is_alphanumeric().then_some(d));
+            }
+        });
+    }
+}
+
+/// A pattern's words, normalised as comments are; a word followed by `*`
+/// is a prefix.
+fn pattern_words(pattern: &str) -> Result<Vec<Word>, &'static str> {
+    let mut words = Vec::new();
+    let mut open = String::new();
+    let mut star_after = false;
+    let close = |open: &mut String, prefix: bool, words: &mut Vec<Word>| {
+        if !open.is_empty() {
+            words.push(Word {
+                text: std::mem::take(open).into(),
+                prefix,
+            });
+        }
+    };
+    for c in pattern.chars() {
+        if c == '*' {
+            if open.is_empty() {
+                return Err("has a `*` that does not end a word");
+            }
+            close(&mut open, true, &mut words);
+            star_after = true;
+            continue;
+        }
+        let mut bad = false;
+        fold(c, |d| match d {
+            Some(d) => {
+                bad |= star_after;
+                open.push(d);
+            }
+            None => {
+                star_after = false;
+                close(&mut open, false, &mut words);
+            }
+        });
+        if bad {
+            return Err("has a `*` inside a word");
+        }
+    }
+    close(&mut open, false, &mut words);
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests;
