@@ -418,8 +418,8 @@ pub struct ValidResponse {
 }
 
 impl ValidResponse {
-    /// What the engine counts. `alerting` is false here: the caller sets it
-    /// when its alert rules would alert on this version.
+    /// What the engine counts. `alerting` is false and `themes` empty here:
+    /// the caller sets them (its alert rules, its taxonomy).
     pub fn observation(&self) -> Observation<'_> {
         Observation {
             response_id: &self.msg.response_id,
@@ -432,6 +432,7 @@ impl ValidResponse {
             updated_at_ms: self.updated_at_ms,
             content: self.content,
             comment: self.comment_hash,
+            themes: crate::themes::ThemeSet(0),
             alerting: false,
         }
     }

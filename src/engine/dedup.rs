@@ -9,7 +9,7 @@
 //! 4-byte slots finding them by id (`index.rs`). First sight decides the
 //! horizon, so the oldest are always at the front: expiry and the
 //! `max_ids` bound move the front and never touch the index. A version is
-//! 34 bytes; the index adds about 4.7 at the `max_ids` bound (85% full)
+//! 42 bytes (8 of them the themes its comment mentions); the index adds about 4.7 at the `max_ids` bound (85% full)
 //! and is rebuilt from the ring, not copied, when it grows.
 //!
 //! Two different ids share a 64-bit hash with probability ~n²/2⁶⁵ (for a
@@ -49,6 +49,8 @@ pub(crate) struct Version {
     pub alerts: u8,
     /// The last alert sent withdrew it.
     pub withdrawn: bool,
+    /// The themes its comment mentions (`crate::themes::ThemeSet`).
+    pub themes: u64,
 }
 
 impl Version {
@@ -64,6 +66,7 @@ impl Version {
             weight: self.weight,
             alerts: u32::from(self.alerts),
             withdrawn: self.withdrawn,
+            themes: self.themes,
         }
     }
 }
@@ -80,7 +83,7 @@ pub(crate) const MAX_KEY: u32 = (1 << 24) - 1;
 /// at most 26 bits, leaving 6 for a fingerprint).
 pub const MAX_IDS: usize = 1 << 24;
 
-/// A version as stored: 34 bytes. Times are relative: `seen` to its
+/// A version as stored: 42 bytes. Times are relative: `seen` to its
 /// chunk's base, `updated` to `seen`, `t` to the oldest instant any window
 /// could still hold at `seen` (see `TimeCode`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,6 +104,8 @@ pub(super) struct Entry {
     /// Score (bits 0–3), withdrawn (bit 4), the ms of `updated` (bits
     /// 5–14).
     bits: u16,
+    /// The themes its comment mentions.
+    themes: u64,
 }
 
 const WITHDRAWN: u16 = 1 << 4;
@@ -179,6 +184,7 @@ impl Entry {
         self.weight = v.weight;
         self.content = v.content;
         self.bits = u16::from(v.score & 0xF) | if v.withdrawn { WITHDRAWN } else { 0 } | (ms << 5);
+        self.themes = v.themes;
     }
 
     pub(super) fn seen(&self, base: i64) -> i64 {
@@ -199,6 +205,7 @@ impl Entry {
             weight,
             alerts: (key_alerts >> 24) as u8,
             withdrawn: bits & WITHDRAWN != 0,
+            themes: self.themes,
         }
     }
 }
@@ -369,11 +376,13 @@ impl Dedup {
     }
 
     /// Loads a snapshot (oldest first) into this set, as if its ids had
-    /// been seen in order; `key` maps a segment index to a key id.
+    /// been seen in order; `key` maps a segment index to a key id, `themes`
+    /// the snapshot's theme bits to the engine's.
     pub(crate) fn absorb(
         &mut self,
         s: &pb::DedupSnapshot,
         mut key: impl FnMut(u32) -> Option<KeyId>,
+        themes: impl Fn(u64) -> u64,
     ) -> Result<(), CorruptDedup> {
         if s.id_hashes.len() != s.seen_at_ms.len() || s.versions.len() != s.id_hashes.len() {
             return Err(CorruptDedup("id, time and version arrays differ in length"));
@@ -402,6 +411,7 @@ impl Dedup {
                 weight: r.weight,
                 alerts: r.alerts as u8,
                 withdrawn: r.withdrawn,
+                themes: themes(r.themes),
             });
         }
         for ((&h, &t), v) in s.id_hashes.iter().zip(&s.seen_at_ms).zip(&versions) {

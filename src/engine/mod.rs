@@ -18,6 +18,7 @@ mod dedup;
 mod keys;
 mod nps;
 pub mod snapshot;
+mod themes;
 mod window;
 
 use std::collections::BTreeMap;
@@ -30,10 +31,13 @@ pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
 pub use nps::{Category, WindowStats};
 pub use snapshot::SnapshotError;
+pub use themes::{COMMENTED, ThemeStats};
 pub use window::{LayoutError, WindowLayout, WindowSpec};
 
+use crate::themes::ThemeSet;
 use dedup::Dedup;
 use keys::KeyTable;
+use themes::{Placed, ThemeRings};
 use window::{NowIndex, Segment};
 
 /// The engine's settings. Deserialized from the `[engine]` table of the
@@ -92,8 +96,10 @@ pub struct Observation<'a> {
     pub updated_at_ms: Option<i64>,
     /// Tells a duplicate from a revision (`schema::content_hash`).
     pub content: u32,
-    /// Of the comment alone (`schema::comment_hash`).
+    /// Of the comment alone (`schema::comment_hash`): 0 without one.
     pub comment: u8,
+    /// The themes the comment mentions.
+    pub themes: ThemeSet,
     /// The caller's alert rules would alert on this version.
     pub alerting: bool,
 }
@@ -126,6 +132,7 @@ impl<'a> Observation<'a> {
             updated_at_ms: None,
             content: h.digest() as u32,
             comment: 0,
+            themes: ThemeSet(0),
             alerting: score <= 6,
         }
     }
@@ -289,6 +296,7 @@ pub enum ConfigError {
 struct PartitionState {
     segments: SegmentMap,
     dedup: Dedup,
+    themes: ThemeRings,
 }
 
 impl PartitionState {
@@ -296,6 +304,7 @@ impl PartitionState {
         PartitionState {
             segments: SegmentMap::default(),
             dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, time),
+            themes: ThemeRings::default(),
         }
     }
 }
@@ -381,6 +390,8 @@ pub struct Engine {
     now_index: NowIndex,
     /// Alerts' window figures, kept between alerts.
     alert_stats: alert_stats::AlertStats,
+    /// Theme names by number (`set_themes`), for snapshots.
+    themes: Vec<String>,
 }
 
 impl Engine {
@@ -416,6 +427,7 @@ impl Engine {
             partitions: BTreeMap::new(),
             now_ms: i64::MIN,
             alert_stats: alert_stats::AlertStats::default(),
+            themes: Vec::new(),
         })
     }
 
@@ -482,6 +494,16 @@ impl Engine {
                 seg.remove(layout, v.t_ms, &self.now_index, old, f64::from(v.weight));
                 self.alert_stats.forget(v.key);
             }
+            if layout.in_any_window_at(v.t_ms, &self.now_index) {
+                let placed = Placed {
+                    key: v.key,
+                    themes: v.themes,
+                    commented: v.comment != 0,
+                    t: v.t_ms,
+                    category: old,
+                };
+                part.themes.remove(layout, &self.now_index, &placed);
+            }
         }
         let late = !layout.in_any_window_at(t, &self.now_index);
         if !late {
@@ -493,6 +515,14 @@ impl Engine {
             }
             let moves_head = t > seg.latest_ms();
             seg.insert(layout, t, &self.now_index, obs.category, weight);
+            let placed = Placed {
+                key: resolved.key,
+                themes: obs.themes.0,
+                commented: obs.comment != 0,
+                t,
+                category: obs.category,
+            };
+            part.themes.insert(layout, &self.now_index, &placed);
             if moves_head {
                 self.alert_stats.forget(resolved.key);
             } else {
@@ -517,6 +547,7 @@ impl Engine {
             weight: weight as f32,
             alerts: 0,
             withdrawn: false,
+            themes: obs.themes.0,
         };
         let counted = Counted {
             key: resolved.key,
@@ -634,6 +665,7 @@ impl Engine {
         let mut report = SweepReport::default();
         for part in self.partitions.values_mut() {
             part.dedup.expire(now);
+            part.themes.expire(&self.layout, now);
             let layout = &self.layout;
             let keys = &mut self.keys;
             part.segments.retain(|key, seg| {
@@ -688,6 +720,7 @@ impl Engine {
             g.dedup_evicted_early += part.dedup.evicted_early;
             heap += part.segments.heap_bytes();
             heap += part.dedup.heap_bytes();
+            heap += part.themes.heap_bytes();
         }
         g.heap_bytes = heap;
         g

@@ -135,6 +135,7 @@ impl Engine {
             partition,
             segments,
             dedup: Some(self.dedup_proto(part)),
+            theme_segments: self.theme_rings_proto(part),
             ..Default::default()
         })
     }
@@ -171,11 +172,13 @@ impl Engine {
                 .map(|s| key_len(field) + encoded_len_varint(s.len() as u64) + s.len())
                 .sum()
         };
+        let themes: Vec<&str> = self.themes.iter().map(String::as_str).collect();
         let len = packed(1, 8 * n)
             + packed(2, seen_len)
             + versions_len
             + strings(4, &names.products)
-            + strings(5, &names.regions);
+            + strings(5, &names.regions)
+            + strings(6, &themes);
         buf.reserve(key_len(tag) + encoded_len_varint(len as u64) + len + TAIL);
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(len as u64, buf);
@@ -200,6 +203,9 @@ impl Engine {
         for r in &names.regions {
             string::encode(5, &r.to_string(), buf);
         }
+        for t in &self.themes {
+            string::encode(6, t, buf);
+        }
     }
 
     /// A partition's dedup entries, versions naming their segments.
@@ -208,6 +214,7 @@ impl Engine {
         let mut snap = part.dedup.to_proto(|key| names.index(key));
         snap.products = names.products.iter().map(|p| p.to_string()).collect();
         snap.regions = names.regions.iter().map(|r| r.to_string()).collect();
+        snap.themes.clone_from(&self.themes);
         snap
     }
 
@@ -269,6 +276,9 @@ impl Engine {
                 message::encode(2, &seg.to_proto(&self.layout, product, region), buf);
             }
             self.encode_dedup(part, 3, buf);
+            for ring in self.theme_rings_proto(part) {
+                message::encode(6, &ring, buf);
+            }
         }
         prost::encoding::int32::encode(1, &partition, buf);
         prost::encoding::string::encode(4, &source_topic.to_string(), buf);
@@ -331,12 +341,24 @@ impl Engine {
         Ok(part.next_offset)
     }
 
-    /// Builds an engine from a snapshot taken with the same windows.
+    /// Builds an engine from a snapshot taken with the same windows (and
+    /// no themes: see `restore_themed`).
     pub fn restore(
         config: &EngineConfig,
         snapshot: &pb::EngineSnapshot,
     ) -> Result<Engine, SnapshotError> {
+        Engine::restore_themed(config, &[], snapshot)
+    }
+
+    /// Builds an engine counting `themes` (`set_themes`) from a snapshot
+    /// taken with the same windows.
+    pub fn restore_themed(
+        config: &EngineConfig,
+        themes: &[String],
+        snapshot: &pb::EngineSnapshot,
+    ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config)?;
+        engine.set_themes(themes);
         engine.check_layout(snapshot)?;
         engine.tick(snapshot.now_ms);
         for p in &snapshot.partitions {
@@ -374,8 +396,13 @@ impl Engine {
                 .zip(&d.regions)
                 .map(|(p, r)| keys.resolve(p, r, now).key)
                 .collect();
+            let numbers = self.theme_numbers(&d.themes);
             part.dedup
-                .absorb(d, |i| names.get(i as usize).copied())
+                .absorb(
+                    d,
+                    |i| names.get(i as usize).copied(),
+                    |bits| super::themes::renumber(bits, &numbers),
+                )
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         }
         let mut staged: Vec<(&pb::SegmentSnapshot, Segment)> =
@@ -386,6 +413,7 @@ impl Engine {
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             staged.push((s, seg));
         }
+        let theme_rings = self.stage_theme_rings(&snap.theme_segments)?;
         self.drop_partition(snap.partition);
         let newest = staged
             .iter()
@@ -409,6 +437,7 @@ impl Engine {
                     .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             }
         }
+        self.place_theme_rings(&mut part, theme_rings, now)?;
         self.partitions.insert(snap.partition, part);
         self.alert_stats.forget_all();
         Ok(())

@@ -26,6 +26,7 @@ fn record(e: &mut Engine, id: &str, category: Category, t: i64) -> KeyId {
             updated_at_ms: None,
             content: xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as u32,
             comment: 0,
+            themes: crate::themes::ThemeSet(0),
             alerting: false,
         },
         t,

@@ -19,6 +19,7 @@ fn v(content: u32) -> Version {
         weight: 1.5,
         alerts: 0,
         withdrawn: false,
+        themes: 0,
     }
 }
 
@@ -40,8 +41,9 @@ fn an_id_is_remembered_within_the_horizon_only() {
 }
 
 #[test]
-fn a_version_round_trips_through_its_34_bytes() {
-    assert_eq!(std::mem::size_of::<Entry>(), 34);
+fn a_version_round_trips_through_its_42_bytes() {
+    // 34, and 8 for the themes.
+    assert_eq!(std::mem::size_of::<Entry>(), 42);
     let mut d = Dedup::new(24 * H, 100, tc(60_000));
     let want = Version {
         content: 0xdead_beef,
@@ -54,6 +56,7 @@ fn a_version_round_trips_through_its_34_bytes() {
         weight: 1234.5,
         alerts: 7,
         withdrawn: true,
+        themes: 1 << 63 | 5,
     };
     d.insert(9, 1_763_800_000_000, &want);
     let (slot, got) = d.find(9, 1_763_800_000_000).unwrap();
@@ -91,7 +94,7 @@ fn snapshot_round_trips_and_rejects_disorder() {
     }
     let snap = d.to_proto(|k| k.0);
     let mut back = Dedup::new(24 * H, 100, tc(1));
-    back.absorb(&snap, |i| Some(KeyId(i))).unwrap();
+    back.absorb(&snap, |i| Some(KeyId(i)), |b| b).unwrap();
     assert_eq!(back.to_proto(|k| k.0), snap);
     assert_eq!(back.find(id_hash("r3"), 10_000).unwrap().1, v(3));
 
@@ -99,13 +102,13 @@ fn snapshot_round_trips_and_rejects_disorder() {
     bad.seen_at_ms.swap(0, 4);
     assert!(
         Dedup::new(H, 10, tc(1))
-            .absorb(&bad, |i| Some(KeyId(i)))
+            .absorb(&bad, |i| Some(KeyId(i)), |b| b)
             .is_err()
     );
     bad.seen_at_ms.pop();
     assert!(
         Dedup::new(H, 10, tc(1))
-            .absorb(&bad, |i| Some(KeyId(i)))
+            .absorb(&bad, |i| Some(KeyId(i)), |b| b)
             .is_err()
     );
 }

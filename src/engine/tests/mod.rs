@@ -30,6 +30,7 @@ fn obs<'a>(
         updated_at_ms: None,
         content: content(product, region, score, t, weight),
         comment: 0,
+        themes: crate::themes::ThemeSet(0),
         alerting: score <= 6,
     }
 }
@@ -369,3 +370,52 @@ fn state_records_carry_one_partition_and_its_offset() {
 
 mod properties;
 pub(crate) use properties::{buckets, ev, observe, windows};
+
+/// The (theme row, window 0's responses) of segment p/r.
+fn theme_rows(e: &Engine, now: i64) -> Vec<(u8, u64)> {
+    e.theme_stats(now)
+        .iter()
+        .map(|s| (s.row, s.windows[0].responses()))
+        .collect()
+}
+
+#[test]
+fn themes_follow_the_latest_version_and_a_snapshot_names_them() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut e = engine();
+    e.set_themes(&names(&["app", "billing"]));
+    let mut o = obs("a", "p", "r", 2, T0, 1.0);
+    o.themes = crate::themes::ThemeSet(0b10);
+    o.comment = 7;
+    e.record(0, &o, T0);
+    assert_eq!(theme_rows(&e, T0), [(1, 1), (COMMENTED, 1)]);
+    // A revision whose comment mentions app instead: the answer moves.
+    let mut revised = o;
+    revised.themes = crate::themes::ThemeSet(0b01);
+    revised.comment = 8;
+    revised.content ^= 1;
+    revised.updated_at_ms = Some(T0 + MIN);
+    assert!(matches!(
+        e.record(0, &revised, T0 + MIN),
+        Outcome::Revised { .. }
+    ));
+    assert_eq!(theme_rows(&e, T0 + MIN), [(0, 1), (COMMENTED, 1)]);
+
+    // Restored under a taxonomy that lists billing first and drops app:
+    // the rows and the remembered version are renumbered by name.
+    let snap = snapshot::decode(&snapshot::encode(&e.snapshot())).unwrap();
+    let mut other =
+        Engine::restore_themed(&EngineConfig::default(), &names(&["app2", "app"]), &snap).unwrap();
+    assert_eq!(theme_rows(&other, T0 + MIN), [(1, 1), (COMMENTED, 1)]);
+    // Its comment removed: every row lets go of it.
+    let mut silent = revised;
+    silent.themes = crate::themes::ThemeSet(0);
+    silent.comment = 0;
+    silent.content ^= 2;
+    silent.updated_at_ms = Some(T0 + 2 * MIN);
+    other.record(0, &silent, T0 + 2 * MIN);
+    assert_eq!(theme_rows(&other, T0 + 2 * MIN), []);
+    let dropped =
+        Engine::restore_themed(&EngineConfig::default(), &names(&["billing"]), &snap).unwrap();
+    assert_eq!(theme_rows(&dropped, T0 + MIN), [(COMMENTED, 1)]);
+}

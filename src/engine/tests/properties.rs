@@ -21,6 +21,9 @@ pub(crate) struct Ev {
     /// The same content as this id's last event (a duplicate, or a stale
     /// or revived version).
     again: bool,
+    /// The themes its comment mentions (of three), and whether it has a
+    /// comment (always, with a theme).
+    themes: (u8, bool),
 }
 
 pub(crate) fn ev() -> impl Strategy<Value = Ev> {
@@ -38,6 +41,7 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
         prop_oneof![3 => 0..5 * MIN, 1 => 0..3 * DAY],
         proptest::option::of(0..50u8),
         proptest::bool::weighted(0.2),
+        (0..8u8, any::<bool>()),
     )
         .prop_map(
             |(
@@ -51,6 +55,7 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
                 step_ms,
                 updated,
                 again,
+                themes,
             )| Ev {
                 partition,
                 id,
@@ -62,8 +67,21 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
                 step_ms,
                 updated,
                 again,
+                themes,
             },
         )
+}
+
+/// The theme names the property tests count.
+pub(crate) fn theme_names() -> Vec<String> {
+    ["billing", "staff", "waiting"].map(String::from).to_vec()
+}
+
+/// An engine counting `theme_names()`.
+fn themed(cfg: &EngineConfig) -> Engine {
+    let mut e = Engine::new(cfg).unwrap();
+    e.set_themes(&theme_names());
+    e
 }
 
 pub(crate) fn windows() -> impl Strategy<Value = Vec<String>> {
@@ -88,6 +106,8 @@ struct Placed {
     category: Category,
     t: i64,
     weight: f64,
+    /// Theme bits, and whether it has a comment.
+    themes: (u8, bool),
 }
 
 /// What the model remembers of a response: first sight, its latest
@@ -132,8 +152,19 @@ pub(crate) fn observe<'a>(
         weight,
     );
     // Content independent of the clock: the same fields again are a
-    // duplicate, whenever they come.
-    o.content = content(&names.1, &names.2, ev.score, ev.offset_ms, weight);
+    // duplicate, whenever they come. The comment (its themes) is part of it.
+    let (themes, commented) = ev.themes;
+    let commented = commented || themes != 0;
+    let product_and_comment = format!("{}|{themes}|{commented}", names.1);
+    o.content = content(
+        &product_and_comment,
+        &names.2,
+        ev.score,
+        ev.offset_ms,
+        weight,
+    );
+    o.themes = crate::themes::ThemeSet(u64::from(themes));
+    o.comment = if commented { 1 + themes } else { 0 };
     o.updated_at_ms = ev.updated.map(|u| T0 + i64::from(u) * MIN);
     (o, ev)
 }
@@ -202,6 +233,7 @@ fn run(
         let (o, ev) = observe(ev, &mut last, now, &mut names);
         let (category, weight, content, updated) =
             (o.category, o.weight, o.content, o.updated_at_ms);
+        let themes = (o.themes.0 as u8, o.comment != 0);
         let out = e.record(ev.partition, &o, now);
         let t = (now + ev.offset_ms).min(now);
         let late = model.late(t, now);
@@ -214,6 +246,7 @@ fn run(
             category,
             t,
             weight,
+            themes,
         };
         match (known, out) {
             (Some(k), Outcome::Duplicate) => assert_eq!(k.content, content),
@@ -275,6 +308,63 @@ fn brute_force(
     out
 }
 
+/// Per (product, region, row), per window: promoters, passives, detractors.
+type ThemeCounts = BTreeMap<(String, String, String), Vec<(u64, u64, u64)>>;
+
+/// Per (product, region, row): the answers placed with that theme (rows
+/// by name) or with a comment (row `*`), counted in each window as the
+/// engine's rows count them.
+fn brute_force_themes(model: &Model, placed: &[Placed], now: i64) -> ThemeCounts {
+    let names = theme_names();
+    let mut out: ThemeCounts = BTreeMap::new();
+    for p in placed {
+        let (bits, commented) = p.themes;
+        let rows = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits >> i & 1 == 1)
+            .map(|(_, n)| n.clone())
+            .chain(commented.then(|| "*".to_string()));
+        for row in rows {
+            let windows = out
+                .entry((p.product.clone(), p.region.clone(), row))
+                .or_insert_with(|| vec![(0, 0, 0); model.lengths.len()]);
+            for (w, c) in windows.iter_mut().enumerate() {
+                if model.holds(w, p.t, now) {
+                    match p.category {
+                        Category::Promoter => c.0 += 1,
+                        Category::Passive => c.1 += 1,
+                        Category::Detractor => c.2 += 1,
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|_, w| w.iter().any(|c| *c != (0, 0, 0)));
+    out
+}
+
+/// The engine's theme rows by name, as `brute_force_themes` keeps them.
+fn themes_by_name(e: &Engine, now: i64) -> ThemeCounts {
+    let names = theme_names();
+    e.theme_stats(now)
+        .into_iter()
+        .map(|s| {
+            let (p, r) = e.segment_name(s.key).unwrap();
+            let row = match s.row {
+                COMMENTED => "*".to_string(),
+                i => names[usize::from(i)].clone(),
+            };
+            let counts = s
+                .windows
+                .iter()
+                .map(|w| (w.promoters, w.passives, w.detractors))
+                .collect();
+            ((p.to_string(), r.to_string(), row), counts)
+        })
+        .collect()
+}
+
 fn assert_same(
     got: &BTreeMap<(String, String), Vec<WindowStats>>,
     want: &BTreeMap<(String, String), Vec<WindowStats>>,
@@ -326,14 +416,19 @@ proptest! {
         read_after in 0..10 * DAY,
     ) {
         let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
-        let mut e = Engine::new(&cfg).unwrap();
+        let mut e = themed(&cfg);
         let model = Model::of(&cfg);
         let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         for read_at in [now, now + read_after] {
             assert_same(&by_name(&e, read_at), &brute_force(&model, &placed, read_at));
+            prop_assert_eq!(themes_by_name(&e, read_at), brute_force_themes(&model, &placed, read_at));
         }
         e.sweep(now + read_after);
         assert_same(&by_name(&e, now + read_after), &brute_force(&model, &placed, now + read_after));
+        prop_assert_eq!(
+            themes_by_name(&e, now + read_after),
+            brute_force_themes(&model, &placed, now + read_after)
+        );
     }
 
     #[test]
@@ -341,12 +436,13 @@ proptest! {
         events in proptest::collection::vec(ev(), 1..300),
         drop in 0..3i32,
     ) {
-        let mut e = engine();
+        let mut e = themed(&EngineConfig::default());
         let model = Model::of(&EngineConfig::default());
         let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         e.drop_partition(drop);
         let rest: Vec<Placed> = placed.into_iter().filter(|p| p.partition != drop).collect();
         assert_same(&by_name(&e, now), &brute_force(&model, &rest, now));
+        prop_assert_eq!(themes_by_name(&e, now), brute_force_themes(&model, &rest, now));
     }
 
     #[test]
@@ -356,7 +452,7 @@ proptest! {
         offset in 0..i64::MAX,
     ) {
         let cfg = EngineConfig { windows, ..EngineConfig::default() };
-        let mut e = Engine::new(&cfg).unwrap();
+        let mut e = themed(&cfg);
         run(&mut e, &Model::of(&cfg), &events, T0, 24 * HOUR);
         for p in 0..4 {
             let bytes = e.partition_state_record(p, "survey-responses", offset);
@@ -391,14 +487,15 @@ proptest! {
     ) {
         let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let split = split.min(events.len());
-        let mut straight = Engine::new(&cfg).unwrap();
+        let mut straight = themed(&cfg);
         let model = Model::of(&cfg);
         let (end, _, all) = run(&mut straight, &model, &events, T0, 24 * HOUR);
 
-        let mut first = Engine::new(&cfg).unwrap();
+        let mut first = themed(&cfg);
         let (mid, _, head) = run(&mut first, &model, &events[..split], T0, 24 * HOUR);
         let bytes = snapshot::encode(&first.snapshot());
-        let mut resumed = Engine::restore(&cfg, &snapshot::decode(&bytes).unwrap()).unwrap();
+        let snap = snapshot::decode(&bytes).unwrap();
+        let mut resumed = Engine::restore_themed(&cfg, &theme_names(), &snap).unwrap();
         let mut tail_outs = Vec::new();
         let mut now = mid;
         // Same calls as `run`, on the restored engine (the head's last
@@ -428,5 +525,10 @@ proptest! {
         }
         prop_assert_eq!(by_name(&resumed, end), by_name(&straight, end));
         prop_assert_eq!(by_name(&resumed, end + 3 * DAY), by_name(&straight, end + 3 * DAY));
+        prop_assert_eq!(themes_by_name(&resumed, end), themes_by_name(&straight, end));
+        prop_assert_eq!(
+            themes_by_name(&resumed, end + 3 * DAY),
+            themes_by_name(&straight, end + 3 * DAY)
+        );
     }
 }

@@ -39,6 +39,7 @@ impl Segment {
             region: region.to_string(),
             latest_ms: self.latest_ms,
             rings,
+            theme: String::new(),
         }
     }
 
