@@ -103,13 +103,15 @@ pub fn alert_id(response_id: &str) -> String {
 /// response came late, which version of the alert it is (the engine's
 /// mark: a revision, or a withdrawal of a response revised out of
 /// detracting), and the share of the input its window figures cover (the
-/// input partitions this instance owns, of the topic's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// input partitions this instance owns, of the topic's), and the themes
+/// its comment mentions (sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
     pub late: bool,
     pub mark: AlertMark,
     pub partitions_covered: u32,
     pub partitions_total: u32,
+    pub themes: Vec<String>,
 }
 
 /// Builds the alert for a detractor. `windows` are the segment's windows as
@@ -158,6 +160,7 @@ pub fn build(
         withdrawn: context.mark.withdrawn,
         partitions_covered: context.partitions_covered,
         partitions_total: context.partitions_total,
+        themes: context.themes.clone(),
     }
 }
 
@@ -320,6 +323,7 @@ mod tests {
             },
             partitions_covered: 3,
             partitions_total: 12,
+            themes: vec!["billing_errors".into(), "waiting_time".into()],
         };
         let a = build(
             &response(2, Some(1500.0), "c"),
@@ -331,6 +335,7 @@ mod tests {
         assert_eq!((a.revision, a.withdrawn), (2, true));
         assert_eq!(a.priority_reasons, vec!["withdrawn".to_string()]);
         assert_eq!((a.partitions_covered, a.partitions_total), (3, 12));
+        assert_eq!(a.themes, ["billing_errors", "waiting_time"]);
         // The priority stays the policy's: only the reasons say withdrawn.
         assert_eq!(a.priority, AlertPriority::Critical as i32);
         let first = build(

@@ -213,12 +213,13 @@ pub fn transition(now: Category, before: Option<Category>) -> Option<bool> {
 }
 
 /// Builds the event of a promoter (or, `withdrawn`, of a response revised
-/// out of promoting), with the index of its tier.
+/// out of promoting), with the index of its tier; `themes`: those its
+/// comment mentions, sorted.
 pub fn build(
     response: &ValidResponse,
     policy: &PromoterPolicy,
-    late: bool,
-    withdrawn: bool,
+    (late, withdrawn): (bool, bool),
+    themes: Vec<String>,
     emitted_at_ms: i64,
 ) -> (PromoterEvent, usize) {
     let m = &response.msg;
@@ -247,6 +248,7 @@ pub fn build(
         withdrawn,
         updated_at: m.updated_at,
         late,
+        themes,
     };
     (event, tier)
 }

@@ -87,6 +87,7 @@ pub fn build(
         due_at: Some(timestamp_from_ms(esc.due_at_ms)),
         state: esc.state as i32,
         emitted_at: Some(timestamp_from_ms(emitted_at_ms)),
+        themes: alert.themes.clone(),
     }
 }
 

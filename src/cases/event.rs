@@ -164,6 +164,7 @@ mod tests {
             occurred_at: Some(timestamp_from_ms(NOW - 1000)),
             owner: "equipo-norte".into(),
             outcome: 0,
+            root_cause: String::new(),
         }
     }
 

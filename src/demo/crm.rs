@@ -131,6 +131,7 @@ pub(super) async fn run(
                         occurred_at: Some(timestamp_from_ms(at)),
                         owner: "equipo-retencion".into(),
                         outcome,
+                        root_cause: String::new(),
                     };
                     let bytes = event.encode_to_vec();
                     let record = FutureRecord::to(&events_topic)

@@ -68,10 +68,12 @@ pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
 pub const BUILD_INFO: &str = "nps_build_info";
 pub const NPS_TARGET: &str = "nps_target";
+pub const THEME_RESPONSES: &str = "nps_theme_responses";
+pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 57] = [
+pub const NAMES: [&str; 59] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -114,6 +116,8 @@ pub const NAMES: [&str; 57] = [
     STATE_READ_ERRORS_TOTAL,
     BUILD_INFO,
     NPS_TARGET,
+    THEME_RESPONSES,
+    COMMENTED_RESPONSES,
     CASES_OPEN,
     CASES_DUE_TOTAL,
     CASES_OVERDUE,

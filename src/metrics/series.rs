@@ -6,11 +6,13 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::{Category, KeyId, SegmentStats, WindowSpec, WindowStats};
+use crate::engine::{
+    COMMENTED, Category, KeyId, SegmentStats, ThemeStats, WindowSpec, WindowStats,
+};
 use crate::metrics::{
-    DETRACTOR_ALERTS_TOTAL, NPS_MARGIN_OF_ERROR, NPS_SCORE, NPS_WEIGHT_NET, NPS_WEIGHT_TOTAL,
-    NPS_WEIGHTED_SCORE, NPS_WINDOW_RESPONSES, PROMOTER_EVENTS_TOTAL,
-    PROMOTER_EVENTS_WITHDRAWN_TOTAL, RESPONSES_TOTAL, escape, header,
+    COMMENTED_RESPONSES, DETRACTOR_ALERTS_TOTAL, NPS_MARGIN_OF_ERROR, NPS_SCORE, NPS_WEIGHT_NET,
+    NPS_WEIGHT_TOTAL, NPS_WEIGHTED_SCORE, NPS_WINDOW_RESPONSES, PROMOTER_EVENTS_TOTAL,
+    PROMOTER_EVENTS_WITHDRAWN_TOTAL, RESPONSES_TOTAL, THEME_RESPONSES, escape, header,
 };
 use crate::pb::{AlertPriority, Channel};
 use crate::promoters::MAX_TIERS;
@@ -52,6 +54,9 @@ struct Row {
     promoters: [[AtomicU64; 2]; MAX_TIERS],
     /// Whether `SegmentSeries::stats` holds this segment's windows.
     in_windows: bool,
+    /// Per theme row (a theme's number, or `COMMENTED`) with answers in
+    /// some window at the last refresh: its counts per window.
+    themes: Vec<(u8, Vec<WindowStats>)>,
 }
 
 impl Default for Row {
@@ -63,6 +68,7 @@ impl Default for Row {
             alerts: std::array::from_fn(|_| AtomicU64::new(0)),
             promoters: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             in_windows: false,
+            themes: Vec::new(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct SegmentSeries {
     windows: Vec<String>,
     /// Promoter tier label values, by tier index.
     tiers: Vec<String>,
+    /// Theme label values, by theme number.
+    theme_names: Vec<String>,
     rows: Vec<Row>,
     /// `rows.len() × windows.len()`, row after row.
     stats: Vec<WindowStats>,
@@ -107,7 +115,7 @@ pub struct RenderCursor {
 }
 
 /// Families rendered from a [`SegmentSeries`], in order.
-const FAMILIES: [(&str, &str, &str); 10] = [
+const FAMILIES: [(&str, &str, &str); 12] = [
     (
         RESPONSES_TOTAL,
         "Responses counted (late ones included, duplicates excluded), by product, region, channel and category.",
@@ -159,6 +167,16 @@ const FAMILIES: [(&str, &str, &str); 10] = [
         PROMOTER_EVENTS_WITHDRAWN_TOTAL,
         "Promoter events withdrawn (the response revised below 9), by product, region and tier.",
         "counter",
+    ),
+    (
+        THEME_RESPONSES,
+        "Responses in the window whose comment mentions the theme, per product, region, window, theme and category.",
+        "gauge",
+    ),
+    (
+        COMMENTED_RESPONSES,
+        "Responses in the window with a non-empty comment, per product, region, window and category.",
+        "gauge",
     ),
 ];
 
@@ -296,6 +314,39 @@ impl SegmentSeries {
         }
     }
 
+    /// At each refresh, after `refresh`: the theme names (by number) and
+    /// every segment's theme rows (`Engine::theme_stats`).
+    pub fn refresh_themes(&mut self, names: &[String], stats: Vec<ThemeStats>) {
+        if self.theme_names != names {
+            self.theme_names = names.to_vec();
+        }
+        for row in &mut self.rows {
+            row.themes.clear();
+        }
+        for s in stats {
+            if let Some(row) = self.rows.get_mut(s.key.index())
+                && row.labels.is_some()
+            {
+                row.themes.push((s.row, s.windows));
+            }
+        }
+    }
+
+    /// Theme label values, by theme number.
+    pub fn theme_names(&self) -> &[String] {
+        &self.theme_names
+    }
+
+    /// Every segment with theme rows as of the last refresh: (product,
+    /// region, its rows), in segment id order.
+    pub fn theme_rows(&self) -> impl Iterator<Item = (&str, &str, &[(u8, Vec<WindowStats>)])> + '_ {
+        self.rows.iter().filter_map(|row| {
+            let (product, region) = row.name.as_ref()?;
+            (!row.themes.is_empty())
+                .then(|| (product.as_ref(), region.as_ref(), row.themes.as_slice()))
+        })
+    }
+
     /// Appends the next rows (at most `max_rows`) of the current family to
     /// `out`, with the family's header before its first row. Returns false
     /// once every family is rendered. Rows are visited in id order, each
@@ -379,6 +430,7 @@ impl SegmentSeries {
                     }
                 }
             }
+            10 | 11 => self.render_themes(family == 11, row, labels, out),
             _ if row.in_windows => {
                 let nwin = self.windows.len();
                 for (window, w) in self
@@ -413,6 +465,44 @@ impl SegmentSeries {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl SegmentSeries {
+    /// A row's `nps_theme_responses` (or, `commented`,
+    /// `nps_commented_responses`): each category of each window with
+    /// answers.
+    fn render_themes(&self, commented: bool, row: &Row, labels: &str, out: &mut String) {
+        let name = if commented {
+            COMMENTED_RESPONSES
+        } else {
+            THEME_RESPONSES
+        };
+        for (theme, windows) in &row.themes {
+            let theme_label = match (*theme, commented) {
+                (COMMENTED, true) => None,
+                (COMMENTED, false) | (_, true) => continue,
+                (i, false) => match self.theme_names.get(usize::from(i)) {
+                    Some(n) => Some(n.as_str()),
+                    None => continue,
+                },
+            };
+            for (window, w) in self.windows.iter().zip(windows) {
+                if w.responses() == 0 {
+                    continue;
+                }
+                for c in Category::ALL {
+                    out.push_str(name);
+                    out.push('{');
+                    out.push_str(labels);
+                    let _ = write!(out, ",window=\"{window}\"");
+                    if let Some(t) = theme_label {
+                        let _ = write!(out, ",theme=\"{t}\"");
+                    }
+                    let _ = writeln!(out, ",category=\"{}\"}} {}", c.as_str(), w.count(c));
+                }
+            }
         }
     }
 }

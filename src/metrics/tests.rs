@@ -162,3 +162,60 @@ fn empty_window_publishes_no_score() {
         "{text}"
     );
 }
+
+#[test]
+fn theme_series_count_each_category_while_the_window_holds_a_mention() {
+    let mut e = Engine::new(&EngineConfig::default()).unwrap();
+    let names: Vec<String> = vec!["app_website".into(), "waiting_time".into()];
+    e.set_themes(&names);
+    let mut series = SegmentSeries::default();
+    let t0 = 1_763_812_800_000;
+    let answer = |id: &'static str, category, themes: u64, comment: u8| Observation {
+        response_id: id,
+        product: "Tarjeta \"Oro\"",
+        region: "Norte",
+        category,
+        responded_at_ms: t0,
+        weight: 1.0,
+        score: 0,
+        updated_at_ms: None,
+        content: xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as u32,
+        comment,
+        themes: crate::themes::ThemeSet(themes),
+        alerting: false,
+    };
+    e.record(0, &answer("a", Category::Detractor, 0b10, 3), t0);
+    e.record(0, &answer("b", Category::Detractor, 0b11, 4), t0);
+    e.record(0, &answer("c", Category::Promoter, 0, 5), t0);
+    e.record(0, &answer("d", Category::Promoter, 0, 0), t0);
+    let segments = e.segments(t0);
+    series.refresh(e.layout().specs(), &segments, |k| e.segment_name(k));
+    series.refresh_themes(&names, e.theme_stats(t0));
+    let text = series.render();
+    let labels = r#"product="Tarjeta \"Oro\"",region="Norte",window="24h""#;
+    for line in [
+        format!(r#"nps_theme_responses{{{labels},theme="waiting_time",category="detractor"}} 2"#),
+        format!(r#"nps_theme_responses{{{labels},theme="waiting_time",category="promoter"}} 0"#),
+        format!(r#"nps_theme_responses{{{labels},theme="app_website",category="detractor"}} 1"#),
+        format!(r#"nps_commented_responses{{{labels},category="detractor"}} 2"#),
+        format!(r#"nps_commented_responses{{{labels},category="promoter"}} 1"#),
+        format!(r#"nps_commented_responses{{{labels},category="passive"}} 0"#),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(text.contains("# TYPE nps_theme_responses gauge"));
+    // Two hours later the 1h series are gone.
+    let later = t0 + 2 * 3_600_000;
+    series.refresh_themes(&names, e.theme_stats(later));
+    let text = series.render();
+    assert!(
+        !text.contains(
+            r#"nps_theme_responses{product="Tarjeta \"Oro\"",region="Norte",window="1h""#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"window="30d",theme="app_website""#),
+        "{text}"
+    );
+}

@@ -77,6 +77,8 @@ struct Core {
     topic: String,
     health: Arc<Health>,
     engine: Engine,
+    /// The taxonomy comments are matched against (None: themes off).
+    themes: Option<crate::themes::Taxonomy>,
     /// Which offsets are committable, behind which deliveries.
     ledger: Ledger<Delivery>,
     /// Per partition, the offset after the last record in the engine (what
@@ -125,11 +127,15 @@ pub async fn run(
     keep_table: bool,
 ) -> crate::error::Result<()> {
     // Validated with the settings: cannot fail here.
-    let engine =
+    let mut engine =
         Engine::new(&settings.engine).map_err(|e| crate::config::ConfigError::Invalid {
             flag: "--windows / [engine]".into(),
             reason: e.to_string(),
         })?;
+    let themes = settings.themes.taxonomy();
+    if let Some(t) = &themes {
+        engine.set_themes(t.names());
+    }
     let window_names: Vec<String> = engine
         .layout()
         .specs()
@@ -147,7 +153,7 @@ pub async fn run(
     }
 
     let core = Arc::new(Mutex::new(Core::new(
-        engine,
+        (engine, themes),
         settings.snapshot_max_bytes,
         &settings.input_topic,
         &health,

@@ -33,10 +33,13 @@ pub(super) fn refresh_view(
     let segments = c.engine.segments(now);
     // With the engine still locked: segment ids freed by the sweep are not
     // reused before their counters are forgotten.
+    let themes = c.engine.theme_stats(now);
     if let Ok(mut v) = view.write() {
         v.series.refresh(c.engine.layout().specs(), &segments, |k| {
             c.engine.segment_name(k)
         });
+        let names = c.themes.as_ref().map_or(&[][..], |t| t.names());
+        v.series.refresh_themes(names, themes);
     }
     let table = if keep_table {
         segments

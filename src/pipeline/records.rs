@@ -19,6 +19,7 @@ use crate::events::{self, Event};
 use crate::metrics::{self as m, View};
 use crate::pipeline::{Core, Counters};
 use crate::schema::{self, Rejection};
+use crate::themes::{Taxonomy, ThemeSet};
 
 /// Counts a response in its segment's `nps_responses_total`: under the
 /// view's shared lock (the counters are atomics), or its exclusive one the
@@ -89,8 +90,8 @@ pub(super) fn replay(
         .map(|h| (h.key, h.value));
     if let Ok(response) = schema::decode_and_validate(msg.payload(), headers, now, &settings.limits)
     {
-        c.engine
-            .record(partition, &observation(&response, settings), now);
+        let obs = observation(&response, settings, c.themes.as_ref());
+        c.engine.record(partition, &obs, now);
     }
     metrics::counter!(m::STATE_REPLAYED_TOTAL).increment(1);
     c.positions.handled(partition, offset);
@@ -105,10 +106,15 @@ pub(super) fn replay(
 }
 
 /// What the engine counts of a response, with whether the alert rules
-/// alert on it.
-fn observation<'a>(response: &'a schema::ValidResponse, settings: &Settings) -> Observation<'a> {
+/// alert on it and the themes its comment mentions.
+fn observation<'a>(
+    response: &'a schema::ValidResponse,
+    settings: &Settings,
+    themes: Option<&Taxonomy>,
+) -> Observation<'a> {
     Observation {
         alerting: settings.alerts.should_alert(response),
+        themes: themes.map_or(ThemeSet(0), |t| t.classify(&response.msg.comment)),
         ..response.observation()
     }
 }
@@ -220,9 +226,9 @@ fn record(
     now: i64,
 ) -> Result<[Option<Emit>; 2], Rejection> {
     let mut c = lock(core);
-    let outcome = c
-        .engine
-        .record(partition, &observation(response, settings), now);
+    let obs = observation(response, settings, c.themes.as_ref());
+    let themes = obs.themes;
+    let outcome = c.engine.record(partition, &obs, now);
     let (counted, mark, before) = match outcome {
         Outcome::Duplicate => {
             metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
@@ -261,18 +267,30 @@ fn record(
     if counted.overflowed {
         metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
     }
+    let themes = c
+        .themes
+        .as_ref()
+        .map(|t| t.names_of(themes))
+        .unwrap_or_default();
     Ok(emits(
-        &mut c, response, &counted, mark, before, settings, now,
+        &mut c,
+        response,
+        (&counted, themes),
+        mark,
+        before,
+        settings,
+        now,
     ))
 }
 
 /// What a counted response sends: its alert (`mark`: the engine says it
 /// alerts, and which version) and its promoter event (`before`: the
-/// category of the version it revises).
+/// category of the version it revises), both with the themes its comment
+/// mentions.
 fn emits(
     c: &mut Core,
     response: &schema::ValidResponse,
-    counted: &Counted,
+    (counted, themes): (&Counted, Vec<String>),
     mark: Option<AlertMark>,
     before: Option<Category>,
     settings: &Settings,
@@ -287,6 +305,7 @@ fn emits(
             mark,
             partitions_covered: c.owned.len() as u32,
             partitions_total: c.input_partitions,
+            themes: themes.clone(),
         };
         let alert = alerts::build(response, &windows, &context, now, &settings.alerts);
         Emit::Alert(Box::new(alert), counted.key)
@@ -300,8 +319,8 @@ fn emits(
             let (event, tier) = crate::promoters::build(
                 response,
                 &settings.promoters,
-                counted.late,
-                withdrawn,
+                (counted.late, withdrawn),
+                themes,
                 now,
             );
             Emit::Promoter(Box::new(event), counted.key, tier)

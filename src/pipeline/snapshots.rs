@@ -18,12 +18,13 @@ use crate::metrics as m;
 use crate::pipeline::Core;
 use crate::pipeline::commit::{commit_done, offsets};
 use crate::state::StateStore;
+use crate::themes::Taxonomy;
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
 impl Core {
     pub(super) fn new(
-        engine: Engine,
+        (engine, themes): (Engine, Option<Taxonomy>),
         snapshot_max_bytes: usize,
         topic: &str,
         health: &Arc<Health>,
@@ -32,6 +33,7 @@ impl Core {
             topic: topic.to_string(),
             health: health.clone(),
             engine,
+            themes,
             ledger: Ledger::default(),
             positions: Positions::default(),
             restoring: BTreeMap::new(),

@@ -46,9 +46,15 @@ fn default_tiers_follow_customer_value_and_absent_value_is_the_lowest() {
 fn default_actions_ask_every_promoter_to_refer_and_valuable_commenters_for_a_case_study() {
     let p = policy();
     let actions = |score, value, comment| {
-        build(&response(score, value, comment), &p, false, false, NOW)
-            .0
-            .suggested_actions
+        build(
+            &response(score, value, comment),
+            &p,
+            (false, false),
+            Vec::new(),
+            NOW,
+        )
+        .0
+        .suggested_actions
     };
     assert_eq!(actions(9, None, "Muy bien"), vec!["referral"]);
     assert_eq!(actions(10, Some(5_000.0), ""), vec!["referral"]);
@@ -90,8 +96,16 @@ fn configured_tiers_and_actions_are_read_from_toml_in_any_order() {
         vec!["vip", "base"],
         "highest threshold first"
     );
-    let event =
-        |score, value, comment| build(&response(score, value, comment), &p, false, false, NOW).0;
+    let event = |score, value, comment| {
+        build(
+            &response(score, value, comment),
+            &p,
+            (false, false),
+            Vec::new(),
+            NOW,
+        )
+        .0
+    };
     let e = event(10, Some(600.0), "gracias");
     assert_eq!(
         (e.tier.as_str(), e.suggested_actions.clone()),
@@ -150,7 +164,7 @@ fn promoters_send_revisions_resend_and_leaving_withdraws() {
 fn the_event_carries_the_response_and_a_withdrawn_one_no_actions() {
     let p = policy();
     let r = response(10, Some(20_000.0), "Excelente atención");
-    let (e, tier) = build(&r, &p, true, false, NOW);
+    let (e, tier) = build(&r, &p, (true, false), Vec::new(), NOW);
     assert_eq!(tier, 0);
     assert_eq!(e.event_id, crate::alerts::alert_id("resp-7"));
     assert_eq!(e.event_id.len(), 32);
@@ -178,7 +192,7 @@ fn the_event_carries_the_response_and_a_withdrawn_one_no_actions() {
 
     let mut revised = response(6, Some(20_000.0), "Ya no");
     revised.msg.updated_at = Some(timestamp(NOW));
-    let (w, _) = build(&revised, &p, false, true, NOW);
+    let (w, _) = build(&revised, &p, (false, true), Vec::new(), NOW);
     assert!(w.withdrawn);
     assert!(w.suggested_actions.is_empty());
     assert_eq!((w.event_id, w.score), (e.event_id, 6));
@@ -186,13 +200,22 @@ fn the_event_carries_the_response_and_a_withdrawn_one_no_actions() {
 
     let mut anonymous = r.clone();
     anonymous.msg.customer_id.clear();
-    assert_eq!(key(&build(&anonymous, &p, false, false, NOW).0), "resp-7");
+    assert_eq!(
+        key(&build(&anonymous, &p, (false, false), Vec::new(), NOW).0),
+        "resp-7"
+    );
 }
 
 #[test]
 fn both_formats_round_trip() {
     use crate::alerts::{AlertFormat, encode};
-    let (e, _) = build(&response(9, None, "ok"), &policy(), false, false, NOW);
+    let (e, _) = build(
+        &response(9, None, "ok"),
+        &policy(),
+        (false, false),
+        vec!["staff_attitude".into()],
+        NOW,
+    );
     let (bytes, _) = encode(&e, AlertFormat::Protobuf);
     assert_eq!(
         <PromoterEvent as prost::Message>::decode(bytes.as_slice()).unwrap(),
