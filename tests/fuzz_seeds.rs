@@ -246,6 +246,7 @@ fn case_event_seeds() -> Vec<(String, Vec<u8>)> {
         occurred_at: Some(schema::timestamp_from_ms(input::NOW_MS - 3_600_000)),
         owner: "equipo-sur".into(),
         outcome: CaseOutcome::Recovered as i32,
+        root_cause: String::new(),
     };
     let with = |f: &dyn Fn(&mut CaseEvent)| {
         let mut m = base.clone();
