@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nps_stream::cases::{AlertIn, AlertKey, CaseConfig, EventIn, Tracker, alert_key};
+use nps_stream::cases::{AlertIn, AlertKey, CaseConfig, EventIn, RootCause, Tracker, alert_key};
 use nps_stream::pb::{AlertPriority, CaseOutcome, CaseState};
 
 const T0: i64 = 1_767_225_600_000;
@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
                         state: CaseState::Resolved,
                         occurred_at_ms: now,
                         outcome: CaseOutcome::Recovered,
+                        root_cause: RootCause::NONE,
                     };
                     s.event(0, &resolved, (), now);
                 }
@@ -118,6 +119,7 @@ fn bench(c: &mut Criterion) {
                         state: CaseState::Acknowledged,
                         occurred_at_ms: T0 + 1_000_000_000 + i as i64,
                         outcome: CaseOutcome::Unspecified,
+                        root_cause: RootCause::NONE,
                     })
                     .collect();
                 target += BATCH as u64;
@@ -156,6 +158,7 @@ fn bench(c: &mut Criterion) {
                         state: CaseState::Resolved,
                         occurred_at_ms: now,
                         outcome: CaseOutcome::Recovered,
+                        root_cause: RootCause::NONE,
                     };
                     t.event(0, &resolved, (), now);
                 }

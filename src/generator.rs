@@ -1,6 +1,7 @@
 //! Generated survey answers for the demo and for `send --generate`:
 //! several products and regions with different score distributions, every
-//! channel, detractors with comments (and half the promoters), a few
+//! channel, detractors with comments (and half the promoters, a third of
+//! the passives), a few
 //! high-value customers, email answers arriving hours late, and three
 //! malformed events in a hundred for the dead-letter topic. Pure and deterministic: the caller gives the time.
 
@@ -19,22 +20,39 @@ const PRODUCTS: [(&str, u32); 5] = [
 ];
 const REGIONS: [&str; 4] = ["Norte", "Sur", "Centro", "Occidente"];
 /// The detractors' comments (public so tests can check they never reach
-/// a log).
-pub const COMPLAINTS: [&str; 6] = [
+/// a log). They mention the shipped taxonomy's themes, in Spanish and
+/// English; the first is the app's, which the dropping segment's
+/// detractors name more often.
+pub const COMPLAINTS: [&str; 12] = [
+    "La app se cae al transferir",
     "Nadie me devolvió la llamada",
     "Me cobraron una comisión que no me explicaron",
-    "La app se cae al transferir",
     "Tardaron tres semanas en resolver mi reclamo",
     "El ejecutivo no conocía el producto",
     "Me hicieron repetir mi caso cuatro veces",
+    "Esperé 40 minutos en la sucursal",
+    "Cobro duplicado en mi tarjeta y nadie responde",
+    "El trámite del préstamo es muy complicado",
+    "Me trataron de forma grosera en el call center",
+    "Tengo un cargo que no reconozco, temo un fraude",
+    "The app keeps crashing and nobody calls back",
 ];
 
 /// What half the promoters say (public for the same reason).
-pub const PRAISES: [&str; 4] = [
+pub const PRAISES: [&str; 5] = [
     "Me resolvieron todo en una llamada",
     "La app es rápida y clara",
-    "Mi ejecutiva siempre me ayuda",
+    "Mi ejecutiva es muy amable y siempre me ayuda",
     "Excelente atención en sucursal",
+    "Very friendly staff and quick answers",
+];
+
+/// What a third of the passives say (public for the same reason).
+pub const REMARKS: [&str; 4] = [
+    "Bien, aunque la espera fue larga",
+    "Buen producto, pero la comisión es cara",
+    "La página web podría ser más fácil",
+    "Correcto, sin más",
 ];
 
 /// A small deterministic generator (xorshift64*), enough for demo data.
@@ -101,7 +119,16 @@ fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyRes
         score: Some(score),
         responded_at: Some(timestamp_from_ms(t)),
         comment: if score <= 6 {
-            COMPLAINTS[rng.below(COMPLAINTS.len() as u64) as usize].into()
+            let i = rng.below(COMPLAINTS.len() as u64) as usize;
+            // The broken release: half its detractors name the app.
+            let i = if (product, region) == DROPPING && recent && i % 2 == 0 {
+                0
+            } else {
+                i
+            };
+            COMPLAINTS[i].into()
+        } else if (7..=8).contains(&score) && customer % 3 == 0 {
+            REMARKS[(customer / 3) as usize % REMARKS.len()].into()
         } else if score >= 9 && customer % 2 == 0 {
             // From the customer already drawn: the rest of the stream is
             // as before.

@@ -100,14 +100,6 @@ impl Default for PromoterPolicy {
     }
 }
 
-/// A tier or action name: a label value and a word a CRM can route on.
-fn name_ok(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 impl PromoterPolicy {
     /// Checks the tiers and actions and orders the tiers, highest threshold
     /// first. The error says what is wrong, for `[promoters]`.
@@ -119,7 +111,7 @@ impl PromoterPolicy {
             .sort_by(|a, b| b.min_customer_value.total_cmp(&a.min_customer_value));
         let mut names = std::collections::BTreeSet::new();
         for t in &self.tiers {
-            if !name_ok(&t.name) {
+            if !crate::themes::label_safe(&t.name) {
                 return Err(format!(
                     "tier `{}`: 1 to 32 of a-z, 0-9 and _ (it is a label value)",
                     t.name
@@ -156,7 +148,7 @@ impl PromoterPolicy {
         }
         let mut actions = std::collections::BTreeSet::new();
         for a in &self.actions {
-            if !name_ok(&a.name) {
+            if !crate::themes::label_safe(&a.name) {
                 return Err(format!("action `{}`: 1 to 32 of a-z, 0-9 and _", a.name));
             }
             if !actions.insert(a.name.as_str()) {

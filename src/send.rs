@@ -343,4 +343,25 @@ mod tests {
             assert_eq!(m.customer_value, Some(v.parse::<f64>().unwrap()), "{v}");
         }
     }
+
+    #[test]
+    fn case_event_lines_carry_their_root_cause() {
+        let id = crate::alerts::alert_id("r-1");
+        let now = 1_767_225_600_000;
+        for field in ["rootCause", "root_cause"] {
+            let line = format!(
+                r#"{{"alertId":"{id}","customerId":"c-1","state":"CASE_STATE_RESOLVED","occurredAt":"2025-12-31T23:00:00Z","outcome":"CASE_OUTCOME_RECOVERED","{field}":"billing_error"}}"#
+            );
+            let (key, bytes) = parse_case_event_line(&line, now).unwrap().unwrap();
+            assert_eq!(key, "c-1");
+            let back = <crate::pb::CaseEvent as Message>::decode(bytes.as_slice()).unwrap();
+            assert_eq!(back.root_cause, "billing_error");
+        }
+        let long = "x".repeat(300);
+        let line = format!(
+            r#"{{"alertId":"{id}","state":"CASE_STATE_RESOLVED","occurredAt":"2025-12-31T23:00:00Z","rootCause":"{long}"}}"#
+        );
+        let refused = parse_case_event_line(&line, now).unwrap().unwrap_err();
+        assert!(refused.starts_with("field_too_long"), "{refused}");
+    }
 }

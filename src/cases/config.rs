@@ -76,6 +76,9 @@ pub struct CaseConfig {
     pub max_orphans: usize,
     /// Most (product, region) names; beyond it `__other__`.
     pub max_segments: usize,
+    /// The root causes a RESOLVED event may name (label-safe); any other
+    /// non-empty value is `other`.
+    pub root_causes: Vec<String>,
 }
 
 impl Default for CaseConfig {
@@ -89,6 +92,52 @@ impl Default for CaseConfig {
             max_customers: 4_000_000,
             max_orphans: 100_000,
             max_segments: 10_000,
+            root_causes: DEFAULT_ROOT_CAUSES.map(String::from).to_vec(),
+        }
+    }
+}
+
+/// The root causes a CRM may send unless `[cases] root_causes` says
+/// otherwise: causes a closing agent finds on the company's side.
+pub const DEFAULT_ROOT_CAUSES: [&str; 10] = [
+    "billing_error",
+    "communication_gap",
+    "defective_product",
+    "delivery_failure",
+    "long_wait",
+    "policy_limitation",
+    "price",
+    "process_failure",
+    "staff_behaviour",
+    "system_failure",
+];
+
+/// Most root causes in `[cases] root_causes` (a number below `OTHER`).
+pub const MAX_ROOT_CAUSES: usize = 64;
+
+impl CaseConfig {
+    /// What a case event's `root_cause` names: none (empty), one of the
+    /// listed causes, or `other`.
+    pub fn root_cause(&self, value: &str) -> super::RootCause {
+        if value.is_empty() {
+            return super::RootCause::NONE;
+        }
+        match self.root_causes.iter().position(|c| c == value) {
+            Some(i) if i < MAX_ROOT_CAUSES => super::RootCause(i as u8 + 1),
+            _ => super::RootCause::OTHER,
+        }
+    }
+
+    /// The label value of a root cause (`None` for none).
+    pub fn root_cause_name(&self, cause: super::RootCause) -> Option<&str> {
+        match cause {
+            super::RootCause::NONE => None,
+            super::RootCause::OTHER => Some("other"),
+            super::RootCause(i) => self
+                .root_causes
+                .get(usize::from(i) - 1)
+                .map(String::as_str)
+                .or(Some("other")),
         }
     }
 }

@@ -119,6 +119,7 @@ pub fn validate_event(
         ("alert_id", &msg.alert_id),
         ("customer_id", &msg.customer_id),
         ("owner", &msg.owner),
+        ("root_cause", &msg.root_cause),
     ] {
         if value.len() > limits.max_id_bytes {
             return Err(EventRejection::FieldTooLong {
@@ -146,6 +147,8 @@ pub fn validate_event(
         state,
         occurred_at_ms,
         outcome,
+        // Named by the tracker, which knows the configured causes.
+        root_cause: super::RootCause::NONE,
     })
 }
 

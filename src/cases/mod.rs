@@ -49,11 +49,13 @@ mod tests;
 mod types;
 
 use config::ms;
-pub use config::{AlertKey, CaseConfig, Sla, alert_id, alert_key};
+pub use config::{
+    AlertKey, CaseConfig, DEFAULT_ROOT_CAUSES, MAX_ROOT_CAUSES, Sla, alert_id, alert_key,
+};
 use customers::Last;
 pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot, encode_snapshot_into};
 pub use types::{
-    AlertIn, Applied, ClosedAs, Escalation, EscalationReason, EventIn, Opened, SegmentId,
+    AlertIn, Applied, ClosedAs, Escalation, EscalationReason, EventIn, Opened, RootCause, SegmentId,
 };
 
 /// One case: 64 bytes, no strings (the `Tracker` doc says where the rest
@@ -458,6 +460,7 @@ impl<O> Tracker<O> {
             state: CaseState::Resolved,
             occurred_at_ms: at.max(case.state_at),
             outcome: CaseOutcome::Unspecified,
+            root_cause: RootCause::NONE,
         };
         Some(self.apply_as(slot, &event, true))
     }
@@ -483,6 +486,7 @@ impl<O> Tracker<O> {
             state: CaseState::Reopened,
             occurred_at_ms: at.max(case.state_at),
             outcome: CaseOutcome::Unspecified,
+            root_cause: RootCause::NONE,
         };
         Some(self.apply(slot, &event))
     }
@@ -580,11 +584,17 @@ impl<O> Tracker<O> {
         }
         let (segment, priority) = (case.segment, case.priority());
         self.cases.set(slot, case);
+        let resolved = closed.is_some() && event.state == CaseState::Resolved && !withdrawn;
         Applied::Moved {
             segment,
             priority,
             first_contact,
             closed,
+            root_cause: if resolved {
+                event.root_cause
+            } else {
+                RootCause::NONE
+            },
             missed,
         }
     }

@@ -37,6 +37,7 @@ fn ev(n: u128, state: CaseState, at: i64) -> EventIn {
         state,
         occurred_at_ms: at,
         outcome: CaseOutcome::Unspecified,
+        root_cause: RootCause::NONE,
     }
 }
 
@@ -465,6 +466,11 @@ impl Model {
                 // Met: contacted at or before due (first contact time).
                 (how, false)
             }),
+            root_cause: if closed.is_some() && e.state == CaseState::Resolved {
+                e.root_cause
+            } else {
+                RootCause::NONE
+            },
             missed,
         }
     }
@@ -495,6 +501,7 @@ fn blank(a: Applied) -> Applied {
             priority,
             first_contact,
             closed,
+            root_cause,
             missed,
             ..
         } => Applied::Moved {
@@ -502,6 +509,7 @@ fn blank(a: Applied) -> Applied {
             priority,
             first_contact,
             closed: closed.map(|(h, _)| (h, false)),
+            root_cause,
             missed: missed.map(|e| e.map(|e| key_only(e.alert, e.level))),
         },
         other => other,
@@ -561,6 +569,8 @@ proptest! {
                         state: CaseState::try_from(i32::from(state)).unwrap(),
                         occurred_at_ms: now - ago,
                         outcome: CaseOutcome::try_from(i32::from(outcome)).unwrap(),
+                        // Varied with the outcome: the model says where it shows.
+                        root_cause: RootCause(outcome),
                     };
                     seq += 1;
                     let got = t.event(0, &e, seq, now);
@@ -641,6 +651,7 @@ fn drive(t: &mut Tracker<u32>, op: &Op, now: &mut i64) -> String {
                 state: CaseState::try_from(i32::from(state)).unwrap(),
                 occurred_at_ms: *now - ago,
                 outcome: CaseOutcome::try_from(i32::from(outcome)).unwrap(),
+                root_cause: RootCause(outcome),
             };
             format!("{:?}", t.event(0, &e, 0, *now))
         }
@@ -761,4 +772,73 @@ fn every_case_s_contact_sla_is_decided_once() {
     t.event(0, &ev(2, CaseState::Resolved, 1130), (), 0);
     t.due(5000);
     assert!(mets(&mut t).is_empty());
+}
+
+#[test]
+fn a_resolution_carries_its_root_cause_and_only_a_resolution_does() {
+    let config = CaseConfig {
+        root_causes: vec!["long_wait".into(), "billing_error".into()],
+        ..CaseConfig::default()
+    };
+    assert_eq!(config.root_cause(""), RootCause::NONE);
+    assert_eq!(config.root_cause("billing_error"), RootCause(2));
+    assert_eq!(config.root_cause("Billing_Error"), RootCause::OTHER);
+    assert_eq!(config.root_cause("lo que sea"), RootCause::OTHER);
+    assert_eq!(config.root_cause_name(RootCause(2)), Some("billing_error"));
+    assert_eq!(config.root_cause_name(RootCause::OTHER), Some("other"));
+    assert_eq!(config.root_cause_name(RootCause::NONE), None);
+    assert_eq!(config.root_cause_name(RootCause(9)), Some("other"));
+
+    const T0: i64 = 1_767_225_600_000;
+    let mut t: Tracker<()> = Tracker::new(config);
+    for n in 1..=3 {
+        t.open(&alert(n, "c", AlertPriority::Normal, T0));
+    }
+    let with_cause = |n, state, cause| EventIn {
+        root_cause: cause,
+        ..ev(n, state, T0 + 1000)
+    };
+    // Contacted: not closed, no root cause even if one is sent.
+    let a = t.event(
+        0,
+        &with_cause(1, CaseState::Contacted, RootCause(1)),
+        (),
+        T0,
+    );
+    assert!(matches!(
+        a,
+        Applied::Moved {
+            root_cause: RootCause::NONE,
+            closed: None,
+            ..
+        }
+    ));
+    // Resolved: the cause comes out with the close.
+    let a = t.event(0, &with_cause(2, CaseState::Resolved, RootCause(1)), (), T0);
+    assert!(
+        matches!(
+            a,
+            Applied::Moved {
+                root_cause: RootCause(1),
+                closed: Some(_),
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+    // Unreachable closes without a cause.
+    let a = t.event(
+        0,
+        &with_cause(3, CaseState::Unreachable, RootCause(2)),
+        (),
+        T0,
+    );
+    assert!(matches!(
+        a,
+        Applied::Moved {
+            root_cause: RootCause::NONE,
+            closed: Some(_),
+            ..
+        }
+    ));
 }

@@ -24,6 +24,18 @@ pub struct EventIn {
     pub state: CaseState,
     pub occurred_at_ms: i64,
     pub outcome: CaseOutcome,
+    /// Its root cause (`CaseConfig::root_cause`), meaningful on RESOLVED.
+    pub root_cause: RootCause,
+}
+
+/// A root cause as a number: none, one of `CaseConfig::root_causes` (its
+/// index + 1), or another value (`OTHER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RootCause(pub u8);
+
+impl RootCause {
+    pub const NONE: RootCause = RootCause(0);
+    pub const OTHER: RootCause = RootCause(u8::MAX);
 }
 
 /// Why an escalation was raised.
@@ -116,6 +128,8 @@ pub enum Applied {
         first_contact: Option<(i64, bool)>,
         /// The case closed: how, and whether its SLA was met.
         closed: Option<(ClosedAs, bool)>,
+        /// The root cause of a RESOLVED event that closed it (else `NONE`).
+        root_cause: RootCause,
         /// Escalations of levels whose due time passed before this first
         /// contact (by `occurred_at`) and whose check had not run yet.
         missed: [Option<Escalation>; 2],

@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{ConfigError, check_topic, de_duration, duration, invalid, on_off};
-use crate::cases::{CaseConfig, Sla};
+use crate::cases::{CaseConfig, MAX_ROOT_CAUSES, Sla};
 
 /// Flags of `run` for case tracking (flattened into its flags).
 #[derive(Debug, Clone, Default, Args)]
@@ -61,6 +61,9 @@ pub struct CasesSettings {
     #[serde(deserialize_with = "de_duration")]
     pub closed_retention: Duration,
     pub max_cases: usize,
+    /// The root causes a RESOLVED case event may name (label-safe names);
+    /// any other non-empty value is counted as `other`.
+    pub root_causes: Vec<String>,
 }
 
 impl Default for CasesSettings {
@@ -75,6 +78,7 @@ impl Default for CasesSettings {
             orphan_grace: c.orphan_grace,
             closed_retention: c.closed_retention,
             max_cases: c.max_cases,
+            root_causes: c.root_causes,
         }
     }
 }
@@ -126,6 +130,32 @@ impl CasesSettings {
         if self.max_cases == 0 {
             return Err(invalid("--max-cases", "must be at least 1"));
         }
+        self.check_root_causes()
+            .map_err(|reason| invalid("[cases] root_causes", reason))
+    }
+
+    /// At most `MAX_ROOT_CAUSES` label-safe names, each once, not `other`.
+    fn check_root_causes(&self) -> Result<(), String> {
+        let causes = &self.root_causes;
+        if causes.len() > MAX_ROOT_CAUSES {
+            return Err(format!(
+                "at most {MAX_ROOT_CAUSES} root causes, got {}",
+                causes.len()
+            ));
+        }
+        for (i, c) in causes.iter().enumerate() {
+            if !crate::themes::label_safe(c) {
+                return Err(format!(
+                    "`{c}` must be 1 to 32 characters of a-z, 0-9 and _"
+                ));
+            }
+            if c == "other" {
+                return Err("`other` is what any unlisted value counts as".into());
+            }
+            if causes[..i].contains(c) {
+                return Err(format!("`{c}` is listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -137,6 +167,7 @@ impl CasesSettings {
             orphan_grace: self.orphan_grace,
             closed_retention: self.closed_retention,
             max_cases: self.max_cases,
+            root_causes: self.root_causes.clone(),
             ..CaseConfig::default()
         }
     }

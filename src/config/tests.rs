@@ -373,3 +373,34 @@ fn theme_settings_come_from_the_flag_and_the_file_and_are_checked() {
         "--themes"
     );
 }
+
+#[test]
+fn root_causes_come_from_the_file_and_are_checked() {
+    let s = Settings::resolve(&args(&["--brokers", "b"]), false).unwrap();
+    assert_eq!(
+        s.cases.root_causes,
+        crate::cases::DEFAULT_ROOT_CAUSES.map(String::from)
+    );
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n[cases]\nroot_causes = [\"billing_error\", \"long_wait\"]\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        s.cases.tracker().root_causes,
+        ["billing_error", "long_wait"]
+    );
+    for (bad, why) in [
+        ("[\"Billing\"]", "`Billing` must be"),
+        ("[\"other\"]", "`other` is what"),
+        ("[\"a\", \"a\"]", "`a` is listed twice"),
+    ] {
+        let e = Settings::from_toml(
+            &format!("brokers = \"b\"\n[cases]\nroot_causes = {bad}\n"),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.flag(), "[cases] root_causes");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+}

@@ -74,8 +74,36 @@ fn plan(alert_id: &str, sla_ms: i64) -> Vec<(i64, CaseState, CaseOutcome)> {
     }
 }
 
-/// An event to send: (when, alert id, customer id, state, outcome).
-type Planned = (i64, String, String, i32, i32);
+/// An event to send: (when, alert id, customer id, state, outcome, root
+/// cause).
+type Planned = (i64, String, String, i32, i32, String);
+
+/// The root cause an agent records on resolving: the one behind the
+/// comment's first theme, else one by a hash of the alert id; one in
+/// twenty is free text a CRM did not map (counted as `other`).
+fn root_cause(alert: &DetractorAlert) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(alert.alert_id.as_bytes());
+    if h % 20 == 7 {
+        return "cliente molesto".into();
+    }
+    let by_theme = alert.themes.first().and_then(|t| match t.as_str() {
+        "waiting_time" | "reachability" => Some("long_wait"),
+        "billing_errors" => Some("billing_error"),
+        "staff_attitude" => Some("staff_behaviour"),
+        "staff_knowledge" | "resolution" | "process_complexity" => Some("process_failure"),
+        "app_website" => Some("system_failure"),
+        "product_quality" => Some("defective_product"),
+        "delivery" => Some("delivery_failure"),
+        "price_fees" => Some("price"),
+        "communication" => Some("communication_gap"),
+        "trust_security" => Some("policy_limitation"),
+        _ => None,
+    });
+    let causes = crate::cases::DEFAULT_ROOT_CAUSES;
+    by_theme
+        .unwrap_or(causes[(h >> 16) as usize % causes.len()])
+        .to_string()
+}
 
 /// Runs the CRM until `shutdown`.
 pub(super) async fn run(
@@ -121,9 +149,10 @@ pub(super) async fn run(
             _ = tick.tick() => {
                 let now = clock.now_ms();
                 while agenda.peek().is_some_and(|Reverse(e)| e.0 <= now) {
-                    let Some(Reverse((at, alert_id, customer_id, state, outcome))) = agenda.pop() else {
+                    let Some(Reverse((at, alert_id, customer_id, state, outcome, cause))) = agenda.pop() else {
                         break;
                     };
+                    let resolved = state == CaseState::Resolved as i32;
                     let event = CaseEvent {
                         alert_id,
                         customer_id,
@@ -131,7 +160,7 @@ pub(super) async fn run(
                         occurred_at: Some(timestamp_from_ms(at)),
                         owner: "equipo-retencion".into(),
                         outcome,
-                        root_cause: String::new(),
+                        root_cause: if resolved { cause } else { String::new() },
                     };
                     let bytes = event.encode_to_vec();
                     let record = FutureRecord::to(&events_topic)
@@ -153,6 +182,7 @@ pub(super) async fn run(
                     .as_ref()
                     .map(crate::schema::ms_from_timestamp)
                     .unwrap_or_else(|| clock.now_ms());
+                let cause = root_cause(&alert);
                 for (after, state, outcome) in plan(&alert.alert_id, sla_ms) {
                     agenda.push(Reverse((
                         emitted + after,
@@ -160,6 +190,7 @@ pub(super) async fn run(
                         alert.customer_id.clone(),
                         state as i32,
                         outcome as i32,
+                        cause.clone(),
                     )));
                 }
             }

@@ -1,6 +1,6 @@
 //! The close-the-loop metrics: what the case tracker knows, as Prometheus
 //! series. Labels carry product, region, priority, outcome, SLA, reason,
-//! level and state: never a customer, an owner or an alert.
+//! level, state and root cause: never a customer, an owner or an alert.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -19,9 +19,10 @@ pub const CASE_CUSTOMERS: &str = "nps_case_customers";
 pub const CASE_ALERTS_SKIPPED_TOTAL: &str = "nps_case_alerts_skipped_total";
 pub const CASE_READBACK_ERRORS_TOTAL: &str = "nps_case_readback_errors_total";
 pub const CASE_REPLAYING: &str = "nps_case_replaying_partitions";
+pub const CASE_ROOT_CAUSES_TOTAL: &str = "nps_case_root_causes_total";
 
 /// The close-the-loop series, for `NAMES`.
-pub const CASE_NAMES: [&str; 15] = [
+pub const CASE_NAMES: [&str; 16] = [
     CASES_OPEN,
     CASES_DUE_TOTAL,
     CASES_OVERDUE,
@@ -37,6 +38,7 @@ pub const CASE_NAMES: [&str; 15] = [
     CASE_ALERTS_SKIPPED_TOTAL,
     CASE_READBACK_ERRORS_TOTAL,
     CASE_REPLAYING,
+    CASE_ROOT_CAUSES_TOTAL,
 ];
 
 /// Buckets of the time to first contact, seconds: from seconds (a demo's
@@ -63,6 +65,10 @@ pub fn cases_start_at_zero() {
 }
 
 pub(super) fn describe() {
+    describe_counter!(
+        CASE_ROOT_CAUSES_TOTAL,
+        "Cases resolved with a root cause, by product, region and root cause ([cases] root_causes; any other value is `other`)."
+    );
     describe_gauge!(
         CASES_OPEN,
         "Open cases (detractor alerts not resolved or unreachable), by product, region and priority."

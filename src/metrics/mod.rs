@@ -19,8 +19,9 @@ mod cases;
 pub use cases::{
     CASE_ALERTS_SKIPPED_TOTAL, CASE_CUSTOMERS, CASE_ESCALATIONS_TOTAL, CASE_EVENTS_STALE_TOTAL,
     CASE_EVENTS_TOTAL, CASE_FIRST_CONTACT, CASE_NAMES, CASE_ORPHANS, CASE_READBACK_ERRORS_TOTAL,
-    CASE_REPLAYING, CASES_CLOSED_TOTAL, CASES_DUE_TOTAL, CASES_EVICTED_TOTAL, CASES_OPEN,
-    CASES_OVERDUE, FIRST_CONTACT_BUCKETS, REPEAT_DETRACTORS_TOTAL, cases_start_at_zero,
+    CASE_REPLAYING, CASE_ROOT_CAUSES_TOTAL, CASES_CLOSED_TOTAL, CASES_DUE_TOTAL,
+    CASES_EVICTED_TOTAL, CASES_OPEN, CASES_OVERDUE, FIRST_CONTACT_BUCKETS, REPEAT_DETRACTORS_TOTAL,
+    cases_start_at_zero,
 };
 
 // Per-segment series (rendered by `SegmentSeries`).
@@ -73,7 +74,7 @@ pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 59] = [
+pub const NAMES: [&str; 60] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -133,6 +134,7 @@ pub const NAMES: [&str; 59] = [
     CASE_ALERTS_SKIPPED_TOTAL,
     CASE_READBACK_ERRORS_TOTAL,
     CASE_REPLAYING,
+    CASE_ROOT_CAUSES_TOTAL,
 ];
 
 /// Histogram buckets of the end-to-end delay, seconds: from a second to a
@@ -331,6 +333,10 @@ pub struct View {
     pub rejected: u64,
     /// The case tracker's totals (refreshed by its own loop).
     pub cases: CaseSummary,
+    /// Cases resolved with a root cause since this process started, by
+    /// (product, region, root cause): `nps_case_root_causes_total`'s
+    /// values, for the API and the page.
+    pub root_causes: std::collections::BTreeMap<(String, String, String), u64>,
     /// Refused input records by reason (the DLQ's reasons).
     pub rejected_by_reason: std::collections::BTreeMap<&'static str, u64>,
     /// Input partitions this instance holds, and the topic's count (0 when

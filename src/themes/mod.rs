@@ -138,7 +138,10 @@ pub fn default_specs() -> Vec<ThemeSpec> {
         .unwrap_or_default()
 }
 
-fn label_safe(name: &str) -> bool {
+/// A name fit to be a label value and a word a CRM can route on: 1 to 32
+/// of `a-z`, `0-9` and `_` (themes, promoter tiers and actions, root
+/// causes).
+pub fn label_safe(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
         && name
             .bytes()

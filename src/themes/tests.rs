@@ -222,3 +222,18 @@ proptest! {
         prop_assert_eq!(names(&t, &comment), brute_force(&specs, &comment));
     }
 }
+
+#[test]
+fn the_demo_comments_exercise_the_shipped_taxonomy() {
+    use crate::generator::{COMPLAINTS, PRAISES, REMARKS};
+    let t = taxonomy(&default_specs());
+    let mut seen = std::collections::BTreeSet::new();
+    for c in COMPLAINTS.iter().chain(&PRAISES).chain(&REMARKS) {
+        let themes = names(&t, c);
+        assert!(!themes.is_empty() || *c == "Correcto, sin más", "{c}");
+        seen.extend(themes);
+    }
+    // Nearly every theme is mentioned somewhere.
+    assert!(seen.len() + 2 >= t.names().len(), "{seen:?}");
+    assert_eq!(names(&t, COMPLAINTS[0]), ["app_website"]);
+}

@@ -283,7 +283,11 @@ impl Shell {
                 let d = out.output(dead).await;
                 Some(Out::Sent(d))
             }
-            Ok((_, ev)) => {
+            Ok((msg_in, mut ev)) => {
+                ev.root_cause = lock(&self.core)
+                    .tracker
+                    .config()
+                    .root_cause(&msg_in.root_cause);
                 let slot = Arc::new(Mutex::new(Slot::Waiting(ev.state)));
                 let held = Held {
                     record: msg.detach(),
@@ -318,6 +322,7 @@ impl Shell {
                 priority,
                 first_contact,
                 closed,
+                root_cause,
                 missed,
             } => {
                 let prio = priority_label(*priority);
@@ -343,6 +348,17 @@ impl Shell {
                         "outcome" => how.as_str(),
                         "sla" => if *met { "met" } else { "missed" })
                     .increment(1);
+                    if let Some(cause) = c.tracker.config().root_cause_name(*root_cause) {
+                        let key = (product.to_string(), region.to_string(), cause.to_string());
+                        metrics::counter!(m::CASE_ROOT_CAUSES_TOTAL,
+                            "product" => key.0.clone(),
+                            "region" => key.1.clone(),
+                            "root_cause" => key.2.clone())
+                        .increment(1);
+                        if let Ok(mut v) = self.view.write() {
+                            *v.root_causes.entry(key).or_default() += 1;
+                        }
+                    }
                 }
             }
         }

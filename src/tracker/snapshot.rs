@@ -187,6 +187,7 @@ mod tests {
             state: crate::pb::CaseState::Contacted,
             occurred_at_ms: 1_000,
             outcome: crate::pb::CaseOutcome::Unspecified,
+            root_cause: crate::cases::RootCause::NONE,
         };
         // Replayed (not live, so not in the ledger): events 0..10 of
         // partition 2 read, those at 4 and 7 waiting for alerts not read
