@@ -22,6 +22,8 @@
 //!   deterministic id, Kafka key and encoding (protobuf or JSON).
 //! - [`promoters`]: which promoters raise an event, its tier and actions,
 //!   content, id, key and encoding.
+//! - [`themes`]: comment themes: the taxonomy (the user's or the shipped
+//!   one), normalisation and matching into a set of themes.
 //! - [`generator`]: the demo's deterministic answers.
 //!
 //! The shell, which does the I/O and reads the clock:

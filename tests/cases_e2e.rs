@@ -39,6 +39,19 @@ const PRIORITIES: [(&str, i64); 3] = [
     ("ALERT_PRIORITY_NORMAL", 30_000),
 ];
 const CRM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/crm.py");
+/// Every detractor's comment: it mentions two themes of the shipped
+/// taxonomy.
+const COMMENT: &str = "Nadie contesta y la app se cae";
+
+/// The root cause a plan's RESOLVED event names: one of the default
+/// `[cases] root_causes`, a free text (counted as `other`), or none.
+fn root_cause(plan: Plan) -> &'static str {
+    match plan {
+        Plan::OnTime => "billing_error",
+        Plan::Late => "cliente molesto",
+        _ => "",
+    }
+}
 
 fn parts() -> Option<String> {
     let python = python()?;
@@ -142,7 +155,7 @@ fn response(case: &Case, now: i64) -> SurveyResponse {
         channel: nps_stream::pb::Channel::Sms as i32,
         score: Some(score),
         responded_at: Some(ts(now - 60_000)),
-        comment: "Nadie me llamó".into(),
+        comment: COMMENT.into(),
         customer_value: value,
         survey_id: "nps-q4".into(),
         attributes: Default::default(),
@@ -307,7 +320,12 @@ fn plan_file(cases: &[Case]) -> std::path::PathBuf {
             let s: Vec<serde_json::Value> = steps(c.plan)
                 .into_iter()
                 .map(|(send, occurred, state, outcome)| {
-                    serde_json::json!([send, occurred, state, outcome])
+                    let cause = if state == "CASE_STATE_RESOLVED" {
+                        root_cause(c.plan)
+                    } else {
+                        ""
+                    };
+                    serde_json::json!([send, occurred, state, outcome, cause])
                 })
                 .collect();
             (c.customer.clone(), serde_json::Value::from(s))
@@ -559,7 +577,13 @@ fn escalations(
             .unwrap_or_else(|| panic!("escalation of an unknown alert: {e}"));
         assert_eq!(e["customerId"], case.customer, "{e}");
         assert_eq!(r["key"], case.customer, "keyed by customer: {r}");
-        assert_eq!(e["comment"], "Nadie me llamó", "{e}");
+        assert_eq!(e["comment"], COMMENT, "{e}");
+        // The alert's themes, by the shipped taxonomy.
+        assert_eq!(
+            e["themes"],
+            serde_json::json!(["app_website", "reachability"]),
+            "{e}"
+        );
         assert_eq!(e["priority"], case.priority, "{e}");
         let level = e["level"].as_u64().unwrap();
         let reason = e["reason"].as_str().unwrap().to_string();
@@ -719,6 +743,35 @@ fn check_metrics(instances: &[Metrics], run: &Run) -> Result<(), String> {
         "SLA missed".into(),
     );
     want(sum("nps_cases_open", &[]), open, "open cases".into());
+    // Root causes: each resolution that names one, by product.
+    let mut causes: BTreeMap<(String, &str), f64> = BTreeMap::new();
+    for c in &all {
+        let cause = match root_cause(c.plan) {
+            "" => continue,
+            "billing_error" => "billing_error",
+            _ => "other",
+        };
+        *causes
+            .entry((format!("producto-{}", c.plan as u8 % 2), cause))
+            .or_default() += 1.0;
+    }
+    for ((product, cause), n) in &causes {
+        let labels = [
+            ("product", product.as_str()),
+            ("region", "Norte"),
+            ("root_cause", cause),
+        ];
+        want(
+            sum("nps_case_root_causes_total", &labels),
+            *n,
+            format!("root cause {product} {cause}"),
+        );
+    }
+    want(
+        sum("nps_case_root_causes_total", &[]),
+        causes.values().sum::<f64>(),
+        "root causes".into(),
+    );
     want(sum("nps_cases_overdue", &[]), open, "overdue cases".into());
     // Case events by state: every valid one sent, stale and early ones too.
     let mut states: BTreeMap<String, f64> = BTreeMap::new();

@@ -107,7 +107,7 @@ fn flag_table_is_run_help() {
     let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
         (readme.keys().collect(), help.keys().collect());
     assert_eq!(a, b, "flags in docs/configuration.md against `run --help`");
-    assert_eq!(help.len(), 33, "the flags of run: {:?}", help.keys());
+    assert_eq!(help.len(), 34, "the flags of run: {:?}", help.keys());
     for (flag, row) in &readme {
         let h = &help[flag];
         assert_eq!(row.env, h.env, "{flag}: environment variable");
@@ -180,6 +180,7 @@ fn other_value(flag: &str, dir: &std::path::Path) -> String {
         "--max-cases" => "999",
         "--promoters" => "off",
         "--promoter-topic" => "other-promoters",
+        "--themes" => "off",
         other => panic!("no other value for {other}: add one here"),
     };
     v.to_string()

@@ -51,6 +51,8 @@ pub(crate) struct Version {
     pub withdrawn: bool,
     /// The themes its comment mentions (`crate::themes::ThemeSet`).
     pub themes: u64,
+    /// Counted in the theme rows (the engine counted themes then).
+    pub themed: bool,
 }
 
 impl Version {
@@ -67,6 +69,7 @@ impl Version {
             alerts: u32::from(self.alerts),
             withdrawn: self.withdrawn,
             themes: self.themes,
+            themed: self.themed,
         }
     }
 }
@@ -102,13 +105,14 @@ pub(super) struct Entry {
     /// seen − chunk base in ms (bits 0–23), the comment's hash (24–31).
     seen_comment: u32,
     /// Score (bits 0–3), withdrawn (bit 4), the ms of `updated` (bits
-    /// 5–14).
+    /// 5–14), themed (bit 15).
     bits: u16,
     /// The themes its comment mentions.
     themes: u64,
 }
 
 const WITHDRAWN: u16 = 1 << 4;
+const THEMED: u16 = 1 << 15;
 
 fn sat_i32(x: i64) -> i32 {
     x.clamp(i64::from(i32::MIN) + 1, i64::from(i32::MAX)) as i32
@@ -183,7 +187,10 @@ impl Entry {
         self.key_alerts = (v.key.0.min(MAX_KEY)) | (u32::from(v.alerts) << 24);
         self.weight = v.weight;
         self.content = v.content;
-        self.bits = u16::from(v.score & 0xF) | if v.withdrawn { WITHDRAWN } else { 0 } | (ms << 5);
+        self.bits = u16::from(v.score & 0xF)
+            | if v.withdrawn { WITHDRAWN } else { 0 }
+            | (ms << 5)
+            | if v.themed { THEMED } else { 0 };
         self.themes = v.themes;
     }
 
@@ -206,6 +213,7 @@ impl Entry {
             alerts: (key_alerts >> 24) as u8,
             withdrawn: bits & WITHDRAWN != 0,
             themes: self.themes,
+            themed: bits & THEMED != 0,
         }
     }
 }
@@ -412,6 +420,7 @@ impl Dedup {
                 alerts: r.alerts as u8,
                 withdrawn: r.withdrawn,
                 themes: themes(r.themes),
+                themed: r.themed,
             });
         }
         for ((&h, &t), v) in s.id_hashes.iter().zip(&s.seen_at_ms).zip(&versions) {

@@ -392,6 +392,8 @@ pub struct Engine {
     alert_stats: alert_stats::AlertStats,
     /// Theme names by number (`set_themes`), for snapshots.
     themes: Vec<String>,
+    /// Whether theme rows are counted (`set_themes` was called).
+    counting_themes: bool,
 }
 
 impl Engine {
@@ -428,6 +430,7 @@ impl Engine {
             now_ms: i64::MIN,
             alert_stats: alert_stats::AlertStats::default(),
             themes: Vec::new(),
+            counting_themes: false,
         })
     }
 
@@ -462,6 +465,7 @@ impl Engine {
         let layout = &self.layout;
         let keys = &mut self.keys;
         let (horizon, max_ids, time) = (self.dedup_horizon_ms, self.dedup_max_ids, self.time);
+        let themed = self.counting_themes;
         let part = self
             .partitions
             .entry(partition)
@@ -494,7 +498,7 @@ impl Engine {
                 seg.remove(layout, v.t_ms, &self.now_index, old, f64::from(v.weight));
                 self.alert_stats.forget(v.key);
             }
-            if layout.in_any_window_at(v.t_ms, &self.now_index) {
+            if v.themed && layout.in_any_window_at(v.t_ms, &self.now_index) {
                 let placed = Placed {
                     key: v.key,
                     themes: v.themes,
@@ -522,7 +526,9 @@ impl Engine {
                 t,
                 category: obs.category,
             };
-            part.themes.insert(layout, &self.now_index, &placed);
+            if themed {
+                part.themes.insert(layout, &self.now_index, &placed);
+            }
             if moves_head {
                 self.alert_stats.forget(resolved.key);
             } else {
@@ -548,6 +554,7 @@ impl Engine {
             alerts: 0,
             withdrawn: false,
             themes: obs.themes.0,
+            themed,
         };
         let counted = Counted {
             key: resolved.key,

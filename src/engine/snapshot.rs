@@ -341,13 +341,13 @@ impl Engine {
         Ok(part.next_offset)
     }
 
-    /// Builds an engine from a snapshot taken with the same windows (and
-    /// no themes: see `restore_themed`).
+    /// Builds an engine from a snapshot taken with the same windows (not
+    /// counting themes: see `restore_themed`).
     pub fn restore(
         config: &EngineConfig,
         snapshot: &pb::EngineSnapshot,
     ) -> Result<Engine, SnapshotError> {
-        Engine::restore_themed(config, &[], snapshot)
+        Engine::new(config)?.restored(snapshot)
     }
 
     /// Builds an engine counting `themes` (`set_themes`) from a snapshot
@@ -359,12 +359,17 @@ impl Engine {
     ) -> Result<Engine, SnapshotError> {
         let mut engine = Engine::new(config)?;
         engine.set_themes(themes);
-        engine.check_layout(snapshot)?;
-        engine.tick(snapshot.now_ms);
+        engine.restored(snapshot)
+    }
+
+    /// This engine with `snapshot` loaded.
+    fn restored(mut self, snapshot: &pb::EngineSnapshot) -> Result<Engine, SnapshotError> {
+        self.check_layout(snapshot)?;
+        self.tick(snapshot.now_ms);
         for p in &snapshot.partitions {
-            engine.restore_partition(p)?;
+            self.restore_partition(p)?;
         }
-        Ok(engine)
+        Ok(self)
     }
 
     /// Whether a snapshot's rings fit this engine's windows.

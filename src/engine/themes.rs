@@ -4,9 +4,10 @@
 //! revision replaces them, gone when they leave every window. Counts only
 //! (the rings' weights stay 0).
 //!
-//! A version remembers its themes (`dedup::Version::themes`) and whether
-//! it has a comment (its comment hash is 0 without one), so a revision
-//! takes back exactly the rows it added. The rings live beside the
+//! A version remembers its themes (`dedup::Version::themes`), whether it
+//! has a comment (its comment hash is 0 without one) and whether it was
+//! counted in the rows at all (themes on), so a revision takes back
+//! exactly the rows it added, across restarts that turn themes on or off. The rings live beside the
 //! segments in each partition's state and go into its snapshot by theme
 //! name; a snapshot taken under another taxonomy is read by name (themes
 //! no longer listed are dropped).
@@ -95,10 +96,13 @@ pub struct ThemeStats {
 }
 
 impl Engine {
-    /// The taxonomy's theme names, in theme number order: what snapshots
-    /// name the themes by.
+    /// Counts theme rows from now on: the answers with a comment, and
+    /// those mentioning each of `names` (the taxonomy's theme names, in
+    /// theme number order: what snapshots name the themes by). Without it
+    /// the engine counts no theme row.
     pub fn set_themes(&mut self, names: &[String]) {
         self.themes = names.to_vec();
+        self.counting_themes = true;
     }
 
     /// Every (segment, row) with answers in some window at `now`, merged
@@ -165,6 +169,9 @@ impl Engine {
         rings: &'s [pb::SegmentSnapshot],
     ) -> Result<Vec<(&'s pb::SegmentSnapshot, u8, Segment)>, SnapshotError> {
         let mut staged = Vec::with_capacity(rings.len());
+        if !self.counting_themes {
+            return Ok(staged);
+        }
         for s in rings {
             let row = if s.theme.is_empty() {
                 COMMENTED

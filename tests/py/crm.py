@@ -8,7 +8,7 @@ as JSON CaseEvents (the protobuf JSON mapping) keyed by customer id.
 
 F is a JSON object:
   {"sla_ms": {"ALERT_PRIORITY_CRITICAL": ms, ...},
-   "by_customer": {customer_id: [[send_frac, occurred_frac, state, outcome], ...]}}
+   "by_customer": {customer_id: [[send_frac, occurred_frac, state, outcome, root_cause], ...]}}
 Each step is sent once the wall clock passes emitted_at + send_frac * SLA,
 with occurred_at = emitted_at + occurred_frac * SLA (so a step may be sent
 late, or carry an older time than one sent before it: a stale event).
@@ -90,12 +90,14 @@ def main():
                 seen[alert_id] = {"customer": customer, "priority": priority,
                                   "emitted_ms": emitted}
                 sla = plan["sla_ms"][priority]
-                for send_frac, occurred_frac, state, outcome in plan["by_customer"].get(customer, []):
+                for send_frac, occurred_frac, state, outcome, cause in plan["by_customer"].get(customer, []):
                     event = {"alertId": alert_id, "customerId": customer, "state": state,
                              "occurredAt": iso(emitted + int(occurred_frac * sla)),
                              "owner": "agente-7"}
                     if outcome:
                         event["outcome"] = outcome
+                    if cause:
+                        event["rootCause"] = cause
                     seq += 1
                     heapq.heappush(agenda, (emitted + int(send_frac * sla), seq, customer,
                                             json.dumps(event)))

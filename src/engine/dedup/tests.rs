@@ -20,6 +20,7 @@ fn v(content: u32) -> Version {
         alerts: 0,
         withdrawn: false,
         themes: 0,
+        themed: false,
     }
 }
 
@@ -57,6 +58,7 @@ fn a_version_round_trips_through_its_42_bytes() {
         alerts: 7,
         withdrawn: true,
         themes: 1 << 63 | 5,
+        themed: true,
     };
     d.insert(9, 1_763_800_000_000, &want);
     let (slot, got) = d.find(9, 1_763_800_000_000).unwrap();

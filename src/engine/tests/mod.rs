@@ -419,3 +419,31 @@ fn themes_follow_the_latest_version_and_a_snapshot_names_them() {
         Engine::restore_themed(&EngineConfig::default(), &names(&["billing"]), &snap).unwrap();
     assert_eq!(theme_rows(&dropped, T0 + MIN), [(COMMENTED, 1)]);
 }
+
+#[test]
+fn answers_counted_with_themes_off_are_never_taken_out_of_theme_rows() {
+    let mut off = engine();
+    let mut old = obs("old", "p", "r", 2, T0, 1.0);
+    old.comment = 9;
+    off.record(0, &old, T0);
+    assert_eq!(theme_rows(&off, T0), []);
+    let snap = snapshot::decode(&snapshot::encode(&off.snapshot())).unwrap();
+    let mut on =
+        Engine::restore_themed(&EngineConfig::default(), &["app".to_string()], &snap).unwrap();
+    // A new commented answer in the same bucket, then the old one revised
+    // without its comment: only the new one is in the rows, before and
+    // after.
+    let mut new = obs("new", "p", "r", 2, T0, 1.0);
+    new.comment = 4;
+    on.record(0, &new, T0);
+    assert_eq!(theme_rows(&on, T0), [(COMMENTED, 1)]);
+    let mut revised = old;
+    revised.comment = 0;
+    revised.content ^= 1;
+    revised.updated_at_ms = Some(T0 + 1);
+    assert!(matches!(
+        on.record(0, &revised, T0 + 1),
+        Outcome::Revised { .. }
+    ));
+    assert_eq!(theme_rows(&on, T0 + 1), [(COMMENTED, 1)]);
+}
