@@ -504,9 +504,74 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
         back.iter().map(key).collect::<Vec<_>>(),
         page_two.iter().map(key).collect::<Vec<_>>()
     );
+    check_why_panel(&next("why"));
     assert!(child.wait().unwrap().success());
     assert!(out.join("live-page.png").is_file());
+    assert!(out.join("why-panel.png").is_file());
     eprintln!("screenshot: {}", out.join("live-page.png").display());
+}
+
+/// The Why panel shows the API's themes at the same refresh, most costly
+/// first, for every segment and for the segment clicked; and the clicked
+/// segment's root causes.
+fn check_why_panel(why: &Value) {
+    for scope in ["every", "chosen"] {
+        let panel = &why[scope];
+        let shown = panel["themes"].as_array().unwrap();
+        let api = panel["api"]["themes"].as_array().unwrap();
+        assert!(!shown.is_empty(), "{scope}: no theme shown");
+        assert_eq!(shown.len(), api.len(), "{scope}");
+        for (s, a) in shown.iter().zip(api) {
+            assert_eq!(s["theme"], a["theme"], "{scope}");
+            assert_eq!(
+                s["responses"].as_str().unwrap(),
+                a["responses"].to_string(),
+                "{scope}"
+            );
+            let impact: Option<f64> = s["impact"].as_str().and_then(|t| t.parse().ok());
+            assert_eq!(impact, a["impact_points"].as_f64(), "{scope}: {s}");
+        }
+        let impacts: Vec<f64> = api
+            .iter()
+            .filter_map(|t| t["impact_points"].as_f64())
+            .collect();
+        assert!(
+            impacts.windows(2).all(|w| w[0] <= w[1]),
+            "{scope}: {impacts:?}"
+        );
+        assert!(customer_data_in(&panel.to_string()).is_empty());
+    }
+    let chosen = &why["chosen"];
+    assert_eq!(chosen["api"]["segments"], 1, "{chosen}");
+    let selected = chosen["selected"].as_array().unwrap();
+    assert_eq!(selected.len(), 1);
+    assert_eq!(selected[0]["product"], why["product"]);
+    assert_eq!(selected[0]["region"], why["region"]);
+    let scope = chosen["scope"].as_str().unwrap();
+    assert!(scope.contains(why["product"].as_str().unwrap()), "{scope}");
+    // Root causes: those shown are the API's (which may have counted more
+    // cases since).
+    let shown = why["causes"].as_array().unwrap();
+    assert!(!shown.is_empty(), "no root cause within a minute: {why}");
+    let api: BTreeMap<&str, u64> = why["api_causes"]["root_causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["root_cause"].as_str().unwrap(),
+                c["cases"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for c in shown {
+        let n: u64 = c["cases"].as_str().unwrap().parse().unwrap();
+        let cause = c["cause"].as_str().unwrap();
+        assert!(
+            api.get(cause).is_some_and(|a| *a >= n),
+            "{cause}: {n} shown, API {api:?}"
+        );
+    }
 }
 
 /// Two instances in one group on the embedded broker: each says, in the

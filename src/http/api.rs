@@ -1,7 +1,8 @@
 //! The JSON API on the metrics port: `/api/v1/segments` (the window
-//! figures of every segment, filtered, sorted and paged) and
-//! `/api/v1/summary` (what the instance holds and has done). Pure: both
-//! read a [`View`] as the last refresh left it, the numbers /metrics
+//! figures of every segment, filtered, sorted and paged),
+//! `/api/v1/summary` (what the instance holds and has done),
+//! `/api/v1/themes` and `/api/v1/root-causes` (why: `why`). Pure: each
+//! reads a [`View`] as the last refresh left it, the numbers /metrics
 //! renders from the same view. No customer data: counts and scores only.
 
 use std::collections::BTreeMap;
@@ -38,9 +39,9 @@ enum Sort {
     WeightedNps,
 }
 
-/// A `/api/v1/segments` request, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SegmentQuery {
+/// The filters `/api/v1/segments` and `/api/v1/themes` share.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Filter {
     window: Option<String>,
     product: Option<String>,
     region: Option<String>,
@@ -49,6 +50,65 @@ pub struct SegmentQuery {
     /// Lowercase; in the product, in the region.
     product_contains: Option<String>,
     region_contains: Option<String>,
+}
+
+/// The filters' parameter names, for error messages.
+const FILTERS: &str = "window, product, region, q, product_contains, region_contains";
+
+impl Filter {
+    /// Takes `k=v` when `k` is a filter; false when it is not.
+    fn take(&mut self, k: &str, v: &str) -> bool {
+        let lower = || Some(v.to_lowercase()).filter(|s| !s.is_empty());
+        match k {
+            "window" => self.window = Some(v.to_string()),
+            "product" => self.product = Some(v.to_string()),
+            "region" => self.region = Some(v.to_string()),
+            "q" => self.contains = lower(),
+            "product_contains" => self.product_contains = lower(),
+            "region_contains" => self.region_contains = lower(),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether a segment passes the filters.
+    fn matches(&self, product: &str, region: &str) -> bool {
+        let has = |text: &str, part: &Option<String>| {
+            part.as_deref()
+                .is_none_or(|c| text.to_lowercase().contains(c))
+        };
+        self.product.as_deref().is_none_or(|p| p == product)
+            && self.region.as_deref().is_none_or(|r| r == region)
+            && (self.contains.is_none()
+                || has(product, &self.contains)
+                || has(region, &self.contains))
+            && has(product, &self.product_contains)
+            && has(region, &self.region_contains)
+    }
+
+    /// The index of the window asked for among `windows` (None: every
+    /// window), or why it is not one of them.
+    fn window_index(&self, windows: &[String]) -> Result<Option<usize>, ApiError> {
+        let Some(w) = &self.window else {
+            return Ok(None);
+        };
+        windows
+            .iter()
+            .position(|n| n == w)
+            .map(Some)
+            .ok_or_else(|| {
+                bad(format!(
+                    "window: `{w}` is not one of {}",
+                    windows.join(", ")
+                ))
+            })
+    }
+}
+
+/// A `/api/v1/segments` request, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentQuery {
+    filter: Filter,
     sort: Sort,
     descending: bool,
     page: usize,
@@ -60,29 +120,17 @@ impl SegmentQuery {
     /// a typo is not silently ignored).
     pub fn parse(params: &BTreeMap<String, String>) -> Result<SegmentQuery, ApiError> {
         let mut q = SegmentQuery {
-            window: None,
-            product: None,
-            region: None,
-            contains: None,
-            product_contains: None,
-            region_contains: None,
+            filter: Filter::default(),
             sort: Sort::Product,
             descending: false,
             page: 1,
             per_page: DEFAULT_PER_PAGE,
         };
         for (k, v) in params {
+            if q.filter.take(k, v) {
+                continue;
+            }
             match k.as_str() {
-                "window" => q.window = Some(v.clone()),
-                "product" => q.product = Some(v.clone()),
-                "region" => q.region = Some(v.clone()),
-                "q" => q.contains = Some(v.to_lowercase()).filter(|s| !s.is_empty()),
-                "product_contains" => {
-                    q.product_contains = Some(v.to_lowercase()).filter(|s| !s.is_empty())
-                }
-                "region_contains" => {
-                    q.region_contains = Some(v.to_lowercase()).filter(|s| !s.is_empty())
-                }
                 "sort" => {
                     q.sort = match v.as_str() {
                         "product" => Sort::Product,
@@ -121,7 +169,7 @@ impl SegmentQuery {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown parameter `{other}` (window, product, region, q, product_contains, region_contains, sort, order, page, per_page)"
+                        "unknown parameter `{other}` ({FILTERS}, sort, order, page, per_page)"
                     )));
                 }
             }
@@ -193,29 +241,13 @@ fn by_figure(a: Option<f64>, b: Option<f64>, descending: bool) -> std::cmp::Orde
 /// The rows `q` asks for.
 pub fn segments(view: &View, q: &SegmentQuery) -> Result<SegmentPage, ApiError> {
     let windows = view.series.windows();
-    let wanted: Vec<usize> = match &q.window {
-        Some(w) => vec![windows.iter().position(|n| n == w).ok_or_else(|| {
-            bad(format!(
-                "window: `{w}` is not one of {}",
-                windows.join(", ")
-            ))
-        })?],
+    let wanted: Vec<usize> = match q.filter.window_index(windows)? {
+        Some(i) => vec![i],
         None => (0..windows.len()).collect(),
     };
     let mut rows: Vec<(usize, SegmentRow)> = Vec::new();
     for (product, region, stats) in view.series.segments() {
-        if q.product.as_deref().is_some_and(|p| p != product)
-            || q.region.as_deref().is_some_and(|r| r != region)
-            || q.contains.as_deref().is_some_and(|c| {
-                !product.to_lowercase().contains(c) && !region.to_lowercase().contains(c)
-            })
-            || q.product_contains
-                .as_deref()
-                .is_some_and(|c| !product.to_lowercase().contains(c))
-            || q.region_contains
-                .as_deref()
-                .is_some_and(|c| !region.to_lowercase().contains(c))
-        {
+        if !q.filter.matches(product, region) {
             continue;
         }
         for &i in &wanted {
@@ -368,6 +400,9 @@ pub fn summary(view: &View) -> Summary {
         }),
     }
 }
+
+mod why;
+pub use why::{ThemeQuery, root_causes, themes};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The HTTP surface on the metrics port: /metrics (Prometheus text),
 //! /healthz (the process is alive), /readyz (partitions assigned and
 //! brokers reachable; 503 otherwise), the live page (/) and its JSON API
-//! (/api/v1/segments, /api/v1/summary).
+//! (/api/v1/segments, /api/v1/summary, /api/v1/themes, /api/v1/root-causes).
 
 mod api;
 pub use api::{SegmentPage, SegmentRow, Summary};
@@ -110,12 +110,17 @@ fn view_gone() -> axum::response::Response {
     )
 }
 
-async fn api_segments(
-    State(s): State<AppState>,
-    params: Result<
-        axum::extract::Query<std::collections::BTreeMap<String, String>>,
-        axum::extract::rejection::QueryRejection,
-    >,
+type Params = Result<
+    axum::extract::Query<std::collections::BTreeMap<String, String>>,
+    axum::extract::rejection::QueryRejection,
+>;
+
+/// An API answer: 400 with what is wrong for a refused query, else what
+/// `answer` reads from the view.
+fn api_answer<T: serde::Serialize>(
+    s: &AppState,
+    params: Params,
+    answer: impl FnOnce(&View, &std::collections::BTreeMap<String, String>) -> Result<T, api::ApiError>,
 ) -> axum::response::Response {
     let params = match params {
         Ok(axum::extract::Query(p)) => p,
@@ -128,17 +133,29 @@ async fn api_segments(
             );
         }
     };
-    let query = match api::SegmentQuery::parse(&params) {
-        Ok(q) => q,
-        Err(e) => return json(StatusCode::BAD_REQUEST, &e),
-    };
     let Ok(view) = s.view.read() else {
         return view_gone();
     };
-    match api::segments(&view, &query) {
-        Ok(page) => json(StatusCode::OK, &page),
+    match answer(&view, &params) {
+        Ok(body) => json(StatusCode::OK, &body),
         Err(e) => json(StatusCode::BAD_REQUEST, &e),
     }
+}
+
+async fn api_segments(State(s): State<AppState>, params: Params) -> axum::response::Response {
+    api_answer(&s, params, |view, params| {
+        api::segments(view, &api::SegmentQuery::parse(params)?)
+    })
+}
+
+async fn api_themes(State(s): State<AppState>, params: Params) -> axum::response::Response {
+    api_answer(&s, params, |view, params| {
+        api::themes(view, &api::ThemeQuery::parse(params)?)
+    })
+}
+
+async fn api_root_causes(State(s): State<AppState>, params: Params) -> axum::response::Response {
+    api_answer(&s, params, api::root_causes)
 }
 
 async fn api_summary(State(s): State<AppState>) -> axum::response::Response {
@@ -192,6 +209,8 @@ pub async fn serve(
         .route("/", get(page))
         .route("/api/v1/segments", get(api_segments))
         .route("/api/v1/summary", get(api_summary))
+        .route("/api/v1/themes", get(api_themes))
+        .route("/api/v1/root-causes", get(api_root_causes))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -13,7 +13,11 @@ Prints one JSON line per step on stdout:
   {"step": "sorted", ...}   the rows after a click on NPS, then another
   {"step": "paged", ...}    pages 1-3 at ?per_page=7, and page 2 again
                             after "previous"
-and writes OUT_DIR/live-page.png (the page some seconds after loading).
+  {"step": "why", ...}      the Why panel for every segment, then for the
+                            first segment clicked, each with the API's
+                            answer to the same query at the same refresh
+and writes OUT_DIR/live-page.png (the page some seconds after loading)
+and OUT_DIR/why-panel.png (the Why panel of the segment clicked).
 
     browser.py --note URL
 
@@ -22,6 +26,7 @@ prints the page's state once it rendered (for the partitions note).
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 from selenium import webdriver
@@ -56,6 +61,42 @@ def state(driver):
           rows: rows,
         };
     """)
+
+
+def why(driver):
+    """The Why panel: its themes' and root causes' data attributes."""
+    return driver.execute_script("""
+        const t = document.getElementById('themes');
+        return {
+          query: t.dataset.query || '',
+          ms: Number(t.dataset.ms || 0),
+          scope: document.getElementById('why-scope').textContent,
+          themes: [...document.querySelectorAll('tr.theme')].map(tr => ({...tr.dataset,
+              text_impact: tr.querySelector('td.impact-points').textContent})),
+          causes: [...document.querySelectorAll('tr.cause')].map(tr => ({...tr.dataset})),
+          selected: [...document.querySelectorAll('tr.segment.selected')].map(tr => ({...tr.dataset})),
+        };
+    """)
+
+
+def why_with_api(driver, base, cond, what):
+    """The panel once `cond` holds, with the API's answers to its queries
+    from the same refresh of the windows."""
+    for _ in range(120):
+        deadline = time.monotonic() + 30
+        while True:
+            w = why(driver)
+            if w["ms"] and cond(w):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}")
+            time.sleep(0.2)
+        api = json.load(urllib.request.urlopen(f"{base}/api/v1/themes?{w['query']}"))
+        if api["refreshed_at_ms"] == w["ms"] and why(driver)["ms"] == w["ms"]:
+            w["api"] = api
+            return w
+        time.sleep(0.3)
+    raise SystemExit(f"the panel and the API never showed the same refresh: {what}")
 
 
 def wait(driver, cond, what, timeout=30):
@@ -169,6 +210,26 @@ def main():
         back = wait(driver, lambda s: "page=2&" in s["query"] and s["rows"], "page 2 again")
         emit("paged", {"pages": pages, "info": info, "next_disabled": next_disabled,
                        "back": back["rows"], "query": first["query"]})
+        # The Why panel: every segment, then the first segment clicked.
+        driver.get(url)
+        wait(driver, lambda s: s["ready"] and s["rows"], "the rows again")
+        every = why_with_api(driver, base, lambda w: w["themes"] and not w["selected"], "themes of every segment")
+        row = driver.find_element(By.CSS_SELECTOR, "tr.segment")
+        product, region = row.get_attribute("data-product"), row.get_attribute("data-region")
+        row.click()
+        chosen = why_with_api(driver, base, lambda w: w["selected"] and "region=" in w["query"] and w["themes"],
+                              "themes of the segment clicked")
+        # Cases resolve seconds after their alerts in the demo: wait for
+        # the segment's root causes, then read them with the API's.
+        deadline = time.monotonic() + 60
+        while not why(driver)["causes"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        causes = why(driver)["causes"]
+        q = urllib.parse.urlencode({"product": product, "region": region})
+        api_causes = json.load(urllib.request.urlopen(f"{base}/api/v1/root-causes?{q}"))
+        driver.find_element(By.ID, "why").screenshot(f"{out}/why-panel.png")
+        emit("why", {"every": every, "chosen": chosen, "product": product, "region": region,
+                     "causes": causes, "api_causes": api_causes})
     finally:
         driver.quit()
 

@@ -232,3 +232,176 @@ fn ten_thousand_segments_page_through_completely() {
     }
     assert_eq!(seen.len(), 10_000);
 }
+
+/// A view where (A, Norte) has 100 answers in 24h, the prompt's example:
+/// 40 promoters, 20 passives, 40 detractors; 40 mention `app` (5, 5, 30),
+/// 4 detractors `wait`; commented: 10 promoters, 0 passives, 40
+/// detractors. (B, Sur) has 10 promoters all mentioning `wait`.
+fn themed_view() -> View {
+    let names: Vec<String> = vec!["app".into(), "wait".into()];
+    let mut e = Engine::new(&EngineConfig::default()).unwrap();
+    e.set_themes(&names);
+    let mut n = 0;
+    let mut put =
+        |e: &mut Engine, p: &str, r: &str, score: u32, count: usize, themes: u64, comment: u8| {
+            for _ in 0..count {
+                n += 1;
+                let id = format!("r{n}");
+                let mut o = Observation::new(&id, p, r, score, T0 - 60_000, 1.0);
+                o.themes = crate::themes::ThemeSet(themes);
+                o.comment = comment;
+                e.record(0, &o, T0);
+            }
+        };
+    put(&mut e, "A", "Norte", 10, 5, 0b01, 1);
+    put(&mut e, "A", "Norte", 10, 5, 0, 1);
+    put(&mut e, "A", "Norte", 10, 30, 0, 0);
+    put(&mut e, "A", "Norte", 8, 5, 0b01, 1);
+    put(&mut e, "A", "Norte", 8, 15, 0, 0);
+    put(&mut e, "A", "Norte", 2, 30, 0b01, 1);
+    put(&mut e, "A", "Norte", 2, 4, 0b10, 1);
+    put(&mut e, "A", "Norte", 2, 6, 0, 1);
+    put(&mut e, "B", "Sur", 9, 10, 0b10, 1);
+    let mut series = SegmentSeries::default();
+    series.refresh(e.layout().specs(), &e.segments(T0), |k| e.segment_name(k));
+    series.refresh_themes(&names, e.theme_stats(T0));
+    let mut root_causes = BTreeMap::new();
+    for (p, r, cause, count) in [
+        ("A", "Norte", "billing_error", 6),
+        ("A", "Sur", "billing_error", 2),
+        ("A", "Norte", "long_wait", 3),
+        ("A", "Norte", "other", 1),
+        ("B", "Sur", "long_wait", 5),
+    ] {
+        root_causes.insert((p.to_string(), r.to_string(), cause.to_string()), count);
+    }
+    View {
+        series,
+        refreshed_at_ms: T0,
+        root_causes,
+        ..View::default()
+    }
+}
+
+fn theme_query(pairs: &[(&str, &str)]) -> Result<ThemeQuery, ApiError> {
+    ThemeQuery::parse(
+        &pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn themes_give_each_theme_s_nps_and_cost_most_costly_first() {
+    let v = themed_view();
+    let t = themes(
+        &v,
+        &theme_query(&[("window", "24h"), ("product", "A"), ("region", "Norte")]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (t.window.as_str(), t.segments, t.responses, t.commented),
+        ("24h", 1, 100, 55)
+    );
+    assert_eq!(t.nps, Some(0.0));
+    let app = &t.themes[0];
+    assert_eq!(app.theme, "app");
+    assert_eq!(
+        (app.responses, app.promoters, app.passives, app.detractors),
+        (40, 5, 5, 30)
+    );
+    assert_eq!(app.nps_with, Some(-62.5));
+    assert_eq!(app.nps_without, Some(100.0 * 25.0 / 60.0));
+    assert_eq!(app.impact_points, Some(0.0 - 100.0 * 25.0 / 60.0));
+    assert_eq!(app.detractor_comment_share, Some(0.75));
+    assert_eq!(app.promoter_comment_share, Some(0.5));
+    let wait = &t.themes[1];
+    assert_eq!(
+        (wait.theme.as_str(), wait.detractors, wait.responses),
+        ("wait", 4, 4)
+    );
+    assert_eq!(wait.impact_points, Some(0.0 - 100.0 * 4.0 / 96.0));
+    assert_eq!(wait.promoter_comment_share, Some(0.0));
+
+    // Every segment: `wait` also holds B's promoters; B's answers all
+    // mention it, but the other segment's do not, so there is a rest.
+    let t = themes(&v, &theme_query(&[("window", "24h")]).unwrap()).unwrap();
+    assert_eq!((t.segments, t.responses), (2, 110));
+    let wait = t.themes.iter().find(|r| r.theme == "wait").unwrap();
+    assert_eq!((wait.promoters, wait.detractors), (10, 4));
+    // (B, Sur) alone: every answer mentions `wait`: no rest, no impact.
+    let t = themes(
+        &v,
+        &theme_query(&[("window", "1h"), ("product", "B")]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(t.themes.len(), 1);
+    assert_eq!(
+        (t.themes[0].nps_with, t.themes[0].impact_points),
+        (Some(100.0), None)
+    );
+}
+
+#[test]
+fn themes_refuse_what_segments_refuse_and_want_a_window() {
+    let v = themed_view();
+    for (pairs, says) in [
+        (&[][..], "window: required"),
+        (
+            &[("window", "2h")][..],
+            "window: `2h` is not one of 1h, 24h, 7d, 30d",
+        ),
+        (
+            &[("window", "24h"), ("sort", "nps")][..],
+            "unknown parameter `sort`",
+        ),
+    ] {
+        let e = theme_query(pairs).and_then(|q| themes(&v, &q)).unwrap_err();
+        assert!(e.error.starts_with(says), "{pairs:?}: {}", e.error);
+    }
+    // Filters as /api/v1/segments has them.
+    let t = themes(
+        &v,
+        &theme_query(&[("window", "24h"), ("q", "sur")]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((t.segments, t.responses), (1, 10));
+}
+
+#[test]
+fn root_causes_are_a_pareto_per_product() {
+    let v = themed_view();
+    let params = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<String, String>>()
+    };
+    let r = root_causes(&v, &params(&[("product", "A")])).unwrap();
+    assert_eq!(r.total, 12);
+    let rows: Vec<(&str, u64)> = r
+        .root_causes
+        .iter()
+        .map(|c| (c.root_cause.as_str(), c.cases))
+        .collect();
+    assert_eq!(rows, [("billing_error", 8), ("long_wait", 3), ("other", 1)]);
+    assert_eq!(r.root_causes[0].share, 8.0 / 12.0);
+    assert_eq!(r.root_causes[1].cumulative_share, 11.0 / 12.0);
+    assert_eq!(r.root_causes[2].cumulative_share, 1.0);
+    let all = root_causes(&v, &params(&[])).unwrap();
+    assert_eq!(
+        (all.total, all.root_causes[0].root_cause.as_str()),
+        (17, "billing_error")
+    );
+    let one = root_causes(&v, &params(&[("product", "A"), ("region", "Sur")])).unwrap();
+    assert_eq!(one.total, 2);
+    let none = root_causes(&v, &params(&[("product", "Z")])).unwrap();
+    assert_eq!((none.total, none.root_causes.len()), (0, 0));
+    let e = root_causes(&v, &params(&[("window", "24h")])).unwrap_err();
+    assert!(
+        e.error.contains("unknown parameter `window`"),
+        "{}",
+        e.error
+    );
+}
