@@ -1157,6 +1157,14 @@ fn unguarded_divisions_are_found() {
     assert_eq!(unguarded_divisions("a / scalar(b)").len(), 1);
 }
 
+/// The labels a table query aggregates by: `sum by (a, b) (…)` → [a, b].
+fn table_labels(expr: &str) -> Vec<&str> {
+    expr.strip_prefix("sum by (")
+        .and_then(|rest| rest.split_once(')'))
+        .map(|(labels, _)| labels.split(", ").collect())
+        .unwrap_or_default()
+}
+
 #[test]
 fn dashboard_tables_aggregate_away_the_metric_name_and_divisions_are_guarded() {
     let d = dashboard();
@@ -1164,13 +1172,17 @@ fn dashboard_tables_aggregate_away_the_metric_name_and_divisions_are_guarded() {
     assert!(!tables.is_empty());
     for (title, exprs) in &tables {
         assert!(exprs.len() > 1, "{title}: a table of one query");
+        let by = table_labels(&exprs[0]);
         for e in exprs {
             // A plain selector keeps `__name__`, which differs per query:
-            // merge would then give each segment one row per query.
+            // merge would then give each segment one row per query. Every
+            // query of a table aggregates by the same labels, product and
+            // region first (a theme table adds the theme).
             assert!(
-                e.starts_with("sum by (product, region) (") && e.ends_with(')'),
-                "{title}: `{e}` must aggregate by (product, region) so merge joins its rows"
+                e.starts_with("sum by (product, region") && e.ends_with(')'),
+                "{title}: `{e}` must aggregate by (product, region…) so merge joins its rows"
             );
+            assert_eq!(table_labels(e), by, "{title}: `{e}`");
         }
     }
     for (title, expr) in panel_queries(&d) {
@@ -1272,11 +1284,13 @@ fn dashboard_panels_show_data_from_a_running_instance() {
         for e in &exprs {
             let rows = prom.query(&substitute(e, ".*", ".*"));
             assert!(!rows.is_empty(), "{title}: `{e}` has no rows");
+            let mut want = table_labels(e);
+            want.sort();
             for (labels, _) in rows {
                 let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
                 // A product's target (every region) has no region label.
                 assert!(
-                    keys == ["product", "region"] || keys == ["product"],
+                    keys == want || keys == ["product"],
                     "{title}: `{e}` would not merge: {keys:?}"
                 );
             }
