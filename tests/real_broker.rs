@@ -60,6 +60,32 @@ fn near_an_edge(age: i64) -> bool {
         .any(|(_, len, bucket)| age > len - bucket - DRIFT && age < len + DRIFT)
 }
 
+/// Comments in Spanish and English, accents and case varied, some
+/// mentioning themes of the shipped taxonomy, some none.
+const COMMENTS: [&str; 12] = [
+    "No resolvieron mi problema",
+    "La APLICACIÓN se cae, y nadie contesta",
+    "Me cobraron dos veces; pésima atención",
+    "esperé 2 horas... LENTÍSIMO",
+    "Excelente atención, muy amables",
+    "The app is slow and keeps crashing",
+    "Precio caro, comisión oculta",
+    "todo bien",
+    "El trámite fue complicado, repetir todo",
+    "Sospecho un fraude con mi tarjeta",
+    "Quick delivery, friendly courier",
+    "ok",
+];
+
+/// Detractors always comment; others now and then.
+fn comment(i: usize, score: u32) -> String {
+    if score <= 6 || i % 3 == 0 {
+        COMMENTS[i % COMMENTS.len()].to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// `n` responses over `products` × `regions`, six channels, event times
 /// spread over the last 30 days (away from window edges).
 fn generate(
@@ -87,11 +113,7 @@ fn generate(
                 channel: CHANNELS[rng.below(6) as usize] as i32,
                 score: Some(score),
                 responded_at: Some(ts(now - age)),
-                comment: if score <= 6 {
-                    "No resolvieron mi problema".into()
-                } else {
-                    String::new()
-                },
+                comment: comment(i, score),
                 customer_value: (rng.below(3) > 0).then(|| rng.below(100_000) as f64 / 100.0),
                 survey_id: "nps-q4".into(),
                 attributes: Default::default(),
@@ -131,6 +153,53 @@ fn truth(data: &[(SurveyResponse, i64)]) -> BTreeMap<(String, String, String, St
                 }
             }
         }
+    }
+    out
+}
+
+/// tests/py/themes.py's count of the data's themes under the shipped
+/// taxonomy at `now`.
+fn themes_oracle(python: &str, data: &[(SurveyResponse, i64)], now: i64) -> serde_json::Value {
+    let path = write_jsonl(data);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = run_ok(std::process::Command::new(python).args([
+        &format!("{root}/tests/py/themes.py"),
+        "--taxonomy",
+        &format!("{root}/src/themes/default.toml"),
+        "--data",
+        path.to_str().unwrap(),
+        "--now-ms",
+        &now.to_string(),
+    ]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The oracle's rows: `labels` label values, then a count.
+fn oracle_rows(rows: &serde_json::Value, labels: usize) -> BTreeMap<Vec<String>, f64> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            let key = r[..labels]
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (key, r[labels].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// A metric's series summed over instances, keyed by `labels`' values.
+fn labelled(prom: &Prometheus, name: &str, labels: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    let mut out: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    let q = format!("sum by ({}) ({name})", labels.join(", "));
+    for (l, v) in prom.query(&q) {
+        let key = labels
+            .iter()
+            .map(|k| l.get(*k).cloned().unwrap_or_default())
+            .collect();
+        *out.entry(key).or_default() += v;
     }
     out
 }
@@ -383,6 +452,44 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
     }
     assert_eq!(checked, pairs.len());
 
+    // Themes: every theme and commented gauge, and every alert's themes,
+    // against an independent count in Python (tests/py/themes.py).
+    let oracle = themes_oracle(&python, &data, now);
+    let want_themes = oracle_rows(&oracle["themes"], 5);
+    let want_commented = oracle_rows(&oracle["commented"], 4);
+    let got_themes = labelled(
+        &prom,
+        "nps_theme_responses",
+        &["product", "region", "window", "theme", "category"],
+    );
+    let got_commented = labelled(
+        &prom,
+        "nps_commented_responses",
+        &["product", "region", "window", "category"],
+    );
+    assert!(
+        want_themes.len() > 500,
+        "{} theme counts",
+        want_themes.len()
+    );
+    for (k, n) in &want_themes {
+        assert_eq!(got_themes.get(k), Some(n), "{k:?}");
+    }
+    for (k, n) in &want_commented {
+        assert_eq!(got_commented.get(k), Some(n), "{k:?}");
+    }
+    // Nothing else but the zeros of a theme's other categories.
+    assert!(
+        got_themes
+            .iter()
+            .all(|(k, v)| *v == 0.0 || want_themes.contains_key(k))
+    );
+    assert!(
+        got_commented
+            .iter()
+            .all(|(k, v)| *v == 0.0 || want_commented.contains_key(k))
+    );
+
     // Exactly one alert per detractor, read by the independent client.
     let detractors: BTreeSet<String> = data
         .iter()
@@ -396,7 +503,10 @@ fn steady_stream_of_100k_gives_prometheus_the_true_nps_and_one_alert_per_detract
             assert_eq!(a["headers"]["content-type"], "application/json");
             let body: serde_json::Value =
                 serde_json::from_slice(&b64decode(a["value_b64"].as_str().unwrap())).unwrap();
-            body["responseId"].as_str().unwrap().to_string()
+            let id = body["responseId"].as_str().unwrap().to_string();
+            let themes = body.get("themes").cloned().unwrap_or(serde_json::json!([]));
+            assert_eq!(themes, oracle["by_response"][&id], "themes of {id}'s alert");
+            id
         })
         .collect();
     assert_eq!(
