@@ -38,7 +38,14 @@
 #    NPS_ARGS adds flags to nps-stream (e.g. "-X fetch.wait.max.ms=10");
 #    its -X properties go to the forwarder's consumer too.
 #
-# 3. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
+# 3. Themes (only when asked: `bash benches/e2e.sh themes`). The ordinary
+#    load (20% detractors) with a comment on COMMENTS of the answers
+#    (default 0.40; probe `load`'s themed comments); ROUNDS alternate
+#    nps-stream with `--themes off` and as it ships (themes on, the
+#    shipped taxonomy), measured as in 1.; prints the medians and the cost
+#    of themes in CPU per answer.
+#
+# 4. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
 #    of the storm load (SHARE=0.20 for the ordinary one) are loaded, then
 #    nps-stream consumes them
 #    `perf record --call-graph dwarf` (the release build keeps line
@@ -49,6 +56,7 @@
 #   bash benches/e2e.sh                    # both, on Tansu
 #   N=500000 ROUNDS=1 bash benches/e2e.sh throughput
 #   BROKER=mock bash benches/e2e.sh latency
+#   bash benches/e2e.sh themes             # themes on against off
 #   bash benches/e2e.sh profile            # needs perf
 #
 # Needs tansu on PATH (bash tests/run-all.sh installs it), curl, bc, python3.
@@ -146,6 +154,45 @@ throughput() {
   cat "$work/summary"
 }
 
+# One nps-stream round over the loaded answers: appends its rate to
+# $work/$name and its CPU seconds to $work/${name}_cpu.
+nps_round() { # name, round, extra args...
+  local name=$1 r=$2
+  shift 2
+  topic_create "alerts-$name-$r"
+  run_nps "bench-$name-$r" "nps-$name-$r.log" --alerts-topic "alerts-$name-$r" "$@"
+  end=$("$PROBE" committed "$brokers" "bench-$name-$r" survey-responses "$N")
+  cpu_of "$nps" >>"$work/${name}_cpu"
+  kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
+  start=$("$PROBE" first-emitted "$brokers" "alerts-$name-$r")
+  echo "$N * 1000 / ($end - $start)" | bc -l >>"$work/$name"
+}
+
+themes() {
+  [ "${BROKER:-tansu}" = tansu ] || { echo "themes runs on Tansu only" >&2; exit 1; }
+  describe
+  local share=${COMMENTS:-0.40} r
+  start_broker
+  "$PROBE" load "$brokers" survey-responses "$N" 0.20 "$share"
+  : >"$work/off"; : >"$work/off_cpu"; : >"$work/on"; : >"$work/on_cpu"
+  for r in $(seq "$ROUNDS"); do
+    nps_round off "$r" --themes off
+    nps_round on "$r"
+    printf 'round %s: themes off %.0f/s %.2f CPU s, on %.0f/s %.2f CPU s\n' "$r" \
+      "$(tail -1 "$work/off")" "$(tail -1 "$work/off_cpu")" "$(tail -1 "$work/on")" "$(tail -1 "$work/on_cpu")"
+  done
+  local off=$(median <"$work/off") off_cpu=$(median <"$work/off_cpu")
+  local on=$(median <"$work/on") on_cpu=$(median <"$work/on_cpu")
+  printf 'ordinary (20%% detractors), a comment on %s of %s answers, %s partitions, median of %s rounds:\n' \
+    "$share" "$N" "$PARTITIONS" "$ROUNDS"
+  printf '  --themes off  %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
+    "$off" "$off_cpu" "$(echo "$off_cpu * 1000000 / $N" | bc -l)"
+  printf '  themes on     %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
+    "$on" "$on_cpu" "$(echo "$on_cpu * 1000000 / $N" | bc -l)"
+  printf '  themes cost %+.1f%% CPU per answer, %+.1f%% rate\n' \
+    "$(echo "($on_cpu / $off_cpu - 1) * 100" | bc -l)" "$(echo "($on / $off - 1) * 100" | bc -l)"
+}
+
 latency() {
   start_broker
   count=$((RATE * SECONDS_LIVE))
@@ -182,7 +229,7 @@ profile() {
   command -v perf >/dev/null || { echo "profile needs perf (Debian: linux-perf)" >&2; exit 1; }
   start_broker
   # The storm load by default (SHARE=0.20 for ordinary traffic).
-  "$PROBE" load "$brokers" survey-responses "$N" "${SHARE:-0.64}"
+  "$PROBE" load "$brokers" survey-responses "$N" "${SHARE:-0.64}" ${COMMENTS:-}
   local data=${PERF_DATA:-$work/perf.data}
   wrap=(perf record -F 499 --call-graph dwarf,16384 -o "$data" --)
   run_nps bench-profile profile.log --snapshot-interval 10s ${NPS_ARGS:-}
@@ -207,5 +254,6 @@ case "$WHAT" in
   throughput) throughput ;;
   latency) latency ;;
   profile) profile ;;
+  themes) themes ;;
   *) throughput; latency ;;
 esac

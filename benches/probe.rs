@@ -1,11 +1,13 @@
 //! The end-to-end benchmarks' Kafka probes, driven by `benches/e2e.sh`:
 //!
-//! - `load BROKERS TOPIC N DETRACTOR_SHARE`: produces N answers as the
-//!   outside measurement of issue 20 did: 50 products × 20 regions, a
-//!   comment on one answer in seven, DETRACTOR_SHARE of them detractors
-//!   (0.20 ordinary traffic, 0.64 an alert storm), the rest passives and
-//!   promoters half and half, given over the last 30 days; keyed by
-//!   response_id.
+//! - `load BROKERS TOPIC N DETRACTOR_SHARE [COMMENT_SHARE]`: produces N
+//!   answers as the outside measurement of issue 20 did: 50 products × 20
+//!   regions, a comment on one answer in seven, DETRACTOR_SHARE of them
+//!   detractors (0.20 ordinary traffic, 0.64 an alert storm), the rest
+//!   passives and promoters half and half, given over the last 30 days;
+//!   keyed by response_id. With COMMENT_SHARE, that share of the answers
+//!   carry a comment drawn from `COMMENTS` (Spanish and English, some
+//!   mentioning themes of the shipped taxonomy, some none).
 //! - `bare BROKERS TOPIC N [KEY=VALUE ...]`: the ordinary baseline. A
 //!   plain rdkafka consumer with librdkafka's defaults (a group, its
 //!   auto commit) that decodes each of N records of TOPIC as a
@@ -303,8 +305,29 @@ fn first_emitted(brokers: &str, alerts: &str) {
     println!("{first:.0}");
 }
 
+/// Comments of the themed load: lengths and themes as survey tools see
+/// them (none, one, several).
+const COMMENTS: [&str; 16] = [
+    "Nadie me devolvió la llamada después de tres reclamos",
+    "La aplicación se cae cada vez que intento transferir",
+    "Me cobraron una comisión que nadie me explicó",
+    "Excelente atención en la sucursal, muy amables",
+    "Esperé más de una hora en la línea",
+    "Todo bien",
+    "El trámite del préstamo fue larguísimo y complicado",
+    "The app is slow and the support agent was rude",
+    "Great service, quick and friendly",
+    "Cobro duplicado en mi tarjeta, todavía sin reembolso",
+    "Buen producto pero el precio es caro",
+    "No conocían el producto y me dieron información confusa",
+    "Sospecho de un cargo que no reconozco",
+    "Gracias",
+    "My package arrived late and damaged",
+    "Resolvieron mi problema en la primera llamada",
+];
+
 /// Issue 20's load: see the module's header.
-fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64) {
+fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64, comment_share: Option<f64>) {
     let producer: BaseProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -342,10 +365,13 @@ fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64) {
             responded_at: Some(nps_stream::schema::timestamp_from_ms(
                 now - (next() % (30 * 86_400_000)) as i64,
             )),
-            comment: if next() % 7 == 0 {
-                "Nadie me devolvió la llamada después de tres reclamos".into()
-            } else {
-                String::new()
+            comment: match comment_share {
+                None if next() % 7 == 0 => COMMENTS[0].into(),
+                None => String::new(),
+                Some(share) if ((next() % 1_000_000) as f64) < share * 1_000_000.0 => {
+                    COMMENTS[(next() % COMMENTS.len() as u64) as usize].into()
+                }
+                Some(_) => String::new(),
             },
             customer_value: Some(50.0 + (next() % 5_000) as f64),
             survey_id: "nps-relacional-2026".into(),
@@ -530,6 +556,7 @@ async fn main() {
             &arg(2),
             arg(3).parse().expect("N"),
             arg(4).parse().expect("DETRACTOR_SHARE"),
+            args.get(5).map(|s| s.parse().expect("COMMENT_SHARE")),
         ),
         "latency" => {
             let idle = arg(4).parse().expect("IDLE");

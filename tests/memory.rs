@@ -182,9 +182,11 @@ fn dedup_memory_per_remembered_id_is_bounded() {
     }
     let per_id = peak as f64 / max_ids as f64;
     println!("dedup memory: peak {peak} bytes for {max_ids} ids, {per_id:.1} bytes per id");
-    // Each id keeps its latest version (issue 18): 34 bytes, plus about
-    // 4.7 for the index at the bound. Issue 18's target is 40.
-    assert!(per_id <= 40.0, "{per_id:.1} bytes per remembered id");
+    // Each id keeps its latest version (issue 18): 34 bytes, and 8 for
+    // the themes its comment mentions (issue 39), plus about 4.7 for the
+    // index at the bound. Issue 18's target was 40; issue 39 allows 8
+    // more.
+    assert!(per_id <= 48.0, "{per_id:.1} bytes per remembered id");
     assert!(e.gauges().dedup_ids <= max_ids, "bounded");
 }
 

@@ -37,7 +37,7 @@ pub use window::{LayoutError, WindowLayout, WindowSpec};
 use crate::themes::ThemeSet;
 use dedup::Dedup;
 use keys::KeyTable;
-use themes::{Placed, ThemeRings};
+use themes::{Placed, ThemeRings, ThemeTotals};
 use window::{NowIndex, Segment};
 
 /// The engine's settings. Deserialized from the `[engine]` table of the
@@ -394,6 +394,8 @@ pub struct Engine {
     themes: Vec<String>,
     /// Whether theme rows are counted (`set_themes` was called).
     counting_themes: bool,
+    /// The theme rows merged over partitions (see `themes`).
+    theme_totals: ThemeTotals,
 }
 
 impl Engine {
@@ -431,6 +433,7 @@ impl Engine {
             alert_stats: alert_stats::AlertStats::default(),
             themes: Vec::new(),
             counting_themes: false,
+            theme_totals: ThemeTotals::default(),
         })
     }
 
@@ -446,6 +449,7 @@ impl Engine {
             if !index.same_buckets(&self.now_index) {
                 // Buckets left a window: kept figures no longer hold.
                 self.alert_stats.forget_all();
+                self.theme_totals.invalidate(index.moved(&self.now_index));
             }
             self.now_index = index;
         }
@@ -506,7 +510,8 @@ impl Engine {
                     t: v.t_ms,
                     category: old,
                 };
-                part.themes.remove(layout, &self.now_index, &placed);
+                part.themes
+                    .remove(layout, &self.now_index, &placed, &mut self.theme_totals);
             }
         }
         let late = !layout.in_any_window_at(t, &self.now_index);
@@ -527,7 +532,8 @@ impl Engine {
                 category: obs.category,
             };
             if themed {
-                part.themes.insert(layout, &self.now_index, &placed);
+                part.themes
+                    .insert(layout, &self.now_index, &placed, &mut self.theme_totals);
             }
             if moves_head {
                 self.alert_stats.forget(resolved.key);
@@ -702,6 +708,7 @@ impl Engine {
     /// Kafka revokes it. Returns whether there was any.
     pub fn drop_partition(&mut self, partition: i32) -> bool {
         self.alert_stats.forget_all();
+        self.theme_totals.invalidate(u64::MAX);
         match self.partitions.remove(&partition) {
             Some(part) => {
                 for (key, _) in part.segments.iter() {

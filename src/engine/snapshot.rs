@@ -444,6 +444,7 @@ impl Engine {
         }
         self.place_theme_rings(&mut part, theme_rings, now)?;
         self.partitions.insert(snap.partition, part);
+        self.theme_totals.invalidate(u64::MAX);
         self.alert_stats.forget_all();
         Ok(())
     }

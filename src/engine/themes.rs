@@ -7,10 +7,17 @@
 //! A version remembers its themes (`dedup::Version::themes`), whether it
 //! has a comment (its comment hash is 0 without one) and whether it was
 //! counted in the rows at all (themes on), so a revision takes back
-//! exactly the rows it added, across restarts that turn themes on or off. The rings live beside the
-//! segments in each partition's state and go into its snapshot by theme
-//! name; a snapshot taken under another taxonomy is read by name (themes
-//! no longer listed are dropped).
+//! exactly the rows it added, across restarts that turn themes on or off.
+//! The rings live beside the segments in each partition's state and go
+//! into its snapshot by theme name; a snapshot taken under another
+//! taxonomy is read by name (themes no longer listed are dropped).
+//!
+//! Reading every ring of every partition each second costs about as much
+//! as counting the answers, so the engine keeps the rows merged over
+//! partitions (`ThemeTotals`): each insert and removal moves them too, and
+//! only a window whose oldest bucket moved since (every 75 s for the
+//! default 1h window, less often for the others), or a partition dropped
+//! or restored, is summed again from the rings when read.
 
 use hashbrown::HashMap;
 
@@ -55,21 +62,37 @@ pub(crate) struct Placed {
 }
 
 impl ThemeRings {
-    /// Counts a version in its rows, in every window that holds `t`.
-    pub(crate) fn insert(&mut self, layout: &WindowLayout, now: &NowIndex, v: &Placed) {
+    /// Counts a version in its rows, in every window that holds `t`, and
+    /// in the merged `totals`.
+    pub(crate) fn insert(
+        &mut self,
+        layout: &WindowLayout,
+        now: &NowIndex,
+        v: &Placed,
+        totals: &mut ThemeTotals,
+    ) {
         for row in rows(v.themes, v.commented) {
             self.rings
                 .entry((v.key, row))
                 .or_insert_with(|| Segment::new(layout))
                 .insert(layout, v.t, now, v.category, 0.0);
+            totals.add(layout, now, (v.key, row), v, 1);
         }
     }
 
     /// Takes a version back out of its rows (what `insert` put there).
-    pub(crate) fn remove(&mut self, layout: &WindowLayout, now: &NowIndex, v: &Placed) {
+    pub(crate) fn remove(
+        &mut self,
+        layout: &WindowLayout,
+        now: &NowIndex,
+        v: &Placed,
+        totals: &mut ThemeTotals,
+    ) {
         for row in rows(v.themes, v.commented) {
-            if let Some(ring) = self.rings.get_mut(&(v.key, row)) {
-                ring.remove(layout, v.t, now, v.category, 0.0);
+            if let Some(ring) = self.rings.get_mut(&(v.key, row))
+                && ring.remove(layout, v.t, now, v.category, 0.0)
+            {
+                totals.add(layout, now, (v.key, row), v, -1);
             }
         }
     }
@@ -82,6 +105,52 @@ impl ThemeRings {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.rings.capacity() * (std::mem::size_of::<((KeyId, u8), Segment)>() + 1)
             + self.rings.values().map(Segment::heap_bytes).sum::<usize>()
+    }
+}
+
+/// Per (segment, row), its counts by category in each window, merged
+/// over partitions: what `Engine::theme_stats` reads.
+#[derive(Clone, Default)]
+pub(crate) struct ThemeTotals {
+    rows: HashMap<(KeyId, u8), Box<[[u32; 3]]>>,
+    /// Windows to sum again from the rings before the next read (bit w:
+    /// window w).
+    stale: u64,
+}
+
+fn category_index(c: Category) -> usize {
+    match c {
+        Category::Promoter => 0,
+        Category::Passive => 1,
+        Category::Detractor => 2,
+    }
+}
+
+impl ThemeTotals {
+    /// Moves a row's counts by `delta` in every window holding `v.t`.
+    fn add(
+        &mut self,
+        layout: &WindowLayout,
+        now: &NowIndex,
+        row: (KeyId, u8),
+        v: &Placed,
+        delta: i32,
+    ) {
+        let counts = self
+            .rows
+            .entry(row)
+            .or_insert_with(|| vec![[0; 3]; layout.len()].into_boxed_slice());
+        let c = category_index(v.category);
+        for (w, n) in counts.iter_mut().enumerate() {
+            if layout.holds_at(w, v.t, now) {
+                n[c] = n[c].saturating_add_signed(delta);
+            }
+        }
+    }
+
+    /// Marks windows (bits) to sum again from the rings.
+    pub(crate) fn invalidate(&mut self, windows: u64) {
+        self.stale |= windows;
     }
 }
 
@@ -103,29 +172,73 @@ impl Engine {
     pub fn set_themes(&mut self, names: &[String]) {
         self.themes = names.to_vec();
         self.counting_themes = true;
+        self.theme_totals.invalidate(u64::MAX);
     }
 
     /// Every (segment, row) with answers in some window at `now`, merged
-    /// over partitions, sorted by segment and row.
-    pub fn theme_stats(&self, now: i64) -> Vec<ThemeStats> {
-        let now = self.now_ms.max(now);
-        let nwin = self.layout.len();
-        let mut acc: std::collections::BTreeMap<(KeyId, u8), Vec<WindowStats>> =
-            std::collections::BTreeMap::new();
+    /// over partitions, sorted by segment and row. Moves the engine's
+    /// clock to `now` (never backwards).
+    pub fn theme_stats(&mut self, now: i64) -> Vec<ThemeStats> {
+        let now = self.tick(now);
+        if self.theme_totals.stale != 0 {
+            self.sum_theme_rows(now);
+        }
+        let mut out: Vec<ThemeStats> = self
+            .theme_totals
+            .rows
+            .iter()
+            .filter(|(_, counts)| counts.iter().flatten().any(|n| *n > 0))
+            .map(|(&(key, row), counts)| ThemeStats {
+                key,
+                row,
+                windows: counts
+                    .iter()
+                    .map(|n| WindowStats {
+                        promoters: u64::from(n[0]),
+                        passives: u64::from(n[1]),
+                        detractors: u64::from(n[2]),
+                        ..WindowStats::default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_unstable_by_key(|s| (s.key, s.row));
+        out
+    }
+
+    /// Sums the stale windows of the merged rows again from every
+    /// partition's rings at `now`, and forgets rows left empty.
+    fn sum_theme_rows(&mut self, now: i64) {
+        let (stale, nwin) = (self.theme_totals.stale, self.layout.len());
+        let windows: Vec<usize> = (0..nwin)
+            .filter(|w| stale >> (*w).min(63) & 1 == 1)
+            .collect();
+        let totals = &mut self.theme_totals.rows;
+        for counts in totals.values_mut() {
+            for &w in &windows {
+                counts[w] = [0; 3];
+            }
+        }
         for part in self.partitions.values() {
-            for (&(key, row), ring) in &part.themes.rings {
-                let windows = acc
-                    .entry((key, row))
-                    .or_insert_with(|| vec![WindowStats::default(); nwin]);
-                for (w, out) in windows.iter_mut().enumerate() {
-                    ring.accumulate(&self.layout, w, now, out);
+            for (&row, ring) in &part.themes.rings {
+                let counts = totals
+                    .entry(row)
+                    .or_insert_with(|| vec![[0; 3]; nwin].into_boxed_slice());
+                for &w in &windows {
+                    let mut s = WindowStats::default();
+                    ring.accumulate(&self.layout, w, now, &mut s);
+                    for (n, add) in
+                        counts[w]
+                            .iter_mut()
+                            .zip([s.promoters, s.passives, s.detractors])
+                    {
+                        *n = n.saturating_add(u32::try_from(add).unwrap_or(u32::MAX));
+                    }
                 }
             }
         }
-        acc.into_iter()
-            .filter(|(_, w)| w.iter().any(|s| s.responses() > 0))
-            .map(|((key, row), windows)| ThemeStats { key, row, windows })
-            .collect()
+        totals.retain(|_, counts| counts.iter().flatten().any(|n| *n > 0));
+        self.theme_totals.stale = 0;
     }
 
     /// A partition's theme rings as snapshot records (`theme` named),

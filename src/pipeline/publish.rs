@@ -30,10 +30,10 @@ pub(super) fn refresh_view(
             "segments left every window"
         );
     }
+    let themes = c.engine.theme_stats(now);
     let segments = c.engine.segments(now);
     // With the engine still locked: segment ids freed by the sweep are not
     // reused before their counters are forgotten.
-    let themes = c.engine.theme_stats(now);
     if let Ok(mut v) = view.write() {
         v.series.refresh(c.engine.layout().specs(), &segments, |k| {
             c.engine.segment_name(k)

@@ -372,7 +372,7 @@ mod properties;
 pub(crate) use properties::{buckets, ev, observe, windows};
 
 /// The (theme row, window 0's responses) of segment p/r.
-fn theme_rows(e: &Engine, now: i64) -> Vec<(u8, u64)> {
+fn theme_rows(e: &mut Engine, now: i64) -> Vec<(u8, u64)> {
     e.theme_stats(now)
         .iter()
         .map(|s| (s.row, s.windows[0].responses()))
@@ -388,7 +388,7 @@ fn themes_follow_the_latest_version_and_a_snapshot_names_them() {
     o.themes = crate::themes::ThemeSet(0b10);
     o.comment = 7;
     e.record(0, &o, T0);
-    assert_eq!(theme_rows(&e, T0), [(1, 1), (COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut e, T0), [(1, 1), (COMMENTED, 1)]);
     // A revision whose comment mentions app instead: the answer moves.
     let mut revised = o;
     revised.themes = crate::themes::ThemeSet(0b01);
@@ -399,14 +399,14 @@ fn themes_follow_the_latest_version_and_a_snapshot_names_them() {
         e.record(0, &revised, T0 + MIN),
         Outcome::Revised { .. }
     ));
-    assert_eq!(theme_rows(&e, T0 + MIN), [(0, 1), (COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut e, T0 + MIN), [(0, 1), (COMMENTED, 1)]);
 
     // Restored under a taxonomy that lists billing first and drops app:
     // the rows and the remembered version are renumbered by name.
     let snap = snapshot::decode(&snapshot::encode(&e.snapshot())).unwrap();
     let mut other =
         Engine::restore_themed(&EngineConfig::default(), &names(&["app2", "app"]), &snap).unwrap();
-    assert_eq!(theme_rows(&other, T0 + MIN), [(1, 1), (COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut other, T0 + MIN), [(1, 1), (COMMENTED, 1)]);
     // Its comment removed: every row lets go of it.
     let mut silent = revised;
     silent.themes = crate::themes::ThemeSet(0);
@@ -414,10 +414,10 @@ fn themes_follow_the_latest_version_and_a_snapshot_names_them() {
     silent.content ^= 2;
     silent.updated_at_ms = Some(T0 + 2 * MIN);
     other.record(0, &silent, T0 + 2 * MIN);
-    assert_eq!(theme_rows(&other, T0 + 2 * MIN), []);
-    let dropped =
+    assert_eq!(theme_rows(&mut other, T0 + 2 * MIN), []);
+    let mut dropped =
         Engine::restore_themed(&EngineConfig::default(), &names(&["billing"]), &snap).unwrap();
-    assert_eq!(theme_rows(&dropped, T0 + MIN), [(COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut dropped, T0 + MIN), [(COMMENTED, 1)]);
 }
 
 #[test]
@@ -426,7 +426,7 @@ fn answers_counted_with_themes_off_are_never_taken_out_of_theme_rows() {
     let mut old = obs("old", "p", "r", 2, T0, 1.0);
     old.comment = 9;
     off.record(0, &old, T0);
-    assert_eq!(theme_rows(&off, T0), []);
+    assert_eq!(theme_rows(&mut off, T0), []);
     let snap = snapshot::decode(&snapshot::encode(&off.snapshot())).unwrap();
     let mut on =
         Engine::restore_themed(&EngineConfig::default(), &["app".to_string()], &snap).unwrap();
@@ -436,7 +436,7 @@ fn answers_counted_with_themes_off_are_never_taken_out_of_theme_rows() {
     let mut new = obs("new", "p", "r", 2, T0, 1.0);
     new.comment = 4;
     on.record(0, &new, T0);
-    assert_eq!(theme_rows(&on, T0), [(COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut on, T0), [(COMMENTED, 1)]);
     let mut revised = old;
     revised.comment = 0;
     revised.content ^= 1;
@@ -445,5 +445,5 @@ fn answers_counted_with_themes_off_are_never_taken_out_of_theme_rows() {
         on.record(0, &revised, T0 + 1),
         Outcome::Revised { .. }
     ));
-    assert_eq!(theme_rows(&on, T0 + 1), [(COMMENTED, 1)]);
+    assert_eq!(theme_rows(&mut on, T0 + 1), [(COMMENTED, 1)]);
 }

@@ -345,9 +345,10 @@ fn brute_force_themes(model: &Model, placed: &[Placed], now: i64) -> ThemeCounts
 }
 
 /// The engine's theme rows by name, as `brute_force_themes` keeps them.
-fn themes_by_name(e: &Engine, now: i64) -> ThemeCounts {
+fn themes_by_name(e: &mut Engine, now: i64) -> ThemeCounts {
     let names = theme_names();
-    e.theme_stats(now)
+    let stats = e.theme_stats(now);
+    stats
         .into_iter()
         .map(|s| {
             let (p, r) = e.segment_name(s.key).unwrap();
@@ -421,14 +422,44 @@ proptest! {
         let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         for read_at in [now, now + read_after] {
             assert_same(&by_name(&e, read_at), &brute_force(&model, &placed, read_at));
-            prop_assert_eq!(themes_by_name(&e, read_at), brute_force_themes(&model, &placed, read_at));
+            prop_assert_eq!(themes_by_name(&mut e, read_at), brute_force_themes(&model, &placed, read_at));
         }
         e.sweep(now + read_after);
         assert_same(&by_name(&e, now + read_after), &brute_force(&model, &placed, now + read_after));
         prop_assert_eq!(
-            themes_by_name(&e, now + read_after),
+            themes_by_name(&mut e, now + read_after),
             brute_force_themes(&model, &placed, now + read_after)
         );
+    }
+
+    #[test]
+    fn kept_theme_rows_equal_the_rows_summed_again_from_the_rings(
+        windows in windows(),
+        events in proptest::collection::vec(ev(), 1..300),
+        every in 1usize..20,
+    ) {
+        let cfg = EngineConfig { windows, ..EngineConfig::default() };
+        let mut e = themed(&cfg);
+        let mut last: HashMap<u8, Ev> = HashMap::new();
+        let mut now = T0;
+        for (i, ev) in events.iter().enumerate() {
+            now += ev.step_ms;
+            let mut names = Default::default();
+            let (o, ev) = observe(ev, &mut last, now, &mut names);
+            e.record(ev.partition, &o, now);
+            if ev.step_ms > DAY {
+                e.sweep(now);
+            }
+            if i % every == 0 {
+                if i % (3 * every) == 0 {
+                    e.drop_partition(ev.partition);
+                }
+                let kept = e.theme_stats(now);
+                let mut fresh = e.clone();
+                fresh.theme_totals.invalidate(u64::MAX);
+                prop_assert_eq!(kept, fresh.theme_stats(now));
+            }
+        }
     }
 
     #[test]
@@ -442,7 +473,7 @@ proptest! {
         e.drop_partition(drop);
         let rest: Vec<Placed> = placed.into_iter().filter(|p| p.partition != drop).collect();
         assert_same(&by_name(&e, now), &brute_force(&model, &rest, now));
-        prop_assert_eq!(themes_by_name(&e, now), brute_force_themes(&model, &rest, now));
+        prop_assert_eq!(themes_by_name(&mut e, now), brute_force_themes(&model, &rest, now));
     }
 
     #[test]
@@ -525,10 +556,10 @@ proptest! {
         }
         prop_assert_eq!(by_name(&resumed, end), by_name(&straight, end));
         prop_assert_eq!(by_name(&resumed, end + 3 * DAY), by_name(&straight, end + 3 * DAY));
-        prop_assert_eq!(themes_by_name(&resumed, end), themes_by_name(&straight, end));
+        prop_assert_eq!(themes_by_name(&mut resumed, end), themes_by_name(&mut straight, end));
         prop_assert_eq!(
-            themes_by_name(&resumed, end + 3 * DAY),
-            themes_by_name(&straight, end + 3 * DAY)
+            themes_by_name(&mut resumed, end + 3 * DAY),
+            themes_by_name(&mut straight, end + 3 * DAY)
         );
     }
 }

@@ -14,6 +14,17 @@ impl NowIndex {
     pub(crate) fn same_buckets(&self, other: &NowIndex) -> bool {
         self.oldest_excluded == other.oldest_excluded
     }
+
+    /// The windows whose oldest bucket differs between the two instants,
+    /// as bits (window w: bit w; windows beyond 64 share bit 63).
+    pub(crate) fn moved(&self, other: &NowIndex) -> u64 {
+        self.oldest_excluded
+            .iter()
+            .zip(&other.oldest_excluded)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .fold(0, |bits, (w, _)| bits | 1 << w.min(63))
+    }
 }
 
 /// Floor division and remainder by a positive constant: multiply-shift for
