@@ -267,11 +267,6 @@ fn record(
     if counted.overflowed {
         metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
     }
-    let themes = c
-        .themes
-        .as_ref()
-        .map(|t| t.names_of(themes))
-        .unwrap_or_default();
     Ok(emits(
         &mut c,
         response,
@@ -290,12 +285,19 @@ fn record(
 fn emits(
     c: &mut Core,
     response: &schema::ValidResponse,
-    (counted, themes): (&Counted, Vec<String>),
+    (counted, themes): (&Counted, ThemeSet),
     mark: Option<AlertMark>,
     before: Option<Category>,
     settings: &Settings,
     now: i64,
 ) -> [Option<Emit>; 2] {
+    // Named only for what is sent.
+    let names = || {
+        c.themes
+            .as_ref()
+            .map(|t| t.names_of(themes))
+            .unwrap_or_default()
+    };
     let alert = mark.map(|mark| {
         let stats_now = c.engine.segment_stats(counted.key, now);
         let specs = c.engine.layout().specs();
@@ -305,7 +307,7 @@ fn emits(
             mark,
             partitions_covered: c.owned.len() as u32,
             partitions_total: c.input_partitions,
-            themes: themes.clone(),
+            themes: names(),
         };
         let alert = alerts::build(response, &windows, &context, now, &settings.alerts);
         Emit::Alert(Box::new(alert), counted.key)
@@ -320,7 +322,7 @@ fn emits(
                 response,
                 &settings.promoters,
                 (counted.late, withdrawn),
-                themes,
+                names(),
                 now,
             );
             Emit::Promoter(Box::new(event), counted.key, tier)

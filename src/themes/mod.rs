@@ -12,8 +12,8 @@
 //!
 //! Themes are numbered in name order, so a `ThemeSet` (a bit per theme)
 //! lists its names sorted. Matching looks each comment word up once among
-//! the patterns' first words (and once per distinct length of the
-//! prefix patterns' first words), so its cost grows with the comment, not
+//! the patterns' first words, and once among the prefix patterns' first
+//! words by its first two letters, so its cost grows with the comment, not
 //! with the taxonomy.
 
 use std::cell::RefCell;
@@ -85,6 +85,12 @@ pub enum TaxonomyError {
     },
 }
 
+/// A word's first two letters (`'\0'` for a missing second one).
+fn head2(word: &str) -> (char, char) {
+    let mut c = word.chars();
+    (c.next().unwrap_or('\0'), c.next().unwrap_or('\0'))
+}
+
 /// A pattern word: the whole word, or (`*`) a prefix of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Word {
@@ -118,10 +124,9 @@ pub struct Taxonomy {
     patterns: Vec<Pattern>,
     /// Patterns by their first word, whole.
     exact: HashMap<Box<str>, Vec<u16>>,
-    /// Patterns by their first word, a prefix (`*`).
-    prefixed: HashMap<Box<str>, Vec<u16>>,
-    /// The byte lengths of `prefixed`'s keys, ascending.
-    prefix_lens: Vec<usize>,
+    /// Patterns by their first word, a prefix (`*`), grouped by the
+    /// prefix's first two letters (`head2`).
+    prefixed: HashMap<(char, char), Vec<(Box<str>, Vec<u16>)>>,
     /// Every theme's bit.
     all: u64,
 }
@@ -162,7 +167,6 @@ impl Taxonomy {
             patterns: Vec::new(),
             exact: HashMap::new(),
             prefixed: HashMap::new(),
-            prefix_lens: Vec::new(),
             all: 0,
         };
         for (i, spec) in sorted.iter().enumerate() {
@@ -189,12 +193,15 @@ impl Taxonomy {
                     return Err(refuse("has no letters or digits"));
                 };
                 let id = t.patterns.len() as u16;
-                let by_first = if first.prefix {
-                    &mut t.prefixed
+                if first.prefix {
+                    let group = t.prefixed.entry(head2(&first.text)).or_default();
+                    match group.iter_mut().find(|(p, _)| *p == first.text) {
+                        Some((_, ids)) => ids.push(id),
+                        None => group.push((first.text.clone(), vec![id])),
+                    }
                 } else {
-                    &mut t.exact
-                };
-                by_first.entry(first.text.clone()).or_default().push(id);
+                    t.exact.entry(first.text.clone()).or_default().push(id);
+                }
                 t.patterns.push(Pattern {
                     theme: i as u8,
                     rest: rest.into(),
@@ -203,9 +210,6 @@ impl Taxonomy {
             t.names.push(spec.name.clone());
             t.all |= 1 << i;
         }
-        t.prefix_lens = t.prefixed.keys().map(|k| k.len()).collect();
-        t.prefix_lens.sort_unstable();
-        t.prefix_lens.dedup();
         Ok(t)
     }
 
@@ -242,12 +246,16 @@ impl Taxonomy {
             if let Some(ids) = self.exact.get(word) {
                 self.try_patterns(ids, w, i, &mut found);
             }
-            for &len in &self.prefix_lens {
-                if len > word.len() {
-                    break;
+            // A one-letter prefix is filed under (letter, '\0').
+            let (a, b) = head2(word);
+            for key in [(a, b), (a, '\0')] {
+                for (prefix, ids) in self.prefixed.get(&key).into_iter().flatten() {
+                    if word.starts_with(&**prefix) {
+                        self.try_patterns(ids, w, i, &mut found);
+                    }
                 }
-                if let Some(ids) = word.get(..len).and_then(|head| self.prefixed.get(head)) {
-                    self.try_patterns(ids, w, i, &mut found);
+                if b == '\0' {
+                    break;
                 }
             }
             if found == self.all {
@@ -293,8 +301,15 @@ impl Words {
         self.text.clear();
         self.spans.clear();
         self.open = None;
-        for c in text.chars() {
-            fold(c, |d| self.put(d));
+        if text.is_ascii() {
+            // Byte by byte: what `fold` does to ASCII.
+            for b in text.bytes() {
+                self.put(b.is_ascii_alphanumeric().then(|| char::from(b.to_ascii_lowercase())));
+            }
+        } else {
+            for c in text.chars() {
+                fold(c, |d| self.put(d));
+            }
         }
         self.put(None);
     }
