@@ -116,6 +116,9 @@ struct Pattern {
     rest: Box<[Word]>,
 }
 
+/// A prefix (a first word ending in `*`) and the patterns it starts.
+type PrefixPatterns = (Box<str>, Vec<u16>);
+
 /// A validated taxonomy, ready to match.
 #[derive(Debug, Clone)]
 pub struct Taxonomy {
@@ -126,7 +129,7 @@ pub struct Taxonomy {
     exact: HashMap<Box<str>, Vec<u16>>,
     /// Patterns by their first word, a prefix (`*`), grouped by the
     /// prefix's first two letters (`head2`).
-    prefixed: HashMap<(char, char), Vec<(Box<str>, Vec<u16>)>>,
+    prefixed: HashMap<(char, char), Vec<PrefixPatterns>>,
     /// Every theme's bit.
     all: u64,
 }
@@ -304,7 +307,10 @@ impl Words {
         if text.is_ascii() {
             // Byte by byte: what `fold` does to ASCII.
             for b in text.bytes() {
-                self.put(b.is_ascii_alphanumeric().then(|| char::from(b.to_ascii_lowercase())));
+                self.put(
+                    b.is_ascii_alphanumeric()
+                        .then(|| char::from(b.to_ascii_lowercase())),
+                );
             }
         } else {
             for c in text.chars() {
