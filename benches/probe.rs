@@ -48,6 +48,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nps_stream::kafka::client_config;
+
+#[path = "support/comments.rs"]
+mod comments;
+use comments::COMMENTS;
 use nps_stream::pb::{DetractorAlert, SurveyResponse};
 use prost::Message as _;
 use rdkafka::ClientConfig;
@@ -304,27 +308,6 @@ fn first_emitted(brokers: &str, alerts: &str) {
     }
     println!("{first:.0}");
 }
-
-/// Comments of the themed load: lengths and themes as survey tools see
-/// them (none, one, several).
-const COMMENTS: [&str; 16] = [
-    "Nadie me devolvió la llamada después de tres reclamos",
-    "La aplicación se cae cada vez que intento transferir",
-    "Me cobraron una comisión que nadie me explicó",
-    "Excelente atención en la sucursal, muy amables",
-    "Esperé más de una hora en la línea",
-    "Todo bien",
-    "El trámite del préstamo fue larguísimo y complicado",
-    "The app is slow and the support agent was rude",
-    "Great service, quick and friendly",
-    "Cobro duplicado en mi tarjeta, todavía sin reembolso",
-    "Buen producto pero el precio es caro",
-    "No conocían el producto y me dieron información confusa",
-    "Sospecho de un cargo que no reconozco",
-    "Gracias",
-    "My package arrived late and damaged",
-    "Resolvieron mi problema en la primera llamada",
-];
 
 /// Issue 20's load: see the module's header.
 fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64, comment_share: Option<f64>) {

@@ -19,30 +19,14 @@ use nps_stream::engine::{Engine, EngineConfig, Observation};
 use nps_stream::themes::{Taxonomy, ThemeSet, default_specs};
 use std::hint::black_box;
 
+#[path = "support/comments.rs"]
+mod comments;
 mod support;
+use comments::COMMENTS;
 use support::{Rng, T0};
 
 const PARTITIONS: u64 = 6;
 const BATCH: usize = 100_000;
-
-const COMMENTS: [&str; 16] = [
-    "Nadie me devolvió la llamada después de tres reclamos",
-    "La aplicación se cae cada vez que intento transferir",
-    "Me cobraron una comisión que nadie me explicó",
-    "Excelente atención en la sucursal, muy amables",
-    "Esperé más de una hora en la línea",
-    "Todo bien",
-    "El trámite del préstamo fue larguísimo y complicado",
-    "The app is slow and the support agent was rude",
-    "Great service, quick and friendly",
-    "Cobro duplicado en mi tarjeta, todavía sin reembolso",
-    "Buen producto pero el precio es caro",
-    "No conocían el producto y me dieron información confusa",
-    "Sospecho de un cargo que no reconozco",
-    "Gracias",
-    "My package arrived late and damaged",
-    "Resolvieron mi problema en la primera llamada",
-];
 
 struct Answer {
     id: String,

@@ -93,16 +93,11 @@ impl ThemesSettings {
         Ok(())
     }
 
-    /// The taxonomy to match comments against; `None` when themes are off.
+    /// The taxonomy to match comments against (the one `validate` checked
+    /// or put in place); `None` when themes are off.
     pub fn taxonomy(&self) -> Option<Taxonomy> {
-        if !self.enabled {
-            return None;
-        }
-        let specs = if self.taxonomy.is_empty() {
-            default_specs()
-        } else {
-            self.taxonomy.clone()
-        };
-        Taxonomy::new(&specs).ok()
+        self.enabled
+            .then(|| Taxonomy::new(&self.taxonomy).ok())
+            .flatten()
     }
 }

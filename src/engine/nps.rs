@@ -26,6 +26,15 @@ impl Category {
         }
     }
 
+    /// Its place in `ALL`: where per-category counts keep it.
+    pub fn index(self) -> usize {
+        match self {
+            Category::Promoter => 0,
+            Category::Passive => 1,
+            Category::Detractor => 2,
+        }
+    }
+
     /// The label value used in metrics: `promoter`, `passive`, `detractor`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -118,14 +118,6 @@ pub(crate) struct ThemeTotals {
     stale: u64,
 }
 
-fn category_index(c: Category) -> usize {
-    match c {
-        Category::Promoter => 0,
-        Category::Passive => 1,
-        Category::Detractor => 2,
-    }
-}
-
 impl ThemeTotals {
     /// Moves a row's counts by `delta` in every window holding `v.t`.
     fn add(
@@ -140,7 +132,7 @@ impl ThemeTotals {
             .rows
             .entry(row)
             .or_insert_with(|| vec![[0; 3]; layout.len()].into_boxed_slice());
-        let c = category_index(v.category);
+        let c = v.category.index();
         for (w, n) in counts.iter_mut().enumerate() {
             if layout.holds_at(w, v.t, now) {
                 n[c] = n[c].saturating_add_signed(delta);

@@ -30,14 +30,6 @@ const CHANNEL_LABELS: [&str; 7] = [
 /// Priority label values, by protobuf number.
 const PRIORITY_LABELS: [&str; 4] = ["unspecified", "normal", "high", "critical"];
 
-fn category_index(c: Category) -> usize {
-    match c {
-        Category::Promoter => 0,
-        Category::Passive => 1,
-        Category::Detractor => 2,
-    }
-}
-
 /// One segment's series.
 struct Row {
     /// `product="…",region="…"`, escaped; set at refresh while the segment
@@ -187,7 +179,7 @@ impl SegmentSeries {
             return false;
         };
         let ch = (channel as usize).min(CHANNEL_LABELS.len() - 1);
-        row.responses[ch][category_index(category)].fetch_add(1, Ordering::Relaxed);
+        row.responses[ch][category.index()].fetch_add(1, Ordering::Relaxed);
         true
     }
 
