@@ -664,7 +664,8 @@ impl Engine {
             partitions: self.partitions.len(),
             ..Default::default()
         };
-        let mut heap = self.keys.heap_bytes() + self.alert_stats.heap_bytes();
+        let mut heap =
+            self.keys.heap_bytes() + self.alert_stats.heap_bytes() + self.theme_totals.heap_bytes();
         for part in self.partitions.values() {
             g.segment_states += part.segments.len();
             g.dedup_ids += part.dedup.len();

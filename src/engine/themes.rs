@@ -19,8 +19,6 @@
 //! default 1h window, less often for the others), or a partition dropped
 //! or restored, is summed again from the rings when read.
 
-use hashbrown::HashMap;
-
 use super::nps::{Category, WindowStats};
 use super::window::{NowIndex, Segment, WindowLayout};
 use super::{Engine, KeyId, PartitionState, SnapshotError};
@@ -29,10 +27,58 @@ use crate::pb;
 /// The row of the answers with a comment (theme rows are 0..64).
 pub const COMMENTED: u8 = 64;
 
-/// One partition's theme rings, by (segment, row).
+/// Where a (segment, row) sits in the flat arrays below: the rows of one
+/// segment side by side (theme rows by number, then `COMMENTED`), the
+/// segments by key id (small and dense, as `SegmentMap` relies on). An
+/// answer's rows are then neighbours in memory, reached without hashing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Rows {
+    /// Rows per segment: the taxonomy's themes, and the commented row.
+    per_key: usize,
+}
+
+impl Rows {
+    fn new(themes: usize) -> Self {
+        Rows {
+            per_key: themes + 1,
+        }
+    }
+
+    /// The rows a version counts in (`COMMENTED` when it has a comment),
+    /// leaving out theme numbers the taxonomy does not have.
+    fn of(self, themes: u64, commented: bool) -> impl Iterator<Item = u8> {
+        let (known, commented) = match self.per_key.checked_sub(1) {
+            None => (0, false),
+            Some(64..) => (u64::MAX, commented),
+            Some(n) => ((1u64 << n) - 1, commented),
+        };
+        rows(themes & known, commented)
+    }
+
+    fn at(self, key: KeyId, row: u8) -> usize {
+        let r = if row == COMMENTED {
+            self.per_key - 1
+        } else {
+            usize::from(row)
+        };
+        key.index() * self.per_key + r
+    }
+
+    fn key_row(self, i: usize) -> (KeyId, u8) {
+        let r = i % self.per_key;
+        let row = if r == self.per_key - 1 {
+            COMMENTED
+        } else {
+            r as u8
+        };
+        (KeyId::from_index(i / self.per_key), row)
+    }
+}
+
+/// One partition's theme rings, by (segment, row) as `Rows` places them.
 #[derive(Clone, Default)]
 pub(crate) struct ThemeRings {
-    rings: HashMap<(KeyId, u8), Segment>,
+    rings: Vec<Option<Segment>>,
 }
 
 /// The rows a version counts in: its themes, and `COMMENTED` when it has
@@ -71,12 +117,16 @@ impl ThemeRings {
         v: &Placed,
         totals: &mut ThemeTotals,
     ) {
-        for row in rows(v.themes, v.commented) {
-            self.rings
-                .entry((v.key, row))
-                .or_insert_with(|| Segment::new(layout))
+        let rows = totals.rows;
+        for row in rows.of(v.themes, v.commented) {
+            let i = rows.at(v.key, row);
+            if self.rings.len() <= i {
+                self.rings.resize_with(i + 1, || None);
+            }
+            self.rings[i]
+                .get_or_insert_with(|| Segment::new(layout))
                 .insert(layout, v.t, now, v.category, 0.0);
-            totals.add(layout, now, (v.key, row), v, 1);
+            totals.add(layout, now, i, v, 1);
         }
     }
 
@@ -88,23 +138,37 @@ impl ThemeRings {
         v: &Placed,
         totals: &mut ThemeTotals,
     ) {
-        for row in rows(v.themes, v.commented) {
-            if let Some(ring) = self.rings.get_mut(&(v.key, row))
+        let rows = totals.rows;
+        for row in rows.of(v.themes, v.commented) {
+            let i = rows.at(v.key, row);
+            if let Some(Some(ring)) = self.rings.get_mut(i)
                 && ring.remove(layout, v.t, now, v.category, 0.0)
             {
-                totals.add(layout, now, (v.key, row), v, -1);
+                totals.add(layout, now, i, v, -1);
             }
         }
     }
 
     /// Drops the rings that left every window at `now`.
     pub(crate) fn expire(&mut self, layout: &WindowLayout, now: i64) {
-        self.rings.retain(|_, ring| !ring.is_expired(layout, now));
+        for slot in &mut self.rings {
+            if slot.as_ref().is_some_and(|r| r.is_expired(layout, now)) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// The rings in use, by index (`Rows::key_row` names them).
+    fn iter(&self) -> impl Iterator<Item = (usize, &Segment)> {
+        self.rings
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.rings.capacity() * (std::mem::size_of::<((KeyId, u8), Segment)>() + 1)
-            + self.rings.values().map(Segment::heap_bytes).sum::<usize>()
+        self.rings.capacity() * std::mem::size_of::<Option<Segment>>()
+            + self.iter().map(|(_, r)| r.heap_bytes()).sum::<usize>()
     }
 }
 
@@ -112,28 +176,38 @@ impl ThemeRings {
 /// over partitions: what `Engine::theme_stats` reads.
 #[derive(Clone, Default)]
 pub(crate) struct ThemeTotals {
-    rows: HashMap<(KeyId, u8), Box<[[u32; 3]]>>,
+    rows: Rows,
+    windows: usize,
+    /// By (segment, row) as `Rows` places them, then window.
+    counts: Vec<[u32; 3]>,
     /// Windows to sum again from the rings before the next read (bit w:
     /// window w).
     stale: u64,
 }
 
 impl ThemeTotals {
-    /// Moves a row's counts by `delta` in every window holding `v.t`.
-    fn add(
-        &mut self,
-        layout: &WindowLayout,
-        now: &NowIndex,
-        row: (KeyId, u8),
-        v: &Placed,
-        delta: i32,
-    ) {
-        let counts = self
-            .rows
-            .entry(row)
-            .or_insert_with(|| vec![[0; 3]; layout.len()].into_boxed_slice());
+    fn new(rows: Rows, windows: usize) -> Self {
+        ThemeTotals {
+            rows,
+            windows,
+            counts: Vec::new(),
+            stale: u64::MAX,
+        }
+    }
+
+    /// Row `i`'s counts, one per window (made zero if new).
+    fn row_mut(&mut self, i: usize) -> &mut [[u32; 3]] {
+        let at = i * self.windows;
+        if self.counts.len() < at + self.windows {
+            self.counts.resize(at + self.windows, [0; 3]);
+        }
+        &mut self.counts[at..at + self.windows]
+    }
+
+    /// Moves row `i`'s counts by `delta` in every window holding `v.t`.
+    fn add(&mut self, layout: &WindowLayout, now: &NowIndex, i: usize, v: &Placed, delta: i32) {
         let c = v.category.index();
-        for (w, n) in counts.iter_mut().enumerate() {
+        for (w, n) in self.row_mut(i).iter_mut().enumerate() {
             if layout.holds_at(w, v.t, now) {
                 n[c] = n[c].saturating_add_signed(delta);
             }
@@ -143,6 +217,10 @@ impl ThemeTotals {
     /// Marks windows (bits) to sum again from the rings.
     pub(crate) fn invalidate(&mut self, windows: u64) {
         self.stale |= windows;
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<[u32; 3]>()
     }
 }
 
@@ -161,10 +239,17 @@ impl Engine {
     /// those mentioning each of `names` (the taxonomy's theme names, in
     /// theme number order: what snapshots name the themes by). Without it
     /// the engine counts no theme row.
+    /// Rows counted before under other names are dropped.
     pub fn set_themes(&mut self, names: &[String]) {
         self.themes = names.to_vec();
         self.counting_themes = true;
-        self.theme_totals.invalidate(u64::MAX);
+        let rows = Rows::new(names.len());
+        if rows != self.theme_totals.rows {
+            for part in self.partitions.values_mut() {
+                part.themes = ThemeRings::default();
+            }
+        }
+        self.theme_totals = ThemeTotals::new(rows, self.layout.len());
     }
 
     /// Every (segment, row) with answers in some window at `now`, merged
@@ -175,47 +260,47 @@ impl Engine {
         if self.theme_totals.stale != 0 {
             self.sum_theme_rows(now);
         }
-        let mut out: Vec<ThemeStats> = self
-            .theme_totals
-            .rows
-            .iter()
+        let totals = &self.theme_totals;
+        totals
+            .counts
+            .chunks_exact(totals.windows.max(1))
+            .enumerate()
             .filter(|(_, counts)| counts.iter().flatten().any(|n| *n > 0))
-            .map(|(&(key, row), counts)| ThemeStats {
-                key,
-                row,
-                windows: counts
-                    .iter()
-                    .map(|n| WindowStats {
-                        promoters: u64::from(n[0]),
-                        passives: u64::from(n[1]),
-                        detractors: u64::from(n[2]),
-                        ..WindowStats::default()
-                    })
-                    .collect(),
+            .map(|(i, counts)| {
+                let (key, row) = totals.rows.key_row(i);
+                ThemeStats {
+                    key,
+                    row,
+                    windows: counts
+                        .iter()
+                        .map(|n| WindowStats {
+                            promoters: u64::from(n[0]),
+                            passives: u64::from(n[1]),
+                            detractors: u64::from(n[2]),
+                            ..WindowStats::default()
+                        })
+                        .collect(),
+                }
             })
-            .collect();
-        out.sort_unstable_by_key(|s| (s.key, s.row));
-        out
+            .collect()
     }
 
     /// Sums the stale windows of the merged rows again from every
-    /// partition's rings at `now`, and forgets rows left empty.
+    /// partition's rings at `now`.
     fn sum_theme_rows(&mut self, now: i64) {
         let (stale, nwin) = (self.theme_totals.stale, self.layout.len());
         let windows: Vec<usize> = (0..nwin)
             .filter(|w| stale >> (*w).min(63) & 1 == 1)
             .collect();
-        let totals = &mut self.theme_totals.rows;
-        for counts in totals.values_mut() {
+        let totals = &mut self.theme_totals;
+        for counts in totals.counts.chunks_exact_mut(nwin.max(1)) {
             for &w in &windows {
                 counts[w] = [0; 3];
             }
         }
         for part in self.partitions.values() {
-            for (&row, ring) in &part.themes.rings {
-                let counts = totals
-                    .entry(row)
-                    .or_insert_with(|| vec![[0; 3]; nwin].into_boxed_slice());
+            for (i, ring) in part.themes.iter() {
+                let counts = totals.row_mut(i);
                 for &w in &windows {
                     let mut s = WindowStats::default();
                     ring.accumulate(&self.layout, w, now, &mut s);
@@ -229,18 +314,18 @@ impl Engine {
                 }
             }
         }
-        totals.retain(|_, counts| counts.iter().flatten().any(|n| *n > 0));
-        self.theme_totals.stale = 0;
+        totals.stale = 0;
     }
 
     /// A partition's theme rings as snapshot records (`theme` named),
     /// sorted by segment and theme: equal states give equal bytes.
     pub(super) fn theme_rings_proto(&self, part: &PartitionState) -> Vec<pb::SegmentSnapshot> {
+        let rows = self.theme_totals.rows;
         let mut out: Vec<pb::SegmentSnapshot> = part
             .themes
-            .rings
             .iter()
-            .filter_map(|(&(key, row), ring)| {
+            .filter_map(|(i, ring)| {
+                let (key, row) = rows.key_row(i);
                 let (product, region) = self.keys.name(key)?;
                 let theme = match row {
                     COMMENTED => "",
@@ -302,14 +387,17 @@ impl Engine {
         staged: Vec<(&pb::SegmentSnapshot, u8, Segment)>,
         now: i64,
     ) -> Result<(), SnapshotError> {
+        let rows = self.theme_totals.rows;
         for (s, row, ring) in staged {
             let key = self.keys.resolve(&s.product, &s.region, now).key;
-            match part.themes.rings.entry((key, row)) {
-                hashbrown::hash_map::Entry::Vacant(e) => {
-                    e.insert(ring);
-                }
-                hashbrown::hash_map::Entry::Occupied(mut e) => e
-                    .get_mut()
+            let i = rows.at(key, row);
+            let rings = &mut part.themes.rings;
+            if rings.len() <= i {
+                rings.resize_with(i + 1, || None);
+            }
+            match &mut rings[i] {
+                None => rings[i] = Some(ring),
+                Some(kept) => kept
                     .absorb(&self.layout, s)
                     .map_err(|e| SnapshotError::Corrupt(e.to_string()))?,
             }
