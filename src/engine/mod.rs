@@ -39,8 +39,8 @@ use crate::themes::ThemeSet;
 use dedup::Dedup;
 use keys::KeyTable;
 use segments::SegmentMap;
-use themes::{Placed, ThemeRings, ThemeTotals};
-use window::{NowIndex, Segment};
+use themes::ThemeTotals;
+use window::{NowIndex, RowSet, Segment};
 
 /// The engine's settings. Deserialized from the `[engine]` table of the
 /// config file; every field has a default.
@@ -298,7 +298,6 @@ pub enum ConfigError {
 struct PartitionState {
     segments: SegmentMap,
     dedup: Dedup,
-    themes: ThemeRings,
 }
 
 impl PartitionState {
@@ -306,7 +305,6 @@ impl PartitionState {
         PartitionState {
             segments: SegmentMap::default(),
             dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, time),
-            themes: ThemeRings::default(),
         }
     }
 }
@@ -407,6 +405,7 @@ impl Engine {
         let keys = &mut self.keys;
         let (horizon, max_ids, time) = (self.dedup_horizon_ms, self.dedup_max_ids, self.time);
         let themed = self.counting_themes;
+        let rows_per_key = self.theme_totals.per_key();
         let part = self
             .partitions
             .entry(partition)
@@ -433,45 +432,45 @@ impl Engine {
         if let Some((_, v)) = &before {
             // The old contribution out, wherever it still is.
             let old = Category::of_score(u32::from(v.score));
+            let rows = match v.themed {
+                true => RowSet {
+                    themes: v.themes,
+                    commented: v.comment != 0,
+                },
+                false => RowSet::NONE,
+            };
             if layout.in_any_window_at(v.t_ms, &self.now_index)
                 && let Some(seg) = part.segments.get_mut(v.key)
             {
-                seg.remove(layout, v.t_ms, &self.now_index, old, f64::from(v.weight));
+                let weight = f64::from(v.weight);
+                if seg.remove(layout, v.t_ms, &self.now_index, old, weight, rows) {
+                    let at = (v.t_ms, old);
+                    let totals = &mut self.theme_totals;
+                    totals.add(layout, &self.now_index, v.key, rows, at, -1);
+                }
                 self.alert_stats.forget(v.key);
-            }
-            if v.themed && layout.in_any_window_at(v.t_ms, &self.now_index) {
-                let placed = Placed {
-                    key: v.key,
-                    themes: v.themes,
-                    commented: v.comment != 0,
-                    t: v.t_ms,
-                    category: old,
-                };
-                part.themes
-                    .remove(layout, &self.now_index, &placed, &mut self.theme_totals);
             }
         }
         let late = !layout.in_any_window_at(t, &self.now_index);
         if !late {
             let (seg, created) = part
                 .segments
-                .get_or_insert_with(resolved.key, || Segment::new(layout));
+                .get_or_insert_with(resolved.key, || Segment::with_rows(layout, rows_per_key));
             if created {
                 keys.hold(resolved.key);
             }
             let moves_head = t > seg.latest_ms();
-            seg.insert(layout, t, &self.now_index, obs.category, weight);
-            let placed = Placed {
-                key: resolved.key,
-                themes: obs.themes.0,
-                commented: obs.comment != 0,
-                t,
-                category: obs.category,
+            let rows = match themed {
+                true => RowSet {
+                    themes: obs.themes.0,
+                    commented: obs.comment != 0,
+                },
+                false => RowSet::NONE,
             };
-            if themed {
-                part.themes
-                    .insert(layout, &self.now_index, &placed, &mut self.theme_totals);
-            }
+            seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
+            let at = (t, obs.category);
+            let totals = &mut self.theme_totals;
+            totals.add(layout, &self.now_index, resolved.key, rows, at, 1);
             if moves_head {
                 self.alert_stats.forget(resolved.key);
             } else {
@@ -615,7 +614,6 @@ impl Engine {
         let mut report = SweepReport::default();
         for part in self.partitions.values_mut() {
             part.dedup.expire(now);
-            part.themes.expire(&self.layout, now);
             let layout = &self.layout;
             let keys = &mut self.keys;
             part.segments.retain(|key, seg| {
@@ -672,7 +670,6 @@ impl Engine {
             g.dedup_evicted_early += part.dedup.evicted_early;
             heap += part.segments.heap_bytes();
             heap += part.dedup.heap_bytes();
-            heap += part.themes.heap_bytes();
         }
         g.heap_bytes = heap;
         g

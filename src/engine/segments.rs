@@ -46,6 +46,10 @@ impl SegmentMap {
             .filter_map(|(i, s)| s.as_ref().map(|s| (KeyId(i as u32), s)))
     }
 
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Segment> {
+        self.slots.iter_mut().flatten()
+    }
+
     /// Keeps the segments for which `keep` is true.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(KeyId, &Segment) -> bool) {
         for (i, slot) in self.slots.iter_mut().enumerate() {

@@ -413,7 +413,7 @@ impl Engine {
         let mut staged: Vec<(&pb::SegmentSnapshot, Segment)> =
             Vec::with_capacity(snap.segments.len());
         for s in &snap.segments {
-            let mut seg = Segment::new(&self.layout);
+            let mut seg = Segment::with_rows(&self.layout, self.theme_totals.per_key());
             seg.absorb(&self.layout, s)
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             staged.push((s, seg));
@@ -430,9 +430,9 @@ impl Engine {
             let key = self.keys.resolve(&s.product, &s.region, now).key;
             let mut incoming = Some(seg);
             let (slot, created) = part.segments.get_or_insert_with(key, || {
-                incoming
-                    .take()
-                    .unwrap_or_else(|| Segment::new(&self.layout))
+                incoming.take().unwrap_or_else(|| {
+                    Segment::with_rows(&self.layout, self.theme_totals.per_key())
+                })
             });
             if created {
                 self.keys.hold(key);

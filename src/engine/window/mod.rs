@@ -29,9 +29,12 @@ use super::nps::{Category, WindowStats};
 use crate::pb;
 
 mod arith;
+mod rows;
 mod snapshot;
 use arith::Divisor;
 pub(crate) use arith::NowIndex;
+pub(crate) use rows::RowSet;
+pub(crate) use snapshot::check as check_snapshot;
 
 /// One configured window, with the bucket width derived from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +283,10 @@ const NO_EVENT: i64 = i64::MIN;
 
 /// The rings of one segment (product × region) in one partition, sparse.
 ///
+/// Beside each bucket in use, its theme rows (see `rows`): counts by
+/// category of the bucket's answers that mention each theme, and of those
+/// with a comment, so that an answer's rows sit next to its counts.
+///
 /// Answers are spread over partitions by response_id, so every partition
 /// holds a state for nearly every segment, and most of those hold a few
 /// answers in a few buckets. Only buckets that hold something exist: per
@@ -298,6 +305,10 @@ pub(crate) struct Segment {
     head: Box<[u64]>,
     /// The buckets in use, ring after ring, in slot order.
     buckets: Vec<Bucket>,
+    /// `per_bucket` rows for each bucket in use, in the buckets' order.
+    rows: Vec<[u32; 3]>,
+    /// Theme rows kept per bucket (0: none).
+    per_bucket: u8,
 }
 
 /// A snapshot that does not fit the layout or contradicts itself.
@@ -311,6 +322,8 @@ impl Segment {
             latest_ms: NO_EVENT,
             head: vec![0; layout.total_words + 2 * layout.len()].into_boxed_slice(),
             buckets: Vec::new(),
+            rows: Vec::new(),
+            per_bucket: 0,
         }
     }
 
@@ -318,6 +331,7 @@ impl Segment {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.head.len() * std::mem::size_of::<u64>()
             + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.rows.capacity() * std::mem::size_of::<[u32; 3]>()
     }
 
     /// Buckets in use, over all rings.
@@ -358,20 +372,15 @@ impl Segment {
         self.head[g / 64] >> (g % 64) & 1 == 1
     }
 
-    /// The bucket in `slot` of window `w`'s ring, if in use.
-    fn bucket(&mut self, layout: &WindowLayout, w: usize, slot: usize) -> Option<&mut Bucket> {
+    /// Where the bucket in `slot` of window `w`'s ring is kept, if in use.
+    fn bucket_at(&self, layout: &WindowLayout, w: usize, slot: usize) -> Option<usize> {
         let g = layout.bit(w, slot);
-        if self.in_use(g) {
-            let r = self.rank(g);
-            Some(&mut self.buckets[r])
-        } else {
-            None
-        }
+        self.in_use(g).then(|| self.rank(g))
     }
 
-    /// The bucket in `slot` of window `w`'s ring, put in use (empty) if it
-    /// was not.
-    fn bucket_or_new(&mut self, layout: &WindowLayout, w: usize, slot: usize) -> &mut Bucket {
+    /// Where the bucket in `slot` of window `w`'s ring is kept, put in use
+    /// (empty, its rows too) if it was not.
+    fn bucket_or_new(&mut self, layout: &WindowLayout, w: usize, slot: usize) -> usize {
         let g = layout.bit(w, slot);
         let r = self.rank(g);
         if !self.in_use(g) {
@@ -382,10 +391,14 @@ impl Segment {
                 let len = self.buckets.len();
                 let more = (len / 8).max(4).min(layout.total_slots - len).max(1);
                 self.buckets.reserve_exact(more);
+                self.rows.reserve_exact(more * usize::from(self.per_bucket));
             }
             self.buckets.insert(r, Bucket::default());
+            let k = usize::from(self.per_bucket);
+            self.rows
+                .splice(r * k..r * k, std::iter::repeat_n([0; 3], k));
         }
-        &mut self.buckets[r]
+        r
     }
 
     /// Takes `slot` of window `w`'s ring out of use.
@@ -394,6 +407,8 @@ impl Segment {
         if self.in_use(g) {
             let r = self.rank(g);
             self.buckets.remove(r);
+            let k = usize::from(self.per_bucket);
+            self.rows.drain(r * k..(r + 1) * k);
             self.head[g / 64] &= !(1 << (g % 64));
         }
     }
@@ -407,14 +422,17 @@ impl Segment {
             .map(|x| x.count_ones())
             .sum();
         self.buckets.drain(first..first + used as usize);
+        let k = usize::from(self.per_bucket);
+        self.rows.drain(first * k..(first + used as usize) * k);
         self.head[words].fill(0);
     }
 
     /// Visits the buckets in use in window `w`'s ring with their bucket
-    /// numbers (the ring holds the numbers in (head − buckets, head]).
-    /// One division per ring, none per bucket: this runs for every alert,
-    /// over every bucket of the alert's segment in every partition.
-    fn ring_buckets(&self, layout: &WindowLayout, w: usize, mut f: impl FnMut(i64, &Bucket)) {
+    /// numbers and where each is kept (the ring holds the numbers in
+    /// (head − buckets, head]). One division per ring, none per bucket:
+    /// this runs for every alert, over every bucket of the alert's segment
+    /// in every partition.
+    fn ring_buckets(&self, layout: &WindowLayout, w: usize, mut f: impl FnMut(i64, usize)) {
         if self.latest_ms == NO_EVENT {
             return;
         }
@@ -432,7 +450,7 @@ impl Segment {
                 let slot = (i * 64) as i64 + i64::from(x.trailing_zeros());
                 x &= x - 1;
                 let idx = base + slot - if slot > head_slot { n } else { 0 };
-                f(idx, &self.buckets[r]);
+                f(idx, r);
                 r += 1;
             }
         }
@@ -453,7 +471,8 @@ impl Segment {
             }
             if self.latest_ms != NO_EVENT {
                 let [net, total] = self.open(layout, w);
-                if let Some(closed) = self.bucket(layout, w, layout.ring_slot(w, old_head)) {
+                if let Some(r) = self.bucket_at(layout, w, layout.ring_slot(w, old_head)) {
+                    let closed = &mut self.buckets[r];
                     closed.weight_net = net as f32;
                     closed.weight_total = total as f32;
                 }
@@ -471,7 +490,8 @@ impl Segment {
     }
 
     /// Adds one response at event time `t` (clamped to `now` by the caller)
-    /// to every window that holds it at `now`. Returns whether any did.
+    /// to every window that holds it at `now`, and to its theme `rows`.
+    /// Returns whether any window did.
     pub(crate) fn insert(
         &mut self,
         layout: &WindowLayout,
@@ -479,6 +499,7 @@ impl Segment {
         now: &NowIndex,
         category: Category,
         weight: f64,
+        rows: RowSet,
     ) -> bool {
         self.advance_to(layout, t);
         let weight_net = weight * category.sign();
@@ -489,7 +510,8 @@ impl Segment {
             }
             let idx = layout.bucket(w, t);
             let head = layout.bucket(w, self.latest_ms);
-            let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, idx));
+            let r = self.bucket_or_new(layout, w, layout.ring_slot(w, idx));
+            let slot = &mut self.buckets[r];
             slot.count(category);
             if idx == head {
                 self.add_open(layout, w, weight_net, weight);
@@ -497,15 +519,16 @@ impl Segment {
                 slot.weight_net += weight_net as f32;
                 slot.weight_total += weight as f32;
             }
+            self.count_rows(r, rows, category, 1);
             placed = true;
         }
         placed
     }
 
     /// Takes one response at event time `t` back out of every window that
-    /// still holds it at `now`: what `insert` put there with the same
-    /// arguments. A bucket left with no response goes out of use. Returns
-    /// whether any window held it.
+    /// still holds it at `now`, and out of its theme `rows`: what `insert`
+    /// put there with the same arguments. A bucket left with no response
+    /// goes out of use. Returns whether any window held it.
     pub(crate) fn remove(
         &mut self,
         layout: &WindowLayout,
@@ -513,6 +536,7 @@ impl Segment {
         now: &NowIndex,
         category: Category,
         weight: f64,
+        rows: RowSet,
     ) -> bool {
         if self.latest_ms == NO_EVENT || t > self.latest_ms {
             return false;
@@ -526,9 +550,10 @@ impl Segment {
                 continue;
             }
             let slot = layout.ring_slot(w, idx);
-            let Some(b) = self.bucket(layout, w, slot) else {
+            let Some(r) = self.bucket_at(layout, w, slot) else {
                 continue;
             };
+            let b = &mut self.buckets[r];
             let c = match category {
                 Category::Promoter => &mut b.promoters,
                 Category::Passive => &mut b.passives,
@@ -543,6 +568,7 @@ impl Segment {
                 b.weight_net -= weight_net as f32;
                 b.weight_total -= weight as f32;
             }
+            self.count_rows(r, rows, category, -1);
             if empty {
                 self.clear_slot(layout, w, slot);
             }
@@ -572,10 +598,11 @@ impl Segment {
         let head = layout.bucket(w, self.latest_ms);
         // Buckets older than this have left the window at `now`.
         let oldest = layout.bucket(w, now) - i64::from(layout.specs[w].buckets) + 1;
-        self.ring_buckets(layout, w, |idx, b| {
+        self.ring_buckets(layout, w, |idx, r| {
             if idx < oldest {
                 return;
             }
+            let b = &self.buckets[r];
             out.promoters += u64::from(b.promoters);
             out.passives += u64::from(b.passives);
             out.detractors += u64::from(b.detractors);

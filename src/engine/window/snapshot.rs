@@ -13,7 +13,8 @@ impl Segment {
         let rings = (0..layout.len())
             .map(|w| {
                 let mut buckets = Vec::new();
-                self.ring_buckets(layout, w, |idx, b| {
+                self.ring_buckets(layout, w, |idx, r| {
+                    let b = &self.buckets[r];
                     if !b.is_empty() {
                         buckets.push(pb::BucketSnapshot {
                             index: idx,
@@ -51,36 +52,9 @@ impl Segment {
         layout: &WindowLayout,
         s: &pb::SegmentSnapshot,
     ) -> Result<(), CorruptSegment> {
-        if s.rings.len() != layout.len() {
-            return Err(CorruptSegment("ring count differs from the window layout"));
-        }
-        if s.latest_ms == NO_EVENT {
-            return if s.rings.iter().all(|r| r.buckets.is_empty()) {
-                Ok(())
-            } else {
-                Err(CorruptSegment("buckets in a segment with no event"))
-            };
-        }
         // Check everything before changing anything.
-        for (w, ring) in s.rings.iter().enumerate() {
-            let spec = &layout.specs[w];
-            let head = s.latest_ms.div_euclid(spec.bucket_ms);
-            let mut prev = i64::MIN;
-            for b in &ring.buckets {
-                if b.index <= head - i64::from(spec.buckets) || b.index > head || b.index <= prev {
-                    return Err(CorruptSegment("bucket outside its ring or out of order"));
-                }
-                prev = b.index;
-            }
-            let weights = [ring.open_weight_net, ring.open_weight_total];
-            if weights.iter().any(|x| !x.is_finite())
-                || ring
-                    .buckets
-                    .iter()
-                    .any(|b| !b.weight_net.is_finite() || !b.weight_total.is_finite())
-            {
-                return Err(CorruptSegment("weight is not finite"));
-            }
+        if !check(layout, s)? {
+            return Ok(());
         }
         self.advance_to(layout, s.latest_ms);
         for (w, ring) in s.rings.iter().enumerate() {
@@ -97,7 +71,8 @@ impl Segment {
                 } else {
                     (f64::from(b.weight_net), f64::from(b.weight_total))
                 };
-                let slot = self.bucket_or_new(layout, w, layout.ring_slot(w, b.index));
+                let r = self.bucket_or_new(layout, w, layout.ring_slot(w, b.index));
+                let slot = &mut self.buckets[r];
                 slot.promoters = slot.promoters.saturating_add(b.promoters);
                 slot.passives = slot.passives.saturating_add(b.passives);
                 slot.detractors = slot.detractors.saturating_add(b.detractors);
@@ -111,4 +86,44 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Whether a snapshotted segment fits the layout and its own head (buckets
+/// inside their rings, in order; finite weights). `Ok(false)`: it holds no
+/// event.
+pub(crate) fn check(
+    layout: &WindowLayout,
+    s: &pb::SegmentSnapshot,
+) -> Result<bool, CorruptSegment> {
+    if s.rings.len() != layout.len() {
+        return Err(CorruptSegment("ring count differs from the window layout"));
+    }
+    if s.latest_ms == NO_EVENT {
+        return if s.rings.iter().all(|r| r.buckets.is_empty()) {
+            Ok(false)
+        } else {
+            Err(CorruptSegment("buckets in a segment with no event"))
+        };
+    }
+    for (w, ring) in s.rings.iter().enumerate() {
+        let spec = &layout.specs[w];
+        let head = s.latest_ms.div_euclid(spec.bucket_ms);
+        let mut prev = i64::MIN;
+        for b in &ring.buckets {
+            if b.index <= head - i64::from(spec.buckets) || b.index > head || b.index <= prev {
+                return Err(CorruptSegment("bucket outside its ring or out of order"));
+            }
+            prev = b.index;
+        }
+        let weights = [ring.open_weight_net, ring.open_weight_total];
+        if weights.iter().any(|x| !x.is_finite())
+            || ring
+                .buckets
+                .iter()
+                .any(|b| !b.weight_net.is_finite() || !b.weight_total.is_finite())
+        {
+            return Err(CorruptSegment("weight is not finite"));
+        }
+    }
+    Ok(true)
 }
