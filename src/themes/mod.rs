@@ -116,8 +116,27 @@ struct Pattern {
     rest: Box<[Word]>,
 }
 
-/// A prefix (a first word ending in `*`) and the patterns it starts.
-type PrefixPatterns = (Box<str>, Vec<u16>);
+/// A first word (whole, or a prefix ending in `*`) and the patterns it
+/// starts.
+#[derive(Debug, Clone)]
+struct Start {
+    word: Word,
+    patterns: Vec<u16>,
+}
+
+/// Index of a word's first two letters (`head2`) when both are ASCII
+/// letters or digits (the second may be missing): 37 × 37 places.
+fn ascii_head(head: (char, char)) -> Option<usize> {
+    fn place(c: char) -> Option<usize> {
+        match c {
+            'a'..='z' => Some(c as usize - 'a' as usize),
+            '0'..='9' => Some(26 + c as usize - '0' as usize),
+            '\0' => Some(36),
+            _ => None,
+        }
+    }
+    Some(place(head.0)? * 37 + place(head.1)?)
+}
 
 /// A validated taxonomy, ready to match.
 #[derive(Debug, Clone)]
@@ -125,11 +144,15 @@ pub struct Taxonomy {
     /// Theme names, sorted: theme i is `names[i]`.
     names: Vec<String>,
     patterns: Vec<Pattern>,
-    /// Patterns by their first word, whole.
-    exact: HashMap<Box<str>, Vec<u16>>,
-    /// Patterns by their first word, a prefix (`*`), grouped by the
-    /// prefix's first two letters (`head2`).
-    prefixed: HashMap<(char, char), Vec<PrefixPatterns>>,
+    /// First words grouped by their first two letters (`head2`; a
+    /// one-letter prefix under (letter, `'\0'`)).
+    starts: Vec<Vec<Start>>,
+    /// The group of each ASCII head (`ascii_head`), plus one: 0 for none.
+    ascii: Box<[u16]>,
+    /// The group of each other head.
+    other: HashMap<(char, char), u16>,
+    /// Whether a one-letter prefix is among the first words.
+    short_prefix: bool,
     /// Every theme's bit.
     all: u64,
 }
@@ -168,8 +191,10 @@ impl Taxonomy {
         let mut t = Taxonomy {
             names: Vec::with_capacity(sorted.len()),
             patterns: Vec::new(),
-            exact: HashMap::new(),
-            prefixed: HashMap::new(),
+            starts: Vec::new(),
+            ascii: vec![0; 37 * 37].into_boxed_slice(),
+            other: HashMap::new(),
+            short_prefix: false,
             all: 0,
         };
         for (i, spec) in sorted.iter().enumerate() {
@@ -196,14 +221,14 @@ impl Taxonomy {
                     return Err(refuse("has no letters or digits"));
                 };
                 let id = t.patterns.len() as u16;
-                if first.prefix {
-                    let group = t.prefixed.entry(head2(&first.text)).or_default();
-                    match group.iter_mut().find(|(p, _)| *p == first.text) {
-                        Some((_, ids)) => ids.push(id),
-                        None => group.push((first.text.clone(), vec![id])),
-                    }
-                } else {
-                    t.exact.entry(first.text.clone()).or_default().push(id);
+                t.short_prefix |= first.prefix && first.text.chars().nth(1).is_none();
+                let group = t.group_or_new(head2(&first.text));
+                match group.iter_mut().find(|s| s.word == *first) {
+                    Some(s) => s.patterns.push(id),
+                    None => group.push(Start {
+                        word: first.clone(),
+                        patterns: vec![id],
+                    }),
                 }
                 t.patterns.push(Pattern {
                     theme: i as u8,
@@ -242,23 +267,43 @@ impl Taxonomy {
         })
     }
 
+    /// The group of first words with `head`, made if new.
+    fn group_or_new(&mut self, head: (char, char)) -> &mut Vec<Start> {
+        let at = match ascii_head(head) {
+            Some(i) => &mut self.ascii[i],
+            None => self.other.entry(head).or_insert(0),
+        };
+        if *at == 0 {
+            self.starts.push(Vec::new());
+            *at = self.starts.len() as u16;
+        }
+        &mut self.starts[usize::from(*at) - 1]
+    }
+
+    /// The first words with `head`.
+    fn group(&self, head: (char, char)) -> &[Start] {
+        let at = match ascii_head(head) {
+            Some(i) => self.ascii[i],
+            None => self.other.get(&head).copied().unwrap_or(0),
+        };
+        match at {
+            0 => &[],
+            g => &self.starts[usize::from(g) - 1],
+        }
+    }
+
     fn find(&self, w: &Words) -> u64 {
         let mut found = 0;
         for i in 0..w.len() {
             let word = w.word(i);
-            if let Some(ids) = self.exact.get(word) {
-                self.try_patterns(ids, w, i, &mut found);
-            }
-            // A one-letter prefix is filed under (letter, '\0').
             let (a, b) = head2(word);
-            for key in [(a, b), (a, '\0')] {
-                for (prefix, ids) in self.prefixed.get(&key).into_iter().flatten() {
-                    if word.starts_with(&**prefix) {
-                        self.try_patterns(ids, w, i, &mut found);
+            // A one-letter prefix is filed under (letter, '\0').
+            let short = (self.short_prefix && b != '\0').then_some((a, '\0'));
+            for head in std::iter::once((a, b)).chain(short) {
+                for s in self.group(head) {
+                    if s.word.matches(word) {
+                        self.try_patterns(&s.patterns, w, i, &mut found);
                     }
-                }
-                if b == '\0' {
-                    break;
                 }
             }
             if found == self.all {
