@@ -34,6 +34,7 @@ mod snapshot;
 use arith::Divisor;
 pub(crate) use arith::NowIndex;
 pub(crate) use rows::RowSet;
+use rows::Rows;
 pub(crate) use snapshot::check as check_snapshot;
 
 /// One configured window, with the bucket width derived from it.
@@ -305,10 +306,8 @@ pub(crate) struct Segment {
     head: Box<[u64]>,
     /// The buckets in use, ring after ring, in slot order.
     buckets: Vec<Bucket>,
-    /// `per_bucket` rows for each bucket in use, in the buckets' order.
-    rows: Vec<[u32; 3]>,
-    /// Theme rows kept per bucket (0: none).
-    per_bucket: u8,
+    /// The theme rows of the buckets in use.
+    rows: Rows,
 }
 
 /// A snapshot that does not fit the layout or contradicts itself.
@@ -322,8 +321,7 @@ impl Segment {
             latest_ms: NO_EVENT,
             head: vec![0; layout.total_words + 2 * layout.len()].into_boxed_slice(),
             buckets: Vec::new(),
-            rows: Vec::new(),
-            per_bucket: 0,
+            rows: Rows::default(),
         }
     }
 
@@ -331,7 +329,7 @@ impl Segment {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.head.len() * std::mem::size_of::<u64>()
             + self.buckets.capacity() * std::mem::size_of::<Bucket>()
-            + self.rows.capacity() * std::mem::size_of::<[u32; 3]>()
+            + self.rows.heap_bytes()
     }
 
     /// Buckets in use, over all rings.
@@ -391,12 +389,9 @@ impl Segment {
                 let len = self.buckets.len();
                 let more = (len / 8).max(4).min(layout.total_slots - len).max(1);
                 self.buckets.reserve_exact(more);
-                self.rows.reserve_exact(more * usize::from(self.per_bucket));
             }
             self.buckets.insert(r, Bucket::default());
-            let k = usize::from(self.per_bucket);
-            self.rows
-                .splice(r * k..r * k, std::iter::repeat_n([0; 3], k));
+            self.rows.insert(r);
         }
         r
     }
@@ -407,8 +402,7 @@ impl Segment {
         if self.in_use(g) {
             let r = self.rank(g);
             self.buckets.remove(r);
-            let k = usize::from(self.per_bucket);
-            self.rows.drain(r * k..(r + 1) * k);
+            self.rows.remove(r..r + 1);
             self.head[g / 64] &= !(1 << (g % 64));
         }
     }
@@ -422,8 +416,7 @@ impl Segment {
             .map(|x| x.count_ones())
             .sum();
         self.buckets.drain(first..first + used as usize);
-        let k = usize::from(self.per_bucket);
-        self.rows.drain(first * k..(first + used as usize) * k);
+        self.rows.remove(first..first + used as usize);
         self.head[words].fill(0);
     }
 
