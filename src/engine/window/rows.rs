@@ -51,14 +51,50 @@ impl RowSet {
     }
 }
 
-/// The row blocks of a segment's buckets in use.
+/// Cells in a small block.
+const SMALL: usize = 4;
+/// A handle's flag for a dense block (else small).
+const DENSE: u32 = 1 << 31;
+/// The row of a free cell.
+const FREE: u32 = u32::MAX;
+
+/// One row's counts by category, in a small block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+struct Cell {
+    row: u32,
+    counts: [u32; 3],
+}
+
+/// A bucket's rows while at most `SMALL` of them count something: one
+/// cache line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(64))]
+struct Small([Cell; SMALL]);
+
+impl Small {
+    const EMPTY: Small = Small(
+        [Cell {
+            row: FREE,
+            counts: [0; 3],
+        }; SMALL],
+    );
+}
+
+/// The row blocks of a segment's buckets in use. A bucket's block is small
+/// (the rows that count something, up to `SMALL`) until a row more comes,
+/// then dense (every row, `per_bucket` of them): answers spread thinly
+/// over time leave most rows of most buckets at zero.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Rows {
-    /// Rows per block (0: none kept).
+    /// Rows per bucket (0: none kept).
     per_bucket: u8,
-    /// Each bucket's block, in the buckets' order.
+    /// Each bucket's block (an index, `DENSE` set for a dense one), in the
+    /// buckets' order.
     blocks: Vec<u32>,
-    counts: Vec<[u32; 3]>,
+    small: Vec<Small>,
+    /// Dense blocks, `per_bucket` counts each.
+    dense: Vec<[u32; 3]>,
 }
 
 impl Rows {
@@ -66,61 +102,121 @@ impl Rows {
         usize::from(self.per_bucket)
     }
 
-    /// A block of zeros for a bucket put in use at `r`.
+    /// An empty block for a bucket put in use at `r`.
     pub(super) fn insert(&mut self, r: usize) {
-        let k = self.k();
-        if k == 0 {
+        if self.k() == 0 {
             return;
         }
-        let block = (self.counts.len() / k) as u32;
-        if self.counts.len() == self.counts.capacity() {
-            // Grow by a quarter: `Vec` would double.
-            self.counts
-                .reserve_exact((self.counts.len() / 4).max(4 * k));
-        }
-        self.counts.resize(self.counts.len() + k, [0; 3]);
-        self.blocks.insert(r, block);
+        self.small.push(Small::EMPTY);
+        self.blocks.insert(r, (self.small.len() - 1) as u32);
     }
 
     /// Frees the blocks of the buckets at `rs`, taken out of use.
     pub(super) fn remove(&mut self, rs: std::ops::Range<usize>) {
-        let k = self.k();
-        if k == 0 {
+        if self.k() == 0 {
             return;
         }
         let mut freed: Vec<u32> = self.blocks.drain(rs).collect();
-        // From the highest: the last block is then either the one freed or
-        // one in use, which moves into the freed place.
+        // From the highest: the last block of a kind is then either the
+        // one freed or one in use, which moves into the freed place.
         freed.sort_unstable_by(|a, b| b.cmp(a));
-        for b in freed {
-            let last = (self.counts.len() / k - 1) as u32;
-            if b != last {
-                let (at, from) = (b as usize * k, last as usize * k);
-                self.counts.copy_within(from..from + k, at);
-                if let Some(owner) = self.blocks.iter_mut().find(|x| **x == last) {
-                    *owner = b;
-                }
-            }
-            self.counts.truncate(last as usize * k);
+        for handle in freed {
+            self.free(handle);
         }
     }
 
-    /// The rows of the bucket at `r`.
-    fn block(&self, r: usize) -> &[[u32; 3]] {
+    /// Frees a block no bucket names: the last block of its kind moves
+    /// into its place.
+    fn free(&mut self, handle: u32) {
         let k = self.k();
-        let at = self.blocks[r] as usize * k;
-        &self.counts[at..at + k]
+        let (at, last) = if handle & DENSE == 0 {
+            let last = self.small.len() - 1;
+            self.small.swap_remove(handle as usize);
+            (handle, last as u32)
+        } else {
+            let (b, last) = ((handle & !DENSE) as usize, self.dense.len() / k - 1);
+            self.dense.copy_within(last * k..(last + 1) * k, b * k);
+            self.dense.truncate(last * k);
+            (handle, last as u32 | DENSE)
+        };
+        if at != last
+            && let Some(owner) = self.blocks.iter_mut().find(|x| **x == last)
+        {
+            *owner = at;
+        }
     }
 
-    fn block_mut(&mut self, r: usize) -> &mut [[u32; 3]] {
+    /// Row `i`'s counts in the bucket at `r`; a row with none yet gets a
+    /// place when `make` (else `None`).
+    fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
         let k = self.k();
-        let at = self.blocks[r] as usize * k;
-        &mut self.counts[at..at + k]
+        let handle = self.blocks[r];
+        if handle & DENSE == 0 {
+            let cells = &self.small[handle as usize].0;
+            let found = cells.iter().position(|c| c.row == i as u32);
+            let spare = cells.iter().position(|c| c.row == FREE);
+            match (found, spare) {
+                (Some(at), _) => return Some(&mut self.small[handle as usize].0[at].counts),
+                (None, _) if !make => return None,
+                (None, Some(at)) => {
+                    let cell = &mut self.small[handle as usize].0[at];
+                    cell.row = i as u32;
+                    return Some(&mut cell.counts);
+                }
+                (None, None) => self.make_dense(r),
+            }
+        }
+        let at = (self.blocks[r] & !DENSE) as usize * k + i;
+        Some(&mut self.dense[at])
+    }
+
+    /// Moves the bucket at `r`'s small block into a dense one.
+    fn make_dense(&mut self, r: usize) {
+        let k = self.k();
+        let small = self.blocks[r];
+        let b = self.dense.len() / k;
+        self.dense.resize(self.dense.len() + k, [0; 3]);
+        for c in self.small[small as usize].0 {
+            self.dense[b * k + c.row as usize] = c.counts;
+        }
+        self.blocks[r] = b as u32 | DENSE;
+        self.free(small);
+    }
+
+    /// Row `i`'s counts in the bucket at `r`.
+    fn get(&self, r: usize, i: usize) -> [u32; 3] {
+        let mut out = [0; 3];
+        self.each(r, |row, n| {
+            if row == i {
+                out = *n;
+            }
+        });
+        out
+    }
+
+    /// Calls `f(row, counts)` for the rows of the bucket at `r` that have
+    /// a place.
+    fn each(&self, r: usize, mut f: impl FnMut(usize, &[u32; 3])) {
+        let handle = self.blocks[r];
+        if handle & DENSE == 0 {
+            for c in &self.small[handle as usize].0 {
+                if c.row != FREE {
+                    f(c.row as usize, &c.counts);
+                }
+            }
+        } else {
+            let k = self.k();
+            let at = (handle & !DENSE) as usize * k;
+            for (i, n) in self.dense[at..at + k].iter().enumerate() {
+                f(i, n);
+            }
+        }
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
         self.blocks.capacity() * std::mem::size_of::<u32>()
-            + self.counts.capacity() * std::mem::size_of::<[u32; 3]>()
+            + self.small.capacity() * std::mem::size_of::<Small>()
+            + self.dense.capacity() * std::mem::size_of::<[u32; 3]>()
     }
 }
 
@@ -139,8 +235,13 @@ impl Segment {
         self.rows = Rows {
             per_bucket,
             blocks: (0..n as u32).collect(),
-            counts: vec![[0; 3]; n * usize::from(per_bucket)],
+            small: vec![Small::EMPTY; n],
+            dense: Vec::new(),
         };
+        if per_bucket == 0 {
+            self.rows.blocks.clear();
+            self.rows.small.clear();
+        }
     }
 
     pub(crate) fn rows_per_bucket(&self) -> usize {
@@ -154,9 +255,10 @@ impl Segment {
             return;
         }
         let c = category.index();
-        let block = self.rows.block_mut(r);
         for i in rows.indexes(k) {
-            block[i][c] = block[i][c].saturating_add_signed(delta);
+            if let Some(n) = self.rows.counts_mut(r, i, delta > 0) {
+                n[c] = n[c].saturating_add_signed(delta);
+            }
         }
     }
 
@@ -175,11 +277,11 @@ impl Segment {
         let oldest = layout.bucket(w, now) - i64::from(layout.specs[w].buckets) + 1;
         self.ring_buckets(layout, w, |idx, r| {
             if idx >= oldest {
-                for (i, n) in self.rows.block(r).iter().enumerate() {
+                self.rows.each(r, |i, n| {
                     if *n != [0; 3] {
                         add(i, n);
                     }
-                }
+                });
             }
         });
     }
@@ -200,7 +302,7 @@ impl Segment {
             .map(|w| {
                 let mut buckets = Vec::new();
                 self.ring_buckets(layout, w, |index, r| {
-                    let [promoters, passives, detractors] = self.rows.block(r)[i];
+                    let [promoters, passives, detractors] = self.rows.get(r, i);
                     if promoters | passives | detractors != 0 {
                         buckets.push(pb::BucketSnapshot {
                             index,
@@ -263,8 +365,10 @@ impl Segment {
             }
         }
         for (r, add) in places {
-            for (n, a) in self.rows.block_mut(r)[i].iter_mut().zip(add) {
-                *n = n.saturating_add(a);
+            if let Some(n) = self.rows.counts_mut(r, i, true) {
+                for (n, a) in n.iter_mut().zip(add) {
+                    *n = n.saturating_add(a);
+                }
             }
         }
         Ok(())
@@ -281,30 +385,35 @@ mod tests {
         /// rows: what a model holding them in the buckets' order says.
         #[test]
         fn each_bucket_keeps_its_rows_as_blocks_come_and_go(
-            steps in proptest::collection::vec((any::<bool>(), 0usize..64, 1usize..4), 1..200),
+            steps in proptest::collection::vec((any::<bool>(), 0usize..64, 1usize..8), 1..300),
         ) {
-            let k = 3;
+            let k = 7;
             let mut rows = Rows { per_bucket: k as u8, ..Rows::default() };
             let mut model: Vec<Vec<[u32; 3]>> = Vec::new();
             for (n, (put, at, len)) in steps.into_iter().enumerate() {
                 if put || model.is_empty() {
                     let r = at % (model.len() + 1);
                     rows.insert(r);
+                    model.insert(r, vec![[0; 3]; k]);
+                } else if at % 3 != 0 {
+                    // A count in one of the rows of a bucket in use.
+                    let (r, i) = (at % model.len(), len % k);
                     let mark = [n as u32, 1, 2];
-                    rows.block_mut(r)[n % k] = mark;
-                    let mut block = vec![[0; 3]; k];
-                    block[n % k] = mark;
-                    model.insert(r, block);
+                    *rows.counts_mut(r, i, true).unwrap() = mark;
+                    model[r][i] = mark;
                 } else {
                     let r = at % model.len();
                     let end = (r + len).min(model.len());
                     rows.remove(r..end);
                     model.drain(r..end);
                 }
-                prop_assert_eq!(rows.counts.len(), model.len() * k);
                 for (r, block) in model.iter().enumerate() {
-                    prop_assert_eq!(rows.block(r), block.as_slice());
+                    let kept: Vec<[u32; 3]> = (0..k).map(|i| rows.get(r, i)).collect();
+                    prop_assert_eq!(&kept, block);
                 }
+                let dense = rows.blocks.iter().filter(|b| **b & super::DENSE != 0).count();
+                prop_assert_eq!(rows.small.len() + dense, model.len());
+                prop_assert_eq!(rows.dense.len(), dense * k);
             }
         }
     }
