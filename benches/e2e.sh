@@ -231,7 +231,7 @@ profile() {
   # The storm load by default (SHARE=0.20 for ordinary traffic).
   "$PROBE" load "$brokers" survey-responses "$N" "${SHARE:-0.64}" ${COMMENTS:-}
   local data=${PERF_DATA:-$work/perf.data}
-  wrap=(perf record -F 499 --call-graph dwarf,16384 -o "$data" --)
+  wrap=(perf record -F ${PERF_FREQ:-499} --call-graph dwarf,16384 -o "$data" --)
   run_nps bench-profile profile.log --snapshot-interval 10s ${NPS_ARGS:-}
   wrap=()
   "$PROBE" committed "$brokers" bench-profile survey-responses "$N" >/dev/null

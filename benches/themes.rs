@@ -9,6 +9,9 @@
 //! - `record_themes_on`: the same with theme rows, each comment matched
 //!   first (as the pipeline does), per answer: the difference with the
 //!   above is what themes add to the engine per answer.
+//! - `snapshot_partition_themes_off` / `_on`: one partition's state
+//!   record (`Engine::partition_state_record_into`, each snapshot round
+//!   in the service), without and with theme rows, per call.
 //! - `theme_stats`: one refresh's theme rows of the warmed engine
 //!   (`Engine::theme_stats`, every second in the service), per call.
 //!
@@ -110,6 +113,20 @@ fn bench(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        let name = if on {
+            "snapshot_partition_themes_on"
+        } else {
+            "snapshot_partition_themes_off"
+        };
+        let mut buf = Vec::new();
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                engine.partition_state_record_into(0, "survey-responses", 0, &mut buf);
+                black_box(buf.len())
+            })
+        });
+        g.throughput(Throughput::Elements(BATCH as u64));
         if on {
             g.throughput(Throughput::Elements(1));
             g.bench_function("theme_stats", |b| {

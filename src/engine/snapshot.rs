@@ -220,7 +220,7 @@ impl Engine {
 
     /// A partition's segments with their product and region, sorted by
     /// them: equal states give equal snapshot bytes.
-    fn named_segments<'a>(
+    pub(super) fn named_segments<'a>(
         &'a self,
         part: &'a PartitionState,
     ) -> Vec<(&'a str, &'a str, &'a Segment)> {
@@ -272,12 +272,14 @@ impl Engine {
         buf.resize(ROOM, 0);
         // PartitionSnapshot: segments, partition, dedup, source topic, offset.
         if let Some(part) = self.partitions.get(&partition) {
-            for (product, region, seg) in self.named_segments(part) {
+            let segments = self.named_segments(part);
+            for &(product, region, seg) in &segments {
                 message::encode(2, &seg.to_proto(&self.layout, product, region), buf);
             }
             self.encode_dedup(part, 3, buf);
-            for ring in self.theme_rings_proto(part) {
-                message::encode(6, &ring, buf);
+            for (product, region, seg) in segments {
+                let names = (product, region);
+                seg.encode_rows(&self.layout, names, |i| self.row_name(i), (6, buf));
             }
         }
         prost::encoding::int32::encode(1, &partition, buf);

@@ -204,29 +204,27 @@ impl Engine {
         totals.stale = 0;
     }
 
+    /// Row `i`'s name in snapshots: its theme's, `""` for the commented
+    /// row (`None`: no such row).
+    pub(super) fn row_name(&self, i: usize) -> Option<&str> {
+        match self.theme_totals.key_row(i).1 {
+            COMMENTED => Some(""),
+            t => self.themes.get(usize::from(t)).map(String::as_str),
+        }
+    }
+
     /// A partition's theme rows as snapshot records (`theme` named, the
-    /// commented row unnamed), sorted by segment and theme: equal states
-    /// give equal bytes.
+    /// commented row unnamed), by segment (as `named_segments` orders
+    /// them) and row: what `encode_rows` writes into a state record.
     pub(super) fn theme_rings_proto(&self, part: &PartitionState) -> Vec<pb::SegmentSnapshot> {
         let mut out = Vec::new();
-        for (key, seg) in part.segments.iter() {
-            let Some((product, region)) = self.keys.name(key) else {
-                continue;
-            };
+        for (product, region, seg) in self.named_segments(part) {
             for i in 0..seg.rows_per_bucket() {
-                let theme = match self.theme_totals.key_row(i).1 {
-                    COMMENTED => "",
-                    t => match self.themes.get(usize::from(t)) {
-                        Some(name) => name.as_str(),
-                        None => continue,
-                    },
-                };
-                out.extend(seg.row_to_proto(&self.layout, i, (product, region, theme)));
+                if let Some(theme) = self.row_name(i) {
+                    out.extend(seg.row_to_proto(&self.layout, i, (product, region, theme)));
+                }
             }
         }
-        out.sort_unstable_by(|a, b| {
-            (&a.product, &a.region, &a.theme).cmp(&(&b.product, &b.region, &b.theme))
-        });
         out
     }
 

@@ -333,6 +333,97 @@ impl Segment {
         })
     }
 
+    /// `row_to_proto`'s records of every row that counts something, in row
+    /// order, encoded as field `tag` straight into `buf`; `theme(i)` names
+    /// row i (`None`: left out). One walk over the buckets, no message
+    /// made: a snapshot writes one per segment.
+    pub(crate) fn encode_rows<'t>(
+        &self,
+        layout: &WindowLayout,
+        (product, region): (&str, &str),
+        theme: impl Fn(usize) -> Option<&'t str>,
+        (tag, buf): (u32, &mut Vec<u8>),
+    ) {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        if self.rows.k() == 0 || self.latest_ms == NO_EVENT {
+            return;
+        }
+        // (row, window, bucket number, counts) of the cells counting something.
+        let mut cells: Vec<(usize, usize, i64, [u32; 3])> = Vec::new();
+        for w in 0..layout.len() {
+            self.ring_buckets(layout, w, |idx, r| {
+                self.rows.each(r, |i, n| {
+                    if *n != [0; 3] {
+                        cells.push((i, w, idx, *n));
+                    }
+                });
+            });
+        }
+        cells.sort_unstable_by_key(|c| (c.0, c.1, c.2));
+        let varint = |x: u64| if x == 0 { 0 } else { 1 + encoded_len_varint(x) };
+        let string = |s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                varint(s.len() as u64) + s.len()
+            }
+        };
+        let bucket_len = |c: &(usize, usize, i64, [u32; 3])| {
+            varint(c.2 as u64) + c.3.iter().map(|n| varint(u64::from(*n))).sum::<usize>()
+        };
+        let put_string = |field: u32, s: &str, buf: &mut Vec<u8>| {
+            if !s.is_empty() {
+                encode_key(field, WireType::LengthDelimited, buf);
+                encode_varint(s.len() as u64, buf);
+                buf.extend_from_slice(s.as_bytes());
+            }
+        };
+        let put_varint = |field: u32, x: u64, buf: &mut Vec<u8>| {
+            if x != 0 {
+                encode_key(field, WireType::Varint, buf);
+                encode_varint(x, buf);
+            }
+        };
+        let mut ring_lens = vec![0usize; layout.len()];
+        for row in cells.chunk_by(|a, b| a.0 == b.0) {
+            let Some(theme) = theme(row[0].0) else {
+                continue;
+            };
+            ring_lens.fill(0);
+            for c in row {
+                let b = bucket_len(c);
+                ring_lens[c.1] += 1 + encoded_len_varint(b as u64) + b;
+            }
+            let rings: usize = ring_lens
+                .iter()
+                .map(|l| 1 + encoded_len_varint(*l as u64) + l)
+                .sum();
+            let len = string(product)
+                + string(region)
+                + varint(self.latest_ms as u64)
+                + rings
+                + string(theme);
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(len as u64, buf);
+            put_string(1, product, buf);
+            put_string(2, region, buf);
+            put_varint(3, self.latest_ms as u64, buf);
+            for (w, ring_len) in ring_lens.iter().enumerate() {
+                encode_key(4, WireType::LengthDelimited, buf);
+                encode_varint(*ring_len as u64, buf);
+                for c in row.iter().filter(|c| c.1 == w) {
+                    encode_key(3, WireType::LengthDelimited, buf);
+                    encode_varint(bucket_len(c) as u64, buf);
+                    put_varint(1, c.2 as u64, buf);
+                    for (field, n) in (2..).zip(c.3) {
+                        put_varint(field, u64::from(n), buf);
+                    }
+                }
+            }
+            put_string(5, theme, buf);
+        }
+    }
+
     /// Adds a snapshotted row into row `i` of this segment's buckets, which
     /// hold the answers it counts (the segment is restored first): a
     /// bucket of the row that the segment does not have is corrupt.
