@@ -443,11 +443,8 @@ impl Engine {
                 && let Some(seg) = part.segments.get_mut(v.key)
             {
                 let weight = f64::from(v.weight);
-                if seg.remove(layout, v.t_ms, &self.now_index, old, weight, rows) {
-                    let at = (v.t_ms, old);
-                    let totals = &mut self.theme_totals;
-                    totals.add(layout, &self.now_index, v.key, rows, at, -1);
-                }
+                let taken = seg.remove(layout, v.t_ms, &self.now_index, old, weight, rows);
+                self.theme_totals.add(v.key, rows, (taken, old), -1);
                 self.alert_stats.forget(v.key);
             }
         }
@@ -467,10 +464,9 @@ impl Engine {
                 },
                 false => RowSet::NONE,
             };
-            seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
-            let at = (t, obs.category);
-            let totals = &mut self.theme_totals;
-            totals.add(layout, &self.now_index, resolved.key, rows, at, 1);
+            let placed = seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
+            self.theme_totals
+                .add(resolved.key, rows, (placed, obs.category), 1);
             if moves_head {
                 self.alert_stats.forget(resolved.key);
             } else {

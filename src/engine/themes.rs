@@ -20,7 +20,7 @@
 //! or restored, is summed again from the segments when read.
 
 use super::nps::{Category, WindowStats};
-use super::window::{NowIndex, RowSet, WindowLayout, check_snapshot};
+use super::window::{RowSet, check_snapshot};
 use super::{Engine, KeyId, PartitionState, SnapshotError};
 use crate::pb;
 
@@ -65,21 +65,32 @@ impl ThemeTotals {
         &mut self.counts[at..at + self.windows]
     }
 
-    /// Moves the counts of an answer's `rows` in `key` by `delta`, in every
-    /// window holding `t`.
+    /// Moves the counts of an answer's `rows` in `key` by `delta`, in the
+    /// `windows` (bit w: window w) its segment counted it in.
     pub(crate) fn add(
         &mut self,
-        layout: &WindowLayout,
-        now: &NowIndex,
         key: KeyId,
         rows: RowSet,
-        (t, category): (i64, Category),
+        (windows, category): (u64, Category),
         delta: i32,
     ) {
+        if rows == RowSet::NONE || windows == 0 {
+            return;
+        }
         let c = category.index();
+        let first = key.index() * self.per_key * self.windows;
+        let end = first + self.per_key * self.windows;
+        if self.counts.len() < end {
+            self.counts.resize(end, [0; 3]);
+        }
+        let block = &mut self.counts[first..end];
         for i in rows.indexes(self.per_key) {
-            for (w, n) in self.row_mut(key, i).iter_mut().enumerate() {
-                if layout.holds_at(w, t, now) {
+            let row = &mut block[i * self.windows..(i + 1) * self.windows];
+            let mut x = windows;
+            while x != 0 {
+                let w = x.trailing_zeros() as usize;
+                x &= x - 1;
+                if let Some(n) = row.get_mut(w) {
                     n[c] = n[c].saturating_add_signed(delta);
                 }
             }

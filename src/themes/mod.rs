@@ -349,17 +349,31 @@ impl Words {
         self.text.clear();
         self.spans.clear();
         self.open = None;
-        if text.is_ascii() {
-            // Byte by byte: what `fold` does to ASCII.
-            for b in text.bytes() {
-                self.put(
-                    b.is_ascii_alphanumeric()
-                        .then(|| char::from(b.to_ascii_lowercase())),
-                );
-            }
-        } else {
-            for c in text.chars() {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_alphanumeric() {
+                // A run of ASCII letters and digits, copied and lowercased
+                // at once: what `fold` does to each.
+                let start = i;
+                while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                let at = self.text.len();
+                self.open.get_or_insert(at);
+                self.text.push_str(&text[start..i]);
+                self.text.as_mut_str()[at..].make_ascii_lowercase();
+            } else if bytes[i].is_ascii() {
+                self.put(None);
+                i += 1;
+            } else {
+                // `i` is a character boundary: what came before was ASCII
+                // or whole characters.
+                let Some(c) = text[i..].chars().next() else {
+                    break;
+                };
                 fold(c, |d| self.put(d));
+                i += c.len_utf8();
             }
         }
         self.put(None);

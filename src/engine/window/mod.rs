@@ -60,6 +60,8 @@ impl WindowSpec {
 pub enum LayoutError {
     #[error("no windows configured")]
     Empty,
+    #[error("at most 64 windows, got {0}")]
+    TooMany(usize),
     #[error("window `{0}` cannot be parsed as a duration (e.g. 1h, 24h, 7d, 30d)")]
     Unparsable(String),
     #[error("window `{name}` is shorter than {buckets} ms: it cannot hold {buckets} buckets")]
@@ -95,6 +97,9 @@ impl WindowLayout {
         }
         if windows.is_empty() {
             return Err(LayoutError::Empty);
+        }
+        if windows.len() > 64 {
+            return Err(LayoutError::TooMany(windows.len()));
         }
         let mut specs: Vec<WindowSpec> = Vec::with_capacity(windows.len());
         for w in windows {
@@ -484,7 +489,7 @@ impl Segment {
 
     /// Adds one response at event time `t` (clamped to `now` by the caller)
     /// to every window that holds it at `now`, and to its theme `rows`.
-    /// Returns whether any window did.
+    /// Returns the windows that did (bit w: window w).
     pub(crate) fn insert(
         &mut self,
         layout: &WindowLayout,
@@ -493,10 +498,10 @@ impl Segment {
         category: Category,
         weight: f64,
         rows: RowSet,
-    ) -> bool {
+    ) -> u64 {
         self.advance_to(layout, t);
         let weight_net = weight * category.sign();
-        let mut placed = false;
+        let mut placed = 0;
         for w in 0..layout.len() {
             if !layout.holds_at(w, t, now) {
                 continue;
@@ -513,7 +518,7 @@ impl Segment {
                 slot.weight_total += weight as f32;
             }
             self.count_rows(r, rows, category, 1);
-            placed = true;
+            placed |= 1 << w;
         }
         placed
     }
@@ -521,7 +526,7 @@ impl Segment {
     /// Takes one response at event time `t` back out of every window that
     /// still holds it at `now`, and out of its theme `rows`: what `insert`
     /// put there with the same arguments. A bucket left with no response
-    /// goes out of use. Returns whether any window held it.
+    /// goes out of use. Returns the windows that held it (bit w: window w).
     pub(crate) fn remove(
         &mut self,
         layout: &WindowLayout,
@@ -530,12 +535,12 @@ impl Segment {
         category: Category,
         weight: f64,
         rows: RowSet,
-    ) -> bool {
+    ) -> u64 {
         if self.latest_ms == NO_EVENT || t > self.latest_ms {
-            return false;
+            return 0;
         }
         let weight_net = weight * category.sign();
-        let mut taken = false;
+        let mut taken = 0;
         for w in 0..layout.len() {
             let idx = layout.bucket(w, t);
             let head = layout.bucket(w, self.latest_ms);
@@ -572,7 +577,7 @@ impl Segment {
                     self.add_open(layout, w, -weight_net, -weight);
                 }
             }
-            taken = true;
+            taken |= 1 << w;
         }
         taken
     }

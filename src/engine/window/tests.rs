@@ -10,7 +10,7 @@ fn layout() -> WindowLayout {
 }
 
 fn ins(seg: &mut Segment, l: &WindowLayout, t: i64, now: i64, c: Category, weight: f64) -> bool {
-    seg.insert(l, t, &l.now_index(now), c, weight, RowSet::NONE)
+    seg.insert(l, t, &l.now_index(now), c, weight, RowSet::NONE) != 0
 }
 
 fn stats(seg: &Segment, l: &WindowLayout, w: usize, now: i64) -> WindowStats {
