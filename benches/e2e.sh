@@ -163,6 +163,9 @@ nps_round() { # name, round, extra args...
   run_nps "bench-$name-$r" "nps-$name-$r.log" --alerts-topic "alerts-$name-$r" "$@"
   end=$("$PROBE" committed "$brokers" "bench-$name-$r" survey-responses "$N")
   cpu_of "$nps" >>"$work/${name}_cpu"
+  # user and system CPU seconds, and peak resident MiB, for the round's line.
+  awk '{ printf "user %.2f sys %.2f", $14 / 100, $15 / 100 }' "/proc/$nps/stat" >"$work/${name}_detail"
+  awk '/VmHWM/ { printf " peak %.0f MiB", $2 / 1024 }' "/proc/$nps/status" >>"$work/${name}_detail"
   kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
   start=$("$PROBE" first-emitted "$brokers" "alerts-$name-$r")
   echo "$N * 1000 / ($end - $start)" | bc -l >>"$work/$name"
@@ -178,8 +181,9 @@ themes() {
   for r in $(seq "$ROUNDS"); do
     nps_round off "$r" --themes off
     nps_round on "$r"
-    printf 'round %s: themes off %.0f/s %.2f CPU s, on %.0f/s %.2f CPU s\n' "$r" \
-      "$(tail -1 "$work/off")" "$(tail -1 "$work/off_cpu")" "$(tail -1 "$work/on")" "$(tail -1 "$work/on_cpu")"
+    printf 'round %s: themes off %.0f/s %.2f CPU s (%s), on %.0f/s %.2f CPU s (%s)\n' "$r" \
+      "$(tail -1 "$work/off")" "$(tail -1 "$work/off_cpu")" "$(cat "$work/off_detail")" \
+      "$(tail -1 "$work/on")" "$(tail -1 "$work/on_cpu")" "$(cat "$work/on_detail")"
   done
   local off=$(median <"$work/off") off_cpu=$(median <"$work/off_cpu")
   local on=$(median <"$work/on") on_cpu=$(median <"$work/on_cpu")

@@ -57,6 +57,8 @@ const SMALL: usize = 4;
 const DENSE: u32 = 1 << 31;
 /// The row of a free cell.
 const FREE: u32 = u32::MAX;
+/// The handle of a bucket whose rows count nothing yet (no block).
+const NONE: u32 = u32::MAX;
 
 /// One row's counts by category, in a small block.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,13 +104,13 @@ impl Rows {
         usize::from(self.per_bucket)
     }
 
-    /// An empty block for a bucket put in use at `r`.
+    /// No block yet for a bucket put in use at `r`: one comes with its
+    /// first count (most buckets of thinly spread answers hold no comment).
     pub(super) fn insert(&mut self, r: usize) {
         if self.k() == 0 {
             return;
         }
-        self.small.push(Small::EMPTY);
-        self.blocks.insert(r, (self.small.len() - 1) as u32);
+        self.blocks.insert(r, NONE);
     }
 
     /// Frees the blocks of the buckets at `rs`, taken out of use.
@@ -120,7 +122,7 @@ impl Rows {
         // From the highest: the last block of a kind is then either the
         // one freed or one in use, which moves into the freed place.
         freed.sort_unstable_by(|a, b| b.cmp(a));
-        for handle in freed {
+        for handle in freed.into_iter().filter(|h| *h != NONE) {
             self.free(handle);
         }
     }
@@ -150,6 +152,13 @@ impl Rows {
     /// place when `make` (else `None`).
     fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
         let k = self.k();
+        if self.blocks[r] == NONE {
+            if !make {
+                return None;
+            }
+            self.small.push(Small::EMPTY);
+            self.blocks[r] = (self.small.len() - 1) as u32;
+        }
         let handle = self.blocks[r];
         if handle & DENSE == 0 {
             let cells = &self.small[handle as usize].0;
@@ -198,6 +207,9 @@ impl Rows {
     /// a place.
     fn each(&self, r: usize, mut f: impl FnMut(usize, &[u32; 3])) {
         let handle = self.blocks[r];
+        if handle == NONE {
+            return;
+        }
         if handle & DENSE == 0 {
             for c in &self.small[handle as usize].0 {
                 if c.row != FREE {
@@ -234,14 +246,10 @@ impl Segment {
         let per_bucket = u8::try_from(k).unwrap_or(u8::MAX);
         self.rows = Rows {
             per_bucket,
-            blocks: (0..n as u32).collect(),
-            small: vec![Small::EMPTY; n],
+            blocks: vec![NONE; if per_bucket == 0 { 0 } else { n }],
+            small: Vec::new(),
             dense: Vec::new(),
         };
-        if per_bucket == 0 {
-            self.rows.blocks.clear();
-            self.rows.small.clear();
-        }
     }
 
     pub(crate) fn rows_per_bucket(&self) -> usize {
@@ -502,8 +510,10 @@ mod tests {
                     let kept: Vec<[u32; 3]> = (0..k).map(|i| rows.get(r, i)).collect();
                     prop_assert_eq!(&kept, block);
                 }
-                let dense = rows.blocks.iter().filter(|b| **b & super::DENSE != 0).count();
-                prop_assert_eq!(rows.small.len() + dense, model.len());
+                // One block per bucket with a count, none for the others.
+                let none = rows.blocks.iter().filter(|b| **b == super::NONE).count();
+                let dense = rows.blocks.iter().filter(|b| **b != super::NONE && **b & super::DENSE != 0).count();
+                prop_assert_eq!(rows.small.len() + dense + none, model.len());
                 prop_assert_eq!(rows.dense.len(), dense * k);
             }
         }
