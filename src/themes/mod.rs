@@ -372,7 +372,14 @@ impl Words {
                 let Some(c) = text[i..].chars().next() else {
                     break;
                 };
-                fold(c, |d| self.put(d));
+                match latin(c) {
+                    Some(folded) => {
+                        for d in folded.iter() {
+                            self.put(d);
+                        }
+                    }
+                    None => fold(c, |d| self.put(d)),
+                }
                 i += c.len_utf8();
             }
         }
@@ -429,6 +436,52 @@ fn fold(c: char, mut put: impl FnMut(Option<char>)) {
             }
         });
     }
+}
+
+/// What `fold` makes of a character: up to three letters, digits or
+/// boundaries (`'\0'` for a boundary).
+#[derive(Clone, Copy, Default)]
+struct Folded {
+    out: [char; 3],
+    len: u8,
+}
+
+impl Folded {
+    fn iter(self) -> impl Iterator<Item = Option<char>> {
+        self.out
+            .into_iter()
+            .take(usize::from(self.len))
+            .map(|c| (c != '\0').then_some(c))
+    }
+}
+
+/// The first characters past ASCII (Latin-1 and Latin Extended-A, where
+/// Spanish, Portuguese and French accents are).
+const LATIN: std::ops::Range<u32> = 0x80..0x180;
+
+/// `fold` of a character in `LATIN`, from a table `fold` itself fills
+/// once (`None`: outside the table, or folding into more than three).
+fn latin(c: char) -> Option<Folded> {
+    static TABLE: std::sync::OnceLock<Vec<Option<Folded>>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        LATIN
+            .map(|u| {
+                let c = char::from_u32(u)?;
+                let mut f = Folded::default();
+                let mut fits = true;
+                fold(c, |d| match f.out.get_mut(usize::from(f.len)) {
+                    Some(slot) => {
+                        *slot = d.unwrap_or('\0');
+                        f.len += 1;
+                    }
+                    None => fits = false,
+                });
+                fits.then_some(f)
+            })
+            .collect()
+    });
+    let i = u32::from(c).checked_sub(LATIN.start)?;
+    table.get(i as usize).copied().flatten()
 }
 
 /// A pattern's words, normalised as comments are; a word followed by `*`

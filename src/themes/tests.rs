@@ -237,3 +237,24 @@ fn the_demo_comments_exercise_the_shipped_taxonomy() {
     assert!(seen.len() + 2 >= t.names().len(), "{seen:?}");
     assert_eq!(names(&t, COMPLAINTS[0]), ["app_website"]);
 }
+
+#[test]
+fn the_latin_table_folds_every_character_as_fold_does() {
+    let mut tabled = 0;
+    for u in LATIN {
+        let Some(c) = char::from_u32(u) else { continue };
+        let mut want = Vec::new();
+        fold(c, |d| want.push(d));
+        if let Some(f) = latin(c) {
+            assert_eq!(f.iter().collect::<Vec<_>>(), want, "{c:?}");
+            tabled += 1;
+        }
+    }
+    // Every character of the range but a few that fold into more than three.
+    assert!(tabled > 240, "{tabled}");
+    assert_eq!(
+        latin('é').map(|f| f.iter().collect::<Vec<_>>()),
+        Some(vec![Some('e')])
+    );
+    assert!(latin('Ā').is_some() && latin('ƀ').is_none());
+}
