@@ -352,83 +352,30 @@ impl Segment {
         theme: impl Fn(usize) -> Option<&'t str>,
         (tag, buf): (u32, &mut Vec<u8>),
     ) {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
         if self.rows.k() == 0 || self.latest_ms == NO_EVENT {
             return;
         }
-        // (row, window, bucket number, counts) of the cells counting something.
-        let mut cells: Vec<(usize, usize, i64, [u32; 3])> = Vec::new();
+        let mut cells: Vec<RowCell> = Vec::new();
         for w in 0..layout.len() {
-            self.ring_buckets(layout, w, |idx, r| {
-                self.rows.each(r, |i, n| {
+            self.ring_buckets(layout, w, |index, r| {
+                self.rows.each(r, |row, n| {
                     if *n != [0; 3] {
-                        cells.push((i, w, idx, *n));
+                        cells.push(RowCell {
+                            row,
+                            w,
+                            index,
+                            counts: *n,
+                        });
                     }
                 });
             });
         }
-        cells.sort_unstable_by_key(|c| (c.0, c.1, c.2));
-        let varint = |x: u64| if x == 0 { 0 } else { 1 + encoded_len_varint(x) };
-        let string = |s: &str| {
-            if s.is_empty() {
-                0
-            } else {
-                varint(s.len() as u64) + s.len()
+        cells.sort_unstable_by_key(|c| (c.row, c.w, c.index));
+        for row in cells.chunk_by(|a, b| a.row == b.row) {
+            if let Some(theme) = theme(row[0].row) {
+                let names = (product, region, theme);
+                encode_row(names, self.latest_ms, layout.len(), row, (tag, buf));
             }
-        };
-        let bucket_len = |c: &(usize, usize, i64, [u32; 3])| {
-            varint(c.2 as u64) + c.3.iter().map(|n| varint(u64::from(*n))).sum::<usize>()
-        };
-        let put_string = |field: u32, s: &str, buf: &mut Vec<u8>| {
-            if !s.is_empty() {
-                encode_key(field, WireType::LengthDelimited, buf);
-                encode_varint(s.len() as u64, buf);
-                buf.extend_from_slice(s.as_bytes());
-            }
-        };
-        let put_varint = |field: u32, x: u64, buf: &mut Vec<u8>| {
-            if x != 0 {
-                encode_key(field, WireType::Varint, buf);
-                encode_varint(x, buf);
-            }
-        };
-        let mut ring_lens = vec![0usize; layout.len()];
-        for row in cells.chunk_by(|a, b| a.0 == b.0) {
-            let Some(theme) = theme(row[0].0) else {
-                continue;
-            };
-            ring_lens.fill(0);
-            for c in row {
-                let b = bucket_len(c);
-                ring_lens[c.1] += 1 + encoded_len_varint(b as u64) + b;
-            }
-            let rings: usize = ring_lens
-                .iter()
-                .map(|l| 1 + encoded_len_varint(*l as u64) + l)
-                .sum();
-            let len = string(product)
-                + string(region)
-                + varint(self.latest_ms as u64)
-                + rings
-                + string(theme);
-            encode_key(tag, WireType::LengthDelimited, buf);
-            encode_varint(len as u64, buf);
-            put_string(1, product, buf);
-            put_string(2, region, buf);
-            put_varint(3, self.latest_ms as u64, buf);
-            for (w, ring_len) in ring_lens.iter().enumerate() {
-                encode_key(4, WireType::LengthDelimited, buf);
-                encode_varint(*ring_len as u64, buf);
-                for c in row.iter().filter(|c| c.1 == w) {
-                    encode_key(3, WireType::LengthDelimited, buf);
-                    encode_varint(bucket_len(c) as u64, buf);
-                    put_varint(1, c.2 as u64, buf);
-                    for (field, n) in (2..).zip(c.3) {
-                        put_varint(field, u64::from(n), buf);
-                    }
-                }
-            }
-            put_string(5, theme, buf);
         }
     }
 
@@ -472,6 +419,100 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// A row's count in one bucket, as a snapshot writes it.
+struct RowCell {
+    row: usize,
+    w: usize,
+    index: i64,
+    counts: [u32; 3],
+}
+
+/// Length of a proto3 varint field (0: the default, left out).
+fn varint_len(x: u64) -> usize {
+    use prost::encoding::encoded_len_varint;
+    if x == 0 { 0 } else { 1 + encoded_len_varint(x) }
+}
+
+/// Length of a proto3 string field (empty: left out).
+fn string_len(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        varint_len(s.len() as u64) + s.len()
+    }
+}
+
+fn put_varint(field: u32, x: u64, buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    if x != 0 {
+        encode_key(field, WireType::Varint, buf);
+        encode_varint(x, buf);
+    }
+}
+
+fn put_length(field: u32, len: usize, buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn put_string(field: u32, s: &str, buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        put_length(field, s.len(), buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// A `BucketSnapshot`'s length (weights 0).
+fn bucket_len(c: &RowCell) -> usize {
+    varint_len(c.index as u64)
+        + c.counts
+            .iter()
+            .map(|n| varint_len(u64::from(*n)))
+            .sum::<usize>()
+}
+
+/// One row's `SegmentSnapshot` (`cells` in window and bucket order), as
+/// prost writes it, into `buf` as field `tag`.
+fn encode_row(
+    (product, region, theme): (&str, &str, &str),
+    latest_ms: i64,
+    windows: usize,
+    cells: &[RowCell],
+    (tag, buf): (u32, &mut Vec<u8>),
+) {
+    use prost::encoding::encoded_len_varint;
+    let mut ring_lens = vec![0usize; windows];
+    for c in cells {
+        let b = bucket_len(c);
+        ring_lens[c.w] += 1 + encoded_len_varint(b as u64) + b;
+    }
+    let rings: usize = ring_lens
+        .iter()
+        .map(|l| 1 + encoded_len_varint(*l as u64) + l)
+        .sum();
+    let len = string_len(product)
+        + string_len(region)
+        + varint_len(latest_ms as u64)
+        + rings
+        + string_len(theme);
+    put_length(tag, len, buf);
+    put_string(1, product, buf);
+    put_string(2, region, buf);
+    put_varint(3, latest_ms as u64, buf);
+    for (w, ring_len) in ring_lens.iter().enumerate() {
+        put_length(4, *ring_len, buf);
+        for c in cells.iter().filter(|c| c.w == w) {
+            put_length(3, bucket_len(c), buf);
+            put_varint(1, c.index as u64, buf);
+            for (field, n) in (2..).zip(c.counts) {
+                put_varint(field, u64::from(n), buf);
+            }
+        }
+    }
+    put_string(5, theme, buf);
 }
 
 #[cfg(test)]
