@@ -432,13 +432,7 @@ impl Engine {
         if let Some((_, v)) = &before {
             // The old contribution out, wherever it still is.
             let old = Category::of_score(u32::from(v.score));
-            let rows = match v.themed {
-                true => RowSet {
-                    themes: v.themes,
-                    commented: v.comment != 0,
-                },
-                false => RowSet::NONE,
-            };
+            let rows = RowSet::counted(v.themed, v.themes, v.comment != 0);
             if layout.in_any_window_at(v.t_ms, &self.now_index)
                 && let Some(seg) = part.segments.get_mut(v.key)
             {
@@ -457,13 +451,7 @@ impl Engine {
                 keys.hold(resolved.key);
             }
             let moves_head = t > seg.latest_ms();
-            let rows = match themed {
-                true => RowSet {
-                    themes: obs.themes.0,
-                    commented: obs.comment != 0,
-                },
-                false => RowSet::NONE,
-            };
+            let rows = RowSet::counted(themed, obs.themes.0, obs.comment != 0);
             let placed = seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
             self.theme_totals
                 .add(resolved.key, rows, (placed, obs.category), 1);

@@ -29,6 +29,15 @@ impl RowSet {
         commented: false,
     };
 
+    /// An answer's rows: its themes (bit i: theme i) and whether it has a
+    /// comment, when theme rows are counted (`NONE` otherwise).
+    pub(crate) fn counted(counting: bool, themes: u64, commented: bool) -> RowSet {
+        match counting {
+            true => RowSet { themes, commented },
+            false => RowSet::NONE,
+        }
+    }
+
     /// Its rows among `k` per bucket: themes below k − 1 (others are left
     /// out), the commented row at k − 1.
     pub(crate) fn indexes(self, k: usize) -> impl Iterator<Item = usize> {
@@ -88,8 +97,8 @@ impl Small {
 /// then dense (every row, `per_bucket` of them): answers spread thinly
 /// over time leave most rows of most buckets at zero.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Rows {
-    /// Rows per bucket (0: none kept).
+struct Blocks {
+    /// Rows per bucket.
     per_bucket: u8,
     /// Each bucket's block (an index, `DENSE` set for a dense one), in the
     /// buckets' order.
@@ -99,25 +108,62 @@ pub(super) struct Rows {
     dense: Vec<[u32; 3]>,
 }
 
+/// A segment's theme rows, boxed (a pointer in every segment, none
+/// allocated while themes are off): `None` keeps no row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Rows(Option<Box<Blocks>>);
+
 impl Rows {
     fn k(&self) -> usize {
-        usize::from(self.per_bucket)
+        self.0.as_ref().map_or(0, |b| b.k())
     }
 
     /// No block yet for a bucket put in use at `r`: one comes with its
     /// first count (most buckets of thinly spread answers hold no comment).
     pub(super) fn insert(&mut self, r: usize) {
-        if self.k() == 0 {
-            return;
+        if let Some(b) = &mut self.0 {
+            b.insert(r);
         }
-        self.blocks.insert(r, NONE);
     }
 
     /// Frees the blocks of the buckets at `rs`, taken out of use.
     pub(super) fn remove(&mut self, rs: std::ops::Range<usize>) {
-        if self.k() == 0 {
-            return;
+        if let Some(b) = &mut self.0 {
+            b.remove(rs);
         }
+    }
+
+    fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
+        self.0.as_mut()?.counts_mut(r, i, make)
+    }
+
+    fn get(&self, r: usize, i: usize) -> [u32; 3] {
+        self.0.as_ref().map_or([0; 3], |b| b.get(r, i))
+    }
+
+    fn each(&self, r: usize, f: impl FnMut(usize, &[u32; 3])) {
+        if let Some(b) = &self.0 {
+            b.each(r, f);
+        }
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |b| std::mem::size_of::<Blocks>() + b.heap_bytes())
+    }
+}
+
+impl Blocks {
+    fn k(&self) -> usize {
+        usize::from(self.per_bucket)
+    }
+
+    fn insert(&mut self, r: usize) {
+        self.blocks.insert(r, NONE);
+    }
+
+    fn remove(&mut self, rs: std::ops::Range<usize>) {
         let mut freed: Vec<u32> = self.blocks.drain(rs).collect();
         // From the highest: the last block of a kind is then either the
         // one freed or one in use, which moves into the freed place.
@@ -225,7 +271,7 @@ impl Rows {
         }
     }
 
-    pub(super) fn heap_bytes(&self) -> usize {
+    fn heap_bytes(&self) -> usize {
         self.blocks.capacity() * std::mem::size_of::<u32>()
             + self.small.capacity() * std::mem::size_of::<Small>()
             + self.dense.capacity() * std::mem::size_of::<[u32; 3]>()
@@ -244,12 +290,14 @@ impl Segment {
     pub(crate) fn set_rows(&mut self, k: usize) {
         let n = self.buckets.len();
         let per_bucket = u8::try_from(k).unwrap_or(u8::MAX);
-        self.rows = Rows {
-            per_bucket,
-            blocks: vec![NONE; if per_bucket == 0 { 0 } else { n }],
-            small: Vec::new(),
-            dense: Vec::new(),
-        };
+        self.rows = Rows((per_bucket > 0).then(|| {
+            Box::new(Blocks {
+                per_bucket,
+                blocks: vec![NONE; n],
+                small: Vec::new(),
+                dense: Vec::new(),
+            })
+        }));
     }
 
     pub(crate) fn rows_per_bucket(&self) -> usize {
@@ -517,7 +565,7 @@ fn encode_row(
 
 #[cfg(test)]
 mod tests {
-    use super::Rows;
+    use super::Blocks;
     use proptest::prelude::*;
 
     proptest! {
@@ -528,7 +576,7 @@ mod tests {
             steps in proptest::collection::vec((any::<bool>(), 0usize..64, 1usize..8), 1..300),
         ) {
             let k = 7;
-            let mut rows = Rows { per_bucket: k as u8, ..Rows::default() };
+            let mut rows = Blocks { per_bucket: k as u8, ..Blocks::default() };
             let mut model: Vec<Vec<[u32; 3]>> = Vec::new();
             for (n, (put, at, len)) in steps.into_iter().enumerate() {
                 if put || model.is_empty() {
