@@ -23,6 +23,7 @@ use super::nps::{Category, WindowStats};
 use super::window::{RowSet, check_snapshot};
 use super::{Engine, KeyId, PartitionState, SnapshotError};
 use crate::pb;
+use crate::themes::ThemeSet;
 
 /// The row of the answers with a comment (theme rows are 0..64).
 pub const COMMENTED: u8 = 64;
@@ -297,14 +298,8 @@ impl Engine {
 
 /// A snapshot's theme bits in the engine's numbering.
 pub(super) fn renumber(bits: u64, numbers: &[Option<u8>]) -> u64 {
-    let mut out = 0;
-    let mut x = bits;
-    while x != 0 {
-        let i = x.trailing_zeros() as usize;
-        x &= x - 1;
-        if let Some(Some(n)) = numbers.get(i) {
-            out |= 1 << n;
-        }
-    }
-    out
+    ThemeSet(bits)
+        .iter()
+        .filter_map(|i| numbers.get(i).copied().flatten())
+        .fold(0, |out, n| out | 1 << n)
 }

@@ -13,6 +13,7 @@ use super::snapshot::check;
 use super::{CorruptSegment, NO_EVENT, Segment, WindowLayout};
 use crate::engine::nps::Category;
 use crate::pb;
+use crate::themes::ThemeSet;
 
 /// The theme rows an answer counts in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,17 +47,9 @@ impl RowSet {
             Some(64..) => (u64::MAX, self.commented),
             Some(n) => ((1u64 << n) - 1, self.commented),
         };
-        let mut x = self.themes & known;
-        let mut commented = commented;
-        std::iter::from_fn(move || {
-            if x != 0 {
-                let i = x.trailing_zeros() as usize;
-                x &= x - 1;
-                Some(i)
-            } else {
-                std::mem::take(&mut commented).then(|| k - 1)
-            }
-        })
+        ThemeSet(self.themes & known)
+            .iter()
+            .chain(commented.then(|| k - 1))
     }
 }
 
