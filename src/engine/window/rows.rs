@@ -170,20 +170,20 @@ impl Blocks {
     /// into its place.
     fn free(&mut self, handle: u32) {
         let k = self.k();
-        let (at, last) = if handle & DENSE == 0 {
+        let last = if handle & DENSE == 0 {
             let last = self.small.len() - 1;
             self.small.swap_remove(handle as usize);
-            (handle, last as u32)
+            last as u32
         } else {
             let (b, last) = ((handle & !DENSE) as usize, self.dense.len() / k - 1);
             self.dense.copy_within(last * k..(last + 1) * k, b * k);
             self.dense.truncate(last * k);
-            (handle, last as u32 | DENSE)
+            last as u32 | DENSE
         };
-        if at != last
+        if handle != last
             && let Some(owner) = self.blocks.iter_mut().find(|x| **x == last)
         {
-            *owner = at;
+            *owner = handle;
         }
     }
 
