@@ -40,10 +40,11 @@
 #
 # 3. Themes (only when asked: `bash benches/e2e.sh themes`). The ordinary
 #    load (20% detractors) with a comment on COMMENTS of the answers
-#    (default 0.40; probe `load`'s themed comments); ROUNDS alternate
+#    (default 0.40; probe `load`'s themed comments); ROUNDS pairs of
 #    nps-stream with `--themes off` and as it ships (themes on, the
-#    shipped taxonomy), measured as in 1.; prints the medians and the cost
-#    of themes in CPU per answer.
+#    shipped taxonomy), each pair in the other order from the one before,
+#    measured as in 1.; prints the medians and the cost of themes in CPU
+#    per answer.
 #
 # 4. Profile (only when asked: `bash benches/e2e.sh profile`). N answers
 #    of the storm load (SHARE=0.20 for the ordinary one) are loaded, then
@@ -161,8 +162,12 @@ nps_round() { # name, round, extra args...
   shift 2
   topic_create "alerts-$name-$r"
   run_nps "bench-$name-$r" "nps-$name-$r.log" --alerts-topic "alerts-$name-$r" "$@"
+  python3 benches/support/steady.py "$nps" "$mport" "$N" >"$work/${name}_steady" &
+  local steady=$!
   end=$("$PROBE" committed "$brokers" "bench-$name-$r" survey-responses "$N")
   cpu_of "$nps" >>"$work/${name}_cpu"
+  wait "$steady"
+  awk '{ print $2 }' "$work/${name}_steady" >>"$work/${name}_per_answer"
   # user and system CPU seconds, and peak resident MiB, for the round's line.
   awk '{ printf "user %.2f sys %.2f", $14 / 100, $15 / 100 }' "/proc/$nps/stat" >"$work/${name}_detail"
   awk '/VmHWM/ { printf " peak %.0f MiB", $2 / 1024 }' "/proc/$nps/status" >>"$work/${name}_detail"
@@ -178,22 +183,32 @@ themes() {
   start_broker
   "$PROBE" load "$brokers" survey-responses "$N" 0.20 "$share"
   : >"$work/off"; : >"$work/off_cpu"; : >"$work/on"; : >"$work/on_cpu"
+  : >"$work/off_per_answer"; : >"$work/on_per_answer"
   for r in $(seq "$ROUNDS"); do
-    nps_round off "$r" --themes off
-    nps_round on "$r"
-    printf 'round %s: themes off %.0f/s %.2f CPU s (%s), on %.0f/s %.2f CPU s (%s)\n' "$r" \
-      "$(tail -1 "$work/off")" "$(tail -1 "$work/off_cpu")" "$(cat "$work/off_detail")" \
-      "$(tail -1 "$work/on")" "$(tail -1 "$work/on_cpu")" "$(cat "$work/on_detail")"
+    # Each pair runs in the other order from the one before (off, on;
+    # on, off; …), so that a broker slowing or speeding up over the run
+    # weighs on both alike.
+    if [ $((r % 2)) = 1 ]; then
+      nps_round off "$r" --themes off
+      nps_round on "$r"
+    else
+      nps_round on "$r"
+      nps_round off "$r" --themes off
+    fi
+    printf 'round %s: themes off %.0f/s %.2f CPU s, %.2f µs per answer consuming (%s); on %.0f/s %.2f CPU s, %.2f µs (%s)\n' "$r" \
+      "$(tail -1 "$work/off")" "$(tail -1 "$work/off_cpu")" "$(tail -1 "$work/off_per_answer")" "$(cat "$work/off_detail")" \
+      "$(tail -1 "$work/on")" "$(tail -1 "$work/on_cpu")" "$(tail -1 "$work/on_per_answer")" "$(cat "$work/on_detail")"
   done
-  local off=$(median <"$work/off") off_cpu=$(median <"$work/off_cpu")
-  local on=$(median <"$work/on") on_cpu=$(median <"$work/on_cpu")
+  local off=$(median <"$work/off") off_cpu=$(median <"$work/off_cpu") off_each=$(median <"$work/off_per_answer")
+  local on=$(median <"$work/on") on_cpu=$(median <"$work/on_cpu") on_each=$(median <"$work/on_per_answer")
   printf 'ordinary (20%% detractors), a comment on %s of %s answers, %s partitions, median of %s rounds:\n' \
     "$share" "$N" "$PARTITIONS" "$ROUNDS"
-  printf '  --themes off  %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
-    "$off" "$off_cpu" "$(echo "$off_cpu * 1000000 / $N" | bc -l)"
-  printf '  themes on     %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
-    "$on" "$on_cpu" "$(echo "$on_cpu * 1000000 / $N" | bc -l)"
-  printf '  themes cost %+.1f%% CPU per answer, %+.1f%% rate\n' \
+  printf '  --themes off  %10.0f answers/s, %6.2f CPU s to the commit (%.2f µs per answer), %.2f µs per answer consuming\n' \
+    "$off" "$off_cpu" "$(echo "$off_cpu * 1000000 / $N" | bc -l)" "$off_each"
+  printf '  themes on     %10.0f answers/s, %6.2f CPU s to the commit (%.2f µs per answer), %.2f µs per answer consuming\n' \
+    "$on" "$on_cpu" "$(echo "$on_cpu * 1000000 / $N" | bc -l)" "$on_each"
+  printf '  themes cost %+.1f%% CPU per answer consuming (%+.1f%% to the commit), %+.1f%% rate\n' \
+    "$(echo "($on_each / $off_each - 1) * 100" | bc -l)" \
     "$(echo "($on_cpu / $off_cpu - 1) * 100" | bc -l)" "$(echo "($on / $off - 1) * 100" | bc -l)"
 }
 

@@ -188,38 +188,38 @@ impl Blocks {
     }
 
     /// Row `i`'s counts in the bucket at `r`; a row with none yet gets a
-    /// place when `make` (else `None`).
+    /// place when `make` (else `None`). A small block's cells fill from the
+    /// first and stay taken while the block lives, so the first cell that
+    /// holds row `i` or is free is the row's place.
     fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
         let k = self.k();
-        if self.blocks[r] == NONE {
+        let mut handle = *self.blocks.get(r)?;
+        if handle == NONE {
             if !make {
                 return None;
             }
+            handle = self.small.len() as u32;
             self.small.push(Small::EMPTY);
-            self.blocks[r] = (self.small.len() - 1) as u32;
+            self.blocks[r] = handle;
         }
-        let handle = self.blocks[r];
         if handle & DENSE == 0 {
-            let cells = &self.small[handle as usize].0;
-            let found = cells.iter().position(|c| c.row == i as u32);
-            let spare = cells.iter().position(|c| c.row == FREE);
-            match (found, spare) {
-                (Some(at), _) => return Some(&mut self.small[handle as usize].0[at].counts),
-                (None, _) if !make => return None,
-                (None, Some(at)) => {
+            let row = i as u32;
+            let cells = &self.small.get(handle as usize)?.0;
+            match cells.iter().position(|c| c.row == row || c.row == FREE) {
+                Some(at) if make || cells[at].row == row => {
                     let cell = &mut self.small[handle as usize].0[at];
-                    cell.row = i as u32;
+                    cell.row = row;
                     return Some(&mut cell.counts);
                 }
-                (None, None) => self.make_dense(r),
+                _ if !make => return None,
+                _ => handle = self.make_dense(r),
             }
         }
-        let at = (self.blocks[r] & !DENSE) as usize * k + i;
-        Some(&mut self.dense[at])
+        self.dense.get_mut((handle & !DENSE) as usize * k + i)
     }
 
     /// Moves the bucket at `r`'s small block into a dense one.
-    fn make_dense(&mut self, r: usize) {
+    fn make_dense(&mut self, r: usize) -> u32 {
         let k = self.k();
         let small = self.blocks[r];
         let b = self.dense.len() / k;
@@ -229,6 +229,7 @@ impl Blocks {
         }
         self.blocks[r] = b as u32 | DENSE;
         self.free(small);
+        self.blocks[r]
     }
 
     /// Row `i`'s counts in the bucket at `r`.
