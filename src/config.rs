@@ -124,12 +124,9 @@ pub struct RunArgs {
     #[arg(long, env = "NPS_WINDOWS", value_delimiter = ',')]
     pub windows: Option<Vec<String>>,
     /// librdkafka property passed as is (repeatable), e.g. -X security.protocol=SASL_SSL.
-    #[arg(
-        short = 'X',
-        value_name = "KEY=VALUE",
-        env = "NPS_KAFKA_PROPERTIES",
-        value_delimiter = ';'
-    )]
+    /// NPS_KAFKA_PROPERTIES holds several separated by `;`; a `;` inside a
+    /// value is written `\;`, a backslash before it `\\`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", env = "NPS_KAFKA_PROPERTIES")]
     pub kafka: Vec<String>,
     /// Alert encoding: protobuf or json [default: protobuf].
     #[arg(long, env = "NPS_ALERTS_FORMAT")]
@@ -456,16 +453,48 @@ fn check_topic(flag: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 /// `KEY=VALUE` librdkafka properties (`-X`, `NPS_KAFKA_PROPERTIES`), for
-/// `run` and `send` alike.
+/// `run` and `send` alike. Each value given is a list separated by `;`,
+/// in which `\;` is a `;` and `\\` a backslash (any other backslash is
+/// kept as it is). A malformed entry is named by its place, never by its
+/// text: it may hold a secret.
 pub fn parse_properties(list: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut out = BTreeMap::new();
-    for kv in list {
+    let entries = list.iter().flat_map(|l| split_escaped(l));
+    for (n, kv) in entries.enumerate() {
+        if kv.trim().is_empty() {
+            continue;
+        }
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(invalid("-X", format!("`{kv}` is not KEY=VALUE")));
+            return Err(invalid(
+                "-X",
+                format!(
+                    "property {} of the list is not KEY=VALUE (a `;` inside a value is written `\\;`)",
+                    n + 1
+                ),
+            ));
         };
         out.insert(k.trim().to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// `text` split at each `;` not escaped as `\;`, with `\;` and `\\`
+/// unescaped.
+fn split_escaped(text: &str) -> Vec<String> {
+    let (mut parts, mut part) = (Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(&next @ (';' | '\\'))) => {
+                part.push(next);
+                chars.next();
+            }
+            (';', _) => parts.push(std::mem::take(&mut part)),
+            _ => part.push(c),
+        }
+    }
+    parts.push(part);
+    parts
 }
 
 /// librdkafka properties nps-stream sets itself: refused from the user.

@@ -27,8 +27,9 @@ pub struct Health {
     pub assigned: AtomicUsize,
     /// Assigned partitions still rebuilding their state (replaying).
     pub restoring: AtomicUsize,
-    /// Set once the group has given this member an assignment, even an
-    /// empty one: from then on it is a member, ready to take partitions.
+    /// Set when the group gives this member an assignment, even an empty
+    /// one: it is a member, ready to take partitions. Cleared when it loses
+    /// its assignment (evicted) or a rebalance fails, until the next.
     pub joined: AtomicBool,
     /// Brokers in state UP as last reported by each client; -1 = unknown.
     consumer_brokers_up: AtomicI64,

@@ -795,6 +795,8 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
     let pdb = kind(&docs, "PodDisruptionBudget");
     labels_match(&pdb["spec"]["selector"]["matchLabels"], pod_labels);
+    // Unready pods (all of them during a Kafka outage) never block a drain.
+    assert_eq!(s(&pdb["spec"]["unhealthyPodEvictionPolicy"]), "AlwaysAllow");
     let pm = kind(&docs, "PodMonitor");
     assert_eq!(s(&pm["apiVersion"]), "monitoring.coreos.com/v1");
     labels_match(&pm["spec"]["selector"]["matchLabels"], pod_labels);

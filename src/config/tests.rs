@@ -404,3 +404,24 @@ fn root_causes_come_from_the_file_and_are_checked() {
         assert!(e.to_string().contains(why), "{e}");
     }
 }
+
+#[test]
+fn a_property_list_keeps_an_escaped_semicolon_and_never_echoes_a_malformed_entry() {
+    let list = r"security.protocol=SASL_SSL;sasl.password=pa\;ss\\;sasl.username=nps;;".to_string();
+    let p = parse_properties(&[list]).unwrap();
+    assert_eq!(p["sasl.password"], r"pa;ss\");
+    assert_eq!(p["sasl.username"], "nps");
+    assert_eq!(p["security.protocol"], "SASL_SSL");
+    assert_eq!(p.len(), 3);
+    // A backslash before anything else stays as it is.
+    let p = parse_properties(&[r"sasl.password=a\b".to_string()]).unwrap();
+    assert_eq!(p["sasl.password"], r"a\b");
+    // The unescaped `;` cuts the password; what follows is named by place.
+    let e = parse_properties(&["sasl.password=secret;part2".to_string()]).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("property 2"), "{text}");
+    assert!(
+        !text.contains("part2") && !text.contains("secret"),
+        "{text}"
+    );
+}

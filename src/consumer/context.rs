@@ -156,6 +156,7 @@ impl ConsumerCtx {
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 tracing::warn!(error = %code, "rebalance error");
+                self.health.joined.store(false, Ordering::Relaxed);
                 let parts = self.partitions(tpl);
                 self.handler.revoke(consumer, &parts, true);
                 self.holds.on_revoking(consumer, tpl);
@@ -214,6 +215,11 @@ impl ConsumerCtx {
     ) {
         let parts = self.partitions(tpl);
         let lost = consumer.assignment_lost();
+        if lost {
+            // Evicted (its session or poll interval ran out): no longer a
+            // member, so not ready, until the group assigns to it again.
+            self.health.joined.store(false, Ordering::Relaxed);
+        }
         if self.reports {
             tracing::info!(partitions = ?parts, lost, "partitions revoked");
         }

@@ -65,13 +65,18 @@ mod group {
         assigned: AtomicUsize,
         revoked: AtomicUsize,
         lost: AtomicUsize,
+        /// Lost revokes that found the member still counted as joined.
+        lost_while_joined: AtomicUsize,
     }
 
     impl RebalanceHandler for Rebalances {
-        fn revoke(&self, _: &BaseConsumer<ConsumerCtx>, _: &[i32], lost: bool) {
+        fn revoke(&self, consumer: &BaseConsumer<ConsumerCtx>, _: &[i32], lost: bool) {
             self.revoked.fetch_add(1, Ordering::SeqCst);
             if lost {
                 self.lost.fetch_add(1, Ordering::SeqCst);
+                if consumer.context().health.joined.load(Ordering::SeqCst) {
+                    self.lost_while_joined.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }
         fn assign(&self, _: &BaseConsumer<ConsumerCtx>, _: &[i32], _: &mut TopicPartitionList) {
@@ -232,14 +237,26 @@ mod group {
 
         // The same pause without polling: librdkafka takes the member for
         // dead after max.poll.interval.ms and its partitions are lost.
+        // It is not a member (so not ready) from the loss until the group
+        // assigns to it again.
         let mut idle = member(&brokers, "idle");
+        let joined = |m: &Member| m.consumer.context().health.joined.load(Ordering::SeqCst);
         pump_until("a first record", &mut [&mut idle], |m| !m[0].got.is_empty()).await;
+        assert!(joined(&idle));
         tokio::time::sleep(Duration::from_millis(4_500)).await;
-        pump(&mut [&mut idle], Duration::from_secs(2)).await;
-        assert!(
-            idle.rebalances.revoked.load(Ordering::SeqCst) >= 1,
-            "a member not polled for 3 × max.poll.interval.ms kept its partitions"
+        pump_until("the partitions lost", &mut [&mut idle], |m| {
+            m[0].rebalances.lost.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        assert_eq!(
+            idle.rebalances.lost_while_joined.load(Ordering::SeqCst),
+            0,
+            "an evicted member stayed a member"
         );
+        pump_until("a member again", &mut [&mut idle], |m| {
+            assigned(m[0]) > 0 && joined(m[0])
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
