@@ -158,6 +158,10 @@ pub struct RunArgs {
     /// How long shutdown may take to flush and commit [default: 30s].
     #[arg(long, env = "NPS_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
+    /// How long a consuming loop may go without turning (outside a
+    /// rebalance) before /healthz fails [default: 60s].
+    #[arg(long, env = "NPS_STALL_TIMEOUT")]
+    pub stall_timeout: Option<String>,
     /// Topic the per-partition snapshots go to, created (compacted) if
     /// missing [default: `<group-id>-state`].
     #[arg(long, env = "NPS_STATE_TOPIC")]
@@ -314,6 +318,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
+    /// A consuming loop silent this long (outside a rebalance) fails
+    /// /healthz.
+    #[serde(deserialize_with = "de_duration")]
+    pub stall_timeout: Duration,
     /// Where per-partition snapshots go (recovery through Kafka); empty
     /// until resolved means `<group_id>-state`.
     pub state_topic: String,
@@ -362,6 +370,7 @@ impl Default for Settings {
             auto_offset_reset: OffsetReset::Earliest,
             log_format: LogFormat::default(),
             shutdown_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
             state_topic: String::new(),
             snapshot_interval: Duration::from_secs(10),
             snapshot_max_bytes: DEFAULT_SNAPSHOT_MAX_BYTES,
@@ -576,6 +585,9 @@ impl Settings {
         if let Some(v) = &args.shutdown_timeout {
             self.shutdown_timeout = duration("--shutdown-timeout", v)?;
         }
+        if let Some(v) = &args.stall_timeout {
+            self.stall_timeout = duration("--stall-timeout", v)?;
+        }
         if let Some(v) = &args.snapshot_interval {
             self.snapshot_interval = duration("--snapshot-interval", v)?;
         }
@@ -655,6 +667,12 @@ impl Settings {
         }
         if self.max_pending == 0 {
             return Err(invalid("--max-pending", "must be at least 1"));
+        }
+        if self.stall_timeout < Duration::from_secs(5) {
+            return Err(invalid(
+                "--stall-timeout",
+                "must be at least 5s (a loop beats once a second)",
+            ));
         }
         if self.snapshot_interval < Duration::from_millis(100) {
             return Err(invalid("--snapshot-interval", "must be at least 100ms"));

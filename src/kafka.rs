@@ -46,6 +46,8 @@ pub struct Health {
     pub(crate) beyond_end: Mutex<BTreeMap<i32, u32>>,
     /// When each kind of client error was last logged (throttling).
     logged_errors: Mutex<BTreeMap<(&'static str, String), std::time::Instant>>,
+    /// The consuming loops' heartbeats (`/healthz`).
+    pub heartbeats: crate::liveness::Heartbeats,
 }
 
 impl Health {

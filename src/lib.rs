@@ -39,6 +39,8 @@
 //!   ledger of pending deliveries, snapshot rounds and writes, the output
 //!   registry and the sending of what the cores emit, the wait for the
 //!   brokers before a loop starts, the state lock.
+//! - [`liveness`]: each consuming loop's heartbeat, and the loops stalled
+//!   past `--stall-timeout` (`/healthz`).
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
 //! - [`topics`]: output topics created when missing, with the partitions
@@ -70,6 +72,7 @@ mod events;
 pub mod generator;
 pub mod http;
 pub mod kafka;
+pub mod liveness;
 pub mod metrics;
 pub mod pipeline;
 pub mod promoters;

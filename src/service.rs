@@ -62,6 +62,7 @@ pub async fn run(
     let prometheus = install_recorder()?;
     m::set_targets(&settings.targets);
     let health = Health::new();
+    health.heartbeats.set_bound(settings.stall_timeout);
     let server = crate::http::serve(
         settings.metrics_addr,
         prometheus.clone(),

@@ -245,3 +245,66 @@ fn extra_connection(addr: &str) -> Extra {
         Err(_) => Extra::Hung,
     }
 }
+
+/// /healthz answers 503 naming a consuming loop that has not turned for
+/// longer than `--stall-timeout` (outside a rebalance), and 200 again once
+/// it turns: the liveness probe can fail.
+#[test]
+fn healthz_fails_while_a_consuming_loop_is_stalled() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(stalled_loop_fails_healthz());
+}
+
+async fn stalled_loop_fails_healthz() {
+    use nps_stream::kafka::Health;
+    let health = Health::new();
+    health.heartbeats.set_bound(Duration::from_secs(5));
+    let now = Instant::now();
+    let long_ago = now.checked_sub(Duration::from_secs(30)).unwrap();
+    let pipeline = health.heartbeats.beat("pipeline", long_ago);
+    let tracker = health.heartbeats.beat("case tracker", now);
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (trigger, shutdown) = nps_stream::shutdown::channel();
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let view = std::sync::Arc::new(std::sync::RwLock::new(Default::default()));
+    let server = nps_stream::http::serve(addr, prometheus, view, health, "in".into(), shutdown)
+        .await
+        .unwrap();
+    let get = |path: &'static str| {
+        let addr = addr.to_string();
+        tokio::task::spawn_blocking(move || get_body(&addr, path))
+    };
+    let (status, body) = get("/healthz").await.unwrap();
+    assert_eq!(status, Some(503), "{body}");
+    assert!(
+        body.contains("stalled: pipeline") && !body.contains("case tracker"),
+        "{body}"
+    );
+    // Inside a rebalance (a long restore) it is not a stall.
+    pipeline.rebalancing(true, Instant::now());
+    assert_eq!(get("/healthz").await.unwrap().0, Some(200));
+    pipeline.rebalancing(false, Instant::now());
+    assert_eq!(get("/healthz").await.unwrap().0, Some(200));
+    tracker.turn(Instant::now());
+    trigger.fire();
+    server.await.unwrap();
+}
+
+/// The status and body of a plain GET.
+fn get_body(addr: &str, path: &str) -> (Option<u16>, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (None, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (None, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (status, out)
+}

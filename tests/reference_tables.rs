@@ -107,7 +107,7 @@ fn flag_table_is_run_help() {
     let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
         (readme.keys().collect(), help.keys().collect());
     assert_eq!(a, b, "flags in docs/configuration.md against `run --help`");
-    assert_eq!(help.len(), 34, "the flags of run: {:?}", help.keys());
+    assert_eq!(help.len(), 35, "the flags of run: {:?}", help.keys());
     for (flag, row) in &readme {
         let h = &help[flag];
         assert_eq!(row.env, h.env, "{flag}: environment variable");
@@ -166,6 +166,7 @@ fn other_value(flag: &str, dir: &std::path::Path) -> String {
         "--max-future-skew" => "1m",
         "--alert-threshold" => "4",
         "--shutdown-timeout" => "7s",
+        "--stall-timeout" => "7s",
         "--state-topic" => "other-state",
         "--snapshot-interval" => "3s",
         "--snapshot-max-bytes" => "2048",

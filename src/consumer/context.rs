@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
@@ -19,6 +20,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use super::holds::Holds;
 use crate::config::OffsetReset;
 use crate::kafka::{Health, Role, blocking, client_config, count_up, log_client, on_client_error};
+use crate::liveness::Beat;
 use crate::metrics as m;
 
 /// What a loop does when Kafka moves partitions. Called on the consumer's
@@ -57,6 +59,9 @@ pub struct ConsumerCtx {
     /// (`nps_assigned_partitions`, `nps_commits_total`): the pipeline's,
     /// not the case tracker's.
     pub(crate) reports: bool,
+    /// The loop's heartbeat: a rebalance (restores can take minutes) does
+    /// not count as a stall.
+    pub(crate) beat: Arc<Beat>,
 }
 
 /// How a loop's consumer differs from the recipe both share.
@@ -76,6 +81,8 @@ pub(crate) struct Recipe<'a> {
     pub(crate) reports: bool,
     /// Its name in errors.
     pub(crate) what: &'static str,
+    /// Its loop's heartbeat, held still while a rebalance runs.
+    pub(crate) beat: Arc<Beat>,
 }
 
 /// A loop's consumer, subscribed. Offsets are committed by the loop
@@ -116,6 +123,7 @@ pub(crate) fn subscribe(
             holds,
             cut_off: Arc::new(tokio::sync::Notify::new()),
             reports: recipe.reports,
+            beat: recipe.beat.clone(),
         })
         .map_err(|source| crate::error::Error::Client {
             what: recipe.what,
@@ -323,7 +331,9 @@ impl ConsumerContext for ConsumerCtx {
         // The handler blocks (waits for deliveries, reads the state topic,
         // asks the brokers for offsets), and this runs inside the async
         // consumer's `recv`.
+        self.beat.rebalancing(true, Instant::now());
         blocking(|| self.rebalance_now(consumer, err, tpl));
+        self.beat.rebalancing(false, Instant::now());
     }
 }
 

@@ -109,7 +109,10 @@ pub(crate) async fn drive<A: App>(
                 }
             }
             _ = snapshot_tick.tick() => app.snapshots_due(),
-            _ = second.tick() => app.tick(&mut consumer, &stop).await,
+            _ = second.tick() => {
+                consumer.context().beat.turn(std::time::Instant::now());
+                app.tick(&mut consumer, &stop).await;
+            }
             Some(event) = events.recv() => app.event(event, &stop).await,
             msg = consumer.recv() => {
                 let mut msg = msg;

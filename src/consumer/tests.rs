@@ -160,6 +160,7 @@ mod group {
             co_partitioned: false,
             reports: false,
             what: "a test member",
+            beat: crate::liveness::Heartbeats::default().beat("test", std::time::Instant::now()),
         };
         let consumer =
             subscribe(&recipe, Health::new(), rebalances.clone(), holds.clone()).unwrap();

@@ -1,5 +1,5 @@
 //! The HTTP surface on the metrics port: /metrics (Prometheus text),
-//! /healthz (the process is alive), /readyz (partitions assigned and
+//! /healthz (alive: 503 when a consuming loop has stalled), /readyz (partitions assigned and
 //! brokers reachable; 503 otherwise), the live page (/) and its JSON API
 //! (/api/v1/segments, /api/v1/summary, /api/v1/themes, /api/v1/root-causes).
 
@@ -165,8 +165,19 @@ async fn api_summary(State(s): State<AppState>) -> axum::response::Response {
     json(StatusCode::OK, &api::summary(&view))
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Alive unless a consuming loop has stalled (`liveness`): 503
+/// naming the loops.
+async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
+    let stalled = s.health.heartbeats.stalled(std::time::Instant::now());
+    if stalled.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        let names = stalled.join(", ");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: {names}\n"),
+        )
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {

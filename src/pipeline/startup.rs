@@ -181,6 +181,9 @@ pub(super) fn subscribed_consumer(
         co_partitioned: false,
         reports: true,
         what: "the Kafka consumer",
+        beat: health
+            .heartbeats
+            .beat("pipeline", std::time::Instant::now()),
     };
     subscribe(&recipe, health.clone(), handler.clone(), holds.clone())
 }

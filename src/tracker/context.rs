@@ -63,6 +63,7 @@ pub(super) fn subscribe(
     producer: &Arc<RenewableProducer>,
     store: &Arc<StateStore>,
     handover: &Arc<Handover>,
+    beat: Arc<crate::liveness::Beat>,
 ) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
     let group = format!("{}-cases", settings.group_id);
     let recipe = Recipe {
@@ -74,6 +75,7 @@ pub(super) fn subscribe(
         co_partitioned: true,
         reports: false,
         what: "the case tracker's consumer",
+        beat,
     };
     let handler = Rebalancer {
         core: core.clone(),

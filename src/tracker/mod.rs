@@ -373,7 +373,10 @@ pub async fn run(
     let (readbacks, read_back) = tokio::sync::mpsc::unbounded_channel();
     let core = Arc::new(Mutex::new(Core::new(&settings)));
     let handover = Arc::new(Handover::new("case tracker", settings.shutdown_timeout));
-    let consumer = context::subscribe(&settings, &core, &producer, &store, &handover)?;
+    let beat = health
+        .heartbeats
+        .beat("case tracker", std::time::Instant::now());
+    let consumer = context::subscribe(&settings, &core, &producer, &store, &handover, beat)?;
     let outputs = crate::consumer::outputs::Outputs::new(&settings);
     let shell = records::Shell {
         settings,
