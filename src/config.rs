@@ -155,7 +155,8 @@ pub struct RunArgs {
     /// Scores at or below this raise an alert [default: 6].
     #[arg(long, env = "NPS_ALERT_THRESHOLD")]
     pub alert_threshold: Option<u32>,
-    /// How long shutdown may take to flush and commit [default: 30s].
+    /// How long everything after SIGTERM may take: deliveries, final
+    /// snapshots, the commit, leaving the group [default: 30s].
     #[arg(long, env = "NPS_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
     /// How long a consuming loop may go without turning (outside a

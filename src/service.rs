@@ -61,6 +61,7 @@ pub async fn run(
 ) -> crate::error::Result<()> {
     let prometheus = install_recorder()?;
     m::set_targets(&settings.targets);
+    crate::shutdown::watchdog(shutdown.clone(), settings.shutdown_timeout);
     let health = Health::new();
     health.heartbeats.set_bound(settings.stall_timeout);
     let server = crate::http::serve(

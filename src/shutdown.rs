@@ -60,3 +60,23 @@ pub async fn on_signals(trigger: Trigger) {
     }
     trigger.fire();
 }
+
+/// Bounds everything after the signal by `bound` (`--shutdown-timeout`):
+/// once `stop` fires, a thread of its own ends the process at `bound` from
+/// then, whatever is still running (a commit or a group leave a broker
+/// never answers). Nothing is lost by it: offsets are committed only
+/// behind finished work, so the next owner redoes what this one did not
+/// finish. The orderly stop keeps inside the bound (`Handover::stop`).
+pub fn watchdog(mut stop: Shutdown, bound: std::time::Duration) {
+    tokio::spawn(async move {
+        stop.recv().await;
+        std::thread::spawn(move || {
+            std::thread::sleep(bound);
+            tracing::error!(
+                bound = ?bound,
+                "shutdown not finished within --shutdown-timeout: exiting now; unfinished work stays uncommitted for the next owner"
+            );
+            std::process::exit(0);
+        });
+    });
+}

@@ -2052,11 +2052,41 @@ fn segments_past_max_keys_are_counted_as_overflow_exactly() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// Everything after SIGTERM fits in `--shutdown-timeout`: here the broker
+/// stops answering in time (every request takes 30 s) just before the
+/// signal, so the final commit and the group leave would hang; the
+/// process still ends within the bound, with nothing committed past what
+/// was done (the next owner redoes the rest).
+#[test]
+fn a_broker_that_stops_answering_does_not_hold_the_stop_past_shutdown_timeout() {
+    let _heavy = heavy();
+    let (cluster, brokers) = cluster();
+    let data = dataset(200, now_ms(), "slow");
+    produce(&brokers, &good_records(&data));
+    let mut args = QUICK_REJOIN.to_vec();
+    args.extend(["--shutdown-timeout", "3s"]);
+    let mut svc = Service::run(&brokers, "g-slow", &args, "slow");
+    svc.wait_for("every answer read", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+    });
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(30))
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let status = svc.terminate(Duration::from_secs(60));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(3_000 + 1_500),
+        "took {took:?} for a 3 s bound:\n{}",
+        svc.logs()
+    );
+    assert_eq!(status.code(), Some(0), "{}", svc.logs());
+}
+
 /// README: on SIGTERM the service waits for pending deliveries at most
 /// `--shutdown-timeout`, whatever the broker does. Here every write is
-/// refused, so alerts stay pending: it must still exit within the bound
-/// (plus the time to commit and leave), having committed nothing past the
-/// first undelivered alert.
+/// refused, so alerts stay pending: it must still exit within the bound,
+/// having committed nothing past the first undelivered alert.
 #[test]
 fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
     let _heavy = heavy();
@@ -2084,7 +2114,7 @@ fn shutdown_is_bounded_by_shutdown_timeout_while_the_broker_refuses_writes() {
     let status = svc.terminate(Duration::from_secs(30));
     let took = asked.elapsed();
     assert!(
-        took < Duration::from_secs(3 + 7),
+        took < Duration::from_millis(3_000 + 1_500),
         "took {took:?} for a 3 s bound:\n{}",
         svc.logs()
     );
@@ -2536,7 +2566,7 @@ fn shutdown_is_bounded_when_the_producer_queue_is_full() {
     let status = svc.terminate(Duration::from_secs(60));
     let took = asked.elapsed();
     assert!(
-        took < Duration::from_secs(3 + 7),
+        took < Duration::from_millis(3_000 + 1_500),
         "took {took:?} for a 3 s bound ({status}):\n{}",
         svc.logs()
     );

@@ -18,6 +18,10 @@ use super::produce::finish_until;
 use crate::kafka::RenewableProducer;
 use crate::state::StateStore;
 
+/// What a stop keeps of `--shutdown-timeout` for the commit, leaving the
+/// group and the exit: a tenth of it, within these bounds.
+const STOP_RESERVE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(3));
+
 /// An application's state, as a hand-over sees it.
 pub(crate) trait Handed {
     /// Asks after every delivery, sending failed ones again in their
@@ -83,8 +87,11 @@ impl Handover {
     }
 
     /// The loop's stop: every partition handed over within
-    /// `--shutdown-timeout`. Returns whether deliveries were left
-    /// unacknowledged (their offsets stay uncommitted).
+    /// `--shutdown-timeout`, less what the commit and leaving the group
+    /// after it need (`STOP_RESERVE`), so that the whole stop fits the
+    /// bound the watchdog holds (`shutdown::watchdog`). Returns whether
+    /// deliveries were left unacknowledged (their offsets stay
+    /// uncommitted).
     pub(crate) fn stop<H: Handed, C: ConsumerContext>(
         &self,
         core: &Mutex<H>,
@@ -92,7 +99,8 @@ impl Handover {
         producer: &RenewableProducer,
         store: &StateStore,
     ) -> bool {
-        let deadline = Instant::now() + self.timeout;
+        let reserve = (self.timeout / 10).clamp(STOP_RESERVE.0, STOP_RESERVE.1);
+        let deadline = Instant::now() + self.timeout.saturating_sub(reserve);
         let left = self.hand_over(core, consumer, producer, store, None, deadline);
         let _ = self.stopped.set(deadline);
         left
