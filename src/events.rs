@@ -262,3 +262,24 @@ impl Event for ProducerRenewed<'_> {
         );
     }
 }
+
+/// The state topic was created with less than asked for: the broker
+/// refused its replication (one replica: a broker lost loses the
+/// snapshots) or also its compaction and record size (the topic grows
+/// with every snapshot, and large ones are refused).
+pub(crate) struct StateTopicDegraded<'a> {
+    pub(crate) topic: &'a str,
+    /// `replication`, or `compaction` (which also gives up replication).
+    pub(crate) dropped: &'static str,
+}
+
+impl Event for StateTopicDegraded<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            topic = self.topic,
+            dropped = self.dropped,
+            "state topic created without what the broker refused; create it yourself as docs/operations.md says (compacted, max.message.bytes for --snapshot-max-bytes, replicated)"
+        );
+        metrics::gauge!(m::STATE_TOPIC_DEGRADED, "dropped" => self.dropped).set(1.0);
+    }
+}

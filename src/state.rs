@@ -24,6 +24,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::events::{Event, StateTopicDegraded};
 use crate::kafka::{Role, client_config, log_client, on_client_error};
 
 /// Room for a record's framing beyond the snapshot it carries: the state
@@ -388,37 +389,121 @@ fn create_topic(admin: &AdminClient<StateCtx>, topic: &str, partitions: i32, rec
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(5)))
         .operation_timeout(Some(Duration::from_secs(5)));
+    let compacted = |replication| {
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", record_limit)
+    };
     let attempts = [
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", record_limit),
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", record_limit),
+        compacted(-1),
+        compacted(1),
         NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
     ];
-    for new in &attempts {
+    let created = create_with_fallbacks(|i| {
+        let new = &attempts[i];
         match futures::executor::block_on(admin.create_topics([new], &opts)) {
             Ok(results) => match results.first() {
-                Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-                    tracing::info!(topic, partitions, config = ?new.config, "state topic created");
-                    return;
-                }
+                Some(Ok(_)) => Attempt::Made,
+                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Attempt::Exists,
                 Some(Err((_, code))) => {
-                    tracing::debug!(topic, error = ?code, config = ?new.config, "state topic creation refused")
+                    tracing::warn!(topic, error = ?code, config = ?new.config, "state topic creation refused");
+                    Attempt::Refused
                 }
-                None => {}
+                None => Attempt::Refused,
             },
-            Err(e) => {
-                // The request itself failed (unsupported, timed out): the
-                // other settings would fare no better.
-                tracing::debug!(topic, error = %e, "state topic creation failed");
-                break;
-            }
+            Err(e) => Attempt::Unsupported(e.to_string()),
+        }
+    });
+    match created {
+        Created::Exists => {}
+        Created::Full => tracing::info!(topic, partitions, "state topic created"),
+        Created::Without(dropped) => StateTopicDegraded { topic, dropped }.emit(),
+        Created::Not(why) => tracing::warn!(
+            topic,
+            error = why.as_deref().unwrap_or("every setting refused"),
+            "could not create the state topic with CreateTopics; waiting for it to appear (create it compacted, as docs/operations.md says)"
+        ),
+    }
+}
+
+/// One attempt at creating the state topic.
+#[derive(Debug)]
+enum Attempt {
+    Made,
+    Exists,
+    /// The broker refused these settings.
+    Refused,
+    /// The request itself failed (not supported, timed out): other
+    /// settings would fare no better.
+    Unsupported(String),
+}
+
+/// What creating the state topic came to.
+#[derive(Debug, PartialEq)]
+enum Created {
+    Full,
+    Exists,
+    /// Created without what the broker refused: `replication` (one
+    /// replica), or `compaction` (one replica, not compacted, not sized).
+    Without(&'static str),
+    /// Not created (why, when the request failed).
+    Not(Option<String>),
+}
+
+/// Tries the state topic's settings in order, each giving up more than
+/// the one before (`try_create(i)`: full, one replica, plain), until one
+/// is taken.
+fn create_with_fallbacks(mut try_create: impl FnMut(usize) -> Attempt) -> Created {
+    const GIVES_UP: [Option<&str>; 3] = [None, Some("replication"), Some("compaction")];
+    for (i, dropped) in GIVES_UP.iter().enumerate() {
+        match (try_create(i), dropped) {
+            (Attempt::Exists, _) => return Created::Exists,
+            (Attempt::Made, None) => return Created::Full,
+            (Attempt::Made, Some(d)) => return Created::Without(d),
+            (Attempt::Refused, _) => continue,
+            (Attempt::Unsupported(why), _) => return Created::Not(Some(why)),
         }
     }
-    tracing::warn!(
-        topic,
-        "could not create the state topic with CreateTopics; waiting for it to appear"
-    );
+    Created::Not(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(answers: Vec<Attempt>) -> (Created, usize) {
+        let mut answers = answers.into_iter();
+        let mut tried = 0;
+        let created = create_with_fallbacks(|i| {
+            assert_eq!(i, tried, "attempts in order");
+            tried += 1;
+            answers.next().unwrap_or(Attempt::Refused)
+        });
+        (created, tried)
+    }
+
+    #[test]
+    fn the_state_topic_falls_back_step_by_step_and_says_what_it_gave_up() {
+        use Attempt::*;
+        assert_eq!(run(vec![Made]), (Created::Full, 1));
+        assert_eq!(run(vec![Exists]), (Created::Exists, 1));
+        assert_eq!(
+            run(vec![Refused, Made]),
+            (Created::Without("replication"), 2)
+        );
+        assert_eq!(
+            run(vec![Refused, Refused, Made]),
+            (Created::Without("compaction"), 3)
+        );
+        assert_eq!(
+            run(vec![Refused, Refused, Refused]),
+            (Created::Not(None), 3)
+        );
+        // A request the broker cannot take stops the fallbacks at once.
+        let (c, tried) = run(vec![Unsupported("no CreateTopics".into())]);
+        assert_eq!(
+            (c, tried),
+            (Created::Not(Some("no CreateTopics".into())), 1)
+        );
+    }
 }

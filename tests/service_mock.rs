@@ -1174,6 +1174,39 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// A state topic nps-stream cannot create as asked is said loudly, never
+/// with a quiet "created": librdkafka's mock cluster takes no CreateTopics
+/// (the topic appears through automatic creation, not compacted), so the
+/// warning names the refusal and how to create the topic, and
+/// `nps_state_topic_degraded` stays absent (nothing was created with less;
+/// the fallbacks' steps are `state::tests`' unit test).
+#[test]
+fn a_state_topic_that_cannot_be_created_as_asked_is_said_loudly() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster();
+    let args = ["--cases", "off", "--promoters", "off"];
+    let mut svc = Service::run(&brokers, "g-degraded", &args, "degraded");
+    let m = svc.wait_for("the state topic there", Duration::from_secs(60), |m| {
+        m.get("nps_ready", &[]) == Some(1.0)
+    });
+    assert_eq!(m.sum("nps_state_topic_degraded", &[]), 0.0);
+    let logs = svc.logs();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("could not create the state topic"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("create it compacted"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("UnsupportedFeature"),
+        "the broker's answer: {warning}"
+    );
+    assert!(!logs.contains("state topic created"), "{logs}");
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
 /// A state topic that cannot be read at restore (its watermarks refused,
 /// the next 40 ListOffsets requests answered TOPIC_AUTHORIZATION_FAILED):
 /// each partition's read error is counted with its reason, its snapshot

@@ -67,6 +67,7 @@ pub const SNAPSHOTS_WRITTEN_TOTAL: &str = "nps_snapshots_written_total";
 pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
 pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
+pub const STATE_TOPIC_DEGRADED: &str = "nps_state_topic_degraded";
 pub const BUILD_INFO: &str = "nps_build_info";
 pub const NPS_TARGET: &str = "nps_target";
 pub const THEME_RESPONSES: &str = "nps_theme_responses";
@@ -74,7 +75,7 @@ pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 60] = [
+pub const NAMES: [&str; 61] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -115,6 +116,7 @@ pub const NAMES: [&str; 60] = [
     SNAPSHOT_BYTES_TOTAL,
     SNAPSHOT_ERRORS_TOTAL,
     STATE_READ_ERRORS_TOTAL,
+    STATE_TOPIC_DEGRADED,
     BUILD_INFO,
     NPS_TARGET,
     THEME_RESPONSES,
@@ -256,6 +258,10 @@ pub fn describe() {
     describe_counter!(
         STATE_READ_ERRORS_TOTAL,
         "Reads of the state topic that failed at restore, by reason (topic_missing, watermarks, assign, timeout); each is also an unreadable snapshot."
+    );
+    describe_gauge!(
+        STATE_TOPIC_DEGRADED,
+        "1 when this instance created the state topic with less than it asked for, by what the broker refused (replication: one replica; compaction: neither compacted nor sized for snapshots)."
     );
     describe_gauge!(
         BUILD_INFO,
