@@ -1037,6 +1037,21 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
     assert_eq!(d["uid"], "nps-stream");
     let queries = panel_queries(&d);
     assert!(queries.len() >= 15, "{} queries", queries.len());
+    // Contacts come hours apart: the time to first contact is read from
+    // the 24h recording rules, never a rate over a few minutes (mostly
+    // empty).
+    let contact: Vec<&String> = queries
+        .iter()
+        .filter(|(t, _)| t.starts_with("Time to first contact"))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        contact,
+        [
+            "nps:case_first_contact_seconds:p50_24h",
+            "nps:case_first_contact_seconds:p90_24h"
+        ]
+    );
     let known = known_series();
     for (title, expr) in &queries {
         let names = metric_names(expr);
