@@ -594,6 +594,7 @@ fn kubernetes_manifests_pass_schema_validation() {
             "deployment.yaml",
             "service.yaml",
             "poddisruptionbudget.yaml",
+            "networkpolicy.yaml",
         ];
         let text = run_ok(
             Command::new("kubernetes-validate")
@@ -797,6 +798,31 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     labels_match(&pdb["spec"]["selector"]["matchLabels"], pod_labels);
     // Unready pods (all of them during a Kafka outage) never block a drain.
     assert_eq!(s(&pdb["spec"]["unhealthyPodEvictionPolicy"]), "AlwaysAllow");
+
+    // The NetworkPolicy covers these pods: in, only the metrics port and
+    // only from the monitoring namespace; out, DNS and the brokers' port.
+    let np = kind(&docs, "NetworkPolicy");
+    labels_match(&np["spec"]["podSelector"]["matchLabels"], pod_labels);
+    assert_eq!(strings(&np["spec"]["policyTypes"]), ["Ingress", "Egress"]);
+    let ingress = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(s(&ingress[0]["ports"][0]["port"]), "metrics");
+    assert!(ingress[0]["from"][0]["namespaceSelector"].is_object());
+    let egress_ports: BTreeSet<String> = np["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .map(|p| p["port"].to_string())
+        .collect();
+    let broker_ports: BTreeSet<String> = field(&settings, "brokers")
+        .split(',')
+        .map(|b| b.rsplit(':').next().unwrap().to_string())
+        .collect();
+    for p in broker_ports.iter().chain([&"53".to_string()]) {
+        assert!(egress_ports.contains(p), "egress to port {p}: {egress_ports:?}");
+    }
     let pm = kind(&docs, "PodMonitor");
     assert_eq!(s(&pm["apiVersion"]), "monitoring.coreos.com/v1");
     labels_match(&pm["spec"]["selector"]["matchLabels"], pod_labels);
