@@ -821,7 +821,10 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         .map(|b| b.rsplit(':').next().unwrap().to_string())
         .collect();
     for p in broker_ports.iter().chain([&"53".to_string()]) {
-        assert!(egress_ports.contains(p), "egress to port {p}: {egress_ports:?}");
+        assert!(
+            egress_ports.contains(p),
+            "egress to port {p}: {egress_ports:?}"
+        );
     }
     let pm = kind(&docs, "PodMonitor");
     assert_eq!(s(&pm["apiVersion"]), "monitoring.coreos.com/v1");
@@ -1513,4 +1516,55 @@ fn readme_deploy_commands_run_from_the_repository_root() {
         assert!(built.lines().any(|b| b == image), "{image} was never built");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every alert has a `runbook_url` into docs/runbooks.md whose anchor is a
+/// heading there, and the alerts are split in two groups: business
+/// (`team: cx`) and operational (`team: platform`).
+#[test]
+fn every_alert_has_a_runbook_and_a_team() {
+    let rules = yaml(&repo("deploy/prometheus/nps-rules.yml"));
+    let runbooks = read(&repo("docs/runbooks.md"));
+    let anchors: BTreeSet<String> = runbooks
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ')
+                .collect::<String>()
+                .replace(' ', "-")
+        })
+        .collect();
+    let mut alerts = 0;
+    for group in rules["groups"].as_array().unwrap() {
+        let name = s(&group["name"]);
+        for rule in group["rules"].as_array().unwrap() {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            alerts += 1;
+            let team = match name {
+                "nps-stream-business" => "cx",
+                "nps-stream-operational" => "platform",
+                other => panic!(
+                    "{alert} in group {other}: alerts go in the business or operational group"
+                ),
+            };
+            assert_eq!(s(&rule["labels"]["team"]), team, "{alert}");
+            let url = s(&rule["annotations"]["runbook_url"]);
+            let (path, anchor) = url
+                .split_once('#')
+                .unwrap_or_else(|| panic!("{alert}: {url}"));
+            assert_eq!(path, "docs/runbooks.md", "{alert}");
+            assert_eq!(anchor, alert.to_lowercase(), "{alert}");
+            assert!(
+                anchors.contains(anchor),
+                "{alert}: no heading for #{anchor}"
+            );
+        }
+    }
+    assert!(alerts >= 19, "{alerts} alerts");
 }
