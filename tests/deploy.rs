@@ -917,6 +917,8 @@ fn variable_queries(d: &Value) -> Vec<(String, String, String)> {
 
 fn substitute(expr: &str, product: &str, region: &str) -> String {
     expr.replace("$__rate_interval", "1m")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
         .replace("$window", "24h")
         .replace("$product", product)
         .replace("$region", region)
@@ -1069,18 +1071,13 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
     // Contacts come hours apart: the time to first contact is read from
     // the 24h recording rules, never a rate over a few minutes (mostly
     // empty).
-    let contact: Vec<&String> = queries
+    let contact: Vec<BTreeSet<String>> = queries
         .iter()
         .filter(|(t, _)| t.starts_with("Time to first contact"))
-        .map(|(_, e)| e)
+        .map(|(_, e)| metric_names(e))
         .collect();
-    assert_eq!(
-        contact,
-        [
-            "nps:case_first_contact_seconds:p50_24h",
-            "nps:case_first_contact_seconds:p90_24h"
-        ]
-    );
+    let rule = |q: &str| BTreeSet::from([format!("nps:case_first_contact_seconds:{q}_24h")]);
+    assert_eq!(contact, [rule("p50"), rule("p90")]);
     let known = known_series();
     for (title, expr) in &queries {
         let names = metric_names(expr);
@@ -1091,7 +1088,10 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
     }
     let vars = variable_queries(&d);
     let var_names: Vec<&str> = vars.iter().map(|v| v.0.as_str()).collect();
-    assert_eq!(var_names, ["window", "product", "region"]);
+    assert_eq!(
+        var_names,
+        ["cluster", "namespace", "window", "product", "region"]
+    );
     for (_, selector, _) in &vars {
         for n in metric_names(selector) {
             assert!(known.contains(&n), "variable: {n}");
@@ -1567,4 +1567,45 @@ fn every_alert_has_a_runbook_and_a_team() {
         }
     }
     assert!(alerts >= 19, "{alerts} alerts");
+}
+
+/// Staging and production in one Prometheus stay apart on the dashboard:
+/// it has `cluster` and `namespace` variables (every value by default,
+/// which also matches series without the labels), and every series a
+/// panel or a variable reads is filtered by both.
+#[test]
+fn dashboard_filters_every_series_by_cluster_and_namespace() {
+    let d = dashboard();
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| s(&v["name"]))
+        .collect();
+    assert_eq!(&vars[..3], ["datasource", "cluster", "namespace"]);
+    let filter = r#"{cluster=~"$cluster", namespace=~"$namespace""#;
+    let mut exprs: Vec<String> = panel_queries(&d).into_iter().map(|(_, e)| e).collect();
+    for (name, selector, _) in variable_queries(&d) {
+        if name != "cluster" && name != "namespace" {
+            exprs.push(selector);
+        }
+    }
+    let mut checked = 0;
+    for e in &exprs {
+        for name in metric_names(e) {
+            let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+            for (at, _) in e.match_indices(name.as_str()) {
+                let rest = &e[at + name.len()..];
+                if e[..at].ends_with(ident) || rest.starts_with(ident) {
+                    continue;
+                }
+                checked += 1;
+                assert!(
+                    rest.starts_with(filter),
+                    "{name} not filtered by cluster and namespace in {e}"
+                );
+            }
+        }
+    }
+    assert!(checked >= 60, "{checked} selectors");
 }
