@@ -283,3 +283,124 @@ impl Event for StateTopicDegraded<'_> {
         metrics::gauge!(m::STATE_TOPIC_DEGRADED, "dropped" => self.dropped).set(1.0);
     }
 }
+
+/// The input topic's retention, checked at start against the longest
+/// window.
+pub(crate) struct InputRetention<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) check: RetentionCheck,
+    /// The retention described (`None`: for ever), when known.
+    pub(crate) retention: Option<Option<std::time::Duration>>,
+}
+
+impl Event for InputRetention<'_> {
+    fn emit(self) {
+        let InputRetention {
+            topic,
+            check,
+            retention,
+        } = self;
+        metrics::counter!(m::INPUT_RETENTION_CHECKS_TOTAL, "result" => check.as_str()).increment(1);
+        if let Some(r) = retention {
+            let seconds = r.map_or(-1.0, |d| d.as_secs_f64());
+            metrics::gauge!(m::INPUT_RETENTION_SECONDS, "topic" => topic.to_string()).set(seconds);
+        }
+        match check {
+            RetentionCheck::Enough => {
+                tracing::info!(
+                    topic,
+                    "the input topic's retention covers the longest window"
+                )
+            }
+            RetentionCheck::Short { retention, longest } => tracing::warn!(
+                topic,
+                retention = %humantime::format_duration(retention),
+                longest_window = %humantime::format_duration(longest),
+                "the input topic's retention is shorter than the longest window: a partition rebuilt from the input (no usable snapshot) gets that window, and the shift rule over it, short; raise retention.ms (docs/operations.md)"
+            ),
+            RetentionCheck::Unknown(why) => tracing::info!(
+                topic,
+                why = %why,
+                "the input topic's retention is unknown (the brokers do not describe topic configs): make sure it covers the longest window (docs/operations.md)"
+            ),
+        }
+    }
+}
+
+/// What the input topic's retention means for the windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionCheck {
+    /// Kept at least as long as the longest window (or for ever).
+    Enough,
+    /// Shorter than the longest window: a partition rebuilt from the input
+    /// (no usable snapshot) has that window, and the shift rule over it,
+    /// short.
+    Short {
+        retention: std::time::Duration,
+        longest: std::time::Duration,
+    },
+    /// The brokers did not say (why).
+    Unknown(String),
+}
+
+impl RetentionCheck {
+    /// `retention` as `Admin::retention` answers, against the longest window.
+    pub fn of(
+        retention: Result<Option<std::time::Duration>, String>,
+        longest: std::time::Duration,
+    ) -> RetentionCheck {
+        match retention {
+            Ok(None) => RetentionCheck::Enough,
+            Ok(Some(r)) if r >= longest => RetentionCheck::Enough,
+            Ok(Some(r)) => RetentionCheck::Short {
+                retention: r,
+                longest,
+            },
+            Err(why) => RetentionCheck::Unknown(why),
+        }
+    }
+
+    /// Its name in `nps_input_retention_checks_total{result}`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RetentionCheck::Enough => "ok",
+            RetentionCheck::Short { .. } => "short",
+            RetentionCheck::Unknown(_) => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetentionCheck;
+    use std::time::Duration;
+
+    #[test]
+    fn an_input_retention_shorter_than_the_longest_window_is_short() {
+        let day = Duration::from_secs(86_400);
+        let longest = 30 * day;
+        assert_eq!(
+            RetentionCheck::of(Ok(None), longest),
+            RetentionCheck::Enough
+        );
+        assert_eq!(
+            RetentionCheck::of(Ok(Some(longest)), longest),
+            RetentionCheck::Enough
+        );
+        assert_eq!(
+            RetentionCheck::of(Ok(Some(31 * day)), longest),
+            RetentionCheck::Enough
+        );
+        let week = RetentionCheck::of(Ok(Some(7 * day)), longest);
+        assert_eq!(
+            week,
+            RetentionCheck::Short {
+                retention: 7 * day,
+                longest
+            }
+        );
+        assert_eq!(week.as_str(), "short");
+        let unknown = RetentionCheck::of(Err("no DescribeConfigs".into()), longest);
+        assert_eq!(unknown.as_str(), "unknown");
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
@@ -43,6 +43,32 @@ impl Admin {
             admin: config.create().map_err(client)?,
             config,
         })
+    }
+
+    /// The topic's `retention.ms` as the brokers describe it (`None`:
+    /// kept for ever, -1), or why it cannot be known (a broker without
+    /// DescribeConfigs, like librdkafka's mock cluster, or Tansu).
+    pub fn retention(&self, topic: &str) -> Result<Option<Duration>, String> {
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+        let asked = [ResourceSpecifier::Topic(topic)];
+        let described = futures::executor::block_on(self.admin.describe_configs(&asked, &opts))
+            .map_err(|e| e.to_string())?;
+        let resource = described
+            .into_iter()
+            .next()
+            .ok_or("no answer")?
+            .map_err(|code| code.to_string())?;
+        let value = resource
+            .entries
+            .iter()
+            .find(|e| e.name == "retention.ms")
+            .and_then(|e| e.value.clone())
+            .ok_or("retention.ms not described")?;
+        match value.trim().parse::<i64>() {
+            Ok(ms) if ms < 0 => Ok(None),
+            Ok(ms) => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+            Err(_) => Err(format!("retention.ms `{value}` is not a number")),
+        }
     }
 
     /// The topic's partition count, when the brokers list it.

@@ -1174,6 +1174,33 @@ fn kill_9_mid_stream_then_restart_equals_a_run_that_never_stopped() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// The input topic's retention is checked against the longest window at
+/// start; librdkafka's mock cluster does not describe topic configs, so
+/// the check says `unknown` (counted, and a line in the log) and exports
+/// no retention.
+#[test]
+fn an_input_retention_the_brokers_do_not_describe_is_counted_unknown() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster();
+    let args = ["--cases", "off", "--promoters", "off"];
+    let mut svc = Service::run(&brokers, "g-retention", &args, "retention");
+    let m = svc.wait_for("the retention checked", Duration::from_secs(60), |m| {
+        m.sum("nps_input_retention_checks_total", &[]) > 0.0
+    });
+    assert_eq!(
+        m.get("nps_input_retention_checks_total", &[("result", "unknown")]),
+        Some(1.0)
+    );
+    assert_eq!(m.sum("nps_input_retention_checks_total", &[]), 1.0);
+    assert_eq!(m.sum("nps_input_retention_seconds", &[]), 0.0);
+    let logs = svc.logs();
+    assert!(
+        logs.contains("the input topic's retention is unknown"),
+        "{logs}"
+    );
+    assert!(svc.terminate(Duration::from_secs(30)).success());
+}
+
 /// A state topic nps-stream cannot create as asked is said loudly, never
 /// with a quiet "created": librdkafka's mock cluster takes no CreateTopics
 /// (the topic appears through automatic creation, not compacted), so the

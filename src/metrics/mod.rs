@@ -68,6 +68,8 @@ pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
 pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
 pub const STATE_TOPIC_DEGRADED: &str = "nps_state_topic_degraded";
+pub const INPUT_RETENTION_CHECKS_TOTAL: &str = "nps_input_retention_checks_total";
+pub const INPUT_RETENTION_SECONDS: &str = "nps_input_retention_seconds";
 pub const BUILD_INFO: &str = "nps_build_info";
 pub const NPS_TARGET: &str = "nps_target";
 pub const THEME_RESPONSES: &str = "nps_theme_responses";
@@ -75,7 +77,7 @@ pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 61] = [
+pub const NAMES: [&str; 63] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -117,6 +119,8 @@ pub const NAMES: [&str; 61] = [
     SNAPSHOT_ERRORS_TOTAL,
     STATE_READ_ERRORS_TOTAL,
     STATE_TOPIC_DEGRADED,
+    INPUT_RETENTION_CHECKS_TOTAL,
+    INPUT_RETENTION_SECONDS,
     BUILD_INFO,
     NPS_TARGET,
     THEME_RESPONSES,
@@ -258,6 +262,14 @@ pub fn describe() {
     describe_counter!(
         STATE_READ_ERRORS_TOTAL,
         "Reads of the state topic that failed at restore, by reason (topic_missing, watermarks, assign, timeout); each is also an unreadable snapshot."
+    );
+    describe_counter!(
+        INPUT_RETENTION_CHECKS_TOTAL,
+        "Checks of the input topic's retention against the longest window at start, by result (ok, short, unknown: the brokers do not describe topic configs)."
+    );
+    describe_gauge!(
+        INPUT_RETENTION_SECONDS,
+        "The input topic's retention.ms in seconds as the brokers describe it (-1: kept for ever); absent when unknown."
     );
     describe_gauge!(
         STATE_TOPIC_DEGRADED,

@@ -14,6 +14,7 @@ use crate::consumer::holds::Holds;
 use crate::consumer::outputs::{Creation, Outputs};
 use crate::consumer::produce::producer;
 use crate::consumer::ready::{Ready, open_store, wait_until_ready};
+use crate::events::Event;
 use crate::kafka::{Health, RenewableProducer, client_config};
 use crate::pipeline::Rebalancer;
 use crate::shutdown::Shutdown;
@@ -46,6 +47,7 @@ pub(super) async fn prepare(
     let Some(store) = opened.await else {
         return Ok(None);
     };
+    check_input_retention(settings);
 
     // Held while the pipeline runs: the output topics' watch.
     let output_watch = match outputs_ready.await {
@@ -186,4 +188,32 @@ pub(super) fn subscribed_consumer(
             .beat("pipeline", std::time::Instant::now()),
     };
     subscribe(&recipe, health.clone(), handler.clone(), holds.clone())
+}
+
+/// Checks, on a thread of its own and once, that the input topic keeps
+/// its records at least as long as the longest window
+/// (`events::InputRetention`): a partition without a usable snapshot is
+/// rebuilt from the input, and a shorter retention leaves its longest
+/// windows short without a word otherwise.
+fn check_input_retention(settings: &Settings) {
+    let engine = &settings.engine;
+    let Ok(layout) = crate::engine::WindowLayout::new(&engine.windows, engine.buckets_per_window)
+    else {
+        return;
+    };
+    let longest = layout.longest();
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let config = client_config(&settings.brokers, &[], &settings.kafka);
+        let retention = crate::topics::Admin::new(&config, "the retention check's admin client")
+            .map_err(|e| e.to_string())
+            .and_then(|admin| admin.retention(&settings.input_topic));
+        let check = crate::events::RetentionCheck::of(retention.clone(), longest);
+        crate::events::InputRetention {
+            topic: &settings.input_topic,
+            check,
+            retention: retention.ok(),
+        }
+        .emit();
+    });
 }
