@@ -852,8 +852,19 @@ fn kube_prometheus_stack_overlay_labels_the_monitor_and_the_rules() {
     let dir = repo("deploy/kubernetes/overlays/kube-prometheus-stack");
     let k = yaml(&dir.join("kustomization.yaml"));
     let bases = strings(&k["resources"]);
-    assert_eq!(bases.len(), 1);
-    assert!(dir.join(&bases[0]).join("kustomization.yaml").is_file());
+    assert_eq!(bases.len(), 2);
+    for b in &bases {
+        assert!(dir.join(b).join("kustomization.yaml").is_file(), "{b}");
+    }
+    // The dashboard comes along for Grafana's sidecar: a ConfigMap of the
+    // dashboard file itself, labelled as the sidecar looks for.
+    let grafana = dir.join(&bases[1]).canonicalize().unwrap();
+    assert_eq!(grafana, repo("deploy/grafana").canonicalize().unwrap());
+    let g = yaml(&grafana.join("kustomization.yaml"));
+    let generator = &g["configMapGenerator"][0];
+    assert_eq!(strings(&generator["files"]), ["dashboards/nps-stream.json"]);
+    assert!(grafana.join("dashboards/nps-stream.json").is_file());
+    assert_eq!(s(&generator["options"]["labels"]["grafana_dashboard"]), "1");
     let base = k8s_docs();
     let mut kinds = BTreeSet::new();
     for p in k["patches"].as_array().unwrap() {
