@@ -83,6 +83,9 @@ pub(crate) struct Recipe<'a> {
     pub(crate) what: &'static str,
     /// Its loop's heartbeat, held still while a rebalance runs.
     pub(crate) beat: Arc<Beat>,
+    /// librdkafka defaults of its own, under the user's `-X` properties
+    /// (e.g. a smaller fetch queue for a loop that reads little).
+    pub(crate) defaults: &'a [(&'a str, &'a str)],
 }
 
 /// A loop's consumer, subscribed. Offsets are committed by the loop
@@ -93,18 +96,16 @@ pub(crate) fn subscribe(
     handler: Arc<dyn RebalanceHandler>,
     holds: Holds,
 ) -> crate::error::Result<StreamConsumer<ConsumerCtx>> {
-    let mut config = client_config(
-        recipe.brokers,
-        &[
-            ("auto.offset.reset", recipe.reset.as_str()),
-            // librdkafka's default is 5 minutes: a group that formed while
-            // a topic was missing (created after nps-stream started) would
-            // wait that long to notice it. One small metadata request
-            // every 10 s.
-            ("topic.metadata.refresh.interval.ms", "10000"),
-        ],
-        recipe.properties,
-    );
+    let mut defaults = vec![
+        ("auto.offset.reset", recipe.reset.as_str()),
+        // librdkafka's default is 5 minutes: a group that formed while
+        // a topic was missing (created after nps-stream started) would
+        // wait that long to notice it. One small metadata request
+        // every 10 s.
+        ("topic.metadata.refresh.interval.ms", "10000"),
+    ];
+    defaults.extend_from_slice(recipe.defaults);
+    let mut config = client_config(recipe.brokers, &defaults, recipe.properties);
     if !recipe.reports {
         config.set("statistics.interval.ms", "0");
     }

@@ -161,6 +161,7 @@ mod group {
             reports: false,
             what: "a test member",
             beat: crate::liveness::Heartbeats::default().beat("test", std::time::Instant::now()),
+            defaults: &[],
         };
         let consumer =
             subscribe(&recipe, Health::new(), rebalances.clone(), holds.clone()).unwrap();

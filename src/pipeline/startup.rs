@@ -186,6 +186,7 @@ pub(super) fn subscribed_consumer(
         beat: health
             .heartbeats
             .beat("pipeline", std::time::Instant::now()),
+        defaults: &[],
     };
     subscribe(&recipe, health.clone(), handler.clone(), holds.clone())
 }

@@ -56,6 +56,16 @@ impl RebalanceHandler for Rebalancer {
     }
 }
 
+/// The case tracker's fetch buffers: it reads alerts (one per detractor)
+/// and case events, a fraction of the input's records and bytes, so
+/// librdkafka's defaults (a 64 MiB fetch queue, 50 MiB fetches, sized for
+/// the input's rate) would only hold memory. 8 MiB queued and 4 MiB per
+/// fetch still keep thousands of alerts in hand; `-X` overrides both.
+const FETCH: [(&str, &str); 2] = [
+    ("queued.max.messages.kbytes", "8192"),
+    ("fetch.max.bytes", "4194304"),
+];
+
 /// The case tracker's consumer, subscribed to both topics.
 pub(super) fn subscribe(
     settings: &Settings,
@@ -76,6 +86,7 @@ pub(super) fn subscribe(
         reports: false,
         what: "the case tracker's consumer",
         beat,
+        defaults: &FETCH,
     };
     let handler = Rebalancer {
         core: core.clone(),
