@@ -97,6 +97,14 @@ pub(crate) struct SnapshotUnusable<'a> {
 impl Event for SnapshotUnusable<'_> {
     fn emit(self) {
         metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => self.error.reason()).increment(1);
+        if let SnapshotError::Version(found) = self.error {
+            metrics::counter!(
+                m::SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
+                "found" => found.to_string(),
+                "reads" => crate::engine::FORMAT_VERSION.to_string()
+            )
+            .increment(1);
+        }
         tracing::error!(
             partition = self.partition,
             error = %self.error,

@@ -1421,6 +1421,16 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
             svc.logs()
         );
     }
+    // The format from the future is named, with the one this build reads.
+    let reads = nps_stream::engine::FORMAT_VERSION.to_string();
+    assert_eq!(
+        m.get(
+            "nps_snapshot_versions_unreadable_total",
+            &[("found", "99"), ("reads", reads.as_str())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(m.sum("nps_snapshot_versions_unreadable_total", &[]), 1.0);
     assert_eq!(restores(&m, "rebuild"), 3.0);
     assert_eq!(restores(&m, "snapshot"), 1.0);
     // The three partitions were replayed from their start, without alerts.

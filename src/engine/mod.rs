@@ -31,7 +31,7 @@ pub(crate) use content::FieldHasher;
 pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
 pub use nps::{Category, WindowStats};
-pub use snapshot::SnapshotError;
+pub use snapshot::{FORMAT_VERSION, SnapshotError};
 pub use themes::{COMMENTED, ThemeStats};
 pub use window::{LayoutError, WindowLayout, WindowSpec};
 

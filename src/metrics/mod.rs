@@ -68,6 +68,7 @@ pub const SNAPSHOT_BYTES_TOTAL: &str = "nps_snapshot_bytes_total";
 pub const SNAPSHOT_ERRORS_TOTAL: &str = "nps_snapshot_errors_total";
 pub const STATE_READ_ERRORS_TOTAL: &str = "nps_state_read_errors_total";
 pub const STATE_TOPIC_DEGRADED: &str = "nps_state_topic_degraded";
+pub const SNAPSHOT_VERSIONS_UNREADABLE_TOTAL: &str = "nps_snapshot_versions_unreadable_total";
 pub const INPUT_RETENTION_CHECKS_TOTAL: &str = "nps_input_retention_checks_total";
 pub const INPUT_RETENTION_SECONDS: &str = "nps_input_retention_seconds";
 pub const BUILD_INFO: &str = "nps_build_info";
@@ -77,7 +78,7 @@ pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 63] = [
+pub const NAMES: [&str; 64] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -121,6 +122,7 @@ pub const NAMES: [&str; 63] = [
     STATE_TOPIC_DEGRADED,
     INPUT_RETENTION_CHECKS_TOTAL,
     INPUT_RETENTION_SECONDS,
+    SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
     BUILD_INFO,
     NPS_TARGET,
     THEME_RESPONSES,
@@ -262,6 +264,10 @@ pub fn describe() {
     describe_counter!(
         STATE_READ_ERRORS_TOTAL,
         "Reads of the state topic that failed at restore, by reason (topic_missing, watermarks, assign, timeout); each is also an unreadable snapshot."
+    );
+    describe_counter!(
+        SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
+        "Snapshots in a format version this build cannot read, by the version found and the one this build reads (each also an unusable snapshot, reason version)."
     );
     describe_counter!(
         INPUT_RETENTION_CHECKS_TOTAL,
