@@ -296,23 +296,24 @@ impl Event for StateTopicDegraded<'_> {
 /// window.
 pub(crate) struct InputRetention<'a> {
     pub(crate) topic: &'a str,
-    pub(crate) check: RetentionCheck,
-    /// The retention described (`None`: for ever), when known.
-    pub(crate) retention: Option<Option<std::time::Duration>>,
+    /// As `Admin::retention` answers (`None`: kept for ever).
+    pub(crate) retention: Result<Option<std::time::Duration>, String>,
+    pub(crate) longest: std::time::Duration,
 }
 
 impl Event for InputRetention<'_> {
     fn emit(self) {
         let InputRetention {
             topic,
-            check,
             retention,
+            longest,
         } = self;
-        metrics::counter!(m::INPUT_RETENTION_CHECKS_TOTAL, "result" => check.as_str()).increment(1);
-        if let Some(r) = retention {
+        if let Ok(r) = &retention {
             let seconds = r.map_or(-1.0, |d| d.as_secs_f64());
             metrics::gauge!(m::INPUT_RETENTION_SECONDS, "topic" => topic.to_string()).set(seconds);
         }
+        let check = RetentionCheck::of(retention, longest);
+        metrics::counter!(m::INPUT_RETENTION_CHECKS_TOTAL, "result" => check.as_str()).increment(1);
         match check {
             RetentionCheck::Enough => {
                 tracing::info!(

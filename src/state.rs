@@ -394,13 +394,16 @@ fn create_topic(admin: &AdminClient<StateCtx>, topic: &str, partitions: i32, rec
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", record_limit)
     };
+    // Each attempt with what it gives up against the one before.
     let attempts = [
-        compacted(-1),
-        compacted(1),
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        (None, compacted(-1)),
+        (Some("replication"), compacted(1)),
+        (
+            Some("compaction"),
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        ),
     ];
-    let created = create_with_fallbacks(|i| {
-        let new = &attempts[i];
+    let created = create_with_fallbacks(&attempts, |new| {
         match futures::executor::block_on(admin.create_topics([new], &opts)) {
             Ok(results) => match results.first() {
                 Some(Ok(_)) => Attempt::Made,
@@ -451,12 +454,13 @@ enum Created {
 }
 
 /// Tries the state topic's settings in order, each giving up more than
-/// the one before (`try_create(i)`: full, one replica, plain), until one
-/// is taken.
-fn create_with_fallbacks(mut try_create: impl FnMut(usize) -> Attempt) -> Created {
-    const GIVES_UP: [Option<&str>; 3] = [None, Some("replication"), Some("compaction")];
-    for (i, dropped) in GIVES_UP.iter().enumerate() {
-        match (try_create(i), dropped) {
+/// the one before (the first gives up nothing), until one is taken.
+fn create_with_fallbacks<T>(
+    attempts: &[(Option<&'static str>, T)],
+    mut try_create: impl FnMut(&T) -> Attempt,
+) -> Created {
+    for (dropped, settings) in attempts {
+        match (try_create(settings), dropped) {
             (Attempt::Exists, _) => return Created::Exists,
             (Attempt::Made, None) => return Created::Full,
             (Attempt::Made, Some(d)) => return Created::Without(d),
@@ -472,10 +476,11 @@ mod tests {
     use super::*;
 
     fn run(answers: Vec<Attempt>) -> (Created, usize) {
+        let attempts = [(None, 0), (Some("replication"), 1), (Some("compaction"), 2)];
         let mut answers = answers.into_iter();
         let mut tried = 0;
-        let created = create_with_fallbacks(|i| {
-            assert_eq!(i, tried, "attempts in order");
+        let created = create_with_fallbacks(&attempts, |i| {
+            assert_eq!(*i, tried, "attempts in order");
             tried += 1;
             answers.next().unwrap_or(Attempt::Refused)
         });

@@ -225,8 +225,9 @@ impl ConsumerCtx {
         let parts = self.partitions(tpl);
         let lost = consumer.assignment_lost();
         if lost {
-            // Evicted (its session or poll interval ran out): no longer a
-            // member, so not ready, until the group assigns to it again.
+            // A lost assignment means the group no longer counts this
+            // member (its session or poll interval is over): not ready
+            // until the group assigns to it again.
             self.health.joined.store(false, Ordering::Relaxed);
         }
         if self.reports {

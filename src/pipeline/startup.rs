@@ -209,11 +209,10 @@ fn check_input_retention(settings: &Settings) {
         let retention = crate::topics::Admin::new(&config, "the retention check's admin client")
             .map_err(|e| e.to_string())
             .and_then(|admin| admin.retention(&settings.input_topic));
-        let check = crate::events::RetentionCheck::of(retention.clone(), longest);
         crate::events::InputRetention {
             topic: &settings.input_topic,
-            check,
-            retention: retention.ok(),
+            retention,
+            longest,
         }
         .emit();
     });
