@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// rebalance) before /healthz fails [default: 60s].
     #[arg(long, env = "NPS_STALL_TIMEOUT")]
     pub stall_timeout: Option<String>,
+    /// Files (comma-separated) whose change stops the process in order, so
+    /// that it starts again with them: mounted credentials and CAs that an
+    /// operator rotates [default: none].
+    #[arg(long, env = "NPS_RESTART_ON_CHANGE", value_delimiter = ',')]
+    pub restart_on_change: Option<Vec<PathBuf>>,
     /// Topic the per-partition snapshots go to, created (compacted) if
     /// missing [default: `<group-id>-state`].
     #[arg(long, env = "NPS_STATE_TOPIC")]
@@ -327,6 +332,8 @@ pub struct Settings {
     /// /healthz.
     #[serde(deserialize_with = "de_duration")]
     pub stall_timeout: Duration,
+    /// Files whose change stops the process so that it restarts with them.
+    pub restart_on_change: Vec<PathBuf>,
     /// Where per-partition snapshots go (recovery through Kafka); empty
     /// until resolved means `<group_id>-state`.
     pub state_topic: String,
@@ -376,6 +383,7 @@ impl Default for Settings {
             log_format: LogFormat::default(),
             shutdown_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            restart_on_change: Vec::new(),
             state_topic: String::new(),
             snapshot_interval: Duration::from_secs(10),
             snapshot_max_bytes: DEFAULT_SNAPSHOT_MAX_BYTES,
@@ -530,6 +538,9 @@ impl Settings {
         if let Some(v) = &args.stall_timeout {
             self.stall_timeout = duration("--stall-timeout", v)?;
         }
+        if let Some(v) = &args.restart_on_change {
+            self.restart_on_change.clone_from(v);
+        }
         if let Some(v) = &args.snapshot_interval {
             self.snapshot_interval = duration("--snapshot-interval", v)?;
         }
@@ -609,6 +620,12 @@ impl Settings {
         }
         if self.max_pending == 0 {
             return Err(invalid("--max-pending", "must be at least 1"));
+        }
+        if let Some(p) = self.restart_on_change.iter().find(|p| !p.is_file()) {
+            return Err(invalid(
+                "--restart-on-change",
+                format!("{} is not a readable file", p.display()),
+            ));
         }
         if self.stall_timeout < Duration::from_secs(5) {
             return Err(invalid(

@@ -41,6 +41,8 @@
 //!   brokers before a loop starts, the state lock.
 //! - [`liveness`]: each consuming loop's heartbeat, and the loops stalled
 //!   past `--stall-timeout` (`/healthz`).
+//! - [`sizing`]: the most memory an instance holds at given settings,
+//!   from the measured unit costs (`check-config` prints it).
 //! - [`state`]: the state topic: created compacted, snapshots written per
 //!   partition, a partition's latest one read back on assignment.
 //! - [`topics`]: output topics created when missing, with the partitions
@@ -80,6 +82,7 @@ pub mod schema;
 pub mod send;
 pub mod service;
 pub mod shutdown;
+pub mod sizing;
 pub mod state;
 pub mod themes;
 pub mod topics;

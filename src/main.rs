@@ -41,6 +41,10 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => match Settings::resolve(&args, false) {
             Ok(s) => {
                 println!("{:#?}", s.redacted());
+                let bound = nps_stream::sizing::Bound::of(&s, 1);
+                println!(
+                    "memory bound holding one input partition (docs/deploying.md, \"Memory\"):\n{bound}"
+                );
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }

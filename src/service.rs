@@ -62,6 +62,12 @@ pub async fn run(
     let prometheus = install_recorder()?;
     m::set_targets(&settings.targets);
     crate::shutdown::watchdog(shutdown.clone(), settings.shutdown_timeout);
+    crate::shutdown::restart_on_change(
+        crate::shutdown::Watched::new(&settings.restart_on_change),
+        std::time::Duration::from_secs(10),
+        trigger.clone(),
+        shutdown.clone(),
+    );
     let health = Health::new();
     health.heartbeats.set_bound(settings.stall_timeout);
     let server = crate::http::serve(

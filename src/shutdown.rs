@@ -80,3 +80,84 @@ pub fn watchdog(mut stop: Shutdown, bound: std::time::Duration) {
         });
     });
 }
+
+/// The files `--restart-on-change` names, and a digest of each as first
+/// read: `changed` names the first whose content differs now (or that can
+/// no longer be read). Kubernetes updates a mounted Secret by swapping a
+/// symlink, so content, not modification time, is compared.
+pub struct Watched(Vec<(std::path::PathBuf, Option<u64>)>);
+
+impl Watched {
+    pub fn new(paths: &[std::path::PathBuf]) -> Watched {
+        Watched(paths.iter().map(|p| (p.clone(), digest(p))).collect())
+    }
+
+    pub fn changed(&self) -> Option<&std::path::Path> {
+        self.0
+            .iter()
+            .find(|(p, d)| digest(p) != *d)
+            .map(|(p, _)| p.as_path())
+    }
+}
+
+fn digest(path: &std::path::Path) -> Option<u64> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
+}
+
+/// Every `every`, fires `trigger` if a watched file changed: the process
+/// stops in order (exit status 0) and its supervisor starts it again with
+/// the new content (a container's environment from a Secret, a mounted CA).
+pub fn restart_on_change(
+    watched: Watched,
+    every: std::time::Duration,
+    trigger: Trigger,
+    mut stop: Shutdown,
+) {
+    if watched.0.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                _ = tick.tick() => {
+                    if let Some(path) = watched.changed() {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "a file named by --restart-on-change changed: stopping so that the process starts again with it"
+                        );
+                        trigger.fire();
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_file_is_changed_when_its_content_differs_or_it_is_gone() {
+        let dir = std::env::temp_dir().join(format!("nps-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("password"), dir.join("ca.crt"));
+        std::fs::write(&a, "one").unwrap();
+        std::fs::write(&b, "ca").unwrap();
+        let w = Watched::new(&[a.clone(), b.clone()]);
+        assert_eq!(w.changed(), None);
+        std::fs::write(&a, "one").unwrap();
+        assert_eq!(w.changed(), None, "rewritten with the same content");
+        std::fs::write(&b, "ca2").unwrap();
+        assert_eq!(w.changed(), Some(b.as_path()));
+        std::fs::write(&b, "ca").unwrap();
+        std::fs::remove_file(&a).unwrap();
+        assert_eq!(w.changed(), Some(a.as_path()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

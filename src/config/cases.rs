@@ -43,6 +43,10 @@ pub struct CasesArgs {
     /// [default: 2000000].
     #[arg(long, env = "NPS_MAX_CASES")]
     pub max_cases: Option<usize>,
+    /// Most customers remembered for repeat detection; beyond it the tenth
+    /// whose last cases are oldest are forgotten [default: 4000000].
+    #[arg(long, env = "NPS_MAX_CUSTOMERS")]
+    pub max_customers: Option<usize>,
 }
 
 /// The `[cases]` settings.
@@ -61,6 +65,7 @@ pub struct CasesSettings {
     #[serde(deserialize_with = "de_duration")]
     pub closed_retention: Duration,
     pub max_cases: usize,
+    pub max_customers: usize,
     /// The root causes a RESOLVED case event may name (label-safe names);
     /// any other non-empty value is counted as `other`.
     pub root_causes: Vec<String>,
@@ -78,6 +83,7 @@ impl Default for CasesSettings {
             orphan_grace: c.orphan_grace,
             closed_retention: c.closed_retention,
             max_cases: c.max_cases,
+            max_customers: c.max_customers,
             root_causes: c.root_causes,
         }
     }
@@ -115,6 +121,9 @@ impl CasesSettings {
         if let Some(v) = args.max_cases {
             self.max_cases = v;
         }
+        if let Some(v) = args.max_customers {
+            self.max_customers = v;
+        }
         Ok(())
     }
 
@@ -129,6 +138,9 @@ impl CasesSettings {
         }
         if self.max_cases == 0 {
             return Err(invalid("--max-cases", "must be at least 1"));
+        }
+        if self.max_customers == 0 {
+            return Err(invalid("--max-customers", "must be at least 1"));
         }
         self.check_root_causes()
             .map_err(|reason| invalid("[cases] root_causes", reason))
@@ -167,6 +179,7 @@ impl CasesSettings {
             orphan_grace: self.orphan_grace,
             closed_retention: self.closed_retention,
             max_cases: self.max_cases,
+            max_customers: self.max_customers,
             root_causes: self.root_causes.clone(),
             ..CaseConfig::default()
         }

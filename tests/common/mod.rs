@@ -3,6 +3,7 @@
 //! independently computed expectations.
 #![allow(dead_code)]
 
+pub mod manifests;
 pub mod mock;
 pub mod reference;
 

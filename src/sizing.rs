@@ -1,0 +1,208 @@
+//! The most memory an instance can hold at given settings: each bounded
+//! structure's measured worst-case unit cost times its bound, plus the
+//! buffers the Kafka clients are allowed. `check-config` prints it, and
+//! the Kubernetes manifests' limit is tested against it.
+//!
+//! The unit costs are the worst cases `tests/memory.rs` measures with a
+//! counting allocator and holds below these constants: a segment state
+//! with every bucket of every window filled, theme rows with every theme
+//! mentioned in every bucket, a remembered `response_id`, an open case, a
+//! remembered customer.
+
+use crate::config::Settings;
+
+/// A segment state (one key in one partition): fixed part.
+pub const SEGMENT_BASE_BYTES: u64 = 64;
+/// A segment state: per bucket of its windows, every one filled.
+pub const SEGMENT_BUCKET_BYTES: u64 = 21;
+/// Theme rows of a segment state: per bucket holding a commented answer.
+pub const THEME_BUCKET_BYTES: u64 = 72;
+/// Theme rows of a segment state: per bucket and row (each theme, and the
+/// answers with a comment), dense.
+pub const THEME_ROW_BYTES: u64 = 12;
+/// A remembered `response_id` with its latest version.
+pub const DEDUP_ID_BYTES: u64 = 48;
+/// An open or retained case.
+pub const CASE_BYTES: u64 = 160;
+/// A customer remembered for repeat detection.
+pub const CUSTOMER_BYTES: u64 = 36;
+/// Per key, once per process: its metric series (numbers; the names are
+/// rendered at scrape) and its place in the key table.
+pub const KEY_SHARED_BYTES: u64 = 2048;
+/// An output record awaiting the broker's acknowledgement (an alert, a
+/// promoter event, a dead letter: headers, key and value).
+pub const PENDING_RECORD_BYTES: u64 = 1024;
+/// The binary, the runtime's threads and librdkafka's own state.
+pub const RUNTIME_BYTES: u64 = 32 << 20;
+/// The allocator's holes around the heap structures: RSS against live
+/// heap measured 1.25 at most (docs/performance.md, "Memory").
+pub const HEAP_SLACK: (u64, u64) = (5, 4);
+
+/// librdkafka's defaults for the fetch bounds nps-stream does not set.
+const QUEUED_KBYTES: u64 = 65_536;
+const PARTITION_FETCH_BYTES: u64 = 1_048_576;
+/// The case tracker's consumer (`tracker::context::FETCH`) and its
+/// read-back consumer: queued bytes and one fetch each.
+const TRACKER_FETCH_BYTES: u64 = (8 << 20) + (4 << 20);
+const READBACK_FETCH_BYTES: u64 = (4 << 20) + (4 << 20);
+
+/// One part of the bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub what: &'static str,
+    /// Per input partition held (multiplied by their number), or once.
+    pub per_partition: bool,
+    pub bytes: u64,
+}
+
+/// The bound, part by part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub parts: Vec<Part>,
+}
+
+impl Bound {
+    /// At these settings, holding `partitions` input partitions.
+    pub fn of(settings: &Settings, partitions: u64) -> Bound {
+        let e = &settings.engine;
+        let keys = e.max_keys as u64;
+        let buckets = e.windows.len() as u64 * u64::from(e.buckets_per_window);
+        let rows = match settings.themes.enabled {
+            true => settings.themes.taxonomy.len() as u64 + 1,
+            false => 0,
+        };
+        let themes = match rows {
+            0 => 0,
+            _ => keys * buckets * (THEME_BUCKET_BYTES + THEME_ROW_BYTES * rows),
+        };
+        let kafka = |key: &str, default: u64| {
+            settings
+                .kafka
+                .get(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let slack = |bytes: u64| bytes * HEAP_SLACK.0 / HEAP_SLACK.1;
+        let per_partition_heap = keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets)
+            + themes
+            + e.dedup_max_ids as u64 * DEDUP_ID_BYTES;
+        let state_record = (settings.snapshot_max_bytes as u64).min(slack(per_partition_heap));
+        let mut parts = vec![
+            Part::each(
+                "segment states (max_keys, every bucket filled)",
+                slack(keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets)),
+            ),
+            Part::each("theme rows (every theme in every bucket)", slack(themes)),
+            Part::each(
+                "dedup (dedup_max_ids)",
+                slack(e.dedup_max_ids as u64 * DEDUP_ID_BYTES),
+            ),
+            Part::each(
+                "input fetch in flight (max.partition.fetch.bytes)",
+                kafka("max.partition.fetch.bytes", PARTITION_FETCH_BYTES),
+            ),
+            Part::once(
+                "metric series and key table (max_keys)",
+                slack(keys * KEY_SHARED_BYTES),
+            ),
+            Part::once(
+                "input fetch queue (queued.max.messages.kbytes)",
+                kafka("queued.max.messages.kbytes", QUEUED_KBYTES) * 1024,
+            ),
+            Part::once(
+                "outputs awaiting acknowledgement (max_pending)",
+                settings.max_pending as u64 * PENDING_RECORD_BYTES,
+            ),
+            Part::once(
+                "state records: one written, one in the producer, one restored",
+                3 * state_record,
+            ),
+            Part::once("runtime", RUNTIME_BYTES),
+        ];
+        if settings.cases.enabled {
+            let c = &settings.cases;
+            parts.extend([
+                Part::once("cases (max_cases)", slack(c.max_cases as u64 * CASE_BYTES)),
+                Part::once(
+                    "customers (max_customers)",
+                    slack(c.max_customers as u64 * CUSTOMER_BYTES),
+                ),
+                Part::once(
+                    "case tracker's fetch buffers",
+                    TRACKER_FETCH_BYTES + READBACK_FETCH_BYTES,
+                ),
+            ]);
+        }
+        let partitions = partitions.max(1);
+        for p in parts.iter_mut().filter(|p| p.per_partition) {
+            p.bytes *= partitions;
+        }
+        Bound { parts }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
+}
+
+impl Part {
+    fn each(what: &'static str, bytes: u64) -> Part {
+        Part {
+            what,
+            per_partition: true,
+            bytes,
+        }
+    }
+
+    fn once(what: &'static str, bytes: u64) -> Part {
+        Part {
+            what,
+            per_partition: false,
+            bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = (1u64 << 20) as f64;
+        for p in self.parts.iter().filter(|p| p.bytes > 0) {
+            let each = if p.per_partition {
+                ", per input partition"
+            } else {
+                ""
+            };
+            writeln!(f, "  {:>8.1} MiB  {}{each}", p.bytes as f64 / MIB, p.what)?;
+        }
+        write!(f, "  {:>8.1} MiB  in all", self.total() as f64 / MIB)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_grows_with_each_setting_it_names_and_with_the_partitions() {
+        let s = Settings::default();
+        let base = Bound::of(&s, 1).total();
+        assert!(Bound::of(&s, 2).total() > base);
+        let mut more = s.clone();
+        more.engine.max_keys *= 2;
+        assert!(Bound::of(&more, 1).total() > base);
+        let mut off = s.clone();
+        off.themes.enabled = false;
+        off.cases.enabled = false;
+        let lean = Bound::of(&off, 1);
+        assert!(lean.total() < base);
+        assert!(lean.parts.iter().all(|p| !p.what.starts_with("cases")));
+        let mut small_queue = s.clone();
+        small_queue
+            .kafka
+            .insert("queued.max.messages.kbytes".into(), "1024".into());
+        assert_eq!(
+            base - Bound::of(&small_queue, 1).total(),
+            (65_536 - 1024) * 1024
+        );
+    }
+}
