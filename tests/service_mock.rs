@@ -2135,6 +2135,44 @@ fn a_broker_that_stops_answering_does_not_hold_the_stop_past_shutdown_timeout() 
     assert_stops_within(&mut svc, Duration::from_secs(3));
 }
 
+/// docs/configuration.md: a file named by `--restart-on-change` (a mounted
+/// password or CA) that changes stops the service in order, exit status 0,
+/// with its work committed, so that its supervisor starts it again with the
+/// new content; while the file stays the same it keeps running.
+#[test]
+fn a_watched_file_that_changes_stops_the_service_in_order() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster();
+    let data = dataset(200, now_ms(), "rotate");
+    produce(&brokers, &good_records(&data));
+    let dir = std::env::temp_dir().join(format!("nps-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, "first").unwrap();
+    let mut args = QUICK_REJOIN.to_vec();
+    let watched = password.to_str().unwrap().to_string();
+    args.extend(["--restart-on-change", &watched]);
+    let mut svc = Service::run(&brokers, "g-rotate", &args, "rotate");
+    svc.wait_for("every answer read", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+    });
+    // Rewritten with the same content: not a change.
+    std::fs::write(&password, "first").unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        svc.metrics().is_some(),
+        "stopped without a change:\n{}",
+        svc.logs()
+    );
+    std::fs::write(&password, "second").unwrap();
+    let (status, logs) = svc.exit_within(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(logs.contains("--restart-on-change"), "{logs}");
+    let (committed, end) = committed_and_end(&brokers, "g-rotate", 4);
+    assert_eq!(committed, end, "work committed before the stop");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// README: on SIGTERM the service waits for pending deliveries at most
 /// `--shutdown-timeout`, whatever the broker does. Here every write is
 /// refused, so alerts stay pending: it must still exit within the bound,
