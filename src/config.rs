@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// Most response_ids remembered per partition [default: 1000000].
     #[arg(long, env = "NPS_DEDUP_MAX_IDS")]
     pub dedup_max_ids: Option<usize>,
+    /// Snapshot format to write: this release's, or the one before it
+    /// until every instance runs this release (the first of an upgrade's
+    /// two rolls) [default: this release's].
+    #[arg(long, env = "NPS_SNAPSHOT_FORMAT")]
+    pub snapshot_format: Option<u32>,
     /// How far in the future responded_at may be [default: 5m].
     #[arg(long, env = "NPS_MAX_FUTURE_SKEW")]
     pub max_future_skew: Option<String>,
@@ -569,6 +574,9 @@ impl Settings {
         if let Some(v) = args.dedup_max_ids {
             self.engine.dedup_max_ids = v;
         }
+        if let Some(v) = args.snapshot_format {
+            self.engine.snapshot_format = v;
+        }
         if let Some(v) = &args.max_future_skew {
             self.limits.max_future_skew = duration("--max-future-skew", v)?;
         }
@@ -602,6 +610,7 @@ impl Settings {
                 E::DedupHorizon => "--dedup-horizon",
                 E::MaxKeys => "--max-keys",
                 E::DedupMaxIds => "--dedup-max-ids",
+                E::SnapshotFormat => "--snapshot-format",
                 E::Windows(_) | E::WindowsTooFine => "--windows / [engine]",
             };
             invalid(flag, e.to_string())

@@ -88,6 +88,27 @@ impl Event for RestoreDone<'_> {
     }
 }
 
+/// A snapshot in a format this build does not read: `state` (the
+/// windows', the case tracker's), the format found and those read.
+pub(crate) struct SnapshotVersionUnreadable {
+    pub(crate) state: &'static str,
+    pub(crate) found: u32,
+    pub(crate) reads: (u32, u32),
+}
+
+impl Event for SnapshotVersionUnreadable {
+    fn emit(self) {
+        let (oldest, newest) = self.reads;
+        metrics::counter!(
+            m::SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
+            "state" => self.state,
+            "found" => self.found.to_string(),
+            "reads" => format!("{oldest}-{newest}")
+        )
+        .increment(1);
+    }
+}
+
 /// The latest snapshot of a partition was read but cannot be used.
 pub(crate) struct SnapshotUnusable<'a> {
     pub(crate) partition: i32,
@@ -98,12 +119,12 @@ impl Event for SnapshotUnusable<'_> {
     fn emit(self) {
         metrics::counter!(m::SNAPSHOT_ERRORS_TOTAL, "reason" => self.error.reason()).increment(1);
         if let SnapshotError::Version(found) = self.error {
-            metrics::counter!(
-                m::SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
-                "found" => found.to_string(),
-                "reads" => crate::engine::FORMAT_VERSION.to_string()
-            )
-            .increment(1);
+            SnapshotVersionUnreadable {
+                state: "windows",
+                found: *found,
+                reads: (crate::engine::OLDEST_READ, crate::engine::FORMAT_VERSION),
+            }
+            .emit();
         }
         tracing::error!(
             partition = self.partition,

@@ -61,6 +61,7 @@ pub async fn run(
 ) -> crate::error::Result<()> {
     let prometheus = install_recorder()?;
     m::set_targets(&settings.targets);
+    metrics::gauge!(m::SNAPSHOT_FORMAT_WRITTEN).set(f64::from(settings.engine.snapshot_format));
     crate::shutdown::watchdog(shutdown.clone(), settings.shutdown_timeout);
     crate::shutdown::restart_on_change(
         crate::shutdown::Watched::new(&settings.restart_on_change),

@@ -1363,7 +1363,12 @@ fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
 #[test]
 fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
     let _heavy = heavy();
-    let (_cluster, brokers) = cluster();
+    let (cluster, brokers) = cluster();
+    // The case tracker snapshots too once its topics exist (the mock
+    // cluster creates none on request).
+    for topic in ["nps-case-events", "nps-case-escalations"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
     let now = now_ms();
     let data = dataset(3000, now, "c");
     process_all_then_stop(&brokers, "g-corrupt", &data);
@@ -1384,6 +1389,17 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
     let mut flipped = latest(3).payload.unwrap();
     let at = flipped.len() / 2;
     flipped[at] ^= 0x10;
+    // And the case tracker's snapshot of alerts partition 0, in a format
+    // from the future.
+    let cases_key = format!("{ALERTS}/0");
+    let cases_latest = snaps
+        .iter()
+        .rfind(|r| r.key.as_deref() == Some(cases_key.as_bytes()))
+        .expect("a case snapshot")
+        .clone();
+    let mut cases_env =
+        nps_stream::pb::SnapshotEnvelope::decode(cases_latest.payload.as_deref().unwrap()).unwrap();
+    cases_env.format_version = 99;
     let bad: [(i32, Vec<u8>); 3] = [
         (1, b"not a snapshot at all".to_vec()),
         (2, env.encode_to_vec()),
@@ -1405,6 +1421,14 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
             )
             .unwrap();
     }
+    producer
+        .send(
+            BaseRecord::to(state)
+                .partition(cases_latest.partition)
+                .key(cases_key.as_bytes())
+                .payload(&cases_env.encode_to_vec()),
+        )
+        .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let mut svc = Service::run(&brokers, "g-corrupt", FAST_SNAPSHOTS, "corrupt-2");
@@ -1422,15 +1446,37 @@ fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
         );
     }
     // The format from the future is named, with the one this build reads.
-    let reads = nps_stream::engine::FORMAT_VERSION.to_string();
+    let reads = format!(
+        "{}-{}",
+        nps_stream::engine::OLDEST_READ,
+        nps_stream::engine::FORMAT_VERSION
+    );
     assert_eq!(
         m.get(
             "nps_snapshot_versions_unreadable_total",
-            &[("found", "99"), ("reads", reads.as_str())]
+            &[
+                ("state", "windows"),
+                ("found", "99"),
+                ("reads", reads.as_str())
+            ]
         ),
         Some(1.0)
     );
-    assert_eq!(m.sum("nps_snapshot_versions_unreadable_total", &[]), 1.0);
+    let cases_reads = format!(
+        "{}-{}",
+        nps_stream::cases::CASES_OLDEST_READ,
+        nps_stream::cases::CASES_FORMAT_VERSION
+    );
+    let cases_unreadable = [
+        ("state", "cases"),
+        ("found", "99"),
+        ("reads", cases_reads.as_str()),
+    ];
+    svc.wait_for("the case snapshot refused", Duration::from_secs(30), |m| {
+        m.get("nps_snapshot_versions_unreadable_total", &cases_unreadable) == Some(1.0)
+    });
+    let m = svc.metrics().unwrap();
+    assert_eq!(m.sum("nps_snapshot_versions_unreadable_total", &[]), 2.0);
     assert_eq!(restores(&m, "rebuild"), 3.0);
     assert_eq!(restores(&m, "snapshot"), 1.0);
     // The three partitions were replayed from their start, without alerts.

@@ -53,7 +53,10 @@ pub use config::{
     AlertKey, CaseConfig, DEFAULT_ROOT_CAUSES, MAX_ROOT_CAUSES, Sla, alert_id, alert_key,
 };
 use customers::Last;
-pub use snapshot::{CasesSnapshotError, decode_snapshot, encode_snapshot, encode_snapshot_into};
+pub use snapshot::{
+    CASES_FORMAT_VERSION, CASES_OLDEST_READ, CasesSnapshotError, decode_snapshot, encode_snapshot,
+    encode_snapshot_into,
+};
 pub use types::{
     AlertIn, Applied, ClosedAs, Escalation, EscalationReason, EventIn, Opened, RootCause, SegmentId,
 };

@@ -9,11 +9,18 @@ use crate::pb::{self, AlertPriority, CaseState};
 pub enum CasesSnapshotError {
     #[error("cases snapshot is inconsistent: {0}")]
     Corrupt(String),
+    #[error(
+        "cases snapshot format version {0} is not read (this build reads {CASES_OLDEST_READ} to {CASES_FORMAT_VERSION})"
+    )]
+    Version(u32),
 }
 
 impl CasesSnapshotError {
     pub fn reason(&self) -> &'static str {
-        "corrupt"
+        match self {
+            CasesSnapshotError::Corrupt(_) => "corrupt",
+            CasesSnapshotError::Version(_) => "version",
+        }
     }
 }
 
@@ -165,7 +172,7 @@ impl<O> Tracker<O> {
 pub const CASES_FORMAT_VERSION: u32 = 3;
 
 /// The oldest version still read.
-const OLDEST_READ: u32 = 2;
+pub const CASES_OLDEST_READ: u32 = 2;
 
 /// Wraps a partition's snapshot in the versioned, checksummed envelope.
 ///
@@ -202,11 +209,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<pb::CasesPartitionSnapshot, Cases
     use prost::Message;
     let env = pb::SnapshotEnvelope::decode(bytes)
         .map_err(|e| CasesSnapshotError::Corrupt(e.to_string()))?;
-    if !(OLDEST_READ..=CASES_FORMAT_VERSION).contains(&env.format_version) {
-        return Err(CasesSnapshotError::Corrupt(format!(
-            "format version {}",
-            env.format_version
-        )));
+    if !(CASES_OLDEST_READ..=CASES_FORMAT_VERSION).contains(&env.format_version) {
+        return Err(CasesSnapshotError::Version(env.format_version));
     }
     if crc32fast::hash(&env.body) != env.crc32 {
         return Err(CasesSnapshotError::Corrupt("checksum".into()));
@@ -283,7 +287,10 @@ mod tests {
         assert_eq!(e.previous, None);
 
         for version in [1, 4] {
-            assert!(decode_snapshot(&envelope(version, &snap)).is_err());
+            assert_eq!(
+                decode_snapshot(&envelope(version, &snap)),
+                Err(CasesSnapshotError::Version(version))
+            );
         }
         let mut bad = pb::SnapshotEnvelope::decode(encode_snapshot(&snap).as_slice()).unwrap();
         bad.crc32 ^= 1;

@@ -31,7 +31,7 @@ pub(crate) use content::FieldHasher;
 pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
 pub use nps::{Category, WindowStats};
-pub use snapshot::{FORMAT_VERSION, SnapshotError};
+pub use snapshot::{FORMAT_VERSION, OLDEST_READ, SnapshotError};
 pub use themes::{COMMENTED, ThemeStats};
 pub use window::{LayoutError, WindowLayout, WindowSpec};
 
@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub dedup_horizon: Duration,
     /// Most response_ids remembered per partition (0 disables dedup).
     pub dedup_max_ids: usize,
+    /// The snapshot format written: this build's (`FORMAT_VERSION`), or
+    /// the one before it while some instances still run a release that
+    /// reads only that (docs/operations.md, "Upgrading and rolling back").
+    pub snapshot_format: u32,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
             max_keys: 10_000,
             dedup_horizon: Duration::from_secs(24 * 3600),
             dedup_max_ids: 1_000_000,
+            snapshot_format: snapshot::FORMAT_VERSION,
         }
     }
 }
@@ -289,6 +294,12 @@ pub enum ConfigError {
     #[error("dedup_max_ids must be at most 16,777,216 per partition")]
     DedupMaxIds,
     #[error(
+        "snapshot_format must be {} or {}",
+        snapshot::OLDEST_READ,
+        snapshot::FORMAT_VERSION
+    )]
+    SnapshotFormat,
+    #[error(
         "windows and dedup_horizon together span more than 2^32 of the windows' common bucket width; use bucket widths with a larger common divisor"
     )]
     WindowsTooFine,
@@ -315,6 +326,8 @@ pub struct Engine {
     layout: WindowLayout,
     dedup_horizon_ms: i64,
     dedup_max_ids: usize,
+    /// The snapshot format written (`EngineConfig::snapshot_format`).
+    snapshot_format: u32,
     /// How remembered versions keep event times (from the layout).
     time: dedup::TimeCode,
     keys: KeyTable,
@@ -344,6 +357,9 @@ impl Engine {
         if config.dedup_max_ids > dedup::MAX_IDS {
             return Err(ConfigError::DedupMaxIds);
         }
+        if !(snapshot::OLDEST_READ..=snapshot::FORMAT_VERSION).contains(&config.snapshot_format) {
+            return Err(ConfigError::SnapshotFormat);
+        }
         // A remembered version keeps its event time in 32 bits of grains,
         // from the longest window before first sight to a horizon after.
         let longest = layout
@@ -362,6 +378,7 @@ impl Engine {
             layout,
             dedup_horizon_ms,
             dedup_max_ids: config.dedup_max_ids,
+            snapshot_format: config.snapshot_format,
             keys: KeyTable::new(config.max_keys),
             partitions: BTreeMap::new(),
             now_ms: i64::MIN,

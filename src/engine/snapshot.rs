@@ -11,10 +11,19 @@ use prost::Message;
 use super::{Engine, EngineConfig, PartitionState, Segment};
 use crate::pb;
 
-/// The format this build writes and reads.
+/// The format this build writes by default, and the newest it reads.
 /// 2: dedup entries carry each response's latest version (1 kept ids
 /// and first-sight times only).
 pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format this build reads: each format reads the one before
+/// it, so a rolling update or a rollback across one release keeps every
+/// window (docs/operations.md, "Upgrading and rolling back").
+pub const OLDEST_READ: u32 = 1;
+
+/// The `updated_at` given to an id read from a format-1 snapshot: later
+/// than any version can be, so every later version of it is stale.
+const UNREPLACEABLE_MS: i64 = i64::MAX;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SnapshotError {
@@ -48,9 +57,17 @@ impl SnapshotError {
 
 /// Wraps a snapshot body in the versioned, checksummed envelope.
 pub fn encode(snapshot: &pb::EngineSnapshot) -> Vec<u8> {
+    encode_as(snapshot, FORMAT_VERSION)
+}
+
+/// `encode`, marked as `format` (`OLDEST_READ..=FORMAT_VERSION`). Format
+/// 2 only adds fields, which a format-1 reader skips (the versions, the
+/// theme rows), so the body is the same: a format-1 build reads the
+/// windows and the remembered ids, and this build reads it all back.
+pub fn encode_as(snapshot: &pb::EngineSnapshot, format: u32) -> Vec<u8> {
     let body = snapshot.encode_to_vec();
     pb::SnapshotEnvelope {
-        format_version: FORMAT_VERSION,
+        format_version: format,
         crc32: crc32fast::hash(&body),
         body,
     }
@@ -61,14 +78,49 @@ pub fn encode(snapshot: &pb::EngineSnapshot) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<pb::EngineSnapshot, SnapshotError> {
     let env = pb::SnapshotEnvelope::decode(bytes)
         .map_err(|e| SnapshotError::Undecodable(e.to_string()))?;
-    if env.format_version != FORMAT_VERSION {
+    if !(OLDEST_READ..=FORMAT_VERSION).contains(&env.format_version) {
         return Err(SnapshotError::Version(env.format_version));
     }
     if crc32fast::hash(&env.body) != env.crc32 {
         return Err(SnapshotError::Checksum);
     }
-    pb::EngineSnapshot::decode(env.body.as_slice())
-        .map_err(|e| SnapshotError::Undecodable(e.to_string()))
+    let mut snapshot = pb::EngineSnapshot::decode(env.body.as_slice())
+        .map_err(|e| SnapshotError::Undecodable(e.to_string()))?;
+    if env.format_version == 1 {
+        versions_from_format_1(&mut snapshot);
+    }
+    Ok(snapshot)
+}
+
+/// A format-1 build kept a remembered id's first sight only. Each such id
+/// gets a version that no later one replaces: a later version of it is
+/// stale (`Outcome::Stale`, counted, as format 1 took it for a duplicate),
+/// and nothing is ever taken out of the windows for it. A body a later
+/// build wrote as format 1 (`encode_as`) keeps its versions and is left
+/// as it is.
+fn versions_from_format_1(snapshot: &mut pb::EngineSnapshot) {
+    for dedup in snapshot
+        .partitions
+        .iter_mut()
+        .filter_map(|p| p.dedup.as_mut())
+    {
+        if !dedup.versions.is_empty() || dedup.id_hashes.is_empty() {
+            continue;
+        }
+        let segment = dedup.products.len() as u32;
+        dedup.products.push(super::OTHER.into());
+        dedup.regions.push(super::OTHER.into());
+        dedup.versions = dedup
+            .seen_at_ms
+            .iter()
+            .map(|&seen| pb::VersionRecord {
+                updated_at_ms: Some(UNREPLACEABLE_MS),
+                t_ms: seen,
+                segment,
+                ..Default::default()
+            })
+            .collect();
+    }
 }
 
 /// The segments a partition's dedup entries name, by index in order of
@@ -306,7 +358,7 @@ impl Engine {
         buf[start..body_start].copy_from_slice(&outer);
         let crc = crc32fast::hash(&buf[body_start..body_end]);
         // Envelope: body (above), version, checksum.
-        prost::encoding::uint32::encode(1, &FORMAT_VERSION, buf);
+        prost::encoding::uint32::encode(1, &self.snapshot_format, buf);
         prost::encoding::fixed32::encode(3, &crc, buf);
         buf.drain(..start);
     }

@@ -72,13 +72,14 @@ pub const SNAPSHOT_VERSIONS_UNREADABLE_TOTAL: &str = "nps_snapshot_versions_unre
 pub const INPUT_RETENTION_CHECKS_TOTAL: &str = "nps_input_retention_checks_total";
 pub const INPUT_RETENTION_SECONDS: &str = "nps_input_retention_seconds";
 pub const BUILD_INFO: &str = "nps_build_info";
+pub const SNAPSHOT_FORMAT_WRITTEN: &str = "nps_snapshot_format_written";
 pub const NPS_TARGET: &str = "nps_target";
 pub const THEME_RESPONSES: &str = "nps_theme_responses";
 pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 64] = [
+pub const NAMES: [&str; 65] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -124,6 +125,7 @@ pub const NAMES: [&str; 64] = [
     INPUT_RETENTION_SECONDS,
     SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
     BUILD_INFO,
+    SNAPSHOT_FORMAT_WRITTEN,
     NPS_TARGET,
     THEME_RESPONSES,
     COMMENTED_RESPONSES,
@@ -267,7 +269,7 @@ pub fn describe() {
     );
     describe_counter!(
         SNAPSHOT_VERSIONS_UNREADABLE_TOTAL,
-        "Snapshots in a format version this build cannot read, by the version found and the one this build reads (each also an unusable snapshot, reason version)."
+        "Snapshots in a format version this build cannot read, by state (windows, cases), the version found and the versions this build reads (a windows snapshot is also an unusable snapshot, reason version)."
     );
     describe_counter!(
         INPUT_RETENTION_CHECKS_TOTAL,
@@ -284,6 +286,10 @@ pub fn describe() {
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which build runs."
+    );
+    describe_gauge!(
+        SNAPSHOT_FORMAT_WRITTEN,
+        "The snapshot format this instance writes (--snapshot-format): this release's, or the one before it during an upgrade's first roll."
     );
     describe_gauge!(
         NPS_TARGET,

@@ -169,7 +169,19 @@ impl Rebalancer {
                     Ok(()) => return Some(s),
                     Err(e) => format!("case snapshot refused: {e}"),
                 },
-                Err(e) => format!("case snapshot unreadable: {e}"),
+                Err(e) => {
+                    if let crate::cases::CasesSnapshotError::Version(found) = e {
+                        crate::events::Event::emit(crate::events::SnapshotVersionUnreadable {
+                            state: "cases",
+                            found,
+                            reads: (
+                                crate::cases::CASES_OLDEST_READ,
+                                crate::cases::CASES_FORMAT_VERSION,
+                            ),
+                        });
+                    }
+                    format!("case snapshot unreadable: {e}")
+                }
             },
             Err(e) => format!("case snapshot not read: {e}"),
         };

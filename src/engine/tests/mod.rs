@@ -368,6 +368,7 @@ fn state_records_carry_one_partition_and_its_offset() {
     assert!(fresh.segments(T0).is_empty());
 }
 
+mod formats;
 mod properties;
 pub(crate) use properties::{buckets, ev, observe, windows};
 
