@@ -155,7 +155,7 @@ pub struct RunArgs {
     pub dedup_max_ids: Option<usize>,
     /// Snapshot format to write: this release's, or the one before it
     /// until every instance runs this release (the first of an upgrade's
-    /// two rolls) [default: this release's].
+    /// two rolls) [default: 2].
     #[arg(long, env = "NPS_SNAPSHOT_FORMAT")]
     pub snapshot_format: Option<u32>,
     /// How far in the future responded_at may be [default: 5m].
@@ -174,7 +174,7 @@ pub struct RunArgs {
     pub stall_timeout: Option<String>,
     /// Files (comma-separated) whose change stops the process in order, so
     /// that it starts again with them: mounted credentials and CAs that an
-    /// operator rotates [default: none].
+    /// operator rotates.
     #[arg(long, env = "NPS_RESTART_ON_CHANGE", value_delimiter = ',')]
     pub restart_on_change: Option<Vec<PathBuf>>,
     /// Topic the per-partition snapshots go to, created (compacted) if

@@ -107,7 +107,7 @@ fn flag_table_is_run_help() {
     let (a, b): (BTreeSet<&String>, BTreeSet<&String>) =
         (readme.keys().collect(), help.keys().collect());
     assert_eq!(a, b, "flags in docs/configuration.md against `run --help`");
-    assert_eq!(help.len(), 35, "the flags of run: {:?}", help.keys());
+    assert_eq!(help.len(), 38, "the flags of run: {:?}", help.keys());
     for (flag, row) in &readme {
         let h = &help[flag];
         assert_eq!(row.env, h.env, "{flag}: environment variable");
@@ -179,6 +179,9 @@ fn other_value(flag: &str, dir: &std::path::Path) -> String {
         "--orphan-grace" => "1m",
         "--closed-retention" => "5d",
         "--max-cases" => "999",
+        "--max-customers" => "888",
+        "--snapshot-format" => "1",
+        "--restart-on-change" => concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
         "--promoters" => "off",
         "--promoter-topic" => "other-promoters",
         "--themes" => "off",

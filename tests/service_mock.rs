@@ -1360,6 +1360,58 @@ fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// docs/operations.md, "Upgrading and rolling back": the first roll writes
+/// the previous format (`--snapshot-format 1`), every state record says
+/// so, and the second roll (this release's format) restores every
+/// partition from those records, replaying nothing before them.
+#[test]
+fn snapshots_written_in_the_previous_format_restore_after_the_second_roll() {
+    let _heavy = heavy();
+    let (_cluster, brokers) = cluster();
+    let data = dataset(3000, now_ms(), "roll");
+    produce(&brokers, &good_records(&data));
+    let mut first: Vec<&str> = FAST_SNAPSHOTS.to_vec();
+    first.extend(["--snapshot-format", "1"]);
+    let mut svc = Service::run(&brokers, "g-roll", &first, "roll-1");
+    wait_committed(&brokers, "g-roll", 4, Duration::from_secs(60), &svc);
+    wait_windows(&mut svc, &data, Duration::from_secs(10));
+    let m = svc.metrics().unwrap();
+    assert_eq!(m.get("nps_snapshot_format_written", &[]), Some(1.0));
+    assert!(
+        svc.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        svc.logs()
+    );
+    let snaps = read_topic(&brokers, "g-roll-state", 4, Duration::from_secs(10));
+    let windows: Vec<_> = snaps
+        .iter()
+        .filter(|r| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(INPUT.as_bytes()))
+        })
+        .collect();
+    assert!(windows.len() >= 4);
+    for r in &windows {
+        let env = nps_stream::pb::SnapshotEnvelope::decode(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(env.format_version, 1);
+    }
+
+    let mut svc = Service::run(&brokers, "g-roll", FAST_SNAPSHOTS, "roll-2");
+    svc.wait_for("restored", Duration::from_secs(60), |m| {
+        restores(m, "snapshot") + restores(m, "rebuild") == 4.0
+    });
+    wait_windows(&mut svc, &data, Duration::from_secs(30));
+    let m = svc.metrics().unwrap();
+    assert_eq!(restores(&m, "snapshot"), 4.0, "{}", svc.logs());
+    assert_eq!(m.sum("nps_state_replayed_total", &[]), 0.0);
+    assert_eq!(m.sum("nps_snapshot_errors_total", &[]), 0.0);
+    assert_eq!(
+        m.get("nps_snapshot_format_written", &[]),
+        Some(f64::from(nps_stream::engine::FORMAT_VERSION))
+    );
+}
+
 #[test]
 fn corrupt_snapshots_are_reported_and_their_partitions_rebuilt() {
     let _heavy = heavy();
