@@ -41,6 +41,9 @@ pub struct Health {
     consumer_outages: std::sync::atomic::AtomicU64,
     /// Consumer lag per assigned input partition, from statistics.
     pub(crate) lags: Mutex<BTreeMap<i32, i64>>,
+    /// The case tracker's lag per assigned (topic, partition), replaced
+    /// each second.
+    case_lags: Mutex<BTreeMap<(String, i32), i64>>,
     /// Per assigned partition: how many statistics in a row saw the
     /// consumer's next fetch offset beyond the log end.
     pub(crate) beyond_end: Mutex<BTreeMap<i32, u32>>,
@@ -86,6 +89,20 @@ impl Health {
     pub fn lags(&self) -> Vec<(i32, i64)> {
         match self.lags.lock() {
             Ok(l) => l.iter().map(|(p, v)| (*p, *v)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The case tracker's lag: every (topic, partition) it holds.
+    pub(crate) fn set_case_lags(&self, lags: BTreeMap<(String, i32), i64>) {
+        if let Ok(mut l) = self.case_lags.lock() {
+            *l = lags;
+        }
+    }
+
+    pub fn case_lags(&self) -> Vec<(String, i32, i64)> {
+        match self.case_lags.lock() {
+            Ok(l) => l.iter().map(|((t, p), v)| (t.clone(), *p, *v)).collect(),
             Err(_) => Vec::new(),
         }
     }

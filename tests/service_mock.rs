@@ -1360,6 +1360,42 @@ fn graceful_restart_restores_the_shutdown_snapshot_with_no_replay() {
     assert!(svc.terminate(Duration::from_secs(30)).success());
 }
 
+/// docs/metrics.md: every loop exports the partition count of the topics it
+/// reads and the lag of each partition it holds (the case tracker's
+/// alerts and case events too), so that a partition nobody holds shows
+/// (`NpsPartitionsUnowned`).
+#[test]
+fn the_lag_of_every_topic_a_loop_reads_is_exported_with_its_partition_count() {
+    let _heavy = heavy();
+    let (cluster, brokers) = cluster();
+    for topic in ["nps-case-events", "nps-case-escalations"] {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    let data = dataset(500, now_ms(), "lag");
+    produce(&brokers, &good_records(&data));
+    let mut svc = Service::run(&brokers, "g-lag", QUICK_REJOIN, "lag");
+    let held = |m: &Metrics, topic: &str| {
+        m.series("nps_consumer_lag")
+            .iter()
+            .filter(|labels| labels.get("topic").map(String::as_str) == Some(topic))
+            .count()
+    };
+    svc.wait_for("every partition's lag", Duration::from_secs(60), |m| {
+        consumed(m) == data.len() as f64
+            && held(m, INPUT) == 4
+            && held(m, ALERTS) == 2
+            && held(m, "nps-case-events") == 2
+    });
+    let m = svc.metrics().unwrap();
+    for (topic, n) in [(INPUT, 4.0), (ALERTS, 2.0), ("nps-case-events", 2.0)] {
+        assert_eq!(
+            m.get("nps_topic_partitions", &[("topic", topic)]),
+            Some(n),
+            "{topic}"
+        );
+    }
+}
+
 /// docs/operations.md, "Upgrading and rolling back": the first roll writes
 /// the previous format (`--snapshot-format 1`), every state record says
 /// so, and the second roll (this release's format) restores every

@@ -39,7 +39,14 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// about 20 MB of text, never held whole), then the lag.
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let head = s.prometheus.render();
-    let lag = m::render_lag(&s.input_topic, &s.health.lags());
+    let case_lags = s.health.case_lags();
+    let input = s.health.lags();
+    let lag = m::render_lag(
+        input
+            .iter()
+            .map(|&(p, lag)| (s.input_topic.as_str(), p, lag))
+            .chain(case_lags.iter().map(|(t, p, lag)| (t.as_str(), *p, *lag))),
+    );
     let view = s.view.clone();
     let mut cursor = m::RenderCursor::default();
     let mut done = false;

@@ -51,6 +51,7 @@ pub const ENGINE_SEGMENT_STATES: &str = "nps_engine_segment_states";
 pub const DEDUP_IDS: &str = "nps_dedup_ids";
 pub const DEDUP_EVICTED_EARLY: &str = "nps_dedup_evicted_early_total";
 pub const ASSIGNED_PARTITIONS: &str = "nps_assigned_partitions";
+pub const TOPIC_PARTITIONS: &str = "nps_topic_partitions";
 pub const KAFKA_BROKERS_UP: &str = "nps_kafka_brokers_up";
 pub const KAFKA_ERRORS_TOTAL: &str = "nps_kafka_errors_total";
 pub const DELIVERY_RETRIES_TOTAL: &str = "nps_delivery_retries_total";
@@ -79,7 +80,7 @@ pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 65] = [
+pub const NAMES: [&str; 66] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -104,6 +105,7 @@ pub const NAMES: [&str; 65] = [
     DEDUP_IDS,
     DEDUP_EVICTED_EARLY,
     ASSIGNED_PARTITIONS,
+    TOPIC_PARTITIONS,
     KAFKA_BROKERS_UP,
     KAFKA_ERRORS_TOTAL,
     DELIVERY_RETRIES_TOTAL,
@@ -203,6 +205,10 @@ pub fn describe() {
     describe_gauge!(
         ASSIGNED_PARTITIONS,
         "Input partitions assigned to this instance."
+    );
+    describe_gauge!(
+        TOPIC_PARTITIONS,
+        "Partitions of each topic a consuming loop reads (the input; the alerts and case events for the case tracker), as the brokers list them: the partitions nps_consumer_lag should cover across the instances."
     );
     describe_gauge!(
         KAFKA_BROKERS_UP,
@@ -329,8 +335,10 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 mod series;
 pub use series::{RenderCursor, SegmentSeries};
 
-/// Renders the consumer lag of the assigned partitions.
-pub fn render_lag(topic: &str, lags: &[(i32, i64)]) -> String {
+/// Renders the consumer lag of the assigned partitions, of every topic
+/// the loops read: the pipeline's input, the case tracker's alerts and
+/// case events.
+pub fn render_lag<'a>(lags: impl IntoIterator<Item = (&'a str, i32, i64)>) -> String {
     let mut out = String::new();
     header(
         &mut out,
@@ -338,7 +346,7 @@ pub fn render_lag(topic: &str, lags: &[(i32, i64)]) -> String {
         "Messages between the consumer's position and the partition's end.",
         "gauge",
     );
-    for (p, lag) in lags {
+    for (topic, p, lag) in lags {
         out.push_str(CONSUMER_LAG);
         out.push_str("{topic=\"");
         escape(topic, &mut out);

@@ -198,6 +198,9 @@ impl RebalanceHandler for Rebalancer {
                 core.input_partitions = u32::try_from(n).unwrap_or(0);
             }
         }
+        if let Some(n) = total {
+            metrics::gauge!(m::TOPIC_PARTITIONS, "topic" => self.topic.clone()).set(f64::from(n));
+        }
         let committed = consumer
             .committed_offsets(ask, self.handover.timeout)
             .map_err(|e| tracing::warn!(error = %e, "committed offsets unknown"))

@@ -418,6 +418,7 @@ impl Shell {
         let now = self.clock.now_ms();
         self.further_back(consumer);
         self.caught_up(consumer);
+        self.report_lag(consumer);
         self.brake_events(consumer, true);
         // Orphans wait for the alerts read so far, escalations for the case
         // events (`watermark`).
@@ -477,6 +478,30 @@ impl Shell {
             }
         }
         self.publish();
+    }
+
+    /// The tracker's lag on each partition it holds: the log's end as
+    /// librdkafka last heard it (no request) less the consumer's position,
+    /// or less the log's start while nothing was read from it (an empty
+    /// partition: 0); a partition not fetched yet is left out until it is.
+    fn report_lag(&self, consumer: &StreamConsumer<ConsumerCtx>) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let lags = positions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let (start, end) =
+                    crate::kafka::cached_watermarks(consumer.client(), e.topic(), e.partition())?;
+                let from = match e.offset() {
+                    rdkafka::Offset::Offset(pos) => pos,
+                    _ => start.max(0),
+                };
+                Some(((e.topic().to_string(), e.partition()), (end - from).max(0)))
+            })
+            .collect();
+        self.health.set_case_lags(lags);
     }
 
     /// Clears the partitions whose consumer position reached the end seen

@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::consumer::outputs::{Creation, Outputs};
 use crate::consumer::ready::Ready;
 use crate::error::Error;
+use crate::metrics as m;
 use crate::topics::{Admin, Missing};
 
 /// Checks (and creates where missing) the topics case tracking uses;
@@ -40,7 +41,13 @@ pub(super) fn prepare(settings: &Settings) -> Result<Ready<i32>, Error> {
         }
     }
     match admin.partitions(&cases.case_events_topic) {
-        Some(events) if events == alerts => Ok(Ready::Yes(alerts)),
+        Some(events) if events == alerts => {
+            for topic in [&settings.alerts_topic, &cases.case_events_topic] {
+                metrics::gauge!(m::TOPIC_PARTITIONS, "topic" => topic.clone())
+                    .set(f64::from(alerts));
+            }
+            Ok(Ready::Yes(alerts))
+        }
         Some(events) => Err(Error::CasesPartitions {
             alerts_topic: settings.alerts_topic.clone(),
             alerts,
