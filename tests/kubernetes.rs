@@ -240,6 +240,19 @@ fn the_memory_limit_covers_the_bound_at_the_shipped_settings() {
 }
 
 #[test]
+fn a_rollout_that_rebuilds_from_the_input_is_not_cut_short() {
+    let Some(docs) = build("deploy/kubernetes") else {
+        return;
+    };
+    // Kubernetes' default progress deadline is 600 s; NpsStreamNotReady
+    // already pages after 5 minutes of a pod not ready.
+    let deadline = one(&docs, "Deployment")["spec"]["progressDeadlineSeconds"]
+        .as_u64()
+        .expect("progressDeadlineSeconds");
+    assert!(deadline > 600, "{deadline}");
+}
+
+#[test]
 fn the_strimzi_overlay_gives_every_topic_its_settings_and_the_user_its_rights() {
     let Some(docs) = build("deploy/overlays/strimzi") else {
         return;
