@@ -18,6 +18,7 @@ use common::manifests::*;
 use common::*;
 use nps_stream::config::{Cli, Command as Sub, Settings};
 use nps_stream::sizing::Bound;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 const KUSTOMIZATIONS: [&str; 3] = [
@@ -41,8 +42,6 @@ fn build(dir: &str) -> Option<Vec<Value>> {
             .collect(),
     )
 }
-
-use serde::Deserialize as _;
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
