@@ -83,20 +83,18 @@ impl Bound {
                 .unwrap_or(default)
         };
         let slack = |bytes: u64| bytes * HEAP_SLACK.0 / HEAP_SLACK.1;
-        let per_partition_heap = keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets)
-            + themes
-            + e.dedup_max_ids as u64 * DEDUP_ID_BYTES;
-        let state_record = (settings.snapshot_max_bytes as u64).min(slack(per_partition_heap));
+        let segments = keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets);
+        let dedup = e.dedup_max_ids as u64 * DEDUP_ID_BYTES;
+        // A partition's state record holds at most what its heap does.
+        let state_record =
+            (settings.snapshot_max_bytes as u64).min(slack(segments + themes + dedup));
         let mut parts = vec![
             Part::each(
                 "segment states (max_keys, every bucket filled)",
-                slack(keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets)),
+                slack(segments),
             ),
             Part::each("theme rows (every theme in every bucket)", slack(themes)),
-            Part::each(
-                "dedup (dedup_max_ids)",
-                slack(e.dedup_max_ids as u64 * DEDUP_ID_BYTES),
-            ),
+            Part::each("dedup (dedup_max_ids)", slack(dedup)),
             Part::each(
                 "input fetch in flight (max.partition.fetch.bytes)",
                 kafka("max.partition.fetch.bytes", PARTITION_FETCH_BYTES),
