@@ -38,13 +38,35 @@ pub const RUNTIME_BYTES: u64 = 32 << 20;
 /// heap measured 1.25 at most (docs/performance.md, "Memory").
 pub const HEAP_SLACK: (u64, u64) = (5, 4);
 
-/// librdkafka's defaults for the fetch bounds nps-stream does not set.
+/// librdkafka's defaults for the fetch bounds.
 const QUEUED_KBYTES: u64 = 65_536;
+const FETCH_BYTES: u64 = 52_428_800;
 const PARTITION_FETCH_BYTES: u64 = 1_048_576;
-/// The case tracker's consumer (`tracker::context::FETCH`) and its
-/// read-back consumer: queued bytes and one fetch each.
-const TRACKER_FETCH_BYTES: u64 = (8 << 20) + (4 << 20);
-const READBACK_FETCH_BYTES: u64 = (4 << 20) + (4 << 20);
+
+/// A fetch bound of a consumer whose own defaults are `defaults`: the
+/// user's `-X` value (which overrides every consumer's), else its own,
+/// else librdkafka's.
+fn fetch_bound(settings: &Settings, defaults: &[(&str, &str)], key: &str, librdkafka: u64) -> u64 {
+    settings
+        .kafka
+        .get(key)
+        .map(String::as_str)
+        .or_else(|| defaults.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(librdkafka)
+}
+
+/// What a consumer with its own `defaults` holds fetched at most: its
+/// queue and one fetch in flight.
+fn consumer_buffers(settings: &Settings, defaults: &[(&str, &str)]) -> u64 {
+    fetch_bound(
+        settings,
+        defaults,
+        "queued.max.messages.kbytes",
+        QUEUED_KBYTES,
+    ) * 1024
+        + fetch_bound(settings, defaults, "fetch.max.bytes", FETCH_BYTES)
+}
 
 /// One part of the bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +97,6 @@ impl Bound {
             0 => 0,
             _ => keys * buckets * (THEME_BUCKET_BYTES + THEME_ROW_BYTES * rows),
         };
-        let kafka = |key: &str, default: u64| {
-            settings
-                .kafka
-                .get(key)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(default)
-        };
         let slack = |bytes: u64| bytes * HEAP_SLACK.0 / HEAP_SLACK.1;
         let segments = keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets);
         let dedup = e.dedup_max_ids as u64 * DEDUP_ID_BYTES;
@@ -97,7 +112,12 @@ impl Bound {
             Part::each("dedup (dedup_max_ids)", slack(dedup)),
             Part::each(
                 "input fetch in flight (max.partition.fetch.bytes)",
-                kafka("max.partition.fetch.bytes", PARTITION_FETCH_BYTES),
+                fetch_bound(
+                    settings,
+                    &[],
+                    "max.partition.fetch.bytes",
+                    PARTITION_FETCH_BYTES,
+                ),
             ),
             Part::once(
                 "metric series and key table (max_keys)",
@@ -105,7 +125,7 @@ impl Bound {
             ),
             Part::once(
                 "input fetch queue (queued.max.messages.kbytes)",
-                kafka("queued.max.messages.kbytes", QUEUED_KBYTES) * 1024,
+                fetch_bound(settings, &[], "queued.max.messages.kbytes", QUEUED_KBYTES) * 1024,
             ),
             Part::once(
                 "outputs awaiting acknowledgement (max_pending)",
@@ -126,8 +146,9 @@ impl Bound {
                     slack(c.max_customers as u64 * CUSTOMER_BYTES),
                 ),
                 Part::once(
-                    "case tracker's fetch buffers",
-                    TRACKER_FETCH_BYTES + READBACK_FETCH_BYTES,
+                    "case tracker's fetch buffers (its consumer and its read-back)",
+                    consumer_buffers(settings, &crate::tracker::FETCH)
+                        + consumer_buffers(settings, &crate::tracker::READBACK_FETCH),
                 ),
             ]);
         }
@@ -198,9 +219,11 @@ mod tests {
         small_queue
             .kafka
             .insert("queued.max.messages.kbytes".into(), "1024".into());
+        // `-X` sets it for every consumer: the input's (librdkafka's 64 MiB),
+        // the case tracker's (8 MiB) and its read-back's (4 MiB).
         assert_eq!(
             base - Bound::of(&small_queue, 1).total(),
-            (65_536 - 1024) * 1024
+            ((65_536 - 1024) + (8192 - 1024) + (4096 - 1024)) * 1024
         );
     }
 }

@@ -61,7 +61,7 @@ impl RebalanceHandler for Rebalancer {
 /// librdkafka's defaults (a 64 MiB fetch queue, 50 MiB fetches, sized for
 /// the input's rate) would only hold memory. 8 MiB queued and 4 MiB per
 /// fetch still keep thousands of alerts in hand; `-X` overrides both.
-const FETCH: [(&str, &str); 2] = [
+pub(crate) const FETCH: [(&str, &str); 2] = [
     ("queued.max.messages.kbytes", "8192"),
     ("fetch.max.bytes", "4194304"),
 ];

@@ -55,8 +55,10 @@ use crate::state::StateStore;
 
 mod brake;
 mod context;
+pub(crate) use context::FETCH;
 mod outage;
 mod readback;
+pub(crate) use readback::READBACK_FETCH;
 mod records;
 mod setup;
 mod snapshot;

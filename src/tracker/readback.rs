@@ -18,6 +18,14 @@ use crate::config::Settings;
 use crate::kafka::Health;
 use crate::pb::DetractorAlert;
 
+/// The read-back consumer's fetch buffers: it reads single alerts back,
+/// so small ones (`-X` overrides them, as every default).
+pub(crate) const READBACK_FETCH: [(&str, &str); 3] = [
+    ("queued.max.messages.kbytes", "4096"),
+    ("fetch.max.bytes", "4194304"),
+    ("max.partition.fetch.bytes", "1048576"),
+];
+
 /// Wanted offsets further apart than this are fetched by seeking rather
 /// than by reading through. A seek costs a reassignment (`STOP_SETTLE`,
 /// and on Tansu sometimes a start further back after `NOTHING_YET`);
@@ -76,18 +84,13 @@ struct Read<'a> {
 impl Reader {
     pub(super) fn new(settings: &Settings, health: Arc<Health>) -> crate::error::Result<Reader> {
         let group = format!("{}-cases-reader", settings.group_id);
-        let mut config = crate::kafka::client_config(
-            &settings.brokers,
-            &[
-                ("enable.partition.eof", "true"),
-                ("fetch.wait.max.ms", "10"),
-                ("auto.offset.reset", "earliest"),
-                ("queued.max.messages.kbytes", "4096"),
-                ("fetch.max.bytes", "4194304"),
-                ("max.partition.fetch.bytes", "1048576"),
-            ],
-            &settings.kafka,
-        );
+        let mut defaults = vec![
+            ("enable.partition.eof", "true"),
+            ("fetch.wait.max.ms", "10"),
+            ("auto.offset.reset", "earliest"),
+        ];
+        defaults.extend_from_slice(&READBACK_FETCH);
+        let mut config = crate::kafka::client_config(&settings.brokers, &defaults, &settings.kafka);
         config
             .set("statistics.interval.ms", "0")
             .set("group.id", &group)
