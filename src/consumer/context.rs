@@ -226,7 +226,8 @@ impl ConsumerCtx {
         let lost = consumer.assignment_lost();
         if lost {
             // A lost assignment means the group no longer counts this
-            // member (its session or poll interval is over): not ready
+            // member (its heartbeats stopped for `session.timeout.ms`, or
+            // `max.poll.interval.ms` passed between polls): not ready
             // until the group assigns to it again.
             self.health.joined.store(false, Ordering::Relaxed);
         }

@@ -357,7 +357,7 @@ impl Engine {
         if config.dedup_max_ids > dedup::MAX_IDS {
             return Err(ConfigError::DedupMaxIds);
         }
-        if !(snapshot::OLDEST_READ..=snapshot::FORMAT_VERSION).contains(&config.snapshot_format) {
+        if !snapshot::readable(config.snapshot_format) {
             return Err(ConfigError::SnapshotFormat);
         }
         // A remembered version keeps its event time in 32 bits of grains,

@@ -21,6 +21,11 @@ pub const FORMAT_VERSION: u32 = 2;
 /// window (docs/operations.md, "Upgrading and rolling back").
 pub const OLDEST_READ: u32 = 1;
 
+/// Whether this build reads (and so may write) snapshot `format`.
+pub fn readable(format: u32) -> bool {
+    (OLDEST_READ..=FORMAT_VERSION).contains(&format)
+}
+
 /// The `updated_at` given to an id read from a format-1 snapshot: later
 /// than any version can be, so every later version of it is stale.
 const UNREPLACEABLE_MS: i64 = i64::MAX;
@@ -78,7 +83,7 @@ pub fn encode_as(snapshot: &pb::EngineSnapshot, format: u32) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<pb::EngineSnapshot, SnapshotError> {
     let env = pb::SnapshotEnvelope::decode(bytes)
         .map_err(|e| SnapshotError::Undecodable(e.to_string()))?;
-    if !(OLDEST_READ..=FORMAT_VERSION).contains(&env.format_version) {
+    if !readable(env.format_version) {
         return Err(SnapshotError::Version(env.format_version));
     }
     if crc32fast::hash(&env.body) != env.crc32 {
