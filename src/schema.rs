@@ -434,6 +434,7 @@ impl ValidResponse {
             comment: self.comment_hash,
             themes: crate::themes::ThemeSet(0),
             alerting: false,
+            breakdowns: [None; crate::engine::MAX_BREAKDOWNS],
         }
     }
 }

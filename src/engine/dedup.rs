@@ -53,11 +53,14 @@ pub(crate) struct Version {
     pub themes: u64,
     /// Counted in the theme rows (the engine counted themes then).
     pub themed: bool,
+    /// The breakdown values it was counted under (`breakdowns::Values`).
+    pub values: u64,
 }
 
 impl Version {
-    /// As a snapshot keeps it, naming its segment by `segment`.
-    pub(crate) fn to_proto(self, segment: u32) -> pb::VersionRecord {
+    /// As a snapshot keeps it, naming its segment by `segment` and its
+    /// breakdown values by `values`.
+    pub(crate) fn to_proto(self, segment: u32, values: Vec<u32>) -> pb::VersionRecord {
         pb::VersionRecord {
             content: self.content,
             comment: u32::from(self.comment),
@@ -70,6 +73,7 @@ impl Version {
             withdrawn: self.withdrawn,
             themes: self.themes,
             themed: self.themed,
+            breakdowns: values,
         }
     }
 }
@@ -198,7 +202,7 @@ impl Entry {
         base + i64::from(self.seen_rel())
     }
 
-    fn version(&self, seen: i64, time: TimeCode) -> Version {
+    fn version(&self, seen: i64, time: TimeCode, values: u64) -> Version {
         let (updated, key_alerts, weight, t) = (self.updated, self.key_alerts, self.weight, self.t);
         let bits = self.bits;
         Version {
@@ -214,6 +218,7 @@ impl Entry {
             withdrawn: bits & WITHDRAWN != 0,
             themes: self.themes,
             themed: bits & THEMED != 0,
+            values,
         }
     }
 }
@@ -233,21 +238,24 @@ pub(crate) struct Dedup {
     index: index::Index,
     /// Ids forgotten before their horizon because `max_ids` was reached.
     pub(crate) evicted_early: u64,
+    /// Whether versions keep breakdown values (8 bytes each).
+    values: bool,
 }
 
 impl Clone for Dedup {
     fn clone(&self) -> Self {
-        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.time);
+        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.time, self.values);
         d.evicted_early = self.evicted_early;
-        for (_, e, seen) in self.ring.iter() {
-            d.push(e.id, seen, &e.version(seen, self.time));
+        for (_, e, seen, values) in self.ring.iter() {
+            d.push(e.id, seen, &e.version(seen, self.time, values));
         }
         d
     }
 }
 
 impl Dedup {
-    pub(crate) fn new(horizon_ms: i64, max_ids: usize, time: TimeCode) -> Self {
+    /// A set keeping breakdown values with each version when `values`.
+    pub(crate) fn new(horizon_ms: i64, max_ids: usize, time: TimeCode, values: bool) -> Self {
         let max_ids = max_ids.min(MAX_IDS);
         // Places for the ring: enough for max_ids in full chunks and for a
         // horizon of short ones, twice over (a position freed is then
@@ -262,7 +270,7 @@ impl Dedup {
         } else {
             (2 * full.max(short)).next_power_of_two()
         };
-        let ring = Ring::new(places);
+        let ring = Ring::new(places, values);
         Dedup {
             horizon_ms,
             max_ids,
@@ -270,6 +278,7 @@ impl Dedup {
             index: index::Index::new(ring.pos_bits(), max_ids),
             ring,
             evicted_early: 0,
+            values,
         }
     }
 
@@ -287,7 +296,8 @@ impl Dedup {
         let pos = self.lookup(id)?;
         let (e, base) = self.ring.at(pos)?;
         let seen = e.seen(base);
-        Some((Slot(pos), e.version(seen, self.time)))
+        let values = self.ring.word_at(pos);
+        Some((Slot(pos), e.version(seen, self.time, values)))
     }
 
     fn lookup(&self, id: u64) -> Option<u32> {
@@ -318,6 +328,7 @@ impl Dedup {
             let seen = e.seen(base);
             e.set(seen, time, v);
         }
+        self.ring.set_word_at(slot.0, v.values);
     }
 
     fn push(&mut self, id: u64, seen: i64, v: &Version) {
@@ -326,7 +337,7 @@ impl Dedup {
         let pos = self.ring.push(
             seen,
             SPAN_MS,
-            |rel| Entry::new(id, rel, v, seen, time),
+            (|rel| Entry::new(id, rel, v, seen, time), v.values),
             // A place still held a lap before: its ids go (only with a
             // horizon of many short chunks).
             |s| early += u64::from(s > cutoff),
@@ -339,7 +350,7 @@ impl Dedup {
             ring.live_count(),
             ring.live(),
             |p| ring.id_at(p),
-            || ring.iter().map(|(p, e, _)| (p, e.id)),
+            || ring.iter().map(|(p, e, _, _)| (p, e.id)),
         );
     }
 
@@ -368,29 +379,35 @@ impl Dedup {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, i64, Version)> + '_ {
         self.ring
             .iter()
-            .map(move |(_, e, seen)| (e.id, seen, e.version(seen, self.time)))
+            .map(move |(_, e, seen, values)| (e.id, seen, e.version(seen, self.time, values)))
     }
 
-    /// The ids and versions, oldest first; segments by index into `names`
-    /// (which `name` fills).
-    pub(crate) fn to_proto(&self, mut name: impl FnMut(KeyId) -> u32) -> pb::DedupSnapshot {
+    /// The ids and versions, oldest first; each version's segment and
+    /// breakdown values by the indexes `name` gives them.
+    pub(crate) fn to_proto(
+        &self,
+        mut name: impl FnMut(&Version) -> (u32, Vec<u32>),
+    ) -> pb::DedupSnapshot {
         let mut s = pb::DedupSnapshot::default();
         for (id, seen, v) in self.iter() {
             s.id_hashes.push(id);
             s.seen_at_ms.push(seen);
-            s.versions.push(v.to_proto(name(v.key)));
+            let (segment, values) = name(&v);
+            s.versions.push(v.to_proto(segment, values));
         }
         s
     }
 
     /// Loads a snapshot (oldest first) into this set, as if its ids had
     /// been seen in order; `key` maps a segment index to a key id, `themes`
-    /// the snapshot's theme bits to the engine's.
+    /// the snapshot's theme bits to the engine's, `values` a version's
+    /// breakdown values to the engine's.
     pub(crate) fn absorb(
         &mut self,
         s: &pb::DedupSnapshot,
         mut key: impl FnMut(u32) -> Option<KeyId>,
         themes: impl Fn(u64) -> u64,
+        values: impl Fn(&[u32]) -> u64,
     ) -> Result<(), CorruptDedup> {
         if s.id_hashes.len() != s.seen_at_ms.len() || s.versions.len() != s.id_hashes.len() {
             return Err(CorruptDedup("id, time and version arrays differ in length"));
@@ -421,6 +438,7 @@ impl Dedup {
                 withdrawn: r.withdrawn,
                 themes: themes(r.themes),
                 themed: r.themed,
+                values: values(&r.breakdowns),
             });
         }
         for ((&h, &t), v) in s.id_hashes.iter().zip(&s.seen_at_ms).zip(&versions) {

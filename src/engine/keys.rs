@@ -60,10 +60,16 @@ pub(crate) struct KeyTable {
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
     max_keys: usize,
-    /// Admitted segments, `__other__` excluded.
+    /// Admitted segments, reserved names excluded.
     real: usize,
-    other: Option<KeyId>,
+    /// Where new names go once `max_keys` are admitted.
+    other: Name,
+    /// Names admitted beyond `max_keys` and never folded (`other` too).
+    reserved: &'static [Name],
 }
+
+/// A (product, region) name known when the program is built.
+pub(crate) type Name = (&'static str, &'static str);
 
 /// How a response's segment was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +81,12 @@ pub(crate) struct Resolved {
 
 impl KeyTable {
     pub(crate) fn new(max_keys: usize) -> Self {
+        Self::with_names(max_keys, (OTHER, OTHER), &[])
+    }
+
+    /// A table folding overflow into `other`, and admitting `reserved`
+    /// names (and `other`) whatever its size.
+    pub(crate) fn with_names(max_keys: usize, other: Name, reserved: &'static [Name]) -> Self {
         KeyTable {
             ids: hashbrown::HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
@@ -82,37 +94,35 @@ impl KeyTable {
             free: Vec::new(),
             max_keys,
             real: 0,
-            other: None,
+            other,
+            reserved,
         }
     }
 
-    /// Finds or admits the segment, or folds it into `__other__` when full.
+    fn is_reserved(&self, product: &str, region: &str) -> bool {
+        (product, region) == self.other || self.reserved.contains(&(product, region))
+    }
+
+    /// Finds or admits the segment, or folds it into `other` when full.
     pub(crate) fn resolve(&mut self, product: &str, region: &str, now: i64) -> Resolved {
         let (key, overflowed) = match self.lookup(product, region) {
-            // Only restored snapshots name `__other__`: never a real key.
-            _ if product == OTHER && region == OTHER => (self.other_key(), false),
             Some(id) => (id, false),
+            // Validation refuses `__other__` as input: only restored
+            // snapshots name it.
+            None if self.is_reserved(product, region) => (self.insert(product, region), false),
             None if self.real < self.max_keys => {
                 self.real += 1;
                 (self.insert(product, region), false)
             }
-            None => (self.other_key(), true),
+            None => {
+                let (p, r) = self.other;
+                (self.lookup(p, r).unwrap_or_else(|| self.insert(p, r)), true)
+            }
         };
         if let Some(e) = self.entries[key.index()].as_mut() {
             e.last_seen_ms = e.last_seen_ms.max(now);
         }
         Resolved { key, overflowed }
-    }
-
-    fn other_key(&mut self) -> KeyId {
-        match self.other {
-            Some(id) => id,
-            None => {
-                let id = self.insert(OTHER, OTHER);
-                self.other = Some(id);
-                id
-            }
-        }
     }
 
     fn hash(&self, product: &str, region: &str) -> u64 {
@@ -192,9 +202,7 @@ impl KeyTable {
                     found.remove();
                 }
                 self.free.push(i as u32);
-                if self.other == Some(KeyId(i as u32)) {
-                    self.other = None;
-                } else {
+                if !self.is_reserved(p, r) {
                     self.real -= 1;
                 }
                 gone.push((p.to_string(), r.to_string()));
@@ -203,7 +211,13 @@ impl KeyTable {
         gone
     }
 
-    /// Admitted real segments (`__other__` excluded).
+    /// Most real segments admitted.
+    #[cfg(test)]
+    pub(crate) fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Admitted real segments (reserved names excluded).
     pub(crate) fn len(&self) -> usize {
         self.real
     }

@@ -13,6 +13,7 @@
 //! treated as standing still.
 
 mod alert_stats;
+mod breakdowns;
 mod content;
 mod dedup;
 mod keys;
@@ -27,6 +28,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use breakdowns::{
+    BreakdownSpec, INVALID, MAX_BREAKDOWNS, MAX_VALUE_BYTES, MAX_VALUES, OTHER_VALUE, UNKNOWN,
+    ValueStats, value_of,
+};
 pub(crate) use content::FieldHasher;
 pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
@@ -36,6 +41,7 @@ pub use themes::{COMMENTED, ThemeStats};
 pub use window::{LayoutError, WindowLayout, WindowSpec};
 
 use crate::themes::ThemeSet;
+use breakdowns::{Breakdowns, Values};
 use dedup::Dedup;
 use keys::KeyTable;
 use segments::SegmentMap;
@@ -109,6 +115,9 @@ pub struct Observation<'a> {
     pub themes: ThemeSet,
     /// The caller's alert rules would alert on this version.
     pub alerting: bool,
+    /// The attribute of each breakdown (`Engine::set_breakdowns`), in
+    /// order: `None` when the answer lacks it.
+    pub breakdowns: [Option<&'a str>; MAX_BREAKDOWNS],
 }
 
 impl<'a> Observation<'a> {
@@ -141,6 +150,7 @@ impl<'a> Observation<'a> {
             comment: 0,
             themes: ThemeSet(0),
             alerting: score <= 6,
+            breakdowns: [None; MAX_BREAKDOWNS],
         }
     }
 }
@@ -155,6 +165,9 @@ pub struct Counted {
     pub late: bool,
     /// The table was full: counted under `__other__`.
     pub overflowed: bool,
+    /// The breakdowns whose value table was full (bit i: breakdown i):
+    /// counted under `other` there.
+    pub breakdowns_overflowed: u8,
 }
 
 /// An alert record to send for this version: its revision number (0 for
@@ -309,13 +322,18 @@ pub enum ConfigError {
 struct PartitionState {
     segments: SegmentMap,
     dedup: Dedup,
+    /// Per breakdown, its values' windows.
+    breakdowns: Vec<SegmentMap>,
 }
 
 impl PartitionState {
-    fn new(dedup_horizon_ms: i64, dedup_max_ids: usize, time: dedup::TimeCode) -> Self {
+    /// An empty state, with `breakdowns`' maps.
+    fn new(horizon_ms: i64, max_ids: usize, time: dedup::TimeCode, b: &Breakdowns) -> Self {
+        let maps = b.maps();
         PartitionState {
             segments: SegmentMap::default(),
-            dedup: Dedup::new(dedup_horizon_ms, dedup_max_ids, time),
+            dedup: Dedup::new(horizon_ms, max_ids, time, !maps.is_empty()),
+            breakdowns: maps,
         }
     }
 }
@@ -344,6 +362,8 @@ pub struct Engine {
     counting_themes: bool,
     /// The theme rows merged over partitions (see `themes`).
     theme_totals: ThemeTotals,
+    /// The breakdowns counted (`set_breakdowns`) and their values.
+    breakdowns: Breakdowns,
 }
 
 impl Engine {
@@ -386,7 +406,48 @@ impl Engine {
             themes: Vec::new(),
             counting_themes: false,
             theme_totals: ThemeTotals::default(),
+            breakdowns: Breakdowns::default(),
         })
+    }
+
+    /// Counts answers by the values of these breakdowns, the first
+    /// `MAX_BREAKDOWNS` of them (their attributes come in
+    /// `Observation::breakdowns`, in this order). Set before the first
+    /// record: partitions already held start their breakdowns empty.
+    pub fn set_breakdowns(&mut self, specs: &[BreakdownSpec]) {
+        self.breakdowns = Breakdowns::new(specs);
+        let keys: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in keys {
+            let fresh = self.new_partition();
+            if let Some(part) = self.partitions.get_mut(&p) {
+                part.breakdowns = fresh.breakdowns;
+            }
+        }
+    }
+
+    /// The breakdowns' labels, in order.
+    pub fn breakdown_labels(&self) -> &[String] {
+        self.breakdowns.labels()
+    }
+
+    /// Breakdown `i`'s values with anything in a window at `now`, merged
+    /// over partitions, in value order.
+    pub fn breakdown_stats(&self, i: usize, now: i64) -> Vec<ValueStats<'_>> {
+        let now = self.now_ms.max(now);
+        let maps = self.partitions.values().map(|p| p.breakdowns.as_slice());
+        self.breakdowns.stats(i, maps, &self.layout, now)
+    }
+
+    /// Values admitted per breakdown (`unknown`, `other` and `invalid`
+    /// excluded).
+    pub fn breakdown_value_counts(&self) -> Vec<usize> {
+        self.breakdowns.value_counts()
+    }
+
+    /// An empty partition state.
+    fn new_partition(&self) -> PartitionState {
+        let (horizon, max_ids) = (self.dedup_horizon_ms, self.dedup_max_ids);
+        PartitionState::new(horizon, max_ids, self.time, &self.breakdowns)
     }
 
     pub fn layout(&self) -> &WindowLayout {
@@ -423,10 +484,11 @@ impl Engine {
         let (horizon, max_ids, time) = (self.dedup_horizon_ms, self.dedup_max_ids, self.time);
         let themed = self.counting_themes;
         let rows_per_key = self.theme_totals.per_key();
+        let breakdowns = &self.breakdowns;
         let part = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(horizon, max_ids, time));
+            .or_insert_with(|| PartitionState::new(horizon, max_ids, time, breakdowns));
         let id = id_hash(obs.response_id);
         let before = part.dedup.find(id, now);
         if let Some((_, v)) = &before {
@@ -446,6 +508,8 @@ impl Engine {
         let weight = f64::from(obs.weight as f32);
         let t = obs.responded_at_ms.min(now);
         let resolved = keys.resolve(obs.product, obs.region, now);
+        let (values, breakdowns_overflowed) = self.breakdowns.resolve(&obs.breakdowns, now);
+        let windows = (layout, &self.now_index);
         if let Some((_, v)) = &before {
             // The old contribution out, wherever it still is.
             let old = Category::of_score(u32::from(v.score));
@@ -457,6 +521,10 @@ impl Engine {
                 let taken = seg.remove(layout, v.t_ms, &self.now_index, old, weight, rows);
                 self.theme_totals.add(v.key, rows, (taken, old), -1);
                 self.alert_stats.forget(v.key);
+            }
+            if layout.in_any_window_at(v.t_ms, &self.now_index) {
+                let old = (v.t_ms, old, f64::from(v.weight));
+                Breakdowns::remove(&mut part.breakdowns, Values(v.values), windows, old);
             }
         }
         let late = !layout.in_any_window_at(t, &self.now_index);
@@ -472,6 +540,9 @@ impl Engine {
             let placed = seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
             self.theme_totals
                 .add(resolved.key, rows, (placed, obs.category), 1);
+            let answer = (t, obs.category, weight);
+            self.breakdowns
+                .insert(&mut part.breakdowns, values, windows, answer);
             if moves_head {
                 self.alert_stats.forget(resolved.key);
             } else {
@@ -498,12 +569,14 @@ impl Engine {
             withdrawn: false,
             themes: obs.themes.0,
             themed,
+            values: values.0,
         };
         let counted = Counted {
             key: resolved.key,
             category: obs.category,
             late,
             overflowed: resolved.overflowed,
+            breakdowns_overflowed,
         };
         match before {
             None => {
@@ -615,6 +688,8 @@ impl Engine {
         let mut report = SweepReport::default();
         for part in self.partitions.values_mut() {
             part.dedup.expire(now);
+            self.breakdowns
+                .expire(&mut part.breakdowns, &self.layout, now);
             let layout = &self.layout;
             let keys = &mut self.keys;
             part.segments.retain(|key, seg| {
@@ -628,6 +703,7 @@ impl Engine {
         }
         let longest = i64::try_from(self.layout.longest().as_millis()).unwrap_or(i64::MAX);
         report.keys_removed = self.keys.sweep(now.saturating_sub(longest));
+        self.breakdowns.sweep(now.saturating_sub(longest));
         if report.segments_expired > 0 || !report.keys_removed.is_empty() {
             // Key ids may be handed out again.
             self.alert_stats.forget_all();
@@ -650,6 +726,7 @@ impl Engine {
                 for (key, _) in part.segments.iter() {
                     self.keys.release(key);
                 }
+                self.breakdowns.release(&part.breakdowns);
                 true
             }
             None => false,
@@ -663,13 +740,20 @@ impl Engine {
             partitions: self.partitions.len(),
             ..Default::default()
         };
-        let mut heap =
-            self.keys.heap_bytes() + self.alert_stats.heap_bytes() + self.theme_totals.heap_bytes();
+        let mut heap = self.keys.heap_bytes()
+            + self.alert_stats.heap_bytes()
+            + self.theme_totals.heap_bytes()
+            + self.breakdowns.heap_bytes();
         for part in self.partitions.values() {
             g.segment_states += part.segments.len();
             g.dedup_ids += part.dedup.len();
             g.dedup_evicted_early += part.dedup.evicted_early;
             heap += part.segments.heap_bytes();
+            heap += part
+                .breakdowns
+                .iter()
+                .map(|m| m.heap_bytes())
+                .sum::<usize>();
             heap += part.dedup.heap_bytes();
         }
         g.heap_bytes = heap;

@@ -8,6 +8,7 @@
 
 use prost::Message;
 
+use super::breakdowns::Values;
 use super::{Engine, EngineConfig, PartitionState, Segment};
 use crate::pb;
 
@@ -135,6 +136,11 @@ struct SegmentNames<'a> {
     index: std::collections::HashMap<super::KeyId, u32>,
     products: Vec<&'a str>,
     regions: Vec<&'a str>,
+    /// The breakdown values versions name, by index in order of first use:
+    /// `DedupSnapshot.breakdown_labels` / `breakdown_values`.
+    value_index: std::collections::HashMap<(usize, super::KeyId), u32>,
+    labels: Vec<&'a str>,
+    values: Vec<&'a str>,
 }
 
 impl<'a> SegmentNames<'a> {
@@ -144,7 +150,32 @@ impl<'a> SegmentNames<'a> {
             index: Default::default(),
             products: Vec::new(),
             regions: Vec::new(),
+            value_index: Default::default(),
+            labels: Vec::new(),
+            values: Vec::new(),
         }
+    }
+
+    /// A version's segment and breakdown values by index, named on first
+    /// use.
+    fn version(&mut self, v: &super::dedup::Version) -> (u32, Vec<u32>) {
+        let segment = self.index(v.key);
+        let values = Values(v.values)
+            .iter()
+            .map(|(i, key)| {
+                if let Some(&j) = self.value_index.get(&(i, key)) {
+                    return j;
+                }
+                let b = &self.engine.breakdowns;
+                self.labels
+                    .push(b.labels().get(i).map_or("", String::as_str));
+                self.values.push(b.name(i, key).unwrap_or(super::UNKNOWN));
+                let j = self.labels.len() as u32 - 1;
+                self.value_index.insert((i, key), j);
+                j
+            })
+            .collect();
+        (segment, values)
     }
 
     /// The index of `key`'s segment, named on first use.
@@ -193,6 +224,7 @@ impl Engine {
             segments,
             dedup: Some(self.dedup_proto(part)),
             theme_segments: self.theme_rings_proto(part),
+            breakdown_segments: self.breakdowns.to_proto(&part.breakdowns, &self.layout),
             ..Default::default()
         })
     }
@@ -213,10 +245,10 @@ impl Engine {
         let mut names = SegmentNames::new(self);
         let (mut n, mut seen_len, mut versions_len) = (0usize, 0usize, 0usize);
         for (_, seen, v) in part.dedup.iter() {
-            let segment = names.index(v.key);
+            let (segment, values) = names.version(&v);
             n += 1;
             seen_len += encoded_len_varint(seen as u64);
-            let len = v.to_proto(segment).encoded_len();
+            let len = v.to_proto(segment, values).encoded_len();
             versions_len += key_len(3) + encoded_len_varint(len as u64) + len;
         }
         let packed = |field: u32, len: usize| match len {
@@ -235,7 +267,9 @@ impl Engine {
             + versions_len
             + strings(4, &names.products)
             + strings(5, &names.regions)
-            + strings(6, &themes);
+            + strings(6, &themes)
+            + strings(7, &names.labels)
+            + strings(8, &names.values);
         buf.reserve(key_len(tag) + encoded_len_varint(len as u64) + len + TAIL);
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(len as u64, buf);
@@ -251,7 +285,8 @@ impl Engine {
                 encode_varint(seen as u64, buf);
             }
             for (_, _, v) in part.dedup.iter() {
-                message::encode(3, &v.to_proto(names.index(v.key)), buf);
+                let (segment, values) = names.version(&v);
+                message::encode(3, &v.to_proto(segment, values), buf);
             }
         }
         for p in &names.products {
@@ -263,15 +298,24 @@ impl Engine {
         for t in &self.themes {
             string::encode(6, t, buf);
         }
+        for l in &names.labels {
+            string::encode(7, &l.to_string(), buf);
+        }
+        for v in &names.values {
+            string::encode(8, &v.to_string(), buf);
+        }
     }
 
     /// A partition's dedup entries, versions naming their segments.
     pub(super) fn dedup_proto(&self, part: &PartitionState) -> pb::DedupSnapshot {
         let mut names = SegmentNames::new(self);
-        let mut snap = part.dedup.to_proto(|key| names.index(key));
-        snap.products = names.products.iter().map(|p| p.to_string()).collect();
-        snap.regions = names.regions.iter().map(|r| r.to_string()).collect();
+        let mut snap = part.dedup.to_proto(|v| names.version(v));
+        let strings = |s: &[&str]| s.iter().map(|p| p.to_string()).collect();
+        snap.products = strings(&names.products);
+        snap.regions = strings(&names.regions);
         snap.themes.clone_from(&self.themes);
+        snap.breakdown_labels = strings(&names.labels);
+        snap.breakdown_values = strings(&names.values);
         snap
     }
 
@@ -337,6 +381,9 @@ impl Engine {
             for (product, region, seg) in segments {
                 let names = (product, region);
                 seg.encode_rows(&self.layout, names, |i| self.row_name(i), (6, buf));
+            }
+            for s in self.breakdowns.to_proto(&part.breakdowns, &self.layout) {
+                message::encode(7, &s, buf);
             }
         }
         prost::encoding::int32::encode(1, &partition, buf);
@@ -445,9 +492,15 @@ impl Engine {
     /// `__other__`. All or nothing: on error the engine is unchanged.
     pub fn restore_partition(&mut self, snap: &pb::PartitionSnapshot) -> Result<(), SnapshotError> {
         // Build the partition aside so a corrupt snapshot changes nothing.
-        let mut part = PartitionState::new(self.dedup_horizon_ms, self.dedup_max_ids, self.time);
+        let mut part = self.new_partition();
+        let value_windows = self
+            .breakdowns
+            .stage(&self.layout, &snap.breakdown_segments, self.now_ms)
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         if let Some(d) = &snap.dedup {
-            if d.products.len() != d.regions.len() {
+            if d.products.len() != d.regions.len()
+                || d.breakdown_labels.len() != d.breakdown_values.len()
+            {
                 return Err(SnapshotError::Corrupt(
                     "segment names differ in length".into(),
                 ));
@@ -461,11 +514,32 @@ impl Engine {
                 .map(|(p, r)| keys.resolve(p, r, now).key)
                 .collect();
             let numbers = self.theme_numbers(&d.themes);
+            let b = &mut self.breakdowns;
+            let pairs: Vec<Option<(usize, super::KeyId)>> = d
+                .breakdown_labels
+                .iter()
+                .zip(&d.breakdown_values)
+                .map(|(l, v)| {
+                    let i = b.index_of(l)?;
+                    Some((i, b.resolve_name(i, v, now)?))
+                })
+                .collect();
+            let values = |indexes: &[u32]| {
+                let mut values = Values::default();
+                for (i, key) in indexes
+                    .iter()
+                    .filter_map(|&j| pairs.get(j as usize).copied().flatten())
+                {
+                    values.set(i, key);
+                }
+                values.0
+            };
             part.dedup
                 .absorb(
                     d,
                     |i| names.get(i as usize).copied(),
                     |bits| super::themes::renumber(bits, &numbers),
+                    values,
                 )
                 .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         }
@@ -502,6 +576,9 @@ impl Engine {
             }
         }
         self.place_theme_rings(&mut part, theme_rings, now)?;
+        self.breakdowns
+            .place(&mut part.breakdowns, &self.layout, value_windows)
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         self.partitions.insert(snap.partition, part);
         self.theme_totals.invalidate(u64::MAX);
         self.alert_stats.forget_all();

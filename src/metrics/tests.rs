@@ -28,6 +28,7 @@ fn record(e: &mut Engine, id: &str, category: Category, t: i64) -> KeyId {
             comment: 0,
             themes: crate::themes::ThemeSet(0),
             alerting: false,
+            breakdowns: Default::default(),
         },
         t,
     ) {
@@ -183,6 +184,7 @@ fn theme_series_count_each_category_while_the_window_holds_a_mention() {
         comment,
         themes: crate::themes::ThemeSet(themes),
         alerting: false,
+        breakdowns: Default::default(),
     };
     e.record(0, &answer("a", Category::Detractor, 0b10, 3), t0);
     e.record(0, &answer("b", Category::Detractor, 0b11, 4), t0);

@@ -20,6 +20,9 @@ struct Chunk {
     /// Processing time the entries' `seen` count from.
     base: i64,
     entries: Vec<Entry>,
+    /// Beside each entry, a word the ring keeps for its owner (the values
+    /// of the answer's breakdowns); empty when the ring keeps none.
+    words: Vec<u64>,
 }
 
 /// Which positions are live: those less than `span` after `front`
@@ -47,14 +50,34 @@ pub(super) struct Ring {
     end: u64,
     /// Entries live (fewer than end − front when chunks closed short).
     live: usize,
+    /// Whether each entry has a word beside it.
+    words: bool,
 }
 
 impl Ring {
-    /// A ring of `places` (a power of two) chunk places.
-    pub(super) fn new(places: usize) -> Self {
+    /// A ring of `places` (a power of two) chunk places, with a word
+    /// beside each entry when `words`.
+    pub(super) fn new(places: usize, words: bool) -> Self {
         Ring {
             chunks: vec![Chunk::default(); places],
+            words,
             ..Ring::default()
+        }
+    }
+
+    /// The word beside the entry at a live position (0 when none is kept).
+    pub(super) fn word_at(&self, pos: u32) -> u64 {
+        let c = self.chunks.get((pos >> CHUNK_BITS) as usize);
+        c.and_then(|c| c.words.get(pos as usize & (CHUNK - 1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Replaces the word beside the entry at a live position.
+    pub(super) fn set_word_at(&mut self, pos: u32, word: u64) {
+        let c = self.chunks.get_mut((pos >> CHUNK_BITS) as usize);
+        if let Some(w) = c.and_then(|c| c.words.get_mut(pos as usize & (CHUNK - 1))) {
+            *w = word;
         }
     }
 
@@ -143,6 +166,7 @@ impl Ring {
             let open = self.end & (CHUNK as u64 - 1) != 0 && self.place(self.end) == place;
             if !open {
                 self.chunks[place].entries = Vec::new();
+                self.chunks[place].words = Vec::new();
             }
         }
     }
@@ -154,14 +178,14 @@ impl Ring {
     }
 
     /// Appends an entry (built from its offset in ms from its chunk's
-    /// base); returns its position, and how many live entries it pushed
-    /// out (a new chunk's place still held, a lap before), with the first
-    /// sight of each.
+    /// base) and its word; returns its position, and how many live entries
+    /// it pushed out (a new chunk's place still held, a lap before), with
+    /// the first sight of each.
     pub(super) fn push(
         &mut self,
         seen: i64,
         span_ms: i64,
-        entry: impl FnOnce(u32) -> Entry,
+        (entry, word): (impl FnOnce(u32) -> Entry, u64),
         mut evicted: impl FnMut(i64),
     ) -> u32 {
         if !self.fits(seen, span_ms) {
@@ -180,20 +204,24 @@ impl Ring {
             self.chunks[place] = Chunk {
                 base: seen,
                 entries: Vec::with_capacity(CHUNK),
+                words: Vec::with_capacity(if self.words { CHUNK } else { 0 }),
             };
         }
         let place = self.place(self.end);
         let c = &mut self.chunks[place];
         let rel = (seen - c.base).clamp(0, span_ms - 1) as u32;
         c.entries.push(entry(rel));
+        if self.words {
+            c.words.push(word);
+        }
         let pos = (self.end & (self.positions() - 1)) as u32;
         self.end += 1;
         self.live += 1;
         pos
     }
 
-    /// Every live (position, entry, first sight), oldest first.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Entry, i64)> + '_ {
+    /// Every live (position, entry, first sight, word), oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Entry, i64, u64)> + '_ {
         let mask = self.positions() - 1;
         let chunks = (self.end.div_ceil(CHUNK as u64)).saturating_sub(self.front >> CHUNK_BITS);
         (0..chunks).flat_map(move |i| {
@@ -209,7 +237,15 @@ impl Ring {
                 .enumerate()
                 .skip(from)
                 .take_while(move |&(off, _)| start + (off as u64) < self.end)
-                .map(move |(off, e)| (((start + off as u64) & mask) as u32, e, e.seen(c.base)))
+                .map(move |(off, e)| {
+                    let word = c.words.get(off).copied().unwrap_or(0);
+                    (
+                        ((start + off as u64) & mask) as u32,
+                        e,
+                        e.seen(c.base),
+                        word,
+                    )
+                })
         })
     }
 
@@ -217,7 +253,10 @@ impl Ring {
     pub(super) fn heap_bytes(&self) -> usize {
         self.chunks
             .iter()
-            .map(|c| c.entries.capacity() * std::mem::size_of::<Entry>())
+            .map(|c| {
+                c.entries.capacity() * std::mem::size_of::<Entry>()
+                    + c.words.capacity() * std::mem::size_of::<u64>()
+            })
             .sum::<usize>()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
     }

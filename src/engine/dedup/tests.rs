@@ -21,6 +21,7 @@ fn v(content: u32) -> Version {
         withdrawn: false,
         themes: 0,
         themed: false,
+        values: 0,
     }
 }
 
@@ -30,7 +31,7 @@ fn seen(d: &mut Dedup, id: u64, now: i64) -> bool {
 
 #[test]
 fn an_id_is_remembered_within_the_horizon_only() {
-    let mut d = Dedup::new(24 * H, 100, tc(1));
+    let mut d = Dedup::new(24 * H, 100, tc(1), false);
     assert!(!seen(&mut d, id_hash("r1"), 0));
     d.insert(id_hash("r1"), 0, &v(1));
     assert!(seen(&mut d, id_hash("r1"), 23 * H));
@@ -45,7 +46,7 @@ fn an_id_is_remembered_within_the_horizon_only() {
 fn a_version_round_trips_through_its_42_bytes() {
     // 34, and 8 for the themes.
     assert_eq!(std::mem::size_of::<Entry>(), 42);
-    let mut d = Dedup::new(24 * H, 100, tc(60_000));
+    let mut d = Dedup::new(24 * H, 100, tc(60_000), true);
     let want = Version {
         content: 0xdead_beef,
         comment: 0x12,
@@ -59,18 +60,28 @@ fn a_version_round_trips_through_its_42_bytes() {
         withdrawn: true,
         themes: 1 << 63 | 5,
         themed: true,
+        values: 0xFFFF_0001_0000_EA62,
     };
     d.insert(9, 1_763_800_000_000, &want);
     let (slot, got) = d.find(9, 1_763_800_000_000).unwrap();
     assert_eq!(got, want);
-    let later = Version { alerts: 8, ..want };
+    let later = Version {
+        alerts: 8,
+        values: 7,
+        ..want
+    };
     d.update(slot, &later);
     assert_eq!(d.find(9, 1_763_800_000_001).unwrap().1, later);
+    // Without breakdowns, no values are kept: 42 bytes a version.
+    let mut d = Dedup::new(24 * H, 100, tc(60_000), false);
+    d.insert(9, 1_763_800_000_000, &want);
+    let got = d.find(9, 1_763_800_000_000).unwrap().1;
+    assert_eq!(got, Version { values: 0, ..want });
 }
 
 #[test]
 fn memory_is_bounded_by_max_ids() {
-    let mut d = Dedup::new(24 * H, 4, tc(1));
+    let mut d = Dedup::new(24 * H, 4, tc(1), false);
     for i in 0..10 {
         d.insert(id_hash(&format!("r{i}")), i, &v(1));
     }
@@ -82,7 +93,7 @@ fn memory_is_bounded_by_max_ids() {
 
 #[test]
 fn zero_max_ids_disables_dedup() {
-    let mut d = Dedup::new(24 * H, 0, tc(1));
+    let mut d = Dedup::new(24 * H, 0, tc(1), false);
     d.insert(1, 0, &v(1));
     assert!(!seen(&mut d, 1, 0));
     assert!(d.disabled());
@@ -90,34 +101,47 @@ fn zero_max_ids_disables_dedup() {
 
 #[test]
 fn snapshot_round_trips_and_rejects_disorder() {
-    let mut d = Dedup::new(24 * H, 100, tc(1));
+    let mut d = Dedup::new(24 * H, 100, tc(1), true);
     for i in 0..5 {
-        d.insert(id_hash(&format!("r{i}")), i * 1000, &v(i as u32));
+        let values = 1 + i as u64;
+        d.insert(
+            id_hash(&format!("r{i}")),
+            i * 1000,
+            &Version {
+                values,
+                ..v(i as u32)
+            },
+        );
     }
-    let snap = d.to_proto(|k| k.0);
-    let mut back = Dedup::new(24 * H, 100, tc(1));
-    back.absorb(&snap, |i| Some(KeyId(i)), |b| b).unwrap();
-    assert_eq!(back.to_proto(|k| k.0), snap);
-    assert_eq!(back.find(id_hash("r3"), 10_000).unwrap().1, v(3));
+    // Values named by their number, and read back from it.
+    let name = |v: &Version| (v.key.0, vec![v.values as u32]);
+    let values = |i: &[u32]| u64::from(i[0]);
+    let snap = d.to_proto(name);
+    let mut back = Dedup::new(24 * H, 100, tc(1), true);
+    back.absorb(&snap, |i| Some(KeyId(i)), |b| b, values)
+        .unwrap();
+    assert_eq!(back.to_proto(name), snap);
+    let want = Version { values: 4, ..v(3) };
+    assert_eq!(back.find(id_hash("r3"), 10_000).unwrap().1, want);
 
     let mut bad = snap.clone();
     bad.seen_at_ms.swap(0, 4);
     assert!(
-        Dedup::new(H, 10, tc(1))
-            .absorb(&bad, |i| Some(KeyId(i)), |b| b)
+        Dedup::new(H, 10, tc(1), false)
+            .absorb(&bad, |i| Some(KeyId(i)), |b| b, values)
             .is_err()
     );
     bad.seen_at_ms.pop();
     assert!(
-        Dedup::new(H, 10, tc(1))
-            .absorb(&bad, |i| Some(KeyId(i)), |b| b)
+        Dedup::new(H, 10, tc(1), false)
+            .absorb(&bad, |i| Some(KeyId(i)), |b| b, values)
             .is_err()
     );
 }
 
 #[test]
 fn a_chunk_whose_times_would_overflow_is_closed_early() {
-    let mut d = Dedup::new(i64::MAX / 4, 10_000, tc(1));
+    let mut d = Dedup::new(i64::MAX / 4, 10_000, tc(1), false);
     // Two ids 60 days apart: the second cannot count from the first's
     // base in 32 bits of ms.
     let later = Version {
@@ -138,7 +162,7 @@ fn agrees_with_a_map(
     horizon: i64,
     cap: usize,
 ) -> Result<(), TestCaseError> {
-    let mut d = Dedup::new(horizon, cap, tc(1));
+    let mut d = Dedup::new(horizon, cap, tc(1), false);
     let mut m: std::collections::HashMap<u64, (i64, Version)> = Default::default();
     let mut order: std::collections::VecDeque<u64> = Default::default();
     let mut now = 0i64;
@@ -190,7 +214,7 @@ fn agrees_with_a_map(
 fn when_every_ring_place_is_taken_the_oldest_chunk_goes_whole() {
     // A horizon of years, one id per ~4.7 hours: every id closes a chunk,
     // and the ring runs out of places before anything expires.
-    let mut d = Dedup::new(i64::MAX / 4, 100_000, tc(1));
+    let mut d = Dedup::new(i64::MAX / 4, 100_000, tc(1), false);
     let n = 9000u64;
     for i in 0..n {
         d.insert(i, i as i64 * SPAN_MS, &v(1));

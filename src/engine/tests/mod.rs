@@ -32,6 +32,7 @@ fn obs<'a>(
         comment: 0,
         themes: crate::themes::ThemeSet(0),
         alerting: score <= 6,
+        breakdowns: [None; MAX_BREAKDOWNS],
     }
 }
 
@@ -149,6 +150,7 @@ fn late_response_counts_in_no_window_but_is_counted() {
             category,
             late,
             overflowed,
+            ..
         },
         _,
     ) = out

@@ -24,7 +24,26 @@ pub(crate) struct Ev {
     /// The themes its comment mentions (of three), and whether it has a
     /// comment (always, with a theme).
     themes: (u8, bool),
+    /// Its `team` attribute: `TEAMS[i]`.
+    team: u8,
 }
+
+/// The `team` attributes the property tests give (more than `MAX_TEAMS`
+/// real ones; none; one too long; the reserved names).
+const TEAMS: [Option<&str>; 9] = [
+    Some("t0"),
+    Some("t1"),
+    Some("t2"),
+    Some("t3"),
+    Some("t4"),
+    None,
+    Some("team-name-well-over-sixty-four-bytes-long-so-that-it-is-refused-as-a-value"),
+    Some("other"),
+    Some(""),
+];
+
+/// Values the `team` breakdown admits before `other`.
+const MAX_TEAMS: usize = 3;
 
 pub(crate) fn ev() -> impl Strategy<Value = Ev> {
     (
@@ -42,6 +61,7 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
         proptest::option::of(0..50u8),
         proptest::bool::weighted(0.2),
         (0..8u8, any::<bool>()),
+        0..TEAMS.len() as u8,
     )
         .prop_map(
             |(
@@ -56,6 +76,7 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
                 updated,
                 again,
                 themes,
+                team,
             )| Ev {
                 partition,
                 id,
@@ -68,6 +89,7 @@ pub(crate) fn ev() -> impl Strategy<Value = Ev> {
                 updated,
                 again,
                 themes,
+                team,
             },
         )
 }
@@ -77,10 +99,25 @@ pub(crate) fn theme_names() -> Vec<String> {
     ["billing", "staff", "waiting"].map(String::from).to_vec()
 }
 
-/// An engine counting `theme_names()`.
+/// The breakdowns the property tests count: `team`, of `TEAMS`, with
+/// at most `max_values` of them.
+fn teams(max_values: usize) -> Vec<BreakdownSpec> {
+    vec![BreakdownSpec {
+        label: "team".into(),
+        max_values,
+    }]
+}
+
+/// An engine counting `theme_names()` and `teams(MAX_TEAMS)`.
 fn themed(cfg: &EngineConfig) -> Engine {
+    themed_with(cfg, MAX_TEAMS)
+}
+
+/// An engine counting `theme_names()` and `teams(max_teams)`.
+fn themed_with(cfg: &EngineConfig, max_teams: usize) -> Engine {
     let mut e = Engine::new(cfg).unwrap();
     e.set_themes(&theme_names());
+    e.set_breakdowns(&teams(max_teams));
     e
 }
 
@@ -108,6 +145,8 @@ struct Placed {
     weight: f64,
     /// Theme bits, and whether it has a comment.
     themes: (u8, bool),
+    /// The team value it is counted under.
+    team: String,
 }
 
 /// What the model remembers of a response: first sight, its latest
@@ -124,7 +163,7 @@ pub(crate) fn observe<'a>(
     ev: &Ev,
     last: &mut HashMap<u8, Ev>,
     now: i64,
-    names: &'a mut (String, String, String),
+    names: &'a mut (String, String, String, Option<&'static str>),
 ) -> (Observation<'a>, Ev) {
     let ev = match last.get(&ev.id) {
         Some(prev) if ev.again => Ev {
@@ -141,6 +180,7 @@ pub(crate) fn observe<'a>(
         format!("resp-{}", ev.id),
         format!("p{}", ev.product),
         format!("r{}", ev.region),
+        TEAMS[usize::from(ev.team)],
     );
     let weight = ev.weight.map_or(1.0, |w| f64::from(w) / 7.0);
     let mut o = obs(
@@ -155,7 +195,7 @@ pub(crate) fn observe<'a>(
     // duplicate, whenever they come. The comment (its themes) is part of it.
     let (themes, commented) = ev.themes;
     let commented = commented || themes != 0;
-    let product_and_comment = format!("{}|{themes}|{commented}", names.1);
+    let product_and_comment = format!("{}|{themes}|{commented}|{:?}", names.1, names.3);
     o.content = content(
         &product_and_comment,
         &names.2,
@@ -166,6 +206,7 @@ pub(crate) fn observe<'a>(
     o.themes = crate::themes::ThemeSet(u64::from(themes));
     o.comment = if commented { 1 + themes } else { 0 };
     o.updated_at_ms = ev.updated.map(|u| T0 + i64::from(u) * MIN);
+    o.breakdowns[0] = names.3;
     (o, ev)
 }
 
@@ -234,7 +275,20 @@ fn run(
         let (category, weight, content, updated) =
             (o.category, o.weight, o.content, o.updated_at_ms);
         let themes = (o.themes.0 as u8, o.comment != 0);
+        let team = value_of(o.breakdowns[0]).to_string();
+        let admitted = e.breakdown_value_counts()[0];
         let out = e.record(ev.partition, &o, now);
+        // A new value is counted as itself while the table has room, and
+        // under `other` once `MAX_TEAMS` are admitted.
+        let team = match out {
+            Outcome::Counted(c, _) | Outcome::Revised { counted: c, .. } => {
+                let over = c.breakdowns_overflowed & 1 == 1;
+                let max = e.breakdowns.tables[0].max_keys();
+                assert!(!over || admitted == max, "{team} overflowed at {admitted}");
+                if over { "other".to_string() } else { team }
+            }
+            _ => team,
+        };
         let t = (now + ev.offset_ms).min(now);
         let late = model.late(t, now);
         let key = (ev.partition, ev.id);
@@ -247,6 +301,7 @@ fn run(
             t,
             weight,
             themes,
+            team,
         };
         match (known, out) {
             (Some(k), Outcome::Duplicate) => assert_eq!(k.content, content),
@@ -306,6 +361,32 @@ fn brute_force(
     }
     out.retain(|_, w| w.iter().any(|s| s.responses() > 0));
     out
+}
+
+/// Per team value, per window: what the placed answers count.
+fn brute_force_teams(
+    model: &Model,
+    placed: &[Placed],
+    now: i64,
+) -> BTreeMap<(String, String), Vec<WindowStats>> {
+    let by_team: Vec<Placed> = placed
+        .iter()
+        .map(|p| Placed {
+            product: "team".into(),
+            region: p.team.clone(),
+            team: p.team.clone(),
+            ..*p
+        })
+        .collect();
+    brute_force(model, &by_team, now)
+}
+
+/// The engine's `team` breakdown, as `brute_force_teams` keeps it.
+fn teams_by_name(e: &Engine, now: i64) -> BTreeMap<(String, String), Vec<WindowStats>> {
+    e.breakdown_stats(0, now)
+        .into_iter()
+        .map(|v| (("team".to_string(), v.value.to_string()), v.windows))
+        .collect()
 }
 
 /// Per (product, region, row), per window: promoters, passives, detractors.
@@ -422,10 +503,15 @@ proptest! {
         let (now, placed, _) = run(&mut e, &model, &events, T0, 24 * HOUR);
         for read_at in [now, now + read_after] {
             assert_same(&by_name(&e, read_at), &brute_force(&model, &placed, read_at));
+            assert_same(&teams_by_name(&e, read_at), &brute_force_teams(&model, &placed, read_at));
             prop_assert_eq!(themes_by_name(&mut e, read_at), brute_force_themes(&model, &placed, read_at));
         }
         e.sweep(now + read_after);
         assert_same(&by_name(&e, now + read_after), &brute_force(&model, &placed, now + read_after));
+        assert_same(
+            &teams_by_name(&e, now + read_after),
+            &brute_force_teams(&model, &placed, now + read_after),
+        );
         prop_assert_eq!(
             themes_by_name(&mut e, now + read_after),
             brute_force_themes(&model, &placed, now + read_after)
@@ -473,6 +559,7 @@ proptest! {
         e.drop_partition(drop);
         let rest: Vec<Placed> = placed.into_iter().filter(|p| p.partition != drop).collect();
         assert_same(&by_name(&e, now), &brute_force(&model, &rest, now));
+        assert_same(&teams_by_name(&e, now), &brute_force_teams(&model, &rest, now));
         prop_assert_eq!(themes_by_name(&mut e, now), brute_force_themes(&model, &rest, now));
     }
 
@@ -518,15 +605,25 @@ proptest! {
     ) {
         let cfg = EngineConfig { windows, buckets_per_window, ..EngineConfig::default() };
         let split = split.min(events.len());
-        let mut straight = themed(&cfg);
+        // Every team admitted: which values a full table folds into
+        // `other` after a restore is not kept (docs/breakdowns.md).
+        let mut straight = themed_with(&cfg, TEAMS.len());
         let model = Model::of(&cfg);
         let (end, _, all) = run(&mut straight, &model, &events, T0, 24 * HOUR);
 
-        let mut first = themed(&cfg);
+        let mut first = themed_with(&cfg, TEAMS.len());
         let (mid, _, head) = run(&mut first, &model, &events[..split], T0, 24 * HOUR);
         let bytes = snapshot::encode(&first.snapshot());
         let snap = snapshot::decode(&bytes).unwrap();
-        let mut resumed = Engine::restore_themed(&cfg, &theme_names(), &snap).unwrap();
+        let mut resumed = Engine::new(&cfg).unwrap();
+        resumed.set_themes(&theme_names());
+        resumed.set_breakdowns(&teams(TEAMS.len()));
+        let resumed = &mut resumed;
+        resumed.check_layout(&snap).unwrap();
+        resumed.tick(snap.now_ms);
+        for p in &snap.partitions {
+            resumed.restore_partition(p).unwrap();
+        }
         let mut tail_outs = Vec::new();
         let mut now = mid;
         // Same calls as `run`, on the restored engine (the head's last
@@ -547,18 +644,23 @@ proptest! {
         }
         prop_assert_eq!(now, end);
         let mut got = names(&first, &head);
-        got.extend(names(&resumed, &tail_outs));
+        got.extend(names(resumed, &tail_outs));
         // Names of the head's outcomes are read from `first`, whose table
         // may have swept them since; compare only what both can name.
         let want = names(&straight, &all);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(g.is_none(), w.is_none(), "outcome {} dup-ness", i);
         }
-        prop_assert_eq!(by_name(&resumed, end), by_name(&straight, end));
-        prop_assert_eq!(by_name(&resumed, end + 3 * DAY), by_name(&straight, end + 3 * DAY));
-        prop_assert_eq!(themes_by_name(&mut resumed, end), themes_by_name(&mut straight, end));
+        prop_assert_eq!(by_name(resumed, end), by_name(&straight, end));
+        prop_assert_eq!(by_name(resumed, end + 3 * DAY), by_name(&straight, end + 3 * DAY));
+        prop_assert_eq!(teams_by_name(resumed, end), teams_by_name(&straight, end));
         prop_assert_eq!(
-            themes_by_name(&mut resumed, end + 3 * DAY),
+            teams_by_name(resumed, end + 3 * DAY),
+            teams_by_name(&straight, end + 3 * DAY)
+        );
+        prop_assert_eq!(themes_by_name(resumed, end), themes_by_name(&mut straight, end));
+        prop_assert_eq!(
+            themes_by_name(resumed, end + 3 * DAY),
             themes_by_name(&mut straight, end + 3 * DAY)
         );
     }

@@ -380,6 +380,7 @@ impl Segment {
             latest_ms: self.latest_ms,
             rings,
             theme: theme.to_string(),
+            ..Default::default()
         })
     }
 

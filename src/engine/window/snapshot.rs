@@ -40,7 +40,7 @@ impl Segment {
             region: region.to_string(),
             latest_ms: self.latest_ms,
             rings,
-            theme: String::new(),
+            ..Default::default()
         }
     }
 
