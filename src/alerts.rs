@@ -7,6 +7,8 @@
 //! never reach here (the engine reports them). The alert id is derived from
 //! the response_id alone, so a redelivered alert carries the same id.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::engine::{AlertMark, WindowSpec, WindowStats};
@@ -112,6 +114,24 @@ pub struct Context {
     pub partitions_covered: u32,
     pub partitions_total: u32,
     pub themes: Vec<String>,
+    /// The response's value of each breakdown, by label.
+    pub breakdowns: BTreeMap<String, String>,
+}
+
+/// A response's value of each breakdown, by label, as its alert carries
+/// it (`DetractorAlert.breakdowns`).
+pub fn breakdown_values(
+    response: &ValidResponse,
+    breakdowns: &[crate::config::Breakdown],
+) -> BTreeMap<String, String> {
+    breakdowns
+        .iter()
+        .map(|b| {
+            let given = response.msg.attributes.get(&b.attribute);
+            let value = crate::engine::value_of(given.map(String::as_str));
+            (b.label.clone(), value.to_string())
+        })
+        .collect()
 }
 
 /// Builds the alert for a detractor. `windows` are the segment's windows as
@@ -161,6 +181,7 @@ pub fn build(
         partitions_covered: context.partitions_covered,
         partitions_total: context.partitions_total,
         themes: context.themes.clone(),
+        breakdowns: context.breakdowns.clone(),
     }
 }
 
@@ -324,6 +345,7 @@ mod tests {
             partitions_covered: 3,
             partitions_total: 12,
             themes: vec!["billing_errors".into(), "waiting_time".into()],
+            breakdowns: [("team".to_string(), "Cobros".to_string())].into(),
         };
         let a = build(
             &response(2, Some(1500.0), "c"),
@@ -336,6 +358,7 @@ mod tests {
         assert_eq!(a.priority_reasons, vec!["withdrawn".to_string()]);
         assert_eq!((a.partitions_covered, a.partitions_total), (3, 12));
         assert_eq!(a.themes, ["billing_errors", "waiting_time"]);
+        assert_eq!(a.breakdowns["team"], "Cobros");
         // The priority stays the policy's: only the reasons say withdrawn.
         assert_eq!(a.priority, AlertPriority::Critical as i32);
         let first = build(
@@ -347,6 +370,36 @@ mod tests {
         );
         assert_eq!((first.revision, first.withdrawn), (0, false));
         assert_ne!(first.priority_reasons, vec!["withdrawn".to_string()]);
+    }
+
+    #[test]
+    fn an_alert_carries_each_breakdown_value_as_counted() {
+        let mut r = response(2, None, "c");
+        r.msg.attributes.insert("team".into(), "Cobros Norte".into());
+        r.msg.attributes.insert("agent".into(), "a\u{0}".into());
+        let breakdown = |attribute: &str, label: &str| crate::config::Breakdown {
+            attribute: attribute.into(),
+            label: label.into(),
+            min_responses: 30,
+            max_values: 500,
+            prometheus: true,
+        };
+        let values = breakdown_values(
+            &r,
+            &[
+                breakdown("team", "team"),
+                breakdown("agent", "agent"),
+                breakdown("site", "site"),
+            ],
+        );
+        let want: BTreeMap<String, String> = [
+            ("team", "Cobros Norte"),
+            ("agent", "invalid"),
+            ("site", "unknown"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        assert_eq!(values, want);
     }
 
     #[test]

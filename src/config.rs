@@ -17,11 +17,13 @@ use crate::engine::{Engine, EngineConfig};
 use crate::schema::Limits;
 
 mod cases;
+mod figures;
 mod promoters;
 mod properties;
 mod themes;
 
 pub use cases::{CasesArgs, CasesSettings};
+pub use figures::{ANY_PRODUCT, Benchmark, Breakdown, Target, benchmark_of};
 pub use promoters::PromotersArgs;
 use properties::RESERVED_PROPERTIES;
 pub use properties::{is_secret_property, parse_properties};
@@ -360,17 +362,10 @@ pub struct Settings {
     pub targets: Vec<Target>,
     /// Comment themes: `themes = "on"|"off"` or the `[[themes]]` taxonomy.
     pub themes: ThemesSettings,
-}
-
-/// One `[[targets]]` entry: the NPS a product (every region) or a product
-/// in one region should reach.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    pub product: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    pub nps: f64,
+    /// NPS by an attribute of the answer (`[[breakdowns]]`).
+    pub breakdowns: Vec<Breakdown>,
+    /// Sector quartiles per product (`[[benchmarks]]`).
+    pub benchmarks: Vec<Benchmark>,
 }
 
 impl Default for Settings {
@@ -400,6 +395,8 @@ impl Default for Settings {
             promoters: crate::promoters::PromoterPolicy::default(),
             targets: Vec::new(),
             themes: ThemesSettings::default(),
+            breakdowns: Vec::new(),
+            benchmarks: Vec::new(),
         }
     }
 }
@@ -655,31 +652,9 @@ impl Settings {
         self.cases.validate(&self.alerts_topic)?;
         promoters::validate(self)?;
         self.themes.validate()?;
-        let mut seen = std::collections::BTreeSet::new();
-        for t in &self.targets {
-            if t.product.is_empty() || t.region.as_deref() == Some("") {
-                return Err(invalid(
-                    "[[targets]]",
-                    "product (and region, when given) must not be empty",
-                ));
-            }
-            if !(-100.0..=100.0).contains(&t.nps) {
-                return Err(invalid(
-                    "[[targets]]",
-                    format!("nps of {} must be from -100 to 100", t.product),
-                ));
-            }
-            if !seen.insert((&t.product, &t.region)) {
-                return Err(invalid(
-                    "[[targets]]",
-                    format!(
-                        "{} {} has two targets",
-                        t.product,
-                        t.region.as_deref().unwrap_or("(every region)")
-                    ),
-                ));
-            }
-        }
+        figures::validate_targets(&self.targets)?;
+        figures::validate_breakdowns(&self.breakdowns)?;
+        figures::validate_benchmarks(&self.benchmarks)?;
         Ok(())
     }
 }

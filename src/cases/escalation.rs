@@ -88,6 +88,7 @@ pub fn build(
         state: esc.state as i32,
         emitted_at: Some(timestamp_from_ms(emitted_at_ms)),
         themes: alert.themes.clone(),
+        breakdowns: alert.breakdowns.clone(),
     }
 }
 

@@ -425,3 +425,84 @@ fn a_property_list_keeps_an_escaped_semicolon_and_never_echoes_a_malformed_entry
         "{text}"
     );
 }
+
+#[test]
+fn breakdowns_and_benchmarks_come_from_the_file_and_are_checked() {
+    let s = Settings::from_toml(
+        "brokers = \"b\"\n\
+         [[breakdowns]]\nattribute = \"team\"\nlabel = \"team\"\n\
+         [[breakdowns]]\nattribute = \"agent_id\"\nlabel = \"agent\"\nmin_responses = 10\n\
+         max_values = 5000\nprometheus = false\n\
+         [[benchmarks]]\nproduct = \"*\"\np25 = 10\nmedian = 32\np75 = 50\nsource = \"Sector survey 2026\"\n\
+         [[benchmarks]]\nproduct = \"Tarjeta Oro\"\np25 = 20\nmedian = 41.5\np75 = 60\nsource = \"Banca 2026\"\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        s.breakdowns,
+        vec![
+            Breakdown {
+                attribute: "team".into(),
+                label: "team".into(),
+                min_responses: 30,
+                max_values: 500,
+                prometheus: true,
+            },
+            Breakdown {
+                attribute: "agent_id".into(),
+                label: "agent".into(),
+                min_responses: 10,
+                max_values: 5000,
+                prometheus: false,
+            },
+        ]
+    );
+    assert_eq!(
+        benchmark_of(&s.benchmarks, "Tarjeta Oro").unwrap().median,
+        41.5
+    );
+    assert_eq!(
+        benchmark_of(&s.benchmarks, "Seguro Hogar").unwrap().median,
+        32.0
+    );
+    let breakdown = |label: &str, rest: &str| {
+        format!("[[breakdowns]]\nattribute = \"{label}\"\nlabel = \"{label}\"\n{rest}")
+    };
+    let five: String = (0..5).map(|i| breakdown(&format!("b{i}"), "")).collect();
+    let benchmark = |q: &str| format!("[[benchmarks]]\nproduct = \"A\"\nsource = \"s\"\n{q}");
+    for (bad, says) in [
+        (five, "at most 4 breakdowns"),
+        (breakdown("Team", ""), "a-z, 0-9 and _"),
+        (breakdown("team", "max_values = 0\n"), "max_values of team"),
+        (
+            breakdown("team", "max_values = 60001\n"),
+            "max_values of team",
+        ),
+        (
+            breakdown("team", "min_responses = 0\n"),
+            "min_responses of team",
+        ),
+        (breakdown("team", "colour = 1\n"), "colour"),
+        (
+            breakdown("team", "") + &breakdown("team", ""),
+            "given twice",
+        ),
+        (
+            benchmark("p25 = 50\nmedian = 40\np75 = 60\n"),
+            "p25 <= median <= p75",
+        ),
+        (
+            benchmark("p25 = 50\nmedian = 60\np75 = 101\n"),
+            "from -100 to 100",
+        ),
+        (benchmark("median = 60\np75 = 70\n"), "p25"),
+        (
+            benchmark("p25 = 1\nmedian = 2\np75 = 3\n")
+                + &benchmark("p25 = 1\nmedian = 2\np75 = 3\n"),
+            "two benchmarks",
+        ),
+    ] {
+        let e = Settings::from_toml(&format!("brokers = \"b\"\n{bad}"), false).unwrap_err();
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The JSON API on the metrics port: `/api/v1/segments` (the window
 //! figures of every segment, filtered, sorted and paged),
 //! `/api/v1/summary` (what the instance holds and has done),
-//! `/api/v1/themes` and `/api/v1/root-causes` (why: `why`). Pure: each
+//! `/api/v1/themes` and `/api/v1/root-causes` (why: `why`),
+//! `/api/v1/breakdowns/{label}` and `/api/v1/benchmarks` (`figures`). Pure: each
 //! reads a [`View`] as the last refresh left it, the numbers /metrics
 //! renders from the same view. No customer data: counts and scores only.
 
@@ -401,7 +402,9 @@ pub fn summary(view: &View) -> Summary {
     }
 }
 
+mod figures;
 mod why;
+pub use figures::{benchmarks, breakdown, has_breakdown};
 pub use why::{ThemeQuery, root_causes, themes};
 
 #[cfg(test)]

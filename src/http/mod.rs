@@ -68,9 +68,25 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         }
         (!out.is_empty()).then_some(out)
     });
+    let figures = s.view.read().map_or_else(
+        |_| String::new(),
+        |v| {
+            let mut out = String::new();
+            let products = v.series.segments().map(|(p, _, _)| p);
+            m::render_breakdowns(
+                &v.breakdowns,
+                &v.window_names,
+                &v.benchmarks,
+                products,
+                &mut out,
+            );
+            out
+        },
+    );
     let chunks = std::iter::once(head)
         .chain(series)
         .chain(std::iter::once(lag))
+        .chain(std::iter::once(figures))
         .map(Ok::<_, std::convert::Infallible>);
     (
         [(
@@ -161,6 +177,29 @@ async fn api_themes(State(s): State<AppState>, params: Params) -> axum::response
     })
 }
 
+async fn api_breakdown(
+    State(s): State<AppState>,
+    axum::extract::Path(label): axum::extract::Path<String>,
+    params: Params,
+) -> axum::response::Response {
+    let known = s.view.read().is_ok_and(|v| api::has_breakdown(&v, &label));
+    if !known {
+        return json(
+            StatusCode::NOT_FOUND,
+            &api::ApiError {
+                error: format!("no breakdown `{label}` ([[breakdowns]] labels)"),
+            },
+        );
+    }
+    api_answer(&s, params, |view, params| {
+        api::breakdown(view, &label, params)
+    })
+}
+
+async fn api_benchmarks(State(s): State<AppState>, params: Params) -> axum::response::Response {
+    api_answer(&s, params, api::benchmarks)
+}
+
 async fn api_root_causes(State(s): State<AppState>, params: Params) -> axum::response::Response {
     api_answer(&s, params, api::root_causes)
 }
@@ -229,6 +268,8 @@ pub async fn serve(
         .route("/api/v1/summary", get(api_summary))
         .route("/api/v1/themes", get(api_themes))
         .route("/api/v1/root-causes", get(api_root_causes))
+        .route("/api/v1/breakdowns/{label}", get(api_breakdown))
+        .route("/api/v1/benchmarks", get(api_benchmarks))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

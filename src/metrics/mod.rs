@@ -15,7 +15,9 @@ use std::fmt::Write;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
+mod breakdowns;
 mod cases;
+pub use breakdowns::{BreakdownView, QUANTILES, render as render_breakdowns};
 pub use cases::{
     CASE_ALERTS_SKIPPED_TOTAL, CASE_CUSTOMERS, CASE_ESCALATIONS_TOTAL, CASE_EVENTS_STALE_TOTAL,
     CASE_EVENTS_TOTAL, CASE_FIRST_CONTACT, CASE_NAMES, CASE_ORPHANS, CASE_READBACK_ERRORS_TOTAL,
@@ -77,10 +79,17 @@ pub const SNAPSHOT_FORMAT_WRITTEN: &str = "nps_snapshot_format_written";
 pub const NPS_TARGET: &str = "nps_target";
 pub const THEME_RESPONSES: &str = "nps_theme_responses";
 pub const COMMENTED_RESPONSES: &str = "nps_commented_responses";
+pub const BREAKDOWN_OVERFLOW_TOTAL: &str = "nps_breakdown_overflow_total";
+pub const BREAKDOWN_RESPONSES: &str = "nps_breakdown_responses";
+pub const BREAKDOWN_WEIGHT: &str = "nps_breakdown_weight";
+pub const BREAKDOWN_WEIGHT_NET: &str = "nps_breakdown_weight_net";
+pub const BREAKDOWN_VALUES: &str = "nps_breakdown_values";
+pub const BREAKDOWN_MIN_RESPONSES: &str = "nps_breakdown_min_responses";
+pub const BENCHMARK: &str = "nps_benchmark";
 
 /// Every metric nps-stream exports (a histogram adds `_bucket`, `_sum` and
 /// `_count`): dashboards and rules may use these and nothing else.
-pub const NAMES: [&str; 66] = [
+pub const NAMES: [&str; 73] = [
     NPS_SCORE,
     NPS_WINDOW_RESPONSES,
     NPS_MARGIN_OF_ERROR,
@@ -131,6 +140,13 @@ pub const NAMES: [&str; 66] = [
     NPS_TARGET,
     THEME_RESPONSES,
     COMMENTED_RESPONSES,
+    BREAKDOWN_OVERFLOW_TOTAL,
+    BREAKDOWN_RESPONSES,
+    BREAKDOWN_WEIGHT,
+    BREAKDOWN_WEIGHT_NET,
+    BREAKDOWN_VALUES,
+    BREAKDOWN_MIN_RESPONSES,
+    BENCHMARK,
     CASES_OPEN,
     CASES_DUE_TOTAL,
     CASES_OVERDUE,
@@ -183,6 +199,10 @@ pub fn describe() {
     describe_counter!(
         CARDINALITY_OVERFLOW_TOTAL,
         "Responses counted under __other__ because the segment table was full."
+    );
+    describe_counter!(
+        BREAKDOWN_OVERFLOW_TOTAL,
+        "Responses counted under the value other of a breakdown because it had max_values values, by breakdown."
     );
     describe_histogram!(
         END_TO_END_DELAY,
@@ -383,6 +403,10 @@ pub struct View {
     pub partitions_total: u32,
     /// When the windows were last refreshed (Unix ms; 0 before the first).
     pub refreshed_at_ms: i64,
+    /// The breakdowns (`[[breakdowns]]`) as of the last refresh.
+    pub breakdowns: Vec<BreakdownView>,
+    /// The sector benchmarks (`[[benchmarks]]`).
+    pub benchmarks: Vec<crate::config::Benchmark>,
 }
 
 /// The case tracker's totals, for the demo's table.

@@ -136,6 +136,16 @@ pub async fn run(
     if let Some(t) = &themes {
         engine.set_themes(t.names());
     }
+    let breakdowns: Vec<_> = settings.breakdowns.iter().map(|b| b.spec()).collect();
+    engine.set_breakdowns(&breakdowns);
+    if let Ok(mut v) = view.write() {
+        v.breakdowns = settings
+            .breakdowns
+            .iter()
+            .map(m::BreakdownView::of)
+            .collect();
+        v.benchmarks.clone_from(&settings.benchmarks);
+    }
     let window_names: Vec<String> = engine
         .layout()
         .specs()

@@ -6,6 +6,7 @@ use std::sync::{Mutex, RwLock};
 
 use super::lock;
 use crate::clock::Clock;
+use crate::engine::WindowStats;
 use crate::kafka::Health;
 use crate::metrics::{self as m, View};
 use crate::pipeline::{Core, Counters};
@@ -32,6 +33,13 @@ pub(super) fn refresh_view(
     }
     let themes = c.engine.theme_stats(now);
     let segments = c.engine.segments(now);
+    let admitted = c.engine.breakdown_value_counts();
+    let breakdowns: Vec<Vec<(String, Vec<WindowStats>)>> = (0..admitted.len())
+        .map(|i| {
+            let values = c.engine.breakdown_stats(i, now).into_iter();
+            values.map(|v| (v.value.to_string(), v.windows)).collect()
+        })
+        .collect();
     // With the engine still locked: segment ids freed by the sweep are not
     // reused before their counters are forgotten.
     if let Ok(mut v) = view.write() {
@@ -75,5 +83,9 @@ pub(super) fn refresh_view(
         v.partitions_held = held;
         v.partitions_total = total;
         v.refreshed_at_ms = now;
+        for ((b, values), admitted) in v.breakdowns.iter_mut().zip(breakdowns).zip(admitted) {
+            b.values = values;
+            b.admitted = admitted;
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::consumer::context::ConsumerCtx;
 use crate::consumer::produce::{Delivery, Outbox};
-use crate::engine::{AlertMark, Category, Counted, KeyId, Observation, Outcome};
+use crate::engine::{AlertMark, Category, Counted, KeyId, MAX_BREAKDOWNS, Observation, Outcome};
 use crate::events::{self, Event};
 use crate::metrics::{self as m, View};
 use crate::pipeline::{Core, Counters};
@@ -112,9 +112,18 @@ fn observation<'a>(
     settings: &Settings,
     themes: Option<&Taxonomy>,
 ) -> Observation<'a> {
+    let mut breakdowns = [None; MAX_BREAKDOWNS];
+    for (value, b) in breakdowns.iter_mut().zip(&settings.breakdowns) {
+        *value = response
+            .msg
+            .attributes
+            .get(&b.attribute)
+            .map(String::as_str);
+    }
     Observation {
         alerting: settings.alerts.should_alert(response),
         themes: themes.map_or(ThemeSet(0), |t| t.classify(&response.msg.comment)),
+        breakdowns,
         ..response.observation()
     }
 }
@@ -267,6 +276,12 @@ fn record(
     if counted.overflowed {
         metrics::counter!(m::CARDINALITY_OVERFLOW_TOTAL).increment(1);
     }
+    for (i, b) in settings.breakdowns.iter().enumerate() {
+        if counted.breakdowns_overflowed >> i & 1 == 1 {
+            metrics::counter!(m::BREAKDOWN_OVERFLOW_TOTAL, "breakdown" => b.label.clone())
+                .increment(1);
+        }
+    }
     Ok(emits(
         &mut c,
         response,
@@ -308,6 +323,7 @@ fn emits(
             partitions_covered: c.owned.len() as u32,
             partitions_total: c.input_partitions,
             themes: names(),
+            breakdowns: alerts::breakdown_values(response, &settings.breakdowns),
         };
         let alert = alerts::build(response, &windows, &context, now, &settings.alerts);
         Emit::Alert(Box::new(alert), counted.key)
