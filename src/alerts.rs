@@ -375,7 +375,9 @@ mod tests {
     #[test]
     fn an_alert_carries_each_breakdown_value_as_counted() {
         let mut r = response(2, None, "c");
-        r.msg.attributes.insert("team".into(), "Cobros Norte".into());
+        r.msg
+            .attributes
+            .insert("team".into(), "Cobros Norte".into());
         r.msg.attributes.insert("agent".into(), "a\u{0}".into());
         let breakdown = |attribute: &str, label: &str| crate::config::Breakdown {
             attribute: attribute.into(),

@@ -156,6 +156,38 @@ fn demo_targets() -> Vec<crate::config::Target> {
     ]
 }
 
+/// The demo's breakdowns: the team (on /metrics) and the agent (API and
+/// page only) of its phone and chat answers (`generator::TEAMS`).
+fn demo_breakdowns() -> Vec<crate::config::Breakdown> {
+    let breakdown =
+        |attribute: &str, label: &str, min_responses, prometheus| crate::config::Breakdown {
+            attribute: attribute.into(),
+            label: label.into(),
+            min_responses,
+            max_values: 500,
+            prometheus,
+        };
+    vec![
+        breakdown("team", "team", 30, true),
+        breakdown("agent_id", "agent", 10, false),
+    ]
+}
+
+/// The demo's sector benchmarks: illustrative quartiles, not a survey's.
+fn demo_benchmarks() -> Vec<crate::config::Benchmark> {
+    let benchmark = |product: &str, p25, median, p75| crate::config::Benchmark {
+        product: product.into(),
+        p25,
+        median,
+        p75,
+        source: "illustrative quartiles for the demo (not survey data)".into(),
+    };
+    vec![
+        benchmark("*", 15.0, 32.0, 48.0),
+        benchmark("App Móvil", 30.0, 45.0, 60.0),
+    ]
+}
+
 pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
     let embedded = |what: String| move |source| crate::error::Error::Embedded { what, source };
     let cluster = MockCluster::new(1).map_err(embedded("starting the mock cluster".into()))?;
@@ -173,6 +205,8 @@ pub async fn run(args: DemoArgs) -> crate::error::Result<()> {
     };
     let mut settings = Settings::resolve(&run_args, false)?;
     settings.targets = demo_targets();
+    settings.breakdowns = demo_breakdowns();
+    settings.benchmarks = demo_benchmarks();
     for (topic, partitions) in [
         (settings.input_topic.as_str(), 6),
         (settings.alerts_topic.as_str(), 3),

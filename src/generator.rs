@@ -1,13 +1,15 @@
 //! Generated survey answers for the demo and for `send --generate`:
 //! several products and regions with different score distributions, every
 //! channel, detractors with comments (and half the promoters, a third of
-//! the passives), a few
-//! high-value customers, email answers arriving hours late, and three
-//! malformed events in a hundred for the dead-letter topic. Pure and deterministic: the caller gives the time.
+//! the passives), a few high-value customers, phone and chat answers with
+//! the agent and team who served them (one team clearly worse), email
+//! answers arriving hours late, and three malformed events in a hundred
+//! for the dead-letter topic. Pure and deterministic: the caller gives the
+//! time.
 
 use prost::Message;
 
-use crate::pb::SurveyResponse;
+use crate::pb::{Channel, SurveyResponse};
 use crate::schema::{CHANNELS, timestamp_from_ms};
 
 const PRODUCTS: [(&str, u32); 5] = [
@@ -55,6 +57,31 @@ pub const REMARKS: [&str; 4] = [
     "Correcto, sin más",
 ];
 
+/// The contact-centre teams of phone and chat answers
+/// (`attributes["team"]`), eight agents each (`attributes["agent_id"]`).
+pub const TEAMS: [&str; 5] = [
+    "Cobranzas",
+    "Atención Premium",
+    "Soporte Digital",
+    "Reclamos",
+    "Ventas",
+];
+
+/// The team whose customers score two quality steps lower, so the demo's
+/// Teams tab has one team clearly worse than the others.
+pub const WORSE_TEAM: &str = "Reclamos";
+
+/// The agent and team of an answer given at `t` on `channel`: phone and
+/// chat answers only, from the answer's time (no draw of the generator,
+/// so the rest of the stream is as before).
+fn desk(channel: Channel, t: i64) -> Option<(String, &'static str)> {
+    if !matches!(channel, Channel::Phone | Channel::Chat) {
+        return None;
+    }
+    let agent = t.div_euclid(1000).rem_euclid(8 * TEAMS.len() as i64) as usize;
+    Some((format!("ag-{agent:02}"), TEAMS[agent % TEAMS.len()]))
+}
+
 /// A small deterministic generator (xorshift64*), enough for demo data.
 struct Rng(u64);
 
@@ -100,6 +127,7 @@ fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyRes
     let (product, quality) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
     let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
     let channel = CHANNELS[rng.below(CHANNELS.len() as u64) as usize];
+    let desk = desk(channel, t);
     // The south had a bad month: one quality step down.
     let quality = if (product, region) == DROPPING && recent {
         0
@@ -107,6 +135,10 @@ fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyRes
         quality.saturating_sub(1)
     } else {
         quality
+    };
+    let quality = match &desk {
+        Some((_, team)) if *team == WORSE_TEAM => quality.saturating_sub(2),
+        _ => quality,
     };
     let score = score(rng, quality);
     let customer = rng.below(50_000);
@@ -143,7 +175,13 @@ fn answer(rng: &mut Rng, response_id: String, t: i64, recent: bool) -> SurveyRes
             50.0 + rng.below(2_000) as f64
         }),
         survey_id: "nps-relacional-2026".into(),
-        attributes: Default::default(),
+        attributes: desk
+            .map(|(agent, team)| {
+                [("agent_id", agent), ("team", team.to_string())]
+                    .map(|(k, v)| (k.to_string(), v))
+                    .into()
+            })
+            .unwrap_or_default(),
         updated_at: None,
     }
 }
@@ -251,6 +289,45 @@ mod tests {
         assert_eq!(msg.response_id, k);
         let (k2, _) = Generator::new(7, "run-b").live(now);
         assert_ne!(k, k2, "another prefix, other ids");
+    }
+
+    /// NPS per team: the worse team stands far below every other.
+    #[test]
+    fn phone_and_chat_answers_name_their_team_and_one_team_is_worse() {
+        let now = 1_700_000_000_000;
+        let mut g = Generator::new(11, "t");
+        let mut tally: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        let mut agents = std::collections::BTreeSet::new();
+        for _ in 0..100_000 {
+            let (_, bytes) = g.history(now);
+            let Ok(v) =
+                decode_and_validate(Some(&bytes), std::iter::empty(), now, &Limits::default())
+            else {
+                continue;
+            };
+            let staffed = matches!(v.channel, Channel::Phone | Channel::Chat);
+            assert_eq!(v.msg.attributes.contains_key("team"), staffed);
+            let Some(team) = v.msg.attributes.get("team") else {
+                continue;
+            };
+            agents.insert(v.msg.attributes["agent_id"].clone());
+            let e = tally.entry(team.clone()).or_default();
+            e.0 += i64::from(v.score >= 9) - i64::from(v.score <= 6);
+            e.1 += 1;
+        }
+        assert_eq!(agents.len(), 40);
+        let nps = |(net, n): (i64, i64)| 100.0 * net as f64 / n as f64;
+        let worse = nps(tally[WORSE_TEAM]);
+        for (team, t) in &tally {
+            assert!(t.1 > 5_000, "{team}: {} answers", t.1);
+            if team != WORSE_TEAM {
+                assert!(
+                    nps(*t) - worse > 20.0,
+                    "{team} {:.1} vs {worse:.1}",
+                    nps(*t)
+                );
+            }
+        }
     }
 
     /// NPS of the dropping segment and of the others, recent and older.
