@@ -24,7 +24,17 @@
 #    default it grows for a day, up to --dedup-max-ids per partition, about
 #    22 bytes per id); everything else is at its default.
 #
-# SKIP_LOAD=1 runs only phase 3. HEAPTRACK=1 runs phase 1 only, under
+# 4. Breakdowns: a third instance with a `team` breakdown (max_values
+#    500) and an `agent` one (max_values 5,000, off /metrics), dedup off;
+#    STEP_ANSWERS answers over 20 keys without attributes, then 5 steps
+#    of STEP_ANSWERS / 5 answers over 100 new teams each (500 in all),
+#    then 5 over 1,000 new agents each (5,000), spread over the last 30
+#    days; RSS after each step; the bytes per value are the slope of RSS
+#    over values (4 partitions: a value has a state in each that holds
+#    it).
+#
+# SKIP_LOAD=1 runs only phases 3 and 4 (DURATION=0 skips 3,
+# SKIP_BREAKDOWNS=1 skips 4). HEAPTRACK=1 runs phase 1 only, under
 # heaptrack (Debian package heaptrack), and prints where the peak heap is
 # held, with bytes per key (benches/heap_sites.py).
 #
@@ -149,6 +159,75 @@ printf 'after %s more again (the baseline): %8s MiB (%+.1f%%)\n' \
 printf 'after %s bogus products: %8s MiB (%+.1f%%), %s keys, %s answers in the overflow segment\n' \
   "$BOGUS" "$(mib "$flooded")" "$(echo "100 * ($flooded - $control) / $control" | bc -l)" "$keys_after" "$overflow"
 
+fi
+
+# 4.
+if [ -z "${SKIP_BREAKDOWNS:-}" ]; then
+python3 - "$work" "$STEP_ANSWERS" <<'PY'
+import datetime, json, random, sys
+work, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(11)
+now = datetime.datetime.now(datetime.timezone.utc)
+def line(i, prefix, attributes):
+    t = now - datetime.timedelta(seconds=rng.uniform(60, 29.5 * 86400))
+    return json.dumps({"responseId": f"{prefix}-{i}", "product": f"producto-{i % 20:02d}",
+        "region": "region-00", "channel": "CHANNEL_PHONE", "score": rng.randrange(11),
+        "respondedAt": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "attributes": attributes})
+with open(f"{work}/plain.jsonl", "w") as f:
+    for i in range(n):
+        f.write(line(i, "plain", {}) + "\n")
+# Five steps of 100 new teams (400 answers each), then five of 1,000 new
+# agents (40 answers each).
+for attr, per_step in (("team", 100), ("agent_id", 1000)):
+    for step in range(1, 6):
+        with open(f"{work}/{attr}{step}.jsonl", "w") as f:
+            for i in range(n // 5):
+                v = (step - 1) * per_step + i % per_step
+                f.write(line(i, f"{attr}{step}", {attr: f"{attr}-{v:04d}"}) + "\n")
+PY
+cat >"$work/breakdowns.toml" <<'TOML'
+[[breakdowns]]
+attribute = "team"
+label = "team"
+max_values = 500
+[[breakdowns]]
+attribute = "agent_id"
+label = "agent"
+max_values = 5000
+prometheus = false
+TOML
+mport=$(free_port)
+"$BIN" run --brokers "$brokers" --group-id breakdowns --metrics-addr "127.0.0.1:$mport" \
+  --dedup-max-ids 0 --cases off --config "$work/breakdowns.toml" >"$work/breakdowns.log" 2>&1 &
+nps=$!
+pids+=("$nps")
+until [ "$(metric "$mport" nps_ready)" = "1" ]; do sleep 0.2; done
+"$BIN" send --brokers "$brokers" -f "$work/plain.jsonl" 2>/dev/null
+sent=$STEP_ANSWERS
+wait_consumed "$mport" "$sent"
+plain=$(rss "$nps")
+printf 'breakdowns, 4 partitions, answers over 30 days; 20 keys and %s answers without attributes: %s MiB\n' \
+  "$STEP_ANSWERS" "$(mib "$plain")"
+for attr in team agent_id; do
+  label=${attr%_id}
+  points=()
+  for step in 1 2 3 4 5; do
+    "$BIN" send --brokers "$brokers" -f "$work/$attr$step.jsonl" 2>/dev/null
+    sent=$((sent + STEP_ANSWERS / 5))
+    wait_consumed "$mport" "$sent"
+    points+=("$(metric "$mport" nps_breakdown_values "breakdown=\"$label\"") $(rss "$nps")")
+  done
+  printf '  %s: values, RSS (MiB):' "$label"
+  for p in "${points[@]}"; do read -r v r <<<"$p"; printf ' %s %s;' "$v" "$(mib "$r")"; done
+  printf '%s\n' "${points[@]}" | awk -v label="$label" '
+    { x[NR] = $1; y[NR] = $2; sx += $1; sy += $2 }
+    END {
+      mx = sx / NR; my = sy / NR
+      for (i = 1; i <= NR; i++) { sxy += (x[i] - mx) * (y[i] - my); sxx += (x[i] - mx) ^ 2 }
+      printf "\n  per %s: %.0f bytes (slope of RSS over values)\n", label, sxy / sxx
+    }'
+done
+kill -TERM "$nps"; wait "$nps" 2>/dev/null || true
 fi
 
 # 3.

@@ -119,17 +119,17 @@ pub struct Context {
 }
 
 /// A response's value of each breakdown, by label, as its alert carries
-/// it (`DetractorAlert.breakdowns`).
-pub fn breakdown_values(
+/// it (`DetractorAlert.breakdowns`); `breakdowns` are (label, attribute).
+pub fn breakdown_values<'a>(
     response: &ValidResponse,
-    breakdowns: &[crate::config::Breakdown],
+    breakdowns: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> BTreeMap<String, String> {
     breakdowns
-        .iter()
-        .map(|b| {
-            let given = response.msg.attributes.get(&b.attribute);
+        .into_iter()
+        .map(|(label, attribute)| {
+            let given = response.msg.attributes.get(attribute);
             let value = crate::engine::value_of(given.map(String::as_str));
-            (b.label.clone(), value.to_string())
+            (label.to_string(), value.to_string())
         })
         .collect()
 }
@@ -379,21 +379,7 @@ mod tests {
             .attributes
             .insert("team".into(), "Cobros Norte".into());
         r.msg.attributes.insert("agent".into(), "a\u{0}".into());
-        let breakdown = |attribute: &str, label: &str| crate::config::Breakdown {
-            attribute: attribute.into(),
-            label: label.into(),
-            min_responses: 30,
-            max_values: 500,
-            prometheus: true,
-        };
-        let values = breakdown_values(
-            &r,
-            &[
-                breakdown("team", "team"),
-                breakdown("agent", "agent"),
-                breakdown("site", "site"),
-            ],
-        );
+        let values = breakdown_values(&r, [("team", "team"), ("agent", "agent"), ("site", "site")]);
         let want: BTreeMap<String, String> = [
             ("team", "Cobros Norte"),
             ("agent", "invalid"),

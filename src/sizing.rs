@@ -22,6 +22,13 @@ pub const THEME_BUCKET_BYTES: u64 = 72;
 pub const THEME_ROW_BYTES: u64 = 12;
 /// A remembered `response_id` with its latest version.
 pub const DEDUP_ID_BYTES: u64 = 48;
+/// What a remembered `response_id` adds when breakdowns are counted: its
+/// values, 16 bits per breakdown.
+pub const DEDUP_VALUES_BYTES: u64 = 8;
+/// A breakdown value, once per process: its place in the value table and
+/// its figures in the view (a value's windows in each partition are
+/// segment states, counted as the segments' are).
+pub const BREAKDOWN_VALUE_BYTES: u64 = 512;
 /// An open or retained case.
 pub const CASE_BYTES: u64 = 160;
 /// A customer remembered for repeat detection.
@@ -98,17 +105,31 @@ impl Bound {
             _ => keys * buckets * (THEME_BUCKET_BYTES + THEME_ROW_BYTES * rows),
         };
         let slack = |bytes: u64| bytes * HEAP_SLACK.0 / HEAP_SLACK.1;
-        let segments = keys * (SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets);
-        let dedup = e.dedup_max_ids as u64 * DEDUP_ID_BYTES;
+        let segment = SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets;
+        let segments = keys * segment;
+        // Every breakdown's values, and `unknown`, `other` and `invalid`.
+        let values: u64 = (settings.breakdowns.iter())
+            .map(|b| b.max_values as u64 + 3)
+            .sum();
+        let value_windows = values * segment;
+        let per_id = match values {
+            0 => DEDUP_ID_BYTES,
+            _ => DEDUP_ID_BYTES + DEDUP_VALUES_BYTES,
+        };
+        let dedup = e.dedup_max_ids as u64 * per_id;
         // A partition's state record holds at most what its heap does.
-        let state_record =
-            (settings.snapshot_max_bytes as u64).min(slack(segments + themes + dedup));
+        let state_record = (settings.snapshot_max_bytes as u64)
+            .min(slack(segments + themes + dedup + value_windows));
         let mut parts = vec![
             Part::each(
                 "segment states (max_keys, every bucket filled)",
                 slack(segments),
             ),
             Part::each("theme rows (every theme in every bucket)", slack(themes)),
+            Part::each(
+                "breakdown values (max_values, every bucket filled)",
+                slack(value_windows),
+            ),
             Part::each("dedup (dedup_max_ids)", slack(dedup)),
             Part::each(
                 "input fetch in flight (max.partition.fetch.bytes)",
@@ -122,6 +143,10 @@ impl Bound {
             Part::once(
                 "metric series and key table (max_keys)",
                 slack(keys * KEY_SHARED_BYTES),
+            ),
+            Part::once(
+                "breakdown values' names and figures (max_values)",
+                slack(values * BREAKDOWN_VALUE_BYTES),
             ),
             Part::once(
                 "input fetch queue (queued.max.messages.kbytes)",
@@ -209,6 +234,18 @@ mod tests {
         let mut more = s.clone();
         more.engine.max_keys *= 2;
         assert!(Bound::of(&more, 1).total() > base);
+        let mut teams = s.clone();
+        teams.breakdowns = vec![crate::config::Breakdown {
+            attribute: "team".into(),
+            label: "team".into(),
+            min_responses: 30,
+            max_values: 500,
+            prometheus: true,
+        }];
+        let with_teams = Bound::of(&teams, 1).total();
+        let segment = SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * 4 * 48;
+        let each = 503 * (segment + BREAKDOWN_VALUE_BYTES) + 1_000_000 * DEDUP_VALUES_BYTES;
+        assert!(with_teams - base >= each * HEAP_SLACK.0 / HEAP_SLACK.1 - 1);
         let mut off = s.clone();
         off.themes.enabled = false;
         off.cases.enabled = false;

@@ -308,3 +308,73 @@ fn theme_rows_with_every_bucket_of_every_theme_filled() {
     );
     drop((plain, themed));
 }
+
+#[test]
+fn breakdown_values_with_every_bucket_filled_and_their_remembered_answers() {
+    let config = EngineConfig {
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    };
+    let spec = |max_values| {
+        [nps_stream::engine::BreakdownSpec {
+            label: "agent".into(),
+            max_values,
+        }]
+    };
+    let values = 500;
+    let names: Vec<String> = (0..values).map(|v| format!("agente-{v:04}")).collect();
+    let before = live();
+    let mut e = Engine::new(&config).unwrap();
+    e.set_breakdowns(&spec(values));
+    // One segment; each value with an answer in every bucket of every
+    // window.
+    for (v, name) in names.iter().enumerate() {
+        for (w, width) in WIDTHS.iter().enumerate() {
+            for b in 0..48 {
+                let id = format!("{v}-{w}-{b}");
+                let mut o = Observation::new(&id, "p", "r", 10, T0 - b * width, 2.0);
+                o.breakdowns[0] = Some(name);
+                e.record(0, &o, T0);
+            }
+        }
+    }
+    let per_value = since(before) / values;
+    let stats = e.breakdown_stats(0, T0);
+    assert_eq!(stats.len(), values);
+    assert!(
+        stats
+            .iter()
+            .all(|s| s.windows.iter().all(|w| w.responses() >= 48))
+    );
+    println!("breakdown memory: {per_value} bytes per value (4 windows x 48 buckets)");
+    let bound = sizing::SEGMENT_BASE_BYTES
+        + 4 * 48 * sizing::SEGMENT_BUCKET_BYTES
+        + sizing::BREAKDOWN_VALUE_BYTES;
+    assert!(per_value as u64 <= bound, "{per_value} bytes per value");
+    drop(e);
+
+    // A remembered answer keeps its values: 8 bytes more.
+    let max_ids = 200_000;
+    let config = EngineConfig {
+        dedup_max_ids: max_ids,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&config).unwrap();
+    e.set_breakdowns(&spec(10));
+    record(&mut e, "warm", "p", "r", T0);
+    let before = live();
+    let mut peak = 0;
+    for i in 0..2 * max_ids {
+        let id = format!("id-{i}");
+        let mut o = Observation::new(&id, "p", "r", 10, T0, 2.0);
+        o.breakdowns[0] = Some(&names[i % 10]);
+        e.record(0, &o, T0);
+        peak = peak.max(since(before));
+    }
+    let per_id = peak as f64 / max_ids as f64;
+    println!("dedup memory with breakdowns: {per_id:.1} bytes per id");
+    assert!(
+        per_id <= (sizing::DEDUP_ID_BYTES + sizing::DEDUP_VALUES_BYTES) as f64,
+        "{per_id:.1} bytes per remembered id"
+    );
+}

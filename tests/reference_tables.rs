@@ -270,9 +270,14 @@ fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
         let entry = out
             .get_mut(&family)
             .unwrap_or_else(|| panic!("{name}: no TYPE"));
-        entry
-            .1
-            .extend(labels.into_keys().filter(|k| k != "le" && k != "quantile"));
+        // `le` and `quantile` are a histogram's and a summary's own labels
+        // (a gauge may have a `quantile` of its own).
+        let own = match entry.0.as_str() {
+            "histogram" => "le",
+            "summary" => "quantile",
+            _ => "",
+        };
+        entry.1.extend(labels.into_keys().filter(|k| k != own));
     }
     out
 }

@@ -323,7 +323,10 @@ fn emits(
             partitions_covered: c.owned.len() as u32,
             partitions_total: c.input_partitions,
             themes: names(),
-            breakdowns: alerts::breakdown_values(response, &settings.breakdowns),
+            breakdowns: alerts::breakdown_values(
+                response,
+                (settings.breakdowns.iter()).map(|b| (b.label.as_str(), b.attribute.as_str())),
+            ),
         };
         let alert = alerts::build(response, &windows, &context, now, &settings.alerts);
         Emit::Alert(Box::new(alert), counted.key)
