@@ -230,6 +230,15 @@ fn teams_match(
     Ok(())
 }
 
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn config_file(text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("nps-breakdowns-{}.toml", rand_suffix()));
     std::fs::write(&path, text).unwrap();
@@ -384,6 +393,59 @@ fn team_gauges_count_the_latest_versions_and_alerts_carry_each_version_s_values(
         http_get(&svc.metrics_addr, "/api/v1/breakdowns/site?window=24h").map(|r| r.0),
         Some(404)
     );
+
+    // Trends from the engine's buckets: every bucket of the window, and
+    // together exactly the window's answers.
+    for window in ["24h", "30d"] {
+        let board = api(&svc, &format!("/api/v1/breakdowns/team?window={window}"));
+        for row in board["rows"].as_array().unwrap() {
+            let value = row["value"].as_str().unwrap();
+            let q = format!("value={}&window={window}", urlencode(value));
+            let trend = api(&svc, &format!("/api/v1/breakdowns/team/trend?{q}"));
+            let points = trend["points"].as_array().unwrap();
+            assert_eq!(points.len(), 48, "{trend}");
+            let sum: u64 = points
+                .iter()
+                .map(|p| p["responses"].as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, row["responses"].as_u64().unwrap(), "{value} {window}");
+            let starts: Vec<i64> = points
+                .iter()
+                .map(|p| p["start_ms"].as_i64().unwrap())
+                .collect();
+            let width = trend["bucket_ms"].as_i64().unwrap();
+            assert!(starts.windows(2).all(|w| w[1] - w[0] == width), "{trend}");
+        }
+    }
+    let segment = "/api/v1/segments/trend?product=Tarjeta%20Oro&region=Norte&window=30d";
+    let want: u64 = (answers.iter().map(|v| v.last().unwrap()))
+        .filter(|v| v.msg.product == "Tarjeta Oro" && v.msg.region == "Norte" && v.age < 30 * DAY)
+        .count() as u64;
+    let points = api(&svc, segment)["points"].as_array().unwrap().clone();
+    let sum: u64 = points
+        .iter()
+        .map(|p| p["responses"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, want);
+    for (path, code) in [
+        (
+            "/api/v1/segments/trend?product=Nada&region=Norte&window=30d",
+            404,
+        ),
+        (
+            "/api/v1/segments/trend?product=Tarjeta%20Oro&window=30d",
+            400,
+        ),
+        ("/api/v1/breakdowns/team/trend?value=Nadie&window=30d", 404),
+        ("/api/v1/breakdowns/site/trend?value=Altas&window=30d", 404),
+        ("/api/v1/breakdowns/team/trend?value=Altas&window=2d", 400),
+    ] {
+        assert_eq!(
+            http_get(&svc.metrics_addr, path).map(|r| r.0),
+            Some(code),
+            "{path}"
+        );
+    }
 
     // Benchmarks: each product's 30d NPS over its regions against its
     // sector (Tarjeta Oro its own; the others `*`).

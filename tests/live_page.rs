@@ -505,10 +505,72 @@ fn the_page_in_a_real_browser_shows_the_api_s_numbers_filters_and_updates() {
         page_two.iter().map(key).collect::<Vec<_>>()
     );
     check_why_panel(&next("why"));
+    check_teams_tab(&next("teams"));
     assert!(child.wait().unwrap().success());
     assert!(out.join("live-page.png").is_file());
     assert!(out.join("why-panel.png").is_file());
+    assert!(out.join("teams-tab.png").is_file());
     eprintln!("screenshot: {}", out.join("live-page.png").display());
+}
+
+/// The Teams tab shows the API's leaderboard at the same refresh (no NPS
+/// below min_responses, ranked best first, the demo's worse team last of
+/// the teams ranked), with trends drawn from the engine's buckets at first
+/// look; the Benchmarks card shows the API's quartiles.
+fn check_teams_tab(teams: &Value) {
+    assert_eq!(teams["tab_hidden"], false, "the demo has breakdowns");
+    let fresh = teams["fresh_segment_trends"].as_array().unwrap();
+    assert!(
+        fresh.iter().filter(|n| n.as_u64() >= Some(10)).count() >= 10,
+        "a fresh page draws the segments' trends from the engine: {fresh:?}"
+    );
+    for (label, min) in [("team", 30), ("agent", 10)] {
+        let t = &teams[label];
+        let shown = t["rows"].as_array().unwrap();
+        let api = t["api"]["rows"].as_array().unwrap();
+        assert_eq!(shown.len(), api.len(), "{label}");
+        assert!(shown.len() >= 5, "{label}: {t}");
+        for (s, a) in shown.iter().zip(api) {
+            assert_eq!(s["value"], a["value"]);
+            assert_eq!(s["responses"].as_str().unwrap(), a["responses"].to_string());
+            let suppressed = a["responses"].as_u64().unwrap() < min;
+            assert_eq!(a["suppressed"], suppressed, "{a}");
+            assert_eq!(s["suppressed"], suppressed.to_string());
+            let text = s["text_nps"].as_str().unwrap();
+            if suppressed {
+                assert_eq!(text, format!("fewer than {min} answers"));
+                assert_eq!(s["nps"], "");
+            } else {
+                let nps: f64 = s["nps"].as_str().unwrap().parse().unwrap();
+                assert_eq!(Some(nps), a["nps"].as_f64());
+            }
+        }
+        let ranked: Vec<f64> = api
+            .iter()
+            .filter(|a| a["rank"].is_number())
+            .map(|a| a["nps"].as_f64().unwrap())
+            .collect();
+        assert!(
+            ranked.windows(2).all(|w| w[0] >= w[1]),
+            "{label}: {ranked:?}"
+        );
+    }
+    let team_rows = teams["team"]["api"]["rows"].as_array().unwrap();
+    let last_ranked = team_rows
+        .iter()
+        .filter(|r| r["rank"].is_number())
+        .last()
+        .unwrap();
+    assert_eq!(last_ranked["value"], nps_stream::generator::WORSE_TEAM);
+    let points = teams["team"]["trend_points"].as_array().unwrap();
+    assert!(points.iter().all(|n| n.as_u64() >= Some(10)), "{points:?}");
+    let bench = teams["benchmarks"].as_array().unwrap();
+    let api = teams["benchmarks_api"]["rows"].as_array().unwrap();
+    assert_eq!(bench.len(), 5, "every demo product has a benchmark");
+    for (b, a) in bench.iter().zip(api) {
+        assert_eq!(b["product"], a["product"]);
+        assert_eq!(b["quartile"], a["quartile"]);
+    }
 }
 
 /// The Why panel shows the API's themes at the same refresh, most costly

@@ -125,6 +125,11 @@ impl Breakdowns {
         self.labels.iter().position(|l| l == label)
     }
 
+    /// The id of a value breakdown `i` holds.
+    pub(super) fn lookup(&self, i: usize, value: &str) -> Option<KeyId> {
+        self.tables.get(i)?.lookup("", value)
+    }
+
     /// A value's name.
     pub(super) fn name(&self, i: usize, key: KeyId) -> Option<&str> {
         self.tables.get(i)?.name(key).map(|(_, v)| v)
@@ -342,6 +347,42 @@ impl Breakdowns {
 
     pub(super) fn heap_bytes(&self) -> usize {
         self.tables.iter().map(KeyTable::heap_bytes).sum()
+    }
+}
+
+impl super::Engine {
+    /// Counts answers by the values of these breakdowns, the first
+    /// `MAX_BREAKDOWNS` of them (their attributes come in
+    /// `Observation::breakdowns`, in this order). Set before the first
+    /// record: partitions already held start their breakdowns empty.
+    pub fn set_breakdowns(&mut self, specs: &[BreakdownSpec]) {
+        self.breakdowns = Breakdowns::new(specs);
+        let keys: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in keys {
+            let fresh = self.new_partition();
+            if let Some(part) = self.partitions.get_mut(&p) {
+                part.breakdowns = fresh.breakdowns;
+            }
+        }
+    }
+
+    /// The breakdowns' labels, in order.
+    pub fn breakdown_labels(&self) -> &[String] {
+        self.breakdowns.labels()
+    }
+
+    /// Breakdown `i`'s values with anything in a window at `now`, merged
+    /// over partitions, in value order.
+    pub fn breakdown_stats(&self, i: usize, now: i64) -> Vec<ValueStats<'_>> {
+        let now = self.now_ms.max(now);
+        let maps = self.partitions.values().map(|p| p.breakdowns.as_slice());
+        self.breakdowns.stats(i, maps, &self.layout, now)
+    }
+
+    /// Values admitted per breakdown (`unknown`, `other` and `invalid`
+    /// excluded).
+    pub fn breakdown_value_counts(&self) -> Vec<usize> {
+        self.breakdowns.value_counts()
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod alert_stats;
 mod breakdowns;
+mod config;
 mod content;
 mod dedup;
 mod keys;
@@ -21,23 +22,23 @@ mod nps;
 mod segments;
 pub mod snapshot;
 mod themes;
+mod trend;
 mod window;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-use serde::Deserialize;
 
 pub use breakdowns::{
     BreakdownSpec, INVALID, MAX_BREAKDOWNS, MAX_VALUE_BYTES, MAX_VALUES, OTHER_VALUE, UNKNOWN,
     ValueStats, value_of,
 };
+pub use config::{ConfigError, EngineConfig};
 pub(crate) use content::FieldHasher;
 pub use dedup::id_hash;
 pub use keys::{KeyId, OTHER};
 pub use nps::{Category, WindowStats};
 pub use snapshot::{FORMAT_VERSION, OLDEST_READ, SnapshotError};
 pub use themes::{COMMENTED, ThemeStats};
+pub use trend::TrendPoint;
 pub use window::{LayoutError, WindowLayout, WindowSpec};
 
 use crate::themes::ThemeSet;
@@ -47,51 +48,6 @@ use keys::KeyTable;
 use segments::SegmentMap;
 use themes::ThemeTotals;
 use window::{NowIndex, RowSet, Segment};
-
-/// The engine's settings. Deserialized from the `[engine]` table of the
-/// config file; every field has a default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Window lengths, e.g. `["1h", "24h", "7d", "30d"]`.
-    pub windows: Vec<String>,
-    /// Buckets per window; the bucket width (and edge error) is W / buckets.
-    pub buckets_per_window: u32,
-    /// Most (product, region) segments kept; beyond it, `__other__`.
-    pub max_keys: usize,
-    /// How long (processing time) a response_id is remembered.
-    #[serde(with = "humantime_serde")]
-    pub dedup_horizon: Duration,
-    /// Most response_ids remembered per partition (0 disables dedup).
-    pub dedup_max_ids: usize,
-    /// The snapshot format written: this build's (`FORMAT_VERSION`), or
-    /// the one before it while some instances still run a release that
-    /// reads only that (docs/operations.md, "Upgrading and rolling back").
-    pub snapshot_format: u32,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            windows: ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
-            buckets_per_window: 48,
-            max_keys: 10_000,
-            dedup_horizon: Duration::from_secs(24 * 3600),
-            dedup_max_ids: 1_000_000,
-            snapshot_format: snapshot::FORMAT_VERSION,
-        }
-    }
-}
-
-mod humantime_serde {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
 
 /// A response as the engine needs it: already validated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -295,29 +251,6 @@ pub struct EngineGauges {
     pub heap_bytes: usize,
 }
 
-/// Settings that are not usable.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("windows: {0}")]
-    Windows(#[from] LayoutError),
-    #[error("dedup_horizon is too long")]
-    DedupHorizon,
-    #[error("max_keys must be below 16,777,215")]
-    MaxKeys,
-    #[error("dedup_max_ids must be at most 16,777,216 per partition")]
-    DedupMaxIds,
-    #[error(
-        "snapshot_format must be {} or {}",
-        snapshot::OLDEST_READ,
-        snapshot::FORMAT_VERSION
-    )]
-    SnapshotFormat,
-    #[error(
-        "windows and dedup_horizon together span more than 2^32 of the windows' common bucket width; use bucket widths with a larger common divisor"
-    )]
-    WindowsTooFine,
-}
-
 #[derive(Clone)]
 struct PartitionState {
     segments: SegmentMap,
@@ -408,40 +341,6 @@ impl Engine {
             theme_totals: ThemeTotals::default(),
             breakdowns: Breakdowns::default(),
         })
-    }
-
-    /// Counts answers by the values of these breakdowns, the first
-    /// `MAX_BREAKDOWNS` of them (their attributes come in
-    /// `Observation::breakdowns`, in this order). Set before the first
-    /// record: partitions already held start their breakdowns empty.
-    pub fn set_breakdowns(&mut self, specs: &[BreakdownSpec]) {
-        self.breakdowns = Breakdowns::new(specs);
-        let keys: Vec<i32> = self.partitions.keys().copied().collect();
-        for p in keys {
-            let fresh = self.new_partition();
-            if let Some(part) = self.partitions.get_mut(&p) {
-                part.breakdowns = fresh.breakdowns;
-            }
-        }
-    }
-
-    /// The breakdowns' labels, in order.
-    pub fn breakdown_labels(&self) -> &[String] {
-        self.breakdowns.labels()
-    }
-
-    /// Breakdown `i`'s values with anything in a window at `now`, merged
-    /// over partitions, in value order.
-    pub fn breakdown_stats(&self, i: usize, now: i64) -> Vec<ValueStats<'_>> {
-        let now = self.now_ms.max(now);
-        let maps = self.partitions.values().map(|p| p.breakdowns.as_slice());
-        self.breakdowns.stats(i, maps, &self.layout, now)
-    }
-
-    /// Values admitted per breakdown (`unknown`, `other` and `invalid`
-    /// excluded).
-    pub fn breakdown_value_counts(&self) -> Vec<usize> {
-        self.breakdowns.value_counts()
     }
 
     /// An empty partition state.

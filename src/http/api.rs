@@ -364,6 +364,19 @@ pub struct Summary {
     pub promoter_events: u64,
     /// Null when case tracking is off.
     pub cases: Option<CasesSummary>,
+    /// The window trends are drawn over: the longest (widest buckets).
+    pub trend_window: Option<String>,
+    /// The breakdowns counted (`[[breakdowns]]`).
+    pub breakdowns: Vec<BreakdownSummary>,
+    /// Products have sector benchmarks (`[[benchmarks]]`).
+    pub benchmarks: bool,
+}
+
+/// A breakdown, as the page lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakdownSummary {
+    pub label: String,
+    pub min_responses: u64,
 }
 
 pub fn summary(view: &View) -> Summary {
@@ -399,12 +412,24 @@ pub fn summary(view: &View) -> Summary {
             closed_within_sla: c.closed_within_sla,
             sla_met_share: (c.closed > 0).then(|| c.closed_within_sla as f64 / c.closed as f64),
         }),
+        trend_window: (view.window_names.iter().zip(&view.window_bucket_ms))
+            .max_by_key(|(_, ms)| **ms)
+            .map(|(name, _)| name.clone()),
+        breakdowns: (view.breakdowns.iter())
+            .map(|b| BreakdownSummary {
+                label: b.label.clone(),
+                min_responses: b.min_responses,
+            })
+            .collect(),
+        benchmarks: !view.benchmarks.is_empty(),
     }
 }
 
 mod figures;
+mod trend;
 mod why;
 pub use figures::{benchmarks, breakdown, has_breakdown};
+pub use trend::{TrendError, TrendRequest, segment_request, trend, value_request};
 pub use why::{ThemeQuery, root_causes, themes};
 
 #[cfg(test)]

@@ -196,6 +196,55 @@ async fn api_breakdown(
     })
 }
 
+/// A trend: the request checked under the view's lock, the engine read
+/// after letting it go (the refresh takes the engine's lock, then the
+/// view's).
+fn trend_answer(
+    s: &AppState,
+    params: Params,
+    request: impl for<'p> FnOnce(
+        &View,
+        &'p std::collections::BTreeMap<String, String>,
+    ) -> Result<api::TrendRequest<'p>, api::TrendError>,
+) -> axum::response::Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => {
+            let error = e.body_text();
+            return json(StatusCode::BAD_REQUEST, &api::ApiError { error });
+        }
+    };
+    let (checked, source) = {
+        let Ok(view) = s.view.read() else {
+            return view_gone();
+        };
+        (request(&view, &params), view.trends.clone())
+    };
+    let answer = checked.and_then(|r| {
+        let points = source.and_then(|source| (source.0)(r.of, r.read));
+        api::trend(&r, points)
+    });
+    match answer {
+        Ok(t) => json(StatusCode::OK, &t),
+        Err(api::TrendError::Bad(e)) => json(StatusCode::BAD_REQUEST, &e),
+        Err(api::TrendError::NotFound(e)) => json(StatusCode::NOT_FOUND, &e),
+    }
+}
+
+async fn api_segment_trend(State(s): State<AppState>, params: Params) -> axum::response::Response {
+    trend_answer(&s, params, api::segment_request)
+}
+
+async fn api_value_trend(
+    State(s): State<AppState>,
+    axum::extract::Path(label): axum::extract::Path<String>,
+    params: Params,
+) -> axum::response::Response {
+    trend_answer(&s, params, |view, params| {
+        api::value_request(view, &label, params)
+    })
+}
+
 async fn api_benchmarks(State(s): State<AppState>, params: Params) -> axum::response::Response {
     api_answer(&s, params, api::benchmarks)
 }
@@ -269,6 +318,8 @@ pub async fn serve(
         .route("/api/v1/themes", get(api_themes))
         .route("/api/v1/root-causes", get(api_root_causes))
         .route("/api/v1/breakdowns/{label}", get(api_breakdown))
+        .route("/api/v1/breakdowns/{label}/trend", get(api_value_trend))
+        .route("/api/v1/segments/trend", get(api_segment_trend))
         .route("/api/v1/benchmarks", get(api_benchmarks))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

@@ -384,6 +384,8 @@ pub struct View {
     /// Per segment and window, when `keep_table` was asked for.
     pub table: Vec<(String, String, Vec<crate::engine::WindowStats>)>,
     pub window_names: Vec<String>,
+    /// Each window's bucket width, ms.
+    pub window_bucket_ms: Vec<i64>,
     pub alerts_sent: u64,
     /// Promoter events sent (withdrawals not counted).
     pub promoter_events: u64,
@@ -407,6 +409,41 @@ pub struct View {
     pub breakdowns: Vec<BreakdownView>,
     /// The sector benchmarks (`[[benchmarks]]`).
     pub benchmarks: Vec<crate::config::Benchmark>,
+    /// Reads a trend from the engine, for the API (set by the pipeline).
+    pub trends: Option<TrendSource>,
+}
+
+/// What a trend is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrendOf<'a> {
+    Segment {
+        product: &'a str,
+        region: &'a str,
+    },
+    /// A value of the breakdown at this index of `View::breakdowns`.
+    Value {
+        breakdown: usize,
+        value: &'a str,
+    },
+}
+
+/// A trend's window (by index) and the time it is read at.
+pub type TrendRead = (usize, i64);
+
+/// The engine's trends, read under its lock: `None` when the engine does
+/// not hold what is asked for.
+#[derive(Clone)]
+pub struct TrendSource(
+    #[allow(clippy::type_complexity)]
+    pub  std::sync::Arc<
+        dyn Fn(TrendOf<'_>, TrendRead) -> Option<Vec<crate::engine::TrendPoint>> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for TrendSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrendSource")
+    }
 }
 
 /// The case tracker's totals, for the demo's table.

@@ -168,6 +168,9 @@ pub async fn run(
         &settings.input_topic,
         &health,
     )));
+    if let Ok(mut v) = view.write() {
+        v.trends = Some(publish::trend_source(&core));
+    }
     let handler = Arc::new(Rebalancer::new(
         &settings, &core, &producer, &store, &health,
     ));

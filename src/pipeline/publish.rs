@@ -2,13 +2,13 @@
 //! live page and its API) and the demo: the windows swept and taken from
 //! the engine, the engine's gauges, and the pipeline's counts.
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::lock;
 use crate::clock::Clock;
 use crate::engine::WindowStats;
 use crate::kafka::Health;
-use crate::metrics::{self as m, View};
+use crate::metrics::{self as m, TrendOf, TrendSource, View};
 use crate::pipeline::{Core, Counters};
 
 /// Sweeps the engine, refreshes the per-segment series (and the table,
@@ -34,6 +34,13 @@ pub(super) fn refresh_view(
     let themes = c.engine.theme_stats(now);
     let segments = c.engine.segments(now);
     let admitted = c.engine.breakdown_value_counts();
+    let bucket_ms: Vec<i64> = c
+        .engine
+        .layout()
+        .specs()
+        .iter()
+        .map(|s| s.bucket_ms)
+        .collect();
     let breakdowns: Vec<Vec<(String, Vec<WindowStats>)>> = (0..admitted.len())
         .map(|i| {
             let values = c.engine.breakdown_stats(i, now).into_iter();
@@ -75,6 +82,7 @@ pub(super) fn refresh_view(
     if let Ok(mut v) = view.write() {
         v.table = table;
         v.window_names = window_names.to_vec();
+        v.window_bucket_ms = bucket_ms;
         v.alerts_sent = stats.alerts;
         v.promoter_events = stats.promoters;
         v.consumed = stats.consumed;
@@ -88,4 +96,22 @@ pub(super) fn refresh_view(
             b.admitted = admitted;
         }
     }
+}
+
+/// The engine's trends for the API, read under the pipeline's lock (the
+/// caller holds no lock of the view: the refresh takes the core's lock,
+/// then the view's).
+pub(super) fn trend_source(core: &Arc<Mutex<Core>>) -> TrendSource {
+    let core = Arc::clone(core);
+    TrendSource(Arc::new(move |of, (window, now)| {
+        let c = lock(&core);
+        match of {
+            TrendOf::Segment { product, region } => {
+                c.engine.segment_trend(product, region, window, now)
+            }
+            TrendOf::Value { breakdown, value } => {
+                c.engine.breakdown_trend(breakdown, value, window, now)
+            }
+        }
+    }))
 }

@@ -16,6 +16,10 @@ Prints one JSON line per step on stdout:
   {"step": "why", ...}      the Why panel for every segment, then for the
                             first segment clicked, each with the API's
                             answer to the same query at the same refresh
+  {"step": "teams", ...}    the Teams tab (team, then agent, over 30d)
+                            and the Benchmarks card, each with the API's
+                            answer at the same refresh, and how many
+                            points each row's trend drew at first look
 and writes OUT_DIR/live-page.png (the page some seconds after loading)
 and OUT_DIR/why-panel.png (the Why panel of the segment clicked).
 
@@ -33,6 +37,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 
 def state(driver):
@@ -97,6 +102,42 @@ def why_with_api(driver, base, cond, what):
             return w
         time.sleep(0.3)
     raise SystemExit(f"the panel and the API never showed the same refresh: {what}")
+
+
+def teams(driver):
+    """The Teams tab's rows and the Benchmarks card's."""
+    return driver.execute_script("""
+        const v = document.getElementById('values');
+        return {
+          ms: Number(v.dataset.ms || 0), query: v.dataset.query || '',
+          rows: [...document.querySelectorAll('tr.value')].map(tr => ({...tr.dataset,
+              text_nps: tr.querySelector('td.nps').textContent,
+              trend_points: Number(tr.querySelector('td.trend').dataset.points || 0)})),
+          segment_trends: [...document.querySelectorAll('tr.segment td.trend')].map(td => Number(td.dataset.points || 0)),
+          benchmarks: [...document.querySelectorAll('tr.benchmark')].map(tr => ({...tr.dataset})),
+          tab_hidden: document.getElementById('tab-teams').hidden,
+        };
+    """)
+
+
+def teams_with_api(driver, base, label):
+    """The Teams tab showing `label` over 30d, with the API's answer
+    from the same refresh."""
+    for _ in range(120):
+        deadline = time.monotonic() + 30
+        while True:
+            t = teams(driver)
+            if t["rows"] and t["query"].startswith(f"{label}?") and "window=30d" in t["query"]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for the {label} rows")
+            time.sleep(0.2)
+        api = json.load(urllib.request.urlopen(f"{base}/api/v1/breakdowns/{t['query']}"))
+        if api["refreshed_at_ms"] == t["ms"] and teams(driver)["ms"] == t["ms"]:
+            t["api"] = api
+            return t
+        time.sleep(0.3)
+    raise SystemExit(f"the Teams tab and the API never showed the same refresh ({label})")
 
 
 def wait(driver, cond, what, timeout=30):
@@ -230,6 +271,33 @@ def main():
         driver.find_element(By.ID, "why").screenshot(f"{out}/why-panel.png")
         emit("why", {"every": every, "chosen": chosen, "product": product, "region": region,
                      "causes": causes, "api_causes": api_causes})
+        # Teams: a fresh page; the segments' trends are drawn from the
+        # engine at first look (no history watched); then the Teams tab.
+        driver.get(url)
+        wait(driver, lambda s: s["ready"] and s["rows"], "the rows of a fresh page")
+        deadline = time.monotonic() + 20
+        while not any(teams(driver)["segment_trends"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        fresh = teams(driver)
+        Select(driver.find_element(By.ID, "window")).select_by_value("30d")
+        bench_api = None
+        for _ in range(60):
+            b = teams(driver)["benchmarks"]
+            api = json.load(urllib.request.urlopen(f"{base}/api/v1/benchmarks?window=30d"))
+            if b and [r["product"] for r in b] == [r["product"] for r in api["rows"]]:
+                bench_api = api
+                break
+            time.sleep(0.5)
+        benchmarks = teams(driver)["benchmarks"]
+        driver.find_element(By.ID, "tab-teams").click()
+        team = teams_with_api(driver, base, "team")
+        time.sleep(3)
+        team["trend_points"] = [r["trend_points"] for r in teams(driver)["rows"]]
+        driver.find_element(By.ID, "teams-tab").screenshot(f"{out}/teams-tab.png")
+        Select(driver.find_element(By.ID, "breakdown")).select_by_value("agent")
+        agent = teams_with_api(driver, base, "agent")
+        emit("teams", {"fresh_segment_trends": fresh["segment_trends"], "tab_hidden": fresh["tab_hidden"],
+                       "benchmarks": benchmarks, "benchmarks_api": bench_api, "team": team, "agent": agent})
     finally:
         driver.quit()
 

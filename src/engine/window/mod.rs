@@ -615,6 +615,36 @@ impl Segment {
         });
     }
 
+    /// Adds window `w`'s buckets at `now` into `out`, one per bucket from
+    /// the oldest the window holds (`out[0]`) to `now`'s (counts only).
+    pub(crate) fn accumulate_buckets(
+        &self,
+        layout: &WindowLayout,
+        w: usize,
+        now: i64,
+        out: &mut [WindowStats],
+    ) {
+        let oldest = layout.bucket(w, now) - i64::from(layout.specs[w].buckets) + 1;
+        self.ring_buckets(layout, w, |idx, r| {
+            let Some(slot) = usize::try_from(idx - oldest)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            else {
+                return;
+            };
+            let b = &self.buckets[r];
+            slot.promoters += u64::from(b.promoters);
+            slot.passives += u64::from(b.passives);
+            slot.detractors += u64::from(b.detractors);
+        });
+    }
+
+    /// The start (ms) of window `w`'s oldest bucket at `now`.
+    pub(crate) fn oldest_bucket_ms(layout: &WindowLayout, w: usize, now: i64) -> i64 {
+        let spec = &layout.specs[w];
+        (layout.bucket(w, now) - i64::from(spec.buckets) + 1) * spec.bucket_ms
+    }
+
     /// True when no window holds anything at `now`: the segment can go.
     pub(crate) fn is_expired(&self, layout: &WindowLayout, now: i64) -> bool {
         self.latest_ms == NO_EVENT || !layout.in_any_window(self.latest_ms, now)
