@@ -556,11 +556,7 @@ fn check_teams_tab(teams: &Value) {
         );
     }
     let team_rows = teams["team"]["api"]["rows"].as_array().unwrap();
-    let last_ranked = team_rows
-        .iter()
-        .filter(|r| r["rank"].is_number())
-        .last()
-        .unwrap();
+    let last_ranked = team_rows.iter().rfind(|r| r["rank"].is_number()).unwrap();
     assert_eq!(last_ranked["value"], nps_stream::generator::WORSE_TEAM);
     let points = teams["team"]["trend_points"].as_array().unwrap();
     assert!(points.iter().all(|n| n.as_u64() >= Some(10)), "{points:?}");

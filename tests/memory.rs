@@ -378,3 +378,38 @@ fn breakdown_values_with_every_bucket_filled_and_their_remembered_answers() {
         "{per_id:.1} bytes per remembered id"
     );
 }
+
+/// Breakdown values as a contact centre spreads them: 500 teams of 400
+/// answers each and 5,000 agents of 40, over 30 days and 4 partitions.
+#[test]
+fn breakdown_values_spread_like_a_contact_centre() {
+    let config = EngineConfig {
+        dedup_max_ids: 0,
+        ..EngineConfig::default()
+    };
+    for (values, per_value) in [(500u64, 400u64), (5_000, 40)] {
+        let names: Vec<String> = (0..values).map(|v| format!("valor-{v:04}")).collect();
+        let mut e = Engine::new(&config).unwrap();
+        e.set_breakdowns(&[nps_stream::engine::BreakdownSpec {
+            label: "b".into(),
+            max_values: values as usize,
+        }]);
+        let before = live();
+        for i in 0..values * per_value {
+            let id = format!("x{i}");
+            let product = format!("p{}", i % 20);
+            let t = T0 - ((i * 104_729) % (29 * 24 * 60)) as i64 * MIN;
+            let mut o = Observation::new(&id, &product, "r", 10, t, 2.0);
+            o.breakdowns[0] = Some(&names[(i % values) as usize]);
+            e.record((i / 7 % 4) as i32, &o, T0);
+        }
+        // The 20 segments' share: about what 20 keys' states hold.
+        let per = since(before) as u64 / values;
+        println!(
+            "breakdown memory: {values} values of {per_value} answers over 4 partitions: {per} bytes per value"
+        );
+        let bound = 4 * (sizing::SEGMENT_BASE_BYTES + 4 * 48 * sizing::SEGMENT_BUCKET_BYTES)
+            + sizing::BREAKDOWN_VALUE_BYTES;
+        assert!(per <= bound, "{per} bytes per value");
+    }
+}
