@@ -158,7 +158,7 @@ fn response(case: &Case, now: i64) -> SurveyResponse {
         comment: COMMENT.into(),
         customer_value: value,
         survey_id: "nps-q4".into(),
-        attributes: Default::default(),
+        attributes: [("team".to_string(), team(case))].into(),
         updated_at: None,
     }
 }
@@ -446,8 +446,26 @@ fn setup_mock(tag: &str) -> Run {
     }
 }
 
+/// The team an answer of this case names (a breakdown of the service).
+fn team(case: &Case) -> String {
+    format!("equipo-{}", case.plan as u8 % 3)
+}
+
+/// A settings file counting the `team` breakdown, written once.
+fn breakdowns_file() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("nps-cases-{}.toml", rand_suffix()));
+        let text = "[[breakdowns]]\nattribute = \"team\"\nlabel = \"team\"\n";
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    })
+}
+
 fn service_args() -> Vec<&'static str> {
     vec![
+        "--config",
+        breakdowns_file(),
         "--alerts-format",
         "json",
         "--contact-sla",
@@ -582,6 +600,12 @@ fn escalations(
         assert_eq!(
             e["themes"],
             serde_json::json!(["app_website", "reachability"]),
+            "{e}"
+        );
+        // The alert's breakdown values: the team that served the customer.
+        assert_eq!(
+            e["breakdowns"],
+            serde_json::json!({"team": team(case)}),
             "{e}"
         );
         assert_eq!(e["priority"], case.priority, "{e}");

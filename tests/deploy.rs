@@ -865,6 +865,7 @@ fn substitute(expr: &str, product: &str, region: &str) -> String {
         .replace("$cluster", ".*")
         .replace("$namespace", ".*")
         .replace("$window", "24h")
+        .replace("$breakdown", "team")
         .replace("$product", product)
         .replace("$region", region)
 }
@@ -1035,7 +1036,14 @@ fn dashboard_queries_parse_and_name_only_exported_series() {
     let var_names: Vec<&str> = vars.iter().map(|v| v.0.as_str()).collect();
     assert_eq!(
         var_names,
-        ["cluster", "namespace", "window", "product", "region"]
+        [
+            "cluster",
+            "namespace",
+            "window",
+            "product",
+            "region",
+            "breakdown"
+        ]
     );
     for (_, selector, _) in &vars {
         for n in metric_names(selector) {
@@ -1167,11 +1175,12 @@ fn dashboard_tables_aggregate_away_the_metric_name_and_divisions_are_guarded() {
         for e in exprs {
             // A plain selector keeps `__name__`, which differs per query:
             // merge would then give each segment one row per query. Every
-            // query of a table aggregates by the same labels, product and
-            // region first (a theme table adds the theme).
+            // query of a table aggregates by the same labels, product
+            // first, then region (a theme table adds the theme; a
+            // product's table has none).
             assert!(
-                e.starts_with("sum by (product, region") && e.ends_with(')'),
-                "{title}: `{e}` must aggregate by (product, region…) so merge joins its rows"
+                e.starts_with("sum by (product") && e.ends_with(')'),
+                "{title}: `{e}` must aggregate by (product…) so merge joins its rows"
             );
             assert_eq!(table_labels(e), by, "{title}: `{e}`");
         }
