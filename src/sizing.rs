@@ -45,6 +45,11 @@ pub const RUNTIME_BYTES: u64 = 32 << 20;
 /// heap measured 1.25 at most (docs/performance.md, "Memory").
 pub const HEAP_SLACK: (u64, u64) = (5, 4);
 
+/// `bytes` of live heap with the allocator's holes around them.
+fn slack(bytes: u64) -> u64 {
+    bytes * HEAP_SLACK.0 / HEAP_SLACK.1
+}
+
 /// librdkafka's defaults for the fetch bounds.
 const QUEUED_KBYTES: u64 = 65_536;
 const FETCH_BYTES: u64 = 52_428_800;
@@ -104,7 +109,6 @@ impl Bound {
             0 => 0,
             _ => keys * buckets * (THEME_BUCKET_BYTES + THEME_ROW_BYTES * rows),
         };
-        let slack = |bytes: u64| bytes * HEAP_SLACK.0 / HEAP_SLACK.1;
         let segment = SEGMENT_BASE_BYTES + SEGMENT_BUCKET_BYTES * buckets;
         let segments = keys * segment;
         // Every breakdown's values, and `unknown`, `other` and `invalid`.
@@ -163,19 +167,7 @@ impl Bound {
             Part::once("runtime", RUNTIME_BYTES),
         ];
         if settings.cases.enabled {
-            let c = &settings.cases;
-            parts.extend([
-                Part::once("cases (max_cases)", slack(c.max_cases as u64 * CASE_BYTES)),
-                Part::once(
-                    "customers (max_customers)",
-                    slack(c.max_customers as u64 * CUSTOMER_BYTES),
-                ),
-                Part::once(
-                    "case tracker's fetch buffers (its consumer and its read-back)",
-                    consumer_buffers(settings, &crate::tracker::FETCH)
-                        + consumer_buffers(settings, &crate::tracker::READBACK_FETCH),
-                ),
-            ]);
+            parts.extend(case_parts(settings));
         }
         let partitions = partitions.max(1);
         for p in parts.iter_mut().filter(|p| p.per_partition) {
@@ -187,6 +179,23 @@ impl Bound {
     pub fn total(&self) -> u64 {
         self.parts.iter().map(|p| p.bytes).sum()
     }
+}
+
+/// What the case tracker holds at most.
+fn case_parts(settings: &Settings) -> [Part; 3] {
+    let c = &settings.cases;
+    [
+        Part::once("cases (max_cases)", slack(c.max_cases as u64 * CASE_BYTES)),
+        Part::once(
+            "customers (max_customers)",
+            slack(c.max_customers as u64 * CUSTOMER_BYTES),
+        ),
+        Part::once(
+            "case tracker's fetch buffers (its consumer and its read-back)",
+            consumer_buffers(settings, &crate::tracker::FETCH)
+                + consumer_buffers(settings, &crate::tracker::READBACK_FETCH),
+        ),
+    ]
 }
 
 impl Part {

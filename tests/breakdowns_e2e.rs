@@ -239,12 +239,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn config_file(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("nps-breakdowns-{}.toml", rand_suffix()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn api(svc: &Service, path: &str) -> serde_json::Value {
     let (code, body) = http_get(&svc.metrics_addr, path).unwrap();
     assert_eq!(code, 200, "{path}: {body}");
@@ -280,7 +274,7 @@ fn team_gauges_count_the_latest_versions_and_alerts_carry_each_version_s_values(
     let (_cluster, brokers) = cluster();
     let now = now_ms();
     let (first, second) = batches(420, 60, now);
-    let config = config_file(SETTINGS);
+    let config = settings_file(SETTINGS);
     let args = ["--config", config.to_str().unwrap(), "--cases", "off"];
     let mut svc = Service::run(&brokers, "g-breakdowns", &args, "breakdowns");
     // The first batch admits the three teams; the second's are new.
@@ -556,22 +550,6 @@ fn by_labels(prom: &Prometheus, q: &str, labels: &[&str]) -> BTreeMap<Vec<String
         .collect()
 }
 
-/// The oracle's rows: `labels` values, then a number.
-fn rows(v: &serde_json::Value, labels: usize) -> BTreeMap<Vec<String>, f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let r = r.as_array().unwrap();
-            let key = r[..labels]
-                .iter()
-                .map(|s| s.as_str().unwrap().to_string())
-                .collect();
-            (key, r[labels].as_f64().unwrap())
-        })
-        .collect()
-}
-
 fn close(
     got: &BTreeMap<Vec<String>, f64>,
     want: &BTreeMap<Vec<String>, f64>,
@@ -624,7 +602,7 @@ fn each_team_s_nps_reaches_prometheus_from_a_real_broker_and_alerts_name_the_tea
         .map(|m| (Some(m.response_id.clone()), Some(m.encode_to_vec()), vec![]))
         .collect();
     py_produce(&python, &brokers, INPUT, &records);
-    let config = config_file(&SETTINGS.replace("max_values = 3", "max_values = 10"));
+    let config = settings_file(&SETTINGS.replace("max_values = 3", "max_values = 10"));
     let args = [
         "--config",
         config.to_str().unwrap(),
@@ -640,9 +618,9 @@ fn each_team_s_nps_reaches_prometheus_from_a_real_broker_and_alerts_name_the_tea
     });
 
     let want = oracle(&python, &data, now);
-    let want_counts = rows(&want["counts"], 3);
-    let want_nps = rows(&want["nps"], 2);
-    let want_vs = rows(&want["vs_median"], 2);
+    let want_counts = oracle_rows(&want["counts"], 3);
+    let want_nps = oracle_rows(&want["nps"], 2);
+    let want_vs = oracle_rows(&want["vs_median"], 2);
     assert!(
         want_nps.len() >= 10 && want_counts.len() > want_nps.len() * 3,
         "{want}"

@@ -455,10 +455,8 @@ fn team(case: &Case) -> String {
 fn breakdowns_file() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("nps-cases-{}.toml", rand_suffix()));
         let text = "[[breakdowns]]\nattribute = \"team\"\nlabel = \"team\"\n";
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
+        settings_file(text).to_str().unwrap().to_string()
     })
 }
 

@@ -174,22 +174,6 @@ fn themes_oracle(python: &str, data: &[(SurveyResponse, i64)], now: i64) -> serd
     serde_json::from_str(&out).unwrap()
 }
 
-/// The oracle's rows: `labels` label values, then a count.
-fn oracle_rows(rows: &serde_json::Value, labels: usize) -> BTreeMap<Vec<String>, f64> {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let r = r.as_array().unwrap();
-            let key = r[..labels]
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect();
-            (key, r[labels].as_f64().unwrap())
-        })
-        .collect()
-}
-
 /// A metric's series summed over instances, keyed by `labels`' values.
 fn labelled(prom: &Prometheus, name: &str, labels: &[&str]) -> BTreeMap<Vec<String>, f64> {
     let mut out: BTreeMap<Vec<String>, f64> = BTreeMap::new();

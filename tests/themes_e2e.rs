@@ -277,12 +277,6 @@ fn read_sent(brokers: &str, want: &Sent) -> Sent {
     }
 }
 
-fn config_file(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("nps-themes-{}.toml", rand_suffix()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn run_until_counted(brokers: &str, group: &str, extra: &[&str], records: usize) -> Service {
     let mut svc = Service::run(brokers, group, extra, group);
     svc.wait_for("every record consumed", Duration::from_secs(60), |m| {
@@ -299,7 +293,7 @@ fn theme_gauges_count_the_latest_versions_and_every_output_carries_its_version_s
     let answers = versions(480, now, "t");
     produce_versions(&brokers, &answers);
     let records: usize = answers.iter().map(Vec::len).sum();
-    let config = config_file(TAXONOMY);
+    let config = settings_file(TAXONOMY);
     let args = ["--config", config.to_str().unwrap(), "--cases", "off"];
     let mut svc = run_until_counted(&brokers, "g-themes", &args, records);
 
@@ -347,7 +341,7 @@ fn themes_off_exports_no_theme_gauges_and_sends_no_themes() {
     let answers = versions(60, now, "off");
     produce_versions(&brokers, &answers);
     let records: usize = answers.iter().map(Vec::len).sum();
-    let config = config_file(TAXONOMY);
+    let config = settings_file(TAXONOMY);
     let args = [
         "--config",
         config.to_str().unwrap(),

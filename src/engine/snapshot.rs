@@ -487,6 +487,60 @@ impl Engine {
         }
     }
 
+    /// Loads a partition's remembered answers into `part` (being built
+    /// aside), their segments and breakdown values admitted by name.
+    fn absorb_dedup(
+        &mut self,
+        part: &mut PartitionState,
+        d: &pb::DedupSnapshot,
+    ) -> Result<(), SnapshotError> {
+        if d.products.len() != d.regions.len()
+            || d.breakdown_labels.len() != d.breakdown_values.len()
+        {
+            return Err(SnapshotError::Corrupt(
+                "segment names differ in length".into(),
+            ));
+        }
+        let now = self.now_ms;
+        let keys = &mut self.keys;
+        let names: Vec<super::KeyId> = d
+            .products
+            .iter()
+            .zip(&d.regions)
+            .map(|(p, r)| keys.resolve(p, r, now).key)
+            .collect();
+        let numbers = self.theme_numbers(&d.themes);
+        let b = &mut self.breakdowns;
+        let pairs: Vec<Option<(usize, super::KeyId)>> = d
+            .breakdown_labels
+            .iter()
+            .zip(&d.breakdown_values)
+            .map(|(l, v)| {
+                let i = b.index_of(l)?;
+                Some((i, b.resolve_name(i, v, now)?))
+            })
+            .collect();
+        let values = |indexes: &[u32]| {
+            let mut values = Values::default();
+            for (i, key) in indexes
+                .iter()
+                .filter_map(|&j| pairs.get(j as usize).copied().flatten())
+            {
+                values.set(i, key);
+            }
+            values.0
+        };
+        part.dedup
+            .absorb(
+                d,
+                |i| names.get(i as usize).copied(),
+                |bits| super::themes::renumber(bits, &numbers),
+                values,
+            )
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        Ok(())
+    }
+
     /// Loads one partition's snapshot, replacing whatever the engine held
     /// for that partition. Segments beyond the cardinality limit fold into
     /// `__other__`. All or nothing: on error the engine is unchanged.
@@ -498,50 +552,7 @@ impl Engine {
             .stage(&self.layout, &snap.breakdown_segments, self.now_ms)
             .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         if let Some(d) = &snap.dedup {
-            if d.products.len() != d.regions.len()
-                || d.breakdown_labels.len() != d.breakdown_values.len()
-            {
-                return Err(SnapshotError::Corrupt(
-                    "segment names differ in length".into(),
-                ));
-            }
-            let now = self.now_ms;
-            let keys = &mut self.keys;
-            let names: Vec<super::KeyId> = d
-                .products
-                .iter()
-                .zip(&d.regions)
-                .map(|(p, r)| keys.resolve(p, r, now).key)
-                .collect();
-            let numbers = self.theme_numbers(&d.themes);
-            let b = &mut self.breakdowns;
-            let pairs: Vec<Option<(usize, super::KeyId)>> = d
-                .breakdown_labels
-                .iter()
-                .zip(&d.breakdown_values)
-                .map(|(l, v)| {
-                    let i = b.index_of(l)?;
-                    Some((i, b.resolve_name(i, v, now)?))
-                })
-                .collect();
-            let values = |indexes: &[u32]| {
-                let mut values = Values::default();
-                for (i, key) in indexes
-                    .iter()
-                    .filter_map(|&j| pairs.get(j as usize).copied().flatten())
-                {
-                    values.set(i, key);
-                }
-                values.0
-            };
-            part.dedup
-                .absorb(
-                    d,
-                    |i| names.get(i as usize).copied(),
-                    |bits| super::themes::renumber(bits, &numbers),
-                    values,
-                )
-                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            self.absorb_dedup(&mut part, d)?;
         }
         let mut staged: Vec<(&pb::SegmentSnapshot, Segment)> =
             Vec::with_capacity(snap.segments.len());

@@ -24,8 +24,11 @@ pub struct BreakdownView {
     pub admitted: usize,
     /// Each value with answers in some window: its windows, in layout
     /// order.
-    pub values: Vec<(String, Vec<WindowStats>)>,
+    pub values: ValueFigures,
 }
+
+/// Values and their windows (in layout order).
+pub type ValueFigures = Vec<(String, Vec<WindowStats>)>;
 
 impl BreakdownView {
     /// The view of a configured breakdown, before any refresh.
@@ -52,30 +55,11 @@ pub fn render<'a>(
     products: impl Iterator<Item = &'a str>,
     out: &mut String,
 ) {
-    let per_value =
+    let value_family =
         |out: &mut String, name: &str, help: &str, f: &dyn Fn(&mut String, &str, &WindowStats)| {
-            let mut headed = false;
-            for b in breakdowns.iter().filter(|b| b.prometheus) {
-                for (value, stats) in &b.values {
-                    for (window, w) in windows.iter().zip(stats) {
-                        if w.responses() == 0 {
-                            continue;
-                        }
-                        if !headed {
-                            header(out, name, help, "gauge");
-                            headed = true;
-                        }
-                        let mut labels = String::from("breakdown=\"");
-                        escape(&b.label, &mut labels);
-                        labels.push_str("\",value=\"");
-                        escape(value, &mut labels);
-                        let _ = write!(labels, "\",window=\"{window}\"");
-                        f(out, &labels, w);
-                    }
-                }
-            }
+            per_value(breakdowns, windows, (name, help), f, out);
         };
-    per_value(
+    value_family(
         out,
         BREAKDOWN_RESPONSES,
         "Responses in the window per breakdown value ([[breakdowns]]), window and category.",
@@ -90,7 +74,7 @@ pub fn render<'a>(
             }
         },
     );
-    per_value(
+    value_family(
         out,
         BREAKDOWN_WEIGHT,
         "Sum of weights (customer_value, 1 when absent) in the window, per breakdown value.",
@@ -98,7 +82,7 @@ pub fn render<'a>(
             let _ = writeln!(out, "{BREAKDOWN_WEIGHT}{{{labels}}} {}", w.weight_total);
         },
     );
-    per_value(
+    value_family(
         out,
         BREAKDOWN_WEIGHT_NET,
         "Sum of weight x sign (+1 promoter, 0 passive, -1 detractor) in the window, per breakdown value.",
@@ -106,31 +90,73 @@ pub fn render<'a>(
             let _ = writeln!(out, "{BREAKDOWN_WEIGHT_NET}{{{labels}}} {}", w.weight_net);
         },
     );
-    let per_breakdown =
+    let breakdown_family =
         |out: &mut String, name: &str, help: &str, v: &dyn Fn(&BreakdownView) -> f64| {
-            if breakdowns.is_empty() {
-                return;
-            }
-            header(out, name, help, "gauge");
-            for b in breakdowns {
-                let mut label = String::new();
-                escape(&b.label, &mut label);
-                let _ = writeln!(out, "{name}{{breakdown=\"{label}\"}} {}", v(b));
-            }
+            per_breakdown(breakdowns, (name, help), v, out);
         };
-    per_breakdown(
+    breakdown_family(
         out,
         BREAKDOWN_VALUES,
         "Values a breakdown counts as themselves (unknown, other and invalid excluded); at max_values, new ones count under other.",
         &|b| b.admitted as f64,
     );
-    per_breakdown(
+    breakdown_family(
         out,
         BREAKDOWN_MIN_RESPONSES,
         "A breakdown's min_responses: below it in a window, a value's NPS is not shown (API, page, nps:score:breakdown).",
         &|b| b.min_responses as f64,
     );
     render_benchmarks(benchmarks, products, out);
+}
+
+/// A family with a series per (breakdown, value, window) holding answers
+/// (breakdowns off /metrics left out); `f` writes a series' lines from
+/// its labels and figures.
+fn per_value(
+    breakdowns: &[BreakdownView],
+    windows: &[String],
+    (name, help): (&str, &str),
+    f: &dyn Fn(&mut String, &str, &WindowStats),
+    out: &mut String,
+) {
+    let mut headed = false;
+    for b in breakdowns.iter().filter(|b| b.prometheus) {
+        for (value, stats) in &b.values {
+            for (window, w) in windows.iter().zip(stats) {
+                if w.responses() == 0 {
+                    continue;
+                }
+                if !headed {
+                    header(out, name, help, "gauge");
+                    headed = true;
+                }
+                let mut labels = String::from("breakdown=\"");
+                escape(&b.label, &mut labels);
+                labels.push_str("\",value=\"");
+                escape(value, &mut labels);
+                let _ = write!(labels, "\",window=\"{window}\"");
+                f(out, &labels, w);
+            }
+        }
+    }
+}
+
+/// A family with a series per breakdown, valued by `v`.
+fn per_breakdown(
+    breakdowns: &[BreakdownView],
+    (name, help): (&str, &str),
+    v: &dyn Fn(&BreakdownView) -> f64,
+    out: &mut String,
+) {
+    if breakdowns.is_empty() {
+        return;
+    }
+    header(out, name, help, "gauge");
+    for b in breakdowns {
+        let mut label = String::new();
+        escape(&b.label, &mut label);
+        let _ = writeln!(out, "{name}{{breakdown=\"{label}\"}} {}", v(b));
+    }
 }
 
 fn render_benchmarks<'a>(

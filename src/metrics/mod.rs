@@ -17,7 +17,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 mod breakdowns;
 mod cases;
-pub use breakdowns::{BreakdownView, QUANTILES, render as render_breakdowns};
+pub use breakdowns::{BreakdownView, QUANTILES, ValueFigures, render as render_breakdowns};
 pub use cases::{
     CASE_ALERTS_SKIPPED_TOTAL, CASE_CUSTOMERS, CASE_ESCALATIONS_TOTAL, CASE_EVENTS_STALE_TOTAL,
     CASE_EVENTS_TOTAL, CASE_FIRST_CONTACT, CASE_NAMES, CASE_ORPHANS, CASE_READBACK_ERRORS_TOTAL,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::lock;
 use crate::clock::Clock;
-use crate::engine::WindowStats;
+use crate::engine::Engine;
 use crate::kafka::Health;
 use crate::metrics::{self as m, TrendOf, TrendSource, View};
 use crate::pipeline::{Core, Counters};
@@ -33,19 +33,13 @@ pub(super) fn refresh_view(
     }
     let themes = c.engine.theme_stats(now);
     let segments = c.engine.segments(now);
-    let admitted = c.engine.breakdown_value_counts();
+    let breakdowns = breakdown_figures(&c.engine, now);
     let bucket_ms: Vec<i64> = c
         .engine
         .layout()
         .specs()
         .iter()
         .map(|s| s.bucket_ms)
-        .collect();
-    let breakdowns: Vec<Vec<(String, Vec<WindowStats>)>> = (0..admitted.len())
-        .map(|i| {
-            let values = c.engine.breakdown_stats(i, now).into_iter();
-            values.map(|v| (v.value.to_string(), v.windows)).collect()
-        })
         .collect();
     // With the engine still locked: segment ids freed by the sweep are not
     // reused before their counters are forgotten.
@@ -91,11 +85,26 @@ pub(super) fn refresh_view(
         v.partitions_held = held;
         v.partitions_total = total;
         v.refreshed_at_ms = now;
-        for ((b, values), admitted) in v.breakdowns.iter_mut().zip(breakdowns).zip(admitted) {
+        for (b, (values, admitted)) in v.breakdowns.iter_mut().zip(breakdowns) {
             b.values = values;
             b.admitted = admitted;
         }
     }
+}
+
+/// Each breakdown's values with answers at `now` (their windows) and how
+/// many values it admits.
+fn breakdown_figures(engine: &Engine, now: i64) -> Vec<(m::ValueFigures, usize)> {
+    let admitted = engine.breakdown_value_counts();
+    (admitted.into_iter().enumerate())
+        .map(|(i, admitted)| {
+            let values = engine.breakdown_stats(i, now).into_iter();
+            (
+                values.map(|v| (v.value.to_string(), v.windows)).collect(),
+                admitted,
+            )
+        })
+        .collect()
 }
 
 /// The engine's trends for the API, read under the pipeline's lock (the

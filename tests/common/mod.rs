@@ -574,6 +574,31 @@ impl Record {
     }
 }
 
+/// A settings file (`--config`) holding `text`, in the temporary
+/// directory.
+pub fn settings_file(text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("nps-settings-{}.toml", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An independent count's rows (JSON arrays: `labels` label values, then
+/// a number), keyed by the label values.
+pub fn oracle_rows(rows: &serde_json::Value, labels: usize) -> BTreeMap<Vec<String>, f64> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            let key = r[..labels]
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (key, r[labels].as_f64().unwrap())
+        })
+        .collect()
+}
+
 pub fn rand_suffix() -> String {
     format!(
         "{}-{}",

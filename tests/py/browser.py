@@ -84,24 +84,29 @@ def why(driver):
     """)
 
 
-def why_with_api(driver, base, cond, what):
-    """The panel once `cond` holds, with the API's answers to its queries
-    from the same refresh of the windows."""
+def same_refresh(read, cond, api_path, what):
+    """What `read()` shows once `cond` holds, with the API's answer at
+    `api_path(shown)` from the same refresh of the windows (`ms`)."""
     for _ in range(120):
         deadline = time.monotonic() + 30
         while True:
-            w = why(driver)
-            if w["ms"] and cond(w):
+            shown = read()
+            if shown["ms"] and cond(shown):
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"timed out waiting for {what}")
             time.sleep(0.2)
-        api = json.load(urllib.request.urlopen(f"{base}/api/v1/themes?{w['query']}"))
-        if api["refreshed_at_ms"] == w["ms"] and why(driver)["ms"] == w["ms"]:
-            w["api"] = api
-            return w
+        api = json.load(urllib.request.urlopen(api_path(shown)))
+        if api["refreshed_at_ms"] == shown["ms"] and read()["ms"] == shown["ms"]:
+            shown["api"] = api
+            return shown
         time.sleep(0.3)
-    raise SystemExit(f"the panel and the API never showed the same refresh: {what}")
+    raise SystemExit(f"the page and the API never showed the same refresh: {what}")
+
+
+def why_with_api(driver, base, cond, what):
+    """The Why panel once `cond` holds, with the API's themes."""
+    return same_refresh(lambda: why(driver), cond, lambda w: f"{base}/api/v1/themes?{w['query']}", what)
 
 
 def teams(driver):
@@ -121,23 +126,10 @@ def teams(driver):
 
 
 def teams_with_api(driver, base, label):
-    """The Teams tab showing `label` over 30d, with the API's answer
-    from the same refresh."""
-    for _ in range(120):
-        deadline = time.monotonic() + 30
-        while True:
-            t = teams(driver)
-            if t["rows"] and t["query"].startswith(f"{label}?") and "window=30d" in t["query"]:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for the {label} rows")
-            time.sleep(0.2)
-        api = json.load(urllib.request.urlopen(f"{base}/api/v1/breakdowns/{t['query']}"))
-        if api["refreshed_at_ms"] == t["ms"] and teams(driver)["ms"] == t["ms"]:
-            t["api"] = api
-            return t
-        time.sleep(0.3)
-    raise SystemExit(f"the Teams tab and the API never showed the same refresh ({label})")
+    """The Teams tab showing `label` over 30d, with the API's leaderboard."""
+    shows = lambda t: t["rows"] and t["query"].startswith(f"{label}?") and "window=30d" in t["query"]
+    return same_refresh(lambda: teams(driver), shows, lambda t: f"{base}/api/v1/breakdowns/{t['query']}",
+                        f"the {label} rows")
 
 
 def wait(driver, cond, what, timeout=30):
