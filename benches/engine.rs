@@ -5,6 +5,8 @@
 //!
 //! - `aggregate_windows_only`: `Engine::record` with dedup off.
 //! - `aggregate`: `Engine::record` on validated responses.
+//! - `aggregate_with_breakdowns`: the same with two breakdowns counted, a
+//!   team (50 values) and an agent (500), every answer naming both.
 //! - `decode_validate_aggregate`: protobuf bytes → decode → validate → record.
 //! - `alert_window_stats`: an answer counted, then its alert's window
 //!   figures (`Engine::segment_stats`: every window of its segment, merged
@@ -22,7 +24,7 @@
 //! them with the machine they ran on.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nps_stream::engine::{Engine, EngineConfig, KeyId, Observation, Outcome};
+use nps_stream::engine::{BreakdownSpec, Engine, EngineConfig, KeyId, Observation, Outcome};
 use nps_stream::pb::SurveyResponse;
 use nps_stream::schema::{CHANNELS, Decoder, Limits, timestamp_from_ms};
 use prost::Message;
@@ -190,6 +192,50 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    // Two breakdowns: each answer names one of 50 teams and 500 agents.
+    let teams: Vec<String> = (0..50).map(|i| format!("equipo-{i:02}")).collect();
+    let agents: Vec<String> = (0..500).map(|i| format!("agente-{i:03}")).collect();
+    let (mut counted, next) = {
+        let mut e = Engine::new(&EngineConfig::default()).unwrap();
+        e.set_breakdowns(&[
+            BreakdownSpec {
+                label: "team".into(),
+                max_values: 500,
+            },
+            BreakdownSpec {
+                label: "agent".into(),
+                max_values: 5_000,
+            },
+        ]);
+        let warm = events(&mut rng, 0, 1_100_000, T0);
+        for (i, ev) in warm.iter().enumerate() {
+            let mut o = obs(ev);
+            o.breakdowns = [Some(&teams[i % 50]), Some(&agents[i % 500]), None, None];
+            e.record(0, &o, T0);
+        }
+        (e, warm.len() as u64)
+    };
+    next_id = next_id.max(next);
+    g.bench_function("aggregate_with_breakdowns", |b| {
+        b.iter_batched(
+            || {
+                let batch = events(&mut rng, next_id, BATCH, T0);
+                next_id += BATCH as u64;
+                batch
+            },
+            |batch| {
+                for (i, ev) in batch.iter().enumerate() {
+                    let mut o = obs(ev);
+                    o.breakdowns = [Some(&teams[i % 50]), Some(&agents[i % 500]), None, None];
+                    black_box(counted.record(0, &o, T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    drop(counted);
 
     let limits = Limits::default();
     let mut decoder = Decoder::default();
