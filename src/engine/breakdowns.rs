@@ -353,16 +353,15 @@ impl Breakdowns {
 impl super::Engine {
     /// Counts answers by the values of these breakdowns, the first
     /// `MAX_BREAKDOWNS` of them (their attributes come in
-    /// `Observation::breakdowns`, in this order). Set before the first
-    /// record: partitions already held start their breakdowns empty.
+    /// `Observation::breakdowns`, in this order), from the next record on:
+    /// partitions already held start their breakdowns empty, and the
+    /// answers they remember were counted under none.
     pub fn set_breakdowns(&mut self, specs: &[BreakdownSpec]) {
         self.breakdowns = Breakdowns::new(specs);
-        let keys: Vec<i32> = self.partitions.keys().copied().collect();
-        for p in keys {
-            let fresh = self.new_partition();
-            if let Some(part) = self.partitions.get_mut(&p) {
-                part.breakdowns = fresh.breakdowns;
-            }
+        let counting = self.breakdowns.len() > 0;
+        for part in self.partitions.values_mut() {
+            part.breakdowns = self.breakdowns.maps();
+            part.dedup = part.dedup.keeping_values(counting);
         }
     }
 
@@ -426,5 +425,35 @@ mod tests {
         assert_eq!(b.name(0, v.get(0).unwrap()), Some(OTHER_VALUE));
         assert_eq!(b.value_counts(), vec![2, 1]);
         assert_eq!(v.iter().count(), 2);
+    }
+
+    #[test]
+    fn breakdowns_set_after_records_count_what_comes_next_and_revisions_move_it() {
+        use crate::engine::{Engine, EngineConfig, Observation, Outcome};
+        const T0: i64 = 1_763_812_800_000;
+        let mut e = Engine::new(&EngineConfig::default()).unwrap();
+        e.record(0, &Observation::new("before", "p", "r", 10, T0, 1.0), T0);
+        e.set_breakdowns(&[BreakdownSpec {
+            label: "team".into(),
+            max_values: 10,
+        }]);
+        let mut first = Observation::new("a", "p", "r", 2, T0, 1.0);
+        first.breakdowns[0] = Some("Altas");
+        e.record(0, &first, T0);
+        let mut moved = Observation::new("a", "p", "r", 2, T0, 1.0);
+        moved.breakdowns[0] = Some("Bajas");
+        moved.updated_at_ms = Some(T0);
+        moved.content ^= 1;
+        assert!(matches!(e.record(0, &moved, T0), Outcome::Revised { .. }));
+        let values: Vec<(&str, u64)> = e
+            .breakdown_stats(0, T0)
+            .iter()
+            .map(|v| (v.value, v.windows[0].responses()))
+            .collect();
+        assert_eq!(
+            values,
+            [("Bajas", 1)],
+            "the answer before counts under none"
+        );
     }
 }

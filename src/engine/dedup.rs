@@ -244,12 +244,7 @@ pub(crate) struct Dedup {
 
 impl Clone for Dedup {
     fn clone(&self) -> Self {
-        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.time, self.values);
-        d.evicted_early = self.evicted_early;
-        for (_, e, seen, values) in self.ring.iter() {
-            d.push(e.id, seen, &e.version(seen, self.time, values));
-        }
-        d
+        self.keeping_values(self.values)
     }
 }
 
@@ -280,6 +275,19 @@ impl Dedup {
             evicted_early: 0,
             values,
         }
+    }
+
+    /// A copy that keeps breakdown values with each version (`values`) or
+    /// none; a version copied into a set that starts keeping them was
+    /// counted under none.
+    pub(crate) fn keeping_values(&self, values: bool) -> Dedup {
+        let mut d = Dedup::new(self.horizon_ms, self.max_ids, self.time, values);
+        d.evicted_early = self.evicted_early;
+        for (_, e, seen, word) in self.ring.iter() {
+            let v = e.version(seen, self.time, if values { word } else { 0 });
+            d.push(e.id, seen, &v);
+        }
+        d
     }
 
     /// Dedup is off (`max_ids` 0): every response counts as new.

@@ -116,16 +116,13 @@ fn lock<T>(core: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     crate::consumer::lock(core, "pipeline")
 }
 
-/// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
-/// alerts and dead letters, commits, and returns.
-pub async fn run(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    mut shutdown: Shutdown,
-    view: Arc<RwLock<View>>,
-    health: Arc<Health>,
-    keep_table: bool,
-) -> crate::error::Result<()> {
+/// The engine the settings describe (counting their themes and
+/// breakdowns) and the taxonomy; the view learns the breakdowns and
+/// benchmarks it shows.
+fn engine_for(
+    settings: &Settings,
+    view: &RwLock<View>,
+) -> crate::error::Result<(Engine, Option<crate::themes::Taxonomy>)> {
     // Validated with the settings: cannot fail here.
     let mut engine =
         Engine::new(&settings.engine).map_err(|e| crate::config::ConfigError::Invalid {
@@ -139,13 +136,25 @@ pub async fn run(
     let breakdowns: Vec<_> = settings.breakdowns.iter().map(|b| b.spec()).collect();
     engine.set_breakdowns(&breakdowns);
     if let Ok(mut v) = view.write() {
-        v.breakdowns = settings
-            .breakdowns
-            .iter()
+        v.breakdowns = (settings.breakdowns.iter())
             .map(m::BreakdownView::of)
             .collect();
         v.benchmarks.clone_from(&settings.benchmarks);
     }
+    Ok((engine, themes))
+}
+
+/// Runs the pipeline until `shutdown` fires; then stops consuming, flushes
+/// alerts and dead letters, commits, and returns.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    mut shutdown: Shutdown,
+    view: Arc<RwLock<View>>,
+    health: Arc<Health>,
+    keep_table: bool,
+) -> crate::error::Result<()> {
+    let (engine, themes) = engine_for(&settings, &view)?;
     let window_names: Vec<String> = engine
         .layout()
         .specs()
