@@ -23,8 +23,13 @@
 //! Run: `cargo bench --bench engine`. Figures are per event; README quotes
 //! them with the machine they ran on.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nps_stream::engine::{BreakdownSpec, Engine, EngineConfig, KeyId, Observation, Outcome};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
+use nps_stream::engine::{
+    BreakdownSpec, Engine, EngineConfig, KeyId, MAX_BREAKDOWNS, Observation, Outcome,
+};
 use nps_stream::pb::SurveyResponse;
 use nps_stream::schema::{CHANNELS, Decoder, Limits, timestamp_from_ms};
 use prost::Message;
@@ -97,12 +102,58 @@ fn payload(e: &Event, rng: &mut Rng) -> Vec<u8> {
 /// An engine whose dedup set is full (1M ids, unless disabled) and all
 /// keys present.
 fn warm_engine(rng: &mut Rng, config: &EngineConfig) -> (Engine, u64) {
-    let mut engine = Engine::new(config).unwrap();
+    warm_engine_with(rng, Engine::new(config).unwrap(), |_| NO_VALUES)
+}
+
+/// No breakdown values.
+const NO_VALUES: [Option<&str>; MAX_BREAKDOWNS] = [None; MAX_BREAKDOWNS];
+
+/// `engine` warmed as `warm_engine` does, each answer naming the
+/// breakdown values `values` gives (with its index).
+fn warm_engine_with<'s>(
+    rng: &mut Rng,
+    mut engine: Engine,
+    values: impl Fn(usize) -> [Option<&'s str>; MAX_BREAKDOWNS],
+) -> (Engine, u64) {
     let warm = events(rng, 0, 1_100_000, T0);
-    for e in &warm {
-        engine.record(0, &obs(e), T0);
+    for (i, e) in warm.iter().enumerate() {
+        let o = Observation {
+            breakdowns: values(i),
+            ..obs(e)
+        };
+        engine.record(0, &o, T0);
     }
     (engine, warm.len() as u64)
+}
+
+/// Times `Engine::record` on batches of answers not seen before (ids from
+/// `next_id` on), each naming the breakdown values `values` gives.
+fn record_fresh<'s>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    (engine, rng, next_id): (&mut Engine, &mut Rng, &mut u64),
+    values: impl Fn(usize) -> [Option<&'s str>; MAX_BREAKDOWNS],
+) {
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                let batch = events(rng, *next_id, BATCH, T0);
+                *next_id += BATCH as u64;
+                batch
+            },
+            |batch| {
+                for (i, e) in batch.iter().enumerate() {
+                    let o = Observation {
+                        breakdowns: values(i),
+                        ..obs(e)
+                    };
+                    black_box(engine.record(0, &o, T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
 }
 
 fn obs(e: &Event) -> Observation<'_> {
@@ -176,65 +227,39 @@ fn bench(c: &mut Criterion) {
     let (mut engine, next) = warm_engine(&mut rng, &EngineConfig::default());
     next_id = next_id.max(next);
 
-    g.bench_function("aggregate", |b| {
-        b.iter_batched(
-            || {
-                let batch = events(&mut rng, next_id, BATCH, T0);
-                next_id += BATCH as u64;
-                batch
-            },
-            |batch| {
-                for e in &batch {
-                    black_box(engine.record(0, &obs(e), T0));
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    record_fresh(
+        &mut g,
+        "aggregate",
+        (&mut engine, &mut rng, &mut next_id),
+        |_| NO_VALUES,
+    );
 
     // Two breakdowns: each answer names one of 50 teams and 500 agents.
     let teams: Vec<String> = (0..50).map(|i| format!("equipo-{i:02}")).collect();
     let agents: Vec<String> = (0..500).map(|i| format!("agente-{i:03}")).collect();
-    let (mut counted, next) = {
-        let mut e = Engine::new(&EngineConfig::default()).unwrap();
-        e.set_breakdowns(&[
-            BreakdownSpec {
-                label: "team".into(),
-                max_values: 500,
-            },
-            BreakdownSpec {
-                label: "agent".into(),
-                max_values: 5_000,
-            },
-        ]);
-        let warm = events(&mut rng, 0, 1_100_000, T0);
-        for (i, ev) in warm.iter().enumerate() {
-            let mut o = obs(ev);
-            o.breakdowns = [Some(&teams[i % 50]), Some(&agents[i % 500]), None, None];
-            e.record(0, &o, T0);
-        }
-        (e, warm.len() as u64)
+    let name = |i: usize| {
+        [
+            Some(teams[i % 50].as_str()),
+            Some(&agents[i % 500]),
+            None,
+            None,
+        ]
     };
+    let mut counted = Engine::new(&EngineConfig::default()).unwrap();
+    counted.set_breakdowns(&[
+        BreakdownSpec {
+            label: "team".into(),
+            max_values: 500,
+        },
+        BreakdownSpec {
+            label: "agent".into(),
+            max_values: 5_000,
+        },
+    ]);
+    let (mut counted, next) = warm_engine_with(&mut rng, counted, name);
     next_id = next_id.max(next);
-    g.bench_function("aggregate_with_breakdowns", |b| {
-        b.iter_batched(
-            || {
-                let batch = events(&mut rng, next_id, BATCH, T0);
-                next_id += BATCH as u64;
-                batch
-            },
-            |batch| {
-                for (i, ev) in batch.iter().enumerate() {
-                    let mut o = obs(ev);
-                    o.breakdowns = [Some(&teams[i % 50]), Some(&agents[i % 500]), None, None];
-                    black_box(counted.record(0, &o, T0));
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    let with = (&mut counted, &mut rng, &mut next_id);
+    record_fresh(&mut g, "aggregate_with_breakdowns", with, name);
     drop(counted);
 
     let limits = Limits::default();

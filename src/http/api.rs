@@ -185,10 +185,8 @@ pub struct SegmentRow {
     pub product: String,
     pub region: String,
     pub window: String,
-    pub responses: u64,
-    pub promoters: u64,
-    pub passives: u64,
-    pub detractors: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Null when the window holds no response.
     pub nps: Option<f64>,
     pub margin_of_error: Option<f64>,
@@ -203,15 +201,32 @@ impl SegmentRow {
             product: product.into(),
             region: region.into(),
             window: window.into(),
-            responses: w.responses(),
-            promoters: w.count(Category::Promoter),
-            passives: w.count(Category::Passive),
-            detractors: w.count(Category::Detractor),
+            counts: Counts::of(w),
             nps: w.nps(),
             margin_of_error: w.margin_of_error(),
             weighted_nps: w.weighted_nps(),
             weight_net: w.weight_net,
             weight_total: w.weight_total,
+        }
+    }
+}
+
+/// Answers in a window by category, as the API's rows give them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Counts {
+    pub responses: u64,
+    pub promoters: u64,
+    pub passives: u64,
+    pub detractors: u64,
+}
+
+impl Counts {
+    pub fn of(w: &WindowStats) -> Counts {
+        Counts {
+            responses: w.responses(),
+            promoters: w.count(Category::Promoter),
+            passives: w.count(Category::Passive),
+            detractors: w.count(Category::Detractor),
         }
     }
 }
@@ -264,7 +279,7 @@ pub fn segments(view: &View, q: &SegmentQuery) -> Result<SegmentPage, ApiError> 
         let primary = match q.sort {
             Sort::Product => a.1.product.cmp(&b.1.product),
             Sort::Region => a.1.region.cmp(&b.1.region),
-            Sort::Responses => a.1.responses.cmp(&b.1.responses),
+            Sort::Responses => a.1.counts.responses.cmp(&b.1.counts.responses),
             Sort::Nps => return by_figure(a.1.nps, b.1.nps, q.descending).then(names(a, b)),
             Sort::MarginOfError => {
                 return by_figure(a.1.margin_of_error, b.1.margin_of_error, q.descending)

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ApiError, bad};
+use super::{ApiError, Counts, bad};
 use crate::config::benchmark_of;
-use crate::engine::{Category, INVALID, OTHER_VALUE, UNKNOWN, WindowStats};
+use crate::engine::{INVALID, OTHER_VALUE, UNKNOWN, WindowStats};
 use crate::metrics::View;
 
 /// The window a request names (required), as an index into `windows`.
@@ -37,10 +37,8 @@ pub struct ValueRow {
     pub kind: &'static str,
     /// 1 for the best NPS among the values shown; null when not ranked.
     pub rank: Option<usize>,
-    pub responses: u64,
-    pub promoters: u64,
-    pub passives: u64,
-    pub detractors: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Fewer answers than `min_responses`: no NPS is shown.
     pub suppressed: bool,
     pub nps: Option<f64>,
@@ -97,10 +95,7 @@ pub fn breakdown(
                 value: value.clone(),
                 kind: kind_of(value),
                 rank: None,
-                responses: s.responses(),
-                promoters: s.count(Category::Promoter),
-                passives: s.count(Category::Passive),
-                detractors: s.count(Category::Detractor),
+                counts: Counts::of(s),
                 suppressed,
                 nps: shown(s.nps()),
                 margin_of_error: shown(s.margin_of_error()),
@@ -116,7 +111,7 @@ pub fn breakdown(
                 (Some(x), Some(y)) if ranked(a) => y.total_cmp(&x),
                 _ => std::cmp::Ordering::Equal,
             })
-            .then(b.responses.cmp(&a.responses))
+            .then(b.counts.responses.cmp(&a.counts.responses))
             .then_with(|| a.value.cmp(&b.value))
     });
     for (i, r) in rows.iter_mut().take_while(|r| ranked(r)).enumerate() {
@@ -272,7 +267,11 @@ mod tests {
         );
         let nueva = &board.rows[3];
         assert_eq!(
-            (nueva.responses, nueva.margin_of_error, nueva.weighted_nps),
+            (
+                nueva.counts.responses,
+                nueva.margin_of_error,
+                nueva.weighted_nps
+            ),
             (9, None, None)
         );
         assert_eq!(board.min_responses, 30);

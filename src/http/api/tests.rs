@@ -60,7 +60,12 @@ fn a_row_carries_the_window_figures() {
     assert_eq!((page.total, page.pages, page.refreshed_at_ms), (1, 1, T0));
     let r = &page.rows[0];
     assert_eq!(
-        (r.responses, r.promoters, r.passives, r.detractors),
+        (
+            r.counts.responses,
+            r.counts.promoters,
+            r.counts.passives,
+            r.counts.detractors
+        ),
         (3, 2, 0, 1)
     );
     let nps = 100.0 * (2.0 - 1.0) / 3.0;

@@ -7,18 +7,16 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ApiError, bad};
-use crate::engine::{Category, TrendPoint};
+use super::{ApiError, Counts, bad};
+use crate::engine::TrendPoint;
 use crate::metrics::{TrendOf, TrendRead, View};
 
 /// One bucket.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
     pub start_ms: i64,
-    pub responses: u64,
-    pub promoters: u64,
-    pub passives: u64,
-    pub detractors: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Null for a bucket without answers.
     pub nps: Option<f64>,
     pub margin_of_error: Option<f64>,
@@ -136,10 +134,7 @@ pub fn trend(
             .into_iter()
             .map(|p| Point {
                 start_ms: p.start_ms,
-                responses: p.stats.responses(),
-                promoters: p.stats.count(Category::Promoter),
-                passives: p.stats.count(Category::Passive),
-                detractors: p.stats.count(Category::Detractor),
+                counts: Counts::of(&p.stats),
                 nps: p.stats.nps(),
                 margin_of_error: p.stats.margin_of_error(),
             })
