@@ -247,17 +247,8 @@ impl Breakdowns {
             let (Some(map), Some(table)) = (maps.get_mut(i), self.tables.get_mut(i)) else {
                 continue;
             };
-            let mut incoming = Some(seg);
-            let (slot, created) = map.get_or_insert_with(key, || {
-                incoming
-                    .take()
-                    .unwrap_or_else(|| Segment::with_rows(layout, 0))
-            });
-            if created {
+            if map.place(key, seg, (layout, s))? {
                 table.hold(key);
-            } else {
-                // Two values folded into `other`.
-                slot.absorb(layout, s)?;
             }
         }
         Ok(())
@@ -310,29 +301,16 @@ impl Breakdowns {
         let Some(table) = self.tables.get(i) else {
             return Vec::new();
         };
-        let mut acc: Vec<Option<Vec<WindowStats>>> = vec![None; table.id_bound()];
-        for map in maps.filter_map(|m| m.get(i)) {
-            for (key, seg) in map.iter() {
-                let Some(slot) = acc.get_mut(key.index()) else {
-                    continue;
-                };
-                let windows =
-                    slot.get_or_insert_with(|| vec![WindowStats::default(); layout.len()]);
-                for (w, out) in windows.iter_mut().enumerate() {
-                    seg.accumulate(layout, w, now, out);
-                }
-            }
-        }
-        let mut out: Vec<ValueStats<'a>> = acc
+        let maps = maps.filter_map(|m| m.get(i));
+        let mut out: Vec<ValueStats<'a>> = SegmentMap::merged(maps, table.id_bound(), layout, now)
             .into_iter()
             .enumerate()
             .filter_map(|(k, windows)| {
-                let windows = windows?;
-                if windows.iter().all(|s| s.responses() == 0) {
-                    return None;
-                }
                 let (_, value) = table.name(KeyId(k as u32))?;
-                Some(ValueStats { value, windows })
+                Some(ValueStats {
+                    value,
+                    windows: windows?,
+                })
             })
             .collect();
         out.sort_unstable_by(|a, b| a.value.cmp(b.value));

@@ -518,33 +518,18 @@ impl Engine {
     /// partitions. Segments are listed in id order.
     pub fn segments(&self, now: i64) -> Vec<SegmentStats<'_>> {
         let now = self.now_ms.max(now);
-        let nwin = self.layout.len();
-        let mut acc: Vec<Option<Vec<WindowStats>>> = vec![None; self.keys.id_bound()];
-        for part in self.partitions.values() {
-            for (key, seg) in part.segments.iter() {
-                let Some(slot) = acc.get_mut(key.index()) else {
-                    continue;
-                };
-                let windows = slot.get_or_insert_with(|| vec![WindowStats::default(); nwin]);
-                for (w, out) in windows.iter_mut().enumerate() {
-                    seg.accumulate(&self.layout, w, now, out);
-                }
-            }
-        }
-        acc.into_iter()
+        let maps = self.partitions.values().map(|p| &p.segments);
+        SegmentMap::merged(maps, self.keys.id_bound(), &self.layout, now)
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, w)| {
-                let windows = w?;
-                if windows.iter().all(|s| s.responses() == 0) {
-                    return None;
-                }
+            .filter_map(|(i, windows)| {
                 let key = KeyId(i as u32);
                 let (product, region) = self.keys.name(key)?;
                 Some(SegmentStats {
                     key,
                     product,
                     region,
-                    windows,
+                    windows: windows?,
                 })
             })
             .collect()

@@ -1,7 +1,8 @@
 //! A partition's segments by key id.
 
-use super::KeyId;
-use super::window::Segment;
+use super::window::{CorruptSegment, Segment, WindowLayout};
+use super::{KeyId, WindowStats};
+use crate::pb;
 
 /// A partition's segments, indexed directly by key id: key ids are small
 /// and dense (at most `max_keys` + 1), so a vector beats a hash map in
@@ -37,6 +38,53 @@ impl SegmentMap {
             self.len += 1;
         }
         (slot.get_or_insert_with(make), created)
+    }
+
+    /// Puts `seg`, read from `snapshot`, in at `key`; when a segment is
+    /// there already (two snapshotted ones folded into one key), the
+    /// snapshot is merged into it instead. Returns whether `seg` went in.
+    pub(super) fn place(
+        &mut self,
+        key: KeyId,
+        seg: Segment,
+        (layout, snapshot): (&WindowLayout, &pb::SegmentSnapshot),
+    ) -> Result<bool, CorruptSegment> {
+        match self.get_mut(key) {
+            Some(there) => there.absorb(layout, snapshot).map(|()| false),
+            None => Ok(self.get_or_insert_with(key, || seg).1),
+        }
+    }
+
+    /// Each key's windows at `now`, summed over `maps` (by key index below
+    /// `bound`); `None` for a key with nothing in any window.
+    pub(super) fn merged<'a>(
+        maps: impl Iterator<Item = &'a SegmentMap>,
+        bound: usize,
+        layout: &WindowLayout,
+        now: i64,
+    ) -> Vec<Option<Vec<WindowStats>>> {
+        let mut acc: Vec<Option<Vec<WindowStats>>> = vec![None; bound];
+        for map in maps {
+            for (key, seg) in map.iter() {
+                let Some(slot) = acc.get_mut(key.index()) else {
+                    continue;
+                };
+                let windows =
+                    slot.get_or_insert_with(|| vec![WindowStats::default(); layout.len()]);
+                for (w, out) in windows.iter_mut().enumerate() {
+                    seg.accumulate(layout, w, now, out);
+                }
+            }
+        }
+        for slot in &mut acc {
+            if slot
+                .as_ref()
+                .is_some_and(|w| w.iter().all(|s| s.responses() == 0))
+            {
+                *slot = None;
+            }
+        }
+        acc
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (KeyId, &Segment)> {

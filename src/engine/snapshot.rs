@@ -572,18 +572,11 @@ impl Engine {
         let now = self.tick(newest);
         for (s, seg) in staged {
             let key = self.keys.resolve(&s.product, &s.region, now).key;
-            let mut incoming = Some(seg);
-            let (slot, created) = part.segments.get_or_insert_with(key, || {
-                incoming.take().unwrap_or_else(|| {
-                    Segment::with_rows(&self.layout, self.theme_totals.per_key())
-                })
-            });
-            if created {
+            // Segments beyond the table fold into `__other__`, merged.
+            let placed = (part.segments.place(key, seg, (&self.layout, s)))
+                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            if placed {
                 self.keys.hold(key);
-            } else {
-                // Two snapshotted segments folded into `__other__`.
-                slot.absorb(&self.layout, s)
-                    .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             }
         }
         self.place_theme_rings(&mut part, theme_rings, now)?;

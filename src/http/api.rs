@@ -90,20 +90,21 @@ impl Filter {
     /// The index of the window asked for among `windows` (None: every
     /// window), or why it is not one of them.
     fn window_index(&self, windows: &[String]) -> Result<Option<usize>, ApiError> {
-        let Some(w) = &self.window else {
-            return Ok(None);
-        };
-        windows
-            .iter()
-            .position(|n| n == w)
-            .map(Some)
-            .ok_or_else(|| {
-                bad(format!(
-                    "window: `{w}` is not one of {}",
-                    windows.join(", ")
-                ))
-            })
+        self.window
+            .as_deref()
+            .map(|w| window_named(windows, w))
+            .transpose()
     }
+}
+
+/// The index of window `w` among `windows`, or why it is not one of them.
+fn window_named(windows: &[String], w: &str) -> Result<usize, ApiError> {
+    windows.iter().position(|n| n == w).ok_or_else(|| {
+        bad(format!(
+            "window: `{w}` is not one of {}",
+            windows.join(", ")
+        ))
+    })
 }
 
 /// A `/api/v1/segments` request, checked.

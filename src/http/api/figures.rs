@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ApiError, Counts, bad};
+use super::{ApiError, Counts, bad, window_named};
 use crate::config::benchmark_of;
 use crate::engine::{INVALID, OTHER_VALUE, UNKNOWN, WindowStats};
 use crate::metrics::View;
@@ -20,12 +20,7 @@ fn window_of(params: &BTreeMap<String, String>, windows: &[String]) -> Result<us
     let w = params
         .get("window")
         .ok_or_else(|| bad("window: required (a window of /api/v1/summary)"))?;
-    windows.iter().position(|n| n == w).ok_or_else(|| {
-        bad(format!(
-            "window: `{w}` is not one of {}",
-            windows.join(", ")
-        ))
-    })
+    window_named(windows, w)
 }
 
 /// A value's figures in one window.

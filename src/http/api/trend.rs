@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ApiError, Counts, bad};
+use super::{ApiError, Counts, bad, window_named};
 use crate::engine::TrendPoint;
 use crate::metrics::{TrendOf, TrendRead, View};
 
@@ -61,16 +61,6 @@ fn required<'a>(
         .collect()
 }
 
-fn window_index(view: &View, window: &str) -> Result<usize, TrendError> {
-    let names = &view.window_names;
-    names.iter().position(|w| w == window).ok_or_else(|| {
-        TrendError::Bad(bad(format!(
-            "window: `{window}` is not one of {}",
-            names.join(", ")
-        )))
-    })
-}
-
 /// What to read, checked against the view: the trend's subject, its read
 /// (window, time), and the window's name and bucket width.
 pub struct TrendRequest<'a> {
@@ -109,7 +99,7 @@ pub fn value_request<'a>(
 }
 
 fn request<'a>(view: &View, of: TrendOf<'a>, window: &str) -> Result<TrendRequest<'a>, TrendError> {
-    let w = window_index(view, window)?;
+    let w = window_named(&view.window_names, window).map_err(TrendError::Bad)?;
     let bucket_ms = view.window_bucket_ms.get(w).copied().unwrap_or(0);
     Ok(TrendRequest {
         of,
