@@ -14,7 +14,10 @@
 //!   1,000 segments, answers spread over 30 days (about 170 per segment
 //!   and partition); `_answers_only` is the same answers without the
 //!   figures, `_summed` the figures summed afresh over the rings each
-//!   time (as before they were kept between alerts). Per alert.
+//!   time (as before they were kept between alerts), `_live` the same
+//!   figures on a live feed (answers in time order, the clock moving with
+//!   them: most answers are their segment's newest), with its own
+//!   `_answers_only`. Per alert.
 //! - `naive_decode_fold`: the baseline issue 20 names, what one would write
 //!   by hand: a fresh prost decode of each payload, then a counter per
 //!   (product, region) and category in a `HashMap` (no validation, no
@@ -346,6 +349,21 @@ fn events_over_30_days(rng: &mut Rng, n: usize) -> Vec<Event> {
         .collect()
 }
 
+/// `n` answers of a live feed from `clock` on, each with the instant it
+/// arrives: 10,000 a second, answered up to 2 s before. `clock` counts
+/// tenths of a millisecond and ends at the last arrival.
+fn live_answers(rng: &mut Rng, n: usize, clock: &mut i64) -> Vec<(Event, i64)> {
+    events_over_30_days(rng, n)
+        .into_iter()
+        .map(|e| {
+            *clock += 1;
+            let now = *clock / 10;
+            let t = now - rng.below(2_000) as i64;
+            (Event { t, ..e }, now)
+        })
+        .collect()
+}
+
 /// See the header: the window figures each alert carries.
 fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
     const PARTITIONS: i32 = 6;
@@ -394,6 +412,38 @@ fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
                 for (i, e) in batch.iter().enumerate() {
                     let partition = (i % PARTITIONS as usize) as i32;
                     black_box(engine.record(partition, &obs(e), T0));
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // A live feed: answers in time order, the clock moving with them
+    // (10,000 answers per second, each answered up to 2 s before it
+    // arrives), so that most answers are the newest of their segment.
+    let mut clock = T0 * 10;
+    g.bench_function("alert_window_stats_live", |b| {
+        b.iter_batched(
+            || live_answers(rng, keys.len(), &mut clock),
+            |batch| {
+                for (i, (e, now)) in batch.iter().enumerate() {
+                    let partition = (i % PARTITIONS as usize) as i32;
+                    if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), *now) {
+                        black_box(engine.segment_stats(counted.key, *now));
+                    }
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("alert_window_stats_live_answers_only", |b| {
+        b.iter_batched(
+            || live_answers(rng, keys.len(), &mut clock),
+            |batch| {
+                for (i, (e, now)) in batch.iter().enumerate() {
+                    let partition = (i % PARTITIONS as usize) as i32;
+                    black_box(engine.record(partition, &obs(e), *now));
                 }
                 batch
             },

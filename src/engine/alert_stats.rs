@@ -14,11 +14,19 @@
 //!
 //! - when `now` moves any window's oldest bucket (buckets left a window:
 //!   at most once per bucket width of the shortest window);
-//! - for a segment whose newest bucket moved in any partition (the ring
-//!   closed a bucket and may have cleared slots), or from which an answer
-//!   was taken back (a revision);
+//! - for a segment from which an answer was taken back (a revision);
 //! - for every segment after anything else changed the rings: a partition
 //!   dropped or restored, segments or keys swept (a key id may be reused).
+//!
+//! An answer that moves its ring's newest bucket keeps them too, so a live
+//! feed (answers in time order, most of them their segment's newest) reads
+//! kept figures as answers spread over the past do. Moving the head to
+//! bucket h closes the old head and clears the slots of buckets h − n and
+//! older (n buckets per ring); the answer's time is at most `now`, so h is
+//! at most `now`'s bucket, and those buckets are already out of the window
+//! at `now` (it holds the buckets after `now`'s − n): a fresh sum counts
+//! them neither before nor after. Closing a bucket only rounds its weight
+//! sums to f32.
 //!
 //! Counts are exact. Weight sums differ from a fresh sum only by rounding:
 //! closed buckets keep their sums in f32 (see `window`'s "Precision"),

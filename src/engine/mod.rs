@@ -434,7 +434,6 @@ impl Engine {
             if created {
                 keys.hold(resolved.key);
             }
-            let moves_head = t > seg.latest_ms();
             let rows = RowSet::counted(themed, obs.themes.0, obs.comment != 0);
             let placed = seg.insert(layout, t, &self.now_index, obs.category, weight, rows);
             self.theme_totals
@@ -442,19 +441,15 @@ impl Engine {
             let answer = (t, obs.category, weight);
             self.breakdowns
                 .insert(&mut part.breakdowns, values, windows, answer);
-            if moves_head {
-                self.alert_stats.forget(resolved.key);
-            } else {
-                let stats = &mut self.alert_stats;
-                stats.add(
-                    resolved.key,
-                    layout,
-                    &self.now_index,
-                    t,
-                    obs.category,
-                    weight,
-                );
-            }
+            let stats = &mut self.alert_stats;
+            stats.add(
+                resolved.key,
+                layout,
+                &self.now_index,
+                t,
+                obs.category,
+                weight,
+            );
         }
         let mut version = dedup::Version {
             content: obs.content,
