@@ -27,6 +27,10 @@
 #      alerts to a topic of its own. Progress is read from Kafka, not by
 #      scraping /metrics (several megabytes with 1,000 segments).
 #    CPU per answer is each process's user + system time over N.
+#    Both loads run on two timelines (TIMELINES, default "spread live"):
+#    answers spread over the last 30 days, and answers in time order over
+#    the last ten minutes like a live feed (most of them their segment's
+#    newest), each on a fresh broker.
 # 2. Alert latency. nps-stream runs live while `nps-stream send --generate`
 #    produces RATE answers per second (default 10,000) for DURATION seconds
 #    (default 30). The probe reads the alerts and the answers as they
@@ -110,12 +114,13 @@ topic_create() { # name: with PARTITIONS partitions, on Tansu
 throughput() {
   [ "${BROKER:-tansu}" = tansu ] || { echo "throughput runs on Tansu only" >&2; exit 1; }
   describe
-  local load share base rate cpu
+  local load share base rate cpu timeline
+  for timeline in ${TIMELINES:-spread live}; do
   for load in ${LOADS:-ordinary storm}; do
     share=0.20; base=bare
     [ "$load" = storm ] && share=0.64 && base=forward
     start_broker
-    "$PROBE" load "$brokers" survey-responses "$N" "$share"
+    TIMELINE=$timeline "$PROBE" load "$brokers" survey-responses "$N" "$share"
     : >"$work/base"; : >"$work/nps"; : >"$work/base_cpu"; : >"$work/nps_cpu"
     for r in $(seq "$ROUNDS"); do
       if [ "$base" = bare ]; then
@@ -134,23 +139,24 @@ throughput() {
       [ -z "${KEEP_LOGS:-}" ] || cp "$work/nps-$load-$r.log" "$KEEP_LOGS/"
       start=$("$PROBE" first-emitted "$brokers" "alerts-$load-$r")
       echo "$N * 1000 / ($end - $start)" | bc -l >>"$work/nps"
-      printf '%s round %s: %s %.0f/s, nps-stream %.0f/s\n' "$load" "$r" "$base" \
+      printf '%s, %s round %s: %s %.0f/s, nps-stream %.0f/s\n' "$load" "$timeline" "$r" "$base" \
         "$(tail -1 "$work/base")" "$(tail -1 "$work/nps")"
     done
     rate=$(median <"$work/base"); cpu=$(median <"$work/base_cpu")
     nrate=$(median <"$work/nps"); ncpu=$(median <"$work/nps_cpu")
     {
-      printf '%s (%s%% detractors), %s answers on %s partitions, median of %s rounds:\n' \
-        "$load" "${share#0.}" "$N" "$PARTITIONS" "$ROUNDS"
+      printf '%s (%s%% detractors), %s timeline, %s answers on %s partitions, median of %s rounds:\n' \
+        "$load" "${share#0.}" "$timeline" "$N" "$PARTITIONS" "$ROUNDS"
       printf '  baseline (%s)  %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
         "$base" "$rate" "$cpu" "$(echo "$cpu * 1000000 / $N" | bc -l)"
       printf '  nps-stream          %10.0f answers/s, %6.2f CPU s (%.2f µs per answer)\n' \
         "$nrate" "$ncpu" "$(echo "$ncpu * 1000000 / $N" | bc -l)"
-      printf '  ratio %s: %.2fx the rate, %.1fx the CPU per answer\n' "$load" \
+      printf '  ratio %s, %s: %.2fx the rate, %.1fx the CPU per answer\n' "$load" "$timeline" \
         "$(echo "$nrate / $rate" | bc -l)" "$(echo "$ncpu / $cpu" | bc -l)"
     } >>"$work/summary"
     kill -9 "${pids[0]}" 2>/dev/null || true
     pids=()
+  done
   done
   cat "$work/summary"
 }

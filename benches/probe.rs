@@ -7,7 +7,10 @@
 //!   passives and promoters half and half, given over the last 30 days;
 //!   keyed by response_id. With COMMENT_SHARE, that share of the answers
 //!   carry a comment drawn from `COMMENTS` (Spanish and English, some
-//!   mentioning themes of the shipped taxonomy, some none).
+//!   mentioning themes of the shipped taxonomy, some none). With
+//!   `TIMELINE=live` in the environment, the answers are given in time
+//!   order over the last ten minutes instead (each up to 2 s early), as a
+//!   live feed brings them: most are their segment's newest.
 //! - `bare BROKERS TOPIC N [KEY=VALUE ...]`: the ordinary baseline. A
 //!   plain rdkafka consumer with librdkafka's defaults (a group, its
 //!   auto commit) that decodes each of N records of TOPIC as a
@@ -320,6 +323,9 @@ fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64, comment_share:
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    // TIMELINE=live: answers in time order, like a feed; else spread over
+    // 30 days.
+    let live = std::env::var("TIMELINE").is_ok_and(|t| t == "live");
     // xorshift64*: deterministic, enough for a benchmark's load.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -345,9 +351,11 @@ fn load(brokers: &str, topic: &str, n: u64, detractor_share: f64, comment_share:
             region: format!("Región {:02}", next() % 20),
             channel: nps_stream::schema::CHANNELS[(next() % 6) as usize] as i32,
             score: Some(score),
-            responded_at: Some(nps_stream::schema::timestamp_from_ms(
-                now - (next() % (30 * 86_400_000)) as i64,
-            )),
+            responded_at: Some(nps_stream::schema::timestamp_from_ms(match live {
+                // In order over the last ten minutes, each up to 2 s early.
+                true => now - 600_000 + (i * 600_000 / n.max(1)) as i64 - (next() % 2_000) as i64,
+                false => now - (next() % (30 * 86_400_000)) as i64,
+            })),
             comment: match comment_share {
                 None if next() % 7 == 0 => COMMENTS[0].into(),
                 None => String::new(),
