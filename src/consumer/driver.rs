@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -116,6 +116,9 @@ pub(crate) async fn drive<A: App>(
             Some(event) = events.recv() => app.event(event, &stop).await,
             msg = consumer.recv() => {
                 let mut msg = msg;
+                // One stream for the turn's records: each `recv` would
+                // register a waker of its own and drop it again.
+                let mut more = consumer.stream();
                 for taken in 1..=A::BATCH {
                     match msg {
                         Ok(msg) => {
@@ -135,9 +138,9 @@ pub(crate) async fn drive<A: App>(
                     if taken == A::BATCH {
                         break;
                     }
-                    match consumer.recv().now_or_never() {
-                        Some(next) => msg = next,
-                        None => break,
+                    match more.next().now_or_never() {
+                        Some(Some(next)) => msg = next,
+                        _ => break,
                     }
                 }
                 app.after_records();
