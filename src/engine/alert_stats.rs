@@ -124,7 +124,8 @@ impl AlertStats {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{DAY, HOUR, T0, buckets, ev, observe, windows};
-    use super::super::{Engine, EngineConfig, Outcome};
+    use super::super::{Engine, EngineConfig, Observation, Outcome};
+    use super::WindowStats;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -188,5 +189,41 @@ mod tests {
                 prop_assert_eq!(e.segment_stats(key, later), e.segment_stats_summed(key, later));
             }
         }
+    }
+
+    /// A live feed: answers in time order, each the newest of its segment,
+    /// the clock moving with them, a new bucket of the shortest window
+    /// every few answers. An alert finds its figures kept unless `now`
+    /// just moved a window's oldest bucket, and they are a fresh sum.
+    #[test]
+    fn a_live_feed_reads_kept_figures_equal_to_a_fresh_sum() {
+        let cfg = EngineConfig {
+            dedup_max_ids: 0,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(&cfg).unwrap();
+        let (mut now, mut kept) = (T0, 0);
+        for i in 0..2_000u32 {
+            // 7 s apart: the 1h window's buckets are 75 s wide.
+            now += 7_000;
+            let weight = 1.0 + f64::from(i);
+            let o = Observation::new("", "p", "r", i % 11, now - 500, weight);
+            let Outcome::Counted(c, _) = e.record((i % 3) as i32, &o, now) else {
+                panic!("answer {i} not counted");
+            };
+            kept += usize::from(e.alert_stats.get(c.key).is_some());
+            let got = e.segment_stats(c.key, now);
+            let want = e.segment_stats_summed(c.key, now);
+            for (a, b) in got.iter().zip(&want) {
+                let counts = |s: &WindowStats| (s.promoters, s.passives, s.detractors);
+                assert_eq!(counts(a), counts(b), "answer {i}");
+                let tol = 1e-6 * b.weight_total.max(1.0);
+                assert!((a.weight_net - b.weight_net).abs() <= tol, "answer {i}");
+                assert!((a.weight_total - b.weight_total).abs() <= tol, "answer {i}");
+            }
+        }
+        // `now` moves the 1h window's oldest bucket about every 11th
+        // answer; every other answer reads kept figures.
+        assert!(kept > 1_700, "{kept} of 2,000 alerts read kept figures");
     }
 }
