@@ -129,6 +129,19 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// The first window in which kept figures `got` differ from a fresh
+    /// sum `want`: in a count, or in a weight sum beyond its rounding.
+    fn differs(got: &[WindowStats], want: &[WindowStats]) -> Option<String> {
+        let counts = |s: &WindowStats| (s.promoters, s.passives, s.detractors);
+        got.iter().zip(want).enumerate().find_map(|(w, (a, b))| {
+            let tol = 1e-6 * b.weight_total.max(1.0);
+            let off = counts(a) != counts(b)
+                || (a.weight_net - b.weight_net).abs() > tol
+                || (a.weight_total - b.weight_total).abs() > tol;
+            off.then(|| format!("window {w}: kept {a:?}, summed {b:?}"))
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -170,16 +183,8 @@ mod tests {
                 for _ in 0..2 {
                     let got = e.segment_stats(key, now);
                     let want = e.segment_stats_summed(key, now);
-                    for (w, (a, b)) in got.iter().zip(&want).enumerate() {
-                        prop_assert_eq!(
-                            (a.promoters, a.passives, a.detractors),
-                            (b.promoters, b.passives, b.detractors),
-                            "window {} after event {}", w, i
-                        );
-                        let tol = 1e-6 * b.weight_total.max(1.0);
-                        prop_assert!((a.weight_net - b.weight_net).abs() <= tol);
-                        prop_assert!((a.weight_total - b.weight_total).abs() <= tol);
-                    }
+                    let differs = differs(&got, &want);
+                    prop_assert!(differs.is_none(), "after event {}: {:?}", i, differs);
                 }
             }
             // And an hour later, with no answer in between.
@@ -214,13 +219,7 @@ mod tests {
             kept += usize::from(e.alert_stats.get(c.key).is_some());
             let got = e.segment_stats(c.key, now);
             let want = e.segment_stats_summed(c.key, now);
-            for (a, b) in got.iter().zip(&want) {
-                let counts = |s: &WindowStats| (s.promoters, s.passives, s.detractors);
-                assert_eq!(counts(a), counts(b), "answer {i}");
-                let tol = 1e-6 * b.weight_total.max(1.0);
-                assert!((a.weight_net - b.weight_net).abs() <= tol, "answer {i}");
-                assert!((a.weight_total - b.weight_total).abs() <= tol, "answer {i}");
-            }
+            assert_eq!(differs(&got, &want), None, "answer {i}");
         }
         // `now` moves the 1h window's oldest bucket about every 11th
         // answer; every other answer reads kept figures.
