@@ -35,7 +35,6 @@
 
 use super::KeyId;
 use super::nps::{Category, WindowStats};
-use super::window::{NowIndex, WindowLayout};
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct AlertStats {
@@ -70,18 +69,10 @@ impl AlertStats {
         });
     }
 
-    /// One answer at event time `t` counted into `key`'s rings at `now`,
-    /// their newest buckets unmoved: added to the kept figures in every
-    /// window the rings placed it in.
-    pub(super) fn add(
-        &mut self,
-        key: KeyId,
-        layout: &WindowLayout,
-        now: &NowIndex,
-        t: i64,
-        category: Category,
-        weight: f64,
-    ) {
+    /// One answer counted into `key`'s rings: added to the kept figures in
+    /// the windows the rings placed it in (`placed`, bit w: window w, as
+    /// `Segment::insert` returns them).
+    pub(super) fn add(&mut self, key: KeyId, placed: u64, category: Category, weight: f64) {
         let epoch = self.epoch;
         let Some(Some(k)) = self.kept.get_mut(key.index()) else {
             return;
@@ -90,7 +81,7 @@ impl AlertStats {
             return;
         }
         for (w, out) in k.windows.iter_mut().enumerate() {
-            if layout.holds_at(w, t, now) {
+            if placed >> w & 1 == 1 {
                 out.add(category, weight);
             }
         }

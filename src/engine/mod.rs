@@ -441,15 +441,8 @@ impl Engine {
             let answer = (t, obs.category, weight);
             self.breakdowns
                 .insert(&mut part.breakdowns, values, windows, answer);
-            let stats = &mut self.alert_stats;
-            stats.add(
-                resolved.key,
-                layout,
-                &self.now_index,
-                t,
-                obs.category,
-                weight,
-            );
+            self.alert_stats
+                .add(resolved.key, placed, obs.category, weight);
         }
         let mut version = dedup::Version {
             content: obs.content,
