@@ -364,9 +364,43 @@ fn live_answers(rng: &mut Rng, n: usize, clock: &mut i64) -> Vec<(Event, i64)> {
         .collect()
 }
 
+/// Times batches of `answers` (each with the instant it arrives) counted
+/// one by one over the partitions, each followed by its alert's window
+/// figures when `figures`.
+fn answers_then_figures(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    engine: &mut Engine,
+    mut answers: impl FnMut() -> Vec<(Event, i64)>,
+    figures: bool,
+) {
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            &mut answers,
+            |batch| {
+                for (i, (e, now)) in batch.iter().enumerate() {
+                    let partition = (i % ALERT_PARTITIONS as usize) as i32;
+                    match engine.record(partition, &obs(e), *now) {
+                        Outcome::Counted(counted, _) if figures => {
+                            black_box(engine.segment_stats(counted.key, *now));
+                        }
+                        outcome => {
+                            black_box(outcome);
+                        }
+                    }
+                }
+                batch
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+/// Partitions of the alert benches' engine (the end-to-end loads').
+const ALERT_PARTITIONS: i32 = 6;
+
 /// See the header: the window figures each alert carries.
 fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
-    const PARTITIONS: i32 = 6;
     const ALERTS: usize = 10_000;
     let mut engine = Engine::new(&EngineConfig {
         dedup_max_ids: 0,
@@ -375,7 +409,7 @@ fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
     .unwrap();
     let mut keys: Vec<KeyId> = Vec::new();
     for (i, e) in events_over_30_days(rng, 1_000_000).iter().enumerate() {
-        let partition = (i % PARTITIONS as usize) as i32;
+        let partition = (i % ALERT_PARTITIONS as usize) as i32;
         if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), T0)
             && keys.len() < ALERTS
         {
@@ -387,69 +421,32 @@ fn alert_window_stats(c: &mut Criterion, rng: &mut Rng) {
     g.sample_size(20);
     // As in the pipeline: each alert follows its answer into the segment,
     // which the kept figures take in (the answers here are of the same
-    // shape: spread over 30 days, any partition).
-    g.bench_function("alert_window_stats", |b| {
-        b.iter_batched(
-            || events_over_30_days(rng, keys.len()),
-            |batch| {
-                for (i, e) in batch.iter().enumerate() {
-                    let partition = (i % PARTITIONS as usize) as i32;
-                    if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), T0) {
-                        black_box(engine.segment_stats(counted.key, T0));
-                    }
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    // The same answers without the figures: what the figures add is the
-    // difference.
-    g.bench_function("alert_window_stats_answers_only", |b| {
-        b.iter_batched(
-            || events_over_30_days(rng, keys.len()),
-            |batch| {
-                for (i, e) in batch.iter().enumerate() {
-                    let partition = (i % PARTITIONS as usize) as i32;
-                    black_box(engine.record(partition, &obs(e), T0));
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    // shape: spread over 30 days, any partition). The same answers without
+    // the figures: what the figures add is the difference.
+    let n = keys.len();
+    for (name, figures) in [
+        ("alert_window_stats", true),
+        ("alert_window_stats_answers_only", false),
+    ] {
+        let spread = || {
+            events_over_30_days(rng, n)
+                .into_iter()
+                .map(|e| (e, T0))
+                .collect()
+        };
+        answers_then_figures(&mut g, name, &mut engine, spread, figures);
+    }
     // A live feed: answers in time order, the clock moving with them
     // (10,000 answers per second, each answered up to 2 s before it
     // arrives), so that most answers are the newest of their segment.
     let mut clock = T0 * 10;
-    g.bench_function("alert_window_stats_live", |b| {
-        b.iter_batched(
-            || live_answers(rng, keys.len(), &mut clock),
-            |batch| {
-                for (i, (e, now)) in batch.iter().enumerate() {
-                    let partition = (i % PARTITIONS as usize) as i32;
-                    if let Outcome::Counted(counted, _) = engine.record(partition, &obs(e), *now) {
-                        black_box(engine.segment_stats(counted.key, *now));
-                    }
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("alert_window_stats_live_answers_only", |b| {
-        b.iter_batched(
-            || live_answers(rng, keys.len(), &mut clock),
-            |batch| {
-                for (i, (e, now)) in batch.iter().enumerate() {
-                    let partition = (i % PARTITIONS as usize) as i32;
-                    black_box(engine.record(partition, &obs(e), *now));
-                }
-                batch
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, figures) in [
+        ("alert_window_stats_live", true),
+        ("alert_window_stats_live_answers_only", false),
+    ] {
+        let live = || live_answers(rng, n, &mut clock);
+        answers_then_figures(&mut g, name, &mut engine, live, figures);
+    }
     // The figures summed afresh over the rings for each alert (before they
     // were kept between alerts).
     g.bench_function("alert_window_stats_summed", |b| {
