@@ -15,11 +15,11 @@ use crate::config::Settings;
 pub const SEGMENT_BASE_BYTES: u64 = 64;
 /// A segment state: per bucket of its windows, every one filled.
 pub const SEGMENT_BUCKET_BYTES: u64 = 21;
-/// Theme rows of a segment state: per bucket holding a commented answer.
-pub const THEME_BUCKET_BYTES: u64 = 72;
-/// Theme rows of a segment state: per bucket and row (each theme, and the
-/// answers with a comment), dense.
-pub const THEME_ROW_BYTES: u64 = 12;
+/// Theme rows of a segment state: per bucket in use.
+pub const THEME_BUCKET_BYTES: u64 = 8;
+/// Theme rows of a segment state: per bucket and row that counts something
+/// (each theme, and the answers with a comment), its slack included.
+pub const THEME_ROW_BYTES: u64 = 18;
 /// A remembered `response_id` with its latest version.
 pub const DEDUP_ID_BYTES: u64 = 48;
 /// What a remembered `response_id` adds when breakdowns are counted: its

@@ -1,13 +1,13 @@
-//! A segment's theme rows: for each bucket in use, a block of `per_bucket`
-//! counts by category of the bucket's answers, one row per theme (theme i
-//! at i) and the answers with a comment last. Rows follow their bucket's
-//! ring rotation and expiry, so a bucket's rows never count more than the
-//! bucket, and counting an answer in its rows touches one block.
+//! A segment's theme rows: for each bucket in use, the counts by category
+//! of the bucket's answers in each row that counts something, one row per
+//! theme (theme i at i) and the answers with a comment last. Rows follow
+//! their bucket's ring rotation and expiry, so a bucket's rows never count
+//! more than the bucket.
 //!
-//! Blocks are packed in one array in no particular order, each bucket
-//! naming its block: a new bucket's block goes at the end and a freed one
-//! is filled by the last, so putting a bucket in use never shifts the
-//! others' rows.
+//! A segment keeps its rows' cells packed in one array, bucket after
+//! bucket, each cell naming its row: memory grows with the rows the
+//! buckets counted in, not with the taxonomy, and counting an answer's
+//! rows reads one bucket's few cells.
 
 use super::snapshot::check;
 use super::{CorruptSegment, NO_EVENT, Segment, WindowLayout};
@@ -53,52 +53,27 @@ impl RowSet {
     }
 }
 
-/// Cells in a small block.
-const SMALL: usize = 4;
-/// A handle's flag for a dense block (else small).
-const DENSE: u32 = 1 << 31;
-/// The row of a free cell.
-const FREE: u32 = u32::MAX;
-/// The handle of a bucket whose rows count nothing yet (no block).
-const NONE: u32 = u32::MAX;
-
-/// One row's counts by category, in a small block.
+/// One row's counts by category in one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
 struct Cell {
     row: u32,
     counts: [u32; 3],
 }
 
-/// A bucket's rows while at most `SMALL` of them count something: one
-/// cache line.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C, align(64))]
-struct Small([Cell; SMALL]);
-
-impl Small {
-    const EMPTY: Small = Small(
-        [Cell {
-            row: FREE,
-            counts: [0; 3],
-        }; SMALL],
-    );
-}
-
-/// The row blocks of a segment's buckets in use. A bucket's block is small
-/// (the rows that count something, up to `SMALL`) until a row more comes,
-/// then dense (every row, `per_bucket` of them): answers spread thinly
-/// over time leave most rows of most buckets at zero.
+/// The cells of a segment's buckets in use, packed: a cell for each row
+/// that has counted something in a bucket (in no particular order within
+/// it), each bucket's cells after those of the buckets before it. Answers
+/// spread thinly over time leave most rows of most buckets at zero, so a
+/// segment keeps only the rows its buckets counted in.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Blocks {
     /// Rows per bucket.
     per_bucket: u8,
-    /// Each bucket's block (an index, `DENSE` set for a dense one), in the
-    /// buckets' order.
-    blocks: Vec<u32>,
-    small: Vec<Small>,
-    /// Dense blocks, `per_bucket` counts each.
-    dense: Vec<[u32; 3]>,
+    /// Where each bucket's cells start in `cells`, in the buckets' order;
+    /// a bucket's cells end where the next one's start (the last one's at
+    /// the end of `cells`).
+    starts: Vec<u32>,
+    cells: Vec<Cell>,
 }
 
 /// A segment's theme rows, boxed (a pointer in every segment, none
@@ -111,7 +86,7 @@ impl Rows {
         self.0.as_ref().map_or(0, |b| b.k())
     }
 
-    /// No block yet for a bucket put in use at `r`: one comes with its
+    /// A bucket put in use at `r` has no cell yet: one comes with its
     /// first count (most buckets of thinly spread answers hold no comment).
     pub(super) fn insert(&mut self, r: usize) {
         if let Some(b) = &mut self.0 {
@@ -119,7 +94,7 @@ impl Rows {
         }
     }
 
-    /// Frees the blocks of the buckets at `rs`, taken out of use.
+    /// Drops the cells of the buckets at `rs`, taken out of use.
     pub(super) fn remove(&mut self, rs: std::ops::Range<usize>) {
         if let Some(b) = &mut self.0 {
             b.remove(rs);
@@ -152,84 +127,68 @@ impl Blocks {
         usize::from(self.per_bucket)
     }
 
+    /// The place of the bucket at `r`'s cells in `cells`.
+    fn span(&self, r: usize) -> Option<std::ops::Range<usize>> {
+        let start = *self.starts.get(r)? as usize;
+        let end = self
+            .starts
+            .get(r + 1)
+            .map_or(self.cells.len(), |e| *e as usize);
+        Some(start..end)
+    }
+
     fn insert(&mut self, r: usize) {
-        self.blocks.insert(r, NONE);
+        let at = self
+            .starts
+            .get(r)
+            .copied()
+            .unwrap_or(self.cells.len() as u32);
+        self.starts.insert(r, at);
     }
 
     fn remove(&mut self, rs: std::ops::Range<usize>) {
-        let mut freed: Vec<u32> = self.blocks.drain(rs).collect();
-        // From the highest: the last block of a kind is then either the
-        // one freed or one in use, which moves into the freed place.
-        freed.sort_unstable_by(|a, b| b.cmp(a));
-        for handle in freed.into_iter().filter(|h| *h != NONE) {
-            self.free(handle);
-        }
-    }
-
-    /// Frees a block no bucket names: the last block of its kind moves
-    /// into its place.
-    fn free(&mut self, handle: u32) {
-        let k = self.k();
-        let last = if handle & DENSE == 0 {
-            let last = self.small.len() - 1;
-            self.small.swap_remove(handle as usize);
-            last as u32
-        } else {
-            let (b, last) = ((handle & !DENSE) as usize, self.dense.len() / k - 1);
-            self.dense.copy_within(last * k..(last + 1) * k, b * k);
-            self.dense.truncate(last * k);
-            last as u32 | DENSE
+        let (Some(first), Some(last)) = (self.span(rs.start), rs.end.checked_sub(1)) else {
+            return;
         };
-        if handle != last
-            && let Some(owner) = self.blocks.iter_mut().find(|x| **x == last)
-        {
-            *owner = handle;
+        let Some(last) = self.span(last) else {
+            return;
+        };
+        let gone = last.end - first.start;
+        self.cells.drain(first.start..last.end);
+        for s in &mut self.starts[rs.end..] {
+            *s -= gone as u32;
         }
+        self.starts.drain(rs);
     }
 
     /// Row `i`'s counts in the bucket at `r`; a row with none yet gets a
-    /// place when `make` (else `None`). A small block's cells fill from the
-    /// first and stay taken while the block lives, so the first cell that
-    /// holds row `i` or is free is the row's place.
+    /// cell when `make` (else `None`).
     fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
-        let k = self.k();
-        let mut handle = *self.blocks.get(r)?;
-        if handle == NONE {
-            if !make {
-                return None;
-            }
-            handle = self.small.len() as u32;
-            self.small.push(Small::EMPTY);
-            self.blocks[r] = handle;
-        }
-        if handle & DENSE == 0 {
-            let row = i as u32;
-            let cells = &self.small.get(handle as usize)?.0;
-            match cells.iter().position(|c| c.row == row || c.row == FREE) {
-                Some(at) if make || cells[at].row == row => {
-                    let cell = &mut self.small[handle as usize].0[at];
-                    cell.row = row;
-                    return Some(&mut cell.counts);
+        let span = self.span(r)?;
+        let row = i as u32;
+        let at = match self.cells[span.clone()].iter().position(|c| c.row == row) {
+            Some(at) => span.start + at,
+            None if make => {
+                if self.cells.len() == self.cells.capacity() {
+                    // Grow by an eighth: the doubling of `Vec` would leave
+                    // up to half unused in every segment.
+                    self.cells.reserve_exact((self.cells.len() / 8).max(4));
                 }
-                _ if !make => return None,
-                _ => handle = self.make_dense(r),
+                self.cells.insert(
+                    span.end,
+                    Cell {
+                        row,
+                        counts: [0; 3],
+                    },
+                );
+                for s in &mut self.starts[r + 1..] {
+                    *s += 1;
+                }
+                span.end
             }
-        }
-        self.dense.get_mut((handle & !DENSE) as usize * k + i)
-    }
-
-    /// Moves the bucket at `r`'s small block into a dense one.
-    fn make_dense(&mut self, r: usize) -> u32 {
-        let k = self.k();
-        let small = self.blocks[r];
-        let b = self.dense.len() / k;
-        self.dense.resize(self.dense.len() + k, [0; 3]);
-        for c in self.small[small as usize].0 {
-            self.dense[b * k + c.row as usize] = c.counts;
-        }
-        self.blocks[r] = b as u32 | DENSE;
-        self.free(small);
-        self.blocks[r]
+            None => return None,
+        };
+        Some(&mut self.cells[at].counts)
     }
 
     /// Row `i`'s counts in the bucket at `r`.
@@ -244,31 +203,18 @@ impl Blocks {
     }
 
     /// Calls `f(row, counts)` for the rows of the bucket at `r` that have
-    /// a place.
+    /// a cell.
     fn each(&self, r: usize, mut f: impl FnMut(usize, &[u32; 3])) {
-        let handle = self.blocks[r];
-        if handle == NONE {
-            return;
-        }
-        if handle & DENSE == 0 {
-            for c in &self.small[handle as usize].0 {
-                if c.row != FREE {
-                    f(c.row as usize, &c.counts);
-                }
-            }
-        } else {
-            let k = self.k();
-            let at = (handle & !DENSE) as usize * k;
-            for (i, n) in self.dense[at..at + k].iter().enumerate() {
-                f(i, n);
+        if let Some(span) = self.span(r) {
+            for c in &self.cells[span] {
+                f(c.row as usize, &c.counts);
             }
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.blocks.capacity() * std::mem::size_of::<u32>()
-            + self.small.capacity() * std::mem::size_of::<Small>()
-            + self.dense.capacity() * std::mem::size_of::<[u32; 3]>()
+        self.starts.capacity() * std::mem::size_of::<u32>()
+            + self.cells.capacity() * std::mem::size_of::<Cell>()
     }
 }
 
@@ -287,9 +233,8 @@ impl Segment {
         self.rows = Rows((per_bucket > 0).then(|| {
             Box::new(Blocks {
                 per_bucket,
-                blocks: vec![NONE; n],
-                small: Vec::new(),
-                dense: Vec::new(),
+                starts: vec![0; n],
+                cells: Vec::new(),
             })
         }));
     }
@@ -564,10 +509,10 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Blocks put in use and freed in any order keep each bucket's
+        /// Buckets put in use and freed in any order keep each bucket's
         /// rows: what a model holding them in the buckets' order says.
         #[test]
-        fn each_bucket_keeps_its_rows_as_blocks_come_and_go(
+        fn each_bucket_keeps_its_rows_as_buckets_come_and_go(
             steps in proptest::collection::vec((any::<bool>(), 0usize..64, 1usize..8), 1..300),
         ) {
             let k = 7;
@@ -594,11 +539,11 @@ mod tests {
                     let kept: Vec<[u32; 3]> = (0..k).map(|i| rows.get(r, i)).collect();
                     prop_assert_eq!(&kept, block);
                 }
-                // One block per bucket with a count, none for the others.
-                let none = rows.blocks.iter().filter(|b| **b == super::NONE).count();
-                let dense = rows.blocks.iter().filter(|b| **b != super::NONE && **b & super::DENSE != 0).count();
-                prop_assert_eq!(rows.small.len() + dense + none, model.len());
-                prop_assert_eq!(rows.dense.len(), dense * k);
+                // One cell per row counted in a bucket in use, none for
+                // the others.
+                let counted: usize = model.iter().flatten().filter(|c| **c != [0; 3]).count();
+                prop_assert_eq!(rows.cells.len(), counted);
+                prop_assert_eq!(rows.starts.len(), model.len());
             }
         }
     }
