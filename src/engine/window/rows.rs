@@ -7,7 +7,9 @@
 //! A segment keeps its rows' cells packed in one array, bucket after
 //! bucket, each cell naming its row: memory grows with the rows the
 //! buckets counted in, not with the taxonomy, and counting an answer's
-//! rows reads one bucket's few cells.
+//! rows reads one bucket's few cells. A cell takes 8 bytes (16-bit
+//! counts) until a count of the segment passes 65,535; the segment's cells
+//! are then 16 bytes (32-bit counts) from then on.
 
 use super::snapshot::check;
 use super::{CorruptSegment, NO_EVENT, Segment, WindowLayout};
@@ -53,11 +55,101 @@ impl RowSet {
     }
 }
 
-/// One row's counts by category in one bucket.
+/// One row's counts by category in one bucket: narrow (16-bit counts)
+/// while every count of the segment fits, wide after.
+trait Cell: Copy {
+    fn new(row: usize) -> Self;
+    fn row(&self) -> usize;
+    fn counts(&self) -> [u32; 3];
+    /// Moves category `c` by `delta`; false (unchanged) when the result
+    /// does not fit.
+    fn add(&mut self, c: usize, delta: i64) -> bool;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Cell {
+struct Narrow {
+    row: u16,
+    counts: [u16; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Wide {
     row: u32,
     counts: [u32; 3],
+}
+
+impl Cell for Narrow {
+    fn new(row: usize) -> Self {
+        Narrow {
+            row: row as u16,
+            counts: [0; 3],
+        }
+    }
+
+    fn row(&self) -> usize {
+        usize::from(self.row)
+    }
+
+    fn counts(&self) -> [u32; 3] {
+        self.counts.map(u32::from)
+    }
+
+    fn add(&mut self, c: usize, delta: i64) -> bool {
+        let n = (i64::from(self.counts[c]) + delta).max(0);
+        match u16::try_from(n) {
+            Ok(n) => {
+                self.counts[c] = n;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Cell for Wide {
+    fn new(row: usize) -> Self {
+        Wide {
+            row: row as u32,
+            counts: [0; 3],
+        }
+    }
+
+    fn row(&self) -> usize {
+        self.row as usize
+    }
+
+    fn counts(&self) -> [u32; 3] {
+        self.counts
+    }
+
+    fn add(&mut self, c: usize, delta: i64) -> bool {
+        let n = (i64::from(self.counts[c]) + delta).clamp(0, i64::from(u32::MAX));
+        self.counts[c] = n as u32;
+        true
+    }
+}
+
+/// A segment's cells, all narrow or all wide.
+#[derive(Debug, Clone, PartialEq)]
+enum Cells {
+    Narrow(Vec<Narrow>),
+    Wide(Vec<Wide>),
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells::Narrow(Vec::new())
+    }
+}
+
+/// Runs `$body` with `$v` bound to the cells' vector, whichever kind.
+macro_rules! with_cells {
+    ($cells:expr, $v:ident => $body:expr) => {
+        match $cells {
+            Cells::Narrow($v) => $body,
+            Cells::Wide($v) => $body,
+        }
+    };
 }
 
 /// The cells of a segment's buckets in use, packed: a cell for each row
@@ -73,7 +165,7 @@ struct Blocks {
     /// a bucket's cells end where the next one's start (the last one's at
     /// the end of `cells`).
     starts: Vec<u32>,
-    cells: Vec<Cell>,
+    cells: Cells,
 }
 
 /// A segment's theme rows, boxed (a pointer in every segment, none
@@ -101,8 +193,10 @@ impl Rows {
         }
     }
 
-    fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
-        self.0.as_mut()?.counts_mut(r, i, make)
+    fn add(&mut self, r: usize, i: usize, counts: [i64; 3]) {
+        if let Some(b) = &mut self.0 {
+            b.add(r, i, counts);
+        }
     }
 
     fn get(&self, r: usize, i: usize) -> [u32; 3] {
@@ -122,27 +216,51 @@ impl Rows {
     }
 }
 
+/// Where row `row` is among `cells[span]`, given a cell when `make` (the
+/// starts of the buckets after `r` then move by one).
+fn place<C: Cell>(
+    cells: &mut Vec<C>,
+    starts: &mut [u32],
+    (r, span): (usize, std::ops::Range<usize>),
+    row: usize,
+    make: bool,
+) -> Option<usize> {
+    if let Some(at) = cells[span.clone()].iter().position(|c| c.row() == row) {
+        return Some(span.start + at);
+    }
+    if !make {
+        return None;
+    }
+    if cells.len() == cells.capacity() {
+        // Grow by an eighth: the doubling of `Vec` would leave up to half
+        // unused in every segment.
+        cells.reserve_exact((cells.len() / 8).max(4));
+    }
+    cells.insert(span.end, C::new(row));
+    for s in &mut starts[r + 1..] {
+        *s += 1;
+    }
+    Some(span.end)
+}
+
 impl Blocks {
     fn k(&self) -> usize {
         usize::from(self.per_bucket)
     }
 
+    fn len(&self) -> usize {
+        with_cells!(&self.cells, v => v.len())
+    }
+
     /// The place of the bucket at `r`'s cells in `cells`.
     fn span(&self, r: usize) -> Option<std::ops::Range<usize>> {
         let start = *self.starts.get(r)? as usize;
-        let end = self
-            .starts
-            .get(r + 1)
-            .map_or(self.cells.len(), |e| *e as usize);
+        let end = self.starts.get(r + 1).map_or(self.len(), |e| *e as usize);
         Some(start..end)
     }
 
     fn insert(&mut self, r: usize) {
-        let at = self
-            .starts
-            .get(r)
-            .copied()
-            .unwrap_or(self.cells.len() as u32);
+        let at = self.starts.get(r).copied().unwrap_or(self.len() as u32);
         self.starts.insert(r, at);
     }
 
@@ -154,41 +272,55 @@ impl Blocks {
             return;
         };
         let gone = last.end - first.start;
-        self.cells.drain(first.start..last.end);
+        with_cells!(&mut self.cells, v => {
+            v.drain(first.start..last.end);
+        });
         for s in &mut self.starts[rs.end..] {
             *s -= gone as u32;
         }
         self.starts.drain(rs);
     }
 
-    /// Row `i`'s counts in the bucket at `r`; a row with none yet gets a
-    /// cell when `make` (else `None`).
-    fn counts_mut(&mut self, r: usize, i: usize, make: bool) -> Option<&mut [u32; 3]> {
-        let span = self.span(r)?;
-        let row = i as u32;
-        let at = match self.cells[span.clone()].iter().position(|c| c.row == row) {
-            Some(at) => span.start + at,
-            None if make => {
-                if self.cells.len() == self.cells.capacity() {
-                    // Grow by an eighth: the doubling of `Vec` would leave
-                    // up to half unused in every segment.
-                    self.cells.reserve_exact((self.cells.len() / 8).max(4));
-                }
-                self.cells.insert(
-                    span.end,
-                    Cell {
-                        row,
-                        counts: [0; 3],
-                    },
-                );
-                for s in &mut self.starts[r + 1..] {
-                    *s += 1;
-                }
-                span.end
-            }
-            None => return None,
+    /// Moves row `i`'s counts in the bucket at `r` by `delta` per category
+    /// (a row with none yet gets a cell when some delta is positive). A
+    /// count past a narrow cell's reach makes every cell wide first.
+    fn add(&mut self, r: usize, i: usize, delta: [i64; 3]) {
+        let Some(span) = self.span(r) else {
+            return;
         };
-        Some(&mut self.cells[at].counts)
+        let make = delta.iter().any(|d| *d > 0);
+        let fits = match &mut self.cells {
+            Cells::Narrow(v) => match place(v, &mut self.starts, (r, span.clone()), i, make) {
+                Some(at) => {
+                    let mut cell = v[at];
+                    let fits = (0..3).all(|c| cell.add(c, delta[c]));
+                    if fits {
+                        v[at] = cell;
+                    }
+                    fits
+                }
+                None => true,
+            },
+            Cells::Wide(_) => false,
+        };
+        if fits {
+            return;
+        }
+        if let Cells::Narrow(v) = &self.cells {
+            let wide = v.iter().map(|c| Wide {
+                row: c.row as u32,
+                counts: c.counts(),
+            });
+            self.cells = Cells::Wide(wide.collect());
+        }
+        let span = self.span(r).unwrap_or(span);
+        if let Cells::Wide(v) = &mut self.cells
+            && let Some(at) = place(v, &mut self.starts, (r, span), i, make)
+        {
+            for (c, d) in delta.iter().enumerate() {
+                v[at].add(c, *d);
+            }
+        }
     }
 
     /// Row `i`'s counts in the bucket at `r`.
@@ -206,15 +338,20 @@ impl Blocks {
     /// a cell.
     fn each(&self, r: usize, mut f: impl FnMut(usize, &[u32; 3])) {
         if let Some(span) = self.span(r) {
-            for c in &self.cells[span] {
-                f(c.row as usize, &c.counts);
-            }
+            with_cells!(&self.cells, v => {
+                for c in &v[span] {
+                    f(c.row(), &c.counts());
+                }
+            });
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.starts.capacity() * std::mem::size_of::<u32>()
-            + self.cells.capacity() * std::mem::size_of::<Cell>()
+        let cells = match &self.cells {
+            Cells::Narrow(v) => v.capacity() * std::mem::size_of::<Narrow>(),
+            Cells::Wide(v) => v.capacity() * std::mem::size_of::<Wide>(),
+        };
+        self.starts.capacity() * std::mem::size_of::<u32>() + cells
     }
 }
 
@@ -234,7 +371,7 @@ impl Segment {
             Box::new(Blocks {
                 per_bucket,
                 starts: vec![0; n],
-                cells: Vec::new(),
+                cells: Cells::default(),
             })
         }));
     }
@@ -249,11 +386,10 @@ impl Segment {
         if k == 0 || rows == RowSet::NONE {
             return;
         }
-        let c = category.index();
+        let mut by_category = [0; 3];
+        by_category[category.index()] = i64::from(delta);
         for i in rows.indexes(k) {
-            if let Some(n) = self.rows.counts_mut(r, i, delta > 0) {
-                n[c] = n[c].saturating_add_signed(delta);
-            }
+            self.rows.add(r, i, by_category);
         }
     }
 
@@ -399,11 +535,7 @@ impl Segment {
             }
         }
         for (r, add) in places {
-            if let Some(n) = self.rows.counts_mut(r, i, true) {
-                for (n, a) in n.iter_mut().zip(add) {
-                    *n = n.saturating_add(a);
-                }
-            }
+            self.rows.add(r, i, add.map(i64::from));
         }
         Ok(())
     }
@@ -504,47 +636,4 @@ fn encode_row(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Blocks;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Buckets put in use and freed in any order keep each bucket's
-        /// rows: what a model holding them in the buckets' order says.
-        #[test]
-        fn each_bucket_keeps_its_rows_as_buckets_come_and_go(
-            steps in proptest::collection::vec((any::<bool>(), 0usize..64, 1usize..8), 1..300),
-        ) {
-            let k = 7;
-            let mut rows = Blocks { per_bucket: k as u8, ..Blocks::default() };
-            let mut model: Vec<Vec<[u32; 3]>> = Vec::new();
-            for (n, (put, at, len)) in steps.into_iter().enumerate() {
-                if put || model.is_empty() {
-                    let r = at % (model.len() + 1);
-                    rows.insert(r);
-                    model.insert(r, vec![[0; 3]; k]);
-                } else if at % 3 != 0 {
-                    // A count in one of the rows of a bucket in use.
-                    let (r, i) = (at % model.len(), len % k);
-                    let mark = [n as u32, 1, 2];
-                    *rows.counts_mut(r, i, true).unwrap() = mark;
-                    model[r][i] = mark;
-                } else {
-                    let r = at % model.len();
-                    let end = (r + len).min(model.len());
-                    rows.remove(r..end);
-                    model.drain(r..end);
-                }
-                for (r, block) in model.iter().enumerate() {
-                    let kept: Vec<[u32; 3]> = (0..k).map(|i| rows.get(r, i)).collect();
-                    prop_assert_eq!(&kept, block);
-                }
-                // One cell per row counted in a bucket in use, none for
-                // the others.
-                let counted: usize = model.iter().flatten().filter(|c| **c != [0; 3]).count();
-                prop_assert_eq!(rows.cells.len(), counted);
-                prop_assert_eq!(rows.starts.len(), model.len());
-            }
-        }
-    }
-}
+mod tests;
